@@ -1,0 +1,123 @@
+//! Tests of the pipeline file: the issue's example parses as written; each malformed file gives
+//! the errors shown in its snapshot (`src/snapshots/`).
+
+use super::*;
+use gantry_model::StageKind;
+use std::time::Duration;
+
+const EXAMPLE: &str = r#"env:                          # optional, for every step
+  GREETING: hello
+stages:                       # run in order; a failed stage stops the run
+  - name: build
+    jobs:                     # jobs of one stage run in parallel
+      - name: compile
+        run: make build       # one step; or `steps:` with several
+        artifacts:
+          - name: app
+            path: dist/       # file, directory or glob, relative to the workspace
+  - name: test
+    jobs:
+      - name: unit
+        steps:
+          - name: unit tests
+            run: make test
+        timeout: 10m
+        retries: 1
+        env: { LEVEL: 2 }
+        secrets: [API_TOKEN]  # values from the environment of gantry (or a secrets file); masked
+      - name: lint
+        run: ./lint.sh
+        allow_failure: true
+  - name: staging
+    deploy:                   # parsed and checked now; executed by the deploy work
+      environment: staging
+      artifact: app
+environments: {}              # described by the deploy work; accept and check the block
+"#;
+
+#[test]
+fn the_documented_example_parses() {
+    let checked = parse_pipeline("gantry.yml", EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    let p = checked.pipeline;
+    assert_eq!(p.env, vec![("GREETING".to_string(), "hello".to_string())]);
+    assert_eq!(p.stages.len(), 3);
+    let StageKind::Jobs(test_jobs) = &p.stages[1].kind else { panic!("test stage has jobs") };
+    let unit = &test_jobs[0];
+    assert_eq!(unit.timeout, Some(Duration::from_secs(600)));
+    assert_eq!(unit.retries, 1);
+    assert_eq!(unit.env, vec![("LEVEL".to_string(), "2".to_string())]);
+    assert_eq!(unit.secrets, vec!["API_TOKEN".to_string()]);
+    assert_eq!(unit.steps[0].name, "unit tests");
+    assert!(test_jobs[1].allow_failure);
+    let StageKind::Deploy(deploy) = &p.stages[2].kind else { panic!("deploy stage") };
+    assert_eq!(deploy.environments, vec!["staging".to_string()]);
+    assert_eq!(deploy.artifact, "app");
+    // The environment is not described yet: a warning, not an error.
+    assert_eq!(checked.warnings.items.len(), 1);
+    assert!(checked.warnings.items[0].message.contains("staging"));
+}
+
+fn errors(source: &str) -> String {
+    match parse_pipeline("gantry.yml", source) {
+        Ok(_) => panic!("expected errors for:\n{source}"),
+        Err(diags) => diags.to_string(),
+    }
+}
+
+macro_rules! malformed {
+    ($($name:ident: $source:expr;)+) => {
+        $(
+            #[test]
+            fn $name() {
+                insta::assert_snapshot!(stringify!($name), errors($source));
+            }
+        )+
+    };
+}
+
+malformed! {
+    yaml_syntax_error: "stages:\n  - name: build\n    jobs: [\n      - name: x\n";
+    empty_file: "# nothing here\n";
+    not_a_mapping: "- build\n- test\n";
+    misspelled_top_key: "stage:\n  - name: build\n    jobs:\n      - name: a\n        run: true\n";
+    missing_stages: "env:\n  A: b\n";
+    empty_stages: "stages: []\n";
+    step_instead_of_steps: "stages:\n  - name: test\n    jobs:\n      - name: unit\n        step:\n          - run: make test\n";
+    stage_without_name: "stages:\n  - jobs:\n      - name: a\n        run: 'true'\n";
+    duplicate_stage_names: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: 'true'\n  - name: build\n    jobs:\n      - name: b\n        run: 'true'\n";
+    duplicate_job_names: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: 'true'\n  - name: test\n    jobs:\n      - name: a\n        run: 'true'\n";
+    empty_stage: "stages:\n  - name: build\n    jobs: []\n";
+    stage_with_jobs_and_deploy: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: 'true'\n    deploy:\n      environment: staging\n      artifact: app\n";
+    job_with_run_and_steps: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n        steps: [make test]\n      - name: b\n        env: {}\n";
+    bad_durations: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n        timeout: 10x\n      - name: b\n        run: make\n        timeout: 30\n";
+    bad_retries_and_allow_failure: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n        retries: -1\n        allow_failure: yes\n      - name: b\n        run: make\n        retries: 99\n";
+    deploy_unknown_artifact: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        run: make\n        artifacts:\n          - name: app\n            path: dist/\n  - name: staging\n    deploy:\n      environment: staging\n      artifact: ap\nenvironments:\n  staging: {}\n";
+    deploy_artifact_of_later_stage: "stages:\n  - name: staging\n    deploy:\n      environment: staging\n      artifact: app\n  - name: build\n    jobs:\n      - name: compile\n        run: make\n        artifacts:\n          - name: app\n            path: dist/\nenvironments:\n  staging: {}\n";
+    escaping_artifact_paths: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        run: make\n        artifacts:\n          - name: up\n            path: ../secrets\n          - name: abs\n            path: /etc/passwd\n";
+    bad_env: "env:\n  GANTRY_RUN: x\n  1BAD: y\n  NESTED: { a: b }\nstages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n        secrets: API_TOKEN\n        env: [A, B]\n";
+    duplicate_keys: "stages:\n  - name: build\n    name: again\n    jobs:\n      - name: a\n        run: make\n        run: make again\n";
+    duplicate_artifact_names: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n        artifacts: [{ name: app, path: a }]\n      - name: b\n        run: make\n        artifacts: [{ name: app, path: b }]\n";
+    bad_environments: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  production:\n    keep: 0\n    targett: {}\n    target:\n      process: {}\n      docker: {}\n";
+    many_errors_at_once: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        runn: make\n        timeout: forever\n  - name: test\n    jobs:\n      - name: unit\n        steps:\n          - nme: unit tests\n            run: make test\n        retries: many\n";
+}
+
+#[test]
+fn every_key_table_is_in_the_schema() {
+    // `object()` asserts each table key has a property; building the schema runs those checks.
+    let schema = schema::pipeline_schema();
+    assert!(schema["properties"]["stages"].is_object());
+}
+
+#[test]
+fn steps_can_be_plain_strings_and_anchors_merge() {
+    let src = "defaults: &d\n  timeout: 5m\n";
+    assert!(parse_pipeline("gantry.yml", src).is_err(), "unknown top key is refused");
+    let src = "stages:\n  - name: b\n    jobs:\n      - &base\n        name: a\n        run: make\n        timeout: 5m\n      - <<: *base\n        name: c\n";
+    let p = parse_pipeline("gantry.yml", src).unwrap_or_else(|e| panic!("{e}")).pipeline;
+    let jobs: Vec<_> = p.jobs().map(|(_, j)| (j.name.clone(), j.timeout)).collect();
+    assert_eq!(jobs, vec![("a".into(), Some(Duration::from_secs(300))), ("c".into(), Some(Duration::from_secs(300)))]);
+    let src = "stages:\n  - name: b\n    jobs:\n      - name: a\n        steps: [make, make test]\n";
+    let p = parse_pipeline("gantry.yml", src).unwrap_or_else(|e| panic!("{e}")).pipeline;
+    let (_, job) = p.jobs().next().unwrap();
+    assert_eq!(job.steps.iter().map(|s| s.run.as_str()).collect::<Vec<_>>(), ["make", "make test"]);
+}

@@ -1,0 +1,23 @@
+//! The nouns of gantry, shared by every crate: what a pipeline is once it has been checked, and the
+//! statuses a run and its parts move through. No I/O, no parsing, no serde schema of any file:
+//! those live at the edges (`gantry-config` for the pipeline file, `gantry-api` for HTTP).
+//!
+//! Codemap:
+//! - [`pipeline`]: `Pipeline`, `Stage`, `Job`, `Step`, `ArtifactSpec`, `DeploySpec`, `EnvironmentSpec`.
+//! - [`status`]: `RunStatus`, `JobStatus`, `StepStatus`, and what ends a job.
+//! - [`secret`]: `SecretValue`, a string that never prints itself.
+//! - [`duration`]: parsing and printing of `10m`, `1h30m`, `500ms`.
+
+pub mod duration;
+pub mod pipeline;
+pub mod secret;
+pub mod status;
+
+pub use pipeline::{
+    ArtifactSpec, DeploySpec, EnvironmentSpec, Job, Pipeline, Stage, StageKind, Step,
+};
+pub use secret::SecretValue;
+pub use status::{JobStatus, RunStatus, StageStatus, StepStatus};
+
+/// Environment variable names gantry sets for every step; the pipeline file may not set them.
+pub const RESERVED_ENV_PREFIX: &str = "GANTRY_";

@@ -1,0 +1,107 @@
+//! A checked pipeline: what `gantry-config` lowers the pipeline file into and what the engine plans
+//! runs from. Every name here has already been validated (unique, non-empty), so code that walks a
+//! `Pipeline` never has to re-check it.
+
+use std::time::Duration;
+
+/// The pipeline of a project, as written in its `gantry.yml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pipeline {
+    /// Optional project name; defaults to the repository's directory name.
+    pub name: Option<String>,
+    /// Variables for every step, in file order.
+    pub env: Vec<(String, String)>,
+    /// Names of variables of gantry's own environment passed through to every step.
+    pub pass_env: Vec<String>,
+    pub stages: Vec<Stage>,
+    pub environments: Vec<EnvironmentSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub name: String,
+    pub kind: StageKind,
+}
+
+/// A stage either runs jobs (in parallel) or deploys an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageKind {
+    Jobs(Vec<Job>),
+    Deploy(DeploySpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Unique across the whole pipeline, so `gantry logs RUN JOB` is unambiguous.
+    pub name: String,
+    pub steps: Vec<Step>,
+    /// Job variables, applied over the pipeline's.
+    pub env: Vec<(String, String)>,
+    pub pass_env: Vec<String>,
+    /// Names of secrets this job receives as environment variables (values are masked in logs).
+    pub secrets: Vec<String>,
+    /// Limit for the whole job (all steps of one attempt).
+    pub timeout: Option<Duration>,
+    /// How many times a failed attempt is run again.
+    pub retries: u32,
+    /// A failure of this job does not fail its stage.
+    pub allow_failure: bool,
+    pub artifacts: Vec<ArtifactSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    /// Shell text run with `sh -c`.
+    pub run: String,
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+}
+
+/// An artifact a job declares: files, directories or globs relative to the workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactSpec {
+    pub name: String,
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploySpec {
+    /// One environment, or several deployed in order (waves).
+    pub environments: Vec<String>,
+    pub artifact: String,
+    /// Time a wave must stay healthy before the next one starts.
+    pub bake: Option<Duration>,
+}
+
+/// An environment as described in the `environments:` block. The deploy work gives it a target,
+/// health checks and a strategy; for now only what every environment has is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentSpec {
+    pub name: String,
+    /// Releases kept ready for rollback.
+    pub keep: u32,
+}
+
+impl Pipeline {
+    /// All jobs with the index of their stage, in file order.
+    pub fn jobs(&self) -> impl Iterator<Item = (usize, &Job)> {
+        self.stages.iter().enumerate().flat_map(|(i, stage)| match &stage.kind {
+            StageKind::Jobs(jobs) => jobs.iter().map(move |j| (i, j)).collect::<Vec<_>>(),
+            StageKind::Deploy(_) => Vec::new(),
+        })
+    }
+
+    /// Every secret name any job asks for, deduplicated, in file order.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (_, job) in self.jobs() {
+            for s in &job.secrets {
+                if !names.contains(s) {
+                    names.push(s.clone());
+                }
+            }
+        }
+        names
+    }
+}
