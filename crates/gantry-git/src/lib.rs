@@ -1,1 +1,182 @@
-//! placeholder
+//! The git adapter: resolve a revision to a commit, find the branch, read a file at a commit, and
+//! export a commit's tree into a clean directory (no `.git`, the user's working copy untouched).
+//!
+//! It drives the `git` command rather than a library: git is on every machine that has a
+//! repository, it honours the user's config (credentials, LFS filters, `safe.directory`), and its
+//! error messages are the ones users search for (see ARCHITECTURE.md).
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A local repository (bare or with a working copy).
+#[derive(Debug, Clone)]
+pub struct Repo {
+    path: PathBuf,
+}
+
+/// A commit and the branch it was reached through, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub commit: String,
+    pub branch: Option<String>,
+}
+
+#[allow(clippy::disallowed_methods)] // The git adapter is one of the two places that spawn processes.
+fn git(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(dir).stdin(Stdio::null());
+    // Never prompt for credentials on a terminal: a run has no one to answer.
+    cmd.env("GIT_TERMINAL_PROMPT", "0");
+    cmd
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("{what}: could not start git (is it installed?)"))?;
+    Ok(out)
+}
+
+fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+impl Repo {
+    /// Opens the repository at `path`, or fails saying it is not one.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut cmd = git(path);
+        cmd.args(["rev-parse", "--absolute-git-dir"]);
+        let out = run(cmd, "opening the repository")?;
+        if !out.status.success() {
+            bail!("{} is not a git repository: {}", path.display(), stderr_text(&out));
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The top of the working copy, or the repository directory itself when bare.
+    pub fn root(&self) -> Result<PathBuf> {
+        let mut cmd = git(&self.path);
+        cmd.args(["rev-parse", "--show-toplevel"]);
+        let out = run(cmd, "finding the repository root")?;
+        if out.status.success() {
+            return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+        Ok(self.path.canonicalize().unwrap_or_else(|_| self.path.clone()))
+    }
+
+    /// Resolves `rev` (a branch, tag, `HEAD`, or a commit id) to a commit.
+    pub fn resolve(&self, rev: &str) -> Result<Revision> {
+        if rev.starts_with('-') {
+            bail!("`{rev}` is not a revision");
+        }
+        let mut cmd = git(&self.path);
+        cmd.args(["rev-parse", "--verify", "--quiet", "--end-of-options"]).arg(format!("{rev}^{{commit}}"));
+        let out = run(cmd, "resolving the revision")?;
+        if !out.status.success() {
+            if rev == "HEAD" {
+                bail!("the repository {} has no commits yet", self.path.display());
+            }
+            bail!("unknown revision `{rev}` in {}", self.path.display());
+        }
+        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(Revision { commit, branch: self.branch_of(rev)? })
+    }
+
+    fn branch_of(&self, rev: &str) -> Result<Option<String>> {
+        let mut cmd = git(&self.path);
+        if rev == "HEAD" {
+            cmd.args(["symbolic-ref", "--quiet", "--short", "HEAD"]);
+        } else {
+            cmd.args(["rev-parse", "--verify", "--quiet", "--symbolic-full-name"]).arg(rev);
+        }
+        let out = run(cmd, "finding the branch")?;
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || name.is_empty() {
+            return Ok(None);
+        }
+        Ok(match name.strip_prefix("refs/heads/") {
+            Some(b) => Some(b.to_string()),
+            None if rev == "HEAD" => Some(name),
+            None => None,
+        })
+    }
+
+    /// The content of `path` at `commit`, or `None` when the commit has no such file.
+    pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let mut cmd = git(&self.path);
+        cmd.args(["cat-file", "blob"]).arg(format!("{commit}:{path}"));
+        let out = run(cmd, "reading a file from the repository")?;
+        Ok(out.status.success().then_some(out.stdout))
+    }
+
+    /// Writes the tree of `commit` into `dest` (created if needed): files with their exec bits,
+    /// symlinks as symlinks, no `.git`. Uses a throw-away index so the repository is not touched.
+    pub fn export(&self, commit: &str, dest: &Path) -> Result<()> {
+        std::fs::create_dir_all(dest).with_context(|| format!("creating workspace {}", dest.display()))?;
+        let index = tempfile_path(dest);
+        let mut cmd = git(&self.path);
+        cmd.env("GIT_INDEX_FILE", &index)
+            .arg("--work-tree")
+            .arg(dest)
+            .args(["-c", "core.hooksPath=/dev/null", "checkout", "--force", "--quiet"])
+            .arg(commit)
+            .args(["--", "."]);
+        let out = run(cmd, "checking out the commit")?;
+        let _ = std::fs::remove_file(&index);
+        if !out.status.success() {
+            bail!("checking out {commit} into {} failed: {}", dest.display(), stderr_text(&out));
+        }
+        Ok(())
+    }
+}
+
+fn tempfile_path(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.gantry-index-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[allow(clippy::disallowed_methods)]
+    fn sh(dir: &Path, script: &str) {
+        let st = Command::new("sh").arg("-c").arg(script).current_dir(dir).status().unwrap();
+        assert!(st.success(), "{script}");
+    }
+
+    #[test]
+    fn resolves_reads_and_exports() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo_dir = tmp.path().join("repo");
+        std::fs::create_dir(&repo_dir).unwrap();
+        sh(&repo_dir, "git init -q -b main && git config user.email t@t && git config user.name t \
+            && echo one > a.txt && printf '#!/bin/sh\\necho hi\\n' > run.sh && chmod +x run.sh \
+            && ln -s a.txt link && git add -A && git commit -qm first && echo two > a.txt && git commit -qam second \
+            && echo dirty > a.txt");
+        let repo = Repo::open(&repo_dir).unwrap();
+        let head = repo.resolve("HEAD").unwrap();
+        assert_eq!(head.branch.as_deref(), Some("main"));
+        assert_eq!(head.commit.len(), 40);
+        let first = repo.resolve("HEAD~1").unwrap();
+        assert_eq!(first.branch, None);
+        assert_eq!(repo.resolve("main").unwrap().branch.as_deref(), Some("main"));
+        assert_eq!(repo.read_file(&first.commit, "a.txt").unwrap().unwrap(), b"one\n");
+        assert_eq!(repo.read_file(&first.commit, "missing").unwrap(), None);
+        assert!(repo.resolve("nope").unwrap_err().to_string().contains("unknown revision `nope`"));
+
+        let ws = tmp.path().join("ws");
+        repo.export(&head.commit, &ws).unwrap();
+        assert_eq!(std::fs::read_to_string(ws.join("a.txt")).unwrap(), "two\n", "the commit, not the working copy");
+        assert!(!ws.join(".git").exists());
+        assert!(std::fs::metadata(ws.join("run.sh")).unwrap().permissions().mode() & 0o111 != 0);
+        assert!(std::fs::symlink_metadata(ws.join("link")).unwrap().file_type().is_symlink());
+        // The user's working copy and index are untouched.
+        assert_eq!(std::fs::read_to_string(repo_dir.join("a.txt")).unwrap(), "dirty\n");
+        assert!(Repo::open(tmp.path()).is_err());
+    }
+}

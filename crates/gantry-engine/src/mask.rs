@@ -1,0 +1,214 @@
+//! Secret masking of step output. Output arrives in chunks of bytes that can cut a line (and a
+//! secret) anywhere; [`LineSplitter`] reassembles lines first, then [`Masker`] replaces every
+//! secret in a whole line, so a value split across two writes is still found. A multi-line value
+//! is masked line by line, and the forms `sh -x` prints of a value (quoted) are masked too.
+
+use std::borrow::Cow;
+
+/// What a masked value is replaced with.
+pub const MASK: &str = "***";
+/// Pieces of a multi-line secret shorter than this are not masked on their own (masking every
+/// `}` in a log would hide everything and protect nothing).
+pub const MIN_PIECE_LEN: usize = 3;
+
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Longest first, so a value is masked whole before any of its pieces.
+    patterns: Vec<String>,
+}
+
+impl Masker {
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut add = |p: String, min: usize| {
+            if p.chars().count() >= min && !patterns.contains(&p) {
+                patterns.push(p);
+            }
+        };
+        for value in values {
+            let trimmed = value.trim_end_matches(['\n', '\r']);
+            if trimmed.is_empty() {
+                continue;
+            }
+            if trimmed.contains(['\n', '\r']) {
+                for piece in trimmed.split(['\n', '\r']) {
+                    add(piece.to_string(), MIN_PIECE_LEN);
+                    add(piece.trim().to_string(), MIN_PIECE_LEN);
+                }
+            } else {
+                add(trimmed.to_string(), 1);
+            }
+            // How shells print a value holding a single quote under `set -x`.
+            if trimmed.contains('\'') && !trimmed.contains('\n') {
+                add(trimmed.replace('\'', "'\\''"), 1);
+                add(trimmed.replace('\'', "'\"'\"'"), 1);
+            }
+        }
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        Self { patterns }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The length in bytes of the longest pattern (0 when there is none).
+    pub fn longest(&self) -> usize {
+        self.patterns.first().map_or(0, String::len)
+    }
+
+    /// The line with every secret replaced by [`MASK`].
+    pub fn mask<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(line);
+        for p in &self.patterns {
+            if out.contains(p.as_str()) {
+                out = Cow::Owned(out.replace(p.as_str(), MASK));
+            }
+        }
+        out
+    }
+
+    /// Where a long partial line may be cut without cutting through a secret: the largest cut
+    /// `<= want` such that no occurrence of a pattern starts before it and ends after it.
+    fn safe_cut(&self, text: &str, want: usize) -> usize {
+        let mut cut = want;
+        for p in &self.patterns {
+            let mut from = 0;
+            while let Some(i) = text[from..].find(p.as_str()) {
+                let start = from + i;
+                let end = start + p.len();
+                if start < cut && end > cut {
+                    cut = start;
+                }
+                from = start + 1;
+                while !text.is_char_boundary(from) {
+                    from += 1;
+                }
+                if from >= text.len() {
+                    break;
+                }
+            }
+        }
+        cut
+    }
+}
+
+/// Splits a byte stream into lines. Lines end at `\n`, `\r\n` or a lone `\r` (progress bars);
+/// a line longer than `max_line` bytes is emitted in pieces, each cut where no secret is cut.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max_line: usize,
+    after_cr: bool,
+}
+
+impl LineSplitter {
+    pub fn new(max_line: usize) -> Self {
+        Self { buf: Vec::new(), max_line: max_line.max(64), after_cr: false }
+    }
+
+    /// Feeds a chunk; returns the complete lines (masked) it finished.
+    pub fn push(&mut self, chunk: &[u8], masker: &Masker) -> Vec<String> {
+        let mut lines = Vec::new();
+        for &b in chunk {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    lines.push(self.take_line(masker));
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.buf.push(b);
+                    if self.buf.len() >= self.max_line + masker.longest() {
+                        lines.push(self.take_partial(masker));
+                    }
+                }
+            }
+        }
+        lines
+    }
+
+    /// The unfinished last line, if any (call at end of stream).
+    pub fn finish(&mut self, masker: &Masker) -> Option<String> {
+        (!self.buf.is_empty()).then(|| self.take_line(masker))
+    }
+
+    fn take_line(&mut self, masker: &Masker) -> String {
+        let text = String::from_utf8_lossy(&self.buf).into_owned();
+        self.buf.clear();
+        masker.mask(&text).into_owned()
+    }
+
+    fn take_partial(&mut self, masker: &Masker) -> String {
+        let text = String::from_utf8_lossy(&self.buf).into_owned();
+        let mut want = self.max_line.min(text.len());
+        while !text.is_char_boundary(want) {
+            want -= 1;
+        }
+        let cut = masker.safe_cut(&text, want).max(1);
+        let (head, tail) = text.split_at(cut);
+        let out = masker.mask(head).into_owned();
+        self.buf = tail.as_bytes().to_vec();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(secrets: &[&str], chunks: &[&str]) -> Vec<String> {
+        let masker = Masker::new(secrets.iter().copied());
+        let mut split = LineSplitter::new(64);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(split.push(c.as_bytes(), &masker));
+        }
+        out.extend(split.finish(&masker));
+        out
+    }
+
+    #[test]
+    fn masks_values_split_across_chunks() {
+        assert_eq!(run(&["hunter2"], &["pass=hun", "ter2 ok\n"]), ["pass=*** ok"]);
+        assert_eq!(run(&["hunter2"], &["h", "u", "n", "t", "e", "r", "2"]), ["***"]);
+    }
+
+    #[test]
+    fn masks_multi_line_values_line_by_line() {
+        let key = "-----BEGIN KEY-----\nabcdef123456\n-----END KEY-----\n";
+        assert_eq!(
+            run(&[key], &["x\n-----BEGIN KEY-----\nabcdef123456\n-----END KEY-----\ny\n"]),
+            ["x", "***", "***", "***", "y"]
+        );
+    }
+
+    #[test]
+    fn masks_set_x_quoting() {
+        assert_eq!(run(&["it's secret"], &["+ echo 'it'\\''s secret'\n"]), ["+ echo '***'"]);
+        assert_eq!(run(&["two words"], &["+ echo 'two words'\n"]), ["+ echo '***'"]);
+    }
+
+    #[test]
+    fn handles_crlf_and_lone_cr() {
+        assert_eq!(run(&[], &["a\r\nb\rc\n"]), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_outside_secrets() {
+        let secret = "S3CR3T-VALUE-XYZ";
+        for offset in 0..80 {
+            let line = format!("{}{}{}", "a".repeat(offset), secret, "b".repeat(100));
+            let out = run(&[secret], &[&line]);
+            let joined = out.concat();
+            assert!(!joined.contains("S3CR3T"), "offset {offset}: {out:?}");
+            assert!(joined.contains(MASK), "offset {offset}");
+        }
+    }
+
+    #[test]
+    fn longest_value_wins_over_its_pieces() {
+        assert_eq!(run(&["abc", "abcdef"], &["abcdef abc\n"]), ["*** ***"]);
+    }
+}

@@ -1,0 +1,226 @@
+//! The ports: small traits the adapters implement, and the records that cross them. The state
+//! store has a SQLite implementation today and a PostgreSQL one next; nothing here assumes
+//! either. Timestamps are Unix milliseconds (UTC); ids are 64-bit integers the store assigns.
+
+use async_trait::async_trait;
+use gantry_model::{JobStatus, RunStatus, StageStatus, StepStatus};
+use serde::Serialize;
+use std::path::Path;
+
+pub type Millis = i64;
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub project: String,
+    pub repo: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub pipeline_file: String,
+    /// What started it: `cli`, `poll`, `webhook`, `manual`.
+    pub trigger: String,
+    pub status: RunStatus,
+    pub created_at: Millis,
+    /// Stages in order: name, kind (`jobs` or `deploy`), and job names with `allow_failure`.
+    pub stages: Vec<NewStage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewStage {
+    pub name: String,
+    pub kind: &'static str,
+    pub jobs: Vec<(String, bool)>,
+}
+
+/// The ids the store gave a new run and its parts, by position.
+#[derive(Debug, Clone)]
+pub struct RunIds {
+    pub run: i64,
+    pub stages: Vec<i64>,
+    pub jobs: Vec<Vec<i64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub project: String,
+    pub repo: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub pipeline_file: String,
+    pub trigger: String,
+    pub status: RunStatus,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRecord {
+    pub id: i64,
+    pub run_id: i64,
+    pub position: i64,
+    pub name: String,
+    pub kind: String,
+    pub status: StageStatus,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub id: i64,
+    pub run_id: i64,
+    pub stage_id: i64,
+    pub position: i64,
+    pub name: String,
+    pub status: JobStatus,
+    pub attempt: i64,
+    pub allow_failure: bool,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub id: i64,
+    pub job_id: i64,
+    pub attempt: i64,
+    pub position: i64,
+    pub name: String,
+    pub status: StepStatus,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Lines gantry itself writes into a step's log (retries, timeouts, kills).
+    System,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::System => "system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Stream {
+        match s {
+            "stdout" => Stream::Stdout,
+            "stderr" => Stream::Stderr,
+            _ => Stream::System,
+        }
+    }
+}
+
+/// One log line, already masked.
+#[derive(Debug, Clone)]
+pub struct NewLogLine {
+    pub step_id: i64,
+    /// 1-based line number within the step.
+    pub line: i64,
+    pub at: Millis,
+    pub stream: Stream,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRecord {
+    /// Increases with every line stored: a cursor for following logs.
+    pub id: i64,
+    pub job: String,
+    pub attempt: i64,
+    pub step: String,
+    pub line: i64,
+    pub at: Millis,
+    pub stream: Stream,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArtifactRecord {
+    pub id: i64,
+    pub run_id: i64,
+    pub job_id: i64,
+    pub name: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub size: i64,
+    pub media_type: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub project: Option<String>,
+    pub branch: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Only runs with a smaller id (paging backwards from the newest).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A run with all its parts, for `gantry show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetail {
+    pub run: RunRecord,
+    pub stages: Vec<StageRecord>,
+    pub jobs: Vec<JobRecord>,
+    pub steps: Vec<StepRecord>,
+    pub artifacts: Vec<ArtifactRecord>,
+}
+
+/// Durable state of runs. Implementations must make every method atomic (a crash between two
+/// calls leaves the state of the first), and keep uniqueness in the schema, not in the caller.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Creates the run with its stages and jobs (all `pending`) in one transaction.
+    async fn create_run(&self, run: NewRun) -> anyhow::Result<RunIds>;
+    async fn set_run_status(&self, run: i64, status: RunStatus, at: Millis, error: Option<&str>) -> anyhow::Result<()>;
+    async fn set_stage_status(&self, stage: i64, status: StageStatus, at: Millis, note: Option<&str>) -> anyhow::Result<()>;
+    /// Records a job's new status; `attempt` is the attempt it now is at.
+    async fn set_job_status(&self, job: i64, status: JobStatus, attempt: u32, at: Millis, exit_code: Option<i32>, error: Option<&str>) -> anyhow::Result<()>;
+    async fn start_step(&self, job: i64, attempt: u32, position: usize, name: &str, at: Millis) -> anyhow::Result<i64>;
+    async fn finish_step(&self, step: i64, status: StepStatus, exit_code: Option<i32>, at: Millis) -> anyhow::Result<()>;
+    /// Appends lines in one transaction.
+    async fn append_logs(&self, lines: &[NewLogLine]) -> anyhow::Result<()>;
+    async fn record_artifact(&self, run: i64, job: i64, name: &str, stored: &StoredArtifact, at: Millis) -> anyhow::Result<ArtifactRecord>;
+    /// Marks a run that nobody is running any more, and its unfinished parts, `interrupted`.
+    async fn mark_interrupted(&self, run: i64, at: Millis) -> anyhow::Result<()>;
+    async fn list_runs(&self, filter: &RunFilter) -> anyhow::Result<Vec<RunRecord>>;
+    async fn run_detail(&self, run: i64) -> anyhow::Result<Option<RunDetail>>;
+    /// Log lines of a run (optionally one job), with id greater than `after`, oldest first.
+    async fn logs(&self, run: i64, job: Option<&str>, after: i64, limit: i64) -> anyhow::Result<Vec<LogRecord>>;
+}
+
+/// What the artifact store made of a job's declared paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredArtifact {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// False when identical content was already stored (nothing new was kept).
+    pub newly_stored: bool,
+}
+
+/// Content-addressed artifact storage. `store` packs the given workspace paths (a directory or
+/// several paths become a tar.zst; one file is kept as is), hashes while packing, and makes the
+/// object visible under its digest only once it is complete: a failure leaves nothing behind.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// Refuses (with an error naming the path) any path that leaves `workspace`, through `..` or
+    /// a symlink; and a pattern that matches nothing.
+    async fn store(&self, workspace: &Path, paths: &[String]) -> anyhow::Result<StoredArtifact>;
+    async fn exists(&self, digest: &str) -> anyhow::Result<bool>;
+}

@@ -1,0 +1,127 @@
+//! Packing: collected entries become one byte stream (the file itself, or a deterministic
+//! tar.zst), hashed with sha256 while it is written, so the digest costs no second pass.
+//! Deterministic means the same content gives the same digest: entries sorted, times, owners
+//! and modes normalised.
+
+use super::collect::{Collected, Entry, EntryKind};
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// A writer that hashes and counts what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self { inner, hasher: Sha256::new(), written: 0 }
+    }
+
+    /// The inner writer, the digest as `sha256:<hex>`, and the byte count.
+    pub fn finish(self) -> (W, String, u64) {
+        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        (self.inner, digest, self.written)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the collected entries to `out`; returns the digest and size of what was written.
+pub fn pack_to(collected: &Collected, out: File) -> Result<(File, String, u64)> {
+    let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, out));
+    match collected {
+        Collected::SingleFile(entry) => {
+            let mut f = File::open(&entry.abs).with_context(|| format!("reading {}", entry.abs.display()))?;
+            io::copy(&mut f, &mut w)?;
+        }
+        Collected::Tree(entries) => {
+            let mut enc = zstd::stream::write::Encoder::new(&mut w, 1)?;
+            {
+                let mut tar = tar::Builder::new(&mut enc);
+                tar.mode(tar::HeaderMode::Deterministic);
+                tar.follow_symlinks(false);
+                for e in entries {
+                    append(&mut tar, e)?;
+                }
+                tar.finish()?;
+            }
+            enc.finish()?;
+        }
+    }
+    w.flush()?;
+    let (buf, digest, size) = w.finish();
+    let file = buf.into_inner().map_err(|e| e.into_error())?;
+    Ok((file, digest, size))
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    match &e.kind {
+        EntryKind::Dir => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            tar.append_data(&mut header, &e.rel, io::empty())?;
+        }
+        EntryKind::File { executable } => {
+            let f = File::open(&e.abs).with_context(|| format!("reading {}", e.abs.display()))?;
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(if *executable { 0o755 } else { 0o644 });
+            header.set_size(f.metadata()?.len());
+            tar.append_data(&mut header, &e.rel, f)?;
+        }
+        EntryKind::Symlink(target) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, &e.rel, target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A media type for a single stored file, from its name.
+pub fn media_type_of(path: &Path) -> &'static str {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let table: &[(&str, &str)] = &[
+        (".tar.gz", "application/gzip"),
+        (".tgz", "application/gzip"),
+        (".gz", "application/gzip"),
+        (".tar.zst", "application/zstd"),
+        (".zst", "application/zstd"),
+        (".tar", "application/x-tar"),
+        (".zip", "application/zip"),
+        (".json", "application/json"),
+        (".html", "text/html"),
+        (".txt", "text/plain"),
+        (".md", "text/markdown"),
+        (".js", "text/javascript"),
+        (".wasm", "application/wasm"),
+        (".whl", "application/zip"),
+        (".jar", "application/java-archive"),
+        (".deb", "application/vnd.debian.binary-package"),
+    ];
+    table
+        .iter()
+        .find(|(ext, _)| name.ends_with(ext))
+        .map_or("application/octet-stream", |(_, t)| t)
+}

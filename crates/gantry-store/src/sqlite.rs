@@ -1,0 +1,444 @@
+//! The SQLite state store. One file in the data directory, WAL journal (readers never block the
+//! writer; a kill -9 at any moment leaves the last committed transaction), foreign keys on, and
+//! migrations embedded from `migrations/sqlite`. Queries are portable SQL with `$n` parameters,
+//! so the PostgreSQL store can share their text.
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use gantry_engine::ports::{
+    ArtifactRecord, JobRecord, LogRecord, Millis, NewLogLine, NewRun, RunDetail, RunFilter,
+    RunIds, RunRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
+};
+use gantry_model::{JobStatus, RunStatus, StageStatus, StepStatus};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.branch, r.pipeline_file, \
+     r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the state database {}", path.display()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the state database {}", path.display()))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn parse<T: FromStr<Err = String>>(s: String) -> Result<T> {
+    T::from_str(&s).map_err(|e| anyhow::anyhow!("corrupt state: {e}"))
+}
+
+fn run_from(row: &SqliteRow) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        project: row.try_get("project")?,
+        repo: row.try_get("repo")?,
+        commit: row.try_get("commit_sha")?,
+        branch: row.try_get("branch")?,
+        pipeline_file: row.try_get("pipeline_file")?,
+        trigger: row.try_get("trigger_kind")?,
+        status: parse(row.try_get("status")?)?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+    })
+}
+
+fn artifact_from(row: &SqliteRow) -> Result<ArtifactRecord> {
+    Ok(ArtifactRecord {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        job_id: row.try_get("job_id")?,
+        name: row.try_get("name")?,
+        digest: row.try_get("digest")?,
+        size: row.try_get("size")?,
+        media_type: row.try_get("media_type")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<RunIds> {
+        let mut tx = self.pool.begin().await?;
+        let project: i64 = sqlx::query_scalar(
+            "INSERT INTO projects (name, repo) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET repo = excluded.repo RETURNING id",
+        )
+        .bind(&run.project)
+        .bind(&run.repo)
+        .fetch_one(&mut *tx)
+        .await
+        .context("recording the project")?;
+        let started = (run.status == RunStatus::Running).then_some(run.created_at);
+        let run_id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(project)
+        .bind(&run.commit)
+        .bind(&run.branch)
+        .bind(&run.pipeline_file)
+        .bind(&run.trigger)
+        .bind(run.status.as_str())
+        .bind(run.created_at)
+        .bind(started)
+        .fetch_one(&mut *tx)
+        .await
+        .context("recording the run")?;
+        let mut ids = RunIds { run: run_id, stages: Vec::new(), jobs: Vec::new() };
+        for (position, stage) in run.stages.iter().enumerate() {
+            let stage_id: i64 = sqlx::query_scalar(
+                "INSERT INTO stages (run_id, position, name, kind, status) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(run_id)
+            .bind(position as i64)
+            .bind(&stage.name)
+            .bind(stage.kind)
+            .bind(StageStatus::Pending.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let mut job_ids = Vec::new();
+            for (jpos, (name, allow_failure)) in stage.jobs.iter().enumerate() {
+                let job_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO jobs (run_id, stage_id, position, name, status, allow_failure) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(run_id)
+                .bind(stage_id)
+                .bind(jpos as i64)
+                .bind(name)
+                .bind(JobStatus::Pending.as_str())
+                .bind(*allow_failure)
+                .fetch_one(&mut *tx)
+                .await?;
+                job_ids.push(job_id);
+            }
+            ids.stages.push(stage_id);
+            ids.jobs.push(job_ids);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn set_run_status(&self, run: i64, status: RunStatus, at: Millis, error: Option<&str>) -> Result<()> {
+        let finished = status.is_finished().then_some(at);
+        sqlx::query(
+            "UPDATE runs SET status = $1, finished_at = COALESCE($2, finished_at), \
+             started_at = COALESCE(started_at, $3), error = COALESCE($4, error) WHERE id = $5",
+        )
+        .bind(status.as_str())
+        .bind(finished)
+        .bind(at)
+        .bind(error)
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .context("recording the run's status")?;
+        Ok(())
+    }
+
+    async fn set_stage_status(&self, stage: i64, status: StageStatus, at: Millis, note: Option<&str>) -> Result<()> {
+        let (started, finished) = match status {
+            StageStatus::Running => (Some(at), None),
+            StageStatus::Pending => (None, None),
+            _ => (None, Some(at)),
+        };
+        sqlx::query(
+            "UPDATE stages SET status = $1, started_at = COALESCE(started_at, $2), \
+             finished_at = COALESCE($3, finished_at), note = COALESCE($4, note) WHERE id = $5",
+        )
+        .bind(status.as_str())
+        .bind(started)
+        .bind(finished)
+        .bind(note)
+        .bind(stage)
+        .execute(&self.pool)
+        .await
+        .context("recording the stage's status")?;
+        Ok(())
+    }
+
+    async fn set_job_status(&self, job: i64, status: JobStatus, attempt: u32, at: Millis, exit_code: Option<i32>, error: Option<&str>) -> Result<()> {
+        let started = (status == JobStatus::Running).then_some(at);
+        let finished = status.is_finished().then_some(at);
+        sqlx::query(
+            "UPDATE jobs SET status = $1, attempt = $2, started_at = COALESCE(started_at, $3), \
+             finished_at = $4, exit_code = $5, error = $6 WHERE id = $7",
+        )
+        .bind(status.as_str())
+        .bind(attempt as i64)
+        .bind(started)
+        .bind(finished)
+        .bind(exit_code)
+        .bind(error)
+        .bind(job)
+        .execute(&self.pool)
+        .await
+        .context("recording the job's status")?;
+        Ok(())
+    }
+
+    async fn start_step(&self, job: i64, attempt: u32, position: usize, name: &str, at: Millis) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO steps (job_id, attempt, position, name, status, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(job)
+        .bind(attempt as i64)
+        .bind(position as i64)
+        .bind(name)
+        .bind(StepStatus::Running.as_str())
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await
+        .context("recording the step")?;
+        Ok(id)
+    }
+
+    async fn finish_step(&self, step: i64, status: StepStatus, exit_code: Option<i32>, at: Millis) -> Result<()> {
+        sqlx::query("UPDATE steps SET status = $1, exit_code = $2, finished_at = $3 WHERE id = $4")
+            .bind(status.as_str())
+            .bind(exit_code)
+            .bind(at)
+            .bind(step)
+            .execute(&self.pool)
+            .await
+            .context("recording the step's end")?;
+        Ok(())
+    }
+
+    async fn append_logs(&self, lines: &[NewLogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for l in lines {
+            sqlx::query("INSERT INTO log_lines (step_id, line, at, stream, text) VALUES ($1, $2, $3, $4, $5)")
+                .bind(l.step_id)
+                .bind(l.line)
+                .bind(l.at)
+                .bind(l.stream.as_str())
+                .bind(&l.text)
+                .execute(&mut *tx)
+                .await
+                .context("storing log lines")?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_artifact(&self, run: i64, job: i64, name: &str, stored: &StoredArtifact, at: Millis) -> Result<ArtifactRecord> {
+        let row = sqlx::query(
+            "INSERT INTO artifacts (run_id, job_id, name, digest, size, media_type, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        )
+        .bind(run)
+        .bind(job)
+        .bind(name)
+        .bind(&stored.digest)
+        .bind(stored.size as i64)
+        .bind(&stored.media_type)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await
+        .with_context(|| format!("recording artifact `{name}`"))?;
+        artifact_from(&row)
+    }
+
+    async fn mark_interrupted(&self, run: i64, at: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let unfinished = "('pending', 'running', 'queued')";
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE steps SET status = 'interrupted', finished_at = $1 \
+             WHERE status IN {unfinished} AND job_id IN (SELECT id FROM jobs WHERE run_id = $2)"
+        )))
+        .bind(at)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["jobs", "stages"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} SET status = CASE WHEN status = 'running' THEN 'interrupted' ELSE 'skipped' END, \
+                 finished_at = CASE WHEN status = 'running' THEN $1 ELSE finished_at END \
+                 WHERE run_id = $2 AND status IN {unfinished}"
+            )))
+            .bind(at)
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = 'interrupted', finished_at = $1, \
+             error = COALESCE(error, 'the process running it stopped before the run finished') \
+             WHERE id = $2 AND status IN {unfinished}"
+        )))
+        .bind(at)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id \
+             WHERE ($1 IS NULL OR p.name = $1) AND ($2 IS NULL OR r.branch = $2) \
+             AND ($3 IS NULL OR r.status = $3) AND ($4 IS NULL OR r.id < $4) \
+             ORDER BY r.id DESC LIMIT $5"
+        )))
+        .bind(&filter.project)
+        .bind(&filter.branch)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.before)
+        .bind(if filter.limit > 0 { filter.limit } else { 50 })
+        .fetch_all(&self.pool)
+        .await
+        .context("listing runs")?;
+        rows.iter().map(run_from).collect()
+    }
+
+    async fn run_detail(&self, run: i64) -> Result<Option<RunDetail>> {
+        let Some(row) = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1"
+        )))
+        .bind(run)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let run_rec = run_from(&row)?;
+        let stages = sqlx::query("SELECT * FROM stages WHERE run_id = $1 ORDER BY position")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| -> Result<StageRecord> {
+                Ok(StageRecord {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    position: r.try_get("position")?,
+                    name: r.try_get("name")?,
+                    kind: r.try_get("kind")?,
+                    status: parse(r.try_get("status")?)?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    note: r.try_get("note")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let jobs = sqlx::query(
+            "SELECT j.* FROM jobs j JOIN stages s ON s.id = j.stage_id WHERE j.run_id = $1 ORDER BY s.position, j.position",
+        )
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| -> Result<JobRecord> {
+            Ok(JobRecord {
+                id: r.try_get("id")?,
+                run_id: r.try_get("run_id")?,
+                stage_id: r.try_get("stage_id")?,
+                position: r.try_get("position")?,
+                name: r.try_get("name")?,
+                status: parse(r.try_get("status")?)?,
+                attempt: r.try_get("attempt")?,
+                allow_failure: r.try_get("allow_failure")?,
+                exit_code: r.try_get("exit_code")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                error: r.try_get("error")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        let steps = sqlx::query(
+            "SELECT st.* FROM steps st JOIN jobs j ON j.id = st.job_id WHERE j.run_id = $1 \
+             ORDER BY st.job_id, st.attempt, st.position",
+        )
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| -> Result<StepRecord> {
+            Ok(StepRecord {
+                id: r.try_get("id")?,
+                job_id: r.try_get("job_id")?,
+                attempt: r.try_get("attempt")?,
+                position: r.try_get("position")?,
+                name: r.try_get("name")?,
+                status: parse::<StepStatus>(r.try_get("status")?)?,
+                exit_code: r.try_get("exit_code")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        let artifacts = sqlx::query("SELECT * FROM artifacts WHERE run_id = $1 ORDER BY id")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(artifact_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(RunDetail { run: run_rec, stages, jobs, steps, artifacts }))
+    }
+
+    async fn logs(&self, run: i64, job: Option<&str>, after: i64, limit: i64) -> Result<Vec<LogRecord>> {
+        let rows = sqlx::query(
+            "SELECT l.id, j.name AS job, st.attempt, st.name AS step, l.line, l.at, l.stream, l.text \
+             FROM log_lines l JOIN steps st ON st.id = l.step_id JOIN jobs j ON j.id = st.job_id \
+             WHERE j.run_id = $1 AND ($2 IS NULL OR j.name = $2) AND l.id > $3 \
+             ORDER BY l.id LIMIT $4",
+        )
+        .bind(run)
+        .bind(job)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading logs")?;
+        rows.iter()
+            .map(|r| -> Result<LogRecord> {
+                Ok(LogRecord {
+                    id: r.try_get("id")?,
+                    job: r.try_get("job")?,
+                    attempt: r.try_get("attempt")?,
+                    step: r.try_get("step")?,
+                    line: r.try_get("line")?,
+                    at: r.try_get("at")?,
+                    stream: Stream::parse(&r.try_get::<String, _>("stream")?),
+                    text: r.try_get("text")?,
+                })
+            })
+            .collect()
+    }
+}
