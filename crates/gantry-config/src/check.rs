@@ -52,7 +52,10 @@ struct Fields<'n> {
 
 impl<'n> Fields<'n> {
     fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _)| k.as_scalar() == Some(key)).map(|(_, v)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some(key))
+            .map(|(_, v)| *v)
     }
 
     /// The value of `key` unless it is absent or written as null.
@@ -66,11 +69,23 @@ impl<'n> Fields<'n> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 impl Checker {
-    fn push(&mut self, severity: Severity, node_pos: Pos, width: usize, field: &str, message: String, help: Option<String>) {
+    fn push(
+        &mut self,
+        severity: Severity,
+        node_pos: Pos,
+        width: usize,
+        field: &str,
+        message: String,
+        help: Option<String>,
+    ) {
         self.diags.push(Diagnostic {
             severity,
             pos: node_pos,
@@ -81,18 +96,55 @@ impl Checker {
         });
     }
 
-    fn error(&mut self, node: &Node, field: &str, message: impl Into<String>, help: Option<String>) {
-        self.push(Severity::Error, node.pos, node.width, field, message.into(), help);
+    fn error(
+        &mut self,
+        node: &Node,
+        field: &str,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        self.push(
+            Severity::Error,
+            node.pos,
+            node.width,
+            field,
+            message.into(),
+            help,
+        );
     }
 
-    fn warning(&mut self, node: &Node, field: &str, message: impl Into<String>, help: Option<String>) {
-        self.push(Severity::Warning, node.pos, node.width, field, message.into(), help);
+    fn warning(
+        &mut self,
+        node: &Node,
+        field: &str,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        self.push(
+            Severity::Warning,
+            node.pos,
+            node.width,
+            field,
+            message.into(),
+            help,
+        );
     }
 
     /// Checks that `node` is a mapping with only `known` keys, each once.
-    fn fields<'n>(&mut self, node: &'n Node, path: &str, what: &str, known: &[&'static str]) -> Option<Fields<'n>> {
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        what: &str,
+        known: &[&'static str],
+    ) -> Option<Fields<'n>> {
         let Value::Map(entries) = &node.value else {
-            self.error(node, path, format!("{what} must be a mapping, found {}", node.kind_name()), None);
+            self.error(
+                node,
+                path,
+                format!("{what} must be a mapping, found {}", node.kind_name()),
+                None,
+            );
             return None;
         };
         let mut seen: HashMap<&str, &Node> = HashMap::new();
@@ -100,7 +152,12 @@ impl Checker {
         let mut suggested = Vec::new();
         for (key, value) in entries {
             let Some(name) = key.as_scalar() else {
-                self.error(key, path, format!("keys of {what} must be plain names"), None);
+                self.error(
+                    key,
+                    path,
+                    format!("keys of {what} must be plain names"),
+                    None,
+                );
                 continue;
             };
             if !known.contains(&name) {
@@ -111,21 +168,42 @@ impl Checker {
                     }
                     None => format!("known keys: {}", known.join(", ")),
                 };
-                self.error(key, &join(path, name), format!("unknown key `{name}` in {what}"), Some(help));
+                self.error(
+                    key,
+                    &join(path, name),
+                    format!("unknown key `{name}` in {what}"),
+                    Some(help),
+                );
                 continue;
             }
             if let Some(first) = seen.get(name) {
                 let line = first.pos.line;
-                self.error(key, &join(path, name), format!("duplicate key `{name}`"), Some(format!("first set on line {line}")));
+                self.error(
+                    key,
+                    &join(path, name),
+                    format!("duplicate key `{name}`"),
+                    Some(format!("first set on line {line}")),
+                );
                 continue;
             }
             seen.insert(name, key);
             kept.push((key, value));
         }
-        Some(Fields { path: path.to_string(), pos: node.pos, entries: kept, suggested })
+        Some(Fields {
+            path: path.to_string(),
+            pos: node.pos,
+            entries: kept,
+            suggested,
+        })
     }
 
-    fn required<'n>(&mut self, fields: &Fields<'n>, owner: &Node, key: &str, what: &str) -> Option<&'n Node> {
+    fn required<'n>(
+        &mut self,
+        fields: &Fields<'n>,
+        owner: &Node,
+        key: &str,
+        what: &str,
+    ) -> Option<&'n Node> {
         let found = fields.some(key);
         if found.is_none() && !fields.suggested.contains(&key) {
             self.push(
@@ -144,7 +222,12 @@ impl Checker {
         match &node.value {
             Value::Scalar { text, .. } => Some(text.clone()),
             _ => {
-                self.error(node, field, format!("expected a string, found {}", node.kind_name()), None);
+                self.error(
+                    node,
+                    field,
+                    format!("expected a string, found {}", node.kind_name()),
+                    None,
+                );
                 None
             }
         }
@@ -157,7 +240,12 @@ impl Checker {
             return None;
         }
         if name.contains('/') || name.chars().any(char::is_control) {
-            self.error(node, field, format!("`{name}` is not a valid name: no `/` or control characters"), None);
+            self.error(
+                node,
+                field,
+                format!("`{name}` is not a valid name: no `/` or control characters"),
+                None,
+            );
             return None;
         }
         Some(name)
@@ -169,12 +257,22 @@ impl Checker {
                 "true" | "True" | "TRUE" => Some(true),
                 "false" | "False" | "FALSE" => Some(false),
                 other => {
-                    self.error(node, field, format!("expected true or false, found `{other}`"), Some("write `true` or `false`".into()));
+                    self.error(
+                        node,
+                        field,
+                        format!("expected true or false, found `{other}`"),
+                        Some("write `true` or `false`".into()),
+                    );
                     None
                 }
             },
             _ => {
-                self.error(node, field, format!("expected true or false, found {}", node.kind_name()), None);
+                self.error(
+                    node,
+                    field,
+                    format!("expected true or false, found {}", node.kind_name()),
+                    None,
+                );
                 None
             }
         }
@@ -184,18 +282,33 @@ impl Checker {
         let text = match &node.value {
             Value::Scalar { text, plain: true } => text,
             _ => {
-                self.error(node, field, format!("expected a whole number, found {}", node.kind_name()), None);
+                self.error(
+                    node,
+                    field,
+                    format!("expected a whole number, found {}", node.kind_name()),
+                    None,
+                );
                 return None;
             }
         };
         match text.parse::<u32>() {
             Ok(n) if n <= max => Some(n),
             Ok(n) => {
-                self.error(node, field, format!("{n} is too large"), Some(format!("at most {max}")));
+                self.error(
+                    node,
+                    field,
+                    format!("{n} is too large"),
+                    Some(format!("at most {max}")),
+                );
                 None
             }
             Err(_) => {
-                self.error(node, field, format!("expected a whole number from 0 to {max}, found `{text}`"), None);
+                self.error(
+                    node,
+                    field,
+                    format!("expected a whole number from 0 to {max}, found `{text}`"),
+                    None,
+                );
                 None
             }
         }
@@ -210,7 +323,12 @@ impl Checker {
             }
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(node, field, format!("invalid duration: {e}"), Some("examples: 90s, 10m, 1h30m".into()));
+                self.error(
+                    node,
+                    field,
+                    format!("invalid duration: {e}"),
+                    Some("examples: 90s, 10m, 1h30m".into()),
+                );
                 None
             }
         }
@@ -221,7 +339,12 @@ impl Checker {
             Value::Seq(items) => items.iter().collect(),
             Value::Scalar { .. } => vec![node],
             _ => {
-                self.error(node, field, format!("expected a list of strings, found {}", node.kind_name()), None);
+                self.error(
+                    node,
+                    field,
+                    format!("expected a list of strings, found {}", node.kind_name()),
+                    None,
+                );
                 return Vec::new();
             }
         };
@@ -236,14 +359,27 @@ impl Checker {
     }
 
     fn env_name(&mut self, node: &Node, field: &str, name: &str) -> bool {
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            self.error(node, field, format!("`{name}` is not a valid variable name"), Some("use letters, digits and `_`, not starting with a digit".into()));
+            self.error(
+                node,
+                field,
+                format!("`{name}` is not a valid variable name"),
+                Some("use letters, digits and `_`, not starting with a digit".into()),
+            );
             return false;
         }
         if name.starts_with(RESERVED_ENV_PREFIX) {
-            self.error(node, field, format!("`{name}` is reserved: gantry sets the GANTRY_* variables itself"), None);
+            self.error(
+                node,
+                field,
+                format!("`{name}` is reserved: gantry sets the GANTRY_* variables itself"),
+                None,
+            );
             return false;
         }
         true
@@ -252,7 +388,15 @@ impl Checker {
     fn env(&mut self, node: &Node, field: &str) -> Vec<(String, String)> {
         let Value::Map(entries) = &node.value else {
             if node.value != Value::Null {
-                self.error(node, field, format!("env must be a mapping of NAME: value, found {}", node.kind_name()), None);
+                self.error(
+                    node,
+                    field,
+                    format!(
+                        "env must be a mapping of NAME: value, found {}",
+                        node.kind_name()
+                    ),
+                    None,
+                );
             }
             return Vec::new();
         };
@@ -273,7 +417,15 @@ impl Checker {
             match &value.value {
                 Value::Scalar { text, .. } => out.push((name.to_string(), text.clone())),
                 Value::Null => out.push((name.to_string(), String::new())),
-                _ => self.error(value, &f, format!("the value of `{name}` must be a string, number or boolean, found {}", value.kind_name()), None),
+                _ => self.error(
+                    value,
+                    &f,
+                    format!(
+                        "the value of `{name}` must be a string, number or boolean, found {}",
+                        value.kind_name()
+                    ),
+                    None,
+                ),
             }
         }
         out
@@ -298,101 +450,213 @@ impl Checker {
     /// Checks the whole document. Returns the pipeline when nothing is wrong.
     pub fn pipeline(&mut self, root: &Node) -> Option<Pipeline> {
         if root.value == Value::Null {
-            self.error(root, "", "the pipeline file is empty", Some("start with `stages:`; see `gantry schema`".into()));
+            self.error(
+                root,
+                "",
+                "the pipeline file is empty",
+                Some("start with `stages:`; see `gantry schema`".into()),
+            );
             return None;
         }
         let top = self.fields(root, "", "the pipeline file", TOP_KEYS)?;
         let name = top.some("name").and_then(|n| self.name(n, "name"));
-        let env = top.some("env").map(|n| self.env(n, "env")).unwrap_or_default();
-        let pass_env = top.some("pass_env").map(|n| self.names_list(n, "pass_env", true)).unwrap_or_default();
-        let environments = top.get("environments").map(|n| self.environments(n)).unwrap_or_default();
+        let env = top
+            .some("env")
+            .map(|n| self.env(n, "env"))
+            .unwrap_or_default();
+        let pass_env = top
+            .some("pass_env")
+            .map(|n| self.names_list(n, "pass_env", true))
+            .unwrap_or_default();
+        let environments = top
+            .get("environments")
+            .map(|n| self.environments(n))
+            .unwrap_or_default();
 
         let mut stages = Vec::new();
         match top.some("stages") {
-            None => self.error(root, "stages", "the pipeline has no `stages`", Some("add `stages:` with at least one stage".into())),
+            None => self.error(
+                root,
+                "stages",
+                "the pipeline has no `stages`",
+                Some("add `stages:` with at least one stage".into()),
+            ),
             Some(node) => match &node.value {
-                Value::Seq(items) if items.is_empty() => self.error(node, "stages", "`stages` is empty", Some("add at least one stage".into())),
+                Value::Seq(items) if items.is_empty() => self.error(
+                    node,
+                    "stages",
+                    "`stages` is empty",
+                    Some("add at least one stage".into()),
+                ),
                 Value::Seq(items) => {
                     for (i, item) in items.iter().enumerate() {
                         stages.push(self.stage(item, i));
                     }
                 }
-                _ => self.error(node, "stages", format!("`stages` must be a list, found {}", node.kind_name()), None),
+                _ => self.error(
+                    node,
+                    "stages",
+                    format!("`stages` must be a list, found {}", node.kind_name()),
+                    None,
+                ),
             },
         }
         let stages = self.cross_check(stages, &environments);
         let has_errors = self.diags.iter().any(|d| d.severity == Severity::Error);
-        (!has_errors).then_some(Pipeline { name, env, pass_env, stages, environments: environments.into_iter().map(|(e, _)| e).collect() })
+        (!has_errors).then_some(Pipeline {
+            name,
+            env,
+            pass_env,
+            stages,
+            environments: environments.into_iter().map(|(e, _)| e).collect(),
+        })
     }
 
     fn stage(&mut self, node: &Node, index: usize) -> Option<(Stage, Node)> {
         let path = named_path("stages", node, index);
         let fields = self.fields(node, &path, "a stage", STAGE_KEYS)?;
-        let name = self.required(&fields, node, "name", "a stage").and_then(|n| self.name(n, &fields.field("name")));
+        let name = self
+            .required(&fields, node, "name", "a stage")
+            .and_then(|n| self.name(n, &fields.field("name")));
         let kind = match (fields.get("jobs"), fields.get("deploy")) {
             (Some(_), Some(deploy)) => {
-                self.error(deploy, &join(&path, "deploy"), "a stage has either `jobs` or `deploy`, not both", Some("move the deploy into a stage of its own".into()));
+                self.error(
+                    deploy,
+                    &join(&path, "deploy"),
+                    "a stage has either `jobs` or `deploy`, not both",
+                    Some("move the deploy into a stage of its own".into()),
+                );
                 None
             }
             (None, None) => {
-                if !fields.suggested.iter().any(|k| *k == "jobs" || *k == "deploy") {
+                if !fields
+                    .suggested
+                    .iter()
+                    .any(|k| *k == "jobs" || *k == "deploy")
+                {
                     self.error(node, &path, "a stage needs `jobs` or `deploy`", None);
                 }
                 None
             }
             (Some(jobs), None) => self.jobs(jobs, &join(&path, "jobs")).map(StageKind::Jobs),
-            (None, Some(deploy)) => self.deploy(deploy, &join(&path, "deploy")).map(StageKind::Deploy),
+            (None, Some(deploy)) => self
+                .deploy(deploy, &join(&path, "deploy"))
+                .map(StageKind::Deploy),
         };
-        Some((Stage { name: name?, kind: kind? }, node.clone()))
+        Some((
+            Stage {
+                name: name?,
+                kind: kind?,
+            },
+            node.clone(),
+        ))
     }
 
     fn jobs(&mut self, node: &Node, path: &str) -> Option<Vec<Job>> {
         let items = match &node.value {
             Value::Seq(items) if items.is_empty() => {
-                self.error(node, path, "empty stage: `jobs` has no job", Some("add a job, or remove the stage".into()));
+                self.error(
+                    node,
+                    path,
+                    "empty stage: `jobs` has no job",
+                    Some("add a job, or remove the stage".into()),
+                );
                 return None;
             }
             Value::Null => {
-                self.error(node, path, "empty stage: `jobs` has no job", Some("add a job, or remove the stage".into()));
+                self.error(
+                    node,
+                    path,
+                    "empty stage: `jobs` has no job",
+                    Some("add a job, or remove the stage".into()),
+                );
                 return None;
             }
             Value::Seq(items) => items,
             _ => {
-                self.error(node, path, format!("`jobs` must be a list, found {}", node.kind_name()), None);
+                self.error(
+                    node,
+                    path,
+                    format!("`jobs` must be a list, found {}", node.kind_name()),
+                    None,
+                );
                 return None;
             }
         };
-        let jobs: Vec<Option<Job>> = items.iter().enumerate().map(|(i, item)| self.job(item, &named_path(path, item, i))).collect();
+        let jobs: Vec<Option<Job>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.job(item, &named_path(path, item, i)))
+            .collect();
         jobs.into_iter().collect()
     }
 
     fn job(&mut self, node: &Node, path: &str) -> Option<Job> {
         let fields = self.fields(node, path, "a job", JOB_KEYS)?;
-        let name = self.required(&fields, node, "name", "a job").and_then(|n| self.name(n, &fields.field("name")));
+        let name = self
+            .required(&fields, node, "name", "a job")
+            .and_then(|n| self.name(n, &fields.field("name")));
         let field = |k: &str| join(path, k);
         let steps = match (fields.get("run"), fields.get("steps")) {
             (Some(_), Some(steps)) => {
-                self.error(steps, &field("steps"), "a job has either `run` or `steps`, not both", Some("put the `run` command in `steps` as its first step".into()));
+                self.error(
+                    steps,
+                    &field("steps"),
+                    "a job has either `run` or `steps`, not both",
+                    Some("put the `run` command in `steps` as its first step".into()),
+                );
                 None
             }
             (None, None) => {
-                if !fields.suggested.iter().any(|k| *k == "run" || *k == "steps") {
-                    self.error(node, path, "a job needs `run` or `steps`", Some("add `run: <shell command>`".into()));
+                if !fields
+                    .suggested
+                    .iter()
+                    .any(|k| *k == "run" || *k == "steps")
+                {
+                    self.error(
+                        node,
+                        path,
+                        "a job needs `run` or `steps`",
+                        Some("add `run: <shell command>`".into()),
+                    );
                 }
                 None
             }
             (Some(run), None) => self.run_text(run, &field("run")).map(|run| {
-                vec![Step { name: step_name(&run), run, env: Vec::new(), timeout: None }]
+                vec![Step {
+                    name: step_name(&run),
+                    run,
+                    env: Vec::new(),
+                    timeout: None,
+                }]
             }),
             (None, Some(steps)) => self.steps(steps, &field("steps")),
         };
-        let env = fields.some("env").map(|n| self.env(n, &field("env"))).unwrap_or_default();
-        let pass_env = fields.some("pass_env").map(|n| self.names_list(n, &field("pass_env"), true)).unwrap_or_default();
-        let secrets = fields.some("secrets").map(|n| self.names_list(n, &field("secrets"), true)).unwrap_or_default();
-        let timeout = fields.some("timeout").map(|n| self.duration(n, &field("timeout")));
-        let retries = fields.some("retries").map(|n| self.uint(n, &field("retries"), MAX_RETRIES));
-        let allow_failure = fields.some("allow_failure").map(|n| self.bool(n, &field("allow_failure")));
-        let artifacts = fields.some("artifacts").map(|n| self.artifacts(n, &field("artifacts"))).unwrap_or(Some(Vec::new()));
+        let env = fields
+            .some("env")
+            .map(|n| self.env(n, &field("env")))
+            .unwrap_or_default();
+        let pass_env = fields
+            .some("pass_env")
+            .map(|n| self.names_list(n, &field("pass_env"), true))
+            .unwrap_or_default();
+        let secrets = fields
+            .some("secrets")
+            .map(|n| self.names_list(n, &field("secrets"), true))
+            .unwrap_or_default();
+        let timeout = fields
+            .some("timeout")
+            .map(|n| self.duration(n, &field("timeout")));
+        let retries = fields
+            .some("retries")
+            .map(|n| self.uint(n, &field("retries"), MAX_RETRIES));
+        let allow_failure = fields
+            .some("allow_failure")
+            .map(|n| self.bool(n, &field("allow_failure")));
+        let artifacts = fields
+            .some("artifacts")
+            .map(|n| self.artifacts(n, &field("artifacts")))
+            .unwrap_or(Some(Vec::new()));
         Some(Job {
             name: name?,
             steps: steps?,
@@ -419,7 +683,12 @@ impl Checker {
         let items = match &node.value {
             Value::Seq(items) if !items.is_empty() => items,
             _ => {
-                self.error(node, path, "`steps` must be a non-empty list of steps", Some("each step is `- run: <command>` (with an optional `name`)".into()));
+                self.error(
+                    node,
+                    path,
+                    "`steps` must be a non-empty list of steps",
+                    Some("each step is `- run: <command>` (with an optional `name`)".into()),
+                );
                 return None;
             }
         };
@@ -430,7 +699,12 @@ impl Checker {
             // A bare string is a step too: `steps: [make, make test]`.
             if let Value::Scalar { .. } = item.value {
                 match self.run_text(item, &f) {
-                    Some(run) => out.push(Step { name: step_name(&run), run, env: Vec::new(), timeout: None }),
+                    Some(run) => out.push(Step {
+                        name: step_name(&run),
+                        run,
+                        env: Vec::new(),
+                        timeout: None,
+                    }),
                     None => ok = false,
                 }
                 continue;
@@ -439,12 +713,17 @@ impl Checker {
                 ok = false;
                 continue;
             };
-            let run = self.required(&fields, item, "run", "a step").and_then(|n| self.run_text(n, &fields.field("run")));
+            let run = self
+                .required(&fields, item, "run", "a step")
+                .and_then(|n| self.run_text(n, &fields.field("run")));
             let name = match fields.some("name") {
                 Some(n) => self.name(n, &fields.field("name")),
                 None => run.as_deref().map(step_name),
             };
-            let env = fields.some("env").map(|n| self.env(n, &fields.field("env"))).unwrap_or_default();
+            let env = fields
+                .some("env")
+                .map(|n| self.env(n, &fields.field("env")))
+                .unwrap_or_default();
             let timeout = match fields.some("timeout") {
                 Some(n) => match self.duration(n, &fields.field("timeout")) {
                     Some(d) => Some(d),
@@ -456,7 +735,12 @@ impl Checker {
                 None => None,
             };
             match (name, run) {
-                (Some(name), Some(run)) => out.push(Step { name, run, env, timeout }),
+                (Some(name), Some(run)) => out.push(Step {
+                    name,
+                    run,
+                    env,
+                    timeout,
+                }),
                 _ => ok = false,
             }
         }
@@ -465,7 +749,12 @@ impl Checker {
 
     fn artifacts(&mut self, node: &Node, path: &str) -> Option<Vec<ArtifactSpec>> {
         let Value::Seq(items) = &node.value else {
-            self.error(node, path, format!("`artifacts` must be a list, found {}", node.kind_name()), Some("each artifact is `- name: app` with `path: dist/`".into()));
+            self.error(
+                node,
+                path,
+                format!("`artifacts` must be a list, found {}", node.kind_name()),
+                Some("each artifact is `- name: app` with `path: dist/`".into()),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -476,21 +765,32 @@ impl Checker {
                 ok = false;
                 continue;
             };
-            let name = self.required(&fields, item, "name", "an artifact").and_then(|n| self.name(n, &fields.field("name")));
-            let paths = self.required(&fields, item, "path", "an artifact").map(|n| {
-                let field = fields.field("path");
-                let mut good = Vec::new();
-                for (p, pnode) in self.string_list(n, &field) {
-                    if let Some(problem) = path_problem(&p) {
-                        self.error(&pnode, &field, format!("artifact path `{p}` {problem}"), Some("artifact paths are relative to the job's workspace".into()));
-                    } else {
-                        good.push(p);
+            let name = self
+                .required(&fields, item, "name", "an artifact")
+                .and_then(|n| self.name(n, &fields.field("name")));
+            let paths = self
+                .required(&fields, item, "path", "an artifact")
+                .map(|n| {
+                    let field = fields.field("path");
+                    let mut good = Vec::new();
+                    for (p, pnode) in self.string_list(n, &field) {
+                        if let Some(problem) = path_problem(&p) {
+                            self.error(
+                                &pnode,
+                                &field,
+                                format!("artifact path `{p}` {problem}"),
+                                Some("artifact paths are relative to the job's workspace".into()),
+                            );
+                        } else {
+                            good.push(p);
+                        }
                     }
-                }
-                good
-            });
+                    good
+                });
             match (name, paths) {
-                (Some(name), Some(paths)) if !paths.is_empty() => out.push(ArtifactSpec { name, paths }),
+                (Some(name), Some(paths)) if !paths.is_empty() => {
+                    out.push(ArtifactSpec { name, paths })
+                }
                 _ => ok = false,
             }
         }
@@ -501,50 +801,98 @@ impl Checker {
         let fields = self.fields(node, path, "a deploy", DEPLOY_KEYS)?;
         let environments = match (fields.some("environment"), fields.some("environments")) {
             (Some(_), Some(many)) => {
-                self.error(many, &fields.field("environments"), "use `environment` (one) or `environments` (waves), not both", None);
+                self.error(
+                    many,
+                    &fields.field("environments"),
+                    "use `environment` (one) or `environments` (waves), not both",
+                    None,
+                );
                 None
             }
             (None, None) => {
-                self.error(node, path, "a deploy needs `environment` (or `environments` for waves)", None);
+                self.error(
+                    node,
+                    path,
+                    "a deploy needs `environment` (or `environments` for waves)",
+                    None,
+                );
                 None
             }
-            (Some(one), None) => self.name(one, &fields.field("environment")).map(|n| vec![n]),
+            (Some(one), None) => self
+                .name(one, &fields.field("environment"))
+                .map(|n| vec![n]),
             (None, Some(many)) => {
                 let names = self.names_list(many, &fields.field("environments"), false);
                 if names.is_empty() {
-                    self.error(many, &fields.field("environments"), "`environments` lists no environment", None);
+                    self.error(
+                        many,
+                        &fields.field("environments"),
+                        "`environments` lists no environment",
+                        None,
+                    );
                     None
                 } else {
                     Some(names)
                 }
             }
         };
-        let artifact = self.required(&fields, node, "artifact", "a deploy").and_then(|n| self.name(n, &fields.field("artifact")));
-        let bake = fields.some("bake").map(|n| self.duration(n, &fields.field("bake")));
-        Some(DeploySpec { environments: environments?, artifact: artifact?, bake: bake.flatten() })
+        let artifact = self
+            .required(&fields, node, "artifact", "a deploy")
+            .and_then(|n| self.name(n, &fields.field("artifact")));
+        let bake = fields
+            .some("bake")
+            .map(|n| self.duration(n, &fields.field("bake")));
+        Some(DeploySpec {
+            environments: environments?,
+            artifact: artifact?,
+            bake: bake.flatten(),
+        })
     }
 
     fn environments(&mut self, node: &Node) -> Vec<(EnvironmentSpec, Node)> {
         let Value::Map(entries) = &node.value else {
             if node.value != Value::Null {
-                self.error(node, "environments", format!("`environments` must be a mapping of name to environment, found {}", node.kind_name()), None);
+                self.error(
+                    node,
+                    "environments",
+                    format!(
+                        "`environments` must be a mapping of name to environment, found {}",
+                        node.kind_name()
+                    ),
+                    None,
+                );
             }
             return Vec::new();
         };
         let mut out: Vec<(EnvironmentSpec, Node)> = Vec::new();
         for (key, value) in entries {
-            let Some(name) = self.name(key, "environments") else { continue };
+            let Some(name) = self.name(key, "environments") else {
+                continue;
+            };
             let path = format!("environments[{name}]");
             if out.iter().any(|(e, _)| e.name == name) {
-                self.error(key, &path, format!("environment `{name}` is described twice"), None);
+                self.error(
+                    key,
+                    &path,
+                    format!("environment `{name}` is described twice"),
+                    None,
+                );
                 continue;
             }
             let mut keep = DEFAULT_KEEP;
             if value.value != Value::Null {
-                let Some(fields) = self.fields(value, &path, "an environment", ENVIRONMENT_KEYS) else { continue };
+                let Some(fields) = self.fields(value, &path, "an environment", ENVIRONMENT_KEYS)
+                else {
+                    continue;
+                };
                 if let Some(k) = fields.some("keep") {
                     match self.uint(k, &fields.field("keep"), 100) {
-                        Some(0) => self.error(k, &fields.field("keep"), "`keep` must be at least 1: the live release is always kept", None),
+                        Some(0) => self.error(
+                            k,
+                            &fields.field("keep"),
+                            "`keep` must be at least 1: the live release is always kept",
+                            None,
+                        ),
                         Some(n) => keep = n,
                         None => {}
                     }
@@ -553,10 +901,15 @@ impl Checker {
                     self.target(target, &fields.field("target"));
                 }
                 for key in ["health", "router", "strategy"] {
-                    if let Some(n) = fields.some(key) {
-                        if !matches!(n.value, Value::Map(_)) {
-                            self.error(n, &fields.field(key), format!("`{key}` must be a mapping, found {}", n.kind_name()), None);
-                        }
+                    if let Some(n) = fields.some(key)
+                        && !matches!(n.value, Value::Map(_))
+                    {
+                        self.error(
+                            n,
+                            &fields.field(key),
+                            format!("`{key}` must be a mapping, found {}", n.kind_name()),
+                            None,
+                        );
                     }
                 }
             }
@@ -566,17 +919,33 @@ impl Checker {
     }
 
     fn target(&mut self, node: &Node, path: &str) {
-        let Some(fields) = self.fields(node, path, "a target", TARGET_KINDS) else { return };
+        let Some(fields) = self.fields(node, path, "a target", TARGET_KINDS) else {
+            return;
+        };
         match fields.entries.len() {
             1 => {}
-            0 => self.error(node, path, format!("a target needs one of: {}", TARGET_KINDS.join(", ")), None),
-            _ => self.error(fields.entries[1].0, path, "a target has exactly one kind", Some(format!("choose one of: {}", TARGET_KINDS.join(", ")))),
+            0 => self.error(
+                node,
+                path,
+                format!("a target needs one of: {}", TARGET_KINDS.join(", ")),
+                None,
+            ),
+            _ => self.error(
+                fields.entries[1].0,
+                path,
+                "a target has exactly one kind",
+                Some(format!("choose one of: {}", TARGET_KINDS.join(", "))),
+            ),
         }
     }
 
     /// Checks across stages: unique stage, job and artifact names; deploys name an artifact made
     /// by an earlier stage.
-    fn cross_check(&mut self, stages: Vec<Option<(Stage, Node)>>, environments: &[(EnvironmentSpec, Node)]) -> Vec<Stage> {
+    fn cross_check(
+        &mut self,
+        stages: Vec<Option<(Stage, Node)>>,
+        environments: &[(EnvironmentSpec, Node)],
+    ) -> Vec<Stage> {
         let mut stage_names: HashMap<String, usize> = HashMap::new(); // name -> line
         let mut job_names: HashMap<String, String> = HashMap::new();
         // artifact name -> (stage index, job name)
@@ -597,7 +966,14 @@ impl Checker {
             let Some((stage, node)) = s else { continue };
             let name_node = find_key_value(&node, "name").unwrap_or(&node);
             if let Some(first) = stage_names.insert(stage.name.clone(), name_node.pos.line) {
-                self.error(name_node, &format!("stages[{}].name", stage.name), format!("duplicate stage name `{}`", stage.name), Some(format!("the stage on line {first} has the same name; stage names are unique")));
+                self.error(
+                    name_node,
+                    &format!("stages[{}].name", stage.name),
+                    format!("duplicate stage name `{}`", stage.name),
+                    Some(format!(
+                        "the stage on line {first} has the same name; stage names are unique"
+                    )),
+                );
             }
             match &stage.kind {
                 StageKind::Jobs(jobs) => {
@@ -607,9 +983,13 @@ impl Checker {
                     });
                     for (j, job) in jobs.iter().enumerate() {
                         let job_node = job_nodes.and_then(|n| n.get(j));
-                        let jname_node = job_node.and_then(|n| find_key_value(n, "name")).unwrap_or(&node);
+                        let jname_node = job_node
+                            .and_then(|n| find_key_value(n, "name"))
+                            .unwrap_or(&node);
                         let path = format!("stages[{}].jobs[{}]", stage.name, job.name);
-                        if let Some(other_stage) = job_names.insert(job.name.clone(), stage.name.clone()) {
+                        if let Some(other_stage) =
+                            job_names.insert(job.name.clone(), stage.name.clone())
+                        {
                             self.error(jname_node, &join(&path, "name"), format!("duplicate job name `{}`", job.name), Some(format!("a job of stage `{other_stage}` has the same name; job names are unique in a pipeline")));
                         }
                         for (k, a) in job.artifacts.iter().enumerate() {
@@ -621,7 +1001,9 @@ impl Checker {
                                 })
                                 .and_then(|n| find_key_value(n, "name"))
                                 .unwrap_or(jname_node);
-                            if let Some((_, other_job)) = artifacts.insert(a.name.clone(), (i, job.name.clone())) {
+                            if let Some((_, other_job)) =
+                                artifacts.insert(a.name.clone(), (i, job.name.clone()))
+                            {
                                 self.error(anode, &format!("{path}.artifacts[{}]", a.name), format!("duplicate artifact name `{}`", a.name), Some(format!("job `{other_job}` already produces an artifact of this name")));
                             }
                         }
@@ -632,29 +1014,63 @@ impl Checker {
                     let art_node = find_key_value(dnode, "artifact").unwrap_or(dnode);
                     let field = format!("stages[{}].deploy.artifact", stage.name);
                     if !artifacts.contains_key(&deploy.artifact) {
-                        if later_artifacts.iter().any(|(n, si)| *n == deploy.artifact && *si > i) {
-                            self.error(art_node, &field, format!("artifact `{}` is produced by a later stage", deploy.artifact), Some("a deploy can only use artifacts of stages before it".into()));
+                        if later_artifacts
+                            .iter()
+                            .any(|(n, si)| *n == deploy.artifact && *si > i)
+                        {
+                            self.error(
+                                art_node,
+                                &field,
+                                format!(
+                                    "artifact `{}` is produced by a later stage",
+                                    deploy.artifact
+                                ),
+                                Some("a deploy can only use artifacts of stages before it".into()),
+                            );
                         } else {
-                            let help = match suggest(&deploy.artifact, artifacts.keys().map(String::as_str)) {
+                            let help = match suggest(
+                                &deploy.artifact,
+                                artifacts.keys().map(String::as_str),
+                            ) {
                                 Some(s) => format!("did you mean `{s}`?"),
-                                None if artifacts.is_empty() => "no job before this stage declares `artifacts`".to_string(),
+                                None if artifacts.is_empty() => {
+                                    "no job before this stage declares `artifacts`".to_string()
+                                }
                                 None => {
-                                    let mut known: Vec<&str> = artifacts.keys().map(String::as_str).collect();
+                                    let mut known: Vec<&str> =
+                                        artifacts.keys().map(String::as_str).collect();
                                     known.sort();
                                     format!("artifacts of earlier stages: {}", known.join(", "))
                                 }
                             };
-                            self.error(art_node, &field, format!("unknown artifact `{}`", deploy.artifact), Some(help));
+                            self.error(
+                                art_node,
+                                &field,
+                                format!("unknown artifact `{}`", deploy.artifact),
+                                Some(help),
+                            );
                         }
                     }
                     for env in &deploy.environments {
                         if !environments.iter().any(|(e, _)| &e.name == env) {
-                            let env_node = find_key_value(dnode, "environment").or_else(|| find_key_value(dnode, "environments")).unwrap_or(dnode);
-                            let help = match suggest(env, environments.iter().map(|(e, _)| e.name.as_str())) {
+                            let env_node = find_key_value(dnode, "environment")
+                                .or_else(|| find_key_value(dnode, "environments"))
+                                .unwrap_or(dnode);
+                            let help = match suggest(
+                                env,
+                                environments.iter().map(|(e, _)| e.name.as_str()),
+                            ) {
                                 Some(s) => format!("did you mean `{s}`?"),
-                                None => format!("describe it under `environments: {{ {env}: ... }}` to deploy"),
+                                None => format!(
+                                    "describe it under `environments: {{ {env}: ... }}` to deploy"
+                                ),
                             };
-                            self.warning(env_node, &format!("stages[{}].deploy", stage.name), format!("environment `{env}` is not described in `environments`"), Some(help));
+                            self.warning(
+                                env_node,
+                                &format!("stages[{}].deploy", stage.name),
+                                format!("environment `{env}` is not described in `environments`"),
+                                Some(help),
+                            );
                         }
                     }
                 }
@@ -675,7 +1091,10 @@ fn named_path(prefix: &str, node: &Node, index: usize) -> String {
 
 fn find_key_value<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
     match &node.value {
-        Value::Map(entries) => entries.iter().find(|(k, _)| k.as_scalar() == Some(key)).map(|(_, v)| v),
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some(key))
+            .map(|(_, v)| v),
         _ => None,
     }
 }
@@ -696,7 +1115,11 @@ fn path_problem(p: &str) -> Option<&'static str> {
 
 /// A step's default name: its first line, shortened.
 fn step_name(run: &str) -> String {
-    let first = run.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("step");
+    let first = run
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("step");
     if first.chars().count() > 60 {
         let cut: String = first.chars().take(57).collect();
         format!("{cut}...")

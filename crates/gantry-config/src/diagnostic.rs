@@ -49,8 +49,16 @@ impl Diagnostics {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let field = if d.field.is_empty() { String::new() } else { format!("{}: ", d.field) };
-        writeln!(f, "{}:{}:{}: {kind}: {field}{}", self.file, d.pos.line, d.pos.col, d.message)?;
+        let field = if d.field.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", d.field)
+        };
+        writeln!(
+            f,
+            "{}:{}:{}: {kind}: {field}{}",
+            self.file, d.pos.line, d.pos.col, d.message
+        )?;
         if let Some(line) = self.source.lines().nth(d.pos.line.saturating_sub(1)) {
             let num = d.pos.line.to_string();
             let pad = " ".repeat(num.len());
@@ -100,7 +108,12 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let word_l = word.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(&word_l, &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&word_l, &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .filter(|(dist, c)| *dist <= (c.len().max(word.len()) / 3).max(1))
         .min_by_key(|(dist, _)| *dist)
         .map(|(_, c)| c)

@@ -28,7 +28,11 @@ pub struct CheckedPipeline {
 
 /// Parses and checks a pipeline file's text. `file` names it in messages.
 pub fn parse_pipeline(file: &str, source: &str) -> Result<CheckedPipeline, Diagnostics> {
-    let mut diags = Diagnostics { file: file.to_string(), source: source.to_string(), items: Vec::new() };
+    let mut diags = Diagnostics {
+        file: file.to_string(),
+        source: source.to_string(),
+        items: Vec::new(),
+    };
     let root = match yaml::parse(source) {
         Ok(root) => root,
         Err(e) => {
@@ -48,14 +52,20 @@ pub fn parse_pipeline(file: &str, source: &str) -> Result<CheckedPipeline, Diagn
     diags.items = checker.diags;
     diags.items.sort_by_key(|d| (d.pos.line, d.pos.col));
     match pipeline {
-        Some(pipeline) => Ok(CheckedPipeline { pipeline, warnings: diags }),
+        Some(pipeline) => Ok(CheckedPipeline {
+            pipeline,
+            warnings: diags,
+        }),
         None => Err(diags),
     }
 }
 
 /// The pipeline file in a checked-out directory, if there is one.
 pub fn find_pipeline_file(dir: &Path) -> Option<PathBuf> {
-    PIPELINE_FILE_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+    PIPELINE_FILE_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

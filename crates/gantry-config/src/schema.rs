@@ -41,54 +41,83 @@ pub fn pipeline_schema() -> Value {
             }), &["run"])
         ]
     });
-    let artifact = object(ARTIFACT_KEYS, json!({
-        "name": name,
-        "path": {
-            "description": "A file, directory or glob relative to the workspace (or a list of them)",
-            "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }]
-        }
-    }), &["name", "path"]);
-    let job = object(JOB_KEYS, json!({
-        "name": name,
-        "run": { "type": "string", "description": "One shell step" },
-        "steps": { "type": "array", "minItems": 1, "items": step },
-        "env": env,
-        "pass_env": names,
-        "secrets": { "description": "Names of secrets given to the job (masked in logs)", "type": "array", "items": { "type": "string" } },
-        "timeout": duration,
-        "retries": { "type": "integer", "minimum": 0, "maximum": MAX_RETRIES },
-        "allow_failure": { "type": "boolean" },
-        "artifacts": { "type": "array", "items": artifact },
-    }), &["name"]);
-    let deploy = object(DEPLOY_KEYS, json!({
-        "environment": name,
-        "environments": { "type": "array", "items": name, "minItems": 1 },
-        "artifact": name,
-        "bake": duration,
-    }), &["artifact"]);
-    let stage = object(STAGE_KEYS, json!({
-        "name": name,
-        "jobs": { "type": "array", "minItems": 1, "items": job },
-        "deploy": deploy,
-    }), &["name"]);
-    let target_props: serde_json::Map<String, Value> =
-        TARGET_KINDS.iter().map(|k| (k.to_string(), json!({ "type": "object" }))).collect();
-    let environment = object(ENVIRONMENT_KEYS, json!({
-        "target": { "type": "object", "properties": target_props, "minProperties": 1, "maxProperties": 1 },
-        "health": { "type": "object" },
-        "keep": { "type": "integer", "minimum": 1 },
-        "router": { "type": "object" },
-        "strategy": { "type": "object" },
-    }), &[]);
-    let mut root = object(TOP_KEYS, json!({
-        "name": name,
-        "env": env,
-        "pass_env": names,
-        "stages": { "type": "array", "minItems": 1, "items": stage },
-        "environments": { "type": ["object", "null"], "additionalProperties": environment },
-    }), &["stages"]);
+    let artifact = object(
+        ARTIFACT_KEYS,
+        json!({
+            "name": name,
+            "path": {
+                "description": "A file, directory or glob relative to the workspace (or a list of them)",
+                "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }]
+            }
+        }),
+        &["name", "path"],
+    );
+    let job = object(
+        JOB_KEYS,
+        json!({
+            "name": name,
+            "run": { "type": "string", "description": "One shell step" },
+            "steps": { "type": "array", "minItems": 1, "items": step },
+            "env": env,
+            "pass_env": names,
+            "secrets": { "description": "Names of secrets given to the job (masked in logs)", "type": "array", "items": { "type": "string" } },
+            "timeout": duration,
+            "retries": { "type": "integer", "minimum": 0, "maximum": MAX_RETRIES },
+            "allow_failure": { "type": "boolean" },
+            "artifacts": { "type": "array", "items": artifact },
+        }),
+        &["name"],
+    );
+    let deploy = object(
+        DEPLOY_KEYS,
+        json!({
+            "environment": name,
+            "environments": { "type": "array", "items": name, "minItems": 1 },
+            "artifact": name,
+            "bake": duration,
+        }),
+        &["artifact"],
+    );
+    let stage = object(
+        STAGE_KEYS,
+        json!({
+            "name": name,
+            "jobs": { "type": "array", "minItems": 1, "items": job },
+            "deploy": deploy,
+        }),
+        &["name"],
+    );
+    let target_props: serde_json::Map<String, Value> = TARGET_KINDS
+        .iter()
+        .map(|k| (k.to_string(), json!({ "type": "object" })))
+        .collect();
+    let environment = object(
+        ENVIRONMENT_KEYS,
+        json!({
+            "target": { "type": "object", "properties": target_props, "minProperties": 1, "maxProperties": 1 },
+            "health": { "type": "object" },
+            "keep": { "type": "integer", "minimum": 1 },
+            "router": { "type": "object" },
+            "strategy": { "type": "object" },
+        }),
+        &[],
+    );
+    let mut root = object(
+        TOP_KEYS,
+        json!({
+            "name": name,
+            "env": env,
+            "pass_env": names,
+            "stages": { "type": "array", "minItems": 1, "items": stage },
+            "environments": { "type": ["object", "null"], "additionalProperties": environment },
+        }),
+        &["stages"],
+    );
     let obj = root.as_object_mut().expect("object");
-    obj.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+    obj.insert(
+        "$schema".into(),
+        json!("https://json-schema.org/draft/2020-12/schema"),
+    );
     obj.insert("title".into(), json!("gantry pipeline file (gantry.yml)"));
     root
 }

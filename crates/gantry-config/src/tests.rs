@@ -41,7 +41,9 @@ fn the_documented_example_parses() {
     let p = checked.pipeline;
     assert_eq!(p.env, vec![("GREETING".to_string(), "hello".to_string())]);
     assert_eq!(p.stages.len(), 3);
-    let StageKind::Jobs(test_jobs) = &p.stages[1].kind else { panic!("test stage has jobs") };
+    let StageKind::Jobs(test_jobs) = &p.stages[1].kind else {
+        panic!("test stage has jobs")
+    };
     let unit = &test_jobs[0];
     assert_eq!(unit.timeout, Some(Duration::from_secs(600)));
     assert_eq!(unit.retries, 1);
@@ -49,7 +51,9 @@ fn the_documented_example_parses() {
     assert_eq!(unit.secrets, vec!["API_TOKEN".to_string()]);
     assert_eq!(unit.steps[0].name, "unit tests");
     assert!(test_jobs[1].allow_failure);
-    let StageKind::Deploy(deploy) = &p.stages[2].kind else { panic!("deploy stage") };
+    let StageKind::Deploy(deploy) = &p.stages[2].kind else {
+        panic!("deploy stage")
+    };
     assert_eq!(deploy.environments, vec!["staging".to_string()]);
     assert_eq!(deploy.artifact, "app");
     // The environment is not described yet: a warning, not an error.
@@ -111,13 +115,30 @@ fn every_key_table_is_in_the_schema() {
 #[test]
 fn steps_can_be_plain_strings_and_anchors_merge() {
     let src = "defaults: &d\n  timeout: 5m\n";
-    assert!(parse_pipeline("gantry.yml", src).is_err(), "unknown top key is refused");
+    assert!(
+        parse_pipeline("gantry.yml", src).is_err(),
+        "unknown top key is refused"
+    );
     let src = "stages:\n  - name: b\n    jobs:\n      - &base\n        name: a\n        run: make\n        timeout: 5m\n      - <<: *base\n        name: c\n";
-    let p = parse_pipeline("gantry.yml", src).unwrap_or_else(|e| panic!("{e}")).pipeline;
+    let p = parse_pipeline("gantry.yml", src)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pipeline;
     let jobs: Vec<_> = p.jobs().map(|(_, j)| (j.name.clone(), j.timeout)).collect();
-    assert_eq!(jobs, vec![("a".into(), Some(Duration::from_secs(300))), ("c".into(), Some(Duration::from_secs(300)))]);
-    let src = "stages:\n  - name: b\n    jobs:\n      - name: a\n        steps: [make, make test]\n";
-    let p = parse_pipeline("gantry.yml", src).unwrap_or_else(|e| panic!("{e}")).pipeline;
+    assert_eq!(
+        jobs,
+        vec![
+            ("a".into(), Some(Duration::from_secs(300))),
+            ("c".into(), Some(Duration::from_secs(300)))
+        ]
+    );
+    let src =
+        "stages:\n  - name: b\n    jobs:\n      - name: a\n        steps: [make, make test]\n";
+    let p = parse_pipeline("gantry.yml", src)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pipeline;
     let (_, job) = p.jobs().next().unwrap();
-    assert_eq!(job.steps.iter().map(|s| s.run.as_str()).collect::<Vec<_>>(), ["make", "make test"]);
+    assert_eq!(
+        job.steps.iter().map(|s| s.run.as_str()).collect::<Vec<_>>(),
+        ["make", "make test"]
+    );
 }

@@ -26,7 +26,10 @@ pub enum Value {
     Null,
     /// A scalar, with whether it was written plain (unquoted): `2` and `true` are plain,
     /// `"2"` is not.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in file order; duplicates are kept so the checker can report them.
     Map(Vec<(Node, Node)>),
@@ -68,11 +71,18 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
     if let Some(err) = builder.error {
         return Err(err);
     }
-    Ok(builder.root.unwrap_or(Node { value: Value::Null, pos: Pos { line: 1, col: 1 }, width: 0 }))
+    Ok(builder.root.unwrap_or(Node {
+        value: Value::Null,
+        pos: Pos { line: 1, col: 1 },
+        width: 0,
+    }))
 }
 
 fn pos_of(m: &Marker) -> Pos {
-    Pos { line: m.line(), col: m.col() + 1 }
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
+    }
 }
 
 enum Frame {
@@ -129,7 +139,10 @@ fn merge_into(entries: &mut Vec<(Node, Node)>, source: Node) {
     for src in sources {
         if let Value::Map(src_entries) = src.value {
             for (k, v) in src_entries {
-                if !entries.iter().any(|(ek, _)| ek.as_scalar() == k.as_scalar()) {
+                if !entries
+                    .iter()
+                    .any(|(ek, _)| ek.as_scalar() == k.as_scalar())
+                {
                     entries.push((k, v));
                 }
             }
@@ -150,7 +163,10 @@ impl MarkedEventReceiver for Builder {
                 {
                     Value::Null
                 } else {
-                    Value::Scalar { text: text.clone(), plain }
+                    Value::Scalar {
+                        text: text.clone(),
+                        plain,
+                    }
                 };
                 let width = match style {
                     TScalarStyle::Plain => text.lines().next().map_or(0, |l| l.chars().count()),
@@ -162,12 +178,22 @@ impl MarkedEventReceiver for Builder {
                 self.push_value(Node { value, pos, width }, anchor);
             }
             Event::SequenceStart(anchor, _) => {
-                self.stack
-                    .push(Frame::Seq(Node { value: Value::Seq(Vec::new()), pos, width: 1 }, anchor));
+                self.stack.push(Frame::Seq(
+                    Node {
+                        value: Value::Seq(Vec::new()),
+                        pos,
+                        width: 1,
+                    },
+                    anchor,
+                ));
             }
             Event::MappingStart(anchor, _) => {
                 self.stack.push(Frame::Map(
-                    Node { value: Value::Map(Vec::new()), pos, width: 0 },
+                    Node {
+                        value: Value::Map(Vec::new()),
+                        pos,
+                        width: 0,
+                    },
                     anchor,
                     None,
                     Vec::new(),
@@ -199,7 +225,10 @@ impl MarkedEventReceiver for Builder {
                     self.push_value(node, 0);
                 }
                 None => {
-                    self.error = Some(SyntaxError { pos, message: "unknown alias".into() })
+                    self.error = Some(SyntaxError {
+                        pos,
+                        message: "unknown alias".into(),
+                    })
                 }
             },
             Event::Nothing
@@ -218,17 +247,25 @@ mod tests {
     #[test]
     fn positions_are_one_based() {
         let doc = parse("a: 1\nlist:\n  - x\n").unwrap();
-        let Value::Map(entries) = doc.value else { panic!() };
+        let Value::Map(entries) = doc.value else {
+            panic!()
+        };
         assert_eq!(entries[0].0.pos, Pos { line: 1, col: 1 });
-        let Value::Seq(items) = &entries[1].1.value else { panic!() };
+        let Value::Seq(items) = &entries[1].1.value else {
+            panic!()
+        };
         assert_eq!(items[0].pos, Pos { line: 3, col: 5 });
     }
 
     #[test]
     fn merge_keys_and_aliases() {
         let doc = parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n").unwrap();
-        let Value::Map(entries) = doc.value else { panic!() };
-        let Value::Map(other) = &entries[1].1.value else { panic!() };
+        let Value::Map(entries) = doc.value else {
+            panic!()
+        };
+        let Value::Map(other) = &entries[1].1.value else {
+            panic!()
+        };
         let pairs: Vec<_> = other
             .iter()
             .map(|(k, v)| (k.as_scalar().unwrap(), v.as_scalar().unwrap()))

@@ -104,7 +104,11 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     pub fn new(max_line: usize) -> Self {
-        Self { buf: Vec::new(), max_line: max_line.max(64), after_cr: false }
+        Self {
+            buf: Vec::new(),
+            max_line: max_line.max(64),
+            after_cr: false,
+        }
     }
 
     /// Feeds a chunk; returns the complete lines (masked) it finished.
@@ -171,23 +175,38 @@ mod tests {
 
     #[test]
     fn masks_values_split_across_chunks() {
-        assert_eq!(run(&["hunter2"], &["pass=hun", "ter2 ok\n"]), ["pass=*** ok"]);
-        assert_eq!(run(&["hunter2"], &["h", "u", "n", "t", "e", "r", "2"]), ["***"]);
+        assert_eq!(
+            run(&["hunter2"], &["pass=hun", "ter2 ok\n"]),
+            ["pass=*** ok"]
+        );
+        assert_eq!(
+            run(&["hunter2"], &["h", "u", "n", "t", "e", "r", "2"]),
+            ["***"]
+        );
     }
 
     #[test]
     fn masks_multi_line_values_line_by_line() {
         let key = "-----BEGIN KEY-----\nabcdef123456\n-----END KEY-----\n";
         assert_eq!(
-            run(&[key], &["x\n-----BEGIN KEY-----\nabcdef123456\n-----END KEY-----\ny\n"]),
+            run(
+                &[key],
+                &["x\n-----BEGIN KEY-----\nabcdef123456\n-----END KEY-----\ny\n"]
+            ),
             ["x", "***", "***", "***", "y"]
         );
     }
 
     #[test]
     fn masks_set_x_quoting() {
-        assert_eq!(run(&["it's secret"], &["+ echo 'it'\\''s secret'\n"]), ["+ echo '***'"]);
-        assert_eq!(run(&["two words"], &["+ echo 'two words'\n"]), ["+ echo '***'"]);
+        assert_eq!(
+            run(&["it's secret"], &["+ echo 'it'\\''s secret'\n"]),
+            ["+ echo '***'"]
+        );
+        assert_eq!(
+            run(&["two words"], &["+ echo 'two words'\n"]),
+            ["+ echo '***'"]
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct NewRun {
     pub trigger: String,
     pub status: RunStatus,
     pub created_at: Millis,
+    /// The owner lock of the process running it, for finding runs whose process died.
+    pub owner: Option<String>,
     /// Stages in order: name, kind (`jobs` or `deploy`), and job names with `allow_failure`.
     pub stages: Vec<NewStage>,
 }
@@ -53,6 +55,7 @@ pub struct RunRecord {
     pub started_at: Option<Millis>,
     pub finished_at: Option<Millis>,
     pub error: Option<String>,
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -187,21 +190,67 @@ pub struct RunDetail {
 pub trait StateStore: Send + Sync {
     /// Creates the run with its stages and jobs (all `pending`) in one transaction.
     async fn create_run(&self, run: NewRun) -> anyhow::Result<RunIds>;
-    async fn set_run_status(&self, run: i64, status: RunStatus, at: Millis, error: Option<&str>) -> anyhow::Result<()>;
-    async fn set_stage_status(&self, stage: i64, status: StageStatus, at: Millis, note: Option<&str>) -> anyhow::Result<()>;
+    async fn set_run_status(
+        &self,
+        run: i64,
+        status: RunStatus,
+        at: Millis,
+        error: Option<&str>,
+    ) -> anyhow::Result<()>;
+    async fn set_stage_status(
+        &self,
+        stage: i64,
+        status: StageStatus,
+        at: Millis,
+        note: Option<&str>,
+    ) -> anyhow::Result<()>;
     /// Records a job's new status; `attempt` is the attempt it now is at.
-    async fn set_job_status(&self, job: i64, status: JobStatus, attempt: u32, at: Millis, exit_code: Option<i32>, error: Option<&str>) -> anyhow::Result<()>;
-    async fn start_step(&self, job: i64, attempt: u32, position: usize, name: &str, at: Millis) -> anyhow::Result<i64>;
-    async fn finish_step(&self, step: i64, status: StepStatus, exit_code: Option<i32>, at: Millis) -> anyhow::Result<()>;
+    async fn set_job_status(
+        &self,
+        job: i64,
+        status: JobStatus,
+        attempt: u32,
+        at: Millis,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+    ) -> anyhow::Result<()>;
+    async fn start_step(
+        &self,
+        job: i64,
+        attempt: u32,
+        position: usize,
+        name: &str,
+        at: Millis,
+    ) -> anyhow::Result<i64>;
+    async fn finish_step(
+        &self,
+        step: i64,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        at: Millis,
+    ) -> anyhow::Result<()>;
     /// Appends lines in one transaction.
     async fn append_logs(&self, lines: &[NewLogLine]) -> anyhow::Result<()>;
-    async fn record_artifact(&self, run: i64, job: i64, name: &str, stored: &StoredArtifact, at: Millis) -> anyhow::Result<ArtifactRecord>;
+    async fn record_artifact(
+        &self,
+        run: i64,
+        job: i64,
+        name: &str,
+        stored: &StoredArtifact,
+        at: Millis,
+    ) -> anyhow::Result<ArtifactRecord>;
     /// Marks a run that nobody is running any more, and its unfinished parts, `interrupted`.
     async fn mark_interrupted(&self, run: i64, at: Millis) -> anyhow::Result<()>;
     async fn list_runs(&self, filter: &RunFilter) -> anyhow::Result<Vec<RunRecord>>;
     async fn run_detail(&self, run: i64) -> anyhow::Result<Option<RunDetail>>;
     /// Log lines of a run (optionally one job), with id greater than `after`, oldest first.
-    async fn logs(&self, run: i64, job: Option<&str>, after: i64, limit: i64) -> anyhow::Result<Vec<LogRecord>>;
+    async fn logs(
+        &self,
+        run: i64,
+        job: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<LogRecord>>;
 }
 
 /// What the artifact store made of a job's declared paths.

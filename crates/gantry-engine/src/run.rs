@@ -32,24 +32,49 @@ pub enum DeployOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Start,
-    AttemptFinished { job: JobRef, attempt: u32, outcome: AttemptOutcome },
-    DeployFinished { stage: usize, outcome: DeployOutcome },
+    AttemptFinished {
+        job: JobRef,
+        attempt: u32,
+        outcome: AttemptOutcome,
+    },
+    DeployFinished {
+        stage: usize,
+        outcome: DeployOutcome,
+    },
     Cancel,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    StartStage { stage: usize },
+    StartStage {
+        stage: usize,
+    },
     /// Start attempt `attempt` (1-based) of a job in a fresh workspace.
-    StartJob { job: JobRef, attempt: u32 },
-    StartDeploy { stage: usize },
+    StartJob {
+        job: JobRef,
+        attempt: u32,
+    },
+    StartDeploy {
+        stage: usize,
+    },
     /// Stop every running job (TERM, grace, KILL); each then reports `Cancelled`.
     CancelRunningJobs,
-    FinishJob { job: JobRef, status: JobStatus },
-    FinishStage { stage: usize, status: StageStatus },
+    FinishJob {
+        job: JobRef,
+        status: JobStatus,
+    },
+    FinishStage {
+        stage: usize,
+        status: StageStatus,
+    },
     /// A stage that will not run because an earlier one failed or the run was cancelled.
-    SkipStage { stage: usize, status: StageStatus },
-    FinishRun { status: RunStatus },
+    SkipStage {
+        stage: usize,
+        status: StageStatus,
+    },
+    FinishRun {
+        status: RunStatus,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -95,7 +120,14 @@ impl RunMachine {
             })
             .collect();
         let entered = vec![false; pipeline.stages.len()];
-        Self { stages, entered, current: 0, cancelling: false, failed: false, finished: None }
+        Self {
+            stages,
+            entered,
+            current: 0,
+            cancelling: false,
+            failed: false,
+            finished: None,
+        }
     }
 
     pub fn finished(&self) -> Option<RunStatus> {
@@ -120,9 +152,11 @@ impl RunMachine {
                     }
                 }
             }
-            Event::AttemptFinished { job, attempt, outcome } => {
-                self.attempt_finished(job, attempt, outcome, &mut out)
-            }
+            Event::AttemptFinished {
+                job,
+                attempt,
+                outcome,
+            } => self.attempt_finished(job, attempt, outcome, &mut out),
             Event::DeployFinished { stage, outcome } => {
                 if stage != self.current {
                     return out;
@@ -146,15 +180,18 @@ impl RunMachine {
     }
 
     fn deploy_in_progress(&self) -> bool {
-        matches!(self.stages.get(self.current), Some(StageState::Deploy { done: false }))
-            && self.entered.get(self.current) == Some(&true)
+        matches!(
+            self.stages.get(self.current),
+            Some(StageState::Deploy { done: false })
+        ) && self.entered.get(self.current) == Some(&true)
     }
 
     fn running_jobs(&self) -> usize {
         match self.stages.get(self.current) {
-            Some(StageState::Jobs(jobs)) => {
-                jobs.iter().filter(|j| j.status == JobStatus::Running).count()
-            }
+            Some(StageState::Jobs(jobs)) => jobs
+                .iter()
+                .filter(|j| j.status == JobStatus::Running)
+                .count(),
             _ => 0,
         }
     }
@@ -175,28 +212,49 @@ impl RunMachine {
             StageState::Jobs(jobs) => {
                 for (j, job) in jobs.iter_mut().enumerate() {
                     job.status = JobStatus::Running;
-                    out.push(Command::StartJob { job: JobRef { stage: index, job: j }, attempt: 1 });
+                    out.push(Command::StartJob {
+                        job: JobRef {
+                            stage: index,
+                            job: j,
+                        },
+                        attempt: 1,
+                    });
                 }
             }
             StageState::Deploy { .. } => out.push(Command::StartDeploy { stage: index }),
         }
     }
 
-    fn attempt_finished(&mut self, job: JobRef, attempt: u32, outcome: AttemptOutcome, out: &mut Vec<Command>) {
+    fn attempt_finished(
+        &mut self,
+        job: JobRef,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        out: &mut Vec<Command>,
+    ) {
         if job.stage != self.current {
             return;
         }
         let cancelling = self.cancelling;
-        let Some(StageState::Jobs(jobs)) = self.stages.get_mut(job.stage) else { return };
-        let Some(state) = jobs.get_mut(job.job) else { return };
+        let Some(StageState::Jobs(jobs)) = self.stages.get_mut(job.stage) else {
+            return;
+        };
+        let Some(state) = jobs.get_mut(job.job) else {
+            return;
+        };
         if state.status != JobStatus::Running {
             return;
         }
         let status = match outcome {
             AttemptOutcome::Succeeded => JobStatus::Succeeded,
             AttemptOutcome::Cancelled => JobStatus::Cancelled,
-            AttemptOutcome::Failed | AttemptOutcome::TimedOut if !cancelling && attempt <= state.retries => {
-                out.push(Command::StartJob { job, attempt: attempt + 1 });
+            AttemptOutcome::Failed | AttemptOutcome::TimedOut
+                if !cancelling && attempt <= state.retries =>
+            {
+                out.push(Command::StartJob {
+                    job,
+                    attempt: attempt + 1,
+                });
                 return;
             }
             AttemptOutcome::Failed => JobStatus::Failed,
@@ -207,7 +265,9 @@ impl RunMachine {
         if jobs.iter().any(|j| j.status == JobStatus::Running) {
             return;
         }
-        let stage_failed = jobs.iter().any(|j| j.status.is_failure() && !j.allow_failure);
+        let stage_failed = jobs
+            .iter()
+            .any(|j| j.status.is_failure() && !j.allow_failure);
         let stage_cancelled = jobs.iter().any(|j| j.status == JobStatus::Cancelled);
         let stage_status = if stage_failed {
             StageStatus::Failed
@@ -222,7 +282,10 @@ impl RunMachine {
         if stage_cancelled {
             self.cancelling = true;
         }
-        out.push(Command::FinishStage { stage: job.stage, status: stage_status });
+        out.push(Command::FinishStage {
+            stage: job.stage,
+            status: stage_status,
+        });
         self.advance(out);
     }
 
@@ -238,14 +301,20 @@ impl RunMachine {
         } else {
             RunStatus::Succeeded
         };
-        let skipped = if self.cancelling && !self.failed { StageStatus::Cancelled } else { StageStatus::Skipped };
+        let skipped = if self.cancelling && !self.failed {
+            StageStatus::Cancelled
+        } else {
+            StageStatus::Skipped
+        };
         for stage in (0..self.stages.len()).filter(|i| !self.entered[*i]) {
-            out.push(Command::SkipStage { stage, status: skipped });
+            out.push(Command::SkipStage {
+                stage,
+                status: skipped,
+            });
         }
         self.finished = Some(status);
         out.push(Command::FinishRun { status });
     }
-
 }
 
 #[cfg(test)]

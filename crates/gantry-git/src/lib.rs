@@ -32,7 +32,9 @@ fn git(dir: &Path) -> Command {
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<Output> {
-    let out = cmd.output().with_context(|| format!("{what}: could not start git (is it installed?)"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: could not start git (is it installed?)"))?;
     Ok(out)
 }
 
@@ -47,9 +49,15 @@ impl Repo {
         cmd.args(["rev-parse", "--absolute-git-dir"]);
         let out = run(cmd, "opening the repository")?;
         if !out.status.success() {
-            bail!("{} is not a git repository: {}", path.display(), stderr_text(&out));
+            bail!(
+                "{} is not a git repository: {}",
+                path.display(),
+                stderr_text(&out)
+            );
         }
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -64,7 +72,10 @@ impl Repo {
         if out.status.success() {
             return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
         }
-        Ok(self.path.canonicalize().unwrap_or_else(|_| self.path.clone()))
+        Ok(self
+            .path
+            .canonicalize()
+            .unwrap_or_else(|_| self.path.clone()))
     }
 
     /// Resolves `rev` (a branch, tag, `HEAD`, or a commit id) to a commit.
@@ -73,7 +84,8 @@ impl Repo {
             bail!("`{rev}` is not a revision");
         }
         let mut cmd = git(&self.path);
-        cmd.args(["rev-parse", "--verify", "--quiet", "--end-of-options"]).arg(format!("{rev}^{{commit}}"));
+        cmd.args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+            .arg(format!("{rev}^{{commit}}"));
         let out = run(cmd, "resolving the revision")?;
         if !out.status.success() {
             if rev == "HEAD" {
@@ -82,7 +94,10 @@ impl Repo {
             bail!("unknown revision `{rev}` in {}", self.path.display());
         }
         let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Ok(Revision { commit, branch: self.branch_of(rev)? })
+        Ok(Revision {
+            commit,
+            branch: self.branch_of(rev)?,
+        })
     }
 
     fn branch_of(&self, rev: &str) -> Result<Option<String>> {
@@ -90,7 +105,8 @@ impl Repo {
         if rev == "HEAD" {
             cmd.args(["symbolic-ref", "--quiet", "--short", "HEAD"]);
         } else {
-            cmd.args(["rev-parse", "--verify", "--quiet", "--symbolic-full-name"]).arg(rev);
+            cmd.args(["rev-parse", "--verify", "--quiet", "--symbolic-full-name"])
+                .arg(rev);
         }
         let out = run(cmd, "finding the branch")?;
         let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -107,7 +123,8 @@ impl Repo {
     /// The content of `path` at `commit`, or `None` when the commit has no such file.
     pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let mut cmd = git(&self.path);
-        cmd.args(["cat-file", "blob"]).arg(format!("{commit}:{path}"));
+        cmd.args(["cat-file", "blob"])
+            .arg(format!("{commit}:{path}"));
         let out = run(cmd, "reading a file from the repository")?;
         Ok(out.status.success().then_some(out.stdout))
     }
@@ -115,26 +132,40 @@ impl Repo {
     /// Writes the tree of `commit` into `dest` (created if needed): files with their exec bits,
     /// symlinks as symlinks, no `.git`. Uses a throw-away index so the repository is not touched.
     pub fn export(&self, commit: &str, dest: &Path) -> Result<()> {
-        std::fs::create_dir_all(dest).with_context(|| format!("creating workspace {}", dest.display()))?;
+        std::fs::create_dir_all(dest)
+            .with_context(|| format!("creating workspace {}", dest.display()))?;
         let index = tempfile_path(dest);
         let mut cmd = git(&self.path);
         cmd.env("GIT_INDEX_FILE", &index)
             .arg("--work-tree")
             .arg(dest)
-            .args(["-c", "core.hooksPath=/dev/null", "checkout", "--force", "--quiet"])
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "checkout",
+                "--force",
+                "--quiet",
+            ])
             .arg(commit)
             .args(["--", "."]);
         let out = run(cmd, "checking out the commit")?;
         let _ = std::fs::remove_file(&index);
         if !out.status.success() {
-            bail!("checking out {commit} into {} failed: {}", dest.display(), stderr_text(&out));
+            bail!(
+                "checking out {commit} into {} failed: {}",
+                dest.display(),
+                stderr_text(&out)
+            );
         }
         Ok(())
     }
 }
 
 fn tempfile_path(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dest.with_file_name(format!(".{name}.gantry-index-{}", std::process::id()))
 }
 
@@ -145,7 +176,12 @@ mod tests {
 
     #[allow(clippy::disallowed_methods)]
     fn sh(dir: &Path, script: &str) {
-        let st = Command::new("sh").arg("-c").arg(script).current_dir(dir).status().unwrap();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .status()
+            .unwrap();
         assert!(st.success(), "{script}");
     }
 
@@ -154,29 +190,62 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let repo_dir = tmp.path().join("repo");
         std::fs::create_dir(&repo_dir).unwrap();
-        sh(&repo_dir, "git init -q -b main && git config user.email t@t && git config user.name t \
+        sh(
+            &repo_dir,
+            "git init -q -b main && git config user.email t@t && git config user.name t \
             && echo one > a.txt && printf '#!/bin/sh\\necho hi\\n' > run.sh && chmod +x run.sh \
             && ln -s a.txt link && git add -A && git commit -qm first && echo two > a.txt && git commit -qam second \
-            && echo dirty > a.txt");
+            && echo dirty > a.txt",
+        );
         let repo = Repo::open(&repo_dir).unwrap();
         let head = repo.resolve("HEAD").unwrap();
         assert_eq!(head.branch.as_deref(), Some("main"));
         assert_eq!(head.commit.len(), 40);
         let first = repo.resolve("HEAD~1").unwrap();
         assert_eq!(first.branch, None);
-        assert_eq!(repo.resolve("main").unwrap().branch.as_deref(), Some("main"));
-        assert_eq!(repo.read_file(&first.commit, "a.txt").unwrap().unwrap(), b"one\n");
+        assert_eq!(
+            repo.resolve("main").unwrap().branch.as_deref(),
+            Some("main")
+        );
+        assert_eq!(
+            repo.read_file(&first.commit, "a.txt").unwrap().unwrap(),
+            b"one\n"
+        );
         assert_eq!(repo.read_file(&first.commit, "missing").unwrap(), None);
-        assert!(repo.resolve("nope").unwrap_err().to_string().contains("unknown revision `nope`"));
+        assert!(
+            repo.resolve("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown revision `nope`")
+        );
 
         let ws = tmp.path().join("ws");
         repo.export(&head.commit, &ws).unwrap();
-        assert_eq!(std::fs::read_to_string(ws.join("a.txt")).unwrap(), "two\n", "the commit, not the working copy");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("a.txt")).unwrap(),
+            "two\n",
+            "the commit, not the working copy"
+        );
         assert!(!ws.join(".git").exists());
-        assert!(std::fs::metadata(ws.join("run.sh")).unwrap().permissions().mode() & 0o111 != 0);
-        assert!(std::fs::symlink_metadata(ws.join("link")).unwrap().file_type().is_symlink());
+        assert!(
+            std::fs::metadata(ws.join("run.sh"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o111
+                != 0
+        );
+        assert!(
+            std::fs::symlink_metadata(ws.join("link"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         // The user's working copy and index are untouched.
-        assert_eq!(std::fs::read_to_string(repo_dir.join("a.txt")).unwrap(), "dirty\n");
+        assert_eq!(
+            std::fs::read_to_string(repo_dir.join("a.txt")).unwrap(),
+            "dirty\n"
+        );
         assert!(Repo::open(tmp.path()).is_err());
     }
 }

@@ -13,7 +13,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(format!("`{text}` is not a duration: expected a number at `{rest}`"));
+            return Err(format!(
+                "`{text}` is not a duration: expected a number at `{rest}`"
+            ));
         }
         let value: u64 = rest[..digits]
             .parse()
@@ -53,7 +55,11 @@ pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs < 60 {
         let tenths = (ms % 1000) / 10;
-        return if tenths == 0 { format!("{secs}s") } else { format!("{secs}.{tenths:02}s") };
+        return if tenths == 0 {
+            format!("{secs}s")
+        } else {
+            format!("{secs}.{tenths:02}s")
+        };
     }
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
     let mut out = String::new();

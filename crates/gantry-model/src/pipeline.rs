@@ -86,10 +86,13 @@ pub struct EnvironmentSpec {
 impl Pipeline {
     /// All jobs with the index of their stage, in file order.
     pub fn jobs(&self) -> impl Iterator<Item = (usize, &Job)> {
-        self.stages.iter().enumerate().flat_map(|(i, stage)| match &stage.kind {
-            StageKind::Jobs(jobs) => jobs.iter().map(move |j| (i, j)).collect::<Vec<_>>(),
-            StageKind::Deploy(_) => Vec::new(),
-        })
+        self.stages
+            .iter()
+            .enumerate()
+            .flat_map(|(i, stage)| match &stage.kind {
+                StageKind::Jobs(jobs) => jobs.iter().map(move |j| (i, j)).collect::<Vec<_>>(),
+                StageKind::Deploy(_) => Vec::new(),
+            })
     }
 
     /// Every secret name any job asks for, deduplicated, in file order.

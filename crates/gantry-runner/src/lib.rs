@@ -1,1 +1,28 @@
-//! placeholder
+//! Runs a planned pipeline on this machine: the I/O half of a run. It drives the engine's run
+//! machine, gives each job attempt a fresh workspace exported from the commit, runs steps as
+//! process groups with timeouts and cancellation, masks and stores their output, and stores the
+//! artifacts jobs declare.
+//!
+//! Codemap:
+//! - [`execute`]: the run loop (`Runner::execute`): events in, engine commands carried out.
+//! - `job`: one attempt of one job: workspace, steps, artifacts.
+//! - [`process`]: one step as a process group: spawn, stream output, time out, kill.
+//! - [`events`]: what a run reports to whoever watches it (terminal, JSON, later the API).
+//! - [`owner`]: the lock a live runner holds, and recovery of runs whose runner died.
+
+pub mod events;
+pub mod execute;
+mod job;
+mod logs;
+pub mod owner;
+pub mod process;
+
+pub use events::{Observer, RunEvent};
+pub use execute::{RunOptions, RunOutcome, RunRequest, Runner};
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

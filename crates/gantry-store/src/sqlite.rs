@@ -6,11 +6,14 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    ArtifactRecord, JobRecord, LogRecord, Millis, NewLogLine, NewRun, RunDetail, RunFilter,
-    RunIds, RunRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
+    ArtifactRecord, JobRecord, LogRecord, Millis, NewLogLine, NewRun, RunDetail, RunFilter, RunIds,
+    RunRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
 };
 use gantry_model::{JobStatus, RunStatus, StageStatus, StepStatus};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{AssertSqlSafe, Row};
 use std::path::Path;
 use std::str::FromStr;
@@ -21,7 +24,7 @@ pub struct SqliteStore {
 }
 
 const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.branch, r.pipeline_file, \
-     r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error";
+     r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
@@ -68,6 +71,7 @@ fn run_from(row: &SqliteRow) -> Result<RunRecord> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         error: row.try_get("error")?,
+        owner: row.try_get("owner")?,
     })
 }
 
@@ -99,8 +103,8 @@ impl StateStore for SqliteStore {
         .context("recording the project")?;
         let started = (run.status == RunStatus::Running).then_some(run.created_at);
         let run_id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, started_at, owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(project)
         .bind(&run.commit)
@@ -110,10 +114,15 @@ impl StateStore for SqliteStore {
         .bind(run.status.as_str())
         .bind(run.created_at)
         .bind(started)
+        .bind(&run.owner)
         .fetch_one(&mut *tx)
         .await
         .context("recording the run")?;
-        let mut ids = RunIds { run: run_id, stages: Vec::new(), jobs: Vec::new() };
+        let mut ids = RunIds {
+            run: run_id,
+            stages: Vec::new(),
+            jobs: Vec::new(),
+        };
         for (position, stage) in run.stages.iter().enumerate() {
             let stage_id: i64 = sqlx::query_scalar(
                 "INSERT INTO stages (run_id, position, name, kind, status) VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -148,7 +157,13 @@ impl StateStore for SqliteStore {
         Ok(ids)
     }
 
-    async fn set_run_status(&self, run: i64, status: RunStatus, at: Millis, error: Option<&str>) -> Result<()> {
+    async fn set_run_status(
+        &self,
+        run: i64,
+        status: RunStatus,
+        at: Millis,
+        error: Option<&str>,
+    ) -> Result<()> {
         let finished = status.is_finished().then_some(at);
         sqlx::query(
             "UPDATE runs SET status = $1, finished_at = COALESCE($2, finished_at), \
@@ -165,7 +180,13 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    async fn set_stage_status(&self, stage: i64, status: StageStatus, at: Millis, note: Option<&str>) -> Result<()> {
+    async fn set_stage_status(
+        &self,
+        stage: i64,
+        status: StageStatus,
+        at: Millis,
+        note: Option<&str>,
+    ) -> Result<()> {
         let (started, finished) = match status {
             StageStatus::Running => (Some(at), None),
             StageStatus::Pending => (None, None),
@@ -186,7 +207,15 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    async fn set_job_status(&self, job: i64, status: JobStatus, attempt: u32, at: Millis, exit_code: Option<i32>, error: Option<&str>) -> Result<()> {
+    async fn set_job_status(
+        &self,
+        job: i64,
+        status: JobStatus,
+        attempt: u32,
+        at: Millis,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+    ) -> Result<()> {
         let started = (status == JobStatus::Running).then_some(at);
         let finished = status.is_finished().then_some(at);
         sqlx::query(
@@ -206,7 +235,14 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    async fn start_step(&self, job: i64, attempt: u32, position: usize, name: &str, at: Millis) -> Result<i64> {
+    async fn start_step(
+        &self,
+        job: i64,
+        attempt: u32,
+        position: usize,
+        name: &str,
+        at: Millis,
+    ) -> Result<i64> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO steps (job_id, attempt, position, name, status, started_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -223,7 +259,13 @@ impl StateStore for SqliteStore {
         Ok(id)
     }
 
-    async fn finish_step(&self, step: i64, status: StepStatus, exit_code: Option<i32>, at: Millis) -> Result<()> {
+    async fn finish_step(
+        &self,
+        step: i64,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        at: Millis,
+    ) -> Result<()> {
         sqlx::query("UPDATE steps SET status = $1, exit_code = $2, finished_at = $3 WHERE id = $4")
             .bind(status.as_str())
             .bind(exit_code)
@@ -255,7 +297,14 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    async fn record_artifact(&self, run: i64, job: i64, name: &str, stored: &StoredArtifact, at: Millis) -> Result<ArtifactRecord> {
+    async fn record_artifact(
+        &self,
+        run: i64,
+        job: i64,
+        name: &str,
+        stored: &StoredArtifact,
+        at: Millis,
+    ) -> Result<ArtifactRecord> {
         let row = sqlx::query(
             "INSERT INTO artifacts (run_id, job_id, name, digest, size, media_type, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
@@ -409,10 +458,22 @@ impl StateStore for SqliteStore {
             .iter()
             .map(artifact_from)
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(RunDetail { run: run_rec, stages, jobs, steps, artifacts }))
+        Ok(Some(RunDetail {
+            run: run_rec,
+            stages,
+            jobs,
+            steps,
+            artifacts,
+        }))
     }
 
-    async fn logs(&self, run: i64, job: Option<&str>, after: i64, limit: i64) -> Result<Vec<LogRecord>> {
+    async fn logs(
+        &self,
+        run: i64,
+        job: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRecord>> {
         let rows = sqlx::query(
             "SELECT l.id, j.name AS job, st.attempt, st.name AS step, l.line, l.at, l.stream, l.text \
              FROM log_lines l JOIN steps st ON st.id = l.step_id JOIN jobs j ON j.id = st.job_id \

@@ -1,1 +1,12 @@
-fn main(){}
+//! The `gantry` binary: parses the command line and hands each subcommand to its module in
+//! `cli/`. Wiring of adapters (state store, artifact store, runner) happens in `context.rs`.
+
+mod cli;
+mod context;
+mod render;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

@@ -4,9 +4,14 @@
 use super::*;
 use gantry_model::{DeploySpec, Job, Stage, Step};
 
+/// A job: name, retries, allow_failure.
+type JobShape<'a> = (&'a str, u32, bool);
+/// Stages: a list of jobs, or `None` for a deploy stage.
+type Shape<'a> = &'a [Option<&'a [JobShape<'a>]>];
+
 /// Builds a pipeline from a shape: each stage is a list of jobs `(name, retries, allow_failure)`,
 /// or `None` for a deploy stage.
-fn pipeline(shape: &[Option<&[(&str, u32, bool)]>]) -> Pipeline {
+fn pipeline(shape: Shape) -> Pipeline {
     let stages = shape
         .iter()
         .enumerate()
@@ -17,7 +22,12 @@ fn pipeline(shape: &[Option<&[(&str, u32, bool)]>]) -> Pipeline {
                     jobs.iter()
                         .map(|(name, retries, allow_failure)| Job {
                             name: name.to_string(),
-                            steps: vec![Step { name: "x".into(), run: "true".into(), env: vec![], timeout: None }],
+                            steps: vec![Step {
+                                name: "x".into(),
+                                run: "true".into(),
+                                env: vec![],
+                                timeout: None,
+                            }],
                             env: vec![],
                             pass_env: vec![],
                             secrets: vec![],
@@ -28,18 +38,30 @@ fn pipeline(shape: &[Option<&[(&str, u32, bool)]>]) -> Pipeline {
                         })
                         .collect(),
                 ),
-                None => StageKind::Deploy(DeploySpec { environments: vec!["staging".into()], artifact: "app".into(), bake: None }),
+                None => StageKind::Deploy(DeploySpec {
+                    environments: vec!["staging".into()],
+                    artifact: "app".into(),
+                    bake: None,
+                }),
             },
         })
         .collect();
-    Pipeline { name: None, env: vec![], pass_env: vec![], stages, environments: vec![] }
+    Pipeline {
+        name: None,
+        env: vec![],
+        pass_env: vec![],
+        stages,
+        environments: vec![],
+    }
 }
 
 fn render(cmds: &[Command]) -> String {
     cmds.iter()
         .map(|c| match c {
             Command::StartStage { stage } => format!("stage s{stage}"),
-            Command::StartJob { job, attempt } => format!("start {}{}#{attempt}", job.stage, job.job),
+            Command::StartJob { job, attempt } => {
+                format!("start {}{}#{attempt}", job.stage, job.job)
+            }
             Command::StartDeploy { stage } => format!("deploy s{stage}"),
             Command::CancelRunningJobs => "cancel-jobs".into(),
             Command::FinishJob { job, status } => format!("job {}{} {status}", job.stage, job.job),
@@ -52,11 +74,15 @@ fn render(cmds: &[Command]) -> String {
 }
 
 fn attempt(stage: usize, job: usize, attempt: u32, outcome: AttemptOutcome) -> Event {
-    Event::AttemptFinished { job: JobRef { stage, job }, attempt, outcome }
+    Event::AttemptFinished {
+        job: JobRef { stage, job },
+        attempt,
+        outcome,
+    }
 }
 
 /// Feeds the events in order and checks the commands each one produced.
-fn check(shape: &[Option<&[(&str, u32, bool)]>], script: &[(Event, &str)]) {
+fn check(shape: Shape, script: &[(Event, &str)]) {
     let mut m = RunMachine::new(&pipeline(shape));
     for (i, (event, expect)) in script.iter().enumerate() {
         let got = render(&m.on(event.clone()));
@@ -68,94 +94,191 @@ use AttemptOutcome::*;
 
 #[test]
 fn stages_run_in_order_and_jobs_in_parallel() {
-    check(&[Some(&[("a", 0, false), ("b", 0, false)]), Some(&[("c", 0, false)])], &[
-        (Event::Start, "stage s0, start 00#1, start 01#1"),
-        (attempt(0, 1, 1, Succeeded), "job 01 succeeded"),
-        (attempt(0, 0, 1, Succeeded), "job 00 succeeded, end s0 succeeded, stage s1, start 10#1"),
-        (attempt(1, 0, 1, Succeeded), "job 10 succeeded, end s1 succeeded, run succeeded"),
-        (Event::Cancel, ""),
-    ]);
+    check(
+        &[
+            Some(&[("a", 0, false), ("b", 0, false)]),
+            Some(&[("c", 0, false)]),
+        ],
+        &[
+            (Event::Start, "stage s0, start 00#1, start 01#1"),
+            (attempt(0, 1, 1, Succeeded), "job 01 succeeded"),
+            (
+                attempt(0, 0, 1, Succeeded),
+                "job 00 succeeded, end s0 succeeded, stage s1, start 10#1",
+            ),
+            (
+                attempt(1, 0, 1, Succeeded),
+                "job 10 succeeded, end s1 succeeded, run succeeded",
+            ),
+            (Event::Cancel, ""),
+        ],
+    );
 }
 
 #[test]
 fn a_failed_stage_skips_the_rest() {
-    check(&[Some(&[("a", 0, false), ("b", 0, false)]), Some(&[("c", 0, false)]), None], &[
-        (Event::Start, "stage s0, start 00#1, start 01#1"),
-        (attempt(0, 0, 1, Failed), "job 00 failed"),
-        (attempt(0, 1, 1, Succeeded), "job 01 succeeded, end s0 failed, skip s1 skipped, skip s2 skipped, run failed"),
-    ]);
+    check(
+        &[
+            Some(&[("a", 0, false), ("b", 0, false)]),
+            Some(&[("c", 0, false)]),
+            None,
+        ],
+        &[
+            (Event::Start, "stage s0, start 00#1, start 01#1"),
+            (attempt(0, 0, 1, Failed), "job 00 failed"),
+            (
+                attempt(0, 1, 1, Succeeded),
+                "job 01 succeeded, end s0 failed, skip s1 skipped, skip s2 skipped, run failed",
+            ),
+        ],
+    );
 }
 
 #[test]
 fn allow_failure_does_not_fail_the_stage() {
-    check(&[Some(&[("a", 0, true)]), Some(&[("c", 0, false)])], &[
-        (Event::Start, "stage s0, start 00#1"),
-        (attempt(0, 0, 1, Failed), "job 00 failed, end s0 succeeded, stage s1, start 10#1"),
-        (attempt(1, 0, 1, Failed), "job 10 failed, end s1 failed, run failed"),
-    ]);
+    check(
+        &[Some(&[("a", 0, true)]), Some(&[("c", 0, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (
+                attempt(0, 0, 1, Failed),
+                "job 00 failed, end s0 succeeded, stage s1, start 10#1",
+            ),
+            (
+                attempt(1, 0, 1, Failed),
+                "job 10 failed, end s1 failed, run failed",
+            ),
+        ],
+    );
 }
 
 #[test]
 fn retries_then_gives_up() {
-    check(&[Some(&[("a", 2, false)])], &[
-        (Event::Start, "stage s0, start 00#1"),
-        (attempt(0, 0, 1, Failed), "start 00#2"),
-        (attempt(0, 0, 2, TimedOut), "start 00#3"),
-        (attempt(0, 0, 3, TimedOut), "job 00 timed_out, end s0 failed, run failed"),
-    ]);
-    check(&[Some(&[("a", 1, false)])], &[
-        (Event::Start, "stage s0, start 00#1"),
-        (attempt(0, 0, 1, Failed), "start 00#2"),
-        (attempt(0, 0, 2, Succeeded), "job 00 succeeded, end s0 succeeded, run succeeded"),
-    ]);
+    check(
+        &[Some(&[("a", 2, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (attempt(0, 0, 1, Failed), "start 00#2"),
+            (attempt(0, 0, 2, TimedOut), "start 00#3"),
+            (
+                attempt(0, 0, 3, TimedOut),
+                "job 00 timed_out, end s0 failed, run failed",
+            ),
+        ],
+    );
+    check(
+        &[Some(&[("a", 1, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (attempt(0, 0, 1, Failed), "start 00#2"),
+            (
+                attempt(0, 0, 2, Succeeded),
+                "job 00 succeeded, end s0 succeeded, run succeeded",
+            ),
+        ],
+    );
 }
 
 #[test]
 fn cancel_stops_running_jobs_and_skips_the_rest() {
-    check(&[Some(&[("a", 3, false), ("b", 0, false)]), Some(&[("c", 0, false)])], &[
-        (Event::Start, "stage s0, start 00#1, start 01#1"),
-        (Event::Cancel, "cancel-jobs"),
-        (Event::Cancel, ""),
-        // A failure after cancel is not retried.
-        (attempt(0, 0, 1, Failed), "job 00 failed"),
-        (attempt(0, 1, 1, Cancelled), "job 01 cancelled, end s0 failed, skip s1 skipped, run failed"),
-    ]);
-    check(&[Some(&[("a", 0, false)]), Some(&[("c", 0, false)])], &[
-        (Event::Start, "stage s0, start 00#1"),
-        (Event::Cancel, "cancel-jobs"),
-        (attempt(0, 0, 1, Cancelled), "job 00 cancelled, end s0 cancelled, skip s1 cancelled, run cancelled"),
-        (attempt(0, 0, 1, Succeeded), ""),
-    ]);
+    check(
+        &[
+            Some(&[("a", 3, false), ("b", 0, false)]),
+            Some(&[("c", 0, false)]),
+        ],
+        &[
+            (Event::Start, "stage s0, start 00#1, start 01#1"),
+            (Event::Cancel, "cancel-jobs"),
+            (Event::Cancel, ""),
+            // A failure after cancel is not retried.
+            (attempt(0, 0, 1, Failed), "job 00 failed"),
+            (
+                attempt(0, 1, 1, Cancelled),
+                "job 01 cancelled, end s0 failed, skip s1 skipped, run failed",
+            ),
+        ],
+    );
+    check(
+        &[Some(&[("a", 0, false)]), Some(&[("c", 0, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (Event::Cancel, "cancel-jobs"),
+            (
+                attempt(0, 0, 1, Cancelled),
+                "job 00 cancelled, end s0 cancelled, skip s1 cancelled, run cancelled",
+            ),
+            (attempt(0, 0, 1, Succeeded), ""),
+        ],
+    );
 }
 
 #[test]
 fn cancel_before_start_and_stale_events() {
-    check(&[Some(&[("a", 0, false)])], &[
-        (Event::Cancel, "skip s0 cancelled, run cancelled"),
-        (Event::Start, ""),
-    ]);
-    check(&[Some(&[("a", 0, false)]), Some(&[("b", 0, false)])], &[
-        (Event::Start, "stage s0, start 00#1"),
-        (attempt(1, 0, 1, Succeeded), ""),
-        (attempt(0, 0, 1, Succeeded), "job 00 succeeded, end s0 succeeded, stage s1, start 10#1"),
-        (attempt(0, 0, 1, Succeeded), ""),
-    ]);
+    check(
+        &[Some(&[("a", 0, false)])],
+        &[
+            (Event::Cancel, "skip s0 cancelled, run cancelled"),
+            (Event::Start, ""),
+        ],
+    );
+    check(
+        &[Some(&[("a", 0, false)]), Some(&[("b", 0, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (attempt(1, 0, 1, Succeeded), ""),
+            (
+                attempt(0, 0, 1, Succeeded),
+                "job 00 succeeded, end s0 succeeded, stage s1, start 10#1",
+            ),
+            (attempt(0, 0, 1, Succeeded), ""),
+        ],
+    );
 }
 
 #[test]
 fn deploy_stages() {
-    check(&[Some(&[("a", 0, false)]), None, Some(&[("b", 0, false)])], &[
-        (Event::Start, "stage s0, start 00#1"),
-        (attempt(0, 0, 1, Succeeded), "job 00 succeeded, end s0 succeeded, stage s1, deploy s1"),
-        (Event::Cancel, ""),
-        (Event::DeployFinished { stage: 1, outcome: DeployOutcome::Succeeded }, "end s1 succeeded, skip s2 cancelled, run cancelled"),
-    ]);
-    check(&[None, Some(&[("b", 0, false)])], &[
-        (Event::Start, "stage s0, deploy s0"),
-        (Event::DeployFinished { stage: 0, outcome: DeployOutcome::Failed }, "end s0 failed, skip s1 skipped, run failed"),
-    ]);
-    check(&[None], &[
-        (Event::Start, "stage s0, deploy s0"),
-        (Event::DeployFinished { stage: 0, outcome: DeployOutcome::Skipped("no server".into()) }, "end s0 skipped, run succeeded"),
-    ]);
+    check(
+        &[Some(&[("a", 0, false)]), None, Some(&[("b", 0, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (
+                attempt(0, 0, 1, Succeeded),
+                "job 00 succeeded, end s0 succeeded, stage s1, deploy s1",
+            ),
+            (Event::Cancel, ""),
+            (
+                Event::DeployFinished {
+                    stage: 1,
+                    outcome: DeployOutcome::Succeeded,
+                },
+                "end s1 succeeded, skip s2 cancelled, run cancelled",
+            ),
+        ],
+    );
+    check(
+        &[None, Some(&[("b", 0, false)])],
+        &[
+            (Event::Start, "stage s0, deploy s0"),
+            (
+                Event::DeployFinished {
+                    stage: 0,
+                    outcome: DeployOutcome::Failed,
+                },
+                "end s0 failed, skip s1 skipped, run failed",
+            ),
+        ],
+    );
+    check(
+        &[None],
+        &[
+            (Event::Start, "stage s0, deploy s0"),
+            (
+                Event::DeployFinished {
+                    stage: 0,
+                    outcome: DeployOutcome::Skipped("no server".into()),
+                },
+                "end s0 skipped, run succeeded",
+            ),
+        ],
+    );
 }

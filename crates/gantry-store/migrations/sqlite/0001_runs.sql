@@ -17,7 +17,9 @@ CREATE TABLE runs (
     created_at BIGINT NOT NULL,
     started_at BIGINT,
     finished_at BIGINT,
-    error TEXT
+    error TEXT,
+    -- Who is running it: a lock that its process holds while alive (see gantry-runner's owner.rs).
+    owner TEXT
 );
 CREATE INDEX runs_by_project ON runs(project_id, id);
 CREATE INDEX runs_by_status ON runs(status);

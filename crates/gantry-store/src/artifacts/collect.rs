@@ -7,7 +7,9 @@ use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    File { executable: bool },
+    File {
+        executable: bool,
+    },
     Dir,
     /// A symlink whose target stays inside the workspace (kept as a link).
     Symlink(PathBuf),
@@ -64,17 +66,26 @@ pub fn collect(workspace: &Path, paths: &[String]) -> Result<Collected> {
     }
     entries.sort_by(|a, b| a.rel.cmp(&b.rel));
     entries.dedup_by(|a, b| a.rel == b.rel);
-    if paths.len() == 1 && !is_glob(&paths[0]) && entries.len() == 1 {
-        if let EntryKind::File { .. } = entries[0].kind {
-            return Ok(Collected::SingleFile(entries.remove(0)));
-        }
+    if paths.len() == 1
+        && !is_glob(&paths[0])
+        && entries.len() == 1
+        && matches!(entries[0].kind, EntryKind::File { .. })
+    {
+        return Ok(Collected::SingleFile(entries.remove(0)));
     }
     Ok(Collected::Tree(entries))
 }
 
 fn lexically_inside(spec: &str) -> Result<()> {
     let p = Path::new(spec);
-    if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
+    if p.is_absolute()
+        || p.components().any(|c| {
+            matches!(
+                c,
+                Component::ParentDir | Component::RootDir | Component::Prefix(_)
+            )
+        })
+    {
         bail!("artifact path `{spec}` leaves the workspace");
     }
     Ok(())
@@ -85,7 +96,9 @@ fn walk(root: &Path, path: &Path, spec: &str, out: &mut Vec<Entry>) -> Result<()
         .strip_prefix(root)
         .map_err(|_| anyhow::anyhow!("artifact path `{spec}` leaves the workspace"))?
         .to_path_buf();
-    let meta = path.symlink_metadata().with_context(|| format!("reading {}", path.display()))?;
+    let meta = path
+        .symlink_metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = std::fs::read_link(path)?;
@@ -102,10 +115,18 @@ fn walk(root: &Path, path: &Path, spec: &str, out: &mut Vec<Entry>) -> Result<()
                 target.display()
             );
         }
-        out.push(Entry { rel, abs: path.to_path_buf(), kind: EntryKind::Symlink(target) });
+        out.push(Entry {
+            rel,
+            abs: path.to_path_buf(),
+            kind: EntryKind::Symlink(target),
+        });
     } else if ft.is_dir() {
         if !rel.as_os_str().is_empty() {
-            out.push(Entry { rel, abs: path.to_path_buf(), kind: EntryKind::Dir });
+            out.push(Entry {
+                rel,
+                abs: path.to_path_buf(),
+                kind: EntryKind::Dir,
+            });
         }
         let mut children: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("reading directory {}", path.display()))?
@@ -118,7 +139,11 @@ fn walk(root: &Path, path: &Path, spec: &str, out: &mut Vec<Entry>) -> Result<()
     } else if ft.is_file() {
         use std::os::unix::fs::PermissionsExt;
         let executable = meta.permissions().mode() & 0o111 != 0;
-        out.push(Entry { rel, abs: path.to_path_buf(), kind: EntryKind::File { executable } });
+        out.push(Entry {
+            rel,
+            abs: path.to_path_buf(),
+            kind: EntryKind::File { executable },
+        });
     }
     // Sockets, fifos and devices are not artifacts; they are skipped.
     Ok(())

@@ -2,9 +2,9 @@
 //! directory. An object is written to `tmp/` first and renamed into place only once complete and
 //! synced, so a crash never leaves a partial object under a digest; identical content is kept once.
 
+use super::TAR_ZSTD;
 use super::collect::{Collected, collect};
 use super::pack::{media_type_of, pack_to};
-use super::TAR_ZSTD;
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use gantry_engine::ports::{ArtifactStore, StoredArtifact};
@@ -25,8 +25,14 @@ impl LocalArtifactStore {
 
     /// Where the object of `digest` (`sha256:<hex>`) lives; refuses anything that is not a digest.
     pub fn object_path(&self, digest: &str) -> Result<PathBuf> {
-        let Some(hex) = digest.strip_prefix("sha256:") else { bail!("`{digest}` is not a sha256 digest") };
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        let Some(hex) = digest.strip_prefix("sha256:") else {
+            bail!("`{digest}` is not a sha256 digest")
+        };
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             bail!("`{digest}` is not a sha256 digest");
         }
         Ok(self.root.join("objects/sha256").join(&hex[..2]).join(hex))
@@ -38,27 +44,42 @@ impl LocalArtifactStore {
             Collected::SingleFile(e) => media_type_of(&e.rel).to_string(),
             Collected::Tree(_) => TAR_ZSTD.to_string(),
         };
-        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp")).context("creating a temporary file for the artifact")?;
+        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
+            .context("creating a temporary file for the artifact")?;
         let (file, digest, size) = pack_to(&collected, tmp.reopen()?)?;
         file.sync_all().context("syncing the artifact")?;
         let dest = self.object_path(&digest)?;
         if dest.exists() {
-            return Ok(StoredArtifact { digest, size, media_type, newly_stored: false });
+            return Ok(StoredArtifact {
+                digest,
+                size,
+                media_type,
+                newly_stored: false,
+            });
         }
         let dir = dest.parent().expect("object paths have a parent");
         std::fs::create_dir_all(dir)?;
-        tmp.persist(&dest).map_err(|e| e.error).context("moving the artifact into the store")?;
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .context("moving the artifact into the store")?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(StoredArtifact { digest, size, media_type, newly_stored: true })
+        Ok(StoredArtifact {
+            digest,
+            size,
+            media_type,
+            newly_stored: true,
+        })
     }
 }
 
 #[async_trait]
 impl ArtifactStore for LocalArtifactStore {
     async fn store(&self, workspace: &Path, paths: &[String]) -> Result<StoredArtifact> {
-        let this = LocalArtifactStore { root: self.root.clone() };
+        let this = LocalArtifactStore {
+            root: self.root.clone(),
+        };
         let workspace = workspace.to_path_buf();
         let paths = paths.to_vec();
         tokio::task::spawn_blocking(move || this.store_blocking(&workspace, &paths))
@@ -97,11 +118,19 @@ mod tests {
         assert!(!b.newly_stored);
         assert_eq!(a.digest, b.digest, "packing is deterministic");
         assert_eq!(a.media_type, TAR_ZSTD);
-        let single = store.store(ws1.path(), &["report.json".into()]).await.unwrap();
+        let single = store
+            .store(ws1.path(), &["report.json".into()])
+            .await
+            .unwrap();
         assert_eq!(single.media_type, "application/json");
         assert_eq!(single.size, 2);
         assert!(store.exists(&single.digest).await.unwrap());
-        assert_eq!(std::fs::read_dir(store_dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(store_dir.path().join("tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -110,11 +139,23 @@ mod tests {
         let store = LocalArtifactStore::new(store_dir.path()).unwrap();
         let ws = workspace();
         symlink("/etc", ws.path().join("dist/etc")).unwrap();
-        let err = store.store(ws.path(), &["dist".into()]).await.unwrap_err().to_string();
+        let err = store
+            .store(ws.path(), &["dist".into()])
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("outside the workspace"), "{err}");
-        let err = store.store(ws.path(), &["../x".into()]).await.unwrap_err().to_string();
+        let err = store
+            .store(ws.path(), &["../x".into()])
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("leaves the workspace"), "{err}");
-        let err = store.store(ws.path(), &["nothing*".into()]).await.unwrap_err().to_string();
+        let err = store
+            .store(ws.path(), &["nothing*".into()])
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("matches nothing"), "{err}");
         assert!(store.object_path("sha256:../../etc").is_err());
     }

@@ -19,7 +19,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), written: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
     }
 
     /// The inner writer, the digest as `sha256:<hex>`, and the byte count.
@@ -47,7 +51,8 @@ pub fn pack_to(collected: &Collected, out: File) -> Result<(File, String, u64)> 
     let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, out));
     match collected {
         Collected::SingleFile(entry) => {
-            let mut f = File::open(&entry.abs).with_context(|| format!("reading {}", entry.abs.display()))?;
+            let mut f = File::open(&entry.abs)
+                .with_context(|| format!("reading {}", entry.abs.display()))?;
             io::copy(&mut f, &mut w)?;
         }
         Collected::Tree(entries) => {
@@ -101,7 +106,11 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry) -> Result<()> {
 
 /// A media type for a single stored file, from its name.
 pub fn media_type_of(path: &Path) -> &'static str {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let table: &[(&str, &str)] = &[
         (".tar.gz", "application/gzip"),
         (".tgz", "application/gzip"),

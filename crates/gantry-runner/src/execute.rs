@@ -1,0 +1,447 @@
+//! The run loop. `Runner::execute` records the run, then feeds the engine's run machine the
+//! events that happen (job attempts ending, a cancel request) and carries out the commands it
+//! answers with: start jobs (at most `jobs` at once), record statuses, finish the run.
+
+use crate::events::{Observer, RunEvent};
+use crate::job::{AttemptResult, run_attempt, set_env};
+use crate::logs::{LogMsg, spawn_writer};
+use anyhow::{Context, Result};
+use gantry_engine::mask::Masker;
+use gantry_engine::ports::{ArtifactStore, NewRun, NewStage, RunIds, StateStore};
+use gantry_engine::run::{AttemptOutcome, Command, DeployOutcome, Event, JobRef, RunMachine};
+use gantry_git::{Repo, Revision};
+use gantry_model::{Job, JobStatus, Pipeline, RunStatus, SecretValue, StageKind, StageStatus};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+/// Variables of gantry's own environment every step gets; anything else must be asked for
+/// (`pass_env`, `env`, `secrets`), so a secret of gantry's environment never leaks by default.
+pub const BASE_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "TMPDIR",
+    "SHELL",
+];
+
+/// Why a deploy stage does not deploy in this version (shown on the stage).
+const DEPLOY_NOT_AVAILABLE: &str = "not deployed: deploy stages are carried out by `gantry serve`, which this version does not include yet; the artifact is stored";
+
+pub struct RunRequest {
+    pub project: String,
+    pub repo: Repo,
+    pub revision: Revision,
+    pub pipeline: Pipeline,
+    pub pipeline_file: String,
+    pub trigger: String,
+}
+
+pub struct RunOptions {
+    /// Jobs running at once.
+    pub jobs: usize,
+    /// Where workspaces are made: `<work_root>/<run id>/<job>-<attempt>`.
+    pub work_root: PathBuf,
+    pub kill_grace: Duration,
+    pub keep_workspaces: bool,
+    /// Secret values by name (from gantry's environment or a secrets file).
+    pub secrets: HashMap<String, SecretValue>,
+    /// The owner lock of this process, recorded with the run.
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run_id: i64,
+    pub status: RunStatus,
+}
+
+pub struct Runner {
+    pub state: Arc<dyn StateStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub observer: Arc<dyn Observer>,
+}
+
+/// What every job of a run shares.
+pub(crate) struct RunContext {
+    pub run_id: i64,
+    pub project: String,
+    pub repo: Repo,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub pipeline: Pipeline,
+    pub work_dir: PathBuf,
+    pub jobs: usize,
+    pub kill_grace: Duration,
+    pub keep_workspaces: bool,
+    pub secrets: HashMap<String, SecretValue>,
+    pub masker: Masker,
+    pub state: Arc<dyn StateStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub observer: Arc<dyn Observer>,
+    pub logs: mpsc::UnboundedSender<LogMsg>,
+    pub cancel: watch::Receiver<bool>,
+}
+
+impl RunContext {
+    /// The environment of a job's steps, before step variables and secrets.
+    pub fn env_for(&self, job: &Job, workspace: &Path, attempt: u32) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        let passed = BASE_ENV
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.pipeline.pass_env.iter().cloned())
+            .chain(job.pass_env.iter().cloned());
+        for name in passed {
+            if let Ok(v) = std::env::var(&name) {
+                set_env(&mut env, &name, &v);
+            }
+        }
+        set_env(&mut env, "CI", "true");
+        for (k, v) in self.pipeline.env.iter().chain(job.env.iter()) {
+            set_env(&mut env, k, v);
+        }
+        let stage = self
+            .pipeline
+            .jobs()
+            .find(|(_, j)| j.name == job.name)
+            .map(|(i, _)| self.pipeline.stages[i].name.clone())
+            .unwrap_or_default();
+        for (k, v) in [
+            ("GANTRY_RUN", self.run_id.to_string()),
+            ("GANTRY_PROJECT", self.project.clone()),
+            ("GANTRY_COMMIT", self.commit.clone()),
+            ("GANTRY_BRANCH", self.branch.clone().unwrap_or_default()),
+            ("GANTRY_STAGE", stage),
+            ("GANTRY_JOB", job.name.clone()),
+            ("GANTRY_ATTEMPT", attempt.to_string()),
+            ("GANTRY_WORKSPACE", workspace.display().to_string()),
+        ] {
+            set_env(&mut env, k, &v);
+        }
+        env
+    }
+}
+
+use crate::now_millis as now;
+
+enum Msg {
+    Attempt {
+        job: JobRef,
+        attempt: u32,
+        result: AttemptResult,
+    },
+}
+
+impl Runner {
+    /// Records and runs the pipeline to its end. `cancel` set to true cancels the run cleanly.
+    /// Errors are failures of gantry itself (the database is gone); a failing job is a run
+    /// that ends `failed`.
+    pub async fn execute(
+        &self,
+        req: RunRequest,
+        opts: RunOptions,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<RunOutcome> {
+        let started = Instant::now();
+        let stages = req
+            .pipeline
+            .stages
+            .iter()
+            .map(|s| match &s.kind {
+                StageKind::Jobs(jobs) => NewStage {
+                    name: s.name.clone(),
+                    kind: "jobs",
+                    jobs: jobs
+                        .iter()
+                        .map(|j| (j.name.clone(), j.allow_failure))
+                        .collect(),
+                },
+                StageKind::Deploy(_) => NewStage {
+                    name: s.name.clone(),
+                    kind: "deploy",
+                    jobs: Vec::new(),
+                },
+            })
+            .collect();
+        let ids: RunIds = self
+            .state
+            .create_run(NewRun {
+                project: req.project.clone(),
+                repo: req.repo.path().display().to_string(),
+                commit: req.revision.commit.clone(),
+                branch: req.revision.branch.clone(),
+                pipeline_file: req.pipeline_file.clone(),
+                trigger: req.trigger.clone(),
+                status: RunStatus::Running,
+                created_at: now(),
+                owner: opts.owner.clone(),
+                stages,
+            })
+            .await
+            .context("recording the new run")?;
+        let run_id = ids.run;
+        self.observer.event(&RunEvent::RunStarted {
+            run: run_id,
+            project: req.project.clone(),
+            commit: req.revision.commit.clone(),
+            branch: req.revision.branch.clone(),
+        });
+
+        let (logs, log_task) = spawn_writer(run_id, self.state.clone(), self.observer.clone());
+        let secret_values: Vec<&str> = opts.secrets.values().map(|v| v.expose()).collect();
+        let masker = Masker::new(secret_values);
+        let ctx = Arc::new(RunContext {
+            run_id,
+            project: req.project,
+            repo: req.repo,
+            commit: req.revision.commit,
+            branch: req.revision.branch,
+            pipeline: req.pipeline,
+            work_dir: opts.work_root.join(run_id.to_string()),
+            jobs: opts.jobs.max(1),
+            kill_grace: opts.kill_grace,
+            keep_workspaces: opts.keep_workspaces,
+            secrets: opts.secrets,
+            masker,
+            state: self.state.clone(),
+            artifacts: self.artifacts.clone(),
+            observer: self.observer.clone(),
+            logs: logs.clone(),
+            cancel: cancel.clone(),
+        });
+        let status = self.drive(&ctx, &ids, cancel).await;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let _ = logs.send(LogMsg::Flush(done_tx));
+        let _ = done_rx.await;
+        drop(logs);
+        drop(ctx);
+        let _ = log_task.await;
+        let status = status?;
+        self.state
+            .set_run_status(run_id, status, now(), None)
+            .await?;
+        if !opts.keep_workspaces {
+            let _ = tokio::fs::remove_dir_all(opts.work_root.join(run_id.to_string())).await;
+        }
+        self.observer.event(&RunEvent::RunFinished {
+            run: run_id,
+            status,
+            millis: started.elapsed().as_millis() as u64,
+        });
+        Ok(RunOutcome { run_id, status })
+    }
+
+    async fn drive(
+        &self,
+        ctx: &Arc<RunContext>,
+        ids: &RunIds,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<RunStatus> {
+        let mut machine = RunMachine::new(&ctx.pipeline);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let mut lp = RunLoop {
+            runner: self,
+            ctx,
+            ids,
+            tx,
+            slots: Arc::new(Semaphore::new(ctx.jobs)),
+            job_started: HashMap::new(),
+            last_attempt: HashMap::new(),
+        };
+        let mut pending: VecDeque<Event> = VecDeque::from([Event::Start]);
+        let mut cancel_seen = false;
+        loop {
+            while let Some(event) = pending.pop_front() {
+                for cmd in machine.on(event) {
+                    if let Some(follow) = lp.carry_out(cmd).await? {
+                        pending.push_back(follow);
+                    }
+                }
+            }
+            if let Some(status) = machine.finished() {
+                return Ok(status);
+            }
+            tokio::select! {
+                Some(Msg::Attempt { job, attempt, result }) = rx.recv() => {
+                    let outcome = result.outcome;
+                    lp.last_attempt.insert(job, (attempt, result));
+                    pending.push_back(Event::AttemptFinished { job, attempt, outcome });
+                }
+                changed = cancel.changed(), if !cancel_seen => {
+                    if changed.is_err() || *cancel.borrow() {
+                        cancel_seen = true;
+                        pending.push_back(Event::Cancel);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The state of one run's loop, beside the engine's: what is needed to carry out commands.
+struct RunLoop<'a> {
+    runner: &'a Runner,
+    ctx: &'a Arc<RunContext>,
+    ids: &'a RunIds,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Bounds the jobs running at once (`--jobs`).
+    slots: Arc<Semaphore>,
+    job_started: HashMap<JobRef, Instant>,
+    /// The latest attempt of each job and how it ended.
+    last_attempt: HashMap<JobRef, (u32, AttemptResult)>,
+}
+
+impl RunLoop<'_> {
+    /// Carries out one command; may answer with a follow-up event (a deploy's outcome).
+    async fn carry_out(&mut self, cmd: Command) -> Result<Option<Event>> {
+        let (ctx, ids, state, observer) = (
+            self.ctx,
+            self.ids,
+            &self.runner.state,
+            &self.runner.observer,
+        );
+        match cmd {
+            Command::StartStage { stage } => {
+                state
+                    .set_stage_status(ids.stages[stage], StageStatus::Running, now(), None)
+                    .await?;
+                observer.event(&RunEvent::StageStarted {
+                    run: ctx.run_id,
+                    stage: ctx.pipeline.stages[stage].name.clone(),
+                });
+            }
+            Command::StartJob { job, attempt } => {
+                let spec = job_of(&ctx.pipeline, job).clone();
+                let job_id = ids.jobs[job.stage][job.job];
+                let stage = ctx.pipeline.stages[job.stage].name.clone();
+                self.job_started.entry(job).or_insert_with(Instant::now);
+                if attempt > 1 {
+                    observer.event(&RunEvent::JobRetrying {
+                        run: ctx.run_id,
+                        job: spec.name.clone(),
+                        next_attempt: attempt,
+                    });
+                }
+                let (ctx2, tx, slots, state, observer) = (
+                    ctx.clone(),
+                    self.tx.clone(),
+                    self.slots.clone(),
+                    state.clone(),
+                    observer.clone(),
+                );
+                tokio::spawn(async move {
+                    let result = match slots.acquire_owned().await {
+                        Ok(_permit) => {
+                            let _ = state
+                                .set_job_status(
+                                    job_id,
+                                    JobStatus::Running,
+                                    attempt,
+                                    now(),
+                                    None,
+                                    None,
+                                )
+                                .await;
+                            observer.event(&RunEvent::JobStarted {
+                                run: ctx2.run_id,
+                                stage,
+                                job: spec.name.clone(),
+                                attempt,
+                            });
+                            run_attempt(ctx2, spec, job_id, attempt).await
+                        }
+                        Err(_) => AttemptResult {
+                            outcome: AttemptOutcome::Cancelled,
+                            exit_code: None,
+                            error: None,
+                        },
+                    };
+                    let _ = tx.send(Msg::Attempt {
+                        job,
+                        attempt,
+                        result,
+                    });
+                });
+            }
+            Command::StartDeploy { stage } => {
+                state
+                    .set_stage_status(ids.stages[stage], StageStatus::Running, now(), None)
+                    .await?;
+                return Ok(Some(Event::DeployFinished {
+                    stage,
+                    outcome: DeployOutcome::Skipped(DEPLOY_NOT_AVAILABLE.to_string()),
+                }));
+            }
+            Command::CancelRunningJobs => {
+                // Every running step watches the cancel flag and stops its process group itself.
+            }
+            Command::FinishJob { job, status } => {
+                let spec = job_of(&ctx.pipeline, job);
+                let job_id = ids.jobs[job.stage][job.job];
+                let (attempts, exit, error) = match self.last_attempt.get(&job) {
+                    Some((attempt, r)) => (*attempt, r.exit_code, r.error.clone()),
+                    None => (0, None, None),
+                };
+                state
+                    .set_job_status(job_id, status, attempts, now(), exit, error.as_deref())
+                    .await?;
+                let millis = self
+                    .job_started
+                    .get(&job)
+                    .map_or(0, |t| t.elapsed().as_millis() as u64);
+                observer.event(&RunEvent::JobFinished {
+                    run: ctx.run_id,
+                    stage: ctx.pipeline.stages[job.stage].name.clone(),
+                    job: spec.name.clone(),
+                    status,
+                    attempts,
+                    allow_failure: spec.allow_failure,
+                    error,
+                    millis,
+                });
+            }
+            Command::FinishStage { stage, status } | Command::SkipStage { stage, status } => {
+                let skipped = matches!(cmd, Command::SkipStage { .. });
+                let note = match (&ctx.pipeline.stages[stage].kind, status, skipped) {
+                    (StageKind::Deploy(_), StageStatus::Skipped, false) => {
+                        Some(DEPLOY_NOT_AVAILABLE)
+                    }
+                    (_, StageStatus::Skipped, true) => Some("an earlier stage failed"),
+                    (_, StageStatus::Cancelled, true) => Some("the run was cancelled"),
+                    _ => None,
+                };
+                state
+                    .set_stage_status(ids.stages[stage], status, now(), note)
+                    .await?;
+                if skipped {
+                    let job_status = if status == StageStatus::Cancelled {
+                        JobStatus::Cancelled
+                    } else {
+                        JobStatus::Skipped
+                    };
+                    for job_id in &ids.jobs[stage] {
+                        state
+                            .set_job_status(*job_id, job_status, 0, now(), None, None)
+                            .await?;
+                    }
+                }
+                observer.event(&RunEvent::StageFinished {
+                    run: ctx.run_id,
+                    stage: ctx.pipeline.stages[stage].name.clone(),
+                    status,
+                    note: note.map(str::to_string),
+                });
+            }
+            Command::FinishRun { .. } => {}
+        }
+        Ok(None)
+    }
+}
+
+fn job_of(pipeline: &Pipeline, job: JobRef) -> &Job {
+    match &pipeline.stages[job.stage].kind {
+        StageKind::Jobs(jobs) => &jobs[job.job],
+        StageKind::Deploy(_) => unreachable!("the run machine only starts jobs of job stages"),
+    }
+}

@@ -1,0 +1,269 @@
+//! One attempt of one job: a fresh workspace exported from the commit, the steps in order (the
+//! first failure ends the attempt), then the declared artifacts stored. Every step and line is
+//! recorded as it happens.
+
+use crate::events::RunEvent;
+use crate::execute::RunContext;
+use crate::logs::{LogLine, LogMsg};
+use crate::process::{StepEnd, StepSpec, run_step};
+use gantry_engine::ports::Stream;
+use gantry_engine::run::AttemptOutcome;
+use gantry_model::{Job, StepStatus};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+pub(crate) struct AttemptResult {
+    pub outcome: AttemptOutcome,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl AttemptResult {
+    fn failed(error: String) -> Self {
+        Self {
+            outcome: AttemptOutcome::Failed,
+            exit_code: None,
+            error: Some(error),
+        }
+    }
+}
+
+pub(crate) async fn run_attempt(
+    ctx: Arc<RunContext>,
+    job: Job,
+    job_id: i64,
+    attempt: u32,
+) -> AttemptResult {
+    let workspace = ctx
+        .work_dir
+        .join(format!("{}-{attempt}", sanitize(&job.name)));
+    let result = attempt_in(&ctx, &job, job_id, attempt, &workspace).await;
+    if !ctx.keep_workspaces {
+        let _ = tokio::fs::remove_dir_all(&workspace).await;
+    }
+    result
+}
+
+async fn attempt_in(
+    ctx: &Arc<RunContext>,
+    job: &Job,
+    job_id: i64,
+    attempt: u32,
+    workspace: &PathBuf,
+) -> AttemptResult {
+    let mut cancel = ctx.cancel.clone();
+    let job_name: Arc<str> = Arc::from(job.name.as_str());
+    let started = Instant::now();
+    let deadline = job.timeout.map(|t| started + t);
+
+    // Secrets first: a missing one fails the job before anything runs.
+    let mut secret_env = Vec::new();
+    for name in &job.secrets {
+        match ctx.secrets.get(name) {
+            Some(v) => secret_env.push((name.clone(), v.expose().to_string())),
+            None => {
+                return AttemptResult::failed(format!(
+                    "secret `{name}` is not set: export {name} in gantry's environment or add it to the secrets file (--secrets-file)"
+                ));
+            }
+        }
+    }
+
+    let repo = ctx.repo.clone();
+    let commit = ctx.commit.clone();
+    let ws = workspace.clone();
+    let exported = tokio::task::spawn_blocking(move || repo.export(&commit, &ws)).await;
+    match exported {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return AttemptResult::failed(format!("preparing the workspace: {e:#}")),
+        Err(e) => return AttemptResult::failed(format!("preparing the workspace: {e}")),
+    }
+
+    let mut base_env = ctx.env_for(job, workspace, attempt);
+    base_env.extend(secret_env);
+
+    for (index, step) in job.steps.iter().enumerate() {
+        let step_name: Arc<str> = Arc::from(step.name.as_str());
+        let step_id = match ctx
+            .state
+            .start_step(job_id, attempt, index, &step.name, crate::now_millis())
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                return AttemptResult::failed(format!("recording step `{}`: {e:#}", step.name));
+            }
+        };
+        ctx.observer.event(&RunEvent::StepStarted {
+            run: ctx.run_id,
+            job: job.name.clone(),
+            attempt,
+            step: step.name.clone(),
+            index,
+        });
+        let mut env = base_env.clone();
+        for (k, v) in &step.env {
+            set_env(&mut env, k, v);
+        }
+        let step_deadline = match (deadline, step.timeout) {
+            (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
+            (Some(d), None) => Some(d),
+            (None, Some(t)) => Some(Instant::now() + t),
+            (None, None) => None,
+        };
+        let spec = StepSpec {
+            script: &step.run,
+            cwd: workspace,
+            env: &env,
+            deadline: step_deadline,
+            kill_grace: ctx.kill_grace,
+        };
+        let mut line_no = 0i64;
+        let logs = ctx.logs.clone();
+        let mut emit = |stream: Stream, text: String| {
+            line_no += 1;
+            let _ = logs.send(LogMsg::Line(LogLine {
+                step_id,
+                job: job_name.clone(),
+                step: step_name.clone(),
+                line: line_no,
+                at: crate::now_millis(),
+                stream,
+                text,
+            }));
+        };
+        let step_started = Instant::now();
+        let end = run_step(&spec, &ctx.masker, &mut emit, &mut cancel).await;
+        let (status, note) = match &end {
+            StepEnd::Exited(0) => (StepStatus::Succeeded, None),
+            StepEnd::Exited(code) => (StepStatus::Failed, Some(format!("exited with code {code}"))),
+            StepEnd::Signaled(sig) => (
+                StepStatus::Failed,
+                Some(format!("killed by signal {sig}{}", signal_hint(*sig))),
+            ),
+            StepEnd::TimedOut => {
+                let limit = if step_deadline == deadline {
+                    job.timeout
+                } else {
+                    step.timeout
+                };
+                let limit = limit
+                    .map(gantry_model::duration::format_duration)
+                    .unwrap_or_default();
+                (
+                    StepStatus::TimedOut,
+                    Some(format!(
+                        "timed out after {limit}; its process group was stopped"
+                    )),
+                )
+            }
+            StepEnd::Cancelled => (
+                StepStatus::Cancelled,
+                Some("cancelled; its process group was stopped".to_string()),
+            ),
+            StepEnd::SpawnFailed(e) => (StepStatus::Failed, Some(e.clone())),
+        };
+        if let Some(note) = &note {
+            emit(
+                Stream::System,
+                format!("gantry: step `{}` {note}", step.name),
+            );
+        }
+        let exit_code = end.exit_code();
+        if let Err(e) = ctx
+            .state
+            .finish_step(step_id, status, exit_code, crate::now_millis())
+            .await
+        {
+            tracing::error!(error = %format!("{e:#}"), "could not record the step's end");
+        }
+        ctx.observer.event(&RunEvent::StepFinished {
+            run: ctx.run_id,
+            job: job.name.clone(),
+            attempt,
+            step: step.name.clone(),
+            status,
+            exit_code,
+            millis: step_started.elapsed().as_millis() as u64,
+        });
+        if status != StepStatus::Succeeded {
+            let outcome = match status {
+                StepStatus::TimedOut => AttemptOutcome::TimedOut,
+                StepStatus::Cancelled => AttemptOutcome::Cancelled,
+                _ => AttemptOutcome::Failed,
+            };
+            return AttemptResult {
+                outcome,
+                exit_code,
+                error: note.map(|n| format!("step `{}` {n}", step.name)),
+            };
+        }
+    }
+
+    for artifact in &job.artifacts {
+        match ctx.artifacts.store(workspace, &artifact.paths).await {
+            Ok(stored) => {
+                if let Err(e) = ctx
+                    .state
+                    .record_artifact(
+                        ctx.run_id,
+                        job_id,
+                        &artifact.name,
+                        &stored,
+                        crate::now_millis(),
+                    )
+                    .await
+                {
+                    return AttemptResult::failed(format!(
+                        "recording artifact `{}`: {e:#}",
+                        artifact.name
+                    ));
+                }
+                ctx.observer.event(&RunEvent::ArtifactStored {
+                    run: ctx.run_id,
+                    job: job.name.clone(),
+                    name: artifact.name.clone(),
+                    digest: stored.digest.clone(),
+                    size: stored.size,
+                    newly_stored: stored.newly_stored,
+                });
+            }
+            Err(e) => return AttemptResult::failed(format!("artifact `{}`: {e:#}", artifact.name)),
+        }
+    }
+    AttemptResult {
+        outcome: AttemptOutcome::Succeeded,
+        exit_code: Some(0),
+        error: None,
+    }
+}
+
+fn signal_hint(sig: i32) -> &'static str {
+    match sig {
+        9 => " (SIGKILL: often the out-of-memory killer)",
+        11 => " (SIGSEGV: the program crashed)",
+        6 => " (SIGABRT: the program aborted)",
+        15 => " (SIGTERM)",
+        _ => "",
+    }
+}
+
+pub(crate) fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value.to_string(),
+        None => env.push((key.to_string(), value.to_string())),
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

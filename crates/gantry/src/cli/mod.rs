@@ -1,0 +1,104 @@
+//! Command-line interface: one file per subcommand, each a thin wrapper over the crates' operations.
+//! Exit codes: 0 success; 1 a failed run, a failed check or an error; 2 bad usage; 130 cancelled.
+
+mod check;
+mod run;
+mod runs;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "gantry",
+    version,
+    about = "Continuous delivery in one binary: push, build, test, artifact, deploy, roll back"
+)]
+pub struct Cli {
+    /// Data directory (state database, artifacts, workspaces). Default: `.gantry/` at the
+    /// repository root.
+    #[arg(long, global = true, env = "GANTRY_HOME", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check a pipeline file (or a repository's) and report every problem
+    Check(check::CheckArgs),
+    /// Print the JSON Schema of the pipeline file, for editors
+    Schema,
+    /// Run a repository's pipeline at a commit, here, without a server
+    Run(run::RunArgs),
+    /// List runs, newest first
+    Runs(runs::RunsArgs),
+    /// Show a run: stages, jobs, steps, artifacts
+    Show(runs::ShowArgs),
+    /// Print a run's logs (all jobs, or one)
+    Logs(runs::LogsArgs),
+}
+
+/// An error with the exit code it should end the process with.
+pub struct CliError {
+    pub code: u8,
+    pub error: Option<anyhow::Error>,
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(error: anyhow::Error) -> Self {
+        Self {
+            code: 1,
+            error: Some(error),
+        }
+    }
+}
+
+impl CliError {
+    /// Exit with `code`, the reason already printed.
+    pub fn silent(code: u8) -> Self {
+        Self { code, error: None }
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Check(args) => check::check(args),
+        Command::Schema => check::schema(),
+        Command::Run(args) => block_on(run::run(args, cli.data_dir)),
+        Command::Runs(args) => block_on(runs::runs(args, cli.data_dir)),
+        Command::Show(args) => block_on(runs::show(args, cli.data_dir)),
+        Command::Logs(args) => block_on(runs::logs(args, cli.data_dir)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError { code, error }) => {
+            if let Some(e) = error {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::from(anyhow::Error::from(e)))?;
+    rt.block_on(f)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,209 @@
+//! `gantry run [REPO] [--rev REV]`: runs a repository's pipeline at a commit on this machine.
+
+use super::{CliError, CliResult};
+use crate::context::{Context, data_dir_for};
+use crate::render::{Renderer, Style};
+use anyhow::{Context as _, anyhow};
+use gantry_config::{PIPELINE_FILE_NAMES, parse_pipeline};
+use gantry_engine::ports::StateStore;
+use gantry_git::Repo;
+use gantry_model::{RunStatus, SecretValue};
+use gantry_runner::owner::OwnerLock;
+use gantry_runner::{RunOptions, RunRequest, Runner};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The repository (default: the current directory)
+    pub repo: Option<PathBuf>,
+    /// The revision to run: a branch, tag or commit (default: HEAD)
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// Jobs running at once (default: number of cores)
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// One JSON event per line on stdout, for scripts
+    #[arg(long)]
+    pub json: bool,
+    /// Plain lines even on a terminal (no live progress)
+    #[arg(long)]
+    pub plain: bool,
+    /// Do not print job output, only progress and the summary
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// A file of secrets, one `NAME=value` per line; consulted before gantry's environment
+    #[arg(long, value_name = "FILE", env = "GANTRY_SECRETS_FILE")]
+    pub secrets_file: Option<PathBuf>,
+    /// Keep job workspaces after the run (under the data directory's work/)
+    #[arg(long)]
+    pub keep_workspaces: bool,
+    /// Time between SIGTERM and SIGKILL when a step times out or is cancelled
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    gantry_model::duration::parse_duration(s)
+}
+
+pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
+    let repo_path = args.repo.clone().unwrap_or_else(|| PathBuf::from("."));
+    let repo = Repo::open(&repo_path)?;
+    let revision = repo.resolve(&args.rev)?;
+    let root = repo.root()?;
+
+    let (file_name, source) = PIPELINE_FILE_NAMES
+        .iter()
+        .find_map(|name| match repo.read_file(&revision.commit, name) {
+            Ok(Some(bytes)) => Some(Ok((name.to_string(), bytes))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .transpose()?
+        .ok_or_else(|| {
+            anyhow!(
+                "commit {} has no pipeline file: add {} at the repository root",
+                short(&revision.commit),
+                PIPELINE_FILE_NAMES.join(" or ")
+            )
+        })?;
+    let source = String::from_utf8(source).map_err(|_| {
+        anyhow!(
+            "{file_name} at {} is not UTF-8 text",
+            short(&revision.commit)
+        )
+    })?;
+    let checked = match parse_pipeline(&file_name, &source) {
+        Ok(c) => c,
+        Err(diags) => {
+            eprint!("{diags}");
+            eprintln!("(pipeline file at commit {})", short(&revision.commit));
+            return Err(CliError::silent(1));
+        }
+    };
+    if !checked.warnings.items.is_empty() && !args.json {
+        eprint!("{}", checked.warnings);
+    }
+    let pipeline = checked.pipeline;
+    let project = pipeline.name.clone().unwrap_or_else(|| project_name(&root));
+    let secrets = load_secrets(args.secrets_file.as_deref(), &pipeline.secret_names())?;
+
+    let ctx = Context::open(data_dir_for(data_dir, &root)).await?;
+    let owner = OwnerLock::acquire(&ctx.lock_dir())?;
+    let style = if args.json {
+        Style::Json
+    } else if !args.plain && std::io::stderr().is_terminal() {
+        Style::Live
+    } else {
+        Style::Plain
+    };
+    let renderer = Arc::new(Renderer::new(style, args.quiet));
+    let runner = Runner {
+        state: ctx.state.clone(),
+        artifacts: Arc::new(ctx.artifacts()?),
+        observer: renderer.clone(),
+    };
+
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        eprintln!("\ncancelling: stopping running steps...");
+        let _ = cancel_tx.send(true);
+    });
+
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let outcome = runner
+        .execute(
+            RunRequest {
+                project,
+                repo,
+                revision,
+                pipeline,
+                pipeline_file: file_name,
+                trigger: "cli".into(),
+            },
+            RunOptions {
+                jobs,
+                work_root: ctx.work_root(),
+                kill_grace: args.kill_grace,
+                keep_workspaces: args.keep_workspaces,
+                secrets,
+                owner: Some(owner.name().to_string()),
+            },
+            cancel_rx,
+        )
+        .await?;
+    if let Some(detail) = ctx.state.run_detail(outcome.run_id).await? {
+        renderer.finish(&detail);
+    }
+    ctx.state.close().await;
+    drop(owner);
+    match outcome.status {
+        RunStatus::Succeeded => Ok(()),
+        RunStatus::Cancelled => Err(CliError::silent(130)),
+        _ => Err(CliError::silent(1)),
+    }
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}
+
+/// The project's name from the repository directory (`hello` for `/src/hello` or `hello.git`).
+fn project_name(root: &Path) -> String {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".into());
+    name.strip_suffix(".git")
+        .map(str::to_string)
+        .unwrap_or(name)
+}
+
+/// Values of the secrets the pipeline asks for: from the secrets file first, then gantry's
+/// environment. A secret found in neither is left out; the job that needs it fails saying so.
+fn load_secrets(
+    file: Option<&Path>,
+    names: &[String],
+) -> anyhow::Result<HashMap<String, SecretValue>> {
+    let mut from_file: HashMap<String, String> = HashMap::new();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the secrets file {}", path.display()))?;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let Some((k, v)) = line.split_once('=') else {
+                anyhow::bail!("{}:{}: expected NAME=value", path.display(), i + 1);
+            };
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+                .unwrap_or(v);
+            from_file.insert(k.trim().to_string(), v.replace("\\n", "\n"));
+        }
+    }
+    let mut out = HashMap::new();
+    for name in names {
+        if let Some(v) = from_file.remove(name).or_else(|| std::env::var(name).ok()) {
+            out.insert(name.clone(), SecretValue::new(v));
+        }
+    }
+    Ok(out)
+}
