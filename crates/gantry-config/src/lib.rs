@@ -41,8 +41,8 @@ pub fn parse_pipeline(file: &str, source: &str) -> Result<CheckedPipeline, Diagn
                 pos: e.pos,
                 width: 1,
                 field: String::new(),
+                help: yaml_help(&e.message),
                 message: format!("invalid YAML: {}", e.message),
-                help: None,
             });
             return Err(diags);
         }
@@ -58,6 +58,19 @@ pub fn parse_pipeline(file: &str, source: &str) -> Result<CheckedPipeline, Diagn
         }),
         None => Err(diags),
     }
+}
+
+/// Advice for the YAML mistakes people make most in pipeline files.
+fn yaml_help(message: &str) -> Option<String> {
+    if message.contains("mapping values are not allowed") {
+        return Some("an unquoted value cannot contain `: `; quote the whole command, or write it as a block: `run: |` and the command on the next line, indented".into());
+    }
+    if message.contains("found character that cannot start any token") {
+        return Some(
+            "indent with spaces, not tabs; quote values that start with `@` or a backtick".into(),
+        );
+    }
+    None
 }
 
 /// The pipeline file in a checked-out directory, if there is one.

@@ -1,0 +1,124 @@
+//! Artifacts from `gantry run`: stored by digest, identical content kept once, escaping paths
+//! refused with a clear error.
+
+use crate::support::{Fixture, job_status};
+use sha2::{Digest, Sha256};
+
+fn object(f: &Fixture, digest: &str) -> std::path::PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    f.data()
+        .join("artifacts/objects/sha256")
+        .join(&hex[..2])
+        .join(hex)
+}
+
+#[test]
+fn artifacts_are_stored_by_digest_and_once() {
+    let f = Fixture::new(
+        "//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: dir
+        run: mkdir -p dist/sub && echo a > dist/a.txt && echo b > dist/sub/b.txt && touch -d 2001-01-01 dist/a.txt
+        artifacts: [{ name: site, path: dist/ }]
+      - name: file
+        run: |
+          echo '{\"ok\": true}' > report.json
+        artifacts: [{ name: report, path: report.json }]
+      - name: glob
+        run: touch x.log y.log z.txt
+        artifacts: [{ name: logs, path: '*.log' }]
+",
+    );
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let d1 = f.show(1);
+    let arts = d1["artifacts"].as_array().unwrap();
+    assert_eq!(arts.len(), 3);
+    for a in arts {
+        let digest = a["digest"].as_str().unwrap();
+        let bytes = std::fs::read(object(&f, digest)).unwrap();
+        assert_eq!(
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+            digest,
+            "object content matches its digest"
+        );
+        assert_eq!(a["size"].as_u64().unwrap(), bytes.len() as u64);
+    }
+    let report = arts.iter().find(|a| a["name"] == "report").unwrap();
+    assert_eq!(report["media_type"], "application/json");
+    let site = arts.iter().find(|a| a["name"] == "site").unwrap();
+    let bytes = std::fs::read(object(&f, site["digest"].as_str().unwrap())).unwrap();
+    let mut tar = tar::Archive::new(zstd::stream::read::Decoder::new(&bytes[..]).unwrap());
+    let names: Vec<String> = tar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["dist", "dist/a.txt", "dist/sub", "dist/sub/b.txt"]);
+
+    // A second run makes the same content (timestamps differ): same digests, nothing new stored.
+    let before = crate::support::files_under(&f.data().join("artifacts/objects")).len();
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("already stored"), "{out}");
+    let d2 = f.show(2);
+    let digests = |d: &serde_json::Value| {
+        let mut v: Vec<String> = d["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["digest"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(digests(&d1), digests(&d2));
+    assert_eq!(
+        crate::support::files_under(&f.data().join("artifacts/objects")).len(),
+        before
+    );
+}
+
+#[test]
+fn an_artifact_path_escaping_the_workspace_is_refused() {
+    let f = Fixture::new(
+        "//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: sneaky
+        run: mkdir -p dist && ln -s /etc dist/etc && echo x > dist/ok
+        artifacts: [{ name: app, path: dist }]
+      - name: link
+        run: ln -s /etc/hostname hostname
+        artifacts: [{ name: host, path: hostname }]
+",
+    );
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let d = f.show(1);
+    assert_eq!(job_status(&d, "sneaky"), "failed");
+    assert_eq!(job_status(&d, "link"), "failed");
+    let errors: Vec<&str> = d["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["error"].as_str().unwrap())
+        .collect();
+    assert!(
+        errors[0].contains("artifact `app`")
+            && errors[0].contains("is a symlink to `/etc`, outside the workspace"),
+        "{errors:?}"
+    );
+    assert!(errors[1].contains("outside the workspace"), "{errors:?}");
+    assert!(d["artifacts"].as_array().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(f.data().join("artifacts/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "no half-written artifact left"
+    );
+}

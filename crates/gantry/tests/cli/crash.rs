@@ -1,0 +1,131 @@
+//! A run's process dies (kill -9) or is interrupted (Ctrl-C) mid-run: the state stays
+//! consistent, the next command reports it, and no step process lives on.
+
+use crate::support::{Fixture, alive, job_status, read_pid, signal, wait_until};
+use nix::sys::signal::Signal;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn long_pipeline(f: &Fixture) {
+    let s = f.scratch();
+    let yml = format!(
+        "//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: long
+        steps:
+          - echo started
+          - sh -c 'sleep 300 & echo $! > {s}/grandchild; wait'
+  - name: after
+    jobs:
+      - name: never
+        run: echo never
+",
+        s = s.display()
+    );
+    f.commit(&yml, "long");
+}
+
+#[test]
+fn kill_9_mid_run_leaves_an_interrupted_run_and_no_processes() {
+    let f = Fixture::new("//- placeholder\n");
+    long_pipeline(&f);
+    let mut child = f
+        .gantry(&["run", "--plain"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let grandchild = read_pid(&f.scratch().join("grandchild"));
+    // While it runs, other commands see it running (its owner lock is held).
+    assert!(wait_until(Duration::from_secs(10), || f
+        .run(&["logs", "1", "long"])
+        .stdout
+        .contains("started")));
+    assert_eq!(f.show(1)["run"]["status"], "running");
+
+    signal(child.id() as i32, Signal::SIGKILL);
+    child.wait().unwrap();
+
+    let runs = f.run(&["runs"]);
+    assert_eq!(runs.code, 0, "{runs}");
+    assert!(runs.stderr.contains("run 1 was left unfinished"), "{runs}");
+    let d = f.show(1);
+    assert_eq!(d["run"]["status"], "interrupted");
+    assert_eq!(job_status(&d, "long"), "interrupted");
+    assert_eq!(job_status(&d, "never"), "skipped");
+    let steps: Vec<&str> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["succeeded", "interrupted"]);
+    assert!(
+        f.logs(1, "long").contains("started"),
+        "logs written before the kill are kept"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(grandchild)),
+        "step process {grandchild} outlived its runner"
+    );
+
+    // The database is fine for the next run.
+    f.commit("//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: quick\n        run: echo ok\n", "quick");
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(f.show(2)["run"]["status"], "succeeded");
+}
+
+#[test]
+fn kill_9_at_any_moment_never_leaves_a_run_running() {
+    let f = Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: x\n        run: for i in 1 2 3 4 5 6 7 8; do echo line $i; done; sleep 0.3\n      - name: y\n        run: echo y\n",
+    );
+    for (i, delay_ms) in [0u64, 5, 15, 30, 60, 120, 250].iter().enumerate() {
+        let mut child = f
+            .gantry(&["run", "--plain"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay_ms));
+        signal(child.id() as i32, Signal::SIGKILL);
+        child.wait().unwrap();
+        let runs = f.run(&["runs", "--json"]);
+        assert_eq!(runs.code, 0, "attempt {i}: {runs}");
+        let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+        for r in runs.as_array().unwrap() {
+            let status = r["status"].as_str().unwrap();
+            assert!(
+                status != "running" && status != "queued",
+                "attempt {i}: run {} is {status}",
+                r["id"]
+            );
+        }
+    }
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+}
+
+#[test]
+fn ctrl_c_cancels_cleanly() {
+    let f = Fixture::new("//- placeholder\n");
+    long_pipeline(&f);
+    let mut child = f
+        .gantry(&["run", "--plain", "--kill-grace", "2s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let grandchild = read_pid(&f.scratch().join("grandchild"));
+    signal(child.id() as i32, Signal::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let d = f.show(1);
+    assert_eq!(d["run"]["status"], "cancelled");
+    assert_eq!(job_status(&d, "long"), "cancelled");
+    assert_eq!(job_status(&d, "never"), "cancelled");
+    assert!(!alive(grandchild), "the step's children were killed");
+}

@@ -1,0 +1,142 @@
+//! Secrets never reach anything gantry prints or keeps: checked by searching every byte it
+//! persisted (database, WAL, artifacts unpacked) and printed, after steps that leak the values
+//! in every way we know.
+
+use crate::support::{Fixture, Run, files_under, job_status};
+use std::io::Read;
+
+const SPLIT: &str = "hunter2-split-value";
+const MULTI_1: &str = "multi-line-first-AAAA";
+const MULTI_2: &str = "multi-line-second-BBBB";
+const QUOTED: &str = "it's a secret value";
+
+fn pipeline() -> String {
+    // Each step leaks a secret a different way.
+    "//- gantry.yml
+stages:
+  - name: leak
+    jobs:
+      - name: leaky
+        secrets: [SPLIT_TOKEN, MULTI_KEY, QUOTED_TOKEN]
+        allow_failure: true
+        steps:
+          - name: split across writes
+            run: |
+              printf '%s' \"${SPLIT_TOKEN%-value}\"; sleep 0.2; printf '%s\\n' '-value'
+              printf '%s' \"$SPLIT_TOKEN\" | head -c 7; sleep 0.2; printf '%s\\n' \"$SPLIT_TOKEN\" | tail -c +8
+          - name: multi-line value
+            run: printf '%s\\n' \"$MULTI_KEY\"; printf 'x%sy\\n' \"$MULTI_KEY\"
+          - name: set -x
+            run: set -x; echo \"$QUOTED_TOKEN\" > /dev/null; true \"$SPLIT_TOKEN\"
+          - name: child of a child
+            run: sh -c 'sh -c \"echo deep=\\$SPLIT_TOKEN >&2\"'
+          - name: failing command
+            run: ls \"/nonexistent/$SPLIT_TOKEN\"
+      - name: packer
+        run: mkdir -p out && echo 'no secrets here' > out/file.txt
+        artifacts: [{ name: out, path: out/ }]
+"
+    .to_string()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn secret_values_appear_nowhere() {
+    let f = Fixture::new(&pipeline());
+    let secrets_file = f.scratch().join("secrets.env");
+    std::fs::write(
+        &secrets_file,
+        format!("MULTI_KEY=\"{MULTI_1}\\n{MULTI_2}\"\nQUOTED_TOKEN=\"{QUOTED}\"\n"),
+    )
+    .unwrap();
+    let out = f
+        .gantry(&[
+            "run",
+            "--plain",
+            "--secrets-file",
+            secrets_file.to_str().unwrap(),
+        ])
+        .env("SPLIT_TOKEN", SPLIT)
+        .output()
+        .unwrap();
+    let out = Run::from(out);
+    assert_eq!(out.code, 0, "{out}");
+    let d = f.show(1);
+    assert_eq!(
+        job_status(&d, "leaky"),
+        "failed",
+        "the last step fails, allowed"
+    );
+
+    // The steps really printed something where the secrets were.
+    let logs = f.logs(1, "leaky");
+    assert!(logs.contains("***"), "{logs}");
+    assert!(logs.contains("deep=***"), "{logs}");
+    assert!(
+        logs.contains("+ echo '***'") || logs.contains("+ echo ***"),
+        "{logs}"
+    );
+
+    let values = [SPLIT, MULTI_1, MULTI_2, QUOTED, "hunter2"];
+    let json_logs = f.run(&["logs", "1", "--json"]).stdout;
+    let show = f.run(&["show", "1"]).stdout;
+    for (what, text) in [
+        ("run output", format!("{}{}", out.stdout, out.stderr)),
+        ("logs", logs.clone()),
+        ("logs --json", json_logs),
+        ("show", show),
+    ] {
+        for v in values {
+            assert!(
+                !text.contains(v),
+                "{what} contains the secret {v:?}:\n{text}"
+            );
+        }
+    }
+
+    // Everything persisted: database files, artifacts (tar.zst unpacked), any other file.
+    let mut searched = 0;
+    for path in files_under(&f.data()) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Ok(mut dec) = zstd::stream::read::Decoder::new(&bytes[..]) {
+            let mut plain = Vec::new();
+            if dec.read_to_end(&mut plain).is_ok() {
+                bytes.extend_from_slice(&plain);
+            }
+        }
+        for v in values {
+            assert!(
+                !contains(&bytes, v),
+                "{} contains the secret {v:?}",
+                path.display()
+            );
+        }
+        searched += 1;
+    }
+    assert!(
+        searched >= 3,
+        "expected the database and an artifact, searched {searched} files"
+    );
+}
+
+#[test]
+fn a_missing_secret_fails_its_job_with_a_clear_error() {
+    let f = Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: deploy\n        secrets: [MISSING_TOKEN_XYZ]\n        run: echo should-not-run\n",
+    );
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let d = f.show(1);
+    assert_eq!(job_status(&d, "deploy"), "failed");
+    let error = d["jobs"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("secret `MISSING_TOKEN_XYZ` is not set"),
+        "{error}"
+    );
+    assert!(!out.stdout.contains("should-not-run"));
+}

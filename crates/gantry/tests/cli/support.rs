@@ -1,0 +1,216 @@
+//! Fixtures: a git repository described as one string with `//- path` file markers, a data
+//! directory, and the binary run against them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A repository with the files of `spec` committed on `main`. `spec` holds `//- path` lines,
+    /// each followed by that file's content. Files named `*.sh` are made executable.
+    pub fn new(spec: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = Self { dir };
+        std::fs::create_dir_all(f.repo()).unwrap();
+        f.git(&["init", "-q", "-b", "main"]);
+        f.git(&["config", "user.email", "test@example.com"]);
+        f.git(&["config", "user.name", "Test"]);
+        f.commit(spec, "first");
+        f
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A scratch directory outside the repository and the data directory.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.repo())
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Writes the files of `spec` and commits them; returns the commit id.
+    pub fn commit(&self, spec: &str, message: &str) -> String {
+        for (path, content) in parse_spec(spec) {
+            let full = self.repo().join(&path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(&full, content).unwrap();
+            if path.ends_with(".sh") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// `gantry ARGS` with this fixture's data directory, run in the repository.
+    pub fn gantry(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+        cmd.args(args)
+            .current_dir(self.repo())
+            .env("GANTRY_HOME", self.data())
+            .env_remove("GANTRY_SECRETS_FILE")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.gantry(args).output().expect("gantry runs"))
+    }
+
+    /// `gantry show --json RUN` parsed.
+    pub fn show(&self, run: i64) -> serde_json::Value {
+        let out = self.run(&["show", "--json", &run.to_string()]);
+        assert_eq!(out.code, 0, "{out}");
+        serde_json::from_str(&out.stdout).expect("show --json is JSON")
+    }
+
+    pub fn logs(&self, run: i64, job: &str) -> String {
+        let out = self.run(&["logs", &run.to_string(), job]);
+        assert_eq!(out.code, 0, "{out}");
+        out.stdout
+    }
+}
+
+fn parse_spec(spec: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in spec.lines() {
+        if let Some(path) = line.strip_prefix("//- ") {
+            files.push((path.trim().to_string(), String::new()));
+        } else if let Some((_, content)) = files.last_mut() {
+            content.push_str(line);
+            content.push('\n');
+        }
+    }
+    files
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Statuses of the jobs of a `show --json` document, by name.
+pub fn job_status(detail: &serde_json::Value, job: &str) -> String {
+    detail["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == job)
+        .unwrap_or_else(|| panic!("no job {job}"))["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Is the process alive? Zombies (exited, not yet reaped by init) count as gone.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next().unwrap_or('?'));
+            !matches!(state, Some('Z') | Some('X'))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded) until `cond` holds; returns whether it did.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    cond()
+}
+
+/// Reads a pid written to a file by a test step (waiting for it, bounded).
+pub fn read_pid(path: &Path) -> i32 {
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_to_string(path)
+            .map(|s| !s.trim().is_empty())
+            .unwrap_or(false)),
+        "no pid in {}",
+        path.display()
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Sends `sig` to a process the test started, by its id.
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
