@@ -34,6 +34,9 @@ pub struct RunRequest {
     pub revision: Revision,
     pub pipeline: Pipeline,
     pub pipeline_file: String,
+    /// The project's directory inside the repository, for a pipeline file that is not at the
+    /// root (a monorepo); steps run there and artifact paths are relative to it.
+    pub subdir: Option<PathBuf>,
     pub trigger: String,
 }
 
@@ -69,6 +72,7 @@ pub(crate) struct RunContext {
     pub repo: Repo,
     pub commit: String,
     pub branch: Option<String>,
+    pub subdir: Option<PathBuf>,
     pub pipeline: Pipeline,
     pub work_dir: PathBuf,
     pub jobs: usize,
@@ -197,6 +201,7 @@ impl Runner {
             repo: req.repo,
             commit: req.revision.commit,
             branch: req.revision.branch,
+            subdir: req.subdir,
             pipeline: req.pipeline,
             work_dir: opts.work_root.join(run_id.to_string()),
             jobs: opts.jobs.max(1),

@@ -80,7 +80,13 @@ async fn attempt_in(
         Err(e) => return AttemptResult::failed(format!("preparing the workspace: {e}")),
     }
 
-    let mut base_env = ctx.env_for(job, workspace, attempt);
+    // Steps run in the project's directory: the checkout's root, or the subdirectory holding
+    // the pipeline file.
+    let project_dir = match &ctx.subdir {
+        Some(sub) => workspace.join(sub),
+        None => workspace.clone(),
+    };
+    let mut base_env = ctx.env_for(job, &project_dir, attempt);
     base_env.extend(secret_env);
 
     for (index, step) in job.steps.iter().enumerate() {
@@ -114,7 +120,7 @@ async fn attempt_in(
         };
         let spec = StepSpec {
             script: &step.run,
-            cwd: workspace,
+            cwd: &project_dir,
             env: &env,
             deadline: step_deadline,
             kill_grace: ctx.kill_grace,
@@ -202,7 +208,7 @@ async fn attempt_in(
     }
 
     for artifact in &job.artifacts {
-        match ctx.artifacts.store(workspace, &artifact.paths).await {
+        match ctx.artifacts.store(&project_dir, &artifact.paths).await {
             Ok(stored) => {
                 if let Err(e) = ctx
                     .state

@@ -1,4 +1,4 @@
-//! One step as a process: `sh -c SCRIPT` in its own process group, environment cleared and set
+//! One step as a process: `sh -e -c SCRIPT` in its own process group, environment cleared and set
 //! from the job, stdin from /dev/null, stdout and stderr read as they come and turned into masked
 //! lines. Timeouts and cancellation stop the whole group: SIGTERM, a grace period, then SIGKILL.
 //! When the shell exits, whatever it left running in its group is killed too, so a background
@@ -56,7 +56,9 @@ impl StepEnd {
 #[allow(clippy::disallowed_methods)] // The one place steps are spawned.
 fn command(spec: &StepSpec<'_>) -> Command {
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
+    // `-e`: a failing line of a multi-line step fails the step, as in every CI system.
+    cmd.arg("-e")
+        .arg("-c")
         .arg(spec.script)
         .current_dir(spec.cwd)
         .env_clear()

@@ -55,11 +55,14 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
     let repo = Repo::open(&repo_path)?;
     let revision = repo.resolve(&args.rev)?;
     let root = repo.root()?;
+    let subdir = project_subdir(&root, &repo_path);
+    let prefix = subdir.as_ref().map(|s| format!("{}/", s.display())).unwrap_or_default();
 
     let (file_name, source) = PIPELINE_FILE_NAMES
         .iter()
-        .find_map(|name| match repo.read_file(&revision.commit, name) {
-            Ok(Some(bytes)) => Some(Ok((name.to_string(), bytes))),
+        .map(|name| format!("{prefix}{name}"))
+        .find_map(|name| match repo.read_file(&revision.commit, &name) {
+            Ok(Some(bytes)) => Some(Ok((name, bytes))),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
         })
@@ -89,7 +92,7 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
         eprint!("{}", checked.warnings);
     }
     let pipeline = checked.pipeline;
-    let project = pipeline.name.clone().unwrap_or_else(|| project_name(&root));
+    let project = pipeline.name.clone().unwrap_or_else(|| project_name(&root.join(subdir.clone().unwrap_or_default())));
     let secrets = load_secrets(args.secrets_file.as_deref(), &pipeline.secret_names())?;
 
     let ctx = Context::open(data_dir_for(data_dir, &root)).await?;
@@ -131,6 +134,7 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
                 revision,
                 pipeline,
                 pipeline_file: file_name,
+                subdir,
                 trigger: "cli".into(),
             },
             RunOptions {
@@ -154,6 +158,13 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
         RunStatus::Cancelled => Err(CliError::silent(130)),
         _ => Err(CliError::silent(1)),
     }
+}
+
+/// Where `path` lies inside the repository rooted at `root`, when it is not the root itself.
+fn project_subdir(root: &Path, path: &Path) -> Option<PathBuf> {
+    let (root, path) = (root.canonicalize().ok()?, path.canonicalize().ok()?);
+    let rel = path.strip_prefix(&root).ok()?;
+    (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
 }
 
 fn short(commit: &str) -> &str {

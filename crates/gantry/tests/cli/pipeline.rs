@@ -298,3 +298,42 @@ fn json_events_and_runs_listing() {
     assert_eq!(runs[0]["status"], "succeeded");
     assert_eq!(runs[0]["branch"], "main");
 }
+
+#[test]
+fn a_failing_line_fails_a_multi_line_step() {
+    let f = Fixture::new("//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: multi\n        run: |\n          echo before\n          false\n          echo after\n");
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let logs = f.logs(1, "multi");
+    assert!(logs.contains("before") && !logs.contains("after"), "{logs}");
+}
+
+#[test]
+fn a_pipeline_in_a_subdirectory_runs_there() {
+    let f = Fixture::new("//- services/api/gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: here\n        run: cat marker.txt && mkdir -p out && pwd > out/pwd\n        artifacts: [{ name: out, path: out/ }]\n//- services/api/marker.txt\nin api\n//- gantry.yml\nstages:\n  - name: root\n    jobs:\n      - name: root\n        run: echo root\n");
+    let out = f.gantry(&["run", "services/api"]).output().unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 0, "{out}");
+    let d = f.show(1);
+    assert_eq!(d["run"]["project"], "api");
+    assert_eq!(d["run"]["pipeline_file"], "services/api/gantry.yml");
+    assert_eq!(f.logs(1, "here").trim(), "in api");
+}
+
+/// The README's main command until `demo` exists: the example service's own pipeline, from this
+/// repository's committed tree.
+#[test]
+fn the_hello_example_pipeline_passes() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["run", "--plain"])
+        .arg(&example)
+        .env("GANTRY_HOME", data.path())
+        .output()
+        .unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("Ran 3 tests"), "{out}");
+    assert!(out.stdout.contains("artifact app sha256:"), "{out}");
+}
