@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Step overhead of `gantry run` beside GNU make and a plain shell loop.
+
+The same pipeline of N one-line steps (each appends a nanosecond timestamp to a file) runs
+through three runners, interleaved (gantry, make, shell; gantry, make, shell; ...), so that
+machine noise hits all three alike. Every runner starts each step as its own `sh -c`.
+
+Measured per run, reported as medians over the repetitions:
+  first  time from invocation to the first step's timestamp
+  gap    median gap between consecutive steps' timestamps
+  done   time from invocation to the run recorded as finished (gantry: `finished_at` in its
+         database; make and shell: process exit)
+
+Usage: bench/pipeline.py [--reps 7] [--steps 20,200] [--gantry target/release/gantry]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(cmd, cwd=None, env=None):
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def make_repo(base, steps, out):
+    repo = os.path.join(base, f"repo{steps}")
+    os.makedirs(repo)
+    lines = ["stages:", "  - name: bench", "    jobs:", "      - name: steps", "        steps:"]
+    lines += [f"          - date +%s%N >> {out}" for _ in range(steps)]
+    with open(os.path.join(repo, "gantry.yml"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(repo, "Makefile"), "w") as f:
+        f.write("all:\n" + "".join(f"\tdate +%s%N >> {out}\n" for _ in range(steps)))
+    sh(["git", "init", "-q", "-b", "main"], cwd=repo)
+    sh(["git", "-c", "user.email=b@b", "-c", "user.name=bench", "add", "-A"], cwd=repo)
+    sh(["git", "-c", "user.email=b@b", "-c", "user.name=bench", "commit", "-qm", "bench"], cwd=repo)
+    return repo
+
+
+def read_stamps(out):
+    with open(out) as f:
+        return [int(l) for l in f.read().split()]
+
+
+def measure(kind, repo, steps, out, gantry, data):
+    if os.path.exists(out):
+        os.remove(out)
+    env = dict(os.environ, GANTRY_HOME=data)
+    if kind == "gantry":
+        cmd = [gantry, "run", "--plain", "--quiet", repo]
+    elif kind == "make":
+        cmd = ["make", "-s", "-C", repo, "-f", "Makefile"]
+    else:
+        cmd = ["sh", "-c", f"i=0; while [ $i -lt {steps} ]; do sh -c 'date +%s%N >> {out}'; i=$((i+1)); done"]
+    t0 = time.time_ns()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t_exit = time.time_ns()
+    if proc.returncode != 0:
+        sys.exit(f"{kind} failed: {proc.stderr.decode()}")
+    stamps = read_stamps(out)
+    assert len(stamps) == steps, (kind, len(stamps))
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    if kind == "gantry":
+        show = subprocess.run([gantry, "show", "--json"], env=env, capture_output=True, check=True, cwd=repo)
+        finished_ms = json.loads(show.stdout)["run"]["finished_at"]
+        done = finished_ms * 1_000_000 - t0
+    else:
+        done = t_exit - t0
+    return {"first": stamps[0] - t0, "gap": statistics.median(gaps), "done": done}
+
+
+def ms(ns):
+    return f"{ns / 1e6:8.2f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--steps", default="20,200")
+    ap.add_argument("--gantry", default=os.path.join(ROOT, "target/release/gantry"))
+    args = ap.parse_args()
+    if not os.path.exists(args.gantry):
+        sys.exit(f"{args.gantry} not found: run `cargo build --release` first")
+    kinds = ["gantry", "make", "shell"]
+    with tempfile.TemporaryDirectory() as base:
+        out = os.path.join(base, "stamps")
+        data = os.path.join(base, "data")
+        results = {}
+        for steps in [int(s) for s in args.steps.split(",")]:
+            repo = make_repo(base, steps, out)
+            measure("gantry", repo, steps, out, args.gantry, data)  # warm caches once
+            samples = {k: [] for k in kinds}
+            for _ in range(args.reps):
+                for k in kinds:
+                    samples[k].append(measure(k, repo, steps, out, args.gantry, data))
+            results[steps] = {k: {m: statistics.median(s[m] for s in samples[k]) for m in ("first", "gap", "done")} for k in kinds}
+
+    print(f"medians of {args.reps} interleaved runs, milliseconds")
+    print(f"{'steps':>5} {'runner':<7} {'first':>8} {'gap':>8} {'done':>8}   gap-shell   first/shell  done/shell")
+    for steps, by_kind in results.items():
+        shell = by_kind["shell"]
+        for k in kinds:
+            r = by_kind[k]
+            print(f"{steps:>5} {k:<7} {ms(r['first'])} {ms(r['gap'])} {ms(r['done'])}   {ms(r['gap'] - shell['gap'])}    {r['first'] / shell['first']:8.2f}  {r['done'] / shell['done']:8.2f}")
+    if len(results) >= 2:
+        small, large = sorted(results)[0], sorted(results)[-1]
+        g_small, g_large = results[small]["gantry"]["gap"], results[large]["gantry"]["gap"]
+        print(f"gantry gap growth from {small} to {large} steps: {g_large / g_small:.2f}x ({ms(g_small).strip()} -> {ms(g_large).strip()} ms)")
+
+
+if __name__ == "__main__":
+    main()
