@@ -71,7 +71,6 @@ impl Renderer {
             return;
         }
         let inner = self.inner.lock().expect("renderer lock");
-        let _ = inner.multi.clear();
         let mut out: Box<dyn Write> = if self.style == Style::Live {
             Box::new(std::io::stderr())
         } else {
@@ -208,16 +207,12 @@ impl Observer for Renderer {
                     "{mark} {status}{allowed} in {}{tries}{why}",
                     format_duration(Duration::from_millis(*millis))
                 );
-                match inner.bars.remove(job) {
-                    Some(bar) => {
-                        bar.set_style(
-                            ProgressStyle::with_template("  {prefix:.bold} {wide_msg}")
-                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                        );
-                        bar.finish_with_message(text);
-                    }
-                    None => self.say(&inner, format!("  {job}: {text}")),
+                // A finished job leaves the live area and becomes a permanent line above it.
+                if let Some(bar) = inner.bars.remove(job) {
+                    bar.finish_and_clear();
+                    inner.multi.remove(&bar);
                 }
+                self.say(&inner, format!("  {job}: {text}"));
             }
             RunEvent::ArtifactStored {
                 job,

@@ -26,18 +26,16 @@ pub fn check(args: CheckArgs) -> CliResult {
     };
     let source =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    match parse_pipeline(&file.display().to_string(), &source) {
+    let shown = file.display().to_string();
+    let shown = shown.strip_prefix("./").unwrap_or(&shown).to_string();
+    match parse_pipeline(&shown, &source) {
         Ok(checked) => {
             if !checked.warnings.items.is_empty() {
                 eprint!("{}", checked.warnings);
             }
             let p = &checked.pipeline;
             let jobs = p.jobs().count();
-            println!(
-                "{}: ok ({} stages, {jobs} jobs)",
-                file.display(),
-                p.stages.len()
-            );
+            println!("{shown}: ok ({} stages, {jobs} jobs)", p.stages.len());
             Ok(())
         }
         Err(diags) => {

@@ -56,7 +56,10 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
     let revision = repo.resolve(&args.rev)?;
     let root = repo.root()?;
     let subdir = project_subdir(&root, &repo_path);
-    let prefix = subdir.as_ref().map(|s| format!("{}/", s.display())).unwrap_or_default();
+    let prefix = subdir
+        .as_ref()
+        .map(|s| format!("{}/", s.display()))
+        .unwrap_or_default();
 
     let (file_name, source) = PIPELINE_FILE_NAMES
         .iter()
@@ -92,7 +95,10 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
         eprint!("{}", checked.warnings);
     }
     let pipeline = checked.pipeline;
-    let project = pipeline.name.clone().unwrap_or_else(|| project_name(&root.join(subdir.clone().unwrap_or_default())));
+    let project = pipeline
+        .name
+        .clone()
+        .unwrap_or_else(|| project_name(&root.join(subdir.clone().unwrap_or_default())));
     let secrets = load_secrets(args.secrets_file.as_deref(), &pipeline.secret_names())?;
 
     let ctx = Context::open(data_dir_for(data_dir, &root)).await?;

@@ -301,7 +301,9 @@ fn json_events_and_runs_listing() {
 
 #[test]
 fn a_failing_line_fails_a_multi_line_step() {
-    let f = Fixture::new("//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: multi\n        run: |\n          echo before\n          false\n          echo after\n");
+    let f = Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: multi\n        run: |\n          echo before\n          false\n          echo after\n",
+    );
     let out = f.run(&["run"]);
     assert_eq!(out.code, 1, "{out}");
     let logs = f.logs(1, "multi");
@@ -310,7 +312,9 @@ fn a_failing_line_fails_a_multi_line_step() {
 
 #[test]
 fn a_pipeline_in_a_subdirectory_runs_there() {
-    let f = Fixture::new("//- services/api/gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: here\n        run: cat marker.txt && mkdir -p out && pwd > out/pwd\n        artifacts: [{ name: out, path: out/ }]\n//- services/api/marker.txt\nin api\n//- gantry.yml\nstages:\n  - name: root\n    jobs:\n      - name: root\n        run: echo root\n");
+    let f = Fixture::new(
+        "//- services/api/gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: here\n        run: cat marker.txt && mkdir -p out && pwd > out/pwd\n        artifacts: [{ name: out, path: out/ }]\n//- services/api/marker.txt\nin api\n//- gantry.yml\nstages:\n  - name: root\n    jobs:\n      - name: root\n        run: echo root\n",
+    );
     let out = f.gantry(&["run", "services/api"]).output().unwrap();
     let out = crate::support::Run::from(out);
     assert_eq!(out.code, 0, "{out}");
