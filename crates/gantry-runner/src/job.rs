@@ -9,7 +9,7 @@ use crate::process::{StepEnd, StepSpec, run_step};
 use gantry_engine::ports::Stream;
 use gantry_engine::run::AttemptOutcome;
 use gantry_model::{Job, StepStatus};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -50,7 +50,7 @@ async fn attempt_in(
     job: &Job,
     job_id: i64,
     attempt: u32,
-    workspace: &PathBuf,
+    workspace: &Path,
 ) -> AttemptResult {
     let mut cancel = ctx.cancel.clone();
     let job_name: Arc<str> = Arc::from(job.name.as_str());
@@ -84,7 +84,7 @@ async fn attempt_in(
     // the pipeline file.
     let project_dir = match &ctx.subdir {
         Some(sub) => workspace.join(sub),
-        None => workspace.clone(),
+        None => workspace.to_path_buf(),
     };
     let mut base_env = ctx.env_for(job, &project_dir, attempt);
     base_env.extend(secret_env);
