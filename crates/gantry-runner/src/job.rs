@@ -72,7 +72,7 @@ async fn attempt_in(
 
     let repo = ctx.repo.clone();
     let commit = ctx.commit.clone();
-    let ws = workspace.clone();
+    let ws = workspace.to_path_buf();
     let exported = tokio::task::spawn_blocking(move || repo.export(&commit, &ws)).await;
     match exported {
         Ok(Ok(())) => {}
