@@ -6,10 +6,12 @@
 //! - `check`: the checker and lowering; its key tables are the list of what the file may say.
 //! - [`diagnostic`]: errors and warnings, rendered like a compiler's.
 //! - [`schema`]: the JSON Schema of the file, for editors (`gantry schema`).
+//! - [`server`]: the server's configuration file (`gantry.toml`), checked the same way.
 
 mod check;
 pub mod diagnostic;
 pub mod schema;
+pub mod server;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};

@@ -3,8 +3,8 @@
 //! either. Timestamps are Unix milliseconds (UTC); ids are 64-bit integers the store assigns.
 
 use async_trait::async_trait;
-use gantry_model::{JobStatus, RunStatus, StageStatus, StepStatus};
-use serde::Serialize;
+use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub type Millis = i64;
@@ -41,7 +41,7 @@ pub struct RunIds {
     pub jobs: Vec<Vec<i64>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub id: i64,
     pub project: String,
@@ -58,7 +58,7 @@ pub struct RunRecord {
     pub owner: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
     pub id: i64,
     pub run_id: i64,
@@ -71,7 +71,7 @@ pub struct StageRecord {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: i64,
     pub run_id: i64,
@@ -87,7 +87,7 @@ pub struct JobRecord {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     pub id: i64,
     pub job_id: i64,
@@ -100,7 +100,7 @@ pub struct StepRecord {
     pub finished_at: Option<Millis>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
@@ -138,7 +138,7 @@ pub struct NewLogLine {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Increases with every line stored: a cursor for following logs.
     pub id: i64,
@@ -151,7 +151,7 @@ pub struct LogRecord {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactRecord {
     pub id: i64,
     pub run_id: i64,
@@ -174,8 +174,37 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// A run waiting in the queue: its pipeline is read when a worker takes it.
+#[derive(Debug, Clone)]
+pub struct QueuedRun {
+    pub project: String,
+    pub repo: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub trigger: String,
+    /// `project/branch/commit` for runs from polls and webhooks: the store refuses a second run
+    /// with the same key. `None` for manual triggers and re-runs.
+    pub trigger_key: Option<String>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectRecord {
+    pub id: i64,
+    pub name: String,
+    pub repo: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: Millis,
+}
+
 /// A run with all its parts, for `gantry show`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunDetail {
     pub run: RunRecord,
     pub stages: Vec<StageRecord>,
@@ -251,6 +280,46 @@ pub trait StateStore: Send + Sync {
         after: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<LogRecord>>;
+
+    // The queue.
+
+    /// Queues a run; `None` when a run with the same trigger key exists (nothing is queued).
+    async fn enqueue_run(&self, run: QueuedRun) -> anyhow::Result<Option<i64>>;
+    /// Cancels queued runs of the same project and branch older than `newer`; returns their ids.
+    async fn supersede_queued(
+        &self,
+        project: &str,
+        branch: &str,
+        newer: i64,
+        at: Millis,
+    ) -> anyhow::Result<Vec<i64>>;
+    /// Takes the oldest queued run, atomically (two workers never take the same run), marking it
+    /// running and owned by `owner`.
+    async fn claim_next_run(&self, owner: &str, at: Millis) -> anyhow::Result<Option<RunRecord>>;
+    /// Records the pipeline of a claimed run: its file, stages and jobs.
+    async fn attach_plan(
+        &self,
+        run: i64,
+        pipeline_file: &str,
+        stages: &[NewStage],
+    ) -> anyhow::Result<RunIds>;
+    /// Cancels a run if it is still queued; returns whether it was.
+    async fn cancel_queued(&self, run: i64, at: Millis) -> anyhow::Result<bool>;
+    async fn count_runs_by_status(&self) -> anyhow::Result<Vec<(RunStatus, i64)>>;
+
+    // Projects and tokens.
+
+    async fn upsert_project(&self, name: &str, repo: &str) -> anyhow::Result<ProjectRecord>;
+    async fn list_projects(&self) -> anyhow::Result<Vec<ProjectRecord>>;
+    /// Stores a token's hash under a unique name.
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        at: Millis,
+    ) -> anyhow::Result<TokenRecord>;
+    async fn token_by_hash(&self, hash: &str) -> anyhow::Result<Option<TokenRecord>>;
 }
 
 /// What the artifact store made of a job's declared paths.

@@ -249,3 +249,172 @@ mod tests {
         assert!(Repo::open(tmp.path()).is_err());
     }
 }
+
+/// Mirrors: the server keeps a bare copy of each watched repository, fetched on every poll and
+/// before running a commit it does not have yet (a webhook can arrive before the next poll).
+impl Repo {
+    /// Opens the mirror of `url` at `path`, cloning it first if there is none.
+    pub fn mirror(url: &str, path: &Path) -> Result<Self> {
+        if path.join("HEAD").is_file() {
+            return Repo::open(path);
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let tmp = path.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut cmd = git(Path::new("."));
+        cmd.args(["clone", "--mirror", "--quiet", "--"])
+            .arg(url)
+            .arg(&tmp);
+        let out = run(cmd, "cloning the repository")?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            bail!("cloning {url} failed: {}", stderr_text(&out));
+        }
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("moving the mirror into {}", path.display()))?;
+        Repo::open(path)
+    }
+
+    /// Fetches every branch of the mirror's origin, pruning deleted ones.
+    pub fn fetch(&self) -> Result<()> {
+        let mut cmd = git(&self.path);
+        cmd.args(["fetch", "--prune", "--quiet", "origin"]);
+        let out = run(cmd, "fetching")?;
+        if !out.status.success() {
+            bail!(
+                "fetching into {} failed: {}",
+                self.path.display(),
+                stderr_text(&out)
+            );
+        }
+        Ok(())
+    }
+
+    /// Every branch with its head commit.
+    pub fn heads(&self) -> Result<Vec<(String, String)>> {
+        let mut cmd = git(&self.path);
+        cmd.args([
+            "for-each-ref",
+            "--format=%(refname:short) %(objectname)",
+            "refs/heads",
+        ]);
+        let out = run(cmd, "listing branches")?;
+        if !out.status.success() {
+            bail!(
+                "listing branches of {} failed: {}",
+                self.path.display(),
+                stderr_text(&out)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.rsplit_once(' ')
+                    .map(|(b, c)| (b.to_string(), c.to_string()))
+            })
+            .collect())
+    }
+
+    /// The branch HEAD points to (the repository's default branch), if that branch exists.
+    /// (A bare repository made with `git init --bare` points at `master` even when only `main`
+    /// was ever pushed; then the only branch, or `main`, is the default.)
+    pub fn default_branch(&self) -> Option<String> {
+        let mut cmd = git(&self.path);
+        cmd.args(["symbolic-ref", "--quiet", "--short", "HEAD"]);
+        let out = run(cmd, "finding the default branch").ok()?;
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let heads = self.heads().ok()?;
+        if out.status.success() && heads.iter().any(|(b, _)| *b == name) {
+            return Some(name);
+        }
+        match heads.as_slice() {
+            [(only, _)] => Some(only.clone()),
+            _ => heads
+                .iter()
+                .find(|(b, _)| b == "main")
+                .map(|(b, _)| b.clone()),
+        }
+    }
+
+    /// Does the repository hold this commit?
+    pub fn has_commit(&self, commit: &str) -> bool {
+        if commit.starts_with('-') {
+            return false;
+        }
+        let mut cmd = git(&self.path);
+        cmd.args(["cat-file", "-e"])
+            .arg(format!("{commit}^{{commit}}"));
+        run(cmd, "looking up a commit")
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+/// Does a branch name match a pattern of `branches` (`*` matches any run of characters)?
+pub fn branch_matches(pattern: &str, branch: &str) -> bool {
+    fn go(p: &[u8], b: &[u8]) -> bool {
+        match p.split_first() {
+            None => b.is_empty(),
+            Some((b'*', rest)) => (0..=b.len()).any(|i| go(rest, &b[i..])),
+            Some((c, rest)) => b.first() == Some(c) && go(rest, &b[1..]),
+        }
+    }
+    go(pattern.as_bytes(), branch.as_bytes())
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn sh(dir: &Path, script: &str) {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{script}");
+    }
+
+    #[test]
+    fn mirrors_fetch_new_commits_and_branches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        sh(
+            &src,
+            "git init -q -b main && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m one",
+        );
+        let mirror = Repo::mirror(src.to_str().unwrap(), &tmp.path().join("m.git")).unwrap();
+        assert_eq!(mirror.heads().unwrap().len(), 1);
+        assert_eq!(mirror.default_branch().as_deref(), Some("main"));
+        sh(
+            &src,
+            "git -c user.email=a@b -c user.name=a commit -q --allow-empty -m two && git branch release/1",
+        );
+        mirror.fetch().unwrap();
+        let heads = mirror.heads().unwrap();
+        assert_eq!(
+            heads.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
+            ["main", "release/1"]
+        );
+        assert!(mirror.has_commit(&heads[0].1));
+        assert!(!mirror.has_commit("0000000000000000000000000000000000000000"));
+        let err = Repo::mirror("/nonexistent/repo", &tmp.path().join("x.git"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cloning /nonexistent/repo failed"), "{err}");
+    }
+
+    #[test]
+    fn branch_patterns() {
+        assert!(branch_matches("main", "main"));
+        assert!(branch_matches("release/*", "release/1.0"));
+        assert!(!branch_matches("release/*", "main"));
+        assert!(branch_matches("*", "anything/at/all"));
+    }
+}

@@ -6,13 +6,16 @@
 //! - [`pipeline`]: `Pipeline`, `Stage`, `Job`, `Step`, `ArtifactSpec`, `DeploySpec`, `EnvironmentSpec`.
 //! - [`status`]: `RunStatus`, `JobStatus`, `StepStatus`, and what ends a job.
 //! - [`secret`]: `SecretValue`, a string that never prints itself.
+//! - [`auth`]: `Role` of API tokens.
 //! - [`duration`]: parsing and printing of `10m`, `1h30m`, `500ms`.
 
+pub mod auth;
 pub mod duration;
 pub mod pipeline;
 pub mod secret;
 pub mod status;
 
+pub use auth::Role;
 pub use pipeline::{
     ArtifactSpec, DeploySpec, EnvironmentSpec, Job, Pipeline, Stage, StageKind, Step,
 };

@@ -147,27 +147,6 @@ impl Runner {
         opts: RunOptions,
         cancel: watch::Receiver<bool>,
     ) -> Result<RunOutcome> {
-        let started = Instant::now();
-        let stages = req
-            .pipeline
-            .stages
-            .iter()
-            .map(|s| match &s.kind {
-                StageKind::Jobs(jobs) => NewStage {
-                    name: s.name.clone(),
-                    kind: "jobs",
-                    jobs: jobs
-                        .iter()
-                        .map(|j| (j.name.clone(), j.allow_failure))
-                        .collect(),
-                },
-                StageKind::Deploy(_) => NewStage {
-                    name: s.name.clone(),
-                    kind: "deploy",
-                    jobs: Vec::new(),
-                },
-            })
-            .collect();
         let ids: RunIds = self
             .state
             .create_run(NewRun {
@@ -180,10 +159,38 @@ impl Runner {
                 status: RunStatus::Running,
                 created_at: now(),
                 owner: opts.owner.clone(),
-                stages,
+                stages: plan_of(&req.pipeline),
             })
             .await
             .context("recording the new run")?;
+        self.run_recorded(ids, req, opts, cancel).await
+    }
+
+    /// Runs a run the queue handed out (already `running` and owned by this process): records
+    /// its pipeline's stages and jobs, then runs it like [`Runner::execute`].
+    pub async fn execute_claimed(
+        &self,
+        run_id: i64,
+        req: RunRequest,
+        opts: RunOptions,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<RunOutcome> {
+        let ids = self
+            .state
+            .attach_plan(run_id, &req.pipeline_file, &plan_of(&req.pipeline))
+            .await
+            .context("recording the run's stages")?;
+        self.run_recorded(ids, req, opts, cancel).await
+    }
+
+    async fn run_recorded(
+        &self,
+        ids: RunIds,
+        req: RunRequest,
+        opts: RunOptions,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<RunOutcome> {
+        let started = Instant::now();
         let run_id = ids.run;
         self.observer.event(&RunEvent::RunStarted {
             run: run_id,
@@ -442,6 +449,29 @@ impl RunLoop<'_> {
         }
         Ok(None)
     }
+}
+
+/// The stages and jobs of a pipeline, as the state store records them.
+fn plan_of(pipeline: &Pipeline) -> Vec<NewStage> {
+    pipeline
+        .stages
+        .iter()
+        .map(|s| match &s.kind {
+            StageKind::Jobs(jobs) => NewStage {
+                name: s.name.clone(),
+                kind: "jobs",
+                jobs: jobs
+                    .iter()
+                    .map(|j| (j.name.clone(), j.allow_failure))
+                    .collect(),
+            },
+            StageKind::Deploy(_) => NewStage {
+                name: s.name.clone(),
+                kind: "deploy",
+                jobs: Vec::new(),
+            },
+        })
+        .collect()
 }
 
 fn job_of(pipeline: &Pipeline, job: JobRef) -> &Job {

@@ -6,10 +6,11 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    ArtifactRecord, JobRecord, LogRecord, Millis, NewLogLine, NewRun, RunDetail, RunFilter, RunIds,
-    RunRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
+    ArtifactRecord, JobRecord, LogRecord, Millis, NewLogLine, NewRun, NewStage, ProjectRecord,
+    QueuedRun, RunDetail, RunFilter, RunIds, RunRecord, StageRecord, StateStore, StepRecord,
+    StoredArtifact, Stream, TokenRecord,
 };
-use gantry_model::{JobStatus, RunStatus, StageStatus, StepStatus};
+use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -88,19 +89,72 @@ fn artifact_from(row: &SqliteRow) -> Result<ArtifactRecord> {
     })
 }
 
+/// Inserts the stages and jobs of a run (all pending) inside `tx`.
+async fn insert_plan(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    run_id: i64,
+    stages: &[NewStage],
+) -> Result<RunIds> {
+    let mut ids = RunIds {
+        run: run_id,
+        stages: Vec::new(),
+        jobs: Vec::new(),
+    };
+    for (position, stage) in stages.iter().enumerate() {
+        let stage_id: i64 = sqlx::query_scalar(
+            "INSERT INTO stages (run_id, position, name, kind, status) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(run_id)
+        .bind(position as i64)
+        .bind(&stage.name)
+        .bind(stage.kind)
+        .bind(StageStatus::Pending.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+        let mut job_ids = Vec::new();
+        for (jpos, (name, allow_failure)) in stage.jobs.iter().enumerate() {
+            let job_id: i64 = sqlx::query_scalar(
+                "INSERT INTO jobs (run_id, stage_id, position, name, status, allow_failure) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(run_id)
+            .bind(stage_id)
+            .bind(jpos as i64)
+            .bind(name)
+            .bind(JobStatus::Pending.as_str())
+            .bind(*allow_failure)
+            .fetch_one(&mut **tx)
+            .await?;
+            job_ids.push(job_id);
+        }
+        ids.stages.push(stage_id);
+        ids.jobs.push(job_ids);
+    }
+    Ok(ids)
+}
+
+async fn upsert_project_in<'e, E: sqlx::SqliteExecutor<'e>>(
+    e: E,
+    name: &str,
+    repo: &str,
+) -> Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO projects (name, repo) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET repo = excluded.repo RETURNING id",
+    )
+    .bind(name)
+    .bind(repo)
+    .fetch_one(e)
+    .await
+    .context("recording the project")?;
+    Ok(id)
+}
+
 #[async_trait]
 impl StateStore for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<RunIds> {
         let mut tx = self.pool.begin().await?;
-        let project: i64 = sqlx::query_scalar(
-            "INSERT INTO projects (name, repo) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET repo = excluded.repo RETURNING id",
-        )
-        .bind(&run.project)
-        .bind(&run.repo)
-        .fetch_one(&mut *tx)
-        .await
-        .context("recording the project")?;
+        let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
         let started = (run.status == RunStatus::Running).then_some(run.created_at);
         let run_id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, started_at, owner) \
@@ -118,41 +172,7 @@ impl StateStore for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .context("recording the run")?;
-        let mut ids = RunIds {
-            run: run_id,
-            stages: Vec::new(),
-            jobs: Vec::new(),
-        };
-        for (position, stage) in run.stages.iter().enumerate() {
-            let stage_id: i64 = sqlx::query_scalar(
-                "INSERT INTO stages (run_id, position, name, kind, status) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            )
-            .bind(run_id)
-            .bind(position as i64)
-            .bind(&stage.name)
-            .bind(stage.kind)
-            .bind(StageStatus::Pending.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            let mut job_ids = Vec::new();
-            for (jpos, (name, allow_failure)) in stage.jobs.iter().enumerate() {
-                let job_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO jobs (run_id, stage_id, position, name, status, allow_failure) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                )
-                .bind(run_id)
-                .bind(stage_id)
-                .bind(jpos as i64)
-                .bind(name)
-                .bind(JobStatus::Pending.as_str())
-                .bind(*allow_failure)
-                .fetch_one(&mut *tx)
-                .await?;
-                job_ids.push(job_id);
-            }
-            ids.stages.push(stage_id);
-            ids.jobs.push(job_ids);
-        }
+        let ids = insert_plan(&mut tx, run_id, &run.stages).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -501,5 +521,177 @@ impl StateStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn enqueue_run(&self, run: QueuedRun) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, trigger_key) \
+             VALUES ($1, $2, $3, '', $4, 'queued', $5, $6) ON CONFLICT (trigger_key) DO NOTHING RETURNING id",
+        )
+        .bind(project)
+        .bind(&run.commit)
+        .bind(&run.branch)
+        .bind(&run.trigger)
+        .bind(run.created_at)
+        .bind(&run.trigger_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("queueing the run")?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn supersede_queued(
+        &self,
+        project: &str,
+        branch: &str,
+        newer: i64,
+        at: Millis,
+    ) -> Result<Vec<i64>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE runs SET status = 'cancelled', finished_at = $1, error = $2 \
+             WHERE status = 'queued' AND id < $3 AND branch = $4 \
+             AND project_id = (SELECT id FROM projects WHERE name = $5) RETURNING id",
+        )
+        .bind(at)
+        .bind(format!(
+            "superseded by run {newer}, a newer commit on {branch}"
+        ))
+        .bind(newer)
+        .bind(branch)
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await
+        .context("superseding queued runs")?;
+        Ok(ids)
+    }
+
+    async fn claim_next_run(&self, owner: &str, at: Millis) -> Result<Option<RunRecord>> {
+        // One statement: the guard `status = 'queued'` makes a second claimer update nothing.
+        // (PostgreSQL will add `FOR UPDATE SKIP LOCKED` to the sub-select.)
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE runs SET status = 'running', owner = $1, started_at = $2 \
+             WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1) AND status = 'queued' \
+             RETURNING id",
+        )
+        .bind(owner)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await
+        .context("claiming a queued run")?;
+        match id {
+            None => Ok(None),
+            Some(id) => Ok(self.run_detail(id).await?.map(|d| d.run)),
+        }
+    }
+
+    async fn attach_plan(
+        &self,
+        run: i64,
+        pipeline_file: &str,
+        stages: &[NewStage],
+    ) -> Result<RunIds> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE runs SET pipeline_file = $1 WHERE id = $2")
+            .bind(pipeline_file)
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+        let ids = insert_plan(&mut tx, run, stages).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn cancel_queued(&self, run: i64, at: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'cancelled', finished_at = $1, error = 'cancelled before it started' \
+             WHERE id = $2 AND status = 'queued'",
+        )
+        .bind(at)
+        .bind(run)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_runs_by_status(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse(r.try_get("status")?)?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn upsert_project(&self, name: &str, repo: &str) -> Result<ProjectRecord> {
+        let id = upsert_project_in(&self.pool, name, repo).await?;
+        Ok(ProjectRecord {
+            id,
+            name: name.to_string(),
+            repo: repo.to_string(),
+        })
+    }
+
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
+        let rows = sqlx::query("SELECT id, name, repo FROM projects ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ProjectRecord {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    repo: r.try_get("repo")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        at: Millis,
+    ) -> Result<TokenRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(hash)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                anyhow::anyhow!("a token named `{name}` already exists")
+            }
+            _ => anyhow::Error::from(e).context("storing the token"),
+        })?;
+        Ok(TokenRecord {
+            id,
+            name: name.to_string(),
+            role,
+            created_at: at,
+        })
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT id, name, role, created_at FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(TokenRecord {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                role: parse(r.try_get("role")?)?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
     }
 }

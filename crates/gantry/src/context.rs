@@ -20,6 +20,10 @@ impl Context {
     pub async fn open(data_dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        // Absolute from here on: workspaces and git commands run in other directories.
+        let data_dir = data_dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", data_dir.display()))?;
         // Keep the data directory out of the user's `git status`.
         let ignore = data_dir.join(".gitignore");
         if !ignore.exists() {

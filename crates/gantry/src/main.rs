@@ -2,8 +2,12 @@
 //! `cli/`. Wiring of adapters (state store, artifact store, runner) happens in `context.rs`.
 
 mod cli;
+mod client;
 mod context;
+mod pipeline_at;
 mod render;
+mod secrets;
+mod server;
 
 use std::process::ExitCode;
 

@@ -2,8 +2,10 @@
 //! Exit codes: 0 success; 1 a failed run, a failed check or an error; 2 bad usage; 130 cancelled.
 
 mod check;
+mod remote;
 mod run;
 mod runs;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -20,6 +22,11 @@ pub struct Cli {
     /// repository root.
     #[arg(long, global = true, env = "GANTRY_HOME", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A gantry server to talk to (`runs`, `show`, `logs` read from it instead of the local
+    /// database; `trigger`, `cancel`, `token` need one). Token: `GANTRY_TOKEN`, else the local
+    /// admin token.
+    #[arg(long, global = true, env = "GANTRY_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,8 +43,17 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Show a run: stages, jobs, steps, artifacts
     Show(runs::ShowArgs),
-    /// Print a run's logs (all jobs, or one)
+    /// Print a run's logs (all jobs, or one); -f follows a running run
     Logs(runs::LogsArgs),
+    /// Run the server: watch repositories, take webhooks, queue and run, serve the API
+    Serve(serve::ServeArgs),
+    /// Queue a run of a project on the server
+    Trigger(remote::TriggerArgs),
+    /// Cancel a queued or running run on the server
+    Cancel(remote::CancelArgs),
+    /// Manage API tokens on the server
+    #[command(subcommand)]
+    Token(remote::TokenCommand),
 }
 
 /// An error with the exit code it should end the process with.
@@ -71,9 +87,13 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::check(args),
         Command::Schema => check::schema(),
         Command::Run(args) => block_on(run::run(args, cli.data_dir)),
-        Command::Runs(args) => block_on(runs::runs(args, cli.data_dir)),
-        Command::Show(args) => block_on(runs::show(args, cli.data_dir)),
-        Command::Logs(args) => block_on(runs::logs(args, cli.data_dir)),
+        Command::Runs(args) => block_on(runs::runs(args, cli.server, cli.data_dir)),
+        Command::Show(args) => block_on(runs::show(args, cli.server, cli.data_dir)),
+        Command::Logs(args) => block_on(runs::logs(args, cli.server, cli.data_dir)),
+        Command::Serve(args) => block_on(serve::serve(args, cli.data_dir)),
+        Command::Trigger(args) => block_on(remote::trigger(args, cli.server, cli.data_dir)),
+        Command::Cancel(args) => block_on(remote::cancel(args, cli.server, cli.data_dir)),
+        Command::Token(cmd) => block_on(remote::token(cmd, cli.server, cli.data_dir)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,15 +2,14 @@
 
 use super::{CliError, CliResult};
 use crate::context::{Context, data_dir_for};
+use crate::pipeline_at::{LoadError, load_pipeline, short};
 use crate::render::{Renderer, Style};
-use anyhow::{Context as _, anyhow};
-use gantry_config::{PIPELINE_FILE_NAMES, parse_pipeline};
+use anyhow::anyhow;
 use gantry_engine::ports::StateStore;
 use gantry_git::Repo;
-use gantry_model::{RunStatus, SecretValue};
+use gantry_model::RunStatus;
 use gantry_runner::owner::OwnerLock;
 use gantry_runner::{RunOptions, RunRequest, Runner};
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,40 +55,15 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
     let revision = repo.resolve(&args.rev)?;
     let root = repo.root()?;
     let subdir = project_subdir(&root, &repo_path);
-    let prefix = subdir
-        .as_ref()
-        .map(|s| format!("{}/", s.display()))
-        .unwrap_or_default();
 
-    let (file_name, source) = PIPELINE_FILE_NAMES
-        .iter()
-        .map(|name| format!("{prefix}{name}"))
-        .find_map(|name| match repo.read_file(&revision.commit, &name) {
-            Ok(Some(bytes)) => Some(Ok((name, bytes))),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .transpose()?
-        .ok_or_else(|| {
-            anyhow!(
-                "commit {} has no pipeline file: add {} at the repository root",
-                short(&revision.commit),
-                PIPELINE_FILE_NAMES.join(" or ")
-            )
-        })?;
-    let source = String::from_utf8(source).map_err(|_| {
-        anyhow!(
-            "{file_name} at {} is not UTF-8 text",
-            short(&revision.commit)
-        )
-    })?;
-    let checked = match parse_pipeline(&file_name, &source) {
-        Ok(c) => c,
-        Err(diags) => {
+    let (file_name, checked) = match load_pipeline(&repo, &revision.commit, subdir.as_deref()) {
+        Ok(found) => found,
+        Err(LoadError::Invalid(diags)) => {
             eprint!("{diags}");
             eprintln!("(pipeline file at commit {})", short(&revision.commit));
             return Err(CliError::silent(1));
         }
+        Err(e) => return Err(CliError::from(anyhow!(e.message()))),
     };
     if !checked.warnings.items.is_empty() && !args.json {
         eprint!("{}", checked.warnings);
@@ -99,7 +73,8 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
         .name
         .clone()
         .unwrap_or_else(|| project_name(&root.join(subdir.clone().unwrap_or_default())));
-    let secrets = load_secrets(args.secrets_file.as_deref(), &pipeline.secret_names())?;
+    let secrets =
+        crate::secrets::load_secrets(args.secrets_file.as_deref(), &pipeline.secret_names())?;
 
     let ctx = Context::open(data_dir_for(data_dir, &root)).await?;
     let owner = OwnerLock::acquire(&ctx.lock_dir())?;
@@ -173,10 +148,6 @@ fn project_subdir(root: &Path, path: &Path) -> Option<PathBuf> {
     (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
 }
 
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(10)]
-}
-
 /// The project's name from the repository directory (`hello` for `/src/hello` or `hello.git`).
 fn project_name(root: &Path) -> String {
     let name = root
@@ -186,41 +157,4 @@ fn project_name(root: &Path) -> String {
     name.strip_suffix(".git")
         .map(str::to_string)
         .unwrap_or(name)
-}
-
-/// Values of the secrets the pipeline asks for: from the secrets file first, then gantry's
-/// environment. A secret found in neither is left out; the job that needs it fails saying so.
-fn load_secrets(
-    file: Option<&Path>,
-    names: &[String],
-) -> anyhow::Result<HashMap<String, SecretValue>> {
-    let mut from_file: HashMap<String, String> = HashMap::new();
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the secrets file {}", path.display()))?;
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            let Some((k, v)) = line.split_once('=') else {
-                anyhow::bail!("{}:{}: expected NAME=value", path.display(), i + 1);
-            };
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|s| s.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
-                .unwrap_or(v);
-            from_file.insert(k.trim().to_string(), v.replace("\\n", "\n"));
-        }
-    }
-    let mut out = HashMap::new();
-    for name in names {
-        if let Some(v) = from_file.remove(name).or_else(|| std::env::var(name).ok()) {
-            out.insert(name.clone(), SecretValue::new(v));
-        }
-    }
-    Ok(out)
 }

@@ -1,10 +1,12 @@
-//! `gantry runs`, `gantry show RUN`, `gantry logs RUN [JOB]`: read the state of past and current runs.
+//! `gantry runs`, `gantry show [RUN]`, `gantry logs RUN [JOB] [-f]`: the state of past and
+//! current runs, read from the local database or, with `--server`, from a gantry server.
 
 use super::{CliError, CliResult};
+use crate::client::Client;
 use crate::context::{Context, data_dir_for};
 use crate::render::summary;
-use anyhow::anyhow;
-use gantry_engine::ports::{RunFilter, StateStore};
+use anyhow::{Result, anyhow};
+use gantry_engine::ports::{LogRecord, RunDetail, RunFilter, RunRecord, StateStore};
 use gantry_model::RunStatus;
 use gantry_model::duration::format_duration;
 use std::path::PathBuf;
@@ -42,18 +44,95 @@ pub struct LogsArgs {
     pub run: i64,
     /// Only this job
     pub job: Option<String>,
+    /// Keep printing lines as they come until the run finishes
+    #[arg(long, short = 'f')]
+    pub follow: bool,
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,
 }
 
-async fn open(data_dir: Option<PathBuf>) -> anyhow::Result<Context> {
-    let cwd = std::env::current_dir()?;
-    Context::open(data_dir_for(data_dir, &cwd)).await
+/// Where run state is read from.
+enum Source {
+    Local(Context),
+    Remote(Client),
 }
 
-pub async fn runs(args: RunsArgs, data_dir: Option<PathBuf>) -> CliResult {
-    let ctx = open(data_dir).await?;
+impl Source {
+    async fn open(server: Option<String>, data_dir: Option<PathBuf>) -> Result<Self> {
+        let cwd = std::env::current_dir()?;
+        let data = data_dir_for(data_dir, &cwd);
+        Ok(match server {
+            Some(url) => Source::Remote(Client::resolve(Some(&url), &data)?),
+            None => Source::Local(Context::open(data).await?),
+        })
+    }
+
+    async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRecord>> {
+        match self {
+            Source::Local(ctx) => ctx.state.list_runs(f).await,
+            Source::Remote(c) => {
+                let mut q = vec![format!("limit={}", f.limit)];
+                for (k, v) in [("project", &f.project), ("branch", &f.branch)] {
+                    if let Some(v) = v {
+                        q.push(format!("{k}={}", urlencode(v)));
+                    }
+                }
+                if let Some(s) = f.status {
+                    q.push(format!("status={s}"));
+                }
+                if let Some(b) = f.before {
+                    q.push(format!("before={b}"));
+                }
+                let v = c.get(&format!("/api/runs?{}", q.join("&"))).await?;
+                Ok(serde_json::from_value(v["runs"].clone())?)
+            }
+        }
+    }
+
+    async fn run_detail(&self, id: i64) -> Result<Option<RunDetail>> {
+        match self {
+            Source::Local(ctx) => ctx.state.run_detail(id).await,
+            Source::Remote(c) => match c.get(&format!("/api/runs/{id}")).await {
+                Ok(v) => Ok(Some(serde_json::from_value(v)?)),
+                Err(e) if e.to_string().contains("404") => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    async fn logs(&self, run: i64, job: Option<&str>, after: i64) -> Result<Vec<LogRecord>> {
+        match self {
+            Source::Local(ctx) => ctx.state.logs(run, job, after, 5000).await,
+            Source::Remote(c) => {
+                let job = job
+                    .map(|j| format!("&job={}", urlencode(j)))
+                    .unwrap_or_default();
+                let v = c
+                    .get(&format!(
+                        "/api/runs/{run}/logs?after={after}&limit=5000{job}"
+                    ))
+                    .await?;
+                Ok(serde_json::from_value(v["lines"].clone())?)
+            }
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub async fn runs(args: RunsArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
+    let src = Source::open(server, data_dir).await?;
     let filter = RunFilter {
         project: args.project,
         branch: args.branch,
@@ -61,7 +140,7 @@ pub async fn runs(args: RunsArgs, data_dir: Option<PathBuf>) -> CliResult {
         before: args.before,
         limit: args.limit,
     };
-    let runs = ctx.state.list_runs(&filter).await?;
+    let runs = src.list_runs(&filter).await?;
     if args.json {
         println!(
             "{}",
@@ -80,7 +159,8 @@ pub async fn runs(args: RunsArgs, data_dir: Option<PathBuf>) -> CliResult {
     for r in runs {
         let time = match (r.started_at, r.finished_at) {
             (Some(s), Some(e)) => format_duration(Duration::from_millis((e - s).max(0) as u64)),
-            _ => "…".into(),
+            (Some(_), None) => "…".into(),
+            _ => "-".into(),
         };
         let started = chrono::DateTime::from_timestamp_millis(r.created_at)
             .map(|t| {
@@ -102,12 +182,11 @@ pub async fn runs(args: RunsArgs, data_dir: Option<PathBuf>) -> CliResult {
     Ok(())
 }
 
-pub async fn show(args: ShowArgs, data_dir: Option<PathBuf>) -> CliResult {
-    let ctx = open(data_dir).await?;
+pub async fn show(args: ShowArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
+    let src = Source::open(server, data_dir).await?;
     let id = match args.run {
         Some(id) => id,
-        None => ctx
-            .state
+        None => src
             .list_runs(&RunFilter {
                 limit: 1,
                 ..Default::default()
@@ -117,8 +196,7 @@ pub async fn show(args: ShowArgs, data_dir: Option<PathBuf>) -> CliResult {
             .map(|r| r.id)
             .ok_or_else(|| anyhow!("no runs yet"))?,
     };
-    let detail = ctx
-        .state
+    let detail = src
         .run_detail(id)
         .await?
         .ok_or_else(|| anyhow!("no run {id}"))?;
@@ -133,43 +211,88 @@ pub async fn show(args: ShowArgs, data_dir: Option<PathBuf>) -> CliResult {
     Ok(())
 }
 
-pub async fn logs(args: LogsArgs, data_dir: Option<PathBuf>) -> CliResult {
-    let ctx = open(data_dir).await?;
-    let detail = ctx
-        .state
+fn print_line(l: &LogRecord, json: bool, several: bool) {
+    if json {
+        if let Ok(s) = serde_json::to_string(l) {
+            println!("{s}");
+        }
+    } else if several {
+        println!("{} | {}", l.job, l.text);
+    } else {
+        println!("{}", l.text);
+    }
+}
+
+pub async fn logs(args: LogsArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
+    let src = Source::open(server, data_dir).await?;
+    let detail = src
         .run_detail(args.run)
         .await?
         .ok_or_else(|| anyhow!("no run {}", args.run))?;
     if let Some(job) = &args.job
         && !detail.jobs.iter().any(|j| &j.name == job)
+        && detail.run.status.is_finished()
     {
-        {
-            let names: Vec<&str> = detail.jobs.iter().map(|j| j.name.as_str()).collect();
-            return Err(CliError::from(anyhow!(
-                "run {} has no job `{job}`; its jobs: {}",
-                args.run,
-                names.join(", ")
-            )));
-        }
+        let names: Vec<&str> = detail.jobs.iter().map(|j| j.name.as_str()).collect();
+        return Err(CliError::from(anyhow!(
+            "run {} has no job `{job}`; its jobs: {}",
+            args.run,
+            names.join(", ")
+        )));
+    }
+    let several = args.job.is_none();
+    if let (true, Source::Remote(c)) = (args.follow, &src) {
+        // Live: server-sent events, resumed by the client if the connection drops.
+        let job = args
+            .job
+            .as_deref()
+            .map(|j| format!("?job={}", urlencode(j)))
+            .unwrap_or_default();
+        let mut failed = None;
+        c.follow(
+            &format!("/api/runs/{}/logs/stream{job}", args.run),
+            |event, data| {
+                if event == "log" {
+                    if let Ok(l) = serde_json::from_str::<LogRecord>(data) {
+                        print_line(&l, args.json, several);
+                    }
+                } else if event == "end" {
+                    failed = serde_json::from_str::<serde_json::Value>(data)
+                        .ok()
+                        .and_then(|v| v["status"].as_str().map(str::to_string));
+                }
+                true
+            },
+        )
+        .await?;
+        return match failed.as_deref() {
+            Some("succeeded") | None => Ok(()),
+            Some(_) => Err(CliError::silent(1)),
+        };
     }
     let mut after = 0;
-    let several = args.job.is_none();
     loop {
-        let page = ctx
-            .state
-            .logs(args.run, args.job.as_deref(), after, 5000)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
+        let page = src.logs(args.run, args.job.as_deref(), after).await?;
         for l in &page {
-            if args.json {
-                println!("{}", serde_json::to_string(l).map_err(anyhow::Error::from)?);
-            } else if several {
-                println!("{} | {}", l.job, l.text);
-            } else {
-                println!("{}", l.text);
-            }
+            print_line(l, args.json, several);
         }
+        if let Some(last) = page.last() {
+            after = last.id;
+            continue;
+        }
+        if !args.follow {
+            break;
+        }
+        // Local follow: poll until the run has finished and every line was printed.
+        let status = src.run_detail(args.run).await?.map(|d| d.run.status);
+        if status.is_none_or(|s| s.is_finished()) {
+            let rest = src.logs(args.run, args.job.as_deref(), after).await?;
+            for l in &rest {
+                print_line(l, args.json, several);
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
 }

@@ -8,6 +8,8 @@
 //! - `secrets`: masking, checked against everything gantry persisted.
 //! - `artifacts`: content-addressed storage, dedupe, escaping paths.
 //! - `crash`: kill -9 and Ctrl-C in the middle of a run.
+//! - `server`: `gantry serve`: polling, webhooks, API, tokens, SSE, shutdown, kill -9.
+//! - `server_support`: a real server on 127.0.0.1 and a plain HTTP client.
 //! - `tidy`: module docs and dependency direction of the workspace.
 
 #![allow(clippy::disallowed_methods)] // Tests start the binary and helper processes.
@@ -17,5 +19,7 @@ mod check;
 mod crash;
 mod pipeline;
 mod secrets;
+mod server;
+mod server_support;
 mod support;
 mod tidy;

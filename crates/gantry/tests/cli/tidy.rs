@@ -43,9 +43,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "gantry-runner",
         &["gantry-model", "gantry-engine", "gantry-git"],
     ),
+    ("gantry-api", &["gantry-model", "gantry-engine"]),
     (
         "gantry",
         &[
+            "gantry-api",
             "gantry-model",
             "gantry-config",
             "gantry-engine",

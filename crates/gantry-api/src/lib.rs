@@ -1,0 +1,36 @@
+//! The HTTP face of gantry, and the only crate that knows HTTP and JSON: the REST API under
+//! `/api/`, push webhooks under `/hooks/`, live logs as server-sent events, token auth with
+//! roles, `/healthz`, Prometheus `/metrics`, and the OpenAPI document of it all.
+//!
+//! Codemap:
+//! - [`routes`]: the route table — every route with its method, role and summary; the router
+//!   and the OpenAPI document are both built from it.
+//! - `handlers`: the API's handlers (projects, runs, logs, SSE, cancel, re-run, trigger, tokens).
+//! - `hooks`: webhook signatures (GitHub, GitLab, Gitea/Forgejo) and push payloads.
+//! - [`auth`]: tokens (hashing, generation) and the role check.
+//! - [`error`]: `ApiError`, the one place errors become HTTP responses.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`state`]: what handlers share, and the `Control` port the server implements.
+
+pub mod auth;
+pub mod error;
+mod handlers;
+mod hooks;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+
+pub use error::ApiError;
+pub use routes::{ROUTE_TABLE, RouteInfo, router};
+pub use state::{AppState, Control, TriggerOutcome, TriggerRequest, TriggerSource};
+
+/// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

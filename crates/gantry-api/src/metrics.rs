@@ -1,0 +1,111 @@
+//! Prometheus metrics at `/metrics`: runs by status and queue depth (read from the state store at
+//! scrape time, so they are right after a restart), run and step durations and webhook deliveries
+//! by result (counted by this process).
+
+use gantry_engine::ports::StateStore;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub webhook_deliveries: Family<ResultLabel, Counter>,
+    pub run_seconds: Family<StatusLabel, Histogram>,
+    pub step_seconds: Histogram,
+    runs: Family<StatusLabel, Gauge>,
+    queue_depth: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gantry");
+        let webhook_deliveries = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by result",
+            webhook_deliveries.clone(),
+        );
+        let run_seconds = Family::<StatusLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.1, 2.0, 16))
+        });
+        registry.register(
+            "run_duration_seconds",
+            "Duration of finished runs by status",
+            run_seconds.clone(),
+        );
+        let step_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 18));
+        registry.register(
+            "step_duration_seconds",
+            "Duration of finished steps",
+            step_seconds.clone(),
+        );
+        let runs = Family::<StatusLabel, Gauge>::default();
+        registry.register("runs", "Runs in the state store by status", runs.clone());
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Runs waiting in the queue",
+            queue_depth.clone(),
+        );
+        Self {
+            registry,
+            webhook_deliveries,
+            run_seconds,
+            step_seconds,
+            runs,
+            queue_depth,
+        }
+    }
+
+    pub fn webhook(&self, result: &str) {
+        self.webhook_deliveries
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the store-backed gauges refreshed.
+    pub async fn render(&self, store: &dyn StateStore) -> anyhow::Result<String> {
+        let counts = store.count_runs_by_status().await?;
+        let mut queued = 0;
+        for status in gantry_model::RunStatus::ALL {
+            let n = counts
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            if *status == gantry_model::RunStatus::Queued {
+                queued = n;
+            }
+            self.runs
+                .get_or_create(&StatusLabel {
+                    status: status.as_str().to_string(),
+                })
+                .set(n);
+        }
+        self.queue_depth.set(queued);
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

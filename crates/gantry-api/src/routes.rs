@@ -1,0 +1,227 @@
+//! Every route of the server, in one table: method, path, who may call it, and what it does. The
+//! router and the OpenAPI document are both built from this table, so they cannot disagree, and
+//! a test walks it to check every mutating route refuses a missing or too weak token.
+
+use crate::auth;
+use crate::handlers;
+use crate::hooks;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{MethodRouter, get, post};
+use gantry_model::Role;
+use serde_json::{Value, json};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Authenticated by the webhook's signature, not a token.
+    Signature,
+    Token(Role),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RouteInfo {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+) -> RouteInfo {
+    RouteInfo {
+        method,
+        path,
+        access,
+        summary,
+    }
+}
+
+use Access::{Public, Signature, Token};
+
+pub const ROUTE_TABLE: &[RouteInfo] = &[
+    route(
+        "GET",
+        "/healthz",
+        Public,
+        "Liveness: answers ok while the server runs",
+    ),
+    route("GET", "/metrics", Public, "Prometheus metrics"),
+    route(
+        "GET",
+        "/api/openapi.json",
+        Public,
+        "This API's OpenAPI document",
+    ),
+    route(
+        "POST",
+        "/hooks/{project}",
+        Signature,
+        "Push webhook (GitHub, GitLab, Gitea/Forgejo, or plain {ref, after})",
+    ),
+    route("GET", "/api/projects", Token(Role::Viewer), "List projects"),
+    route(
+        "POST",
+        "/api/projects/{project}/trigger",
+        Token(Role::Deployer),
+        "Queue a run of a branch or revision",
+    ),
+    route(
+        "GET",
+        "/api/runs",
+        Token(Role::Viewer),
+        "List runs, newest first (filters: project, branch, status; paged by before)",
+    ),
+    route(
+        "GET",
+        "/api/runs/{id}",
+        Token(Role::Viewer),
+        "A run with its stages, jobs, steps and artifacts",
+    ),
+    route(
+        "GET",
+        "/api/runs/{id}/logs",
+        Token(Role::Viewer),
+        "Log lines of a run (optionally one job), after a cursor",
+    ),
+    route(
+        "GET",
+        "/api/runs/{id}/logs/stream",
+        Token(Role::Viewer),
+        "Live log lines as server-sent events; resumable with Last-Event-ID",
+    ),
+    route(
+        "GET",
+        "/api/runs/{id}/artifacts",
+        Token(Role::Viewer),
+        "Artifacts of a run",
+    ),
+    route(
+        "POST",
+        "/api/runs/{id}/cancel",
+        Token(Role::Deployer),
+        "Cancel a queued or running run",
+    ),
+    route(
+        "POST",
+        "/api/runs/{id}/rerun",
+        Token(Role::Deployer),
+        "Queue a new run of the same commit",
+    ),
+    route(
+        "POST",
+        "/api/tokens",
+        Token(Role::Admin),
+        "Create an API token (shown once)",
+    ),
+];
+
+fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
+    match (info.method, info.path) {
+        ("GET", "/healthz") => get(handlers::healthz),
+        ("GET", "/metrics") => get(handlers::metrics),
+        ("GET", "/api/openapi.json") => get(handlers::openapi),
+        ("POST", "/hooks/{project}") => post(hooks::receive),
+        ("GET", "/api/projects") => get(handlers::projects),
+        ("POST", "/api/projects/{project}/trigger") => post(handlers::trigger),
+        ("GET", "/api/runs") => get(handlers::runs),
+        ("GET", "/api/runs/{id}") => get(handlers::run),
+        ("GET", "/api/runs/{id}/logs") => get(handlers::logs),
+        ("GET", "/api/runs/{id}/logs/stream") => get(handlers::logs_stream),
+        ("GET", "/api/runs/{id}/artifacts") => get(handlers::artifacts),
+        ("POST", "/api/runs/{id}/cancel") => post(handlers::cancel),
+        ("POST", "/api/runs/{id}/rerun") => post(handlers::rerun),
+        ("POST", "/api/tokens") => post(handlers::create_token),
+        (m, p) => panic!("route {m} {p} is in the table but has no handler"),
+    }
+}
+
+/// The server's router, built from [`ROUTE_TABLE`].
+pub fn router(state: AppState) -> Router {
+    let mut app: Router<AppState> = Router::new();
+    for info in ROUTE_TABLE {
+        let mut method_router = handler(info);
+        match info.access {
+            Token(role) => {
+                method_router = method_router
+                    .route_layer(from_fn_with_state((state.clone(), role), auth::require))
+            }
+            Signature => {
+                method_router = method_router.layer(DefaultBodyLimit::max(state.max_body_bytes))
+            }
+            Public => {}
+        }
+        app = app.route(info.path, method_router);
+    }
+    let fallback_state = state.clone();
+    app.fallback(|| async { crate::ApiError::not_found("no such route; see /api/openapi.json") })
+        .with_state(fallback_state)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+}
+
+/// The OpenAPI 3.1 document of [`ROUTE_TABLE`].
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for info in ROUTE_TABLE {
+        let params: Vec<Value> = info
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": if name == "id" { "integer" } else { "string" } } }))
+            .collect();
+        let security = match info.access {
+            Token(_) => json!([{ "bearer": [] }]),
+            _ => json!([]),
+        };
+        let role = match info.access {
+            Token(r) => format!(" Needs the `{r}` role."),
+            Signature => " Authenticated by the webhook signature.".to_string(),
+            Public => String::new(),
+        };
+        let mut responses = serde_json::Map::new();
+        responses.insert("200".into(), json!({ "description": "OK" }));
+        if let Token(_) = info.access {
+            responses.insert(
+                "401".into(),
+                json!({ "$ref": "#/components/responses/Error" }),
+            );
+            responses.insert(
+                "403".into(),
+                json!({ "$ref": "#/components/responses/Error" }),
+            );
+        }
+        let op = json!({
+            "summary": info.summary,
+            "description": format!("{}.{role}", info.summary),
+            "parameters": params,
+            "security": security,
+            "responses": responses,
+        });
+        let entry = paths
+            .entry(info.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[info.method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "gantry", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "responses": { "Error": {
+                "description": "An error",
+                "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "error": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } }
+                } } }
+            } }
+        }
+    })
+}

@@ -1,0 +1,58 @@
+//! What every handler shares, and `Control`: the operations the server carries out for the API
+//! (queueing, cancelling, re-running runs). The API only decides who may ask; the server decides
+//! how it is done.
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use gantry_engine::ports::StateStore;
+use gantry_model::SecretValue;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn StateStore>,
+    pub control: Arc<dyn Control>,
+    pub metrics: Arc<Metrics>,
+    /// Webhook bodies larger than this get 413.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerSource {
+    /// A push webhook: deduplicated by project, branch and commit.
+    Webhook,
+    /// `gantry trigger` or the API: always a new run.
+    Manual,
+}
+
+#[derive(Debug, Clone)]
+pub struct TriggerRequest {
+    pub project: String,
+    pub branch: Option<String>,
+    /// A commit (webhooks) or any revision (manual); `None`: the branch's head.
+    pub rev: Option<String>,
+    pub source: TriggerSource,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TriggerOutcome {
+    /// The queued run, or `None` when nothing was queued.
+    pub run: Option<i64>,
+    pub commit: String,
+    pub branch: String,
+    /// Why nothing was queued (a run for this commit exists, branch not watched, ...).
+    pub reason: Option<String>,
+}
+
+#[async_trait]
+pub trait Control: Send + Sync {
+    async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ApiError>;
+    /// Cancels a queued or running run.
+    async fn cancel(&self, run: i64) -> Result<(), ApiError>;
+    /// Queues a new run of the same project, branch and commit; returns its id.
+    async fn rerun(&self, run: i64) -> Result<i64, ApiError>;
+    /// The webhook secret of a project: `Err(not_found)` for an unknown project, `Ok(None)` when
+    /// the project takes no webhooks.
+    fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ApiError>;
+}

@@ -1,0 +1,531 @@
+//! The server's configuration file (`gantry.toml`): read with positions, checked with every error
+//! reported at once (line, column, field, suggestion), the same way as the pipeline file.
+
+use crate::diagnostic::{Diagnostic, Diagnostics, Severity, suggest};
+use crate::yaml::Pos;
+use gantry_model::duration::parse_duration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub const TOP_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "projects",
+    "runner",
+    "queue",
+    "webhooks",
+    "shutdown_grace",
+    "secrets_file",
+];
+pub const PROJECT_KEYS: &[&str] = &["name", "repo", "branches", "poll", "webhook_secret_env"];
+pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace"];
+pub const QUEUE_KEYS: &[&str] = &["supersede"];
+pub const WEBHOOK_KEYS: &[&str] = &["max_body_bytes"];
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// As written (relative paths are relative to the config file's directory).
+    pub data_dir: Option<PathBuf>,
+    pub projects: Vec<ProjectConfig>,
+    /// Runs executed at once.
+    pub concurrency: usize,
+    pub kill_grace: Duration,
+    /// A newer commit on a branch cancels that branch's older queued runs.
+    pub supersede: bool,
+    pub max_body_bytes: usize,
+    /// On SIGTERM: how long running steps may finish before they are cancelled.
+    pub shutdown_grace: Duration,
+    pub secrets_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectConfig {
+    pub name: String,
+    /// A local path, `file://` or `https://` URL.
+    pub repo: String,
+    /// Patterns (`*` wildcard); empty means the repository's default branch.
+    pub branches: Vec<String>,
+    /// Zero: webhooks only.
+    pub poll: Duration,
+    pub webhook_secret_env: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            data_dir: None,
+            projects: Vec::new(),
+            concurrency: 2,
+            kill_grace: Duration::from_secs(10),
+            supersede: true,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            secrets_file: None,
+        }
+    }
+}
+
+struct Checker<'s> {
+    source: &'s str,
+    diags: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn pos(&self, offset: usize) -> Pos {
+        let before = &self.source[..offset.min(self.source.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Pos { line, col }
+    }
+
+    fn error(
+        &mut self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        message: String,
+        help: Option<String>,
+    ) {
+        let pos = self.pos(span.start);
+        let width = self
+            .source
+            .get(span.clone())
+            .map_or(1, |t| t.lines().next().unwrap_or("").chars().count().max(1));
+        self.diags.push(Diagnostic {
+            severity: Severity::Error,
+            pos,
+            width,
+            field: field.to_string(),
+            message,
+            help,
+        });
+    }
+
+    fn table<'a, 'i>(
+        &mut self,
+        table: &'a DeTable<'i>,
+        path: &str,
+        what: &str,
+        known: &[&str],
+    ) -> Vec<(&'a str, &'a Spanned<DeValue<'i>>)> {
+        let mut out = Vec::new();
+        for (key, value) in table {
+            let name: &str = key.get_ref();
+            let field = if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            };
+            if known.contains(&name) {
+                out.push((name, value));
+            } else {
+                let help = match suggest(name, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("known keys: {}", known.join(", ")),
+                };
+                self.error(
+                    key.span(),
+                    &field,
+                    format!("unknown key `{name}` in {what}"),
+                    Some(help),
+                );
+            }
+        }
+        out
+    }
+
+    fn string(&mut self, v: &Spanned<DeValue<'_>>, field: &str) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            other => {
+                self.error(
+                    v.span(),
+                    field,
+                    format!("expected a string, found {}", kind(other)),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &Spanned<DeValue<'_>>, field: &str) -> Option<Duration> {
+        let text = self.string(v, field)?;
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    v.span(),
+                    field,
+                    format!("invalid duration: {e}"),
+                    Some("examples: \"0s\", \"30s\", \"10m\"".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, v: &Spanned<DeValue<'_>>, field: &str, min: i64, max: i64) -> Option<i64> {
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => {
+                i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+            }
+            _ => None,
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    v.span(),
+                    field,
+                    format!("expected a whole number from {min} to {max}"),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, v: &Spanned<DeValue<'_>>, field: &str) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.error(
+                    v.span(),
+                    field,
+                    format!("expected true or false, found {}", kind(other)),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn sub<'a, 'i>(&mut self, v: &'a Spanned<DeValue<'i>>, field: &str) -> Option<&'a DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.error(
+                    v.span(),
+                    field,
+                    format!("expected a table, found {}", kind(other)),
+                    Some(format!("write it as `[{field}]`")),
+                );
+                None
+            }
+        }
+    }
+
+    fn project(&mut self, v: &Spanned<DeValue<'_>>, index: usize) -> Option<ProjectConfig> {
+        let path = format!("projects[{index}]");
+        let t = self.sub(v, &path)?;
+        let mut name = None;
+        let mut repo = None;
+        let mut branches = Vec::new();
+        let mut poll = Duration::from_secs(60);
+        let mut secret_env = None;
+        let mut ok = true;
+        for (key, value) in self.table(t, &path, "a project", PROJECT_KEYS) {
+            let field = format!("{path}.{key}");
+            match key {
+                "name" => match self.string(value, &field) {
+                    Some(n)
+                        if !n.is_empty()
+                            && n.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                    {
+                        name = Some(n)
+                    }
+                    Some(n) => {
+                        self.error(
+                            value.span(),
+                            &field,
+                            format!("`{n}` is not a valid project name"),
+                            Some(
+                                "use letters, digits, `-`, `_` and `.`; it appears in URLs".into(),
+                            ),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "repo" => match self.string(value, &field) {
+                    Some(r) if !r.trim().is_empty() => repo = Some(r),
+                    Some(_) => {
+                        self.error(value.span(), &field, "the repository is empty".into(), None);
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "branches" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            match self.string(item, &format!("{field}[{i}]")) {
+                                Some(b) => branches.push(b),
+                                None => ok = false,
+                            }
+                        }
+                    }
+                    other => {
+                        self.error(
+                            value.span(),
+                            &field,
+                            format!("expected a list of branch names, found {}", kind(other)),
+                            Some("for example branches = [\"main\", \"release/*\"]".into()),
+                        );
+                        ok = false;
+                    }
+                },
+                "poll" => match self.duration(value, &field) {
+                    Some(d) => poll = d,
+                    None => ok = false,
+                },
+                "webhook_secret_env" => match self.string(value, &field) {
+                    Some(e)
+                        if !e.is_empty()
+                            && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                    {
+                        secret_env = Some(e)
+                    }
+                    Some(e) => {
+                        self.error(
+                            value.span(),
+                            &field,
+                            format!("`{e}` is not an environment variable name"),
+                            None,
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                _ => {}
+            }
+        }
+        let span = v.span();
+        if name.is_none() && !t.keys().any(|k| k.get_ref() == "name") {
+            self.error(span.clone(), &path, "a project needs a `name`".into(), None);
+        }
+        if repo.is_none() && !t.keys().any(|k| k.get_ref() == "repo") {
+            self.error(
+                span,
+                &path,
+                "a project needs a `repo` (a path, file:// or https:// URL)".into(),
+                None,
+            );
+        }
+        if !ok {
+            return None;
+        }
+        Some(ProjectConfig {
+            name: name?,
+            repo: repo?,
+            branches,
+            poll,
+            webhook_secret_env: secret_env,
+        })
+    }
+}
+
+fn kind(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "a list",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// Parses and checks a server configuration file. `file` names it in messages.
+pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Diagnostics> {
+    let mut c = Checker {
+        source,
+        diags: Vec::new(),
+    };
+    let mut cfg = ServerConfig::default();
+    let diags = |c: Checker<'_>| Diagnostics {
+        file: file.to_string(),
+        source: source.to_string(),
+        items: c.diags,
+    };
+    let root = match DeTable::parse(source) {
+        Ok(t) => t,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..1);
+            c.error(
+                span,
+                "",
+                format!("invalid TOML: {}", e.message().trim()),
+                None,
+            );
+            return Err(diags(c));
+        }
+    };
+    let root_ref = root.get_ref();
+    for (key, value) in c.table(root_ref, "", "the server configuration", TOP_KEYS) {
+        match key {
+            "listen" => {
+                if let Some(text) = c.string(value, key) {
+                    match text.parse::<SocketAddr>() {
+                        Ok(a) => cfg.listen = a,
+                        Err(_) => c.error(
+                            value.span(),
+                            key,
+                            format!("`{text}` is not an address"),
+                            Some("write host:port, e.g. \"127.0.0.1:8080\"".into()),
+                        ),
+                    }
+                }
+            }
+            "data_dir" => cfg.data_dir = c.string(value, key).map(PathBuf::from),
+            "secrets_file" => cfg.secrets_file = c.string(value, key).map(PathBuf::from),
+            "shutdown_grace" => {
+                if let Some(d) = c.duration(value, key) {
+                    cfg.shutdown_grace = d;
+                }
+            }
+            "projects" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(p) = c.project(item, i) {
+                            if cfg.projects.iter().any(|q| q.name == p.name) {
+                                c.error(
+                                    item.span(),
+                                    &format!("projects[{i}].name"),
+                                    format!("duplicate project name `{}`", p.name),
+                                    None,
+                                );
+                            } else {
+                                cfg.projects.push(p);
+                            }
+                        }
+                    }
+                }
+                other => c.error(
+                    value.span(),
+                    key,
+                    format!("expected [[projects]] tables, found {}", kind(other)),
+                    None,
+                ),
+            },
+            "runner" => {
+                if let Some(t) = c.sub(value, key) {
+                    for (k, v) in c.table(t, key, "[runner]", RUNNER_KEYS) {
+                        let field = format!("runner.{k}");
+                        match k {
+                            "concurrency" => {
+                                if let Some(n) = c.int(v, &field, 1, 256) {
+                                    cfg.concurrency = n as usize;
+                                }
+                            }
+                            "kill_grace" => {
+                                if let Some(d) = c.duration(v, &field) {
+                                    cfg.kill_grace = d;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            "queue" => {
+                if let Some(t) = c.sub(value, key) {
+                    for (_, v) in c.table(t, key, "[queue]", QUEUE_KEYS) {
+                        if let Some(b) = c.bool(v, "queue.supersede") {
+                            cfg.supersede = b;
+                        }
+                    }
+                }
+            }
+            "webhooks" => {
+                if let Some(t) = c.sub(value, key) {
+                    for (_, v) in c.table(t, key, "[webhooks]", WEBHOOK_KEYS) {
+                        if let Some(n) = c.int(v, "webhooks.max_body_bytes", 1024, 64 * 1024 * 1024)
+                        {
+                            cfg.max_body_bytes = n as usize;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if c.diags.is_empty() {
+        Ok(cfg)
+    } else {
+        let mut d = diags(c);
+        d.items.sort_by_key(|d| (d.pos.line, d.pos.col));
+        Err(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let cfg = parse_server_config(
+            "gantry.toml",
+            r#"listen = "127.0.0.1:8080"          # default
+data_dir = ".gantry"               # default: GANTRY_HOME, else .gantry beside the config
+
+[[projects]]
+name = "hello"
+repo = "/srv/git/hello.git"        # local path, file:// or https:// URL
+branches = ["main", "release/*"]   # default: the repository's default branch
+poll = "60s"                       # default 60s; "0s" = webhooks only
+webhook_secret_env = "HELLO_WEBHOOK_SECRET"
+
+[runner]
+concurrency = 3
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.listen.port(), 8080);
+        assert_eq!(cfg.concurrency, 3);
+        assert_eq!(cfg.projects[0].branches, ["main", "release/*"]);
+        assert_eq!(cfg.projects[0].poll, Duration::from_secs(60));
+        assert_eq!(
+            cfg.projects[0].webhook_secret_env.as_deref(),
+            Some("HELLO_WEBHOOK_SECRET")
+        );
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        let err = parse_server_config(
+            "gantry.toml",
+            "listen = \"nowhere\"\nlistn = 1\n[[projects]]\nname = \"a b\"\nrepo = \"/x\"\npoll = \"10\"\n[[projects]]\nrepo = 3\n[runner]\nconcurency = 2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "gantry.toml:1:10: error: listen: `nowhere` is not an address",
+            "gantry.toml:2:1: error: listn: unknown key `listn`",
+            "did you mean `listen`?",
+            "gantry.toml:4:8: error: projects[0].name: `a b` is not a valid project name",
+            "gantry.toml:6:8: error: projects[0].poll: invalid duration",
+            "projects[1].repo: expected a string, found an integer",
+            "projects[1]: a project needs a `name`",
+            "runner.concurency: unknown key `concurency` in [runner]",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = parse_server_config("gantry.toml", "listen = \n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gantry.toml:1:"), "{err}");
+        assert!(err.contains("invalid TOML"), "{err}");
+    }
+}

@@ -1,0 +1,150 @@
+//! The CLI's HTTP client for a gantry server: which server (`--server`/`GANTRY_SERVER`, or the
+//! local one recorded in the data directory), which token (`GANTRY_TOKEN`, or the local admin
+//! token file), and JSON calls with the server's error messages passed through.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::Value;
+use std::path::Path;
+
+pub struct Client {
+    pub base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// The file where a running server records its URL, in its data directory.
+pub const SERVER_FILE: &str = "server.json";
+/// The admin token a server creates on first start (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+impl Client {
+    /// `explicit` (flag or env) if given, else the server recorded in `data_dir`.
+    pub fn resolve(explicit: Option<&str>, data_dir: &Path) -> Result<Self> {
+        let base = match explicit {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let path = data_dir.join(SERVER_FILE);
+                let text = std::fs::read_to_string(&path).map_err(|_| {
+                    anyhow!("no gantry server: start one with `gantry serve`, or point to one with --server URL (or GANTRY_SERVER)")
+                })?;
+                let v: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                v["url"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("{} has no url", path.display()))?
+                    .to_string()
+            }
+        };
+        let token = std::env::var("GANTRY_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
+                    .ok()
+                    .map(|t| t.trim().to_string())
+            });
+        let http = reqwest::Client::builder()
+            .build()
+            .context("creating the HTTP client")?;
+        Ok(Self { base, token, http })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the gantry server at {}: {e}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = body["error"]["message"].as_str().unwrap_or("no details");
+            bail!("the server answered {status}: {msg}");
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.send(self.request(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    /// Follows a server-sent event stream, calling `on_event(event, id, data)` for each event.
+    /// Reconnects (bounded) with `Last-Event-ID` when the connection drops; stops at `end`.
+    pub async fn follow(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(&str, &str) -> bool,
+    ) -> Result<()> {
+        use futures_util::StreamExt;
+        let mut last_id: Option<String> = None;
+        for _attempt in 0..20 {
+            let mut req = self.request(reqwest::Method::GET, path);
+            if let Some(id) = &last_id {
+                req = req.header("Last-Event-ID", id);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| anyhow!("cannot reach the gantry server at {}: {e}", self.base))?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                bail!(
+                    "the server answered {status}: {}",
+                    body["error"]["message"].as_str().unwrap_or("no details")
+                );
+            }
+            let mut stream = resp.bytes_stream();
+            let mut buf = String::new();
+            let (mut event, mut data, mut id) = (String::new(), String::new(), None::<String>);
+            while let Some(chunk) = stream.next().await {
+                let Ok(chunk) = chunk else { break };
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(nl) = buf.find('\n') {
+                    let line = buf[..nl].trim_end_matches('\r').to_string();
+                    buf.drain(..=nl);
+                    if line.is_empty() {
+                        if !data.is_empty() || !event.is_empty() {
+                            if let Some(i) = id.take() {
+                                last_id = Some(i);
+                            }
+                            let name = if event.is_empty() {
+                                "message"
+                            } else {
+                                event.as_str()
+                            };
+                            if !on_event(name, &data) || name == "end" {
+                                return Ok(());
+                            }
+                        }
+                        event.clear();
+                        data.clear();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        bail!("lost the connection to the server too many times")
+    }
+}

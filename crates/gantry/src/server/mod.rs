@@ -1,0 +1,319 @@
+//! `gantry serve`'s moving parts: the [`Server`] (which implements the API's `Control` port:
+//! queueing, cancelling and re-running runs), the queue workers (`worker.rs`) and the pollers
+//! (`poller.rs`). Runs wait in the state store's queue; nothing is kept only in memory except
+//! the cancel switches of the runs this process is running.
+
+mod poller;
+mod worker;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use gantry_api::{ApiError, Control, TriggerOutcome, TriggerRequest, TriggerSource};
+use gantry_config::server::{ProjectConfig, ServerConfig};
+use gantry_engine::ports::{QueuedRun, StateStore};
+use gantry_git::{Repo, branch_matches};
+use gantry_model::{RunStatus, SecretValue};
+use gantry_store::artifacts::LocalArtifactStore;
+use gantry_store::sqlite::SqliteStore;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, watch};
+
+pub use poller::spawn_pollers;
+pub use worker::spawn_workers;
+
+pub struct Server {
+    pub config: ServerConfig,
+    pub data_dir: PathBuf,
+    pub store: Arc<SqliteStore>,
+    pub artifacts: Arc<LocalArtifactStore>,
+    pub metrics: Arc<gantry_api::metrics::Metrics>,
+    /// The owner lock name runs claimed by this server carry.
+    pub owner: String,
+    /// Wakes idle workers when a run is queued.
+    pub queued: Notify,
+    /// Cancel switches of the runs this process is running.
+    pub running: Mutex<HashMap<i64, watch::Sender<bool>>>,
+    /// Set on shutdown: workers take no new runs.
+    pub draining: watch::Sender<bool>,
+    /// Serialises git operations per project (fetches into one mirror must not overlap).
+    mirror_locks: HashMap<String, tokio::sync::Mutex<()>>,
+}
+
+fn now() -> i64 {
+    gantry_store::now_millis()
+}
+
+impl Server {
+    pub fn new(
+        config: ServerConfig,
+        data_dir: PathBuf,
+        store: Arc<SqliteStore>,
+        artifacts: Arc<LocalArtifactStore>,
+        metrics: Arc<gantry_api::metrics::Metrics>,
+        owner: String,
+    ) -> Self {
+        let mirror_locks = config
+            .projects
+            .iter()
+            .map(|p| (p.name.clone(), tokio::sync::Mutex::new(())))
+            .collect();
+        Self {
+            config,
+            data_dir,
+            store,
+            artifacts,
+            metrics,
+            owner,
+            queued: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            draining: watch::channel(false).0,
+            mirror_locks,
+        }
+    }
+
+    pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
+        self.config.projects.iter().find(|p| p.name == name)
+    }
+
+    fn mirror_path(&self, project: &str) -> PathBuf {
+        self.data_dir.join("repos").join(format!("{project}.git"))
+    }
+
+    /// The project's mirror, fetched now (cloned first if new). Blocking git work runs off the
+    /// async threads; fetches of one project never overlap.
+    pub async fn fetch_mirror(&self, project: &ProjectConfig) -> Result<Repo> {
+        let _guard = match self.mirror_locks.get(&project.name) {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let (url, path) = (project.repo.clone(), self.mirror_path(&project.name));
+        tokio::task::spawn_blocking(move || {
+            let fresh = !path.join("HEAD").is_file();
+            let repo = Repo::mirror(&url, &path)?;
+            if !fresh {
+                repo.fetch()?;
+            }
+            Ok(repo)
+        })
+        .await?
+    }
+
+    /// The mirror as it is (no fetch); `None` before the first clone.
+    pub fn mirror(&self, project: &str) -> Option<Repo> {
+        let path = self.mirror_path(project);
+        path.join("HEAD")
+            .is_file()
+            .then(|| Repo::open(&path).ok())
+            .flatten()
+    }
+
+    /// Is `branch` one the project watches?
+    pub fn watches(
+        &self,
+        project: &ProjectConfig,
+        branch: &str,
+        default_branch: Option<&str>,
+    ) -> bool {
+        if project.branches.is_empty() {
+            return default_branch == Some(branch);
+        }
+        project.branches.iter().any(|p| branch_matches(p, branch))
+    }
+
+    /// Queues a run of `commit` on `branch`; returns the run id, or `None` when a run for this
+    /// project, branch and commit exists already (deduplicated by the store's constraint).
+    pub async fn enqueue(
+        &self,
+        project: &ProjectConfig,
+        branch: &str,
+        commit: &str,
+        trigger: &str,
+        dedupe: bool,
+    ) -> Result<Option<i64>> {
+        let key = dedupe.then(|| format!("{}/{branch}/{commit}", project.name));
+        let id = self
+            .store
+            .enqueue_run(QueuedRun {
+                project: project.name.clone(),
+                repo: project.repo.clone(),
+                commit: commit.to_string(),
+                branch: Some(branch.to_string()),
+                trigger: trigger.to_string(),
+                trigger_key: key,
+                created_at: now(),
+            })
+            .await?;
+        if let Some(id) = id {
+            tracing::info!(project = %project.name, branch, commit, run = id, trigger, "run queued");
+            if self.config.supersede {
+                let superseded = self
+                    .store
+                    .supersede_queued(&project.name, branch, id, now())
+                    .await?;
+                for old in superseded {
+                    tracing::info!(
+                        run = old,
+                        by = id,
+                        "queued run superseded by a newer commit"
+                    );
+                }
+            }
+            self.queued.notify_waiters();
+            self.queued.notify_one();
+        }
+        Ok(id)
+    }
+}
+
+#[async_trait]
+impl Control for Server {
+    async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ApiError> {
+        let project = self
+            .project(&request.project)
+            .ok_or_else(|| ApiError::not_found(format!("no project `{}`", request.project)))?
+            .clone();
+        match request.source {
+            TriggerSource::Webhook => {
+                let branch = request.branch.clone().unwrap_or_default();
+                let commit = request.rev.clone().unwrap_or_default();
+                let default = if project.branches.is_empty() {
+                    self.mirror(&project.name).and_then(|m| m.default_branch())
+                } else {
+                    None
+                };
+                if project.branches.is_empty() && default.is_none() {
+                    // No mirror yet to know the default branch: fetch one.
+                    let repo = self
+                        .fetch_mirror(&project)
+                        .await
+                        .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+                    let default = repo.default_branch();
+                    if !self.watches(&project, &branch, default.as_deref()) {
+                        return Ok(TriggerOutcome {
+                            run: None,
+                            commit,
+                            branch,
+                            reason: Some("branch not watched".into()),
+                        });
+                    }
+                } else if !self.watches(&project, &branch, default.as_deref()) {
+                    return Ok(TriggerOutcome {
+                        run: None,
+                        commit,
+                        branch,
+                        reason: Some("branch not watched".into()),
+                    });
+                }
+                let run = self
+                    .enqueue(&project, &branch, &commit, "webhook", true)
+                    .await?;
+                let reason = run
+                    .is_none()
+                    .then(|| "a run for this commit exists already".to_string());
+                Ok(TriggerOutcome {
+                    run,
+                    commit,
+                    branch,
+                    reason,
+                })
+            }
+            TriggerSource::Manual => {
+                let repo = self.fetch_mirror(&project).await.map_err(|e| {
+                    ApiError::unavailable(format!("fetching {}: {e:#}", project.repo))
+                })?;
+                let first_literal = project.branches.iter().find(|b| !b.contains('*')).cloned();
+                let branch = match (&request.branch, first_literal) {
+                    (Some(b), _) => b.clone(),
+                    (None, Some(b)) => b,
+                    (None, None) => repo.default_branch().ok_or_else(|| {
+                        ApiError::bad_request(
+                            "the repository has no default branch: name one with `branch`",
+                        )
+                    })?,
+                };
+                let rev = request.rev.clone().unwrap_or_else(|| branch.clone());
+                let resolved = tokio::task::spawn_blocking(move || repo.resolve(&rev))
+                    .await
+                    .map_err(anyhow::Error::from)?
+                    .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+                let run = self
+                    .enqueue(&project, &branch, &resolved.commit, "manual", false)
+                    .await?;
+                Ok(TriggerOutcome {
+                    run,
+                    commit: resolved.commit,
+                    branch,
+                    reason: None,
+                })
+            }
+        }
+    }
+
+    async fn cancel(&self, run: i64) -> Result<(), ApiError> {
+        let detail = self
+            .store
+            .run_detail(run)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no run {run}")))?;
+        match detail.run.status {
+            RunStatus::Queued => {
+                if self.store.cancel_queued(run, now()).await? {
+                    return Ok(());
+                }
+                // Claimed meanwhile: fall through to the running case.
+            }
+            RunStatus::Running => {}
+            other => {
+                return Err(ApiError::conflict(format!(
+                    "run {run} is {other}: only queued or running runs can be cancelled"
+                )));
+            }
+        }
+        let switch = self.running.lock().expect("running map").get(&run).cloned();
+        match switch {
+            Some(tx) => {
+                let _ = tx.send(true);
+                Ok(())
+            }
+            None => match self.store.run_detail(run).await?.map(|d| d.run.status) {
+                Some(s) if s.is_finished() => Ok(()),
+                _ => Err(ApiError::conflict(format!(
+                    "run {run} is being run by another process; cancel it there"
+                ))),
+            },
+        }
+    }
+
+    async fn rerun(&self, run: i64) -> Result<i64, ApiError> {
+        let detail = self
+            .store
+            .run_detail(run)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no run {run}")))?;
+        let r = detail.run;
+        let project = self
+            .project(&r.project)
+            .ok_or_else(|| {
+                ApiError::conflict(format!("project `{}` is not served here", r.project))
+            })?
+            .clone();
+        let branch = r.branch.clone().unwrap_or_default();
+        let id = self
+            .enqueue(&project, &branch, &r.commit, "rerun", false)
+            .await?;
+        id.ok_or_else(|| ApiError::from(anyhow::anyhow!("the re-run was not queued")))
+    }
+
+    fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ApiError> {
+        let p = self
+            .project(project)
+            .ok_or_else(|| ApiError::not_found(format!("no project `{project}`")))?;
+        Ok(p.webhook_secret_env
+            .as_ref()
+            .and_then(|name| std::env::var(name).ok())
+            .filter(|v| !v.is_empty())
+            .map(SecretValue::new))
+    }
+}

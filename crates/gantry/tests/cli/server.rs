@@ -1,0 +1,493 @@
+//! `gantry serve` end to end: polling and webhooks start exactly one run per commit, the API
+//! with its tokens and roles, live logs over SSE, shutdown and kill -9.
+
+use crate::server_support::{Served, bare_repo, push, request, sse};
+use crate::support::{alive, read_pid, wait_until};
+use std::io::BufRead;
+use std::time::Duration;
+
+const QUICK: &str = "stages:\n  - name: build\n    jobs:\n      - name: hello\n        run: echo hello from $GANTRY_COMMIT\n";
+
+fn config(poll: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\nbranches = [\"main\", \"release/*\"]\npoll = \"{poll}\"\nwebhook_secret_env = \"HELLO_SECRET\"\n\n[runner]\nconcurrency = 2\nkill_grace = \"1s\"\n\n[webhooks]\nmax_body_bytes = 4096\n"
+    )
+}
+
+fn webhook(s: &Served, commit: &str) -> crate::server_support::Response {
+    let body = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{commit}\"}}");
+    let sig = Served::github_signature(body.as_bytes());
+    s.request(
+        "POST",
+        "/hooks/hello",
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Event", "push")],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_pushed_commit_starts_exactly_one_run_by_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = bare_repo(dir.path(), QUICK);
+    let s = Served::start_in(dir, &config("200ms"));
+    assert!(
+        wait_until(Duration::from_secs(30), || s.runs().len() == 1),
+        "no run from polling"
+    );
+    let id = s.runs()[0]["id"].as_i64().unwrap();
+    assert_eq!(s.wait_finished(id), "succeeded");
+    // More polls see the same head: still one run.
+    std::thread::sleep(Duration::from_millis(800));
+    let runs = s.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["commit"], first.as_str());
+    assert_eq!(runs[0]["trigger"], "poll");
+
+    let second = push(s.dir.path(), QUICK, "second");
+    assert!(wait_until(Duration::from_secs(30), || s.runs().len() == 2));
+    std::thread::sleep(Duration::from_millis(800));
+    let runs = s.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["commit"], second.as_str());
+    let log = s
+        .api("GET", &format!("/api/runs/{}/logs", runs[0]["id"]), "")
+        .json();
+    assert!(log["lines"][0]["text"].as_str().unwrap().contains(&second));
+}
+
+#[test]
+fn a_webhook_delivered_three_times_starts_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let commit = bare_repo(dir.path(), QUICK);
+    let mut s = Served::start_in(dir, &config("0s"));
+    // Twice in parallel...
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| webhook(&s, &commit));
+        let b = scope.spawn(|| webhook(&s, &commit));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 201],
+        "one queued, one duplicate: {} / {}",
+        a.body,
+        b.body
+    );
+    let id = s.runs()[0]["id"].as_i64().unwrap();
+    assert_eq!(s.wait_finished(id), "succeeded");
+    // ...and once after a restart.
+    s.stop();
+    s.restart();
+    let c = webhook(&s, &commit);
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(c.json()["queued"], false);
+    assert_eq!(s.runs().len(), 1);
+}
+
+#[test]
+fn bad_signatures_get_401_and_start_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let commit = bare_repo(dir.path(), QUICK);
+    let s = Served::start_in(dir, &config("0s"));
+    let body = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{commit}\"}}");
+    let good = Served::github_signature(body.as_bytes());
+    let tampered = Served::github_signature(format!("{body} ").as_bytes());
+    for headers in [
+        vec![],
+        vec![("X-Hub-Signature-256", tampered.as_str())],
+        vec![("X-Hub-Signature-256", "sha256=nothex")],
+        vec![("X-Gitea-Signature", "00ff")],
+        vec![("X-Gitlab-Token", "wrong")],
+    ] {
+        let r = s.request("POST", "/hooks/hello", &headers, body.as_bytes());
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("webhook refused")
+        );
+    }
+    // Too large: 413 before any signature work.
+    let big = vec![b'x'; 8192];
+    let r = s.request(
+        "POST",
+        "/hooks/hello",
+        &[("X-Hub-Signature-256", &good)],
+        &big,
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+    // Unknown project: 404.
+    assert_eq!(
+        s.request(
+            "POST",
+            "/hooks/nope",
+            &[("X-Hub-Signature-256", &good)],
+            body.as_bytes()
+        )
+        .status,
+        404
+    );
+    assert!(s.runs().is_empty(), "no run may start");
+
+    // The other senders' forms work.
+    let gitlab = s.request(
+        "POST",
+        "/hooks/hello",
+        &[
+            ("X-Gitlab-Token", "webhook-secret"),
+            ("X-Gitlab-Event", "Push Hook"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(gitlab.status, 201, "{}", gitlab.body);
+    let gitea_sig = Served::github_signature(body.as_bytes());
+    let gitea = s.request(
+        "POST",
+        "/hooks/hello",
+        &[("X-Gitea-Signature", gitea_sig.trim_start_matches("sha256="))],
+        body.as_bytes(),
+    );
+    assert_eq!(
+        gitea.status, 200,
+        "duplicate of the GitLab delivery: {}",
+        gitea.body
+    );
+    assert_eq!(s.runs().len(), 1);
+}
+
+#[test]
+fn tokens_and_roles_are_enforced_on_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), QUICK);
+    let s = Served::start_in(dir, &config("0s"));
+    let created = s.api(
+        "POST",
+        "/api/tokens",
+        r#"{"name":"reader","role":"viewer"}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let viewer = created.json()["token"].as_str().unwrap().to_string();
+    let deployer = s
+        .api(
+            "POST",
+            "/api/tokens",
+            r#"{"name":"deployer","role":"deployer"}"#,
+        )
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The OpenAPI document lists exactly the routes of the table.
+    let doc = s.request("GET", "/api/openapi.json", &[], b"").json();
+    let mut documented: Vec<String> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let mut table: Vec<String> = gantry_api::ROUTE_TABLE
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    documented.sort();
+    table.sort();
+    assert_eq!(documented, table);
+
+    for route in gantry_api::ROUTE_TABLE {
+        let path = route
+            .path
+            .replace("{id}", "1")
+            .replace("{project}", "hello");
+        let probe = |token: Option<&str>| {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let mut headers = vec![("Content-Type", "application/json")];
+            if let Some(a) = &auth {
+                headers.push(("Authorization", a.as_str()));
+            }
+            request(&s.addr(), route.method, &path, &headers, b"{}").status
+        };
+        assert_ne!(
+            probe(None),
+            404,
+            "{} {} is not routed",
+            route.method,
+            route.path
+        );
+        match route.access {
+            gantry_api::routes::Access::Token(role) => {
+                assert_eq!(
+                    probe(None),
+                    401,
+                    "{} {} without a token",
+                    route.method,
+                    route.path
+                );
+                assert_eq!(
+                    probe(Some("gnt_not_a_real_token")),
+                    401,
+                    "{} {} with a bad token",
+                    route.method,
+                    route.path
+                );
+                let weakest_allowed = match role {
+                    gantry_model::Role::Viewer => Some(viewer.as_str()),
+                    gantry_model::Role::Deployer => Some(deployer.as_str()),
+                    gantry_model::Role::Admin => None,
+                };
+                if role > gantry_model::Role::Viewer {
+                    assert_eq!(
+                        probe(Some(&viewer)),
+                        403,
+                        "{} {} with a viewer token",
+                        route.method,
+                        route.path
+                    );
+                }
+                if role > gantry_model::Role::Deployer {
+                    assert_eq!(
+                        probe(Some(&deployer)),
+                        403,
+                        "{} {} with a deployer token",
+                        route.method,
+                        route.path
+                    );
+                }
+                if let Some(t) = weakest_allowed {
+                    let status = probe(Some(t));
+                    assert!(
+                        status != 401 && status != 403,
+                        "{} {} with a {role} token: {status}",
+                        route.method,
+                        route.path
+                    );
+                }
+            }
+            gantry_api::routes::Access::Signature => assert_eq!(probe(None), 401),
+            gantry_api::routes::Access::Public => {
+                assert_eq!(probe(None), 200, "{} {}", route.method, route.path)
+            }
+        }
+    }
+    // Errors are JSON with a code.
+    let r = s.api("GET", "/api/runs/999999", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "not_found");
+    let r = s.api("GET", "/api/runs?status=bogus", "");
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn live_logs_over_sse_arrive_while_the_job_runs_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("go");
+    let pipeline = format!(
+        "stages:\n  - name: build\n    jobs:\n      - name: slow\n        run: |\n          echo first line\n          i=0; while [ ! -e {f} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n          echo second line\n",
+        f = flag.display()
+    );
+    bare_repo(dir.path(), &pipeline);
+    let s = Served::start_in(dir, &config("0s"));
+    let t = s.api("POST", "/api/projects/hello/trigger", "{}");
+    assert_eq!(t.status, 201, "{}", t.body);
+    let id = t.json()["run"].as_i64().unwrap();
+
+    let mut reader = sse(
+        &s.addr(),
+        &format!("/api/runs/{id}/logs/stream"),
+        &s.token(),
+        None,
+    );
+    let mut line = String::new();
+    let mut first_id = None;
+    // Read until the first log line; the job is still running (it waits for the flag).
+    for _ in 0..200 {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if let Some(idv) = line.strip_prefix("id: ") {
+            first_id = Some(idv.trim().to_string());
+        }
+        if line.contains("first line") {
+            break;
+        }
+    }
+    assert!(line.contains("first line"), "no first line: {line}");
+    assert_eq!(
+        s.run(id)["run"]["status"],
+        "running",
+        "the line arrived while the job ran"
+    );
+    std::fs::write(&flag, "").unwrap();
+    let mut rest = String::new();
+    for _ in 0..200 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        rest.push_str(&line);
+        if rest.contains("event: end") && line.trim().is_empty() {
+            break;
+        }
+    }
+    assert!(rest.contains("second line"), "{rest}");
+    assert!(
+        rest.contains("event: end") && rest.contains("succeeded"),
+        "{rest}"
+    );
+
+    // Resuming after the first line's id replays only what came after it.
+    let mut again = sse(
+        &s.addr(),
+        &format!("/api/runs/{id}/logs/stream"),
+        &s.token(),
+        first_id.as_deref(),
+    );
+    let mut replay = String::new();
+    for _ in 0..100 {
+        line.clear();
+        if again.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        replay.push_str(&line);
+        if replay.contains("event: end") && line.trim().is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !replay.contains("\"text\":\"first line\"") && replay.contains("\"text\":\"second line\""),
+        "{replay}"
+    );
+}
+
+#[test]
+fn kill_9_of_the_server_mid_run_then_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild");
+    let pipeline = format!(
+        "stages:\n  - name: build\n    jobs:\n      - name: long\n        run: echo started; sh -c 'sleep 300 & echo $! > {p}; wait'\n",
+        p = pidfile.display()
+    );
+    let commit = bare_repo(dir.path(), &pipeline);
+    let mut s = Served::start_in(dir, &config("0s"));
+    assert_eq!(webhook(&s, &commit).status, 201);
+    let grandchild = read_pid(&pidfile);
+    assert!(wait_until(Duration::from_secs(10), || {
+        s.api("GET", "/api/runs/1/logs", "").json()["lines"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    }));
+    s.kill9();
+    s.restart();
+    let d = s.run(1);
+    assert_eq!(d["run"]["status"], "interrupted");
+    assert_eq!(d["jobs"][0]["status"], "interrupted");
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(grandchild)),
+        "step process outlived the server"
+    );
+    let logs = s.api("GET", "/api/runs/1/logs", "").json();
+    assert_eq!(
+        logs["lines"][0]["text"], "started",
+        "logs before the kill are kept"
+    );
+    // The same delivery again does not duplicate the run.
+    assert_eq!(webhook(&s, &commit).status, 200);
+    assert_eq!(s.runs().len(), 1);
+}
+
+#[test]
+fn sigterm_lets_short_runs_finish_and_cancels_long_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "stages:\n  - name: build\n    jobs:\n      - name: long\n        run: echo started; sleep 300\n";
+    bare_repo(dir.path(), pipeline);
+    let cfg = config("0s").replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n",
+    );
+    let mut s = Served::start_in(dir, &cfg);
+    let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || s.run(id)["run"]["status"] == "running"
+    ));
+    assert!(wait_until(Duration::from_secs(10), || s
+        .api("GET", &format!("/api/runs/{id}/logs"), "")
+        .json()["lines"]
+        .as_array()
+        .is_some_and(|l| !l.is_empty())));
+    s.stop();
+    s.restart();
+    let d = s.run(id);
+    assert_eq!(d["run"]["status"], "cancelled", "{d}");
+    assert_eq!(d["jobs"][0]["status"], "cancelled");
+}
+
+#[test]
+fn cancel_rerun_and_the_cli_against_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), QUICK);
+    let s = Served::start_in(dir, &config("0s"));
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .current_dir(s.dir.path())
+            .env("GANTRY_HOME", s.data())
+            .env_remove("GANTRY_SERVER")
+            .env_remove("GANTRY_TOKEN")
+            .output()
+            .unwrap();
+        crate::support::Run::from(out)
+    };
+    let t = cli(&["trigger", "hello"]);
+    assert_eq!(t.code, 0, "{t}");
+    assert!(t.stdout.contains("queued run 1 of hello"), "{t}");
+    assert_eq!(s.wait_finished(1), "succeeded");
+    let runs = cli(&["--server", &s.url, "runs"]);
+    assert!(
+        runs.stdout.contains("succeeded") && runs.stdout.contains("hello"),
+        "{runs}"
+    );
+    let logs = cli(&["--server", &s.url, "logs", "-f", "1"]);
+    assert_eq!(logs.code, 0, "{logs}");
+    assert!(logs.stdout.contains("hello | hello from"), "{logs}");
+    let rerun = s.api("POST", "/api/runs/1/rerun", "");
+    assert_eq!(rerun.status, 201, "{}", rerun.body);
+    assert_eq!(s.wait_finished(2), "succeeded");
+    let c = s.api("POST", "/api/runs/1/cancel", "");
+    assert_eq!(
+        c.status, 409,
+        "a finished run cannot be cancelled: {}",
+        c.body
+    );
+    let token = cli(&["token", "create", "--name", "ci", "--role", "viewer"]);
+    assert_eq!(token.code, 0, "{token}");
+    assert!(token.stdout.trim().starts_with("gnt_"));
+}
+
+#[test]
+fn a_bad_config_reports_every_error_and_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        "listen = \"nope\"\n[[projects]]\nname = \"x\"\nrepo = \"r\"\npol = \"1s\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["serve", "--config", "gantry.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("gantry.toml:1:10: error: listen"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("did you mean `poll`?"), "{out}");
+    assert!(out.stderr.contains("the server did not start"), "{out}");
+    assert!(!dir.path().join(".gantry/server.json").exists());
+}

@@ -1,0 +1,324 @@
+//! A real `gantry serve` on 127.0.0.1 (port 0) for tests, a bare repository it watches, and a
+//! small HTTP/1.1 client (plain `TcpStream`, so tests see exactly what any client would).
+
+use crate::support::{alive, signal, wait_until};
+use nix::sys::signal::Signal;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Served {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub url: String,
+}
+
+/// A bare repository `hello.git` in `dir` with a working clone `work` that pushes to it.
+pub fn bare_repo(dir: &Path, pipeline: &str) -> String {
+    let bare = dir.join("hello.git");
+    run_git(
+        dir,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    let work = dir.join("work");
+    run_git(
+        dir,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    run_git(&work, &["config", "user.email", "t@example.com"]);
+    run_git(&work, &["config", "user.name", "T"]);
+    run_git(&work, &["checkout", "-q", "-b", "main"]);
+    push(dir, pipeline, "first")
+}
+
+/// Commits `gantry.yml` with `pipeline` (or an empty commit when unchanged) and pushes; returns the commit.
+pub fn push(dir: &Path, pipeline: &str, message: &str) -> String {
+    let work = dir.join("work");
+    std::fs::write(work.join("gantry.yml"), pipeline).unwrap();
+    run_git(&work, &["add", "-A"]);
+    run_git(&work, &["commit", "-q", "--allow-empty", "-m", message]);
+    run_git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    String::from_utf8(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&work)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+fn run_git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Served {
+    /// A server with `config` (its `gantry.toml`) in a fresh directory prepared by `prepare`.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        std::fs::write(dir.path().join("gantry.toml"), config).unwrap();
+        let mut s = Served {
+            dir,
+            child: None,
+            url: String::new(),
+        };
+        s.restart();
+        s
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join(".gantry")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Starts (again) the server process and waits for it to record its URL.
+    pub fn restart(&mut self) {
+        let server_file = self.data().join("server.json");
+        let _ = std::fs::remove_file(&server_file);
+        let log = std::fs::File::create(
+            self.dir.path().join(format!(
+                "serve-{}.log",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            )),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["serve", "--config", "gantry.toml"])
+            .current_dir(self.dir.path())
+            .env("HELLO_SECRET", "webhook-secret")
+            .env("GANTRY_LOG", "info")
+            .env_remove("GANTRY_HOME")
+            .env_remove("GANTRY_SERVER")
+            .env_remove("GANTRY_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(30), || server_file.is_file()),
+            "the server did not start"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&server_file).unwrap()).unwrap();
+        self.url = v["url"].as_str().unwrap().to_string();
+    }
+
+    /// SIGTERM, then wait (bounded) for the process to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id() as i32, Signal::SIGTERM);
+            let pid = c.id() as i32;
+            assert!(
+                wait_until(Duration::from_secs(60), || c.try_wait().unwrap().is_some()),
+                "server {pid} did not stop"
+            );
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id() as i32, Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        request(&self.addr(), method, path, headers, body)
+    }
+
+    pub fn api(&self, method: &str, path: &str, body: &str) -> Response {
+        let token = self.token();
+        let auth = format!("Bearer {token}");
+        self.request(
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// `GET /api/runs` as JSON.
+    pub fn runs(&self) -> Vec<serde_json::Value> {
+        let r = self.api("GET", "/api/runs?limit=500", "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["runs"].as_array().unwrap().clone()
+    }
+
+    pub fn run(&self, id: i64) -> serde_json::Value {
+        let r = self.api("GET", &format!("/api/runs/{id}"), "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    }
+
+    /// Waits (bounded) until run `id` has finished; returns its status.
+    pub fn wait_finished(&self, id: i64) -> String {
+        let mut status = String::new();
+        wait_until(Duration::from_secs(60), || {
+            let r = self.api("GET", &format!("/api/runs/{id}"), "");
+            if r.status != 200 {
+                return false;
+            }
+            status = r.json()["run"]["status"].as_str().unwrap_or("").to_string();
+            !matches!(status.as_str(), "queued" | "running")
+        });
+        status
+    }
+
+    /// Signs `body` for the webhook as GitHub does.
+    pub fn github_signature(body: &[u8]) -> String {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"webhook-secret").unwrap();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = c.id() as i32;
+            if alive(pid) {
+                signal(pid, Signal::SIGKILL);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Response { status, body }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Opens an SSE stream and returns a line reader over it.
+pub fn sse(
+    addr: &str,
+    path: &str,
+    token: &str,
+    last_event_id: Option<&str>,
+) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n"
+    );
+    if let Some(id) = last_event_id {
+        head.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    r
+}
