@@ -22,7 +22,7 @@ pub const TOP_KEYS: &[&str] = &[
 ];
 pub const PROJECT_KEYS: &[&str] = &["name", "repo", "branches", "poll", "webhook_secret_env"];
 pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace"];
-pub const QUEUE_KEYS: &[&str] = &["supersede"];
+pub const QUEUE_KEYS: &[&str] = &["supersede", "requeue_interrupted"];
 pub const WEBHOOK_KEYS: &[&str] = &["max_body_bytes"];
 
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub kill_grace: Duration,
     /// A newer commit on a branch cancels that branch's older queued runs.
     pub supersede: bool,
+    /// Runs found interrupted at start (the server died mid-run) are queued again as new runs.
+    pub requeue_interrupted: bool,
     pub max_body_bytes: usize,
     /// On SIGTERM: how long running steps may finish before they are cancelled.
     pub shutdown_grace: Duration,
@@ -63,6 +65,7 @@ impl Default for ServerConfig {
             concurrency: 2,
             kill_grace: Duration::from_secs(10),
             supersede: true,
+            requeue_interrupted: false,
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             secrets_file: None,
@@ -436,9 +439,12 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
             }
             "queue" => {
                 if let Some(t) = c.sub(value, key) {
-                    for (_, v) in c.table(t, key, "[queue]", QUEUE_KEYS) {
-                        if let Some(b) = c.bool(v, "queue.supersede") {
-                            cfg.supersede = b;
+                    for (k, v) in c.table(t, key, "[queue]", QUEUE_KEYS) {
+                        if let Some(b) = c.bool(v, &format!("queue.{k}")) {
+                            match k {
+                                "supersede" => cfg.supersede = b,
+                                _ => cfg.requeue_interrupted = b,
+                            }
                         }
                     }
                 }

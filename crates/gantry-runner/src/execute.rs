@@ -262,7 +262,11 @@ impl Runner {
             last_attempt: HashMap::new(),
         };
         let mut pending: VecDeque<Event> = VecDeque::from([Event::Start]);
-        let mut cancel_seen = false;
+        // A cancel that came before the run started is seen now; later ones through `changed`.
+        let mut cancel_seen = *cancel.borrow();
+        if cancel_seen {
+            pending.push_back(Event::Cancel);
+        }
         loop {
             while let Some(event) = pending.pop_front() {
                 for cmd in machine.on(event) {

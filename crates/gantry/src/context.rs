@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct Context {
     pub data_dir: PathBuf,
     pub state: Arc<SqliteStore>,
+    /// Runs this start found left unfinished by a dead process (now `interrupted`).
+    pub recovered: Vec<i64>,
 }
 
 impl Context {
@@ -36,12 +38,16 @@ impl Context {
             &data_dir.join("work"),
         )
         .await?;
-        for id in recovered {
+        for id in &recovered {
             eprintln!(
                 "note: run {id} was left unfinished by a process that stopped; marked interrupted"
             );
         }
-        Ok(Self { data_dir, state })
+        Ok(Self {
+            data_dir,
+            state,
+            recovered,
+        })
     }
 
     pub fn artifacts(&self) -> Result<LocalArtifactStore> {

@@ -112,6 +112,9 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
     );
     let _ = std::io::stdout().flush();
 
+    if config.requeue_interrupted {
+        requeue(&server, &ctx.recovered).await?;
+    }
     let workers = spawn_workers(server.clone());
     let pollers = spawn_pollers(server.clone());
 
@@ -157,6 +160,26 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
     ctx.state.close().await;
     drop(owner);
     eprintln!("gantry: stopped");
+    Ok(())
+}
+
+/// Queues a new run for each run the start found interrupted (`[queue] requeue_interrupted`).
+async fn requeue(server: &Server, recovered: &[i64]) -> anyhow::Result<()> {
+    for id in recovered {
+        let Some(d) = server.store.run_detail(*id).await? else {
+            continue;
+        };
+        let Some(project) = server.project(&d.run.project).cloned() else {
+            continue;
+        };
+        let branch = d.run.branch.clone().unwrap_or_default();
+        if let Some(new) = server
+            .enqueue(&project, &branch, &d.run.commit, "requeue", false)
+            .await?
+        {
+            eprintln!("gantry: run {id} was interrupted; queued again as run {new}");
+        }
+    }
     Ok(())
 }
 

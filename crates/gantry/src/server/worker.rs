@@ -102,6 +102,24 @@ async fn work(server: Arc<Server>) {
 }
 
 async fn process(server: &Arc<Server>, run: RunRecord) -> anyhow::Result<()> {
+    // The cancel switch exists from the moment the run is claimed, so a cancel that arrives
+    // while the run is being prepared is not lost.
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    server
+        .running
+        .lock()
+        .expect("running map")
+        .insert(run.id, cancel_tx);
+    let result = prepare_and_run(server, &run, cancel_rx).await;
+    server.running.lock().expect("running map").remove(&run.id);
+    result
+}
+
+async fn prepare_and_run(
+    server: &Arc<Server>,
+    run: &RunRecord,
+    cancel_rx: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let fail = |msg: String| async move {
         server
             .store
@@ -145,12 +163,6 @@ async fn process(server: &Arc<Server>, run: RunRecord) -> anyhow::Result<()> {
         server.config.secrets_file.as_deref(),
         &pipeline.secret_names(),
     )?;
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    server
-        .running
-        .lock()
-        .expect("running map")
-        .insert(run.id, cancel_tx);
     let runner = Runner {
         state: server.store.clone(),
         artifacts: server.artifacts.clone(),
@@ -178,9 +190,8 @@ async fn process(server: &Arc<Server>, run: RunRecord) -> anyhow::Result<()> {
         secrets,
         owner: Some(server.owner.clone()),
     };
-    let result = runner
+    runner
         .execute_claimed(run.id, request, options, cancel_rx)
-        .await;
-    server.running.lock().expect("running map").remove(&run.id);
-    result.map(|_| ())
+        .await
+        .map(|_| ())
 }

@@ -491,3 +491,97 @@ fn a_bad_config_reports_every_error_and_does_not_start() {
     assert!(out.stderr.contains("the server did not start"), "{out}");
     assert!(!dir.path().join(".gantry/server.json").exists());
 }
+
+#[test]
+fn a_newer_commit_supersedes_a_queued_older_run_and_cancel_reaches_a_claimed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("go");
+    let pipeline = format!(
+        "stages:\n  - name: build\n    jobs:\n      - name: wait\n        run: i=0; while [ ! -e {f} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n",
+        f = flag.display()
+    );
+    let first = bare_repo(dir.path(), &pipeline);
+    let cfg = config("0s").replace("concurrency = 2", "concurrency = 1");
+    let s = Served::start_in(dir, &cfg);
+    assert_eq!(webhook(&s, &first).status, 201);
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || s.run(1)["run"]["status"] == "running"
+    ));
+    let second = push(s.dir.path(), &pipeline, "second");
+    let third = push(s.dir.path(), &pipeline, "third");
+    assert_eq!(webhook(&s, &second).status, 201);
+    assert_eq!(webhook(&s, &third).status, 201);
+    let two = s.run(2);
+    assert_eq!(two["run"]["status"], "cancelled");
+    assert!(
+        two["run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("superseded by run 3"),
+        "{two}"
+    );
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(s.wait_finished(1), "succeeded");
+    assert_eq!(s.wait_finished(3), "succeeded");
+    // The CLI cancels a queued run too.
+    let fourth = push(
+        s.dir.path(),
+        "stages:\n  - name: a\n    jobs:\n      - name: x\n        run: sleep 300\n",
+        "fourth",
+    );
+    assert_eq!(webhook(&s, &fourth).status, 201);
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || s.run(4)["run"]["status"] == "running"
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["cancel", "4"])
+        .env("GANTRY_HOME", s.data())
+        .env_remove("GANTRY_SERVER")
+        .env_remove("GANTRY_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.wait_finished(4), "cancelled");
+}
+
+#[test]
+fn the_poller_does_not_rerun_a_commit_a_webhook_queued_and_interrupted_runs_can_be_requeued() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let pipeline = format!(
+        "stages:\n  - name: a\n    jobs:\n      - name: x\n        run: echo $$ > {p}; sleep 300\n",
+        p = pidfile.display()
+    );
+    let commit = bare_repo(dir.path(), &pipeline);
+    let cfg = config("0s").replace(
+        "[webhooks]",
+        "[queue]\nrequeue_interrupted = true\n\n[webhooks]",
+    );
+    let mut s = Served::start_in(dir, &cfg);
+    assert_eq!(webhook(&s, &commit).status, 201);
+    let step = read_pid(&pidfile);
+    s.kill9();
+    std::fs::remove_file(&pidfile).unwrap();
+    // Restart with polling on: the commit the webhook queued is not queued again by the poller,
+    // but the interrupted run is re-queued once, as configured.
+    std::fs::write(
+        s.dir.path().join("gantry.toml"),
+        cfg.replace("poll = \"0s\"", "poll = \"200ms\""),
+    )
+    .unwrap();
+    s.restart();
+    assert!(wait_until(Duration::from_secs(5), || !alive(step)));
+    assert!(wait_until(Duration::from_secs(20), || s.runs().len() == 2));
+    std::thread::sleep(Duration::from_millis(800));
+    let runs = s.runs();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[1]["status"], "interrupted");
+    assert_eq!(runs[0]["trigger"], "requeue");
+    assert_eq!(runs[0]["commit"], commit.as_str());
+}

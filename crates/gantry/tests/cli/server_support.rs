@@ -99,15 +99,13 @@ impl Served {
     pub fn restart(&mut self) {
         let server_file = self.data().join("server.json");
         let _ = std::fs::remove_file(&server_file);
-        let log = std::fs::File::create(
-            self.dir.path().join(format!(
+        let log = std::fs::File::create(self.dir.path().join(format!(
                 "serve-{}.log",
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
                     .as_nanos()
-            )),
-        )
+            )))
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["serve", "--config", "gantry.toml"])
