@@ -63,7 +63,10 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
     // Relative project paths are relative to the configuration file.
     for p in &mut config.projects {
         if !p.repo.contains("://") && Path::new(&p.repo).is_relative() {
-            p.repo = config_dir.join(&p.repo).display().to_string();
+            p.repo = std::path::absolute(config_dir.join(&p.repo))
+                .map_err(anyhow::Error::from)?
+                .display()
+                .to_string();
         }
     }
     if let Some(s) = &config.secrets_file {
