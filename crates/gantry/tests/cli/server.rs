@@ -131,6 +131,19 @@ fn bad_signatures_get_401_and_start_nothing() {
         404
     );
     assert!(s.runs().is_empty(), "no run may start");
+    let metrics = s.request("GET", "/metrics", &[], b"");
+    assert!(
+        metrics
+            .body
+            .contains("gantry_webhook_deliveries_total{result=\"unauthorized\"} 5"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics.body.contains("gantry_queue_depth 0"),
+        "{}",
+        metrics.body
+    );
 
     // The other senders' forms work.
     let gitlab = s.request(
@@ -398,7 +411,7 @@ fn kill_9_of_the_server_mid_run_then_restart() {
 }
 
 #[test]
-fn sigterm_lets_short_runs_finish_and_cancels_long_ones() {
+fn sigterm_cancels_runs_still_running_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = "stages:\n  - name: build\n    jobs:\n      - name: long\n        run: echo started; sleep 300\n";
     bare_repo(dir.path(), pipeline);
@@ -584,4 +597,35 @@ fn the_poller_does_not_rerun_a_commit_a_webhook_queued_and_interrupted_runs_can_
     assert_eq!(runs[1]["status"], "interrupted");
     assert_eq!(runs[0]["trigger"], "requeue");
     assert_eq!(runs[0]["commit"], commit.as_str());
+}
+
+#[test]
+fn sigterm_lets_a_running_step_finish_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "stages:\n  - name: build\n    jobs:\n      - name: short\n        run: echo started; sleep 1; echo done\n";
+    bare_repo(dir.path(), pipeline);
+    let cfg = config("0s").replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nshutdown_grace = \"20s\"\n",
+    );
+    let mut s = Served::start_in(dir, &cfg);
+    let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || s
+        .api("GET", &format!("/api/runs/{id}/logs"), "")
+        .json()["lines"]
+        .as_array()
+        .is_some_and(|l| !l.is_empty())));
+    s.stop();
+    s.restart();
+    let d = s.run(id);
+    assert_eq!(d["run"]["status"], "succeeded", "{d}");
+    let logs = s.api("GET", &format!("/api/runs/{id}/logs"), "").json();
+    assert_eq!(logs["lines"][1]["text"], "done");
+    let metrics = s.request("GET", "/metrics", &[], b"").body;
+    assert!(
+        metrics.contains("gantry_runs{status=\"succeeded\"} 1"),
+        "{metrics}"
+    );
 }
