@@ -17,6 +17,18 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::time::Duration;
 
+/// The run with its parts, or 404 naming it.
+async fn run_or_404(
+    state: &AppState,
+    id: i64,
+) -> Result<gantry_engine::ports::RunDetail, ApiError> {
+    state
+        .store
+        .run_detail(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -84,11 +96,7 @@ pub async fn run(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let detail = state
-        .store
-        .run_detail(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    let detail = run_or_404(&state, id).await?;
     Ok(Json(
         serde_json::to_value(detail).map_err(anyhow::Error::from)?,
     ))
@@ -98,11 +106,7 @@ pub async fn artifacts(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let detail = state
-        .store
-        .run_detail(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    let detail = run_or_404(&state, id).await?;
     Ok(Json(json!({ "artifacts": detail.artifacts })))
 }
 
@@ -118,11 +122,7 @@ pub async fn logs(
     Path(id): Path<i64>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .store
-        .run_detail(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    run_or_404(&state, id).await?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let lines = state
         .store
@@ -141,11 +141,7 @@ pub async fn logs_stream(
     Query(q): Query<LogsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    state
-        .store
-        .run_detail(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))?;
+    run_or_404(&state, id).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -172,18 +172,8 @@ fn tempfile_path(dest: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_sh as sh;
     use std::os::unix::fs::PermissionsExt;
-
-    #[allow(clippy::disallowed_methods)]
-    fn sh(dir: &Path, script: &str) {
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "{script}");
-    }
 
     #[test]
     fn resolves_reads_and_exports() {
@@ -368,17 +358,7 @@ pub fn branch_matches(pattern: &str, branch: &str) -> bool {
 #[cfg(test)]
 mod mirror_tests {
     use super::*;
-
-    #[allow(clippy::disallowed_methods)]
-    fn sh(dir: &Path, script: &str) {
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "{script}");
-    }
+    use crate::test_sh as sh;
 
     #[test]
     fn mirrors_fetch_new_commits_and_branches() {
@@ -476,18 +456,13 @@ mod ls_remote_tests {
     fn reads_branches_and_default_without_cloning() {
         let tmp = tempfile::tempdir().unwrap();
         let bare = tmp.path().join("r.git");
-        #[allow(clippy::disallowed_methods)]
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
+        crate::test_sh(
+            tmp.path(),
+            &format!(
                 "git init -q --bare {b} && git init -q -b main w && cd w && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m x && git push -q {b} main main:release/2",
                 b = bare.display()
-            ))
-            .current_dir(tmp.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+            ),
+        );
         let r = ls_remote(bare.to_str().unwrap()).unwrap();
         assert_eq!(
             r.default_branch.as_deref(),
@@ -500,4 +475,17 @@ mod ls_remote_tests {
         );
         assert!(ls_remote("/nonexistent/x.git").is_err());
     }
+}
+
+/// Runs a shell script in `dir` for tests (making repositories), asserting it succeeds.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+fn test_sh(dir: &Path, script: &str) {
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
 }

@@ -160,7 +160,6 @@ impl Server {
                     );
                 }
             }
-            self.queued.notify_waiters();
             self.queued.notify_one();
         }
         Ok(id)
