@@ -251,11 +251,7 @@ pub async fn trigger(
             source: TriggerSource::Manual,
         })
         .await?;
-    let status = if outcome.run.is_some() {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = outcome.status();
     Ok((
         status,
         Json(serde_json::to_value(outcome).map_err(anyhow::Error::from)?),

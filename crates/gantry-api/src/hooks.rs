@@ -142,11 +142,7 @@ async fn handle(
             source: TriggerSource::Webhook,
         })
         .await?;
-    let status = if outcome.run.is_some() {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = outcome.status();
     Ok((
         status,
         Json(

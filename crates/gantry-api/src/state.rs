@@ -45,6 +45,17 @@ pub struct TriggerOutcome {
     pub reason: Option<String>,
 }
 
+impl TriggerOutcome {
+    /// 201 when a run was queued, 200 when the request was fine but queued nothing.
+    pub fn status(&self) -> axum::http::StatusCode {
+        if self.run.is_some() {
+            axum::http::StatusCode::CREATED
+        } else {
+            axum::http::StatusCode::OK
+        }
+    }
+}
+
 #[async_trait]
 pub trait Control: Send + Sync {
     async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ApiError>;

@@ -420,18 +420,7 @@ fn sigterm_cancels_runs_still_running_after_the_grace_period() {
         "listen = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n",
     );
     let mut s = Served::start_in(dir, &cfg);
-    let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
-        .as_i64()
-        .unwrap();
-    assert!(wait_until(
-        Duration::from_secs(10),
-        || s.run(id)["run"]["status"] == "running"
-    ));
-    assert!(wait_until(Duration::from_secs(10), || s
-        .api("GET", &format!("/api/runs/{id}/logs"), "")
-        .json()["lines"]
-        .as_array()
-        .is_some_and(|l| !l.is_empty())));
+    let id = s.trigger_and_wait_for_output();
     s.stop();
     s.restart();
     let d = s.run(id);
@@ -609,14 +598,7 @@ fn sigterm_lets_a_running_step_finish_within_the_grace_period() {
         "listen = \"127.0.0.1:0\"\nshutdown_grace = \"20s\"\n",
     );
     let mut s = Served::start_in(dir, &cfg);
-    let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
-        .as_i64()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || s
-        .api("GET", &format!("/api/runs/{id}/logs"), "")
-        .json()["lines"]
-        .as_array()
-        .is_some_and(|l| !l.is_empty())));
+    let id = s.trigger_and_wait_for_output();
     s.stop();
     s.restart();
     let d = s.run(id);

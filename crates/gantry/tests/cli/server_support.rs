@@ -190,6 +190,23 @@ impl Served {
         r.json()
     }
 
+    /// Queues a run of `hello` by hand and waits (bounded) until its first log line is stored.
+    pub fn trigger_and_wait_for_output(&self) -> i64 {
+        let id = self.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+            .as_i64()
+            .expect("a run id");
+        let has_output = || {
+            self.api("GET", &format!("/api/runs/{id}/logs"), "").json()["lines"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        };
+        assert!(
+            crate::support::wait_until(Duration::from_secs(20), has_output),
+            "run {id} printed nothing"
+        );
+        id
+    }
+
     /// Waits (bounded) until run `id` has finished; returns its status.
     pub fn wait_finished(&self, id: i64) -> String {
         let mut status = String::new();
