@@ -6,8 +6,10 @@
 //! - [`run`]: the run state machine: events in (`JobFinished`, `Cancel`), commands out
 //!   (`StartJob`, `FinishRun`, ...). Stage order, retries, `allow_failure`, cancellation.
 //! - [`mask`]: streaming secret masking of step output, line by line.
+//! - [`why`]: failure diagnosis: rules, the diagnoser, failing test names, what changed.
 //! - [`ports`]: the traits the state store and artifact store implement, with their records.
 
 pub mod mask;
 pub mod ports;
 pub mod run;
+pub mod why;
