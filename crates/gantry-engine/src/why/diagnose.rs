@@ -164,7 +164,7 @@ impl Diagnoser {
             .map(|(_, i)| i)
     }
 
-    fn from_rule(&self, i: usize, category: Category) -> Diagnosis {
+    fn diagnosis_by_rule(&self, i: usize, category: Category) -> Diagnosis {
         let r = &self.rules[i];
         Diagnosis {
             category,
@@ -176,7 +176,7 @@ impl Diagnoser {
         }
     }
 
-    fn from_fact(
+    fn diagnosis_by_fact(
         &self,
         category: Category,
         sentence: String,
@@ -198,7 +198,7 @@ impl Diagnoser {
         // Facts gantry observed itself are certain: they come first.
         for f in &self.facts {
             if let Fact::TimedOut { job, step } = f {
-                return self.from_fact(
+                return self.diagnosis_by_fact(
                     Category::Timeout,
                     format!("Step `{step}` of job `{job}` ran past its time limit and was stopped."),
                     "Find what the step waited on (the last lines below); raise `timeout` only if the work really takes longer.",
@@ -217,7 +217,7 @@ impl Diagnoser {
                     .best_rule(|r| r.category == Category::CommandNotFound)
                     .map(|i| self.hits[i].first.clone())
                     .unwrap_or(tail.clone());
-                return self.from_fact(
+                return self.diagnosis_by_fact(
                     Category::CommandNotFound,
                     format!("Step `{step}` of job `{job}` called a program that is not installed (exit code 127)."),
                     "Install the program on the runner (or in the job's image), or fix its name or PATH.",
@@ -226,7 +226,7 @@ impl Diagnoser {
             }
         }
         if let Some(i) = self.best_rule(|r| r.category == Category::OutOfMemory) {
-            return self.from_rule(i, Category::OutOfMemory);
+            return self.diagnosis_by_rule(i, Category::OutOfMemory);
         }
         for f in &self.facts {
             if let Fact::Exit {
@@ -235,7 +235,7 @@ impl Diagnoser {
                 code: 137,
             } = f
             {
-                return self.from_fact(
+                return self.diagnosis_by_fact(
                     Category::OutOfMemory,
                     format!("Step `{step}` of job `{job}` was killed with SIGKILL (exit code 137), the mark of the out-of-memory killer."),
                     "Give the job more memory, or make the step use less; check the runner's kernel log (dmesg) for the OOM kill.",
@@ -249,11 +249,11 @@ impl Diagnoser {
             // Failing tests are named: a test failure, unless a heavier cause explains the run.
             let heavier = self.best_rule(|r| r.category != Category::TestFailure && r.weight > 90);
             if heavier.is_none() {
-                return self.from_rule(i, Category::TestFailure);
+                return self.diagnosis_by_rule(i, Category::TestFailure);
             }
         }
         if let Some(i) = self.best_rule(|_| true) {
-            return self.from_rule(i, self.rules[i].category);
+            return self.diagnosis_by_rule(i, self.rules[i].category);
         }
         let exit = self.facts.iter().find_map(|f| match f {
             Fact::Exit { job, step, code } => Some(format!(
@@ -265,7 +265,7 @@ impl Diagnoser {
             Some(e) => format!("{e}; its output matches no known failure."),
             None => "The run failed; its output matches no known failure.".to_string(),
         };
-        self.from_fact(
+        self.diagnosis_by_fact(
             Category::Unknown,
             sentence,
             "Read the last lines below; if this failure recurs, add a rule for it.",
