@@ -5,7 +5,7 @@
 //! 100 MB log costs one read and constant memory.
 
 use super::rules::{Category, Rule};
-use super::tests::FailingTests;
+use super::test_names::FailingTests;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

@@ -6,7 +6,7 @@
 pub mod changes;
 pub mod diagnose;
 pub mod rules;
-pub mod tests;
+pub mod test_names;
 
 pub use diagnose::{Diagnoser, Diagnosis, Evidence, Fact};
 pub use rules::{Category, Rule};
