@@ -211,6 +211,13 @@ pub async fn logs_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+pub async fn diagnosis(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.control.diagnose(id).await?))
+}
+
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<i64>,

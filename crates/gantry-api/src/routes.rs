@@ -104,6 +104,12 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "Artifacts of a run",
     ),
     route(
+        "GET",
+        "/api/runs/{id}/diagnosis",
+        Token(Role::Viewer),
+        "Why a failed run failed: category, evidence, fix, what changed since the last good run",
+    ),
+    route(
         "POST",
         "/api/runs/{id}/cancel",
         Token(Role::Deployer),
@@ -136,6 +142,7 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("GET", "/api/runs/{id}/logs") => get(handlers::logs),
         ("GET", "/api/runs/{id}/logs/stream") => get(handlers::logs_stream),
         ("GET", "/api/runs/{id}/artifacts") => get(handlers::artifacts),
+        ("GET", "/api/runs/{id}/diagnosis") => get(handlers::diagnosis),
         ("POST", "/api/runs/{id}/cancel") => post(handlers::cancel),
         ("POST", "/api/runs/{id}/rerun") => post(handlers::rerun),
         ("POST", "/api/tokens") => post(handlers::create_token),

@@ -63,6 +63,8 @@ pub trait Control: Send + Sync {
     async fn cancel(&self, run: i64) -> Result<(), ApiError>;
     /// Queues a new run of the same project, branch and commit; returns its id.
     async fn rerun(&self, run: i64) -> Result<i64, ApiError>;
+    /// Why run `run` failed: the diagnosis report as JSON (`gantry why --json` prints the same).
+    async fn diagnose(&self, run: i64) -> Result<serde_json::Value, ApiError>;
     /// The webhook secret of a project: `Err(not_found)` for an unknown project, `Ok(None)` when
     /// the project takes no webhooks.
     fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ApiError>;

@@ -55,8 +55,9 @@ impl Repo {
                 stderr_text(&out)
             );
         }
+        // Absolute, so the path recorded with a run still works from another directory.
         Ok(Self {
-            path: path.to_path_buf(),
+            path: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
         })
     }
 
@@ -127,6 +128,30 @@ impl Repo {
             .arg(format!("{commit}:{path}"));
         let out = run(cmd, "reading a file from the repository")?;
         Ok(out.status.success().then_some(out.stdout))
+    }
+
+    /// `<short id> <subject>` of the commits reachable from `to` but not from `from`, newest
+    /// first (at most `limit`). Empty when either commit is unknown.
+    pub fn log_between(&self, from: &str, to: &str, limit: usize) -> Result<Vec<String>> {
+        if from.starts_with('-') || to.starts_with('-') {
+            bail!("not a commit");
+        }
+        let mut cmd = git(&self.path);
+        cmd.args([
+            "log",
+            "--format=%h %s",
+            &format!("--max-count={limit}"),
+            &format!("{from}..{to}"),
+            "--",
+        ]);
+        let out = run(cmd, "listing commits")?;
+        if !out.status.success() {
+            return Ok(Vec::new());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
     }
 
     /// Writes the tree of `commit` into `dest` (created if needed): files with their exec bits,

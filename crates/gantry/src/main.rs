@@ -8,6 +8,7 @@ mod pipeline_at;
 mod render;
 mod secrets;
 mod server;
+mod why;
 
 use std::process::ExitCode;
 

@@ -107,7 +107,7 @@ rules! {
     "certificate-expired" => Expired, 90, ["certificate has expired", "certificate expired", "CERT_HAS_EXPIRED", "x509: certificate has expired"],
         "A TLS certificate in the chain has expired.",
         "Renew the certificate (or fix the clock of the machine) and re-run.";
-    "signed-url-expired" => Expired, 85, ["Request has expired", "signed URL has expired", "link has expired", "410 Gone"],
+    "signed-url-expired" => Expired, 92, ["Request has expired", "signed URL has expired", "link has expired", "410 Gone"],
         "A signed URL the step used has expired.",
         "Ask for a fresh URL (gantry artifact share) with a longer --expires, or use the stable link form.";
     "no-such-key" => Expired, 80, ["NoSuchKey", "The specified key does not exist", "artifact was removed", "removed by retention"],
@@ -122,7 +122,7 @@ rules! {
     "git-host-key" => RepositoryAccess, 95, ["Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED"],
         "SSH refused the git host's key.",
         "Add the host's key to known_hosts (ssh-keyscan), after checking it is the real host.";
-    "aws-access-denied" => Permission, 90, ["AccessDenied", "is not authorized to perform", "UnauthorizedOperation", "AccessDeniedException", "Forbidden (Service: "],
+    "aws-access-denied" => Permission, 90, ["AccessDenied", "is not authorized to perform", "UnauthorizedOperation", "AccessDeniedException", "Forbidden (Service: ", "access to the resource is denied"],
         "The cloud role or user the step ran as lacks a permission it needed.",
         "Grant the missing action to the role (the evidence names it), or run with the role that has it.";
     "http-403" => Permission, 70, ["returned error: 403", "403 Forbidden", "HTTP 403", "status code 403", "status: 403"],
@@ -134,10 +134,10 @@ rules! {
     "port-in-use" => Conflict, 90, ["Address already in use", "EADDRINUSE", "port is already allocated", "bind: address already in use"],
         "A port the step needed is already taken by another process.",
         "Stop what holds the port (ss -ltnp shows it), or let the program pick a free port.";
-    "lock-held" => Conflict, 90, ["deployment lock is held", "lock is held by", "Unable to acquire lock", "could not obtain lock", "is locked by"],
+    "lock-held" => Conflict, 90, ["deployment lock is held", "lock is held by", "Unable to acquire lock", "could not obtain lock", "is locked by", "Error acquiring the state lock", "Could not get lock"],
         "Another deployment or process holds the lock this step needed.",
         "Wait for it to finish; if it died, release the lock after checking it is gone (dry-run first).";
-    "already-exists" => Conflict, 80, ["AlreadyExists", "already exists", "ResourceConflictException", "EntityAlreadyExists", "ResourceInUseException"],
+    "already-exists" => Conflict, 80, ["AlreadyExists", "already exists", "ResourceConflictException", "EntityAlreadyExists", "ResourceInUseException", "File exists"],
         "Something the step tried to create already exists, often left by an earlier, interrupted deployment.",
         "Adopt or remove the leftover resource (dry-run the clean-up first), then re-run.";
     "stack-state" => Conflict, 90, ["UPDATE_ROLLBACK_FAILED", "ROLLBACK_COMPLETE state and can not be updated", "is in ROLLBACK_FAILED", "state and can not be updated", "is in UPDATE_IN_PROGRESS state"],
@@ -155,13 +155,13 @@ rules! {
     "missing-env" => Config, 85, ["parameter not set", "unbound variable", "environment variable not found", "KeyError: '", "is not set", "must be set"],
         "A variable the step reads is not set.",
         "Set it in the pipeline's `env` (or as a secret), or pass it with `pass_env`.";
-    "wrong-region" => Config, 90, ["the region '", "wrong region", "AuthorizationHeaderMalformed", "PermanentRedirect", "must be addressed using the specified endpoint", "Could not connect to the endpoint URL", "InvalidClientTokenId"],
+    "wrong-region" => Config, 90, ["the region '", "wrong region", "AuthorizationHeaderMalformed", "PermanentRedirect", "must be addressed using the specified endpoint", "Could not connect to the endpoint URL", "location constraint is incompatible", "IllegalLocationConstraintException"],
         "The step talked to the wrong region or endpoint.",
         "Set the region/endpoint the resource lives in (AWS_REGION, the endpoint URL) for the step.";
     "test-failures" => TestFailure, 80, ["test result: FAILED", "--- FAIL:", "tests failed", "failures=", " failed, ", " failed in ", "AssertionError", "assertion failed", "panicked at", "<failure", "Test Suites: "],
         "Tests failed.",
         "Fix the failing tests listed below (or the code they test); the evidence shows the first failures.";
-    "oom" => OutOfMemory, 95, ["Out of memory", "MemoryError", "Cannot allocate memory", "OOMKilled", "out of memory", "memory allocation of", "JavaScript heap out of memory", "std::bad_alloc"],
+    "oom" => OutOfMemory, 95, ["Out of memory", "MemoryError", "Cannot allocate memory", "OOMKilled", "out of memory", "memory allocation of", "JavaScript heap out of memory", "std::bad_alloc", "OutOfMemoryError"],
         "The step ran out of memory.",
         "Give the job more memory, or make the step use less (fewer parallel jobs, smaller batches).";
     "disk-full" => DiskFull, 95, ["No space left on device", "ENOSPC", "disk full", "Disk quota exceeded"],

@@ -6,6 +6,7 @@ mod remote;
 mod run;
 mod runs;
 mod serve;
+mod why;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ pub enum Command {
     /// Manage API tokens on the server
     #[command(subcommand)]
     Token(remote::TokenCommand),
+    /// Explain why a run failed: category, evidence, fix, and what changed since the last good run
+    Why(why::WhyArgs),
 }
 
 /// An error with the exit code it should end the process with.
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Trigger(args) => block_on(remote::trigger(args, cli.server, cli.data_dir)),
         Command::Cancel(args) => block_on(remote::cancel(args, cli.server, cli.data_dir)),
         Command::Token(cmd) => block_on(remote::token(cmd, cli.server, cli.data_dir)),
+        Command::Why(args) => block_on(why::why(args, cli.server, cli.data_dir)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

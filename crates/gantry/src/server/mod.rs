@@ -305,6 +305,22 @@ impl Control for Server {
         id.ok_or_else(|| ApiError::from(anyhow::anyhow!("the re-run was not queued")))
     }
 
+    async fn diagnose(&self, run: i64) -> Result<serde_json::Value, ApiError> {
+        let detail = self
+            .store
+            .run_detail(run)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no run {run}")))?;
+        let repo = self.mirror(&detail.run.project);
+        match crate::why::diagnose_run(&*self.store, repo.as_ref(), run).await {
+            Ok(report) => Ok(serde_json::to_value(report).map_err(anyhow::Error::from)?),
+            Err(e) if e.to_string().contains("no failure to explain") => {
+                Err(ApiError::conflict(e.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ApiError> {
         let p = self
             .project(project)

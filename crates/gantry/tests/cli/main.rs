@@ -10,6 +10,7 @@
 //! - `crash`: kill -9 and Ctrl-C in the middle of a run.
 //! - `server`: `gantry serve`: polling, webhooks, API, tokens, SSE, shutdown, kill -9.
 //! - `server_support`: a real server on 127.0.0.1 and a plain HTTP client.
+//! - `why`: the failure corpus (real tools and quoted formats) and what-changed analysis.
 //! - `tidy`: module docs and dependency direction of the workspace.
 
 #![allow(clippy::disallowed_methods)] // Tests start the binary and helper processes.
@@ -23,3 +24,4 @@ mod server;
 mod server_support;
 mod support;
 mod tidy;
+mod why;

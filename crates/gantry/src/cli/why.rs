@@ -1,0 +1,69 @@
+//! `gantry why [RUN|PROJECT]`: why the latest failed run (or this one) failed, with evidence,
+//! a fix, and what changed since the last good run.
+
+use super::CliResult;
+use crate::client::Client;
+use crate::context::{Context, data_dir_for};
+use crate::why::{Report, diagnose_run, latest_failed, render};
+use anyhow::anyhow;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct WhyArgs {
+    /// A run id, or a project name (its latest failed run); default: the latest failed run
+    pub target: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
+    let cwd = std::env::current_dir().map_err(anyhow::Error::from)?;
+    let data = data_dir_for(data_dir, &cwd);
+    let run_id = args.target.as_deref().and_then(|t| t.parse::<i64>().ok());
+    let project = args.target.filter(|_| run_id.is_none());
+    let report: Report = match server {
+        Some(url) => {
+            let c = Client::resolve(Some(&url), &data)?;
+            let id = match run_id {
+                Some(id) => id,
+                None => {
+                    let q = project
+                        .as_ref()
+                        .map(|p| format!("&project={p}"))
+                        .unwrap_or_default();
+                    let v = c
+                        .get(&format!("/api/runs?status=failed&limit=1{q}"))
+                        .await?;
+                    v["runs"][0]["id"]
+                        .as_i64()
+                        .ok_or_else(|| anyhow!("no failed run to explain"))?
+                }
+            };
+            serde_json::from_value(c.get(&format!("/api/runs/{id}/diagnosis")).await?)
+                .map_err(anyhow::Error::from)?
+        }
+        None => {
+            let ctx = Context::open(data).await?;
+            let id = match run_id {
+                Some(id) => id,
+                None => latest_failed(&*ctx.state, project)
+                    .await?
+                    .ok_or_else(|| anyhow!("no failed run to explain"))?,
+            };
+            let detail = gantry_engine::ports::StateStore::run_detail(&*ctx.state, id)
+                .await?
+                .ok_or_else(|| anyhow!("no run {id}"))?;
+            let repo = gantry_git::Repo::open(std::path::Path::new(&detail.run.repo)).ok();
+            diagnose_run(&*ctx.state, repo.as_ref(), id).await?
+        }
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}

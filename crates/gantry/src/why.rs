@@ -1,0 +1,295 @@
+//! `why` as an operation, shared by `gantry why` and the server's API: gathers the facts and
+//! logs of a failed run from the state store, feeds them to the engine's diagnoser, and works out
+//! what changed since the last good run of the same project and branch (commits and the
+//! pipeline file from git; variable and secret names, never values; artifact digests; tool
+//! versions printed in the logs).
+
+use anyhow::{Result, anyhow};
+use gantry_engine::ports::{RunDetail, RunFilter, RunRecord, StateStore};
+use gantry_engine::why::changes::{self, Changes};
+use gantry_engine::why::{Diagnoser, Diagnosis, Fact, rules};
+use gantry_git::Repo;
+use gantry_model::{JobStatus, Pipeline, RunStatus, StepStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub run: RunRecord,
+    pub diagnosis: Diagnosis,
+    pub changes: Changes,
+}
+
+/// Log lines read per query while streaming a run's log through the diagnoser.
+const PAGE: i64 = 5000;
+
+/// The diagnosis of run `id`. `repo` is where its commits can be read (for what changed).
+pub async fn diagnose_run(store: &dyn StateStore, repo: Option<&Repo>, id: i64) -> Result<Report> {
+    let detail = store
+        .run_detail(id)
+        .await?
+        .ok_or_else(|| anyhow!("no run {id}"))?;
+    match detail.run.status {
+        RunStatus::Failed | RunStatus::Interrupted | RunStatus::Cancelled => {}
+        other => {
+            return Err(anyhow!(
+                "run {id} is {other}: there is no failure to explain"
+            ));
+        }
+    }
+    let mut d = Diagnoser::new(rules::builtin());
+    if let Some(e) = &detail.run.error {
+        d.fact(Fact::Error {
+            job: None,
+            text: e.clone(),
+        });
+    }
+    let mut bad_tools = BTreeMap::new();
+    for job in detail
+        .jobs
+        .iter()
+        .filter(|j| j.status.is_failure() && !j.allow_failure || j.status == JobStatus::Interrupted)
+    {
+        if let Some(e) = &job.error {
+            d.fact(Fact::Error {
+                job: Some(job.name.clone()),
+                text: e.clone(),
+            });
+        }
+        for step in detail
+            .steps
+            .iter()
+            .filter(|s| s.job_id == job.id && s.attempt == job.attempt)
+        {
+            match (step.status, step.exit_code) {
+                (StepStatus::TimedOut, _) => d.fact(Fact::TimedOut {
+                    job: job.name.clone(),
+                    step: step.name.clone(),
+                }),
+                (StepStatus::Failed, Some(code)) => d.fact(Fact::Exit {
+                    job: job.name.clone(),
+                    step: step.name.clone(),
+                    code,
+                }),
+                _ => {}
+            }
+        }
+        let mut after = 0;
+        loop {
+            let page = store.logs(id, Some(&job.name), after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for l in page.iter().filter(|l| l.attempt == job.attempt) {
+                changes::tool_versions(&l.text, &mut bad_tools);
+                d.line(&l.job, &l.step, l.line, &l.text);
+            }
+        }
+    }
+    let diagnosis = d.finish();
+    let changes = what_changed(store, repo, &detail, bad_tools).await?;
+    Ok(Report {
+        run: detail.run,
+        diagnosis,
+        changes,
+    })
+}
+
+/// The latest failed (or interrupted) run, of one project or of all.
+pub async fn latest_failed(store: &dyn StateStore, project: Option<String>) -> Result<Option<i64>> {
+    let mut best: Option<i64> = None;
+    for status in [RunStatus::Failed, RunStatus::Interrupted] {
+        let runs = store
+            .list_runs(&RunFilter {
+                project: project.clone(),
+                status: Some(status),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        if let Some(r) = runs.first() {
+            best = Some(best.map_or(r.id, |b| b.max(r.id)));
+        }
+    }
+    Ok(best)
+}
+
+async fn what_changed(
+    store: &dyn StateStore,
+    repo: Option<&Repo>,
+    bad: &RunDetail,
+    bad_tools: BTreeMap<String, String>,
+) -> Result<Changes> {
+    let filter = RunFilter {
+        project: Some(bad.run.project.clone()),
+        branch: bad.run.branch.clone(),
+        status: Some(RunStatus::Succeeded),
+        before: Some(bad.run.id),
+        limit: 1,
+    };
+    let Some(good) = store.list_runs(&filter).await?.into_iter().next() else {
+        return Ok(Changes::default());
+    };
+    let good_detail = store
+        .run_detail(good.id)
+        .await?
+        .ok_or_else(|| anyhow!("run {} vanished", good.id))?;
+    let mut c = Changes {
+        good_run: Some(good.id),
+        good_commit: Some(good.commit.clone()),
+        ..Default::default()
+    };
+
+    if let Some(repo) = repo {
+        if good.commit != bad.run.commit {
+            c.commits = repo
+                .log_between(&good.commit, &bad.run.commit, 50)
+                .unwrap_or_default();
+        }
+        let read = |commit: &str, file: &str| {
+            repo.read_file(commit, file)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let old = read(&good.commit, &good.pipeline_file);
+        let new = read(&bad.run.commit, &bad.run.pipeline_file);
+        if let (Some(old), Some(new)) = (&old, &new) {
+            c.pipeline_diff = changes::diff_lines(old, new);
+        }
+        let names = |text: &Option<String>, file: &str| {
+            text.as_deref()
+                .and_then(|t| gantry_config::parse_pipeline(file, t).ok())
+                .map(|p| (env_names(&p.pipeline), p.pipeline.secret_names()))
+        };
+        if let (Some((old_env, old_secrets)), Some((new_env, new_secrets))) = (
+            names(&old, &good.pipeline_file),
+            names(&new, &bad.run.pipeline_file),
+        ) {
+            (c.env_added, c.env_removed) = changes::names_diff(&old_env, &new_env);
+            (c.secrets_added, c.secrets_removed) = changes::names_diff(&old_secrets, &new_secrets);
+        }
+    }
+    for a in &bad.artifacts {
+        if let Some(old) = good_detail
+            .artifacts
+            .iter()
+            .find(|g| g.name == a.name && g.digest != a.digest)
+        {
+            c.artifacts_changed
+                .push((a.name.clone(), old.digest.clone(), a.digest.clone()));
+        }
+    }
+    let mut good_tools = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = store.logs(good.id, None, after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for l in &page {
+            changes::tool_versions(&l.text, &mut good_tools);
+        }
+    }
+    c.tools_changed = changes::tools_diff(&good_tools, &bad_tools);
+    Ok(c)
+}
+
+/// Every variable name a pipeline sets (top level, jobs, steps).
+fn env_names(p: &Pipeline) -> Vec<String> {
+    let mut names: Vec<String> = p.env.iter().map(|(k, _)| k.clone()).collect();
+    for (_, job) in p.jobs() {
+        names.extend(job.env.iter().map(|(k, _)| k.clone()));
+        for s in &job.steps {
+            names.extend(s.env.iter().map(|(k, _)| k.clone()));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The report as people read it.
+pub fn render(r: &Report) -> String {
+    let d = &r.diagnosis;
+    let run = &r.run;
+    let mut out = format!(
+        "run {} {} — {} at {}{}\n\n{}: {}\n",
+        run.id,
+        run.status,
+        run.project,
+        &run.commit[..run.commit.len().min(10)],
+        run.branch
+            .as_deref()
+            .map(|b| format!(" on {b}"))
+            .unwrap_or_default(),
+        d.category,
+        d.sentence
+    );
+    if !d.evidence.is_empty() {
+        out.push_str("\nevidence:\n");
+        for e in &d.evidence {
+            let place = match (&e.job, &e.step) {
+                (Some(j), Some(s)) if e.line > 0 => format!("{j} › {s}:{}", e.line),
+                (Some(j), _) => format!("{j} (recorded error)"),
+                _ => "run (recorded error)".to_string(),
+            };
+            out.push_str(&format!("  {place}  {}\n", e.text));
+        }
+    }
+    if !d.failing_tests.is_empty() {
+        out.push_str(&format!(
+            "\nfailing tests: {}\n",
+            d.failing_tests.join(", ")
+        ));
+    }
+    out.push_str(&format!("\nfix: {}\n", d.fix));
+    let c = &r.changes;
+    match c.good_run {
+        None => out.push_str("\nno earlier good run of this branch to compare with\n"),
+        Some(good) => {
+            let commit = c
+                .good_commit
+                .as_deref()
+                .map(|s| &s[..s.len().min(10)])
+                .unwrap_or("?");
+            out.push_str(&format!(
+                "\nchanged since run {good} (the last good run, at {commit}):\n"
+            ));
+            if c.is_empty() {
+                out.push_str("  nothing gantry can see (same commit, pipeline, secrets, artifacts and tools)\n");
+            }
+            if !c.commits.is_empty() {
+                out.push_str("  commits:\n");
+                for l in &c.commits {
+                    out.push_str(&format!("    {l}\n"));
+                }
+            }
+            if !c.pipeline_diff.is_empty() {
+                out.push_str("  pipeline file:\n");
+                for l in &c.pipeline_diff {
+                    out.push_str(&format!("    {l}\n"));
+                }
+            }
+            for (label, names) in [
+                ("variables added", &c.env_added),
+                ("variables removed", &c.env_removed),
+                ("secrets added", &c.secrets_added),
+                ("secrets removed", &c.secrets_removed),
+            ] {
+                if !names.is_empty() {
+                    out.push_str(&format!("  {label}: {}\n", names.join(", ")));
+                }
+            }
+            for (name, old, new) in &c.artifacts_changed {
+                out.push_str(&format!(
+                    "  artifact {name}: {} -> {}\n",
+                    crate::render::short_digest(old),
+                    crate::render::short_digest(new)
+                ));
+            }
+            for (tool, old, new) in &c.tools_changed {
+                out.push_str(&format!("  {tool}: {old} -> {new}\n"));
+            }
+        }
+    }
+    out
+}
