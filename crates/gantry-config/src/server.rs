@@ -19,6 +19,7 @@ pub const TOP_KEYS: &[&str] = &[
     "webhooks",
     "shutdown_grace",
     "secrets_file",
+    "why_rules",
 ];
 pub const PROJECT_KEYS: &[&str] = &["name", "repo", "branches", "poll", "webhook_secret_env"];
 pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace"];
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     /// On SIGTERM: how long running steps may finish before they are cancelled.
     pub shutdown_grace: Duration,
     pub secrets_file: Option<PathBuf>,
+    /// A TOML file of the user's own `gantry why` rules.
+    pub why_rules: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             secrets_file: None,
+            why_rules: None,
         }
     }
 }
@@ -388,6 +392,7 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
             }
             "data_dir" => cfg.data_dir = c.string(value, key).map(PathBuf::from),
             "secrets_file" => cfg.secrets_file = c.string(value, key).map(PathBuf::from),
+            "why_rules" => cfg.why_rules = c.string(value, key).map(PathBuf::from),
             "shutdown_grace" => {
                 if let Some(d) = c.duration(value, key) {
                     cfg.shutdown_grace = d;

@@ -20,11 +20,86 @@ pub struct Report {
     pub changes: Changes,
 }
 
+/// A file of the user's own rules:
+///
+/// ```toml
+/// [[rule]]
+/// id = "flaky-registry"
+/// category = "network"            # one of the categories of `gantry why`
+/// patterns = ["registry.internal: i/o timeout"]
+/// sentence = "The internal registry did not answer."
+/// fix = "Check the registry VM; it restarts nightly at 03:00."
+/// weight = 100                    # optional; built-in rules weigh 60 to 95
+/// ```
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<RuleEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    id: String,
+    category: String,
+    patterns: Vec<String>,
+    sentence: String,
+    fix: String,
+    weight: Option<u8>,
+}
+
+/// The built-in rules, then the user's from `file` (if any). User rules weigh 100 unless they
+/// say otherwise, so they win over built-in ones on the same line.
+pub fn load_rules(file: Option<&std::path::Path>) -> Result<Vec<rules::Rule>> {
+    let mut all = rules::builtin();
+    let Some(path) = file else { return Ok(all) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("reading the rules file {}: {e}", path.display()))?;
+    let parsed: RulesFile =
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    for (i, r) in parsed.rule.into_iter().enumerate() {
+        let category = rules::Category::parse(&r.category).ok_or_else(|| {
+            let known: Vec<&str> = rules::Category::ALL.iter().map(|c| c.as_str()).collect();
+            anyhow!(
+                "{}: rule {} (`{}`): unknown category `{}`; use one of: {}",
+                path.display(),
+                i + 1,
+                r.id,
+                r.category,
+                known.join(", ")
+            )
+        })?;
+        if r.patterns.iter().any(|p| p.trim().is_empty()) || r.patterns.is_empty() {
+            return Err(anyhow!(
+                "{}: rule {} (`{}`) needs at least one non-empty pattern",
+                path.display(),
+                i + 1,
+                r.id
+            ));
+        }
+        all.push(rules::Rule {
+            id: r.id,
+            category,
+            patterns: r.patterns.iter().map(|p| p.to_lowercase()).collect(),
+            sentence: r.sentence,
+            fix: r.fix,
+            weight: r.weight.unwrap_or(100),
+        });
+    }
+    Ok(all)
+}
+
 /// Log lines read per query while streaming a run's log through the diagnoser.
 const PAGE: i64 = 5000;
 
 /// The diagnosis of run `id`. `repo` is where its commits can be read (for what changed).
-pub async fn diagnose_run(store: &dyn StateStore, repo: Option<&Repo>, id: i64) -> Result<Report> {
+pub async fn diagnose_run(
+    store: &dyn StateStore,
+    repo: Option<&Repo>,
+    id: i64,
+    rules: Vec<rules::Rule>,
+) -> Result<Report> {
     let detail = store
         .run_detail(id)
         .await?
@@ -37,7 +112,7 @@ pub async fn diagnose_run(store: &dyn StateStore, repo: Option<&Repo>, id: i64) 
             ));
         }
     }
-    let mut d = Diagnoser::new(rules::builtin());
+    let mut d = Diagnoser::new(rules);
     if let Some(e) = &detail.run.error {
         d.fact(Fact::Error {
             job: None,

@@ -72,6 +72,11 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
     if let Some(s) = &config.secrets_file {
         config.secrets_file = Some(config_dir.join(s));
     }
+    if let Some(r) = &config.why_rules {
+        config.why_rules = Some(config_dir.join(r));
+        // A broken rules file is a configuration error: say so now, not at the first diagnosis.
+        crate::why::load_rules(config.why_rules.as_deref())?;
+    }
 
     let ctx = Context::open(data_dir).await?;
     let data_dir = ctx.data_dir.clone();

@@ -14,6 +14,9 @@ pub struct WhyArgs {
     pub target: Option<String>,
     #[arg(long)]
     pub json: bool,
+    /// A TOML file of your own rules, added to the built-in ones (see README)
+    #[arg(long, env = "GANTRY_WHY_RULES", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
 }
 
 pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
@@ -54,7 +57,13 @@ pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf
                 .await?
                 .ok_or_else(|| anyhow!("no run {id}"))?;
             let repo = gantry_git::Repo::open(std::path::Path::new(&detail.run.repo)).ok();
-            diagnose_run(&*ctx.state, repo.as_ref(), id).await?
+            diagnose_run(
+                &*ctx.state,
+                repo.as_ref(),
+                id,
+                crate::why::load_rules(args.rules.as_deref())?,
+            )
+            .await?
         }
     };
     if args.json {

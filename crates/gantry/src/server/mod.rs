@@ -312,7 +312,8 @@ impl Control for Server {
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no run {run}")))?;
         let repo = self.mirror(&detail.run.project);
-        match crate::why::diagnose_run(&*self.store, repo.as_ref(), run).await {
+        let rules = crate::why::load_rules(self.config.why_rules.as_deref())?;
+        match crate::why::diagnose_run(&*self.store, repo.as_ref(), run, rules).await {
             Ok(report) => Ok(serde_json::to_value(report).map_err(anyhow::Error::from)?),
             Err(e) if e.to_string().contains("no failure to explain") => {
                 Err(ApiError::conflict(e.to_string()))

@@ -558,3 +558,43 @@ fn changes_since_the_last_good_run_name_the_commit_the_pipeline_diff_and_the_add
     assert_eq!(ok.code, 1);
     assert!(ok.stderr.contains("there is no failure to explain"), "{ok}");
 }
+
+#[test]
+fn users_add_their_own_rules() {
+    let f = Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: deploy\n        run: |\n          echo 'frobnicator: quota of widgets exhausted'\n          exit 3\n",
+    );
+    assert_eq!(f.run(&["run"]).code, 1);
+    let plain: Run = f.gantry(&["why", "--json"]).output().unwrap().into();
+    let v: serde_json::Value = serde_json::from_str(&plain.stdout).unwrap();
+    assert_eq!(v["diagnosis"]["category"], "unknown");
+    let rules = f.scratch().join("rules.toml");
+    std::fs::write(&rules, "[[rule]]\nid = \"widget-quota\"\ncategory = \"config\"\npatterns = [\"quota of widgets exhausted\"]\nsentence = \"The widget quota is used up.\"\nfix = \"Ask the platform team for more widgets.\"\n").unwrap();
+    let mine: Run = f
+        .gantry(&["why", "--rules", rules.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(mine.code, 0, "{mine}");
+    assert!(
+        mine.stdout.contains("config: The widget quota is used up."),
+        "{mine}"
+    );
+    assert!(
+        mine.stdout
+            .contains("fix: Ask the platform team for more widgets."),
+        "{mine}"
+    );
+    std::fs::write(&rules, "[[rule]]\nid = \"x\"\ncategory = \"sadness\"\npatterns = [\"x\"]\nsentence = \"x.\"\nfix = \"x\"\n").unwrap();
+    let bad: Run = f
+        .gantry(&["why", "--rules", rules.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr
+            .contains("unknown category `sadness`; use one of: permission"),
+        "{bad}"
+    );
+}
