@@ -139,9 +139,12 @@ fn version_token(t: &str) -> Option<String> {
 pub fn tool_versions(line: &str, found: &mut BTreeMap<String, String>) {
     let words: Vec<&str> = line.split_whitespace().collect();
     for (i, w) in words.iter().enumerate() {
-        let tool = w.to_ascii_lowercase();
-        let tool = tool.trim_end_matches(':');
-        if !TOOLS.contains(&tool) || found.contains_key(tool) {
+        // Compared without allocating: this runs on every word of every log line.
+        let w = w.trim_end_matches(':');
+        let Some(tool) = TOOLS.iter().find(|t| t.eq_ignore_ascii_case(w)) else {
+            continue;
+        };
+        if found.contains_key(*tool) {
             continue;
         }
         let mut k = i + 1;

@@ -117,20 +117,38 @@ impl Diagnoser {
         self.facts.push(fact);
     }
 
-    /// One log line of a failed job.
+    /// One log line of a failed job. Runs for every line of the log: it allocates nothing
+    /// unless the line matches a rule (the tail reuses its buffers).
     pub fn line(&mut self, job: &str, step: &str, line: i64, text: &str) {
         self.tests.line(text);
-        let ev = Evidence {
-            job: Some(job.to_string()),
-            step: Some(step.to_string()),
-            line,
-            text: text.to_string(),
+        let mut slot = if self.tail.len() == TAIL {
+            self.tail.pop_front().expect("the tail is full")
+        } else {
+            Evidence {
+                job: Some(String::new()),
+                step: Some(String::new()),
+                line: 0,
+                text: String::new(),
+            }
         };
-        if self.tail.len() == TAIL {
-            self.tail.pop_front();
+        for (buf, value) in [(&mut slot.job, job), (&mut slot.step, step)] {
+            let b = buf.get_or_insert_with(String::new);
+            b.clear();
+            b.push_str(value);
         }
-        self.tail.push_back(ev.clone());
-        self.match_line(ev);
+        slot.line = line;
+        slot.text.clear();
+        slot.text.push_str(text);
+        self.tail.push_back(slot);
+        if self.matcher.is_match(text) {
+            let ev = Evidence {
+                job: Some(job.to_string()),
+                step: Some(step.to_string()),
+                line,
+                text: text.to_string(),
+            };
+            self.match_line(ev);
+        }
     }
 
     fn match_line(&mut self, ev: Evidence) {

@@ -62,7 +62,10 @@ impl FailingTests {
                 return;
             }
         }
-        // JUnit XML
+        // JUnit XML (only lines with a tag can take part)
+        if !t.contains('<') {
+            return;
+        }
         if let Some(i) = t.find("<testcase") {
             let tag = &t[i..];
             let name = attr(tag, "name");

@@ -14,12 +14,18 @@ pub struct WhyArgs {
     pub target: Option<String>,
     #[arg(long)]
     pub json: bool,
+    /// Diagnose this log file (any CI system's output) instead of a run
+    #[arg(long, value_name = "FILE", conflicts_with = "target")]
+    pub log: Option<PathBuf>,
     /// A TOML file of your own rules, added to the built-in ones (see README)
     #[arg(long, env = "GANTRY_WHY_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,
 }
 
 pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
+    if let Some(log) = &args.log {
+        return why_log(log, &args).await;
+    }
     let cwd = std::env::current_dir().map_err(anyhow::Error::from)?;
     let data = data_dir_for(data_dir, &cwd);
     let run_id = args.target.as_deref().and_then(|t| t.parse::<i64>().ok());
@@ -73,6 +79,47 @@ pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf
         );
     } else {
         print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+/// `gantry why --log FILE`: the diagnosis of a log file, read line by line in constant memory.
+async fn why_log(path: &std::path::Path, args: &WhyArgs) -> CliResult {
+    use std::io::BufRead;
+    let rules = crate::why::load_rules(args.rules.as_deref())?;
+    let file = std::fs::File::open(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut d = gantry_engine::why::Diagnoser::new(rules);
+    let name = path.display().to_string();
+    let mut buf = Vec::new();
+    let mut line_no = 0i64;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(anyhow::Error::from)?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = String::from_utf8_lossy(&buf);
+        d.line(&name, "log", line_no, text.trim_end_matches(['\n', '\r']));
+    }
+    let diagnosis = d.finish();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&diagnosis).map_err(anyhow::Error::from)?
+        );
+    } else {
+        println!("{}: {}", diagnosis.category, diagnosis.sentence);
+        for e in &diagnosis.evidence {
+            println!("  {}:{}  {}", name, e.line, e.text);
+        }
+        if !diagnosis.failing_tests.is_empty() {
+            println!("failing tests: {}", diagnosis.failing_tests.join(", "));
+        }
+        println!("fix: {}", diagnosis.fix);
     }
     Ok(())
 }
