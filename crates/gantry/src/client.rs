@@ -35,6 +35,16 @@ impl Client {
                     .to_string()
             }
         };
+        if base.starts_with("https://") {
+            // The TLS client stack (rustls) comes with the S3 and remote-runner work; until then
+            // say so rather than fail obscurely.
+            bail!(
+                "{base}: this gantry talks plain HTTP to its server; reach it over an SSH tunnel or a local TLS-terminating proxy for now"
+            );
+        }
+        if !base.starts_with("http://") {
+            bail!("`{base}` is not a server URL: write http://HOST:PORT");
+        }
         let token = std::env::var("GANTRY_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
