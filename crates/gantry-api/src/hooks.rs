@@ -128,9 +128,11 @@ async fn handle(
             Json(json!({ "queued": false, "reason": "the branch was deleted" })),
         ));
     }
-    if after.len() < 7 || !after.chars().all(|c| c.is_ascii_hexdigit()) {
+    // A full id only: the run's key is (project, branch, commit), and an abbreviated id would
+    // not match the one the poller sees for the same commit.
+    if !matches!(after.len(), 40 | 64) || !after.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request(format!(
-            "`{after}` is not a commit id"
+            "`{after}` is not a full commit id (40 or 64 hex digits)"
         )));
     }
     let outcome = state

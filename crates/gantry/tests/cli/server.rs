@@ -119,6 +119,25 @@ fn bad_signatures_get_401_and_start_nothing() {
         &big,
     );
     assert_eq!(r.status, 413, "{}", r.body);
+    // A signed plain payload with an abbreviated commit id: 400, nothing queued.
+    let short = format!(
+        "{{\"ref\":\"refs/heads/main\",\"after\":\"{}\"}}",
+        &commit[..10]
+    );
+    let short_sig = Served::github_signature(short.as_bytes());
+    let r = s.request(
+        "POST",
+        "/hooks/hello",
+        &[("X-Gantry-Signature", short_sig.as_str())],
+        short.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a full commit id")
+    );
     // Unknown project: 404.
     assert_eq!(
         s.request(
