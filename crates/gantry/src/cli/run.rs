@@ -132,6 +132,24 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
     if let Some(detail) = ctx.state.run_detail(outcome.run_id).await? {
         renderer.finish(&detail);
     }
+    if outcome.status == RunStatus::Failed && !args.json {
+        // The first answer to "why?" right away; `gantry why N` has the rest.
+        let repo = Repo::open(&repo_path).ok();
+        let rules = gantry_engine::why::rules::builtin();
+        if let Ok(report) =
+            crate::why::diagnose_run(&*ctx.state, repo.as_ref(), outcome.run_id, rules).await
+        {
+            let d = &report.diagnosis;
+            eprintln!("\nwhy: {}: {}", d.category, d.sentence);
+            if let Some(e) = d.evidence.first() {
+                eprintln!("  {}", e.text);
+            }
+            eprintln!(
+                "  details and what changed since the last good run: gantry why {}",
+                outcome.run_id
+            );
+        }
+    }
     ctx.state.close().await;
     drop(owner);
     match outcome.status {

@@ -62,6 +62,13 @@ stages:
     );
     let out = f.run(&["run"]);
     assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "why: unknown: Step `echo test-failed && exit 4` of job `unit` exited with code 4"
+        ),
+        "{out}"
+    );
+    assert!(out.stderr.contains("gantry why 1"), "{out}");
     let d = f.show(1);
     assert_eq!(d["run"]["status"], "failed");
     assert_eq!(job_status(&d, "compile"), "succeeded");
