@@ -97,9 +97,12 @@ pub async fn run(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let detail = run_or_404(&state, id).await?;
-    Ok(Json(
-        serde_json::to_value(detail).map_err(anyhow::Error::from)?,
-    ))
+    let mut v = serde_json::to_value(detail).map_err(anyhow::Error::from)?;
+    // A failed run carries its diagnosis, made when it failed (see /api/runs/{id}/diagnosis).
+    if let Some(d) = state.store.run_diagnosis(id).await? {
+        v["diagnosis"] = serde_json::from_str(&d).unwrap_or(Value::Null);
+    }
+    Ok(Json(v))
 }
 
 pub async fn artifacts(

@@ -20,7 +20,9 @@ pub const TOP_KEYS: &[&str] = &[
     "shutdown_grace",
     "secrets_file",
     "why_rules",
+    "notify",
 ];
+pub const NOTIFY_KEYS: &[&str] = &["url", "on", "secret_env"];
 pub const PROJECT_KEYS: &[&str] = &["name", "repo", "branches", "poll", "webhook_secret_env"];
 pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace"];
 pub const QUEUE_KEYS: &[&str] = &["supersede", "requeue_interrupted"];
@@ -45,6 +47,17 @@ pub struct ServerConfig {
     pub secrets_file: Option<PathBuf>,
     /// A TOML file of the user's own `gantry why` rules.
     pub why_rules: Option<PathBuf>,
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// A webhook gantry calls when runs end: `POST url` with a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub url: String,
+    /// Run statuses that notify (default: failed).
+    pub on: Vec<String>,
+    /// The variable holding a secret to sign the body with (`X-Gantry-Signature: sha256=...`).
+    pub secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +86,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             secrets_file: None,
             why_rules: None,
+            notify: Vec::new(),
         }
     }
 }
@@ -337,6 +351,78 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    fn notify(&mut self, v: &Spanned<DeValue<'_>>, index: usize) -> Option<NotifyConfig> {
+        let path = format!("notify[{index}]");
+        let t = self.sub(v, &path)?;
+        let mut n = NotifyConfig {
+            url: String::new(),
+            on: vec!["failed".to_string()],
+            secret_env: None,
+        };
+        let mut ok = true;
+        for (key, value) in self.table(t, &path, "a notification", NOTIFY_KEYS) {
+            let field = format!("{path}.{key}");
+            match key {
+                "url" => match self.string(value, &field) {
+                    Some(u) if u.starts_with("http://") || u.starts_with("https://") => n.url = u,
+                    Some(u) => {
+                        self.error(
+                            value.span(),
+                            &field,
+                            format!("`{u}` is not an http(s) URL"),
+                            None,
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "on" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        n.on.clear();
+                        for (i, item) in items.iter().enumerate() {
+                            match self.string(item, &format!("{field}[{i}]")) {
+                                Some(s) if s.parse::<gantry_model::RunStatus>().is_ok() => {
+                                    n.on.push(s)
+                                }
+                                Some(s) => {
+                                    self.error(
+                                        item.span(),
+                                        &field,
+                                        format!("`{s}` is not a run status"),
+                                        Some(
+                                            "use succeeded, failed, cancelled or interrupted"
+                                                .into(),
+                                        ),
+                                    );
+                                    ok = false;
+                                }
+                                None => ok = false,
+                            }
+                        }
+                    }
+                    other => {
+                        self.error(
+                            value.span(),
+                            &field,
+                            format!("expected a list of run statuses, found {}", kind(other)),
+                            None,
+                        );
+                        ok = false;
+                    }
+                },
+                "secret_env" => n.secret_env = self.string(value, &field),
+                _ => {}
+            }
+        }
+        if n.url.is_empty() && ok {
+            self.error(v.span(), &path, "a notification needs a `url`".into(), None);
+            ok = false;
+        }
+        ok.then_some(n)
+    }
+}
+
 fn kind(v: &DeValue<'_>) -> &'static str {
     match v {
         DeValue::String(_) => "a string",
@@ -393,6 +479,21 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
             "data_dir" => cfg.data_dir = c.string(value, key).map(PathBuf::from),
             "secrets_file" => cfg.secrets_file = c.string(value, key).map(PathBuf::from),
             "why_rules" => cfg.why_rules = c.string(value, key).map(PathBuf::from),
+            "notify" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(n) = c.notify(item, i) {
+                            cfg.notify.push(n);
+                        }
+                    }
+                }
+                other => c.error(
+                    value.span(),
+                    key,
+                    format!("expected [[notify]] tables, found {}", kind(other)),
+                    None,
+                ),
+            },
             "shutdown_grace" => {
                 if let Some(d) = c.duration(value, key) {
                     cfg.shutdown_grace = d;

@@ -320,6 +320,12 @@ pub trait StateStore: Send + Sync {
         at: Millis,
     ) -> anyhow::Result<TokenRecord>;
     async fn token_by_hash(&self, hash: &str) -> anyhow::Result<Option<TokenRecord>>;
+
+    // Diagnoses.
+
+    /// Keeps the diagnosis of a failed run (JSON, as `gantry why --json` prints it).
+    async fn set_run_diagnosis(&self, run: i64, json: &str) -> anyhow::Result<()>;
+    async fn run_diagnosis(&self, run: i64) -> anyhow::Result<Option<String>>;
 }
 
 /// What the artifact store made of a job's declared paths.

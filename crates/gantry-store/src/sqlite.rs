@@ -729,4 +729,23 @@ impl StateStore for SqliteStore {
         })
         .transpose()
     }
+
+    async fn set_run_diagnosis(&self, run: i64, json: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET diagnosis = $1 WHERE id = $2")
+            .bind(json)
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .context("storing the diagnosis")?;
+        Ok(())
+    }
+
+    async fn run_diagnosis(&self, run: i64) -> Result<Option<String>> {
+        let d: Option<Option<String>> =
+            sqlx::query_scalar("SELECT diagnosis FROM runs WHERE id = $1")
+                .bind(run)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(d.flatten())
+    }
 }

@@ -99,6 +99,7 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
         Arc::new(ctx.artifacts()?),
         metrics.clone(),
         owner.name().to_string(),
+        url.clone(),
     ));
     let state = AppState {
         store: ctx.state.clone(),

@@ -3,6 +3,7 @@
 //! (`poller.rs`). Runs wait in the state store's queue; nothing is kept only in memory except
 //! the cancel switches of the runs this process is running.
 
+mod notify;
 mod poller;
 mod worker;
 
@@ -31,6 +32,8 @@ pub struct Server {
     pub metrics: Arc<gantry_api::metrics::Metrics>,
     /// The owner lock name runs claimed by this server carry.
     pub owner: String,
+    /// The server's own URL (for links in notifications).
+    pub url: String,
     /// Wakes idle workers when a run is queued.
     pub queued: Notify,
     /// Cancel switches of the runs this process is running.
@@ -53,6 +56,7 @@ impl Server {
         artifacts: Arc<LocalArtifactStore>,
         metrics: Arc<gantry_api::metrics::Metrics>,
         owner: String,
+        url: String,
     ) -> Self {
         let mirror_locks = config
             .projects
@@ -66,6 +70,7 @@ impl Server {
             artifacts,
             metrics,
             owner,
+            url,
             queued: Notify::new(),
             running: Mutex::new(HashMap::new()),
             draining: watch::channel(false).0,

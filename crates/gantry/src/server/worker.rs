@@ -85,6 +85,8 @@ async fn work(server: Arc<Server>) {
                         )
                         .await;
                 }
+                // Diagnose and notify off the worker: the next run need not wait for it.
+                tokio::spawn(super::notify::after_run(server.clone(), id));
             }
             Ok(None) => {
                 tokio::select! {

@@ -630,3 +630,74 @@ fn sigterm_lets_a_running_step_finish_within_the_grace_period() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_failed_run_is_diagnosed_and_notified() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    // A notification receiver on 127.0.0.1: takes one request, answers 200, hands over the request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+    let receiver = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            head.push_str(&line);
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        tx.send((head, String::from_utf8(body).unwrap())).unwrap();
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "stages:\n  - name: test\n    jobs:\n      - name: unit\n        run: |\n          echo 'test tests::adds ... FAILED'\n          echo 'test result: FAILED. 0 passed; 1 failed'\n          exit 101\n";
+    let commit = bare_repo(dir.path(), pipeline);
+    let cfg = format!(
+        "{}\n[[notify]]\nurl = \"http://127.0.0.1:{port}/hook\"\non = [\"failed\"]\nsecret_env = \"HELLO_SECRET\"\n",
+        config("0s")
+    );
+    let s = Served::start_in(dir, &cfg);
+    assert_eq!(webhook(&s, &commit).status, 201);
+    assert_eq!(s.wait_finished(1), "failed");
+    let (head, body) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a notification");
+    receiver.join().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["event"], "run.failed");
+    assert_eq!(v["run"]["id"], 1);
+    assert_eq!(v["diagnosis"]["category"], "test-failure");
+    assert_eq!(v["diagnosis"]["failing_tests"][0], "tests::adds");
+    assert!(v["url"].as_str().unwrap().ends_with("/api/runs/1"));
+    let sig = Served::github_signature(body.as_bytes());
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("x-gantry-signature: {sig}")),
+        "{head}"
+    );
+    // The same diagnosis is attached to the run in the API.
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || s.run(1)["diagnosis"]["diagnosis"]["category"] == "test-failure"
+    ));
+    let d = s.api("GET", "/api/runs/1/diagnosis", "").json();
+    assert_eq!(d["diagnosis"]["category"], "test-failure");
+}
