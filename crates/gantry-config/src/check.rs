@@ -26,6 +26,7 @@ pub const JOB_KEYS: &[&str] = &[
     "retries",
     "allow_failure",
     "artifacts",
+    "needs",
 ];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];
 pub const ARTIFACT_KEYS: &[&str] = &["name", "path"];
@@ -657,6 +658,10 @@ impl Checker {
             .some("artifacts")
             .map(|n| self.artifacts(n, &field("artifacts")))
             .unwrap_or(Some(Vec::new()));
+        let needs = fields
+            .some("needs")
+            .map(|n| self.names_list(n, &field("needs"), false))
+            .unwrap_or_default();
         Some(Job {
             name: name?,
             steps: steps?,
@@ -667,6 +672,7 @@ impl Checker {
             retries: retries.unwrap_or(Some(0))?,
             allow_failure: allow_failure.unwrap_or(Some(false))?,
             artifacts: artifacts?,
+            needs,
         })
     }
 
@@ -977,6 +983,35 @@ impl Checker {
             }
             match &stage.kind {
                 StageKind::Jobs(jobs) => {
+                    // Needs resolve against earlier stages only: check them before this
+                    // stage's own artifacts join the map.
+                    let stage_node = &node;
+                    for (j, job) in jobs.iter().enumerate() {
+                        let needs_node = find_key_value(stage_node, "jobs")
+                            .and_then(|n| match &n.value {
+                                Value::Seq(items) => items.get(j),
+                                _ => None,
+                            })
+                            .and_then(|n| find_key_value(n, "needs"));
+                        for (k, need) in job.needs.iter().enumerate() {
+                            let need_node = needs_node
+                                .and_then(|n| match &n.value {
+                                    Value::Seq(items) => items.get(k),
+                                    _ => Some(n),
+                                })
+                                .unwrap_or(stage_node);
+                            let field = format!("stages[{}].jobs[{}].needs", stage.name, job.name);
+                            self.artifact_ref(
+                                need,
+                                need_node,
+                                &field,
+                                &artifacts,
+                                &later_artifacts,
+                                i,
+                                "a job",
+                            );
+                        }
+                    }
                     let job_nodes = find_key_value(&node, "jobs").and_then(|n| match &n.value {
                         Value::Seq(items) => Some(items),
                         _ => None,
@@ -1013,44 +1048,15 @@ impl Checker {
                     let dnode = find_key_value(&node, "deploy").unwrap_or(&node);
                     let art_node = find_key_value(dnode, "artifact").unwrap_or(dnode);
                     let field = format!("stages[{}].deploy.artifact", stage.name);
-                    if !artifacts.contains_key(&deploy.artifact) {
-                        if later_artifacts
-                            .iter()
-                            .any(|(n, si)| *n == deploy.artifact && *si > i)
-                        {
-                            self.error(
-                                art_node,
-                                &field,
-                                format!(
-                                    "artifact `{}` is produced by a later stage",
-                                    deploy.artifact
-                                ),
-                                Some("a deploy can only use artifacts of stages before it".into()),
-                            );
-                        } else {
-                            let help = match suggest(
-                                &deploy.artifact,
-                                artifacts.keys().map(String::as_str),
-                            ) {
-                                Some(s) => format!("did you mean `{s}`?"),
-                                None if artifacts.is_empty() => {
-                                    "no job before this stage declares `artifacts`".to_string()
-                                }
-                                None => {
-                                    let mut known: Vec<&str> =
-                                        artifacts.keys().map(String::as_str).collect();
-                                    known.sort();
-                                    format!("artifacts of earlier stages: {}", known.join(", "))
-                                }
-                            };
-                            self.error(
-                                art_node,
-                                &field,
-                                format!("unknown artifact `{}`", deploy.artifact),
-                                Some(help),
-                            );
-                        }
-                    }
+                    self.artifact_ref(
+                        &deploy.artifact,
+                        art_node,
+                        &field,
+                        &artifacts,
+                        &later_artifacts,
+                        i,
+                        "a deploy",
+                    );
                     for env in &deploy.environments {
                         if !environments.iter().any(|(e, _)| &e.name == env) {
                             let env_node = find_key_value(dnode, "environment")
@@ -1086,6 +1092,52 @@ fn named_path(prefix: &str, node: &Node, index: usize) -> String {
     match find_key_value(node, "name").and_then(Node::as_scalar) {
         Some(name) if !name.is_empty() => format!("{prefix}[{name}]"),
         _ => format!("{prefix}[{index}]"),
+    }
+}
+
+impl Checker {
+    /// Checks that artifact `name`, used by a deploy or a job of stage `stage`, is produced by an
+    /// earlier stage (`known`: artifacts of earlier stages; `later`: all, with their stage).
+    #[allow(clippy::too_many_arguments)]
+    fn artifact_ref(
+        &mut self,
+        name: &str,
+        node: &Node,
+        field: &str,
+        known: &HashMap<String, (usize, String)>,
+        later: &[(String, usize)],
+        stage: usize,
+        user: &str,
+    ) {
+        if known.contains_key(name) {
+            return;
+        }
+        if later.iter().any(|(n, si)| n == name && *si >= stage) {
+            self.error(
+                node,
+                field,
+                format!("artifact `{name}` is produced by this or a later stage"),
+                Some(format!(
+                    "{user} can only use artifacts of stages before its own"
+                )),
+            );
+            return;
+        }
+        let help = match suggest(name, known.keys().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if known.is_empty() => "no job before this stage declares `artifacts`".to_string(),
+            None => {
+                let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+                names.sort();
+                format!("artifacts of earlier stages: {}", names.join(", "))
+            }
+        };
+        self.error(
+            node,
+            field,
+            format!("unknown artifact `{name}`"),
+            Some(help),
+        );
     }
 }
 

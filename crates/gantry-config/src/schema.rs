@@ -65,6 +65,7 @@ pub fn pipeline_schema() -> Value {
             "retries": { "type": "integer", "minimum": 0, "maximum": MAX_RETRIES },
             "allow_failure": { "type": "boolean" },
             "artifacts": { "type": "array", "items": artifact },
+            "needs": { "description": "Artifacts of earlier stages to unpack into the job's directory before its steps", "type": "array", "items": { "type": "string" } },
         }),
         &["name"],
     );

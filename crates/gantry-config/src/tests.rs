@@ -102,6 +102,7 @@ malformed! {
     duplicate_keys: "stages:\n  - name: build\n    name: again\n    jobs:\n      - name: a\n        run: make\n        run: make again\n";
     duplicate_artifact_names: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n        artifacts: [{ name: app, path: a }]\n      - name: b\n        run: make\n        artifacts: [{ name: app, path: b }]\n";
     bad_environments: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  production:\n    keep: 0\n    targett: {}\n    target:\n      process: {}\n      docker: {}\n";
+    needs_unknown_or_same_stage_artifacts: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        run: make\n        artifacts: [{ name: app, path: dist/ }]\n      - name: pack\n        run: make pack\n        needs: [app]\n  - name: test\n    jobs:\n      - name: unit\n        run: make test\n        needs: [ap]\n";
     many_errors_at_once: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        runn: make\n        timeout: forever\n  - name: test\n    jobs:\n      - name: unit\n        steps:\n          - nme: unit tests\n            run: make test\n        retries: many\n";
 }
 

@@ -347,4 +347,14 @@ pub trait ArtifactStore: Send + Sync {
     /// a symlink; and a pattern that matches nothing.
     async fn store(&self, workspace: &Path, paths: &[String]) -> anyhow::Result<StoredArtifact>;
     async fn exists(&self, digest: &str) -> anyhow::Result<bool>;
+    /// Checks the stored object against `digest` first (a corrupt or missing object is an error
+    /// and nothing is written), then writes its content under `dest`: a tar.zst is unpacked
+    /// there, a single file is written to `dest/file_name`.
+    async fn unpack(
+        &self,
+        digest: &str,
+        media_type: &str,
+        dest: &Path,
+        file_name: &str,
+    ) -> anyhow::Result<()>;
 }

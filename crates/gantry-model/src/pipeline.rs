@@ -47,6 +47,9 @@ pub struct Job {
     /// A failure of this job does not fail its stage.
     pub allow_failure: bool,
     pub artifacts: Vec<ArtifactSpec>,
+    /// Artifacts of earlier stages this job uses, by name: unpacked into its directory (digest
+    /// checked) before its first step.
+    pub needs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

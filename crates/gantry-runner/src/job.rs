@@ -86,6 +86,9 @@ async fn attempt_in(
         Some(sub) => workspace.join(sub),
         None => workspace.to_path_buf(),
     };
+    if let Err(e) = unpack_needs(ctx, job, &project_dir).await {
+        return AttemptResult::failed(e);
+    }
     let mut base_env = ctx.env_for(job, &project_dir, attempt);
     base_env.extend(secret_env);
 
@@ -272,4 +275,38 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Unpacks the artifacts `job` needs (made by earlier stages of this run) into its directory,
+/// each checked against its digest first.
+async fn unpack_needs(ctx: &Arc<RunContext>, job: &Job, dir: &Path) -> Result<(), String> {
+    if job.needs.is_empty() {
+        return Ok(());
+    }
+    let detail = match ctx.state.run_detail(ctx.run_id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return Err(format!("run {} vanished from the state store", ctx.run_id)),
+        Err(e) => return Err(format!("reading the run's artifacts: {e:#}")),
+    };
+    for name in &job.needs {
+        let Some(record) = detail.artifacts.iter().find(|a| &a.name == name) else {
+            return Err(format!(
+                "artifact `{name}` was not produced by this run (the job that declares it did not succeed)"
+            ));
+        };
+        // A single-file artifact goes back to the path its job declared.
+        let file_name = ctx
+            .pipeline
+            .jobs()
+            .flat_map(|(_, j)| j.artifacts.iter())
+            .find(|a| &a.name == name)
+            .and_then(|a| a.paths.first())
+            .cloned()
+            .unwrap_or_else(|| name.clone());
+        ctx.artifacts
+            .unpack(&record.digest, &record.media_type, dir, &file_name)
+            .await
+            .map_err(|e| format!("artifact `{name}` ({}): {e:#}", record.digest))?;
+    }
+    Ok(())
 }

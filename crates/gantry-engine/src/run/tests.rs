@@ -35,6 +35,7 @@ fn pipeline(shape: Shape) -> Pipeline {
                             retries: *retries,
                             allow_failure: *allow_failure,
                             artifacts: vec![],
+                            needs: vec![],
                         })
                         .collect(),
                 ),

@@ -90,6 +90,75 @@ impl ArtifactStore for LocalArtifactStore {
     async fn exists(&self, digest: &str) -> Result<bool> {
         Ok(self.object_path(digest)?.is_file())
     }
+
+    async fn unpack(
+        &self,
+        digest: &str,
+        media_type: &str,
+        dest: &Path,
+        file_name: &str,
+    ) -> Result<()> {
+        let object = self.object_path(digest)?;
+        let (digest, media_type, dest, file_name) = (
+            digest.to_string(),
+            media_type.to_string(),
+            dest.to_path_buf(),
+            file_name.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            unpack_blocking(&object, &digest, &media_type, &dest, &file_name)
+        })
+        .await
+        .context("the unpacking task failed")?
+    }
+}
+
+fn unpack_blocking(
+    object: &Path,
+    digest: &str,
+    media_type: &str,
+    dest: &Path,
+    file_name: &str,
+) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(object)
+        .with_context(|| format!("the stored object for {digest} is missing"))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if actual != digest {
+        bail!(
+            "the stored object does not match its digest (expected {digest}, found {actual}): it is corrupt"
+        );
+    }
+    let f = std::fs::File::open(object)?;
+    if media_type == super::TAR_ZSTD {
+        let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(f)?);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        archive
+            .unpack(dest)
+            .with_context(|| format!("unpacking into {}", dest.display()))?;
+    } else {
+        let target = dest.join(file_name);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::io::copy(
+            &mut std::io::BufReader::new(f),
+            &mut std::fs::File::create(&target)?,
+        )
+        .with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -131,6 +200,50 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn unpack_checks_the_digest_first() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = LocalArtifactStore::new(store_dir.path()).unwrap();
+        let ws = workspace();
+        let dir = store.store(ws.path(), &["dist/".into()]).await.unwrap();
+        let file = store
+            .store(ws.path(), &["report.json".into()])
+            .await
+            .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        store
+            .unpack(&dir.digest, &dir.media_type, out.path(), "dist/")
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("dist/sub/b.txt")).unwrap(),
+            "b"
+        );
+        store
+            .unpack(
+                &file.digest,
+                &file.media_type,
+                out.path(),
+                "reports/report.json",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("reports/report.json")).unwrap(),
+            "{}"
+        );
+        // Corrupt the stored object: unpacking refuses and writes nothing.
+        std::fs::write(store.object_path(&file.digest).unwrap(), "{\"x\":1}").unwrap();
+        let again = tempfile::tempdir().unwrap();
+        let err = store
+            .unpack(&file.digest, &file.media_type, again.path(), "report.json")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not match its digest"), "{err}");
+        assert!(!again.path().join("report.json").exists());
     }
 
     #[tokio::test]

@@ -122,3 +122,50 @@ stages:
         "no half-written artifact left"
     );
 }
+
+#[test]
+fn later_stages_use_artifacts_without_rebuilding() {
+    let f = Fixture::new(
+        "//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: compile
+        run: mkdir -p dist/bin && printf '#!/bin/sh\\necho built once\\n' > dist/bin/app && chmod +x dist/bin/app && echo '{}' > report.json
+        artifacts:
+          - { name: app, path: dist/ }
+          - { name: report, path: report.json }
+      - name: optional
+        run: mkdir -p extra && touch extra/x && exit 1
+        allow_failure: true
+        artifacts: [{ name: extra, path: extra/ }]
+  - name: test
+    jobs:
+      - name: use
+        needs: [app, report]
+        run: ./dist/bin/app && test -f report.json
+      - name: missing
+        needs: [extra]
+        run: echo should-not-run
+",
+    );
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let d = f.show(1);
+    assert_eq!(job_status(&d, "use"), "succeeded");
+    assert_eq!(f.logs(1, "use").trim(), "built once");
+    assert_eq!(job_status(&d, "missing"), "failed");
+    let err = d["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "missing")
+        .unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("artifact `extra` was not produced by this run"),
+        "{err}"
+    );
+}
