@@ -29,6 +29,22 @@ async fn run_or_404(
         .ok_or_else(|| ApiError::not_found(format!("no run {id}")))
 }
 
+#[derive(Deserialize)]
+pub struct ArtifactsQuery {
+    run: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn list_artifacts(
+    State(state): State<AppState>,
+    Query(q): Query<ArtifactsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(
+        json!({ "artifacts": state.store.list_artifacts(q.run, limit).await? }),
+    ))
+}
+
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

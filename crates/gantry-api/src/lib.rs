@@ -7,6 +7,7 @@
 //!   and the OpenAPI document are both built from it.
 //! - `handlers`: the API's handlers (projects, runs, logs, SSE, cancel, re-run, trigger, tokens).
 //! - `hooks`: webhook signatures (GitHub, GitLab, Gitea/Forgejo) and push payloads.
+//! - `shares`: signed, expiring, revocable share links to artifacts (`/a/{token}`).
 //! - [`auth`]: tokens (hashing, generation) and the role check.
 //! - [`error`]: `ApiError`, the one place errors become HTTP responses.
 //! - [`metrics`]: the Prometheus registry.
@@ -18,6 +19,7 @@ mod handlers;
 mod hooks;
 pub mod metrics;
 pub mod routes;
+mod shares;
 pub mod state;
 
 pub use error::ApiError;

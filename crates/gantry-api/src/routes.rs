@@ -20,6 +20,8 @@ pub enum Access {
     /// Authenticated by the webhook's signature, not a token.
     Signature,
     Token(Role),
+    /// Authenticated by the signed link itself (share links).
+    Link,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +46,7 @@ const fn route(
     }
 }
 
-use Access::{Public, Signature, Token};
+use Access::{Link, Public, Signature, Token};
 
 pub const ROUTE_TABLE: &[RouteInfo] = &[
     route(
@@ -127,6 +129,30 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         Token(Role::Admin),
         "Create an API token (shown once)",
     ),
+    route(
+        "GET",
+        "/a/{token}",
+        Link,
+        "Download a shared artifact (Range, ETag; 410 when expired, 403 when altered or revoked)",
+    ),
+    route(
+        "GET",
+        "/api/artifacts",
+        Token(Role::Viewer),
+        "List artifacts, newest first (optionally of one run)",
+    ),
+    route(
+        "POST",
+        "/api/artifacts/shares",
+        Token(Role::Deployer),
+        "Create a share link to one artifact version (name and run, or digest; expires)",
+    ),
+    route(
+        "POST",
+        "/api/shares/{id}/revoke",
+        Token(Role::Deployer),
+        "Revoke a share link",
+    ),
 ];
 
 fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
@@ -146,6 +172,10 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("POST", "/api/runs/{id}/cancel") => post(handlers::cancel),
         ("POST", "/api/runs/{id}/rerun") => post(handlers::rerun),
         ("POST", "/api/tokens") => post(handlers::create_token),
+        ("GET", "/a/{token}") => get(crate::shares::download),
+        ("GET", "/api/artifacts") => get(handlers::list_artifacts),
+        ("POST", "/api/artifacts/shares") => post(crate::shares::create),
+        ("POST", "/api/shares/{id}/revoke") => post(crate::shares::revoke),
         (m, p) => panic!("route {m} {p} is in the table but has no handler"),
     }
 }
@@ -163,7 +193,7 @@ pub fn router(state: AppState) -> Router {
             Signature => {
                 method_router = method_router.layer(DefaultBodyLimit::max(state.max_body_bytes))
             }
-            Public => {}
+            Public | Link => {}
         }
         app = app.route(info.path, method_router);
     }
@@ -190,6 +220,7 @@ pub fn openapi_document() -> Value {
         let role = match info.access {
             Token(r) => format!(" Needs the `{r}` role."),
             Signature => " Authenticated by the webhook signature.".to_string(),
+            Link => " Authenticated by the link's own signature; no token.".to_string(),
             Public => String::new(),
         };
         let mut responses = serde_json::Map::new();

@@ -16,6 +16,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Webhook bodies larger than this get 413.
     pub max_body_bytes: usize,
+    pub artifacts: Arc<dyn gantry_engine::ports::ArtifactStore>,
+    /// The key share links are signed with (kept in the data directory).
+    pub share_key: Arc<[u8]>,
+    /// The server's own URL, for the links it hands out.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

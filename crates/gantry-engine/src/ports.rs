@@ -203,6 +203,20 @@ pub struct TokenRecord {
     pub created_at: Millis,
 }
 
+/// A share link of one artifact version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareRecord {
+    pub id: i64,
+    pub digest: String,
+    /// The name the download is saved under.
+    pub file_name: String,
+    pub media_type: String,
+    pub expires_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub created_at: Millis,
+    pub created_by: String,
+}
+
 /// A run with all its parts, for `gantry show`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunDetail {
@@ -326,6 +340,25 @@ pub trait StateStore: Send + Sync {
     /// Keeps the diagnosis of a failed run (JSON, as `gantry why --json` prints it).
     async fn set_run_diagnosis(&self, run: i64, json: &str) -> anyhow::Result<()>;
     async fn run_diagnosis(&self, run: i64) -> anyhow::Result<Option<String>>;
+
+    // Artifacts and their share links.
+
+    /// The newest artifact named `name` (of run `run` when given), or the one with `digest`.
+    async fn find_artifact(
+        &self,
+        name: Option<&str>,
+        run: Option<i64>,
+        digest: Option<&str>,
+    ) -> anyhow::Result<Option<ArtifactRecord>>;
+    async fn list_artifacts(
+        &self,
+        run: Option<i64>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ArtifactRecord>>;
+    async fn create_share(&self, share: &ShareRecord) -> anyhow::Result<ShareRecord>;
+    async fn share(&self, id: i64) -> anyhow::Result<Option<ShareRecord>>;
+    /// Revokes a share; returns whether it existed.
+    async fn revoke_share(&self, id: i64, at: Millis) -> anyhow::Result<bool>;
 }
 
 /// What the artifact store made of a job's declared paths.
@@ -357,4 +390,6 @@ pub trait ArtifactStore: Send + Sync {
         dest: &Path,
         file_name: &str,
     ) -> anyhow::Result<()>;
+    /// Where the object is on this machine, if this store keeps it on local disk.
+    fn local_path(&self, digest: &str) -> Option<std::path::PathBuf>;
 }

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gantry_engine::ports::{
     ArtifactRecord, JobRecord, LogRecord, Millis, NewLogLine, NewRun, NewStage, ProjectRecord,
-    QueuedRun, RunDetail, RunFilter, RunIds, RunRecord, StageRecord, StateStore, StepRecord,
-    StoredArtifact, Stream, TokenRecord,
+    QueuedRun, RunDetail, RunFilter, RunIds, RunRecord, ShareRecord, StageRecord, StateStore,
+    StepRecord, StoredArtifact, Stream, TokenRecord,
 };
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use sqlx::sqlite::{
@@ -747,5 +747,86 @@ impl StateStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(d.flatten())
+    }
+
+    async fn find_artifact(
+        &self,
+        name: Option<&str>,
+        run: Option<i64>,
+        digest: Option<&str>,
+    ) -> Result<Option<ArtifactRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM artifacts WHERE ($1 IS NULL OR name = $1) AND ($2 IS NULL OR run_id = $2) \
+             AND ($3 IS NULL OR digest = $3) ORDER BY id DESC LIMIT 1",
+        )
+        .bind(name)
+        .bind(run)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .context("finding the artifact")?;
+        row.as_ref().map(artifact_from).transpose()
+    }
+
+    async fn list_artifacts(&self, run: Option<i64>, limit: i64) -> Result<Vec<ArtifactRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM artifacts WHERE ($1 IS NULL OR run_id = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(run)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing artifacts")?;
+        rows.iter().map(artifact_from).collect()
+    }
+
+    async fn create_share(&self, share: &ShareRecord) -> Result<ShareRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO shares (digest, file_name, media_type, expires_at, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&share.digest)
+        .bind(&share.file_name)
+        .bind(&share.media_type)
+        .bind(share.expires_at)
+        .bind(share.created_at)
+        .bind(&share.created_by)
+        .fetch_one(&self.pool)
+        .await
+        .context("recording the share link")?;
+        Ok(ShareRecord {
+            id,
+            ..share.clone()
+        })
+    }
+
+    async fn share(&self, id: i64) -> Result<Option<ShareRecord>> {
+        let row = sqlx::query("SELECT * FROM shares WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(ShareRecord {
+                id: r.try_get("id")?,
+                digest: r.try_get("digest")?,
+                file_name: r.try_get("file_name")?,
+                media_type: r.try_get("media_type")?,
+                expires_at: r.try_get("expires_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+                created_at: r.try_get("created_at")?,
+                created_by: r.try_get("created_by")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn revoke_share(&self, id: i64, at: Millis) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE shares SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

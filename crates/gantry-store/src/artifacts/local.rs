@@ -91,6 +91,10 @@ impl ArtifactStore for LocalArtifactStore {
         Ok(self.object_path(digest)?.is_file())
     }
 
+    fn local_path(&self, digest: &str) -> Option<PathBuf> {
+        self.object_path(digest).ok().filter(|p| p.is_file())
+    }
+
     async fn unpack(
         &self,
         digest: &str,

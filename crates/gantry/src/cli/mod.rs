@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, each a thin wrapper over the crates' operations.
 //! Exit codes: 0 success; 1 a failed run, a failed check or an error; 2 bad usage; 130 cancelled.
 
+mod artifact;
 mod check;
 mod remote;
 mod run;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Manage API tokens on the server
     #[command(subcommand)]
     Token(remote::TokenCommand),
+    /// Artifacts: list, copy out, share by link, revoke links
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
     /// Explain why a run failed: category, evidence, fix, and what changed since the last good run
     Why(why::WhyArgs),
 }
@@ -97,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Trigger(args) => block_on(remote::trigger(args, cli.server, cli.data_dir)),
         Command::Cancel(args) => block_on(remote::cancel(args, cli.server, cli.data_dir)),
         Command::Token(cmd) => block_on(remote::token(cmd, cli.server, cli.data_dir)),
+        Command::Artifact(cmd) => block_on(artifact::artifact(cmd, cli.server, cli.data_dir)),
         Command::Why(args) => block_on(why::why(args, cli.server, cli.data_dir)),
     };
     match result {

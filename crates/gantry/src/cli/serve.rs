@@ -106,6 +106,9 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
         control: server.clone(),
         metrics,
         max_body_bytes: config.max_body_bytes,
+        artifacts: server.artifacts.clone(),
+        share_key: share_key(&data_dir)?.into(),
+        public_url: url.clone(),
     };
 
     let server_file = data_dir.join(SERVER_FILE);
@@ -198,6 +201,34 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
+}
+
+/// The key share links are signed with: 32 random bytes, made on first start, kept (mode 0600)
+/// in the data directory so links survive restarts.
+fn share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join("share.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return hex::decode(text.trim())
+            .ok()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} is not a hex key; delete it to make a new one (old links stop working)",
+                    path.display()
+                )
+            });
+    }
+    let key = generate_token();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let hex_part = key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX);
+    writeln!(f, "{hex_part}")?;
+    Ok(hex::decode(hex_part)?)
 }
 
 /// On first start, creates an admin token and keeps it in the data directory (mode 0600), so

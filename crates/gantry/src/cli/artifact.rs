@@ -1,0 +1,208 @@
+//! `gantry artifact ls | get | share | revoke`: find artifacts, copy one out (digest checked),
+//! and hand out or revoke share links (through the server, which signs and serves them).
+
+use super::CliResult;
+use crate::context::{Context, data_dir_for};
+use crate::render::human_size;
+use anyhow::{Context as _, anyhow, bail};
+use gantry_engine::ports::{ArtifactStore, StateStore};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum ArtifactCommand {
+    /// List artifacts, newest first
+    Ls {
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy an artifact out of the store, checking its digest (a directory artifact is a .tar.zst)
+    Get {
+        name: Option<String>,
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long)]
+        digest: Option<String>,
+        /// Where to write it
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print a link that anyone can download the artifact with (plain curl, no token)
+    Share {
+        name: Option<String>,
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long)]
+        digest: Option<String>,
+        /// How long the link works (30m, 1h, 7d; at most a year)
+        #[arg(long, default_value = "1h")]
+        expires: String,
+    },
+    /// Revoke a share link (its id is printed by `share`)
+    Revoke { id: i64 },
+}
+
+pub async fn artifact(
+    cmd: ArtifactCommand,
+    server: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> CliResult {
+    match cmd {
+        ArtifactCommand::Share {
+            name,
+            run,
+            digest,
+            expires,
+        } => {
+            let c = super::remote::client(server.as_deref(), data_dir)?;
+            let out = c
+                .post(
+                    "/api/artifacts/shares",
+                    json!({ "name": name, "run": run, "digest": digest, "expires": expires }),
+                )
+                .await?;
+            eprintln!(
+                "share {} of {} (expires {}; revoke with `gantry artifact revoke {}`):",
+                out["id"],
+                out["digest"].as_str().unwrap_or("?"),
+                expires,
+                out["id"]
+            );
+            println!("{}", out["url"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        ArtifactCommand::Revoke { id } => {
+            let c = super::remote::client(server.as_deref(), data_dir)?;
+            c.post(&format!("/api/shares/{id}/revoke"), json!({}))
+                .await?;
+            println!("share {id} revoked");
+            Ok(())
+        }
+        ArtifactCommand::Ls { run, limit, json } => {
+            let ctx = Context::open(data_dir_for(
+                data_dir,
+                &std::env::current_dir().map_err(anyhow::Error::from)?,
+            ))
+            .await?;
+            let list = ctx.state.list_artifacts(run, limit).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?
+                );
+            } else if list.is_empty() {
+                println!("no artifacts yet");
+            } else {
+                println!(
+                    "{:<6} {:<16} {:<10} {:<12} DIGEST",
+                    "RUN", "NAME", "SIZE", "TYPE"
+                );
+                for a in list {
+                    let kind = if a.media_type.ends_with("tar+zstd") {
+                        "tar.zst"
+                    } else {
+                        a.media_type.as_str()
+                    };
+                    println!(
+                        "{:<6} {:<16} {:<10} {:<12} {}",
+                        a.run_id,
+                        a.name,
+                        human_size(a.size as u64),
+                        kind,
+                        a.digest
+                    );
+                }
+            }
+            Ok(())
+        }
+        ArtifactCommand::Get {
+            name,
+            run,
+            digest,
+            output,
+        } => {
+            let ctx = Context::open(data_dir_for(
+                data_dir,
+                &std::env::current_dir().map_err(anyhow::Error::from)?,
+            ))
+            .await?;
+            if name.is_none() && digest.is_none() {
+                return Err(anyhow!("name the artifact, or give --digest").into());
+            }
+            let a = ctx
+                .state
+                .find_artifact(name.as_deref(), run, digest.as_deref())
+                .await?
+                .ok_or_else(|| anyhow!("no such artifact"))?;
+            let store = ctx.artifacts()?;
+            let src = store.local_path(&a.digest).ok_or_else(|| {
+                anyhow!("the stored object of {} is missing (removed?)", a.digest)
+            })?;
+            copy_checked(&src, &output, &a.digest, a.size as u64)?;
+            eprintln!(
+                "{} {} ({}) -> {}",
+                a.name,
+                a.digest,
+                human_size(a.size as u64),
+                output.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Copies `src` to `dest` through a temp file, checking the sha256 before the file appears.
+fn copy_checked(
+    src: &std::path::Path,
+    dest: &std::path::Path,
+    digest: &str,
+    size: u64,
+) -> anyhow::Result<()> {
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile_in(dir)?;
+    let mut input =
+        std::fs::File::open(src).with_context(|| format!("reading {}", src.display()))?;
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        tmp.1.write_all(&buf[..n])?;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if actual != digest {
+        let _ = std::fs::remove_file(&tmp.0);
+        bail!(
+            "the stored object is corrupt: expected {digest}, found {actual}; nothing was written"
+        );
+    }
+    tmp.1.sync_all()?;
+    std::fs::rename(&tmp.0, dest).with_context(|| format!("writing {}", dest.display()))?;
+    Ok(())
+}
+
+fn tempfile_in(dir: &std::path::Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    let path = dir.join(format!(".gantry-get-{}", std::process::id()));
+    let f =
+        std::fs::File::create(&path).with_context(|| format!("writing into {}", dir.display()))?;
+    Ok((path, f))
+}
