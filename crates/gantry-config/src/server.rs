@@ -21,7 +21,9 @@ pub const TOP_KEYS: &[&str] = &[
     "secrets_file",
     "why_rules",
     "notify",
+    "retention",
 ];
+pub const RETENTION_KEYS: &[&str] = &["keep_runs", "keep_younger_than", "interval"];
 pub const NOTIFY_KEYS: &[&str] = &["url", "on", "secret_env"];
 pub const PROJECT_KEYS: &[&str] = &["name", "repo", "branches", "poll", "webhook_secret_env"];
 pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace"];
@@ -48,6 +50,12 @@ pub struct ServerConfig {
     /// A TOML file of the user's own `gantry why` rules.
     pub why_rules: Option<PathBuf>,
     pub notify: Vec<NotifyConfig>,
+    /// Artifacts of the newest N runs of each project and branch are kept.
+    pub keep_runs: i64,
+    /// Artifacts younger than this are kept.
+    pub keep_younger_than: Duration,
+    /// How often the server applies retention (zero: never).
+    pub retention_interval: Duration,
 }
 
 /// A webhook gantry calls when runs end: `POST url` with a JSON body.
@@ -87,6 +95,9 @@ impl Default for ServerConfig {
             secrets_file: None,
             why_rules: None,
             notify: Vec::new(),
+            keep_runs: 10,
+            keep_younger_than: Duration::from_secs(7 * 86400),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -479,6 +490,30 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
             "data_dir" => cfg.data_dir = c.string(value, key).map(PathBuf::from),
             "secrets_file" => cfg.secrets_file = c.string(value, key).map(PathBuf::from),
             "why_rules" => cfg.why_rules = c.string(value, key).map(PathBuf::from),
+            "retention" => {
+                if let Some(t) = c.sub(value, key) {
+                    for (k, v) in c.table(t, key, "[retention]", RETENTION_KEYS) {
+                        let field = format!("retention.{k}");
+                        match k {
+                            "keep_runs" => {
+                                if let Some(n) = c.int(v, &field, 1, 100_000) {
+                                    cfg.keep_runs = n;
+                                }
+                            }
+                            "keep_younger_than" => {
+                                if let Some(d) = c.duration(v, &field) {
+                                    cfg.keep_younger_than = d;
+                                }
+                            }
+                            _ => {
+                                if let Some(d) = c.duration(v, &field) {
+                                    cfg.retention_interval = d;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             "notify" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -630,6 +665,27 @@ concurrency = 3
         ] {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn retention_and_notifications() {
+        let cfg = parse_server_config(
+            "gantry.toml",
+            "[retention]\nkeep_runs = 3\nkeep_younger_than = \"2d\"\ninterval = \"10m\"\n[[notify]]\nurl = \"http://127.0.0.1:9/x\"\non = [\"failed\", \"succeeded\"]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.keep_runs, 3);
+        assert_eq!(cfg.keep_younger_than, Duration::from_secs(2 * 86400));
+        assert_eq!(cfg.retention_interval, Duration::from_secs(600));
+        assert_eq!(cfg.notify[0].on, ["failed", "succeeded"]);
+        let err = parse_server_config(
+            "gantry.toml",
+            "[retention]\nkeep_run = 3\n[[notify]]\non = [\"exploded\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("did you mean `keep_runs`?"), "{err}");
+        assert!(err.contains("`exploded` is not a run status"), "{err}");
     }
 
     #[test]

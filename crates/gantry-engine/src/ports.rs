@@ -162,6 +162,8 @@ pub struct ArtifactRecord {
     pub size: i64,
     pub media_type: String,
     pub created_at: Millis,
+    /// When retention deleted its object (the row stays as history).
+    pub removed_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -359,6 +361,23 @@ pub trait StateStore: Send + Sync {
     async fn share(&self, id: i64) -> anyhow::Result<Option<ShareRecord>>;
     /// Revokes a share; returns whether it existed.
     async fn revoke_share(&self, id: i64, at: Millis) -> anyhow::Result<bool>;
+    /// Pins an artifact version for `reason` (idempotent).
+    async fn pin(&self, digest: &str, reason: &str, at: Millis) -> anyhow::Result<()>;
+    /// Removes a pin; returns whether it existed.
+    async fn unpin(&self, digest: &str, reason: &str) -> anyhow::Result<bool>;
+    /// The reasons an artifact version is pinned.
+    async fn pins(&self, digest: &str) -> anyhow::Result<Vec<String>>;
+    /// Artifacts retention would remove: not pinned, created before `cutoff`, and not among the
+    /// artifacts of the newest `keep_runs` runs (that made artifacts) of their project and branch.
+    async fn retention_candidates(
+        &self,
+        keep_runs: i64,
+        cutoff: Millis,
+    ) -> anyhow::Result<Vec<ArtifactRecord>>;
+    /// Marks artifact rows removed (their history stays).
+    async fn mark_removed(&self, ids: &[i64], at: Millis) -> anyhow::Result<()>;
+    /// Whether any artifact row not removed still refers to `digest`.
+    async fn digest_in_use(&self, digest: &str) -> anyhow::Result<bool>;
 }
 
 /// What the artifact store made of a job's declared paths.
@@ -392,4 +411,6 @@ pub trait ArtifactStore: Send + Sync {
     ) -> anyhow::Result<()>;
     /// Where the object is on this machine, if this store keeps it on local disk.
     fn local_path(&self, digest: &str) -> Option<std::path::PathBuf>;
+    /// Deletes the object of `digest`; returns the bytes freed (0 if it was not there).
+    async fn delete(&self, digest: &str) -> anyhow::Result<u64>;
 }

@@ -86,6 +86,7 @@ fn artifact_from(row: &SqliteRow) -> Result<ArtifactRecord> {
         size: row.try_get("size")?,
         media_type: row.try_get("media_type")?,
         created_at: row.try_get("created_at")?,
+        removed_at: row.try_get("removed_at")?,
     })
 }
 
@@ -828,5 +829,81 @@ impl StateStore for SqliteStore {
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn pin(&self, digest: &str, reason: &str, at: Millis) -> Result<()> {
+        sqlx::query("INSERT INTO pins (digest, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest, reason) DO NOTHING")
+            .bind(digest)
+            .bind(reason)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .context("pinning")?;
+        Ok(())
+    }
+
+    async fn unpin(&self, digest: &str, reason: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM pins WHERE digest = $1 AND reason = $2")
+            .bind(digest)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn pins(&self, digest: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT reason FROM pins WHERE digest = $1 ORDER BY id")
+                .bind(digest)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn retention_candidates(
+        &self,
+        keep_runs: i64,
+        cutoff: Millis,
+    ) -> Result<Vec<ArtifactRecord>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             WHERE a.removed_at IS NULL AND a.created_at < $1 \
+             AND a.digest NOT IN (SELECT digest FROM pins) \
+             AND (SELECT COUNT(DISTINCT a2.run_id) FROM artifacts a2 JOIN runs r2 ON r2.id = a2.run_id \
+                  WHERE r2.project_id = r.project_id AND COALESCE(r2.branch, '') = COALESCE(r.branch, '') \
+                  AND a2.run_id > a.run_id) >= $2 \
+             ORDER BY a.id",
+        )
+        .bind(cutoff)
+        .bind(keep_runs)
+        .fetch_all(&self.pool)
+        .await
+        .context("planning retention")?;
+        rows.iter().map(artifact_from).collect()
+    }
+
+    async fn mark_removed(&self, ids: &[i64], at: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE artifacts SET removed_at = $1 WHERE id = $2 AND removed_at IS NULL",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn digest_in_use(&self, digest: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM artifacts WHERE digest = $1 AND removed_at IS NULL",
+        )
+        .bind(digest)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
     }
 }

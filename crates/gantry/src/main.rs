@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod context;
+mod gc;
 mod pipeline_at;
 mod render;
 mod secrets;

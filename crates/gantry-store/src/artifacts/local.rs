@@ -91,6 +91,18 @@ impl ArtifactStore for LocalArtifactStore {
         Ok(self.object_path(digest)?.is_file())
     }
 
+    async fn delete(&self, digest: &str) -> Result<u64> {
+        let path = self.object_path(digest)?;
+        match std::fs::metadata(&path) {
+            Ok(m) => {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("deleting {}", path.display()))?;
+                Ok(m.len())
+            }
+            Err(_) => Ok(0),
+        }
+    }
+
     fn local_path(&self, digest: &str) -> Option<PathBuf> {
         self.object_path(digest).ok().filter(|p| p.is_file())
     }

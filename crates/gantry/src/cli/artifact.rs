@@ -46,6 +46,86 @@ pub enum ArtifactCommand {
     },
     /// Revoke a share link (its id is printed by `share`)
     Revoke { id: i64 },
+    /// Keep an artifact version whatever the retention settings
+    Pin {
+        name: Option<String>,
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long)]
+        digest: Option<String>,
+        #[arg(long, default_value = "by hand")]
+        reason: String,
+    },
+    /// Remove a pin
+    Unpin {
+        name: Option<String>,
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long)]
+        digest: Option<String>,
+        #[arg(long, default_value = "by hand")]
+        reason: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct GcArgs {
+    /// Show what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep the artifacts of the newest N runs of each project and branch
+    #[arg(long, default_value_t = 10)]
+    pub keep_runs: i64,
+    /// Keep anything younger than this
+    #[arg(long, default_value = "7d", value_parser = |s: &str| gantry_model::duration::parse_duration(s))]
+    pub keep_younger_than: std::time::Duration,
+}
+
+/// `gantry gc`: apply retention to the local store.
+pub async fn gc(args: GcArgs, data_dir: Option<PathBuf>) -> CliResult {
+    let ctx = Context::open(data_dir_for(
+        data_dir,
+        &std::env::current_dir().map_err(anyhow::Error::from)?,
+    ))
+    .await?;
+    let store = ctx.artifacts()?;
+    let report = crate::gc::collect(
+        &*ctx.state,
+        &store,
+        args.keep_runs,
+        args.keep_younger_than,
+        args.dry_run,
+    )
+    .await?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for a in &report.removed {
+        println!(
+            "{verb} {} of run {} ({}, {})",
+            a.name,
+            a.run_id,
+            a.digest,
+            human_size(a.size as u64)
+        );
+    }
+    if args.dry_run {
+        println!(
+            "{} artifacts, up to {} (dry run: nothing removed)",
+            report.removed.len(),
+            human_size(report.bytes_freed)
+        );
+    } else {
+        println!(
+            "{} artifacts removed, {} objects deleted, {} freed",
+            report.removed.len(),
+            report.objects_deleted,
+            human_size(report.bytes_freed)
+        );
+    }
+    Ok(())
 }
 
 pub async fn artifact(
@@ -82,6 +162,42 @@ pub async fn artifact(
             c.post(&format!("/api/shares/{id}/revoke"), json!({}))
                 .await?;
             println!("share {id} revoked");
+            Ok(())
+        }
+        ArtifactCommand::Pin {
+            name,
+            run,
+            digest,
+            reason,
+        } => {
+            let ctx = Context::open(data_dir_for(
+                data_dir,
+                &std::env::current_dir().map_err(anyhow::Error::from)?,
+            ))
+            .await?;
+            let a = find(&ctx, name, run, digest).await?;
+            ctx.state
+                .pin(&a.digest, &reason, gantry_store::now_millis())
+                .await?;
+            println!("pinned {} {} ({reason})", a.name, a.digest);
+            Ok(())
+        }
+        ArtifactCommand::Unpin {
+            name,
+            run,
+            digest,
+            reason,
+        } => {
+            let ctx = Context::open(data_dir_for(
+                data_dir,
+                &std::env::current_dir().map_err(anyhow::Error::from)?,
+            ))
+            .await?;
+            let a = find(&ctx, name, run, digest).await?;
+            if !ctx.state.unpin(&a.digest, &reason).await? {
+                return Err(anyhow!("{} {} has no pin `{reason}`", a.name, a.digest).into());
+            }
+            println!("unpinned {} {} ({reason})", a.name, a.digest);
             Ok(())
         }
         ArtifactCommand::Ls { run, limit, json } => {
@@ -132,14 +248,13 @@ pub async fn artifact(
                 &std::env::current_dir().map_err(anyhow::Error::from)?,
             ))
             .await?;
-            if name.is_none() && digest.is_none() {
-                return Err(anyhow!("name the artifact, or give --digest").into());
+            let a = find(&ctx, name, run, digest).await?;
+            if let Some(at) = a.removed_at {
+                let when = chrono::DateTime::from_timestamp_millis(at)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                return Err(anyhow!("{} {} was removed by retention at {when}; pin artifacts you need to keep (gantry artifact pin)", a.name, a.digest).into());
             }
-            let a = ctx
-                .state
-                .find_artifact(name.as_deref(), run, digest.as_deref())
-                .await?
-                .ok_or_else(|| anyhow!("no such artifact"))?;
             let store = ctx.artifacts()?;
             let src = store.local_path(&a.digest).ok_or_else(|| {
                 anyhow!("the stored object of {} is missing (removed?)", a.digest)
@@ -155,6 +270,21 @@ pub async fn artifact(
             Ok(())
         }
     }
+}
+
+async fn find(
+    ctx: &Context,
+    name: Option<String>,
+    run: Option<i64>,
+    digest: Option<String>,
+) -> anyhow::Result<gantry_engine::ports::ArtifactRecord> {
+    if name.is_none() && digest.is_none() {
+        bail!("name the artifact, or give --digest");
+    }
+    ctx.state
+        .find_artifact(name.as_deref(), run, digest.as_deref())
+        .await?
+        .ok_or_else(|| anyhow!("no such artifact"))
 }
 
 /// Copies `src` to `dest` through a temp file, checking the sha256 before the file appears.

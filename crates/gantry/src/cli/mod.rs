@@ -59,6 +59,8 @@ pub enum Command {
     /// Artifacts: list, copy out, share by link, revoke links
     #[command(subcommand)]
     Artifact(artifact::ArtifactCommand),
+    /// Apply retention: remove old artifacts that are not pinned
+    Gc(artifact::GcArgs),
     /// Explain why a run failed: category, evidence, fix, and what changed since the last good run
     Why(why::WhyArgs),
 }
@@ -102,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => block_on(remote::cancel(args, cli.server, cli.data_dir)),
         Command::Token(cmd) => block_on(remote::token(cmd, cli.server, cli.data_dir)),
         Command::Artifact(cmd) => block_on(artifact::artifact(cmd, cli.server, cli.data_dir)),
+        Command::Gc(args) => block_on(artifact::gc(args, cli.data_dir)),
         Command::Why(args) => block_on(why::why(args, cli.server, cli.data_dir)),
     };
     match result {

@@ -127,6 +127,7 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
     if config.requeue_interrupted {
         requeue(&server, &ctx.recovered).await?;
     }
+    let retention = spawn_retention(server.clone());
     let workers = spawn_workers(server.clone());
     let pollers = spawn_pollers(server.clone());
 
@@ -143,6 +144,9 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
     let _ = server.draining.send(true);
     for p in pollers {
         p.abort();
+    }
+    if let Some(r) = retention {
+        r.abort();
     }
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     while !server.running.lock().expect("running map").is_empty()
@@ -193,6 +197,31 @@ async fn requeue(server: &Server, recovered: &[i64]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Applies retention every `[retention] interval` (the first sweep one interval after start).
+fn spawn_retention(server: Arc<Server>) -> Option<tokio::task::JoinHandle<()>> {
+    let every = server.config.retention_interval;
+    if every.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tick.tick().await;
+            let (keep, young) = (server.config.keep_runs, server.config.keep_younger_than);
+            match crate::gc::collect(&*server.store, &*server.artifacts, keep, young, false).await {
+                Ok(r) if !r.removed.is_empty() => tracing::info!(
+                    removed = r.removed.len(),
+                    objects = r.objects_deleted,
+                    bytes = r.bytes_freed,
+                    "retention applied"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "retention failed"),
+            }
+        }
+    }))
 }
 
 async fn shutdown_signal() {

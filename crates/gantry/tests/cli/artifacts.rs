@@ -169,3 +169,102 @@ stages:
         "{err}"
     );
 }
+
+#[test]
+fn aggressive_gc_keeps_pinned_and_recent_artifacts_and_shared_content() {
+    let f = Fixture::new(
+        "//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: make
+        run: mkdir -p dist && echo \"build $GANTRY_RUN\" > dist/n && echo same > report.txt
+        artifacts:
+          - { name: app, path: dist/ }
+          - { name: report, path: report.txt }
+",
+    );
+    for _ in 0..3 {
+        let out = f.run(&["run"]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let pinned = f.run(&[
+        "artifact",
+        "pin",
+        "app",
+        "--run",
+        "1",
+        "--reason",
+        "release production#1",
+    ]);
+    assert_eq!(pinned.code, 0, "{pinned}");
+    let objects = || crate::support::files_under(&f.data().join("artifacts/objects")).len();
+    assert_eq!(objects(), 4, "three app versions and one shared report");
+
+    let dry = f.run(&[
+        "gc",
+        "--dry-run",
+        "--keep-runs",
+        "1",
+        "--keep-younger-than",
+        "1ms",
+    ]);
+    assert_eq!(dry.code, 0, "{dry}");
+    assert!(
+        dry.stdout.contains("3 artifacts") && dry.stdout.contains("dry run"),
+        "{dry}"
+    );
+    assert_eq!(objects(), 4, "a dry run removes nothing");
+
+    let gc = f.run(&["gc", "--keep-runs", "1", "--keep-younger-than", "1ms"]);
+    assert_eq!(gc.code, 0, "{gc}");
+    assert!(
+        gc.stdout.contains("3 artifacts removed, 1 objects deleted"),
+        "{gc}"
+    );
+    assert_eq!(objects(), 3);
+
+    let out = f.scratch().join("out");
+    let get = |run: &str, name: &str| {
+        f.run(&[
+            "artifact",
+            "get",
+            name,
+            "--run",
+            run,
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    assert_eq!(get("1", "app").code, 0, "pinned: kept");
+    assert_eq!(get("3", "app").code, 0, "newest run: kept");
+    assert_eq!(
+        get("3", "report").code,
+        0,
+        "same content as the removed reports: kept"
+    );
+    let gone = get("2", "app");
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.contains("was removed by retention"), "{gone}");
+    // Unpinned and collected again, run 1's app goes too.
+    assert_eq!(
+        f.run(&[
+            "artifact",
+            "unpin",
+            "app",
+            "--run",
+            "1",
+            "--reason",
+            "release production#1"
+        ])
+        .code,
+        0
+    );
+    let again = f.run(&["gc", "--keep-runs", "1", "--keep-younger-than", "1ms"]);
+    assert!(
+        again
+            .stdout
+            .contains("1 artifacts removed, 1 objects deleted"),
+        "{again}"
+    );
+}
