@@ -299,9 +299,7 @@ pub async fn create_token(
         return Err(ApiError::bad_request("a token needs a name"));
     }
     let token = generate_token();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = gantry_engine::ports::now_millis();
     let record = state
         .store
         .create_token(body.name.trim(), role, &hash_token(&token), now)

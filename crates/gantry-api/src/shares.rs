@@ -37,11 +37,7 @@ pub fn link_path(key: &[u8], share: &ShareRecord) -> String {
     format!("/a/{}.{}.{sig}", share.id, share.expires_at)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use gantry_engine::ports::now_millis as now;
 
 fn refused() -> ApiError {
     ApiError::forbidden("this link is not valid")

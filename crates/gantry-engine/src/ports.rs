@@ -9,6 +9,14 @@ use std::path::Path;
 
 pub type Millis = i64;
 
+/// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
+/// (The engine's pure code never calls it: times come in with events.)
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub project: String,

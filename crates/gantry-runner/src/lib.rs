@@ -20,9 +20,4 @@ pub mod process;
 pub use events::{Observer, RunEvent};
 pub use execute::{RunOptions, RunOutcome, RunRequest, Runner};
 
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use gantry_engine::ports::now_millis;

@@ -8,10 +8,3 @@
 
 pub mod artifacts;
 pub mod sqlite;
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}

@@ -50,6 +50,11 @@ impl Context {
         })
     }
 
+    /// Opens the data directory of the current directory (see [`data_dir_here`]).
+    pub async fn open_here(explicit: Option<PathBuf>) -> Result<Self> {
+        Self::open(data_dir_here(explicit)?).await
+    }
+
     pub fn artifacts(&self) -> Result<LocalArtifactStore> {
         LocalArtifactStore::new(self.data_dir.join("artifacts"))
     }
@@ -61,6 +66,12 @@ impl Context {
     pub fn lock_dir(&self) -> PathBuf {
         self.data_dir.join("locks")
     }
+}
+
+/// The data directory for a command run in the current directory (see [`data_dir_for`]).
+pub fn data_dir_here(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    Ok(data_dir_for(explicit, &cwd))
 }
 
 /// The data directory: `--data-dir`/`GANTRY_HOME`, else `.gantry/` at the root of the repository

@@ -20,7 +20,7 @@ pub async fn collect(
     keep_younger_than: Duration,
     dry_run: bool,
 ) -> Result<GcReport> {
-    let now = gantry_store::now_millis();
+    let now = gantry_engine::ports::now_millis();
     let cutoff = now - keep_younger_than.as_millis() as i64;
     let removed = store.retention_candidates(keep_runs, cutoff).await?;
     let mut report = GcReport {

@@ -2,7 +2,7 @@
 //! and hand out or revoke share links (through the server, which signs and serves them).
 
 use super::CliResult;
-use crate::context::{Context, data_dir_for};
+use crate::context::Context;
 use crate::render::human_size;
 use anyhow::{Context as _, anyhow, bail};
 use gantry_engine::ports::{ArtifactStore, StateStore};
@@ -83,11 +83,7 @@ pub struct GcArgs {
 
 /// `gantry gc`: apply retention to the local store.
 pub async fn gc(args: GcArgs, data_dir: Option<PathBuf>) -> CliResult {
-    let ctx = Context::open(data_dir_for(
-        data_dir,
-        &std::env::current_dir().map_err(anyhow::Error::from)?,
-    ))
-    .await?;
+    let ctx = Context::open_here(data_dir).await?;
     let store = ctx.artifacts()?;
     let report = crate::gc::collect(
         &*ctx.state,
@@ -170,14 +166,10 @@ pub async fn artifact(
             digest,
             reason,
         } => {
-            let ctx = Context::open(data_dir_for(
-                data_dir,
-                &std::env::current_dir().map_err(anyhow::Error::from)?,
-            ))
-            .await?;
+            let ctx = Context::open_here(data_dir).await?;
             let a = find(&ctx, name, run, digest).await?;
             ctx.state
-                .pin(&a.digest, &reason, gantry_store::now_millis())
+                .pin(&a.digest, &reason, gantry_engine::ports::now_millis())
                 .await?;
             println!("pinned {} {} ({reason})", a.name, a.digest);
             Ok(())
@@ -188,11 +180,7 @@ pub async fn artifact(
             digest,
             reason,
         } => {
-            let ctx = Context::open(data_dir_for(
-                data_dir,
-                &std::env::current_dir().map_err(anyhow::Error::from)?,
-            ))
-            .await?;
+            let ctx = Context::open_here(data_dir).await?;
             let a = find(&ctx, name, run, digest).await?;
             if !ctx.state.unpin(&a.digest, &reason).await? {
                 return Err(anyhow!("{} {} has no pin `{reason}`", a.name, a.digest).into());
@@ -201,11 +189,7 @@ pub async fn artifact(
             Ok(())
         }
         ArtifactCommand::Ls { run, limit, json } => {
-            let ctx = Context::open(data_dir_for(
-                data_dir,
-                &std::env::current_dir().map_err(anyhow::Error::from)?,
-            ))
-            .await?;
+            let ctx = Context::open_here(data_dir).await?;
             let list = ctx.state.list_artifacts(run, limit).await?;
             if json {
                 println!(
@@ -243,11 +227,7 @@ pub async fn artifact(
             digest,
             output,
         } => {
-            let ctx = Context::open(data_dir_for(
-                data_dir,
-                &std::env::current_dir().map_err(anyhow::Error::from)?,
-            ))
-            .await?;
+            let ctx = Context::open_here(data_dir).await?;
             let a = find(&ctx, name, run, digest).await?;
             if let Some(at) = a.removed_at {
                 let when = chrono::DateTime::from_timestamp_millis(at)

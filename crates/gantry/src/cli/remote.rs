@@ -2,7 +2,7 @@
 
 use super::CliResult;
 use crate::client::Client;
-use crate::context::data_dir_for;
+use crate::context::data_dir_here;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -38,8 +38,7 @@ pub enum TokenCommand {
 }
 
 pub fn client(server: Option<&str>, data_dir: Option<PathBuf>) -> anyhow::Result<Client> {
-    let cwd = std::env::current_dir()?;
-    Client::resolve(server, &data_dir_for(data_dir, &cwd))
+    Client::resolve(server, &data_dir_here(data_dir)?)
 }
 
 pub async fn trigger(

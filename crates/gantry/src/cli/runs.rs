@@ -3,7 +3,7 @@
 
 use super::{CliError, CliResult};
 use crate::client::Client;
-use crate::context::{Context, data_dir_for};
+use crate::context::{Context, data_dir_here};
 use crate::render::summary;
 use anyhow::{Result, anyhow};
 use gantry_engine::ports::{LogRecord, RunDetail, RunFilter, RunRecord, StateStore};
@@ -60,8 +60,7 @@ enum Source {
 
 impl Source {
     async fn open(server: Option<String>, data_dir: Option<PathBuf>) -> Result<Self> {
-        let cwd = std::env::current_dir()?;
-        let data = data_dir_for(data_dir, &cwd);
+        let data = data_dir_here(data_dir)?;
         Ok(match server {
             Some(url) => Source::Remote(Client::resolve(Some(&url), &data)?),
             None => Source::Local(Context::open(data).await?),

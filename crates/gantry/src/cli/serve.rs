@@ -268,13 +268,13 @@ async fn ensure_admin_token(store: &dyn StateStore, data_dir: &Path) -> anyhow::
         return Ok(());
     }
     let token = generate_token();
-    let name = format!("admin-{}", gantry_store::now_millis());
+    let name = format!("admin-{}", gantry_engine::ports::now_millis());
     store
         .create_token(
             &name,
             Role::Admin,
             &hash_token(&token),
-            gantry_store::now_millis(),
+            gantry_engine::ports::now_millis(),
         )
         .await?;
     use std::os::unix::fs::OpenOptionsExt;

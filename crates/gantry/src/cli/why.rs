@@ -3,7 +3,7 @@
 
 use super::CliResult;
 use crate::client::Client;
-use crate::context::{Context, data_dir_for};
+use crate::context::{Context, data_dir_here};
 use crate::why::{Report, diagnose_run, latest_failed, render};
 use anyhow::anyhow;
 use std::path::PathBuf;
@@ -26,8 +26,7 @@ pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf
     if let Some(log) = &args.log {
         return why_log(log, &args).await;
     }
-    let cwd = std::env::current_dir().map_err(anyhow::Error::from)?;
-    let data = data_dir_for(data_dir, &cwd);
+    let data = data_dir_here(data_dir)?;
     let run_id = args.target.as_deref().and_then(|t| t.parse::<i64>().ok());
     let project = args.target.filter(|_| run_id.is_none());
     let report: Report = match server {

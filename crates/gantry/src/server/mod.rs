@@ -44,9 +44,7 @@ pub struct Server {
     mirror_locks: HashMap<String, tokio::sync::Mutex<()>>,
 }
 
-fn now() -> i64 {
-    gantry_store::now_millis()
-}
+use gantry_engine::ports::now_millis as now;
 
 impl Server {
     pub fn new(

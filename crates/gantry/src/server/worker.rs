@@ -68,7 +68,7 @@ async fn work(server: Arc<Server>) {
         }
         match server
             .store
-            .claim_next_run(&server.owner, gantry_store::now_millis())
+            .claim_next_run(&server.owner, gantry_engine::ports::now_millis())
             .await
         {
             Ok(Some(run)) => {
@@ -80,7 +80,7 @@ async fn work(server: Arc<Server>) {
                         .set_run_status(
                             id,
                             RunStatus::Failed,
-                            gantry_store::now_millis(),
+                            gantry_engine::ports::now_millis(),
                             Some(&format!("{e:#}")),
                         )
                         .await;
@@ -128,7 +128,7 @@ async fn prepare_and_run(
             .set_run_status(
                 run.id,
                 RunStatus::Failed,
-                gantry_store::now_millis(),
+                gantry_engine::ports::now_millis(),
                 Some(&msg),
             )
             .await
