@@ -30,7 +30,7 @@ pub fn hash_token(token: &str) -> String {
 /// 403 with a token whose role is too low.
 pub async fn require(
     State((state, needed)): State<(AppState, Role)>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let header = request
@@ -54,5 +54,7 @@ pub async fn require(
             record.name, record.role
         )));
     }
+    // Handlers that record who asked read the token's record.
+    request.extensions_mut().insert(record);
     Ok(next.run(request).await)
 }

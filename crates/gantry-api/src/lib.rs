@@ -7,6 +7,7 @@
 //!   and the OpenAPI document are both built from it.
 //! - `handlers`: the API's handlers (projects, runs, logs, SSE, cancel, re-run, trigger, tokens).
 //! - `hooks`: webhook signatures (GitHub, GitLab, Gitea/Forgejo) and push payloads.
+//! - `environments`: environment status, releases, deploy and rollback (the server does the work).
 //! - `shares`: signed, expiring, revocable share links to artifacts (`/a/{token}`).
 //! - [`auth`]: tokens (hashing, generation) and the role check.
 //! - [`error`]: `ApiError`, the one place errors become HTTP responses.
@@ -14,6 +15,7 @@
 //! - [`state`]: what handlers share, and the `Control` port the server implements.
 
 pub mod auth;
+mod environments;
 pub mod error;
 mod handlers;
 mod hooks;

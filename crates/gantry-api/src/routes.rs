@@ -153,6 +153,36 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         Token(Role::Deployer),
         "Revoke a share link",
     ),
+    route(
+        "GET",
+        "/api/environments",
+        Token(Role::Viewer),
+        "Status of every environment (optionally of one project): live and previous release, health, uptime",
+    ),
+    route(
+        "GET",
+        "/api/projects/{project}/environments/{environment}",
+        Token(Role::Viewer),
+        "Status of one environment: live and previous release, health, uptime, lock",
+    ),
+    route(
+        "GET",
+        "/api/projects/{project}/environments/{environment}/releases",
+        Token(Role::Viewer),
+        "Releases of an environment with their history, newest first",
+    ),
+    route(
+        "POST",
+        "/api/projects/{project}/environments/{environment}/deploy",
+        Token(Role::Deployer),
+        "Deploy an artifact (name with run or digest; force; wait for the bake); 422 when the deployment failed",
+    ),
+    route(
+        "POST",
+        "/api/projects/{project}/environments/{environment}/rollback",
+        Token(Role::Deployer),
+        "Roll back to the previous healthy release, or to release `to`",
+    ),
 ];
 
 fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
@@ -176,6 +206,19 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("GET", "/api/artifacts") => get(handlers::list_artifacts),
         ("POST", "/api/artifacts/shares") => post(crate::shares::create),
         ("POST", "/api/shares/{id}/revoke") => post(crate::shares::revoke),
+        ("GET", "/api/environments") => get(crate::environments::list),
+        ("GET", "/api/projects/{project}/environments/{environment}") => {
+            get(crate::environments::status)
+        }
+        ("GET", "/api/projects/{project}/environments/{environment}/releases") => {
+            get(crate::environments::releases)
+        }
+        ("POST", "/api/projects/{project}/environments/{environment}/deploy") => {
+            post(crate::environments::deploy)
+        }
+        ("POST", "/api/projects/{project}/environments/{environment}/rollback") => {
+            post(crate::environments::rollback)
+        }
         (m, p) => panic!("route {m} {p} is in the table but has no handler"),
     }
 }

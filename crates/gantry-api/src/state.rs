@@ -73,4 +73,34 @@ pub trait Control: Send + Sync {
     /// The webhook secret of a project: `Err(not_found)` for an unknown project, `Ok(None)` when
     /// the project takes no webhooks.
     fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ApiError>;
+
+    // Environments (JSON shapes: see gantry-deploy's `EnvStatus`, `ReleaseHistory`).
+
+    /// Deploys; `Ok((true, report))` when traffic switched, `Ok((false, report))` when the
+    /// deployment ran and failed (traffic stayed or went back).
+    async fn deploy(
+        &self,
+        request: gantry_engine::ports::DeployRequest,
+        wait_bake: bool,
+    ) -> Result<(bool, serde_json::Value), ApiError>;
+    /// Rolls back to the previous healthy release or to `to`; the new release.
+    async fn rollback(
+        &self,
+        project: &str,
+        environment: &str,
+        to: Option<i64>,
+        by: &str,
+    ) -> Result<serde_json::Value, ApiError>;
+    /// An environment's releases with their events, newest first.
+    async fn releases(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<serde_json::Value, ApiError>;
+    /// Status of one environment, or (environment `None`) of all, optionally of one project.
+    async fn environment_status(
+        &self,
+        project: Option<&str>,
+        environment: Option<&str>,
+    ) -> Result<serde_json::Value, ApiError>;
 }

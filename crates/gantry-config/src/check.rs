@@ -7,8 +7,8 @@ use crate::diagnostic::{Diagnostic, Severity, suggest};
 use crate::yaml::{Node, Pos, Value};
 use gantry_model::duration::parse_duration;
 use gantry_model::{
-    ArtifactSpec, DeploySpec, EnvironmentSpec, Job, Pipeline, RESERVED_ENV_PREFIX, Stage,
-    StageKind, Step,
+    ArtifactSpec, DeploySpec, EnvironmentSpec, HealthCheck, HealthSpec, Job, Pipeline,
+    RESERVED_ENV_PREFIX, RouterSpec, Stage, StageKind, Step, TargetSpec,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,10 +31,21 @@ pub const JOB_KEYS: &[&str] = &[
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];
 pub const ARTIFACT_KEYS: &[&str] = &["name", "path"];
 pub const DEPLOY_KEYS: &[&str] = &["environment", "environments", "artifact", "bake"];
-pub const ENVIRONMENT_KEYS: &[&str] = &["target", "health", "keep", "router", "strategy"];
+pub const ENVIRONMENT_KEYS: &[&str] = &[
+    "target",
+    "health",
+    "keep",
+    "router",
+    "strategy",
+    "bake",
+    "keep_previous_running",
+];
+pub const PROCESS_TARGET_KEYS: &[&str] = &["command", "env"];
+pub const COMMAND_TARGET_KEYS: &[&str] = &["deploy", "rollback", "env"];
+pub const HEALTH_KEYS: &[&str] = &["http", "tcp", "command", "timeout", "interval"];
+pub const ROUTER_KEYS: &[&str] = &["listen"];
 pub const TARGET_KINDS: &[&str] = &["process", "command", "docker", "lambda"];
 pub const MAX_RETRIES: u32 = 10;
-pub const DEFAULT_KEEP: u32 = 3;
 
 #[derive(Default)]
 pub(crate) struct Checker {
@@ -885,64 +896,226 @@ impl Checker {
                 );
                 continue;
             }
-            let mut keep = DEFAULT_KEEP;
+            let mut spec = EnvironmentSpec::named(&name);
             if value.value != Value::Null {
                 let Some(fields) = self.fields(value, &path, "an environment", ENVIRONMENT_KEYS)
                 else {
                     continue;
                 };
-                if let Some(k) = fields.some("keep") {
-                    match self.uint(k, &fields.field("keep"), 100) {
-                        Some(0) => self.error(
-                            k,
-                            &fields.field("keep"),
-                            "`keep` must be at least 1: the live release is always kept",
-                            None,
-                        ),
-                        Some(n) => keep = n,
-                        None => {}
-                    }
-                }
-                if let Some(target) = fields.some("target") {
-                    self.target(target, &fields.field("target"));
-                }
-                for key in ["health", "router", "strategy"] {
-                    if let Some(n) = fields.some(key)
-                        && !matches!(n.value, Value::Map(_))
-                    {
-                        self.error(
-                            n,
-                            &fields.field(key),
-                            format!("`{key}` must be a mapping, found {}", n.kind_name()),
-                            None,
-                        );
-                    }
-                }
+                self.environment(&mut spec, value, &fields);
             }
-            out.push((EnvironmentSpec { name, keep }, key.clone()));
+            out.push((spec, key.clone()));
         }
         out
     }
 
-    fn target(&mut self, node: &Node, path: &str) {
-        let Some(fields) = self.fields(node, path, "a target", TARGET_KINDS) else {
-            return;
-        };
+    /// Fills `spec` from an environment's mapping and checks that its parts fit together.
+    fn environment(&mut self, spec: &mut EnvironmentSpec, node: &Node, fields: &Fields<'_>) {
+        if let Some(k) = fields.some("keep") {
+            match self.uint(k, &fields.field("keep"), 100) {
+                Some(0) => self.error(
+                    k,
+                    &fields.field("keep"),
+                    "`keep` must be at least 1: the live release is always kept",
+                    None,
+                ),
+                Some(n) => spec.keep = n,
+                None => {}
+            }
+        }
+        if let Some(target) = fields.some("target") {
+            spec.target = self.target(target, &fields.field("target"));
+        }
+        let health_node = fields.some("health");
+        if let Some(h) = health_node
+            && let Some(health) = self.health(h, &fields.field("health"))
+        {
+            spec.health = health;
+        } else if matches!(spec.target, Some(TargetSpec::Process { .. })) {
+            spec.health.check = HealthCheck::Tcp;
+        }
+        if let Some(r) = fields.some("router")
+            && let Some(f) = self.fields(r, &fields.field("router"), "a router", ROUTER_KEYS)
+            && let Some(listen) = self.required(&f, r, "listen", "a router")
+        {
+            let field = f.field("listen");
+            if let Some(text) = self.string(listen, &field) {
+                match text.parse::<std::net::SocketAddr>() {
+                    Ok(_) => spec.router = Some(RouterSpec { listen: text }),
+                    Err(_) => self.error(
+                        listen,
+                        &field,
+                        format!("`{text}` is not an address to listen on"),
+                        Some("write IP:PORT, for example 127.0.0.1:8102".into()),
+                    ),
+                }
+            }
+        }
+        if let Some(b) = fields.some("bake") {
+            spec.bake = self.duration(b, &fields.field("bake")).unwrap_or(spec.bake);
+        }
+        if let Some(p) = fields.some("keep_previous_running") {
+            spec.keep_previous_running = self.duration(p, &fields.field("keep_previous_running"));
+        }
+        if let Some(n) = fields.some("strategy")
+            && !matches!(n.value, Value::Map(_))
+        {
+            self.error(
+                n,
+                &fields.field("strategy"),
+                format!("`strategy` must be a mapping, found {}", n.kind_name()),
+                None,
+            );
+        }
+        // The parts must fit together.
+        match &spec.target {
+            Some(TargetSpec::Process { .. })
+                if spec.router.is_none() && fields.get("router").is_none() =>
+            {
+                self.error(
+                    fields.some("target").unwrap_or(node),
+                    &fields.field("target"),
+                    "a `process` target serves users through gantry's router, and this environment has none",
+                    Some("add `router: { listen: 127.0.0.1:8102 }` (any free address)".into()),
+                );
+            }
+            Some(TargetSpec::Command { .. }) => {
+                if let HealthCheck::Http { .. } | HealthCheck::Tcp = spec.health.check {
+                    self.error(
+                        health_node.unwrap_or(node),
+                        &fields.field("health"),
+                        "`http` and `tcp` checks need the release's port, which only `process` targets have",
+                        Some("check a `command` target with `health: { command: ./check.sh }`".into()),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn target(&mut self, node: &Node, path: &str) -> Option<TargetSpec> {
+        let fields = self.fields(node, path, "a target", TARGET_KINDS)?;
         match fields.entries.len() {
             1 => {}
-            0 => self.error(
-                node,
-                path,
-                format!("a target needs one of: {}", TARGET_KINDS.join(", ")),
-                None,
-            ),
-            _ => self.error(
-                fields.entries[1].0,
-                path,
-                "a target has exactly one kind",
-                Some(format!("choose one of: {}", TARGET_KINDS.join(", "))),
-            ),
+            0 => {
+                self.error(
+                    node,
+                    path,
+                    format!("a target needs one of: {}", TARGET_KINDS.join(", ")),
+                    None,
+                );
+                return None;
+            }
+            _ => {
+                self.error(
+                    fields.entries[1].0,
+                    path,
+                    "a target has exactly one kind",
+                    Some(format!("choose one of: {}", TARGET_KINDS.join(", "))),
+                );
+                return None;
+            }
         }
+        let (kind_node, body) = fields.entries[0];
+        let kind = kind_node.as_scalar().unwrap_or_default();
+        let field = fields.field(kind);
+        match kind {
+            "process" => {
+                let f = self.fields(body, &field, "a process target", PROCESS_TARGET_KEYS)?;
+                let command = self.required(&f, body, "command", "a process target");
+                let command = command.and_then(|c| self.run_text(c, &f.field("command")));
+                let env = f.some("env").map(|e| self.env(e, &f.field("env")));
+                Some(TargetSpec::Process {
+                    command: command?,
+                    env: env.unwrap_or_default(),
+                })
+            }
+            "command" => {
+                let f = self.fields(body, &field, "a command target", COMMAND_TARGET_KEYS)?;
+                let deploy = self.required(&f, body, "deploy", "a command target");
+                let deploy = deploy.and_then(|c| self.run_text(c, &f.field("deploy")));
+                let rollback = f
+                    .some("rollback")
+                    .and_then(|c| self.run_text(c, &f.field("rollback")));
+                let env = f.some("env").map(|e| self.env(e, &f.field("env")));
+                Some(TargetSpec::Command {
+                    deploy: deploy?,
+                    rollback,
+                    env: env.unwrap_or_default(),
+                })
+            }
+            other => {
+                self.error(
+                    kind_node,
+                    &field,
+                    format!("`{other}` targets are not available in this version of gantry"),
+                    Some("use a `process` target (a supervised service) or a `command` target (your own deploy and rollback scripts)".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn health(&mut self, node: &Node, path: &str) -> Option<HealthSpec> {
+        let f = self.fields(node, path, "a health check", HEALTH_KEYS)?;
+        let mut spec = EnvironmentSpec::named("").health;
+        let mut ok = true;
+        let kinds: Vec<&str> = ["http", "tcp", "command"]
+            .into_iter()
+            .filter(|k| f.some(k).is_some())
+            .collect();
+        if kinds.len() > 1 {
+            self.error(
+                f.some(kinds[1]).unwrap_or(node),
+                &f.field(kinds[1]),
+                format!(
+                    "a health check is one of `http`, `tcp` or `command`; this one has `{}` and `{}`",
+                    kinds[0], kinds[1]
+                ),
+                None,
+            );
+            ok = false;
+        } else if let Some(h) = f.some("http") {
+            match self.string(h, &f.field("http")) {
+                Some(text) if text.starts_with('/') => {
+                    spec.check = HealthCheck::Http { path: text }
+                }
+                Some(text) => {
+                    self.error(
+                        h,
+                        &f.field("http"),
+                        format!("`{text}` is not a path"),
+                        Some("write the path the check requests, for example /healthz".into()),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        } else if let Some(t) = f.some("tcp") {
+            match self.bool(t, &f.field("tcp")) {
+                Some(true) => spec.check = HealthCheck::Tcp,
+                Some(false) => spec.check = HealthCheck::None,
+                None => ok = false,
+            }
+        } else if let Some(c) = f.some("command") {
+            match self.run_text(c, &f.field("command")) {
+                Some(command) => spec.check = HealthCheck::Command { command },
+                None => ok = false,
+            }
+        }
+        if let Some(t) = f.some("timeout") {
+            match self.duration(t, &f.field("timeout")) {
+                Some(d) => spec.timeout = d,
+                None => ok = false,
+            }
+        }
+        if let Some(i) = f.some("interval") {
+            match self.duration(i, &f.field("interval")) {
+                Some(d) => spec.interval = d,
+                None => ok = false,
+            }
+        }
+        ok.then_some(spec)
     }
 
     /// Checks across stages: unique stage, job and artifact names; deploys name an artifact made

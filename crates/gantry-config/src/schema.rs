@@ -2,8 +2,8 @@
 //! cannot disagree on which keys exist (a test checks every table key has a schema property).
 
 use crate::check::{
-    ARTIFACT_KEYS, DEPLOY_KEYS, ENVIRONMENT_KEYS, JOB_KEYS, MAX_RETRIES, STAGE_KEYS, STEP_KEYS,
-    TARGET_KINDS, TOP_KEYS,
+    ARTIFACT_KEYS, COMMAND_TARGET_KEYS, DEPLOY_KEYS, ENVIRONMENT_KEYS, HEALTH_KEYS, JOB_KEYS,
+    MAX_RETRIES, PROCESS_TARGET_KEYS, ROUTER_KEYS, STAGE_KEYS, STEP_KEYS, TARGET_KINDS, TOP_KEYS,
 };
 use serde_json::{Value, json};
 
@@ -88,18 +88,55 @@ pub fn pipeline_schema() -> Value {
         }),
         &["name"],
     );
-    let target_props: serde_json::Map<String, Value> = TARGET_KINDS
-        .iter()
-        .map(|k| (k.to_string(), json!({ "type": "object" })))
-        .collect();
+    let shell = json!({ "type": "string", "description": "Shell text run with sh -c" });
+    let mut target_props = serde_json::Map::new();
+    target_props.insert(
+        "process".into(),
+        object(
+            PROCESS_TARGET_KEYS,
+            json!({ "command": shell, "env": env }),
+            &["command"],
+        ),
+    );
+    target_props.insert(
+        "command".into(),
+        object(
+            COMMAND_TARGET_KEYS,
+            json!({ "deploy": shell, "rollback": shell, "env": env }),
+            &["deploy"],
+        ),
+    );
+    for k in TARGET_KINDS {
+        target_props
+            .entry(k.to_string())
+            .or_insert_with(|| json!({ "type": "object", "description": "not available yet" }));
+    }
+    let health = object(
+        HEALTH_KEYS,
+        json!({
+            "http": { "type": "string", "pattern": "^/", "description": "GET this path on the release's port; 2xx is healthy" },
+            "tcp": { "type": "boolean", "description": "the release's port accepts connections" },
+            "command": shell,
+            "timeout": duration,
+            "interval": duration,
+        }),
+        &[],
+    );
+    let router = object(
+        ROUTER_KEYS,
+        json!({ "listen": { "type": "string", "description": "IP:PORT the environment's router listens on" } }),
+        &["listen"],
+    );
     let environment = object(
         ENVIRONMENT_KEYS,
         json!({
-            "target": { "type": "object", "properties": target_props, "minProperties": 1, "maxProperties": 1 },
-            "health": { "type": "object" },
+            "target": { "type": "object", "properties": target_props, "additionalProperties": false, "minProperties": 1, "maxProperties": 1 },
+            "health": health,
             "keep": { "type": "integer", "minimum": 1 },
-            "router": { "type": "object" },
+            "router": router,
             "strategy": { "type": "object" },
+            "bake": duration,
+            "keep_previous_running": duration,
         }),
         &[],
     );

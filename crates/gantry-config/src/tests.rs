@@ -102,8 +102,68 @@ malformed! {
     duplicate_keys: "stages:\n  - name: build\n    name: again\n    jobs:\n      - name: a\n        run: make\n        run: make again\n";
     duplicate_artifact_names: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n        artifacts: [{ name: app, path: a }]\n      - name: b\n        run: make\n        artifacts: [{ name: app, path: b }]\n";
     bad_environments: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  production:\n    keep: 0\n    targett: {}\n    target:\n      process: {}\n      docker: {}\n";
+    process_target_without_router: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  production:\n    target:\n      process:\n        command: ./app --port $PORT\n";
+    bad_environment_parts: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  production:\n    target:\n      process:\n        comand: ./app\n    health:\n      http: healthz\n      timeout: 30\n    router:\n      listen: localhost:80\n    bake: soon\n  staging:\n    target:\n      command:\n        deploy: ./deploy.sh\n    health:\n      http: /healthz\n      tcp: true\n  lambda:\n    target:\n      lambda: {}\n";
+    command_target_with_http_check: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  production:\n    target:\n      command:\n        deploy: ./deploy.sh\n    health:\n      http: /healthz\n";
     needs_unknown_or_same_stage_artifacts: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        run: make\n        artifacts: [{ name: app, path: dist/ }]\n      - name: pack\n        run: make pack\n        needs: [app]\n  - name: test\n    jobs:\n      - name: unit\n        run: make test\n        needs: [ap]\n";
     many_errors_at_once: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        runn: make\n        timeout: forever\n  - name: test\n    jobs:\n      - name: unit\n        steps:\n          - nme: unit tests\n            run: make test\n        retries: many\n";
+}
+
+/// The environment of the deploy issue, as written there.
+#[test]
+fn the_documented_environment_parses() {
+    let src = "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  production:\n    target:\n      process:\n        command: ./hello --port $PORT     # run from the unpacked artifact\n    health:\n      http: /healthz                      # or tcp: true, or command: ./check.sh\n      timeout: 30s\n    keep: 3                               # releases kept ready for rollback (default 3)\n    router:\n      listen: 127.0.0.1:8102              # gantry's HTTP router in front of the releases\n  scripts:\n    target:\n      command:\n        deploy: ./deploy.sh\n        rollback: ./rollback.sh\n        env: { REGION: eu-west-1 }\n    health:\n      command: ./check.sh\n      interval: 1s\n    bake: 2m\n    keep_previous_running: 10m\n";
+    let p = parse_pipeline("gantry.yml", src)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pipeline;
+    let prod = &p.environments[0];
+    assert_eq!(prod.keep, 3);
+    assert_eq!(
+        prod.target,
+        Some(gantry_model::TargetSpec::Process {
+            command: "./hello --port $PORT".into(),
+            env: vec![]
+        })
+    );
+    assert_eq!(
+        prod.health.check,
+        gantry_model::HealthCheck::Http {
+            path: "/healthz".into()
+        }
+    );
+    assert_eq!(prod.health.timeout, Duration::from_secs(30));
+    assert_eq!(prod.router.as_ref().unwrap().listen, "127.0.0.1:8102");
+    assert_eq!(prod.keep_previous_running, None);
+    let scripts = &p.environments[1];
+    assert_eq!(
+        scripts.target,
+        Some(gantry_model::TargetSpec::Command {
+            deploy: "./deploy.sh".into(),
+            rollback: Some("./rollback.sh".into()),
+            env: vec![("REGION".into(), "eu-west-1".into())]
+        })
+    );
+    assert_eq!(
+        scripts.health.check,
+        gantry_model::HealthCheck::Command {
+            command: "./check.sh".into()
+        }
+    );
+    assert_eq!(scripts.health.interval, Duration::from_secs(1));
+    assert_eq!(scripts.bake, Duration::from_secs(120));
+    assert_eq!(
+        scripts.keep_previous_running,
+        Some(Duration::from_secs(600))
+    );
+    // A process target without a health check is checked by TCP.
+    let src = "stages:\n  - name: b\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  p:\n    target: { process: { command: ./app } }\n    router: { listen: 127.0.0.1:0 }\n";
+    let p = parse_pipeline("gantry.yml", src)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pipeline;
+    assert_eq!(
+        p.environments[0].health.check,
+        gantry_model::HealthCheck::Tcp
+    );
 }
 
 #[test]

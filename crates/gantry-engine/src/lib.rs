@@ -7,9 +7,11 @@
 //!   (`StartJob`, `FinishRun`, ...). Stage order, retries, `allow_failure`, cancellation.
 //! - [`mask`]: streaming secret masking of step output, line by line.
 //! - [`why`]: failure diagnosis: rules, the diagnoser, failing test names, what changed.
+//! - [`release`]: releases of an environment: rollback target, what is kept, outdated deploys.
 //! - [`ports`]: the traits the state store and artifact store implement, with their records.
 
 pub mod mask;
 pub mod ports;
+pub mod release;
 pub mod run;
 pub mod why;

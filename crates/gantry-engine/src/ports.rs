@@ -2,6 +2,7 @@
 //! store has a SQLite implementation today and a PostgreSQL one next; nothing here assumes
 //! either. Timestamps are Unix milliseconds (UTC); ids are 64-bit integers the store assigns.
 
+use crate::release::{ReleaseKind, ReleaseState};
 use async_trait::async_trait;
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use serde::{Deserialize, Serialize};
@@ -227,6 +228,102 @@ pub struct ShareRecord {
     pub created_by: String,
 }
 
+/// One release of an environment (see `release.rs` for the vocabulary).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    pub id: i64,
+    pub project: String,
+    pub environment: String,
+    /// 1, 2, 3… per environment; the history only grows.
+    pub number: i64,
+    pub kind: ReleaseKind,
+    /// The deploy release whose directory serves this one (its own number for a deploy).
+    pub source: i64,
+    pub artifact: String,
+    pub digest: String,
+    pub run_id: Option<i64>,
+    pub commit: Option<String>,
+    /// Who asked: a token name, `cli`, or `run N`.
+    pub created_by: String,
+    pub created_at: Millis,
+    pub state: ReleaseState,
+    /// Why it is in its state, when that is not obvious (failures, rollbacks).
+    pub reason: Option<String>,
+    /// When traffic switched to it (first time).
+    pub live_at: Option<Millis>,
+    /// When it stopped being live.
+    pub ended_at: Option<Millis>,
+    /// When its directory was removed (it can no longer be rolled back to).
+    pub retired_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    pub project: String,
+    pub environment: String,
+    pub kind: ReleaseKind,
+    /// For a rollback: the deploy release it serves from. `None` for a deploy (itself).
+    pub source: Option<i64>,
+    pub artifact: String,
+    pub digest: String,
+    pub run_id: Option<i64>,
+    pub commit: Option<String>,
+    pub created_by: String,
+    pub created_at: Millis,
+    pub reason: Option<String>,
+}
+
+/// Something that happened to a release: a state change, a health-check result, a crash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseEvent {
+    pub release: i64,
+    pub at: Millis,
+    /// `state`, `health`, `crash`, `router`, `note`.
+    pub kind: String,
+    pub message: String,
+}
+
+/// Who holds an environment's deployment lock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvLock {
+    pub project: String,
+    pub environment: String,
+    pub owner: String,
+    /// What the holder is doing, for the refusal message (`deploy of app (run 12) by cli`).
+    pub purpose: String,
+    pub acquired_at: Millis,
+    /// The lease: past this, the lock may be taken over.
+    pub expires_at: Millis,
+}
+
+/// A deployment a pipeline's deploy stage asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub project: String,
+    pub environment: String,
+    pub artifact: String,
+    pub run: Option<i64>,
+    pub digest: Option<String>,
+    pub force: bool,
+    pub requested_by: String,
+}
+
+/// How a deployment ended, for the run that asked for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployReport {
+    pub release: Option<ReleaseRecord>,
+    pub succeeded: bool,
+    /// What went wrong (or a note), in the user's terms.
+    pub message: String,
+}
+
+/// Carries out deployments for the runner's deploy stages: in the server, the deploy manager
+/// itself; in `gantry run`, an HTTP client of the server.
+#[async_trait]
+pub trait Deployer: Send + Sync {
+    async fn deploy(&self, request: DeployRequest) -> anyhow::Result<DeployReport>;
+}
+
 /// A run with all its parts, for `gantry show`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunDetail {
@@ -386,6 +483,65 @@ pub trait StateStore: Send + Sync {
     async fn mark_removed(&self, ids: &[i64], at: Millis) -> anyhow::Result<()>;
     /// Whether any artifact row not removed still refers to `digest`.
     async fn digest_in_use(&self, digest: &str) -> anyhow::Result<bool>;
+
+    // Releases and deployment locks.
+
+    /// Creates the next release of its environment (state `deploying`) with a first event.
+    async fn create_release(&self, release: NewRelease) -> anyhow::Result<ReleaseRecord>;
+    /// Moves a release to `state` (recording `reason` and an event).
+    async fn set_release_state(
+        &self,
+        id: i64,
+        state: ReleaseState,
+        reason: Option<&str>,
+        at: Millis,
+    ) -> anyhow::Result<()>;
+    /// In one transaction: the live release of `to`'s environment (if any) becomes `previous`
+    /// and `to` becomes live. Never leaves an environment with two live releases or none.
+    async fn switch_live(
+        &self,
+        to: i64,
+        previous: ReleaseState,
+        reason: Option<&str>,
+        at: Millis,
+    ) -> anyhow::Result<()>;
+    async fn add_release_event(
+        &self,
+        release: i64,
+        kind: &str,
+        message: &str,
+        at: Millis,
+    ) -> anyhow::Result<()>;
+    async fn mark_retired(&self, id: i64, at: Millis) -> anyhow::Result<()>;
+    /// An environment's releases, newest first.
+    async fn releases(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> anyhow::Result<Vec<ReleaseRecord>>;
+    /// Events of a release, oldest first.
+    async fn release_events(&self, release: i64) -> anyhow::Result<Vec<ReleaseEvent>>;
+    /// Every environment that has releases: (project, environment).
+    async fn environments(&self) -> anyhow::Result<Vec<(String, String)>>;
+    /// Releases in state `deploying` anywhere (left by a process that stopped, at start).
+    async fn deploying_releases(&self) -> anyhow::Result<Vec<ReleaseRecord>>;
+    /// Takes the environment's lock, or returns who holds it. An expired lease is taken over.
+    async fn acquire_env_lock(&self, lock: &EnvLock) -> anyhow::Result<Result<(), EnvLock>>;
+    /// Extends the lease of a lock `owner` holds; false if it does not hold it any more.
+    async fn renew_env_lock(
+        &self,
+        project: &str,
+        environment: &str,
+        owner: &str,
+        expires_at: Millis,
+    ) -> anyhow::Result<bool>;
+    async fn release_env_lock(
+        &self,
+        project: &str,
+        environment: &str,
+        owner: &str,
+    ) -> anyhow::Result<()>;
+    async fn env_locks(&self) -> anyhow::Result<Vec<EnvLock>>;
 }
 
 /// What the artifact store made of a job's declared paths.
@@ -407,6 +563,9 @@ pub trait ArtifactStore: Send + Sync {
     /// a symlink; and a pattern that matches nothing.
     async fn store(&self, workspace: &Path, paths: &[String]) -> anyhow::Result<StoredArtifact>;
     async fn exists(&self, digest: &str) -> anyhow::Result<bool>;
+    /// Reads the whole stored object and checks it against `digest`: an error says whether it
+    /// is missing or corrupt.
+    async fn verify(&self, digest: &str) -> anyhow::Result<()>;
     /// Checks the stored object against `digest` first (a corrupt or missing object is an error
     /// and nothing is written), then writes its content under `dest`: a tar.zst is unpacked
     /// there, a single file is written to `dest/file_name`.

@@ -43,6 +43,40 @@ fn stderr_text(out: &Output) -> String {
 }
 
 impl Repo {
+    /// Makes a new repository at `path` (branch `main`) with a local identity, for `gantry demo`.
+    pub fn init(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path)?;
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["config", "user.email", "demo@gantry.invalid"],
+            &["config", "user.name", "gantry demo"],
+        ] {
+            let mut cmd = git(path);
+            cmd.args(args);
+            let out = run(cmd, "making a repository")?;
+            if !out.status.success() {
+                bail!("git {}: {}", args.join(" "), stderr_text(&out));
+            }
+        }
+        Self::open(path)
+    }
+
+    /// Commits every change in the working tree; returns the new commit.
+    pub fn commit_all(&self, message: &str) -> Result<String> {
+        for args in [
+            &["add", "-A"][..],
+            &["commit", "-q", "--allow-empty", "-m", message],
+        ] {
+            let mut cmd = git(&self.path);
+            cmd.args(args);
+            let out = run(cmd, "committing")?;
+            if !out.status.success() {
+                bail!("git {}: {}", args.join(" "), stderr_text(&out));
+            }
+        }
+        Ok(self.resolve("HEAD")?.commit)
+    }
+
     /// Opens the repository at `path`, or fails saying it is not one.
     pub fn open(path: &Path) -> Result<Self> {
         let mut cmd = git(path);
@@ -355,6 +389,24 @@ impl Repo {
     }
 
     /// Does the repository hold this commit?
+    /// Whether `ancestor` is an ancestor of `commit` (or the same commit).
+    pub fn is_ancestor(&self, ancestor: &str, commit: &str) -> Result<bool> {
+        if ancestor.starts_with('-') || commit.starts_with('-') {
+            bail!("not a commit: {ancestor} or {commit}");
+        }
+        let mut cmd = git(&self.path);
+        cmd.args(["merge-base", "--is-ancestor", ancestor, commit]);
+        let out = run(cmd, "comparing commits")?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => bail!(
+                "git merge-base failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
+    }
+
     pub fn has_commit(&self, commit: &str) -> bool {
         if commit.starts_with('-') {
             return false;

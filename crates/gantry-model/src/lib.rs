@@ -4,6 +4,7 @@
 //!
 //! Codemap:
 //! - [`pipeline`]: `Pipeline`, `Stage`, `Job`, `Step`, `ArtifactSpec`, `DeploySpec`, `EnvironmentSpec`.
+//! - [`environment`]: `EnvironmentSpec`: target, health check, router, releases kept.
 //! - [`status`]: `RunStatus`, `JobStatus`, `StepStatus`, and what ends a job.
 //! - [`secret`]: `SecretValue`, a string that never prints itself.
 //! - [`auth`]: `Role` of API tokens.
@@ -11,11 +12,13 @@
 
 pub mod auth;
 pub mod duration;
+pub mod environment;
 pub mod pipeline;
 pub mod secret;
 pub mod status;
 
 pub use auth::Role;
+pub use environment::{HealthCheck, HealthSpec, RouterSpec, TargetSpec};
 pub use pipeline::{
     ArtifactSpec, DeploySpec, EnvironmentSpec, Job, Pipeline, Stage, StageKind, Step,
 };

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub use crate::environment::EnvironmentSpec;
+
 /// The pipeline of a project, as written in its `gantry.yml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pipeline {
@@ -75,15 +77,6 @@ pub struct DeploySpec {
     pub artifact: String,
     /// Time a wave must stay healthy before the next one starts.
     pub bake: Option<Duration>,
-}
-
-/// An environment as described in the `environments:` block. The deploy work gives it a target,
-/// health checks and a strategy; for now only what every environment has is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvironmentSpec {
-    pub name: String,
-    /// Releases kept ready for rollback.
-    pub keep: u32,
 }
 
 impl Pipeline {

@@ -7,7 +7,9 @@ use crate::job::{AttemptResult, run_attempt, set_env};
 use crate::logs::{LogMsg, spawn_writer};
 use anyhow::{Context, Result};
 use gantry_engine::mask::Masker;
-use gantry_engine::ports::{ArtifactStore, NewRun, NewStage, RunIds, StateStore};
+use gantry_engine::ports::{
+    ArtifactStore, DeployRequest, Deployer, NewRun, NewStage, RunIds, StateStore,
+};
 use gantry_engine::run::{AttemptOutcome, Command, DeployOutcome, Event, JobRef, RunMachine};
 use gantry_git::{Repo, Revision};
 use gantry_model::{Job, JobStatus, Pipeline, RunStatus, SecretValue, StageKind, StageStatus};
@@ -25,8 +27,9 @@ pub const BASE_ENV: &[&str] = &[
     "SHELL",
 ];
 
-/// Why a deploy stage does not deploy in this version (shown on the stage).
-const DEPLOY_NOT_AVAILABLE: &str = "not deployed: deploy stages are carried out by `gantry serve`, which this version does not include yet; the artifact is stored";
+/// Why a deploy stage did not deploy when nothing can carry out deployments (shown on the stage).
+const NO_DEPLOYER: &str =
+    "not deployed: nothing here carries out deployments; the artifact is stored";
 
 pub struct RunRequest {
     pub project: String,
@@ -63,6 +66,8 @@ pub struct Runner {
     pub state: Arc<dyn StateStore>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub observer: Arc<dyn Observer>,
+    /// Carries out deploy stages (the server's deploy manager, or a client of the server).
+    pub deployer: Option<Arc<dyn Deployer>>,
 }
 
 /// What every job of a run shares.
@@ -260,6 +265,7 @@ impl Runner {
             slots: Arc::new(Semaphore::new(ctx.jobs)),
             job_started: HashMap::new(),
             last_attempt: HashMap::new(),
+            deploy_notes: HashMap::new(),
         };
         let mut pending: VecDeque<Event> = VecDeque::from([Event::Start]);
         // A cancel that came before the run started is seen now; later ones through `changed`.
@@ -306,9 +312,77 @@ struct RunLoop<'a> {
     job_started: HashMap<JobRef, Instant>,
     /// The latest attempt of each job and how it ended.
     last_attempt: HashMap<JobRef, (u32, AttemptResult)>,
+    /// What each deploy stage's deployments said, for the stage's note.
+    deploy_notes: HashMap<usize, String>,
 }
 
 impl RunLoop<'_> {
+    /// Deploys the run's own artifact to each environment of a deploy stage, in order; the
+    /// first failure stops the waves after it.
+    async fn deploy(&mut self, stage: usize) -> DeployOutcome {
+        let ctx = self.ctx;
+        let StageKind::Deploy(spec) = &ctx.pipeline.stages[stage].kind else {
+            return DeployOutcome::Failed;
+        };
+        let Some(deployer) = self.runner.deployer.clone() else {
+            return DeployOutcome::Skipped(NO_DEPLOYER.to_string());
+        };
+        let digest = match self
+            .runner
+            .state
+            .find_artifact(Some(&spec.artifact), Some(ctx.run_id), None)
+            .await
+        {
+            Ok(Some(a)) => a.digest,
+            Ok(None) => {
+                self.deploy_notes.insert(
+                    stage,
+                    format!("run {} made no artifact `{}`", ctx.run_id, spec.artifact),
+                );
+                return DeployOutcome::Failed;
+            }
+            Err(e) => {
+                self.deploy_notes.insert(stage, format!("{e:#}"));
+                return DeployOutcome::Failed;
+            }
+        };
+        let mut notes = Vec::new();
+        let mut outcome = DeployOutcome::Succeeded;
+        for environment in &spec.environments {
+            let result = deployer
+                .deploy(DeployRequest {
+                    project: ctx.project.clone(),
+                    environment: environment.clone(),
+                    artifact: spec.artifact.clone(),
+                    run: Some(ctx.run_id),
+                    digest: Some(digest.clone()),
+                    force: false,
+                    requested_by: format!("run {}", ctx.run_id),
+                })
+                .await;
+            match result {
+                Ok(report) if report.succeeded => {
+                    notes.push(format!("{environment}: {}", report.message))
+                }
+                Ok(report) => {
+                    notes.push(format!(
+                        "{environment}: deployment failed: {}",
+                        report.message
+                    ));
+                    outcome = DeployOutcome::Failed;
+                    break;
+                }
+                Err(e) => {
+                    notes.push(format!("{environment}: not deployed: {e:#}"));
+                    outcome = DeployOutcome::Failed;
+                    break;
+                }
+            }
+        }
+        self.deploy_notes.insert(stage, notes.join("\n"));
+        outcome
+    }
+
     /// Carries out one command; may answer with a follow-up event (a deploy's outcome).
     async fn carry_out(&mut self, cmd: Command) -> Result<Option<Event>> {
         let (ctx, ids, state, observer) = (
@@ -381,13 +455,9 @@ impl RunLoop<'_> {
                 });
             }
             Command::StartDeploy { stage } => {
-                state
-                    .set_stage_status(ids.stages[stage], StageStatus::Running, now(), None)
-                    .await?;
-                return Ok(Some(Event::DeployFinished {
-                    stage,
-                    outcome: DeployOutcome::Skipped(DEPLOY_NOT_AVAILABLE.to_string()),
-                }));
+                // StartStage came first: the stage is recorded as running.
+                let outcome = self.deploy(stage).await;
+                return Ok(Some(Event::DeployFinished { stage, outcome }));
             }
             Command::CancelRunningJobs => {
                 // Every running step watches the cancel flag and stops its process group itself.
@@ -419,10 +489,9 @@ impl RunLoop<'_> {
             }
             Command::FinishStage { stage, status } | Command::SkipStage { stage, status } => {
                 let skipped = matches!(cmd, Command::SkipStage { .. });
+                let deploy_note = self.deploy_notes.remove(&stage);
                 let note = match (&ctx.pipeline.stages[stage].kind, status, skipped) {
-                    (StageKind::Deploy(_), StageStatus::Skipped, false) => {
-                        Some(DEPLOY_NOT_AVAILABLE)
-                    }
+                    (StageKind::Deploy(_), _, false) => deploy_note.as_deref(),
                     (_, StageStatus::Skipped, true) => Some("an earlier stage failed"),
                     (_, StageStatus::Cancelled, true) => Some("the run was cancelled"),
                     _ => None,

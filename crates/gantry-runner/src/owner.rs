@@ -38,7 +38,7 @@ impl OwnerLock {
 }
 
 /// Is the owner of this lock file gone? (Its lock can be taken, or the file is missing.)
-fn owner_is_gone(dir: &Path, name: &str) -> bool {
+pub fn owner_is_gone(dir: &Path, name: &str) -> bool {
     if name.contains('/') || name.contains("..") {
         return true;
     }

@@ -6,10 +6,12 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    ArtifactRecord, JobRecord, LogRecord, Millis, NewLogLine, NewRun, NewStage, ProjectRecord,
-    QueuedRun, RunDetail, RunFilter, RunIds, RunRecord, ShareRecord, StageRecord, StateStore,
-    StepRecord, StoredArtifact, Stream, TokenRecord,
+    ArtifactRecord, EnvLock, JobRecord, LogRecord, Millis, NewLogLine, NewRelease, NewRun,
+    NewStage, ProjectRecord, QueuedRun, ReleaseEvent, ReleaseRecord, RunDetail, RunFilter, RunIds,
+    RunRecord, ShareRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
+    TokenRecord,
 };
+use gantry_engine::release::ReleaseState;
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -19,6 +21,8 @@ use sqlx::{AssertSqlSafe, Row};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
+
+mod releases;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -905,5 +909,68 @@ impl StateStore for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(n > 0)
+    }
+    async fn create_release(&self, release: NewRelease) -> Result<ReleaseRecord> {
+        releases::create(&self.pool, release).await
+    }
+    async fn set_release_state(
+        &self,
+        id: i64,
+        state: ReleaseState,
+        reason: Option<&str>,
+        at: Millis,
+    ) -> Result<()> {
+        releases::set_state(&self.pool, id, state, reason, at).await
+    }
+    async fn switch_live(
+        &self,
+        to: i64,
+        previous: ReleaseState,
+        reason: Option<&str>,
+        at: Millis,
+    ) -> Result<()> {
+        releases::switch_live(&self.pool, to, previous, reason, at).await
+    }
+    async fn add_release_event(
+        &self,
+        release: i64,
+        kind: &str,
+        message: &str,
+        at: Millis,
+    ) -> Result<()> {
+        releases::add_event(&self.pool, release, kind, message, at).await
+    }
+    async fn mark_retired(&self, id: i64, at: Millis) -> Result<()> {
+        releases::mark_retired(&self.pool, id, at).await
+    }
+    async fn releases(&self, project: &str, environment: &str) -> Result<Vec<ReleaseRecord>> {
+        releases::list(&self.pool, project, environment).await
+    }
+    async fn release_events(&self, release: i64) -> Result<Vec<ReleaseEvent>> {
+        releases::events(&self.pool, release).await
+    }
+    async fn environments(&self) -> Result<Vec<(String, String)>> {
+        releases::environments(&self.pool).await
+    }
+    async fn deploying_releases(&self) -> Result<Vec<ReleaseRecord>> {
+        releases::deploying(&self.pool).await
+    }
+    async fn acquire_env_lock(&self, lock: &EnvLock) -> Result<Result<(), EnvLock>> {
+        releases::acquire_lock(&self.pool, lock).await
+    }
+    async fn renew_env_lock(
+        &self,
+        project: &str,
+        environment: &str,
+        owner: &str,
+        expires_at: Millis,
+    ) -> Result<bool> {
+        releases::renew_lock(&self.pool, project, environment, owner, expires_at).await
+    }
+    async fn release_env_lock(&self, project: &str, environment: &str, owner: &str) -> Result<()> {
+        releases::release_lock(&self.pool, project, environment, owner).await
+    }
+    async fn env_locks(&self) -> Result<Vec<EnvLock>> {
+        releases::locks(&self.pool).await
     }
 }

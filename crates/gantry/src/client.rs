@@ -85,6 +85,19 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// POST that hands back the status with the body, errors included (for answers such as a
+    /// failed deployment's 422, whose body is a full report).
+    pub async fn post_full(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the gantry server at {}: {e}", self.base))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.send(self.request(reqwest::Method::POST, path).json(&body))
             .await

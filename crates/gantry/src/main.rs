@@ -9,6 +9,7 @@ mod pipeline_at;
 mod render;
 mod secrets;
 mod server;
+mod server_deployer;
 mod why;
 
 use std::process::ExitCode;

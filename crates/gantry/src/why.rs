@@ -160,7 +160,40 @@ pub async fn diagnose_run(
             }
         }
     }
-    let diagnosis = d.finish();
+    // A failed deploy stage: what the deployment said is the evidence (health-check answers,
+    // the release's crash output, who held the lock).
+    for stage in detail
+        .stages
+        .iter()
+        .filter(|s| s.kind == "deploy" && s.status == gantry_model::StageStatus::Failed)
+    {
+        for (i, line) in stage.note.as_deref().unwrap_or("").lines().enumerate() {
+            d.line(&stage.name, "deploy", i as i64 + 1, line);
+        }
+    }
+    let mut diagnosis = d.finish();
+    // A deployment's note is short and all of it is evidence: the health check's answers and
+    // the release's own last output, line by line.
+    if let Some(stage) = detail.stages.iter().find(|s| {
+        s.kind == "deploy" && s.status == gantry_model::StageStatus::Failed && s.note.is_some()
+    }) && diagnosis
+        .evidence
+        .iter()
+        .any(|e| e.job.as_deref() == Some(&stage.name))
+    {
+        let note = stage.note.as_deref().unwrap_or("");
+        diagnosis.evidence = note
+            .lines()
+            .take(16)
+            .enumerate()
+            .map(|(i, text)| gantry_engine::why::Evidence {
+                job: Some(stage.name.clone()),
+                step: Some("deploy".into()),
+                line: i as i64 + 1,
+                text: text.to_string(),
+            })
+            .collect();
+    }
     let changes = what_changed(store, repo, &detail, bad_tools).await?;
     Ok(Report {
         run: detail.run,

@@ -182,6 +182,15 @@ rules! {
     "health" => HealthCheck, 90, ["health check failed", "failed its health check", "healthz returned"],
         "The new release failed its health checks.",
         "Look at the release's output (its crash, its logs) and the health check's answers below.";
+    "release-crashed" => HealthCheck, 93, ["times while starting", "times during its bake"],
+        "The new release kept crashing, while starting or right after traffic switched to it.",
+        "Read its crash output in the evidence (it ran with the environment's variables, in its release directory); traffic stayed on, or went back to, the previous release.";
+    "deploy-outdated" => Conflict, 90, ["refusing an outdated deploy"],
+        "The deployment would have replaced the live release with an older one.",
+        "To go back on purpose use `gantry rollback ENV`; to deploy the older build anyway, `gantry deploy --force`.";
+    "no-deploy-server" => Config, 92, ["deploy stages are carried out by a gantry server"],
+        "No gantry server was there to carry out the deploy stage.",
+        "Start `gantry serve` in the repository (or set GANTRY_SERVER to a running server) and run again.";
     "canary" => CanaryAnalysis, 95, ["canary analysis failed", "canary aborted"],
         "The canary was aborted by analysis: its numbers were worse than allowed.",
         "Fix what made the canary worse (error rate or latency below), or adjust the thresholds if they are wrong.";

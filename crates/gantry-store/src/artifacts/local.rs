@@ -91,6 +91,14 @@ impl ArtifactStore for LocalArtifactStore {
         Ok(self.object_path(digest)?.is_file())
     }
 
+    async fn verify(&self, digest: &str) -> Result<()> {
+        let object = self.object_path(digest)?;
+        let digest = digest.to_string();
+        tokio::task::spawn_blocking(move || verify_blocking(&object, &digest))
+            .await
+            .context("the verifying task failed")?
+    }
+
     async fn delete(&self, digest: &str) -> Result<u64> {
         let path = self.object_path(digest)?;
         match std::fs::metadata(&path) {
@@ -129,13 +137,8 @@ impl ArtifactStore for LocalArtifactStore {
     }
 }
 
-fn unpack_blocking(
-    object: &Path,
-    digest: &str,
-    media_type: &str,
-    dest: &Path,
-    file_name: &str,
-) -> Result<()> {
+/// Hashes the stored object and compares it with `digest`: missing or corrupt is an error.
+fn verify_blocking(object: &Path, digest: &str) -> Result<()> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut f = std::fs::File::open(object)
@@ -155,6 +158,17 @@ fn unpack_blocking(
             "the stored object does not match its digest (expected {digest}, found {actual}): it is corrupt"
         );
     }
+    Ok(())
+}
+
+fn unpack_blocking(
+    object: &Path,
+    digest: &str,
+    media_type: &str,
+    dest: &Path,
+    file_name: &str,
+) -> Result<()> {
+    verify_blocking(object, digest)?;
     let f = std::fs::File::open(object)?;
     if media_type == super::TAR_ZSTD {
         let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(f)?);

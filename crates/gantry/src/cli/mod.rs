@@ -3,10 +3,12 @@
 
 mod artifact;
 mod check;
-mod remote;
-mod run;
+mod demo;
+pub mod deploy;
+pub mod remote;
+pub mod run;
 mod runs;
-mod serve;
+pub mod serve;
 mod why;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// See it all in half a minute: build, test, deploy, roll back, a broken release stopped
+    Demo(demo::DemoArgs),
     /// Check a pipeline file (or a repository's) and report every problem
     Check(check::CheckArgs),
     /// Print the JSON Schema of the pipeline file, for editors
@@ -61,6 +65,14 @@ pub enum Command {
     Artifact(artifact::ArtifactCommand),
     /// Apply retention: remove old artifacts that are not pinned
     Gc(artifact::GcArgs),
+    /// Deploy an artifact to an environment (through the server)
+    Deploy(deploy::DeployArgs),
+    /// Roll an environment back to the previous healthy release (or --to one)
+    Rollback(deploy::RollbackArgs),
+    /// List an environment's releases, newest first
+    Releases(deploy::ReleasesArgs),
+    /// Show environments: live and previous release, health, uptime
+    Status(deploy::StatusArgs),
     /// Explain why a run failed: category, evidence, fix, and what changed since the last good run
     Why(why::WhyArgs),
 }
@@ -80,6 +92,12 @@ impl From<anyhow::Error> for CliError {
     }
 }
 
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> Self {
+        anyhow::Error::from(error).into()
+    }
+}
+
 impl CliError {
     /// Exit with `code`, the reason already printed.
     pub fn silent(code: u8) -> Self {
@@ -93,9 +111,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Demo(args) => block_on(demo::demo(args)),
         Command::Check(args) => check::check(args),
         Command::Schema => check::schema(),
-        Command::Run(args) => block_on(run::run(args, cli.data_dir)),
+        Command::Run(args) => block_on(run::run(args, cli.server, cli.data_dir)),
         Command::Runs(args) => block_on(runs::runs(args, cli.server, cli.data_dir)),
         Command::Show(args) => block_on(runs::show(args, cli.server, cli.data_dir)),
         Command::Logs(args) => block_on(runs::logs(args, cli.server, cli.data_dir)),
@@ -105,6 +124,10 @@ pub fn main() -> ExitCode {
         Command::Token(cmd) => block_on(remote::token(cmd, cli.server, cli.data_dir)),
         Command::Artifact(cmd) => block_on(artifact::artifact(cmd, cli.server, cli.data_dir)),
         Command::Gc(args) => block_on(artifact::gc(args, cli.data_dir)),
+        Command::Deploy(args) => block_on(deploy::deploy(args, cli.server, cli.data_dir)),
+        Command::Rollback(args) => block_on(deploy::rollback(args, cli.server, cli.data_dir)),
+        Command::Releases(args) => block_on(deploy::releases(args, cli.server, cli.data_dir)),
+        Command::Status(args) => block_on(deploy::status(args, cli.server, cli.data_dir)),
         Command::Why(args) => block_on(why::why(args, cli.server, cli.data_dir)),
     };
     match result {

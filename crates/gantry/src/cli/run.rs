@@ -49,7 +49,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     gantry_model::duration::parse_duration(s)
 }
 
-pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
+pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
     let repo_path = args.repo.clone().unwrap_or_else(|| PathBuf::from("."));
     let repo = Repo::open(&repo_path)?;
     let revision = repo.resolve(&args.rev)?;
@@ -90,6 +90,10 @@ pub async fn run(args: RunArgs, data_dir: Option<PathBuf>) -> CliResult {
         state: ctx.state.clone(),
         artifacts: Arc::new(ctx.artifacts()?),
         observer: renderer.clone(),
+        deployer: Some(Arc::new(crate::server_deployer::ServerDeployer {
+            explicit: server,
+            data_dir: ctx.data_dir.clone(),
+        })),
     };
 
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);

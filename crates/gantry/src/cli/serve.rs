@@ -31,6 +31,15 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult {
+    serve_until(args, data_dir_flag, shutdown_signal()).await
+}
+
+/// The server, until `stop` completes (a signal for `gantry serve`; the end of `gantry demo`).
+pub async fn serve_until(
+    args: ServeArgs,
+    data_dir_flag: Option<PathBuf>,
+    stop: impl std::future::Future<Output = ()>,
+) -> CliResult {
     let source = std::fs::read_to_string(&args.config).map_err(|e| {
         anyhow!(
             "cannot read the server configuration {}: {e} (write one, see README: `gantry serve`)",
@@ -101,6 +110,23 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
         owner.name().to_string(),
         url.clone(),
     ));
+    let deploys = gantry_deploy::DeployManager::new(
+        ctx.state.clone(),
+        server.artifacts.clone(),
+        Arc::new(crate::server::deploy::PipelineSource {
+            server: Arc::downgrade(&server),
+        }),
+        data_dir.join("releases"),
+        owner.name().to_string(),
+    );
+    let _ = server.deploys.set(deploys.clone());
+    let lock_dir = ctx.lock_dir();
+    for note in deploys
+        .recover(|name| gantry_runner::owner::owner_is_gone(&lock_dir, name))
+        .await?
+    {
+        eprintln!("gantry: {note}");
+    }
     let state = AppState {
         store: ctx.state.clone(),
         control: server.clone(),
@@ -136,7 +162,7 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
         let _ = stop_http_rx.await;
     }));
 
-    shutdown_signal().await;
+    stop.await;
     eprintln!(
         "gantry: shutting down: taking no new runs; running runs have {} to finish",
         gantry_model::duration::format_duration(config.shutdown_grace)
@@ -172,6 +198,7 @@ pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult
     }
     let _ = stop_http_tx.send(());
     let _ = http.await;
+    deploys.shutdown().await;
     let _ = std::fs::remove_file(&server_file);
     ctx.state.close().await;
     drop(owner);

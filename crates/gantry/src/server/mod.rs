@@ -3,6 +3,7 @@
 //! (`poller.rs`). Runs wait in the state store's queue; nothing is kept only in memory except
 //! the cancel switches of the runs this process is running.
 
+pub mod deploy;
 mod notify;
 mod poller;
 mod worker;
@@ -42,6 +43,8 @@ pub struct Server {
     pub draining: watch::Sender<bool>,
     /// Serialises git operations per project (fetches into one mirror must not overlap).
     mirror_locks: HashMap<String, tokio::sync::Mutex<()>>,
+    /// Carries out deployments; set once at start (it reads pipelines through this server).
+    pub deploys: std::sync::OnceLock<Arc<gantry_deploy::DeployManager>>,
 }
 
 use gantry_engine::ports::now_millis as now;
@@ -73,6 +76,7 @@ impl Server {
             running: Mutex::new(HashMap::new()),
             draining: watch::channel(false).0,
             mirror_locks,
+            deploys: std::sync::OnceLock::new(),
         }
     }
 
@@ -322,6 +326,66 @@ impl Control for Server {
                 Err(ApiError::conflict(e.to_string()))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn deploy(
+        &self,
+        request: gantry_engine::ports::DeployRequest,
+        wait_bake: bool,
+    ) -> Result<(bool, serde_json::Value), ApiError> {
+        let manager = deploy::manager(self)?;
+        let report = manager
+            .deploy(request, wait_bake)
+            .await
+            .map_err(deploy::api_error)?;
+        Ok((report.succeeded, deploy::json(&report)?))
+    }
+
+    async fn rollback(
+        &self,
+        project: &str,
+        environment: &str,
+        to: Option<i64>,
+        by: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let manager = deploy::manager(self)?;
+        let release = manager
+            .rollback(project, environment, to, by)
+            .await
+            .map_err(deploy::api_error)?;
+        deploy::json(&release)
+    }
+
+    async fn releases(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let manager = deploy::manager(self)?;
+        let history = manager
+            .history(project, environment)
+            .await
+            .map_err(deploy::api_error)?;
+        if history.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "{project}/{environment} has no releases"
+            )));
+        }
+        deploy::json(&history)
+    }
+
+    async fn environment_status(
+        &self,
+        project: Option<&str>,
+        environment: Option<&str>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let manager = deploy::manager(self)?;
+        match (project, environment) {
+            (Some(p), Some(e)) => {
+                deploy::json(&manager.status(p, e).await.map_err(deploy::api_error)?)
+            }
+            (p, _) => deploy::json(&manager.statuses(p).await.map_err(deploy::api_error)?),
         }
     }
 

@@ -8,6 +8,8 @@
 //! - `secrets`: masking, checked against everything gantry persisted.
 //! - `artifacts`: content-addressed storage, dedupe, escaping paths.
 //! - `crash`: kill -9 and Ctrl-C in the middle of a run.
+//! - `deploy`: environments with the example service: deploy, rollback, health, crashes, locks,
+//!   outdated deploys, kill -9, zero failed requests under load, command targets, retention.
 //! - `server`: `gantry serve`: polling, webhooks, API, tokens, SSE, shutdown, kill -9.
 //! - `server_support`: a real server on 127.0.0.1 and a plain HTTP client.
 //! - `why`: the failure corpus (real tools and quoted formats) and what-changed analysis.
@@ -18,6 +20,7 @@
 mod artifacts;
 mod check;
 mod crash;
+mod deploy;
 mod pipeline;
 mod secrets;
 mod server;

@@ -13,6 +13,8 @@ pub struct Served {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub url: String,
+    /// The data directory when it is not `.gantry` next to the configuration.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A bare repository `hello.git` in `dir` with a working clone `work` that pushes to it.
@@ -79,13 +81,52 @@ impl Served {
             dir,
             child: None,
             url: String::new(),
+            data_dir: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// A server whose data directory is `data` (shared with `gantry run` of a fixture).
+    pub fn start_with_data(config: &str, data: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("{config}data_dir = \"{}\"\n", data.display());
+        std::fs::write(dir.path().join("gantry.toml"), config).unwrap();
+        let mut s = Served {
+            dir,
+            child: None,
+            url: String::new(),
+            data_dir: Some(data.to_path_buf()),
         };
         s.restart();
         s
     }
 
     pub fn data(&self) -> PathBuf {
-        self.dir.path().join(".gantry")
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join(".gantry"))
+    }
+
+    /// The server's log so far (all starts).
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("serve-")
+            })
+            .collect();
+        logs.sort();
+        for l in logs {
+            out.push_str(&std::fs::read_to_string(l).unwrap_or_default());
+        }
+        out
     }
 
     pub fn token(&self) -> String {

@@ -45,6 +45,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("gantry-api", &["gantry-model", "gantry-engine"]),
     (
+        "gantry-deploy",
+        &["gantry-model", "gantry-engine", "gantry-runner"],
+    ),
+    (
         "gantry",
         &[
             "gantry-api",
@@ -54,6 +58,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gantry-git",
             "gantry-store",
             "gantry-runner",
+            "gantry-deploy",
         ],
     ),
 ];

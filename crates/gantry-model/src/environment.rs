@@ -1,0 +1,97 @@
+//! An environment as the `environments:` block describes it: where releases run (the target),
+//! how gantry knows a release is healthy, how many releases stay ready for rollback, and the
+//! router in front of them. What happens to releases over time lives in `gantry-engine::release`.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentSpec {
+    pub name: String,
+    /// Healthy releases kept ready for rollback, the live one included.
+    pub keep: u32,
+    /// `None`: described (so deploy stages may name it) but not deployable yet.
+    pub target: Option<TargetSpec>,
+    pub health: HealthSpec,
+    pub router: Option<RouterSpec>,
+    /// After traffic switched to a release: while this lasts, repeated crashes roll it back.
+    pub bake: Duration,
+    /// How long the previous release keeps running after a switch, so that rollback is only a
+    /// router switch. `None`: until the next deployment.
+    pub keep_previous_running: Option<Duration>,
+}
+
+/// Where releases run. Each kind is carried out by a `gantry-deploy` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// A supervised local service, started in the release's directory with `PORT` set.
+    Process {
+        command: String,
+        env: Vec<(String, String)>,
+    },
+    /// The user's own scripts. `rollback` defaults to running `deploy` for the older release.
+    Command {
+        deploy: String,
+        rollback: Option<String>,
+        env: Vec<(String, String)>,
+    },
+}
+
+impl TargetSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetSpec::Process { .. } => "process",
+            TargetSpec::Command { .. } => "command",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    pub check: HealthCheck,
+    /// A new release must pass within this time, or the deployment fails.
+    pub timeout: Duration,
+    /// Time between attempts.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// No check: started is healthy (the default of `command` targets).
+    None,
+    /// `GET path` on the release's port answers 2xx.
+    Http { path: String },
+    /// The release's port accepts a connection (the default of `process` targets).
+    Tcp,
+    /// A shell command run in the release directory exits 0.
+    Command { command: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSpec {
+    /// `host:port` the environment's router listens on.
+    pub listen: String,
+}
+
+pub const DEFAULT_KEEP: u32 = 3;
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(250);
+pub const DEFAULT_BAKE: Duration = Duration::from_secs(30);
+
+impl EnvironmentSpec {
+    /// An environment with nothing but a name (deploy stages may name it).
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            keep: DEFAULT_KEEP,
+            target: None,
+            health: HealthSpec {
+                check: HealthCheck::None,
+                timeout: DEFAULT_HEALTH_TIMEOUT,
+                interval: DEFAULT_HEALTH_INTERVAL,
+            },
+            router: None,
+            bake: DEFAULT_BAKE,
+            keep_previous_running: None,
+        }
+    }
+}

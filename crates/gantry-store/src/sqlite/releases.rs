@@ -1,0 +1,365 @@
+//! Releases, their events and the per-environment deployment lock, for [`super::SqliteStore`].
+//! The store's `StateStore` methods call these; each is one statement or one transaction.
+
+use anyhow::{Context, Result, anyhow};
+use gantry_engine::ports::{EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord};
+use gantry_engine::release::{ReleaseKind, ReleaseState};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Row, Sqlite, Transaction};
+
+fn release_from(row: &SqliteRow) -> Result<ReleaseRecord> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(ReleaseRecord {
+        id: row.try_get("id")?,
+        project: row.try_get("project")?,
+        environment: row.try_get("environment")?,
+        number: row.try_get("number")?,
+        kind: ReleaseKind::parse(&kind)
+            .ok_or_else(|| anyhow!("corrupt state: release kind {kind}"))?,
+        source: row.try_get("source_number")?,
+        artifact: row.try_get("artifact")?,
+        digest: row.try_get("digest")?,
+        run_id: row.try_get("run_id")?,
+        commit: row.try_get("commit_sha")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        state: ReleaseState::parse(&state)
+            .ok_or_else(|| anyhow!("corrupt state: release state {state}"))?,
+        reason: row.try_get("reason")?,
+        live_at: row.try_get("live_at")?,
+        ended_at: row.try_get("ended_at")?,
+        retired_at: row.try_get("retired_at")?,
+    })
+}
+
+fn lock_from(row: &SqliteRow) -> Result<EnvLock> {
+    Ok(EnvLock {
+        project: row.try_get("project")?,
+        environment: row.try_get("environment")?,
+        owner: row.try_get("owner")?,
+        purpose: row.try_get("purpose")?,
+        acquired_at: row.try_get("acquired_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+async fn event(
+    tx: &mut Transaction<'_, Sqlite>,
+    release: i64,
+    kind: &str,
+    message: &str,
+    at: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO release_events (release_id, at, kind, message) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(release)
+    .bind(at)
+    .bind(kind)
+    .bind(message)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn state_message(state: ReleaseState, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("{state}: {r}"),
+        None => state.to_string(),
+    }
+}
+
+pub async fn create(pool: &SqlitePool, r: NewRelease) -> Result<ReleaseRecord> {
+    let mut tx = pool.begin().await?;
+    let number: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE project = $1 AND environment = $2",
+    )
+    .bind(&r.project)
+    .bind(&r.environment)
+    .fetch_one(&mut *tx)
+    .await?;
+    let row = sqlx::query(
+        "INSERT INTO releases (project, environment, number, kind, source_number, artifact, digest, \
+         run_id, commit_sha, created_by, created_at, state, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'deploying', $12) RETURNING *",
+    )
+    .bind(&r.project)
+    .bind(&r.environment)
+    .bind(number)
+    .bind(r.kind.as_str())
+    .bind(r.source.unwrap_or(number))
+    .bind(&r.artifact)
+    .bind(&r.digest)
+    .bind(r.run_id)
+    .bind(&r.commit)
+    .bind(&r.created_by)
+    .bind(r.created_at)
+    .bind(&r.reason)
+    .fetch_one(&mut *tx)
+    .await
+    .context("recording the release")?;
+    let release = release_from(&row)?;
+    let what = match r.kind {
+        ReleaseKind::Deploy => format!(
+            "deploying {} ({}) for {}",
+            r.artifact,
+            short(&r.digest),
+            r.created_by
+        ),
+        ReleaseKind::Rollback => format!(
+            "rolling back to release {} ({}) for {}",
+            release.source,
+            short(&r.digest),
+            r.created_by
+        ),
+    };
+    event(&mut tx, release.id, "state", &what, r.created_at).await?;
+    tx.commit().await?;
+    Ok(release)
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+pub async fn set_state(
+    pool: &SqlitePool,
+    id: i64,
+    state: ReleaseState,
+    reason: Option<&str>,
+    at: Millis,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let ends = matches!(
+        state,
+        ReleaseState::Failed | ReleaseState::RolledBack | ReleaseState::Superseded
+    );
+    sqlx::query(
+        "UPDATE releases SET state = $1, reason = COALESCE($2, reason), \
+         ended_at = CASE WHEN $3 AND live_at IS NOT NULL AND ended_at IS NULL THEN $4 ELSE ended_at END \
+         WHERE id = $5",
+    )
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(ends)
+    .bind(at)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .context("changing the release state")?;
+    event(&mut tx, id, "state", &state_message(state, reason), at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn switch_live(
+    pool: &SqlitePool,
+    to: i64,
+    previous: ReleaseState,
+    reason: Option<&str>,
+    at: Millis,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let target = sqlx::query("SELECT * FROM releases WHERE id = $1")
+        .bind(to)
+        .fetch_one(&mut *tx)
+        .await
+        .context("finding the release to switch to")?;
+    let target = release_from(&target)?;
+    let old: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM releases WHERE project = $1 AND environment = $2 AND state = 'live' AND id <> $3",
+    )
+    .bind(&target.project)
+    .bind(&target.environment)
+    .bind(to)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(old) = old {
+        sqlx::query("UPDATE releases SET state = $1, ended_at = $2, reason = COALESCE($3, reason) WHERE id = $4")
+            .bind(previous.as_str())
+            .bind(at)
+            .bind(reason)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+        let msg = format!("{previous}: traffic switched to release {}", target.number);
+        let msg = match reason {
+            Some(r) => format!("{msg} ({r})"),
+            None => msg,
+        };
+        event(&mut tx, old, "state", &msg, at).await?;
+    }
+    sqlx::query(
+        "UPDATE releases SET state = 'live', live_at = COALESCE(live_at, $1), ended_at = NULL WHERE id = $2",
+    )
+    .bind(at)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?;
+    event(&mut tx, to, "state", "live: the router serves it", at).await?;
+    tx.commit().await.context("switching the live release")?;
+    Ok(())
+}
+
+pub async fn add_event(
+    pool: &SqlitePool,
+    release: i64,
+    kind: &str,
+    message: &str,
+    at: Millis,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    event(&mut tx, release, kind, message, at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn mark_retired(pool: &SqlitePool, id: i64, at: Millis) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE releases SET retired_at = $1 WHERE id = $2 AND retired_at IS NULL")
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    event(
+        &mut tx,
+        id,
+        "note",
+        "retired: its directory was removed and its artifact unpinned",
+        at,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn list(
+    pool: &SqlitePool,
+    project: &str,
+    environment: &str,
+) -> Result<Vec<ReleaseRecord>> {
+    let rows = sqlx::query(
+        "SELECT * FROM releases WHERE project = $1 AND environment = $2 ORDER BY number DESC",
+    )
+    .bind(project)
+    .bind(environment)
+    .fetch_all(pool)
+    .await
+    .context("listing releases")?;
+    rows.iter().map(release_from).collect()
+}
+
+pub async fn events(pool: &SqlitePool, release: i64) -> Result<Vec<ReleaseEvent>> {
+    let rows = sqlx::query("SELECT * FROM release_events WHERE release_id = $1 ORDER BY id")
+        .bind(release)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ReleaseEvent {
+                release: r.try_get("release_id")?,
+                at: r.try_get("at")?,
+                kind: r.try_get("kind")?,
+                message: r.try_get("message")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn environments(pool: &SqlitePool) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT project, environment FROM releases ORDER BY project, environment",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("project")?, r.try_get("environment")?)))
+        .collect()
+}
+
+pub async fn deploying(pool: &SqlitePool) -> Result<Vec<ReleaseRecord>> {
+    let rows = sqlx::query("SELECT * FROM releases WHERE state = 'deploying' ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(release_from).collect()
+}
+
+pub async fn acquire_lock(pool: &SqlitePool, lock: &EnvLock) -> Result<Result<(), EnvLock>> {
+    // Insert, or take over an expired lease; the row that comes back says who holds it now.
+    let row = sqlx::query(
+        "INSERT INTO environment_locks (project, environment, owner, purpose, acquired_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (project, environment) DO UPDATE SET owner = excluded.owner, \
+           purpose = excluded.purpose, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
+         WHERE environment_locks.expires_at < excluded.acquired_at \
+         RETURNING owner",
+    )
+    .bind(&lock.project)
+    .bind(&lock.environment)
+    .bind(&lock.owner)
+    .bind(&lock.purpose)
+    .bind(lock.acquired_at)
+    .bind(lock.expires_at)
+    .fetch_optional(pool)
+    .await
+    .context("taking the deployment lock")?;
+    if row.is_some() {
+        return Ok(Ok(()));
+    }
+    let holder =
+        sqlx::query("SELECT * FROM environment_locks WHERE project = $1 AND environment = $2")
+            .bind(&lock.project)
+            .bind(&lock.environment)
+            .fetch_optional(pool)
+            .await?;
+    match holder {
+        Some(h) => Ok(Err(lock_from(&h)?)),
+        // Released in between: try once more.
+        None => Box::pin(acquire_lock(pool, lock)).await,
+    }
+}
+
+pub async fn renew_lock(
+    pool: &SqlitePool,
+    project: &str,
+    environment: &str,
+    owner: &str,
+    expires_at: Millis,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE environment_locks SET expires_at = $1 WHERE project = $2 AND environment = $3 AND owner = $4",
+    )
+    .bind(expires_at)
+    .bind(project)
+    .bind(environment)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn release_lock(
+    pool: &SqlitePool,
+    project: &str,
+    environment: &str,
+    owner: &str,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM environment_locks WHERE project = $1 AND environment = $2 AND owner = $3",
+    )
+    .bind(project)
+    .bind(environment)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn locks(pool: &SqlitePool) -> Result<Vec<EnvLock>> {
+    let rows = sqlx::query("SELECT * FROM environment_locks ORDER BY project, environment")
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(lock_from).collect()
+}

@@ -1,0 +1,161 @@
+//! The server's side of deployments: where environment descriptions come from (the pipeline
+//! file at the deployed run's commit, read from the project's mirror or its local repository),
+//! the in-process `Deployer` the server's runs use, and the `Control` operations on
+//! environments, all carried out by `gantry-deploy`'s manager.
+
+use super::Server;
+use crate::pipeline_at::{load_pipeline, short};
+use anyhow::{Context, Result, anyhow, bail};
+use async_trait::async_trait;
+use gantry_api::ApiError;
+use gantry_deploy::{DeployError, DeployManager, ProjectSource};
+use gantry_engine::ports::{DeployReport, DeployRequest, Deployer, RunFilter, StateStore};
+use gantry_git::Repo;
+use gantry_model::EnvironmentSpec;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+/// Reads environments from the pipeline file at a run's commit.
+pub struct PipelineSource {
+    pub server: Weak<Server>,
+}
+
+impl PipelineSource {
+    fn server(&self) -> Result<Arc<Server>> {
+        self.server
+            .upgrade()
+            .ok_or_else(|| anyhow!("the server is stopping"))
+    }
+
+    /// The repository holding `commit` of `project`: the server's mirror for projects it
+    /// watches (fetched when the commit is missing), else the run's own repository path.
+    async fn repo_with(&self, project: &str, repo_path: &str, commit: &str) -> Result<Repo> {
+        let server = self.server()?;
+        if let Some(p) = server.project(project).cloned() {
+            if let Some(m) = server.mirror(project)
+                && m.has_commit(commit)
+            {
+                return Ok(m);
+            }
+            return server.fetch_mirror(&p).await;
+        }
+        let path = PathBuf::from(repo_path);
+        let repo = Repo::open(&path)
+            .with_context(|| format!("opening the repository {repo_path} of project {project}"))?;
+        if !repo.has_commit(commit) {
+            bail!("commit {} is not in {repo_path}", short(commit));
+        }
+        Ok(repo)
+    }
+}
+
+#[async_trait]
+impl ProjectSource for PipelineSource {
+    async fn environment(
+        &self,
+        project: &str,
+        run: Option<i64>,
+        environment: &str,
+    ) -> Result<EnvironmentSpec> {
+        let server = self.server()?;
+        let run = match run {
+            Some(id) => server.store.run_detail(id).await?.map(|d| d.run),
+            None => server
+                .store
+                .list_runs(&RunFilter {
+                    project: Some(project.to_string()),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await?
+                .into_iter()
+                .next(),
+        }
+        .ok_or_else(|| anyhow!("project {project} has no run to read its environments from"))?;
+        let repo = self.repo_with(project, &run.repo, &run.commit).await?;
+        let subdir = Path::new(&run.pipeline_file)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf);
+        let commit = run.commit.clone();
+        let (file, checked) =
+            tokio::task::spawn_blocking(move || load_pipeline(&repo, &commit, subdir.as_deref()))
+                .await?
+                .map_err(|e| anyhow!(e.message()))?;
+        let names: Vec<String> = checked
+            .pipeline
+            .environments
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        checked
+            .pipeline
+            .environments
+            .into_iter()
+            .find(|e| e.name == environment)
+            .ok_or_else(|| {
+                anyhow!(
+                    "environment `{environment}` is not described in {file} at commit {} (run {}); it describes: {}",
+                    short(&run.commit),
+                    run.id,
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                )
+            })
+    }
+
+    async fn is_ancestor(&self, project: &str, ancestor: &str, commit: &str) -> Option<bool> {
+        let server = self.server().ok()?;
+        let runs = server
+            .store
+            .list_runs(&RunFilter {
+                project: Some(project.to_string()),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        let repo_path = runs.first()?.repo.clone();
+        let repo = self.repo_with(project, &repo_path, commit).await.ok()?;
+        let (a, c) = (ancestor.to_string(), commit.to_string());
+        tokio::task::spawn_blocking(move || repo.is_ancestor(&a, &c).ok())
+            .await
+            .ok()?
+    }
+}
+
+/// The deployer of the server's own runs: the deploy manager, waiting for the bake.
+pub struct InProcessDeployer {
+    pub manager: Arc<DeployManager>,
+}
+
+#[async_trait]
+impl Deployer for InProcessDeployer {
+    async fn deploy(&self, request: DeployRequest) -> Result<DeployReport> {
+        self.manager
+            .deploy(request, true)
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    }
+}
+
+pub fn api_error(e: DeployError) -> ApiError {
+    match e {
+        DeployError::NotFound(m) => ApiError::not_found(m),
+        DeployError::Conflict(m) => ApiError::conflict(m),
+        DeployError::Invalid(m) => ApiError::unprocessable(m),
+        DeployError::Internal(e) => ApiError::from(e),
+    }
+}
+
+pub fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::from(anyhow::Error::from(e)))
+}
+
+/// The manager, once the server has made it.
+pub fn manager(server: &Server) -> Result<Arc<DeployManager>, ApiError> {
+    server
+        .deploys
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::unavailable("deployments are not ready yet; try again"))
+}

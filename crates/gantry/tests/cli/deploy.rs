@@ -1,0 +1,734 @@
+//! Deployments with the example service (`examples/hello/hello.py`) behind gantry's router: a
+//! real `gantry serve` sharing the data directory of `gantry run`, real service processes, real
+//! HTTP through the router on 127.0.0.1. Broken versions are made the way they are in life: a
+//! commit that changes the service's code.
+
+use crate::server_support::Served;
+use crate::support::{Fixture, Run, alive, wait_until};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const HELLO: &str = include_str!("../../../../examples/hello/hello.py");
+
+/// How the committed service behaves.
+#[derive(Clone, Copy)]
+enum Service {
+    Healthy,
+    /// `/healthz` answers 500.
+    Unhealthy,
+    /// Healthy, then exits (code 7) half a second after each start.
+    CrashesSoon,
+}
+
+fn service_source(kind: Service) -> String {
+    match kind {
+        Service::Healthy => HELLO.to_string(),
+        Service::Unhealthy => {
+            let broken = HELLO.replace(
+                r#"self.answer(200, "ok\n")"#,
+                r#"self.answer(500, "broken\n")"#,
+            );
+            assert_ne!(broken, HELLO, "the health handler moved; update this test");
+            broken
+        }
+        Service::CrashesSoon => {
+            let marker = "    server = http.server.ThreadingHTTPServer(";
+            assert!(HELLO.contains(marker), "hello.py changed; update this test");
+            HELLO.replace(
+                marker,
+                &format!("    import threading\n    threading.Timer(0.5, lambda: os._exit(7)).start()\n{marker}"),
+            )
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The pipeline: package `dist/` as the artifact `app`; environment `production` runs it
+/// behind a router on `port`. `extra` adds lines to the environment (indented 4).
+fn pipeline(version: &str, port: u16, extra: &str, deploy_stage: bool) -> String {
+    let stage = if deploy_stage {
+        "  - name: ship\n    deploy:\n      environment: production\n      artifact: app\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"name: hello
+env:
+  APP_VERSION: "{version}"
+stages:
+  - name: build
+    jobs:
+      - name: package
+        run: |
+          mkdir -p dist
+          cp hello.py dist/hello
+          chmod +x dist/hello
+          echo "$APP_VERSION" > dist/VERSION
+        artifacts:
+          - name: app
+            path: dist/
+{stage}environments:
+  production:
+    target:
+      process:
+        command: ./dist/hello --port $PORT
+    health:
+      http: /healthz
+      timeout: 8s
+      interval: 100ms
+    bake: 2s
+    router:
+      listen: 127.0.0.1:{port}
+{extra}"#
+    )
+}
+
+fn spec(version: &str, port: u16, extra: &str, kind: Service, deploy_stage: bool) -> String {
+    format!(
+        "//- gantry.yml\n{}//- hello.py\n{}",
+        pipeline(version, port, extra, deploy_stage),
+        service_source(kind)
+    )
+}
+
+/// A repository of the service, a server sharing its data directory, and the router's port.
+struct Env {
+    fx: Fixture,
+    server: Served,
+    port: u16,
+    /// Lines added to the environment in every commit.
+    extra: String,
+    /// Runs made so far (run ids count from 1).
+    runs: i64,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self::with("")
+    }
+
+    fn with(extra: &str) -> Self {
+        let port = free_port();
+        let fx = Fixture::new(&spec("v0", port, extra, Service::Healthy, false));
+        let server = Served::start_with_data("listen = \"127.0.0.1:0\"\n", &fx.data());
+        Env {
+            fx,
+            server,
+            port,
+            extra: extra.to_string(),
+            runs: 0,
+        }
+    }
+
+    fn router(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Commits version `version` of kind `kind` and builds it; returns the run id.
+    fn build(&mut self, version: &str, kind: Service) -> i64 {
+        self.fx.commit(
+            &spec(version, self.port, &self.extra, kind, false),
+            &format!("version {version}"),
+        );
+        let out = self.fx.run(&["run"]);
+        assert_eq!(out.code, 0, "building {version}: {out}");
+        self.runs += 1;
+        self.runs
+    }
+
+    fn gantry(&self, args: &[&str]) -> Run {
+        self.fx.run(args)
+    }
+
+    fn deploy(&self, run: i64, extra: &[&str]) -> Run {
+        let run = run.to_string();
+        let mut args = vec!["deploy", "production", "--artifact", "app", "--run", &run];
+        args.extend_from_slice(extra);
+        self.gantry(&args)
+    }
+
+    fn deploy_ok(&self, run: i64) {
+        let out = self.deploy(run, &[]);
+        assert_eq!(
+            out.code,
+            0,
+            "deploy of run {run}: {out}\nserver log:\n{}",
+            self.server.log()
+        );
+    }
+
+    fn releases(&self) -> Vec<serde_json::Value> {
+        let out = self.gantry(&["releases", "production", "--json"]);
+        assert_eq!(out.code, 0, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["release"].clone())
+            .collect()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.gantry(&["status", "production", "--json"]);
+        assert_eq!(out.code, 0, "{out}");
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
+    /// What the router answers on `/` (the version), or why not.
+    fn serving(&self) -> String {
+        match get(&self.router(), "/") {
+            Ok((200, body, _)) => body.trim().trim_start_matches("hello from ").to_string(),
+            Ok((status, body, _)) => format!("HTTP {status}: {body}"),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+}
+
+/// `GET path` through `addr` with a fresh connection: (status, body, x-gantry-release).
+fn get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {head:?}")))?;
+    let release = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-gantry-release:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Ok((status, body.to_string(), release))
+}
+
+fn states(releases: &[serde_json::Value]) -> Vec<(i64, String)> {
+    let mut v: Vec<(i64, String)> = releases
+        .iter()
+        .map(|r| {
+            (
+                r["number"].as_i64().unwrap(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn deploy_rollback_and_forward_keep_a_growing_history() {
+    let mut env = Env::with("    keep: 3\n");
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v1);
+    assert_eq!(env.serving(), "v1");
+    env.deploy_ok(v2);
+    assert_eq!(env.serving(), "v2");
+
+    let out = env.gantry(&["rollback", "production"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("rolled back to release 1"), "{out}");
+    assert_eq!(env.serving(), "v1");
+    // Forward again: v2 can still be chosen.
+    let out = env.gantry(&["rollback", "production", "--to", "2"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.serving(), "v2");
+
+    let releases = env.releases();
+    assert_eq!(
+        states(&releases),
+        vec![
+            (1, "superseded".into()),
+            (2, "rolled-back".into()),
+            (3, "rolled-back".into()),
+            (4, "live".into())
+        ]
+    );
+    assert_eq!(releases[0]["kind"], "rollback");
+    assert_eq!(releases[0]["source"], 2);
+    assert_eq!(releases[1]["source"], 1);
+    // Who and which run are recorded.
+    assert_eq!(releases[3]["run_id"], v1);
+    assert!(releases[3]["created_by"].as_str().unwrap().contains("cli"));
+    let table = env.gantry(&["releases", "production"]);
+    assert!(table.stdout.contains("rolled-back"), "{table}");
+
+    let status = env.status();
+    assert_eq!(status["live"]["number"], 4);
+    assert_eq!(status["health"], "healthy", "{status}");
+    assert_eq!(status["previous"]["number"], 1, "{status}");
+    assert!(status["uptime_ms"].as_u64().is_some());
+}
+
+#[test]
+fn an_unhealthy_release_is_refused_and_the_live_one_keeps_serving() {
+    let mut env = Env::new();
+    let v1 = env.build("v1", Service::Healthy);
+    let bad = env.build("v2", Service::Unhealthy);
+    env.deploy_ok(v1);
+    let out = env.deploy(bad, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("failed its health check"), "{out}");
+    assert!(out.stderr.contains("GET /healthz -> 500"), "{out}");
+    assert_eq!(env.serving(), "v1");
+    let releases = env.releases();
+    assert_eq!(
+        states(&releases),
+        vec![(1, "live".into()), (2, "failed".into())]
+    );
+    assert!(releases[0]["reason"].as_str().unwrap().contains("500"));
+    // Its directory is gone and its pin released: it cannot be rolled back to.
+    assert!(!releases[0]["retired_at"].is_null());
+    let out = env.gantry(&["rollback", "production", "--to", "2"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("never served healthily"), "{out}");
+}
+
+#[test]
+fn a_release_that_keeps_crashing_after_the_switch_is_rolled_back_by_itself() {
+    let mut env = Env::with("    keep: 3\n");
+    let v1 = env.build("v1", Service::Healthy);
+    let crashing = env.build("v2", Service::CrashesSoon);
+    env.deploy_ok(v1);
+    // It passes its health check, takes traffic, then crashes during the bake.
+    let out = env.deploy(crashing, &["--wait"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("crashed"), "{out}");
+    assert_eq!(env.serving(), "v1");
+    let releases = env.releases();
+    assert_eq!(
+        states(&releases),
+        vec![
+            (1, "superseded".into()),
+            (2, "failed".into()),
+            (3, "live".into())
+        ]
+    );
+    let failed = releases.iter().find(|r| r["number"] == 2).unwrap();
+    assert!(
+        failed["reason"].as_str().unwrap().contains("crashed"),
+        "{failed}"
+    );
+    assert_eq!(releases[0]["kind"], "rollback");
+    assert!(
+        releases[0]["created_by"]
+            .as_str()
+            .unwrap()
+            .contains("automatic")
+    );
+    // The crashes were recorded with the exit status.
+    let out = env.gantry(&["releases", "production", "--events"]);
+    assert!(out.stdout.contains("exited with code 7"), "{out}");
+}
+
+#[test]
+fn rollback_skips_failed_releases_which_do_not_count_toward_keep() {
+    let mut env = Env::with("    keep: 2\n");
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    let bad = env.build("v3", Service::Unhealthy);
+    env.deploy_ok(v1);
+    env.deploy_ok(v2);
+    for _ in 0..5 {
+        assert_eq!(env.deploy(bad, &[]).code, 1);
+    }
+    assert_eq!(env.serving(), "v2");
+    let out = env.gantry(&["rollback", "production"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.serving(), "v1");
+    let live = env.status()["live"].clone();
+    assert_eq!(live["source"], 1);
+    assert_eq!(env.releases().len(), 8);
+}
+
+#[test]
+fn rollback_refuses_a_release_whose_artifact_is_corrupt_or_gone_before_touching_traffic() {
+    let mut env = Env::with("    keep: 3\n");
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v1);
+    env.deploy_ok(v2);
+    let digest = env.releases().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hex = digest.trim_start_matches("sha256:");
+    let object = env
+        .fx
+        .data()
+        .join("artifacts/objects/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    assert!(object.is_file(), "{}", object.display());
+    let good = std::fs::read(&object).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 0xff;
+    std::fs::write(&object, &bad).unwrap();
+    let out = env.gantry(&["rollback", "production"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("corrupt"), "{out}");
+    assert!(out.stderr.contains("Traffic was not touched"), "{out}");
+    assert_eq!(env.serving(), "v2");
+    std::fs::remove_file(&object).unwrap();
+    let out = env.gantry(&["rollback", "production"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("missing"), "{out}");
+    assert_eq!(env.serving(), "v2");
+    assert_eq!(
+        env.releases().len(),
+        2,
+        "a refused rollback adds no release"
+    );
+    // Put it back: the rollback works.
+    std::fs::write(&object, &good).unwrap();
+    assert_eq!(env.gantry(&["rollback", "production"]).code, 0);
+    assert_eq!(env.serving(), "v1");
+}
+
+#[test]
+fn a_second_deploy_is_refused_while_one_holds_the_lock() {
+    let mut env = Env::new();
+    let v1 = env.build("v1", Service::Healthy);
+    let slow = env.build("v2", Service::Unhealthy);
+    env.deploy_ok(v1);
+    let first = env
+        .fx
+        .gantry(&[
+            "deploy",
+            "production",
+            "--artifact",
+            "app",
+            "--run",
+            &slow.to_string(),
+        ])
+        .spawn()
+        .unwrap();
+    let first_pid = first.id() as i32;
+    assert!(
+        wait_until(Duration::from_secs(20), || env.status()["lock"].is_object()),
+        "the first deploy never took the lock"
+    );
+    let out = env.deploy(v1, &["--force"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("locked by another deployment"), "{out}");
+    assert!(
+        out.stderr.contains(&format!("deploy of app (run {slow})")),
+        "{out}"
+    );
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!alive(first_pid));
+    // Released: the next deploy goes ahead.
+    assert!(env.status()["lock"].is_null());
+    assert_eq!(env.serving(), "v1");
+}
+
+#[test]
+fn an_outdated_deploy_is_refused_without_force() {
+    let mut env = Env::new();
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v2);
+    let out = env.deploy(v1, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("outdated"), "{out}");
+    assert!(
+        out.stderr.contains("ancestors") || out.stderr.contains("older"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("--force"), "{out}");
+    assert_eq!(env.serving(), "v2");
+    let out = env.deploy(v1, &["--force"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.serving(), "v1");
+}
+
+#[test]
+fn kill_9_during_a_deployment_then_restart_leaves_a_consistent_environment() {
+    let mut env = Env::new();
+    let v1 = env.build("v1", Service::Healthy);
+    let slow = env.build("v2", Service::Unhealthy);
+    env.deploy_ok(v1);
+    let mut deploying = env
+        .fx
+        .gantry(&[
+            "deploy",
+            "production",
+            "--artifact",
+            "app",
+            "--run",
+            &slow.to_string(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        env.releases().iter().any(|r| r["state"] == "deploying")
+    }));
+    let services_before = release_processes(&env.fx.data());
+    assert!(!services_before.is_empty());
+    env.server.kill9();
+    let _ = deploying.wait();
+    env.server.restart();
+    // What the dead gantry left running was stopped; the live release runs again.
+    assert!(wait_until(Duration::from_secs(10), || {
+        services_before.iter().all(|p| !alive(*p))
+    }));
+    assert_eq!(env.serving(), "v1");
+    let releases = env.releases();
+    assert_eq!(
+        states(&releases),
+        vec![(1, "live".into()), (2, "interrupted".into())]
+    );
+    assert!(
+        releases[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("gantry stopped")
+    );
+    let status = env.status();
+    assert!(status["lock"].is_null(), "the lock was released: {status}");
+    assert_eq!(status["health"], "healthy");
+    // The environment takes deployments again.
+    let v3 = env.build("v3", Service::Healthy);
+    env.deploy_ok(v3);
+    assert_eq!(env.serving(), "v3");
+}
+
+/// Processes whose GANTRY_RELEASE_DIR lies in this data directory.
+fn release_processes(data: &std::path::Path) -> Vec<i32> {
+    let root = data.join("releases").display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| {
+            v.strip_prefix(b"GANTRY_RELEASE_DIR=")
+                .is_some_and(|d| String::from_utf8_lossy(d).starts_with(&root))
+        }) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_request_fails_through_deploys_automatic_and_manual_rollbacks() {
+    let mut env = Env::with("    keep: 3\n");
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    let bad = env.build("v3", Service::Unhealthy);
+    let v4 = env.build("v4", Service::Healthy);
+    env.deploy_ok(v1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed, failures, addr) = (
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                failures.clone(),
+                env.router(),
+            );
+            std::thread::spawn(move || {
+                // Bounded: at most 200,000 requests per client.
+                for _ in 0..200_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match get(&addr, "/") {
+                        Ok((200, _, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            failures.lock().unwrap().push(format!("{other:?}"));
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    let seen_before =
+        |n: u64| wait_until(Duration::from_secs(10), || ok.load(Ordering::Relaxed) >= n);
+    assert!(seen_before(50));
+    env.deploy_ok(v2); // deploy
+    assert_eq!(env.serving(), "v2");
+    assert_eq!(env.deploy(bad, &[]).code, 1); // automatic rollback: the bad one never serves
+    assert_eq!(env.serving(), "v2");
+    assert_eq!(env.gantry(&["rollback", "production"]).code, 0); // manual rollback
+    assert_eq!(env.serving(), "v1");
+    env.deploy_ok(v4);
+    assert_eq!(env.gantry(&["rollback", "production", "--to", "2"]).code, 0);
+    assert_eq!(env.serving(), "v2");
+    let n = ok.load(Ordering::Relaxed);
+    assert!(seen_before(n + 50));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("load through the router: {ok} requests succeeded, {failed} failed");
+    assert_eq!(failed, 0, "failed requests: {:?}", failures.lock().unwrap());
+    assert!(ok > 100);
+}
+
+#[test]
+fn a_pipeline_deploy_stage_deploys_its_own_artifact_through_the_server() {
+    let port = free_port();
+    let fx = Fixture::new(&spec("v1", port, "", Service::Healthy, true));
+    // No server yet: the run fails at the deploy stage, saying how to start one.
+    let out = fx.run(&["run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let shown = fx.show(1);
+    let ship = shown["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ship")
+        .unwrap()
+        .clone();
+    assert_eq!(ship["status"], "failed", "{shown}");
+    assert!(
+        ship["note"].as_str().unwrap().contains("gantry serve"),
+        "{ship}"
+    );
+
+    let server = Served::start_with_data("listen = \"127.0.0.1:0\"\n", &fx.data());
+    let out = fx.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}\n{}", server.log());
+    let addr = format!("127.0.0.1:{port}");
+    let (status, body, release) = get(&addr, "/").unwrap();
+    assert_eq!(
+        (status, body.trim(), release.as_str()),
+        (200, "hello from v1", "1")
+    );
+
+    // A commit that breaks the health check fails its run; v1 keeps serving.
+    fx.commit(
+        &spec("v2", port, "", Service::Unhealthy, true),
+        "break healthz",
+    );
+    let out = fx.run(&["run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let shown = fx.show(3);
+    let ship = shown["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ship")
+        .unwrap()
+        .clone();
+    assert_eq!(ship["status"], "failed");
+    assert!(
+        ship["note"].as_str().unwrap().contains("health check"),
+        "{ship}"
+    );
+    assert_eq!(get(&addr, "/").unwrap().1.trim(), "hello from v1");
+    drop(server);
+}
+
+#[test]
+fn retention_never_removes_the_artifact_of_a_kept_release() {
+    let mut env = Env::with("    keep: 2\n");
+    let runs: Vec<i64> = (1..=4)
+        .map(|i| env.build(&format!("v{i}"), Service::Healthy))
+        .collect();
+    for r in &runs {
+        env.deploy_ok(*r);
+    }
+    // Aggressive: keep no run's artifacts and nothing by age.
+    let out = env.gantry(&["gc", "--keep-runs", "0", "--keep-younger-than", "1ms"]);
+    assert_eq!(out.code, 0, "{out}");
+    let releases = env.releases();
+    let kept: Vec<&serde_json::Value> = releases
+        .iter()
+        .filter(|r| r["retired_at"].is_null())
+        .collect();
+    assert_eq!(kept.len(), 2, "{releases:?}");
+    for r in kept {
+        let digest = r["digest"].as_str().unwrap();
+        let hex = digest.trim_start_matches("sha256:");
+        let object = env
+            .fx
+            .data()
+            .join("artifacts/objects/sha256")
+            .join(&hex[..2])
+            .join(hex);
+        assert!(
+            object.is_file(),
+            "the artifact of kept release {} was removed",
+            r["number"]
+        );
+    }
+    // And the kept previous release can be rolled back to.
+    assert_eq!(env.gantry(&["rollback", "production"]).code, 0);
+    assert_eq!(env.serving(), "v3");
+}
+
+#[test]
+fn a_command_target_runs_the_users_scripts_with_the_release_variables() {
+    let port = free_port();
+    let pipeline = pipeline("v1", port, "", false).replace(
+        "    target:\n      process:\n        command: ./dist/hello --port $PORT\n    health:\n      http: /healthz\n",
+        "    target:\n      command:\n        deploy: echo \"deploy $GANTRY_RELEASE $GANTRY_DIGEST prev=$GANTRY_PREVIOUS_RELEASE\" >> \"$OUT\"; cat \"$GANTRY_ARTIFACT/dist/VERSION\" >> \"$OUT\"\n        rollback: echo \"rollback to $GANTRY_RELEASE\" >> \"$OUT\"\n        env:\n          OUT: OUTFILE\n    health:\n      command: test -f dist/hello\n",
+    )
+    .replace("    router:\n      listen: 127.0.0.1:", "    # no router: ");
+    let fx = Fixture::new(&format!("//- gantry.yml\n{pipeline}//- hello.py\n{HELLO}"));
+    let out_file = fx.scratch().join("deploys.txt");
+    let pipeline2 = pipeline.replace("OUTFILE", &out_file.display().to_string());
+    fx.commit(&format!("//- gantry.yml\n{pipeline2}"), "out file");
+    let server = Served::start_with_data("listen = \"127.0.0.1:0\"\n", &fx.data());
+    assert_eq!(fx.run(&["run"]).code, 0);
+    fx.commit(
+        &format!("//- gantry.yml\n{}", pipeline2.replace("\"v1\"", "\"v2\"")),
+        "v2",
+    );
+    assert_eq!(fx.run(&["run"]).code, 0);
+    for run in ["1", "2"] {
+        let out = fx.run(&["deploy", "production", "--artifact", "app", "--run", run]);
+        assert_eq!(out.code, 0, "{out}\n{}", server.log());
+    }
+    let out = fx.run(&["rollback", "production"]);
+    assert_eq!(out.code, 0, "{out}");
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("deploy 1 sha256:") && lines[0].ends_with("prev="),
+        "{text}"
+    );
+    assert_eq!(lines[1], "v1");
+    assert!(
+        lines[2].starts_with("deploy 2 sha256:") && lines[2].ends_with("prev=1"),
+        "{text}"
+    );
+    assert_eq!(lines[3], "v2");
+    assert_eq!(lines[4], "rollback to 3", "{text}");
+    drop(server);
+}
