@@ -288,7 +288,10 @@ set :sshkit_backend, SSHKit::Backend::Local
 
 
 class Capistrano:
-    """Two releases under deploy_to/releases; nginx serves deploy_to/current/public."""
+    """Releases under deploy_to/releases, `current` -> the newest; nginx serves
+    deploy_to/current/public. `deploy:rollback` goes back one release and archives the one it
+    left, so `prepare(n)` lays out n+1 releases (alternating v1/v2, the newest v2) beforehand:
+    nothing but Capistrano touches the directory while it is measured."""
 
     def __init__(self, base):
         self.base = os.path.join(base, "cap")
@@ -302,34 +305,34 @@ class Capistrano:
             f.write(DEPLOY_RB.format(repo=os.path.join(self.base, "repo.git"), deploy_to=self.deploy_to))
         with open(os.path.join(self.app, "config", "deploy", "production.rb"), "w") as f:
             f.write('server "localhost", roles: %w{app web}\n')
-        self.current = "v2"
-        self.layout(older="v1", newer="v2")
+        self.prepare(1)
 
-    def layout(self, older, newer):
-        """deploy_to/releases/{1,2} (2 newer by mtime) with `current` -> the newer one."""
+    def prepare(self, switches):
         releases = os.path.join(self.deploy_to, "releases")
         shutil.rmtree(releases, ignore_errors=True)
-        for stamp, version, age in (("20260101000001", older, 100), ("20260101000002", newer, 10)):
+        count = switches + 1
+        newest = None
+        for i in range(count):
+            stamp = f"2026010100{i:04d}"
+            version = "v2" if (count - 1 - i) % 2 == 0 else "v1"
             public = os.path.join(releases, stamp, "public")
             os.makedirs(public)
             with open(os.path.join(public, "index.html"), "w") as f:
                 f.write(f"hello from {version}\n")
-            t = time.time() - age
+            t = time.time() - 1000 + i
             os.utime(os.path.join(releases, stamp), (t, t))
+            newest = os.path.join(releases, stamp)
         link = os.path.join(self.deploy_to, "current")
         tmp = link + ".tmp"
         if os.path.lexists(tmp):
             os.remove(tmp)
-        os.symlink(os.path.join(releases, "20260101000002"), tmp)
+        os.symlink(newest, tmp)
         os.replace(tmp, link)
 
     def static_root(self):
         return os.path.join(self.deploy_to, "current", "public")
 
     def switch(self, to):
-        # deploy:rollback goes from the newest release to the one before it: lay out the
-        # releases so that `to` is the older one, then roll back.
-        self.layout(older=to, newer="v1" if to == "v2" else "v2")
         return ["cap", "production", "deploy:rollback"]
 
     def cwd(self):
@@ -386,6 +389,7 @@ def main():
         ]
         print(f"(a) switch latency, {args.switches} switches each: start of the command -> a polling client sees only the other release")
         results = {}
+        cap.prepare(args.switches)
         for name, port, make_cmd, cwd in systems:
             poller = Poller(port)
             time.sleep(0.3)
@@ -399,6 +403,10 @@ def main():
                 print(f"    {name} / gantry: {statistics.median(results[name]) / base_med:.1f}x")
 
         print(f"(b) failed requests under wrk -t2 -c20 (keep-alive) during {args.switches} switches")
+        cap.prepare(args.switches)
+        ngx.write("v2")
+        run(["nginx", "-p", ngx.dir, "-c", ngx.conf, "-s", "reload"])
+        time.sleep(1)
         for name, port, make_cmd, cwd in systems:
             load = wrk(port, 60)
             time.sleep(1.0)

@@ -24,6 +24,11 @@ def version():
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    # Keep-alive: every answer has a Content-Length, so connections can be reused. Headers and
+    # body are separate writes: without TCP_NODELAY, Nagle's algorithm holds the body back.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
     def do_GET(self):
         if self.path == "/healthz":
             self.answer(200, "ok\n")
@@ -44,12 +49,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
 
 
+class Server(http.server.ThreadingHTTPServer):
+    # The default backlog of 5 drops connections under load (the client waits a second to retry).
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="hello service")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--port-file", help="write the bound port here (useful with --port 0)")
     args = parser.parse_args(argv)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server = Server(("127.0.0.1", args.port), Handler)
     port = server.server_address[1]
     if args.port_file:
         with open(args.port_file + ".tmp", "w", encoding="utf-8") as f:

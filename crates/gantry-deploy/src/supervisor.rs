@@ -113,7 +113,7 @@ fn command(spec: &ServiceSpec) -> std::io::Result<Command> {
     writeln!(log, "{START_MARK} `{}` ---", spec.command)?;
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(&spec.command)
+        .arg(exec_form(&spec.command))
         .current_dir(&spec.dir)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -130,6 +130,27 @@ fn command(spec: &ServiceSpec) -> std::io::Result<Command> {
         });
     }
     Ok(cmd)
+}
+
+/// A simple command (`./app --port $PORT`) is run with `exec`, so the service itself is the
+/// child gantry supervises — and, through `PR_SET_PDEATHSIG`, dies with gantry. A compound one
+/// (pipes, `&&`, `;`, redirections, `cd`) runs as written; its processes are found and stopped by
+/// their environment at the next start if gantry dies.
+fn exec_form(command: &str) -> String {
+    let trimmed = command.trim();
+    let compound = trimmed
+        .chars()
+        .any(|c| matches!(c, ';' | '&' | '|' | '<' | '>' | '(' | ')' | '`' | '\n'));
+    let first = trimmed.split_whitespace().next().unwrap_or("");
+    let builtin = matches!(
+        first,
+        "cd" | "exec" | "export" | "set" | "if" | "for" | "while" | "case" | "." | "source"
+    ) || first.contains('=');
+    if compound || builtin || trimmed.is_empty() {
+        command.to_string()
+    } else {
+        format!("exec {trimmed}")
+    }
 }
 
 /// Starts `spec` and keeps it running until stopped. Events go to `events`.
@@ -297,4 +318,28 @@ pub fn kill_leftovers(root: &Path) -> usize {
         }
     }
     killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exec_form;
+
+    #[test]
+    fn simple_commands_are_exec_ed_compound_ones_run_as_written() {
+        assert_eq!(exec_form("./app --port $PORT"), "exec ./app --port $PORT");
+        assert_eq!(
+            exec_form("  python3 -m http.server \"$PORT\" "),
+            "exec python3 -m http.server \"$PORT\""
+        );
+        for compound in [
+            "cd web && ./run",
+            "./a | tee log",
+            "./a; ./b",
+            "PORT=1 ./a",
+            "exec ./a",
+            "./a > log",
+        ] {
+            assert_eq!(exec_form(compound), compound);
+        }
+    }
 }

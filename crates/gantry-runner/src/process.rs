@@ -4,7 +4,8 @@
 //! When the shell exits, whatever it left running in its group is killed too, so a background
 //! child can neither outlive its step nor hold the log pipe open.
 //!
-//! This module and the git adapter are the only places that start processes (clippy.toml).
+//! This module, the release supervisor (gantry-deploy) and the git adapter are the only places
+//! that start processes (clippy.toml).
 
 use gantry_engine::mask::{LineSplitter, Masker};
 use gantry_engine::ports::Stream;

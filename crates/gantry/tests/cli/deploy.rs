@@ -3,7 +3,7 @@
 //! HTTP through the router on 127.0.0.1. Broken versions are made the way they are in life: a
 //! commit that changes the service's code.
 
-use crate::server_support::Served;
+use crate::server_support::{Served, release_processes};
 use crate::support::{Fixture, Run, alive, wait_until};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -35,7 +35,7 @@ fn service_source(kind: Service) -> String {
             broken
         }
         Service::CrashesSoon => {
-            let marker = "    server = http.server.ThreadingHTTPServer(";
+            let marker = "    server = Server(";
             assert!(HELLO.contains(marker), "hello.py changed; update this test");
             HELLO.replace(
                 marker,
@@ -516,27 +516,6 @@ fn kill_9_during_a_deployment_then_restart_leaves_a_consistent_environment() {
     assert_eq!(env.serving(), "v3");
 }
 
-/// Processes whose GANTRY_RELEASE_DIR lies in this data directory.
-fn release_processes(data: &std::path::Path) -> Vec<i32> {
-    let root = data.join("releases").display().to_string();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if environ.split(|b| *b == 0).any(|v| {
-            v.strip_prefix(b"GANTRY_RELEASE_DIR=")
-                .is_some_and(|d| String::from_utf8_lossy(d).starts_with(&root))
-        }) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[test]
 fn no_request_fails_through_deploys_automatic_and_manual_rollbacks() {
     let mut env = Env::with("    keep: 3\n");
@@ -731,4 +710,33 @@ fn a_command_target_runs_the_users_scripts_with_the_release_variables() {
     assert_eq!(lines[3], "v2");
     assert_eq!(lines[4], "rollback to 3", "{text}");
     drop(server);
+}
+
+#[test]
+fn rollback_to_an_older_kept_release_starts_it_again_and_a_stopped_server_leaves_nothing_running() {
+    let mut env = Env::with("    keep: 3\n");
+    let runs: Vec<i64> = (1..=3)
+        .map(|i| env.build(&format!("v{i}"), Service::Healthy))
+        .collect();
+    for r in &runs {
+        env.deploy_ok(*r);
+    }
+    // Live v3 and the previous v2 run; v1 is kept on disk only.
+    assert_eq!(env.status()["running"], serde_json::json!([2, 3]));
+    let out = env.gantry(&["rollback", "production", "--to", "1"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.serving(), "v1");
+    let status = env.status();
+    assert_eq!(status["live"]["source"], 1);
+    assert_eq!(status["health"], "healthy");
+    assert!(!release_processes(&env.fx.data()).is_empty());
+    // A graceful stop stops the services too.
+    env.server.stop();
+    assert!(
+        wait_until(Duration::from_secs(10), || release_processes(
+            &env.fx.data()
+        )
+        .is_empty()),
+        "release services outlived the server"
+    );
 }

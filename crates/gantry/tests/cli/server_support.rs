@@ -272,6 +272,8 @@ impl Served {
 }
 
 impl Drop for Served {
+    /// Kills the server, then every release service it supervised (found by the release
+    /// directory in their environment, each killed by its pid).
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let pid = c.id() as i32;
@@ -280,7 +282,34 @@ impl Drop for Served {
             }
             let _ = c.wait();
         }
+        for pid in release_processes(&self.data()) {
+            signal(pid, Signal::SIGKILL);
+        }
     }
+}
+
+/// Processes whose `GANTRY_RELEASE_DIR` lies in the data directory `data`.
+pub fn release_processes(data: &Path) -> Vec<i32> {
+    let root = data.join("releases").display().to_string();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| {
+            v.strip_prefix(b"GANTRY_RELEASE_DIR=")
+                .is_some_and(|d| String::from_utf8_lossy(d).starts_with(&root))
+        }) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 pub struct Response {
