@@ -2,8 +2,9 @@
 //! cannot disagree on which keys exist (a test checks every table key has a schema property).
 
 use crate::check::{
-    ARTIFACT_KEYS, COMMAND_TARGET_KEYS, DEPLOY_KEYS, ENVIRONMENT_KEYS, HEALTH_KEYS, JOB_KEYS,
-    MAX_RETRIES, PROCESS_TARGET_KEYS, ROUTER_KEYS, STAGE_KEYS, STEP_KEYS, TARGET_KINDS, TOP_KEYS,
+    ANALYSIS_KEYS, ARTIFACT_KEYS, CANARY_KEYS, CANARY_STEP_KEYS, COMMAND_TARGET_KEYS, DEPLOY_KEYS,
+    ENVIRONMENT_KEYS, HEALTH_KEYS, JOB_KEYS, MAX_RETRIES, PROCESS_TARGET_KEYS, ROUTER_KEYS,
+    STAGE_KEYS, STEP_KEYS, STRATEGY_KEYS, TARGET_KINDS, TOP_KEYS, USERS_KEYS,
 };
 use serde_json::{Value, json};
 
@@ -127,6 +128,45 @@ pub fn pipeline_schema() -> Value {
         json!({ "listen": { "type": "string", "description": "IP:PORT the environment's router listens on" } }),
         &["listen"],
     );
+    let users = object(
+        USERS_KEYS,
+        json!({
+            "header": { "type": "string", "description": "the request header naming the user (X-User)" },
+            "cookie": { "type": "string", "description": "the cookie naming the user" },
+            "allow": { "type": "array", "items": { "type": "string" }, "description": "users who always get the canary" },
+        }),
+        &[],
+    );
+    let canary_step = object(
+        CANARY_STEP_KEYS,
+        json!({
+            "weight": { "type": "integer", "minimum": 0, "maximum": 100, "description": "percent of users on the canary" },
+            "pause": duration,
+            "approval": { "const": true, "description": "wait for `gantry promote`" },
+        }),
+        &[],
+    );
+    let analysis = object(
+        ANALYSIS_KEYS,
+        json!({
+            "max_error_rate": { "type": "number", "minimum": 0, "maximum": 1 },
+            "max_p99_ms": { "type": "integer", "minimum": 0 },
+            "min_requests": { "type": "integer", "minimum": 0 },
+            "compare_to_stable": { "type": "boolean" },
+            "deadline": duration,
+        }),
+        &[],
+    );
+    let canary = object(
+        CANARY_KEYS,
+        json!({
+            "users": users,
+            "steps": { "type": "array", "minItems": 1, "items": canary_step },
+            "analysis": analysis,
+        }),
+        &["steps"],
+    );
+    let strategy = object(STRATEGY_KEYS, json!({ "canary": canary }), &[]);
     let environment = object(
         ENVIRONMENT_KEYS,
         json!({
@@ -134,7 +174,7 @@ pub fn pipeline_schema() -> Value {
             "health": health,
             "keep": { "type": "integer", "minimum": 1 },
             "router": router,
-            "strategy": { "type": "object" },
+            "strategy": strategy,
             "bake": duration,
             "keep_previous_running": duration,
         }),

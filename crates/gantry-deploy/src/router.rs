@@ -187,18 +187,24 @@ impl Router {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        // A request without a body can be sent again to the fallback if the backend is down.
+        // A request without a body can be sent again to the fallback when the backend is down:
+        // any such request if the connection was refused (the backend never saw it), and an
+        // idempotent one (GET, HEAD, OPTIONS) if no answer came (the backend died under it).
         let replayable = parts
             .headers
             .get(hyper::header::CONTENT_LENGTH)
             .is_none_or(|v| v == "0")
             && !parts.headers.contains_key(hyper::header::TRANSFER_ENCODING);
+        let idempotent = matches!(
+            parts.method,
+            hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+        );
         let retry_parts = replayable.then(|| parts.clone());
         let first = self.send(&backend, parts, &path, body.boxed()).await;
         match first {
             Ok(resp) => resp,
             Err((connect_failed, e)) => {
-                if connect_failed
+                if (connect_failed || idempotent)
                     && let (Some(parts), Some(fallback)) = (retry_parts, table.fallback.as_ref())
                     && fallback.addr != backend.addr
                 {

@@ -18,6 +18,69 @@ pub struct EnvironmentSpec {
     /// How long the previous release keeps running after a switch, so that rollback is only a
     /// router switch. `None`: until the next deployment.
     pub keep_previous_running: Option<Duration>,
+    /// `None`: blue/green (all traffic switches once the new release is healthy).
+    pub canary: Option<CanarySpec>,
+}
+
+/// `strategy: { canary: ... }`: a share of the users first, measured, then everyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanarySpec {
+    pub users: Option<UserSpec>,
+    pub steps: Vec<CanaryStep>,
+    pub analysis: AnalysisSpec,
+}
+
+/// Who a user is, for sticky splitting, and who always gets the canary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub key: UserKey,
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserKey {
+    Header(String),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryStep {
+    /// Send `percent` of the users to the canary, then wait `pause` before analysis decides.
+    Weight {
+        percent: u32,
+        pause: Option<Duration>,
+    },
+    /// Wait for `gantry promote`.
+    Approval,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalysisSpec {
+    /// Largest share of 5xx answers of the canary, in parts per million (0.01 = 10_000).
+    pub max_error_rate_ppm: Option<u32>,
+    pub max_p99_ms: Option<u64>,
+    /// Fewer canary requests than this in a step's window: no verdict yet (the step waits).
+    pub min_requests: u64,
+    /// Judge the canary against stable in the same window: limits apply to how much worse the
+    /// canary is than stable, so an incident already hurting stable does not block a fix.
+    pub compare_to_stable: bool,
+    /// How long a step may wait for enough requests after its pause before it fails.
+    pub deadline: Duration,
+}
+
+pub const DEFAULT_MIN_REQUESTS: u64 = 50;
+pub const DEFAULT_ANALYSIS_DEADLINE: Duration = Duration::from_secs(600);
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        Self {
+            max_error_rate_ppm: None,
+            max_p99_ms: None,
+            min_requests: DEFAULT_MIN_REQUESTS,
+            compare_to_stable: false,
+            deadline: DEFAULT_ANALYSIS_DEADLINE,
+        }
+    }
 }
 
 /// Where releases run. Each kind is carried out by a `gantry-deploy` target.
@@ -92,6 +155,7 @@ impl EnvironmentSpec {
             router: None,
             bake: DEFAULT_BAKE,
             keep_previous_running: None,
+            canary: None,
         }
     }
 }

@@ -18,7 +18,10 @@ pub mod secret;
 pub mod status;
 
 pub use auth::Role;
-pub use environment::{HealthCheck, HealthSpec, RouterSpec, TargetSpec};
+pub use environment::{
+    AnalysisSpec, CanarySpec, CanaryStep, HealthCheck, HealthSpec, RouterSpec, TargetSpec, UserKey,
+    UserSpec,
+};
 pub use pipeline::{
     ArtifactSpec, DeploySpec, EnvironmentSpec, Job, Pipeline, Stage, StageKind, Step,
 };

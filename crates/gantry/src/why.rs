@@ -5,7 +5,8 @@
 //! versions printed in the logs).
 
 use anyhow::{Result, anyhow};
-use gantry_engine::ports::{RunDetail, RunFilter, RunRecord, StateStore};
+use gantry_engine::ports::{ReleaseRecord, RunDetail, RunFilter, RunRecord, StateStore};
+use gantry_engine::release::ReleaseState;
 use gantry_engine::why::changes::{self, Changes};
 use gantry_engine::why::{Diagnoser, Diagnosis, Fact, rules};
 use gantry_git::Repo;
@@ -194,12 +195,159 @@ pub async fn diagnose_run(
             })
             .collect();
     }
-    let changes = what_changed(store, repo, &detail, bad_tools).await?;
+    let changes = what_changed(store, repo, &detail, bad_tools, None).await?;
     Ok(Report {
         run: detail.run,
         diagnosis,
         changes,
     })
+}
+
+/// Why a release of an environment failed, compared with the release that was live then.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseReport {
+    pub release: ReleaseRecord,
+    /// The healthy release before it (what it was compared with).
+    pub compared_to: Option<ReleaseRecord>,
+    pub diagnosis: Diagnosis,
+    pub changes: Changes,
+}
+
+/// The latest failed (or interrupted) release of `project`/`environment`, if any.
+pub async fn latest_failed_release(
+    store: &dyn StateStore,
+    project: &str,
+    environment: &str,
+) -> Result<Option<ReleaseRecord>> {
+    Ok(store
+        .releases(project, environment)
+        .await?
+        .into_iter()
+        .find(|r| matches!(r.state, ReleaseState::Failed | ReleaseState::Interrupted)))
+}
+
+/// The diagnosis of a failed release: its recorded reason and events (health-check answers,
+/// crashes with their output) through the same rules as run logs, and what changed since the
+/// healthy release before it (commits, pipeline file, artifact).
+pub async fn diagnose_release(
+    store: &dyn StateStore,
+    repo: Option<&Repo>,
+    bad: ReleaseRecord,
+    rules: Vec<rules::Rule>,
+) -> Result<ReleaseReport> {
+    let history = store.releases(&bad.project, &bad.environment).await?;
+    let good = history
+        .iter()
+        .find(|r| r.number < bad.number && gantry_engine::release::healthy(r))
+        .cloned();
+    let place = format!("release {}", bad.number);
+    let mut d = Diagnoser::new(rules);
+    let reason = bad.reason.clone().unwrap_or_default();
+    let mut lines: Vec<String> = reason.lines().map(str::to_string).collect();
+    for e in store.release_events(bad.id).await? {
+        if e.kind != "state" {
+            lines.extend(e.message.lines().map(|l| format!("{}: {l}", e.kind)));
+        }
+    }
+    for (i, line) in lines.iter().enumerate() {
+        d.line(&bad.environment, &place, i as i64 + 1, line);
+    }
+    let mut diagnosis = d.finish();
+    if !lines.is_empty() {
+        diagnosis.evidence = lines
+            .iter()
+            .take(16)
+            .enumerate()
+            .map(|(i, text)| gantry_engine::why::Evidence {
+                job: Some(bad.environment.clone()),
+                step: Some(place.clone()),
+                line: i as i64 + 1,
+                text: text.clone(),
+            })
+            .collect();
+    }
+    let bad_run = match bad.run_id {
+        Some(id) => store.run_detail(id).await?,
+        None => None,
+    };
+    let changes = match (&bad_run, good.as_ref().and_then(|g| g.run_id)) {
+        (Some(detail), Some(good_run)) if Some(good_run) != bad.run_id => {
+            what_changed(store, repo, detail, BTreeMap::new(), Some(good_run)).await?
+        }
+        _ => Changes::default(),
+    };
+    Ok(ReleaseReport {
+        release: bad,
+        compared_to: good,
+        diagnosis,
+        changes,
+    })
+}
+
+pub fn render_release(r: &ReleaseReport) -> String {
+    let rel = &r.release;
+    let mut out = format!(
+        "release {} of {}/{} {} — {} {} from run {}{}\n\n{}: {}\n",
+        rel.number,
+        rel.project,
+        rel.environment,
+        rel.state,
+        rel.artifact,
+        crate::render::short_digest(&rel.digest),
+        rel.run_id.map_or("?".to_string(), |r| r.to_string()),
+        rel.commit
+            .as_deref()
+            .map(|c| format!(", commit {}", &c[..c.len().min(10)]))
+            .unwrap_or_default(),
+        r.diagnosis.category,
+        r.diagnosis.sentence
+    );
+    if !r.diagnosis.evidence.is_empty() {
+        out.push_str("\nevidence:\n");
+        for e in &r.diagnosis.evidence {
+            out.push_str(&format!("  {}:{}  {}\n", rel.environment, e.line, e.text));
+        }
+    }
+    out.push_str(&format!("\nfix: {}\n", r.diagnosis.fix));
+    match &r.compared_to {
+        None => out.push_str("\nno earlier healthy release to compare with\n"),
+        Some(good) => {
+            out.push_str(&format!(
+                "\nchanged since release {} (healthy, run {}):\n",
+                good.number,
+                good.run_id.map_or("?".to_string(), |r| r.to_string())
+            ));
+            let c = &r.changes;
+            if good.digest != rel.digest {
+                out.push_str(&format!(
+                    "  artifact {}: {} -> {}\n",
+                    rel.artifact,
+                    crate::render::short_digest(&good.digest),
+                    crate::render::short_digest(&rel.digest)
+                ));
+            }
+            for l in &c.commits {
+                out.push_str(&format!("  commit {l}\n"));
+            }
+            if !c.pipeline_diff.is_empty() {
+                out.push_str("  pipeline file:\n");
+                for l in &c.pipeline_diff {
+                    out.push_str(&format!("    {l}\n"));
+                }
+            }
+            for (label, names) in [
+                ("variables added", &c.env_added),
+                ("variables removed", &c.env_removed),
+                ("secrets added", &c.secrets_added),
+                ("secrets removed", &c.secrets_removed),
+            ] {
+                if !names.is_empty() {
+                    out.push_str(&format!("  {label}: {}\n", names.join(", ")));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The latest failed (or interrupted) run, of one project or of all.
@@ -221,20 +369,29 @@ pub async fn latest_failed(store: &dyn StateStore, project: Option<String>) -> R
     Ok(best)
 }
 
+/// What changed from the good run (`good`, else the last succeeded run of the same branch
+/// before `bad`) to `bad`.
 async fn what_changed(
     store: &dyn StateStore,
     repo: Option<&Repo>,
     bad: &RunDetail,
     bad_tools: BTreeMap<String, String>,
+    good: Option<i64>,
 ) -> Result<Changes> {
-    let filter = RunFilter {
-        project: Some(bad.run.project.clone()),
-        branch: bad.run.branch.clone(),
-        status: Some(RunStatus::Succeeded),
-        before: Some(bad.run.id),
-        limit: 1,
+    let good = match good {
+        Some(id) => store.run_detail(id).await?.map(|d| d.run),
+        None => {
+            let filter = RunFilter {
+                project: Some(bad.run.project.clone()),
+                branch: bad.run.branch.clone(),
+                status: Some(RunStatus::Succeeded),
+                before: Some(bad.run.id),
+                limit: 1,
+            };
+            store.list_runs(&filter).await?.into_iter().next()
+        }
     };
-    let Some(good) = store.list_runs(&filter).await?.into_iter().next() else {
+    let Some(good) = good else {
         return Ok(Changes::default());
     };
     let good_detail = store

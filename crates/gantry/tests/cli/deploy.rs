@@ -303,6 +303,27 @@ fn an_unhealthy_release_is_refused_and_the_live_one_keeps_serving() {
     let out = env.gantry(&["rollback", "production", "--to", "2"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("never served healthily"), "{out}");
+
+    // `gantry why production` (and plain `gantry why`, the newest failure) explains it.
+    for args in [&["why", "production"][..], &["why"]] {
+        let out = env.gantry(args);
+        assert_eq!(out.code, 0, "{out}");
+        assert!(
+            out.stdout.contains("release 2 of hello/production failed"),
+            "{out}"
+        );
+        assert!(out.stdout.contains("health-check:"), "{out}");
+        assert!(out.stdout.contains("GET /healthz -> 500"), "{out}");
+        assert!(out.stdout.contains("changed since release 1"), "{out}");
+        assert!(
+            out.stdout.contains("version v2"),
+            "the commit between: {out}"
+        );
+    }
+    let out = env.gantry(&["why", "production", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["diagnosis"]["category"], "health-check");
+    assert_eq!(v["compared_to"]["number"], 1);
 }
 
 #[test]
@@ -518,11 +539,15 @@ fn kill_9_during_a_deployment_then_restart_leaves_a_consistent_environment() {
 
 #[test]
 fn no_request_fails_through_deploys_automatic_and_manual_rollbacks() {
+    // Automatic rollbacks of both kinds: a release that never becomes healthy (no traffic ever
+    // reaches it) and one that crashes after traffic switched to it (requests it drops are
+    // sent again to the previous release, which still runs).
     let mut env = Env::with("    keep: 3\n");
     let v1 = env.build("v1", Service::Healthy);
     let v2 = env.build("v2", Service::Healthy);
     let bad = env.build("v3", Service::Unhealthy);
     let v4 = env.build("v4", Service::Healthy);
+    let crashing = env.build("v5", Service::CrashesSoon);
     env.deploy_ok(v1);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -564,8 +589,15 @@ fn no_request_fails_through_deploys_automatic_and_manual_rollbacks() {
     assert_eq!(env.gantry(&["rollback", "production"]).code, 0); // manual rollback
     assert_eq!(env.serving(), "v1");
     env.deploy_ok(v4);
-    assert_eq!(env.gantry(&["rollback", "production", "--to", "2"]).code, 0);
-    assert_eq!(env.serving(), "v2");
+    // Serves, then crashes twice during its bake: rolled back by itself, after the switch.
+    let out = env.deploy(crashing, &["--wait"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(env.serving(), "v4");
+    // Back to v1, which no longer runs (only live and previous do): started again, checked,
+    // then switched to.
+    let out = env.gantry(&["rollback", "production", "--to", "1"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.serving(), "v1");
     let n = ok.load(Ordering::Relaxed);
     assert!(seen_before(n + 50));
     stop.store(true, Ordering::Relaxed);
@@ -739,4 +771,23 @@ fn rollback_to_an_older_kept_release_starts_it_again_and_a_stopped_server_leaves
         .is_empty()),
         "release services outlived the server"
     );
+}
+
+#[test]
+fn the_previous_release_stops_after_keep_previous_running_and_rollback_starts_it_again() {
+    let mut env = Env::with("    keep: 3\n    keep_previous_running: 1s\n");
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v1);
+    env.deploy_ok(v2);
+    assert!(
+        wait_until(Duration::from_secs(15), || env.status()["running"]
+            == serde_json::json!([2])),
+        "release 1 kept running: {}",
+        env.status()
+    );
+    assert_eq!(env.serving(), "v2");
+    let out = env.gantry(&["rollback", "production"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.serving(), "v1");
 }
