@@ -1,4 +1,5 @@
-//! Environment routes: status, releases, deploy and rollback. The server's deploy manager does
+//! Environment routes: status, releases, deploy, rollback, the canary's promote/abort/pause/
+//! resume, and alarms (Alertmanager webhooks or a plain `{status, name}`). The server's deploy manager does
 //! the work (through `Control`); these handlers check input and say who asked (the token's name).
 
 use crate::error::ApiError;
@@ -59,6 +60,8 @@ pub struct DeployBody {
     wait: bool,
     /// Who asked, as the client sees it (`run 12 (cli)`); recorded next to the token's name.
     by: Option<String>,
+    /// Overrides the environment's bake for this deployment, in milliseconds.
+    bake_ms: Option<u64>,
 }
 
 fn who(token: &TokenRecord, by: Option<&str>) -> String {
@@ -96,6 +99,7 @@ pub async fn deploy(
         digest: body.digest,
         force: body.force,
         requested_by: who(&token, body.by.as_deref()),
+        bake_ms: body.bake_ms,
     };
     let (ok, report) = state.control.deploy(request, body.wait).await?;
     if ok {
@@ -132,4 +136,146 @@ pub async fn rollback(
             .rollback(&project, &environment, body.to, &by)
             .await?,
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryBody {
+    #[serde(default)]
+    full: bool,
+    by: Option<String>,
+}
+
+async fn canary(
+    state: AppState,
+    token: TokenRecord,
+    project: String,
+    environment: String,
+    action: &str,
+    body: Option<Json<CanaryBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let action = if action == "promote" && body.full {
+        "promote-full"
+    } else {
+        action
+    };
+    let by = who(&token, body.by.as_deref());
+    Ok(Json(
+        state
+            .control
+            .canary_action(&project, &environment, action, &by)
+            .await?,
+    ))
+}
+
+pub async fn promote(
+    State(state): State<AppState>,
+    Extension(token): Extension<TokenRecord>,
+    Path((project, environment)): Path<(String, String)>,
+    body: Option<Json<CanaryBody>>,
+) -> Result<Json<Value>, ApiError> {
+    canary(state, token, project, environment, "promote", body).await
+}
+
+pub async fn abort(
+    State(state): State<AppState>,
+    Extension(token): Extension<TokenRecord>,
+    Path((project, environment)): Path<(String, String)>,
+    body: Option<Json<CanaryBody>>,
+) -> Result<Json<Value>, ApiError> {
+    canary(state, token, project, environment, "abort", body).await
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Extension(token): Extension<TokenRecord>,
+    Path((project, environment)): Path<(String, String)>,
+    body: Option<Json<CanaryBody>>,
+) -> Result<Json<Value>, ApiError> {
+    canary(state, token, project, environment, "pause", body).await
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Extension(token): Extension<TokenRecord>,
+    Path((project, environment)): Path<(String, String)>,
+    body: Option<Json<CanaryBody>>,
+) -> Result<Json<Value>, ApiError> {
+    canary(state, token, project, environment, "resume", body).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct AlarmQuery {
+    project: Option<String>,
+}
+
+/// The firing alarms' names in an Alertmanager webhook (`alerts[].labels.alertname` of alerts
+/// whose status is firing) or a plain `{"status": "firing", "name": ...}`. Resolved: none.
+fn firing_alarms(body: &Value) -> Result<Vec<String>, ApiError> {
+    if let Some(alerts) = body.get("alerts").and_then(Value::as_array) {
+        let mut names: Vec<String> = alerts
+            .iter()
+            .filter(|a| a["status"].as_str().unwrap_or("firing") == "firing")
+            .map(|a| {
+                a["labels"]["alertname"]
+                    .as_str()
+                    .unwrap_or("unnamed alert")
+                    .to_string()
+            })
+            .collect();
+        names.dedup();
+        return Ok(names);
+    }
+    match (body["status"].as_str(), body["name"].as_str()) {
+        (Some("firing"), Some(name)) => Ok(vec![name.to_string()]),
+        (Some("firing"), None) => Ok(vec!["unnamed alarm".to_string()]),
+        (Some("resolved"), _) => Ok(Vec::new()),
+        _ => Err(ApiError::bad_request(
+            "send an Alertmanager webhook payload, or {\"status\": \"firing\", \"name\": \"...\"}",
+        )),
+    }
+}
+
+pub async fn alarm(
+    State(state): State<AppState>,
+    Path(environment): Path<String>,
+    Query(q): Query<AlarmQuery>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let firing = firing_alarms(&body)?;
+    if firing.is_empty() {
+        return Ok(Json(json!({ "acted": [], "note": "nothing firing" })));
+    }
+    let name = firing.join(", ");
+    let acted = state
+        .control
+        .alarm(q.project.as_deref(), &environment, &name)
+        .await?;
+    Ok(Json(json!({ "alarm": name, "acted": acted })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alertmanager_and_plain_payloads_name_the_firing_alarms() {
+        let am = json!({
+            "version": "4", "status": "firing", "receiver": "gantry",
+            "alerts": [
+                { "status": "firing", "labels": { "alertname": "HighErrorRate", "severity": "page" } },
+                { "status": "resolved", "labels": { "alertname": "DiskAlmostFull" } }
+            ]
+        });
+        assert_eq!(firing_alarms(&am).unwrap(), vec!["HighErrorRate"]);
+        let plain = json!({ "status": "firing", "name": "checkout-5xx" });
+        assert_eq!(firing_alarms(&plain).unwrap(), vec!["checkout-5xx"]);
+        assert!(
+            firing_alarms(&json!({ "status": "resolved", "name": "x" }))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(firing_alarms(&json!({ "hello": 1 })).is_err());
+    }
 }

@@ -50,7 +50,15 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state.metrics.render(&*state.store).await?;
+    let mut text = state.metrics.render(&*state.store).await?;
+    let samples = state.control.router_samples();
+    if !samples.is_empty() {
+        let router = crate::metrics::render_router(&samples);
+        match text.rfind("# EOF") {
+            Some(i) => text.insert_str(i, &router),
+            None => text.push_str(&router),
+        }
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -26,7 +26,7 @@ pub mod state;
 
 pub use error::ApiError;
 pub use routes::{ROUTE_TABLE, RouteInfo, router};
-pub use state::{AppState, Control, TriggerOutcome, TriggerRequest, TriggerSource};
+pub use state::{AppState, Control, RouterSample, TriggerOutcome, TriggerRequest, TriggerSource};
 
 /// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
 pub async fn serve(

@@ -109,3 +109,49 @@ impl Metrics {
         Ok(out)
     }
 }
+
+/// Environments' router measurements as OpenMetrics lines (per release: requests, errors,
+/// latency quantiles over the last minute).
+pub fn render_router(samples: &[crate::state::RouterSample]) -> String {
+    fn esc(s: &str) -> String {
+        s.replace('\\', "\\\\").replace('"', "\\\"")
+    }
+    let labels = |s: &crate::state::RouterSample| {
+        format!(
+            "project=\"{}\",environment=\"{}\",release=\"{}\",role=\"{}\"",
+            esc(&s.project),
+            esc(&s.environment),
+            s.release,
+            esc(&s.role)
+        )
+    };
+    let mut out = String::new();
+    out.push_str("# TYPE gantry_router_requests counter\n# HELP gantry_router_requests Requests the router sent to a release.\n");
+    for s in samples {
+        out.push_str(&format!(
+            "gantry_router_requests_total{{{}}} {}\n",
+            labels(s),
+            s.requests
+        ));
+    }
+    out.push_str("# TYPE gantry_router_errors counter\n# HELP gantry_router_errors Answers with a 5xx status, and requests a release did not answer.\n");
+    for s in samples {
+        out.push_str(&format!(
+            "gantry_router_errors_total{{{}}} {}\n",
+            labels(s),
+            s.errors
+        ));
+    }
+    out.push_str("# TYPE gantry_router_latency_seconds gauge\n# HELP gantry_router_latency_seconds Time to the response head over the last minute, by quantile.\n");
+    for s in samples {
+        for (q, v) in ["0.5", "0.9", "0.99"].iter().zip(s.latency.iter()) {
+            if let Some(v) = v {
+                out.push_str(&format!(
+                    "gantry_router_latency_seconds{{{},quantile=\"{q}\"}} {v}\n",
+                    labels(s)
+                ));
+            }
+        }
+    }
+    out
+}

@@ -179,6 +179,36 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
     ),
     route(
         "POST",
+        "/api/projects/{project}/environments/{environment}/promote",
+        Token(Role::Deployer),
+        "Promote the running canary to its next step, or to everyone with {\"full\": true}",
+    ),
+    route(
+        "POST",
+        "/api/projects/{project}/environments/{environment}/abort",
+        Token(Role::Deployer),
+        "Abort the running canary: everyone back to stable, the canary's release failed",
+    ),
+    route(
+        "POST",
+        "/api/projects/{project}/environments/{environment}/pause",
+        Token(Role::Deployer),
+        "Pause the running canary (its share holds; analysis waits)",
+    ),
+    route(
+        "POST",
+        "/api/projects/{project}/environments/{environment}/resume",
+        Token(Role::Deployer),
+        "Resume a paused canary",
+    ),
+    route(
+        "POST",
+        "/api/environments/{environment}/alarm",
+        Token(Role::Deployer),
+        "An alarm (Prometheus Alertmanager webhook, or {\"status\": \"firing\", \"name\"}): a firing one aborts a canary or rolls back a release in its bake",
+    ),
+    route(
+        "POST",
         "/api/projects/{project}/environments/{environment}/rollback",
         Token(Role::Deployer),
         "Roll back to the previous healthy release, or to release `to`",
@@ -216,6 +246,19 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("POST", "/api/projects/{project}/environments/{environment}/deploy") => {
             post(crate::environments::deploy)
         }
+        ("POST", "/api/projects/{project}/environments/{environment}/promote") => {
+            post(crate::environments::promote)
+        }
+        ("POST", "/api/projects/{project}/environments/{environment}/abort") => {
+            post(crate::environments::abort)
+        }
+        ("POST", "/api/projects/{project}/environments/{environment}/pause") => {
+            post(crate::environments::pause)
+        }
+        ("POST", "/api/projects/{project}/environments/{environment}/resume") => {
+            post(crate::environments::resume)
+        }
+        ("POST", "/api/environments/{environment}/alarm") => post(crate::environments::alarm),
         ("POST", "/api/projects/{project}/environments/{environment}/rollback") => {
             post(crate::environments::rollback)
         }

@@ -61,6 +61,20 @@ impl TriggerOutcome {
     }
 }
 
+/// One release's traffic through an environment's router.
+#[derive(Debug, Clone)]
+pub struct RouterSample {
+    pub project: String,
+    pub environment: String,
+    pub release: i64,
+    /// `stable`, `canary` or `fallback`.
+    pub role: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// p50/p90/p99 over the last minute, in seconds.
+    pub latency: [Option<f64>; 3],
+}
+
 #[async_trait]
 pub trait Control: Send + Sync {
     async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ApiError>;
@@ -97,6 +111,26 @@ pub trait Control: Send + Sync {
         project: &str,
         environment: &str,
     ) -> Result<serde_json::Value, ApiError>;
+    /// Passes `action` (`promote`, `promote-full`, `abort`, `pause`, `resume`) to the canary
+    /// running in the environment.
+    async fn canary_action(
+        &self,
+        project: &str,
+        environment: &str,
+        action: &str,
+        by: &str,
+    ) -> Result<serde_json::Value, ApiError>;
+    /// A firing alarm named `name` about `environment` (of `project`, or any project).
+    async fn alarm(
+        &self,
+        project: Option<&str>,
+        environment: &str,
+        name: &str,
+    ) -> Result<serde_json::Value, ApiError>;
+    /// What environments' routers measured, for `/metrics`.
+    fn router_samples(&self) -> Vec<RouterSample> {
+        Vec::new()
+    }
     /// Status of one environment, or (environment `None`) of all, optionally of one project.
     async fn environment_status(
         &self,

@@ -2,12 +2,17 @@
 //! ([`manager::DeployManager`]) carries out deploys and rollbacks with the engine's release
 //! decisions; targets ([`target`]) run releases; supervised services ([`supervisor`]) keep
 //! `process` releases alive; health checks ([`health`]) decide whether a release may serve; the
-//! router ([`router`]) sends users to the live release and switches atomically.
+//! router ([`router`]) sends users to the live release (or splits them with a canary) and
+//! switches atomically; [`stats`] keeps what it measured per release.
 
 pub mod health;
 pub mod manager;
 pub mod router;
+pub mod stats;
 pub mod supervisor;
 pub mod target;
 
-pub use manager::{DeployError, DeployManager, EnvStatus, ProjectSource, ReleaseHistory};
+pub use manager::{
+    CanaryAction, CanaryView, DeployError, DeployManager, EnvStatus, ProjectSource, ReleaseHistory,
+    ReleaseTraffic, WindowView,
+};

@@ -94,6 +94,10 @@ struct Env {
     work: tokio::sync::Mutex<()>,
     /// The latest health observation of the live release.
     last_health: Mutex<Option<(bool, String)>>,
+    /// The canary running now, if any (its driver takes promote/abort/pause/resume/alarms).
+    canary: Mutex<Option<canary::CanaryHandle>>,
+    /// Alarms for a release in its bake after a switch or a full promotion.
+    alarms: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Env {
@@ -124,6 +128,20 @@ pub struct EnvStatus {
     /// Deploy releases with something running now.
     pub running: Vec<i64>,
     pub lock: Option<EnvLock>,
+    /// The canary running now.
+    pub canary: Option<CanaryView>,
+    /// What the router measured per release it sends traffic to: the last minute, and totals.
+    pub traffic: Vec<ReleaseTraffic>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseTraffic {
+    pub release: i64,
+    /// `stable`, `canary` or `fallback`.
+    pub role: String,
+    pub last_minute: WindowView,
+    pub total_requests: u64,
+    pub total_errors: u64,
 }
 
 /// A release with what happened to it, for `gantry releases`.
@@ -179,6 +197,8 @@ impl DeployManager {
                     backends: Mutex::new(HashMap::new()),
                     work: tokio::sync::Mutex::new(()),
                     last_health: Mutex::new(None),
+                    canary: Mutex::new(None),
+                    alarms: tokio::sync::broadcast::channel(16).0,
                 })
             })
             .clone()
@@ -354,11 +374,14 @@ impl DeployManager {
                 artifact.name, artifact.run_id, r.project, req.project
             )));
         }
-        let spec = self
+        let mut spec = self
             .source
             .environment(&req.project, Some(artifact.run_id), &req.environment)
             .await
             .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        if let Some(ms) = req.bake_ms {
+            spec.bake = Duration::from_millis(ms);
+        }
         let env = self.env(&req.project, &req.environment, &spec);
         let purpose = format!(
             "deploy of {} (run {}) by {}",
@@ -421,6 +444,43 @@ impl DeployManager {
                     release: self.reload(&rec).await,
                     succeeded: false,
                     message: why,
+                }
+            }
+            Ok(Some(addr))
+                if spec.canary.is_some()
+                    && live.is_some()
+                    && env.router().is_some_and(|r| r.table().stable.is_some()) =>
+            {
+                drop(local);
+                let canary_spec = spec.canary.clone().unwrap_or_else(|| unreachable!());
+                let run = self.clone().spawn_canary(
+                    env.clone(),
+                    target.clone(),
+                    rec.clone(),
+                    addr,
+                    spec.clone(),
+                    canary_spec,
+                    lock,
+                );
+                if !wait_bake {
+                    return Ok(DeployReport {
+                        release: self.reload(&rec).await,
+                        succeeded: true,
+                        message: format!(
+                            "release {} of {} is a canary: it gets the first step's share of users; follow it with `gantry status {}`, end it with `gantry promote` or `gantry abort`",
+                            rec.number, rec.environment, rec.environment
+                        ),
+                    });
+                }
+                let (succeeded, message) = match run.await {
+                    Ok(Ok(message)) => (true, message),
+                    Ok(Err(reason)) => (false, reason),
+                    Err(e) => (false, format!("the canary's driver stopped: {e}")),
+                };
+                DeployReport {
+                    release: self.reload(&rec).await,
+                    succeeded,
+                    message,
                 }
             }
             Ok(addr) => {
@@ -733,12 +793,28 @@ impl DeployManager {
         rec: ReleaseRecord,
         spec: EnvironmentSpec,
     ) -> tokio::task::JoinHandle<Option<String>> {
+        let mut alarms = env.alarms.subscribe();
         tokio::spawn(async move {
             let target = env.target()?;
             let start = target.running(rec.source).map_or(0, |r| r.crashes);
             let until = tokio::time::Instant::now() + spec.bake;
             while tokio::time::Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(200).min(spec.bake)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200).min(spec.bake)) => {}
+                    alarm = alarms.recv() => {
+                        if let Ok(name) = alarm {
+                            let why = format!(
+                                "alarm {name} fired during the bake of release {}",
+                                rec.number
+                            );
+                            return match self.automatic_rollback(&env, &rec, &why).await {
+                                Ok(true) => Some(why),
+                                Ok(false) => None,
+                                Err(e) => Some(format!("{why}; rolling back failed: {e}")),
+                            };
+                        }
+                    }
+                }
                 // Stopped (the environment moved on): nothing left to watch.
                 let now = target.running(rec.source)?;
                 let crashes = now.crashes.saturating_sub(start);
@@ -829,6 +905,14 @@ impl DeployManager {
                 self.env(project, environment, &spec)
             }
         };
+        // During a canary, rolling back is aborting it: stable never stopped serving.
+        if let Some(done) = canary::abort_running(&env, &format!("rolled back by {by}")) {
+            let _ = done.await;
+            let history = self.store.releases(project, environment).await?;
+            return release::live(&history).cloned().ok_or_else(|| {
+                DeployError::Conflict(format!("{project}/{environment} has no live release"))
+            });
+        }
         let purpose = format!("rollback by {by}");
         let _lock = self.lock(project, environment, &purpose).await?;
         let _local = env.work.lock().await;
@@ -1034,9 +1118,38 @@ impl DeployManager {
             .await?
             .into_iter()
             .find(|l| l.project == project && l.environment == environment);
+        let mut traffic = Vec::new();
+        if let Some(router) = env.as_ref().and_then(|e| e.router()) {
+            let t = router.table();
+            let now = now_millis();
+            let sides = [
+                ("stable", t.stable.clone()),
+                ("canary", t.canary.as_ref().map(|c| c.backend.clone())),
+                ("fallback", t.fallback.clone()),
+            ];
+            for (role, backend) in sides {
+                if let Some(b) = backend
+                    && !traffic
+                        .iter()
+                        .any(|x: &ReleaseTraffic| x.release == b.release)
+                {
+                    let (total_requests, total_errors) = b.stats.totals();
+                    traffic.push(ReleaseTraffic {
+                        release: b.release,
+                        role: role.to_string(),
+                        last_minute: b.stats.window(now - 60_000, now).into(),
+                        total_requests,
+                        total_errors,
+                    });
+                }
+            }
+        }
+        let canary = env.as_ref().and_then(|e| self.canary_view(e));
         Ok(EnvStatus {
             project: project.to_string(),
             environment: environment.to_string(),
+            canary,
+            traffic,
             target: target.as_ref().map(|t| t.kind().to_string()),
             router: env
                 .as_ref()
@@ -1173,6 +1286,10 @@ impl DeployManager {
     }
 }
 
+mod canary;
+
+pub use canary::{CanaryAction, CanaryView, WindowView};
+
 /// Waits (at most 10 s) until requests in flight to a release's backend have ended.
 async fn drain(env: &Env, source: i64) {
     let backend = env.backends.lock().expect("backends").get(&source).cloned();
@@ -1186,7 +1303,7 @@ async fn drain(env: &Env, source: i64) {
     }
 }
 
-struct LockGuard(Option<tokio::sync::oneshot::Sender<()>>);
+pub(crate) struct LockGuard(Option<tokio::sync::oneshot::Sender<()>>);
 
 impl Drop for LockGuard {
     fn drop(&mut self) {

@@ -3,10 +3,21 @@
 //! table; the table is swapped atomically, so a switch is one pointer store — requests already
 //! in flight finish on the backend they started on, and the next request goes to the new one.
 //!
-//! The table holds weighted backends (one at 100% in blue/green; canary weights slot in here)
-//! and a fallback: when the chosen backend refuses the connection (it crashed), a request
-//! without a body is sent to the fallback (the previous release) instead of failing.
+//! The table holds the stable backend, optionally a canary with its share (in basis points) and
+//! who its users are, and a fallback: when the chosen backend refuses the connection (it
+//! crashed), a request without a body is sent to the fallback (the previous release) instead of
+//! failing.
+//!
+//! Choosing the canary: `X-Gantry-Release: canary|stable` forces a side (for testers); a user
+//! named in `allow` always gets the canary; any other user (named by a header or a cookie) is
+//! hashed into one of 10,000 buckets and gets the canary when the bucket is below the share —
+//! so a user stays on one side while the share holds, and only ever moves from stable to the
+//! canary as it grows. Requests without a user split by share.
+//!
+//! Every answer is measured per backend ([`crate::stats`]): status (5xx and unanswered requests
+//! are errors) and time to the response head.
 
+use crate::stats::Stats;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
@@ -25,19 +36,25 @@ use tokio::sync::watch;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Weights are in basis points: 10_000 is everything.
+/// Shares are in basis points: 10_000 is everything.
 pub const ALL: u32 = 10_000;
 
+/// The header a tester sends to force a side.
+pub const FORCE_HEADER: &str = "x-gantry-release";
+
 /// One release the router can send requests to.
-#[derive(Debug)]
 pub struct Backend {
     pub release: i64,
     pub addr: SocketAddr,
     /// Requests sent to it whose response has not ended yet.
     inflight: AtomicUsize,
-    /// Requests and upstream failures, since the backend was made.
-    requests: AtomicU64,
-    errors: AtomicU64,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend(release {} at {})", self.release, self.addr)
+    }
 }
 
 impl Backend {
@@ -46,56 +63,136 @@ impl Backend {
             release,
             addr,
             inflight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            stats: Stats::default(),
         })
     }
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
     }
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.stats.totals().0
     }
+}
+
+/// How users are told apart, and who always gets the canary.
+#[derive(Debug, Clone, Default)]
+pub struct Users {
+    /// Lowercase header name (`x-user`), or
+    pub header: Option<String>,
+    /// a cookie name.
+    pub cookie: Option<String>,
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CanaryRoute {
+    pub backend: Arc<Backend>,
+    /// Share of users, in basis points.
+    pub share: u32,
+    pub users: Users,
 }
 
 /// Where requests go. Built whole and swapped in one store.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    /// Backends with their weight (basis points, summing to [`ALL`] when not empty).
-    pub backends: Vec<(Arc<Backend>, u32)>,
+    pub stable: Option<Arc<Backend>>,
+    pub canary: Option<CanaryRoute>,
     /// Used when the chosen backend refuses the connection.
     pub fallback: Option<Arc<Backend>>,
+}
+
+/// Which side a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Stable,
+    Canary,
+}
+
+/// FNV-1a: a stable hash, the same for a user on every gantry and every version.
+fn user_bucket(user: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Fold the high bits in: FNV's low bits alone are poorly spread for short keys.
+    ((h ^ (h >> 32)) % u64::from(ALL)) as u32
+}
+
+fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
 }
 
 impl RouteTable {
     /// Everything to `backend`, with `fallback` behind it.
     pub fn single(backend: Arc<Backend>, fallback: Option<Arc<Backend>>) -> Self {
         Self {
-            backends: vec![(backend, ALL)],
+            stable: Some(backend),
+            canary: None,
             fallback,
         }
     }
 
-    /// The release that gets the largest share (the live one in blue/green).
+    /// The stable release (the live one).
     pub fn primary(&self) -> Option<&Arc<Backend>> {
-        self.backends.iter().max_by_key(|(_, w)| *w).map(|(b, _)| b)
+        self.stable.as_ref()
     }
 
-    /// The backend for the `n`-th request: weighted, spread evenly over every 10,000 requests.
-    fn choose(&self, n: u64) -> Option<&Arc<Backend>> {
-        if self.backends.len() <= 1 {
-            return self.backends.first().map(|(b, _)| b);
+    /// The user a request names, if the canary tells users apart.
+    fn user<'h>(users: &Users, headers: &'h hyper::HeaderMap) -> Option<std::borrow::Cow<'h, str>> {
+        if let Some(h) = &users.header {
+            return headers
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(std::borrow::Cow::Borrowed);
         }
-        // A multiplicative scramble of the counter spreads the sides evenly without a lock.
-        let slot = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % u64::from(ALL);
-        let mut acc = 0u64;
-        for (b, w) in &self.backends {
-            acc += u64::from(*w);
-            if slot < acc {
-                return Some(b);
+        let name = users.cookie.as_deref()?;
+        headers
+            .get_all(hyper::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| cookie_value(c, name))
+            .filter(|v| !v.is_empty())
+            .map(std::borrow::Cow::Borrowed)
+    }
+
+    /// The side for a request with `headers`, `n` counting requests (for those without a user).
+    pub fn side(&self, headers: &hyper::HeaderMap, n: u64) -> Side {
+        let Some(canary) = &self.canary else {
+            return Side::Stable;
+        };
+        if self.stable.is_none() {
+            return Side::Canary;
+        }
+        match headers.get(FORCE_HEADER).and_then(|v| v.to_str().ok()) {
+            Some(v) if v.eq_ignore_ascii_case("canary") => return Side::Canary,
+            Some(v) if v.eq_ignore_ascii_case("stable") => return Side::Stable,
+            _ => {}
+        }
+        let bucket = match Self::user(&canary.users, headers) {
+            Some(user) if canary.users.allow.iter().any(|a| a == user.as_ref()) => {
+                return Side::Canary;
             }
+            Some(user) => user_bucket(&user),
+            // A multiplicative scramble of the counter spreads the sides evenly without a lock.
+            None => ((n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % u64::from(ALL)) as u32,
+        };
+        if bucket < canary.share {
+            Side::Canary
+        } else {
+            Side::Stable
         }
-        self.backends.last().map(|(b, _)| b)
+    }
+
+    fn choose(&self, headers: &hyper::HeaderMap, n: u64) -> Option<&Arc<Backend>> {
+        match self.side(headers, n) {
+            Side::Canary => self.canary.as_ref().map(|c| &c.backend),
+            Side::Stable => self.stable.as_ref(),
+        }
     }
 }
 
@@ -159,7 +256,7 @@ impl Router {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let table = self.table.load_full();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let Some(backend) = table.choose(n).cloned() else {
+        let Some(backend) = table.choose(req.headers(), n).cloned() else {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "gantry router: no release is live in this environment yet\n",
@@ -169,6 +266,7 @@ impl Router {
         for h in HOP_BY_HOP {
             parts.headers.remove(h);
         }
+        parts.headers.remove(FORCE_HEADER);
         let forwarded = match parts
             .headers
             .get("x-forwarded-for")
@@ -236,10 +334,19 @@ impl Router {
     ) -> Result<Response<Body>, (bool, String)> {
         let uri = format!("http://{}{}", backend.addr, path);
         parts.uri = uri.parse().map_err(|e| (false, format!("{e}")))?;
-        backend.requests.fetch_add(1, Ordering::Relaxed);
         backend.inflight.fetch_add(1, Ordering::AcqRel);
         let guard = Inflight(backend.clone());
-        match self.client.request(Request::from_parts(parts, body)).await {
+        let started = std::time::Instant::now();
+        let result = self.client.request(Request::from_parts(parts, body)).await;
+        let error = result
+            .as_ref()
+            .map_or(true, |r| r.status().is_server_error());
+        backend.stats.record(
+            gantry_engine::ports::now_millis(),
+            started.elapsed().as_micros() as u64,
+            error,
+        );
+        match result {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 for h in HOP_BY_HOP {
@@ -259,7 +366,6 @@ impl Router {
                 Ok(Response::from_parts(parts, body))
             }
             Err(e) => {
-                backend.errors.fetch_add(1, Ordering::Relaxed);
                 drop(guard);
                 let text = match std::error::Error::source(&e) {
                     Some(src) => format!("{e}: {src}"),
@@ -335,25 +441,106 @@ async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn weighted_choice_follows_the_weights() {
-        let a = Backend::new(1, "127.0.0.1:1".parse().unwrap());
-        let b = Backend::new(2, "127.0.0.1:2".parse().unwrap());
-        let table = RouteTable {
-            backends: vec![(a, 9_000), (b, 1_000)],
+    fn table(share: u32, users: Users) -> RouteTable {
+        RouteTable {
+            stable: Some(Backend::new(1, "127.0.0.1:1".parse().unwrap())),
+            canary: Some(CanaryRoute {
+                backend: Backend::new(2, "127.0.0.1:2".parse().unwrap()),
+                share,
+                users,
+            }),
             fallback: None,
-        };
-        let to_b = (0..100_000u64)
-            .filter(|n| table.choose(*n).unwrap().release == 2)
-            .count();
-        assert!((9_000..=11_000).contains(&to_b), "{to_b}");
+        }
+    }
+
+    fn by_header() -> Users {
+        Users {
+            header: Some("x-user".into()),
+            cookie: None,
+            allow: vec!["alice".into()],
+        }
+    }
+
+    fn user(name: &str) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-user", name.parse().unwrap());
+        h
     }
 
     #[test]
-    fn a_single_backend_gets_everything() {
-        let a = Backend::new(7, "127.0.0.1:1".parse().unwrap());
-        let table = RouteTable::single(a, None);
-        assert!((0..1000).all(|n| table.choose(n).unwrap().release == 7));
-        assert!(RouteTable::default().choose(0).is_none());
+    fn ten_percent_of_ten_thousand_distinct_users_get_the_canary_within_one_and_a_half_points() {
+        let t = table(1_000, by_header());
+        let canary = (0..10_000)
+            .filter(|i| t.side(&user(&format!("user-{i}")), 0) == Side::Canary)
+            .count();
+        assert!((850..=1_150).contains(&canary), "{canary} of 10,000");
+    }
+
+    #[test]
+    fn requests_without_a_user_split_by_share() {
+        let t = table(1_000, Users::default());
+        let empty = hyper::HeaderMap::new();
+        let canary = (0..100_000u64)
+            .filter(|n| t.side(&empty, *n) == Side::Canary)
+            .count();
+        assert!((9_500..=10_500).contains(&canary), "{canary}");
+    }
+
+    #[test]
+    fn users_stick_to_their_side_and_only_move_to_the_canary_as_the_share_grows() {
+        let users: Vec<String> = (0..2_000).map(|i| format!("u{i}")).collect();
+        let mut on_canary = vec![false; users.len()];
+        for share in [0, 100, 1_000, 2_500, 5_000, 10_000] {
+            let t = table(share, by_header());
+            for (i, u) in users.iter().enumerate() {
+                let first = t.side(&user(u), 0);
+                for n in 1..100 {
+                    assert_eq!(t.side(&user(u), n), first, "{u} moved at share {share}");
+                }
+                let now = first == Side::Canary;
+                assert!(now || !on_canary[i], "{u} went back to stable at {share}");
+                on_canary[i] = now;
+            }
+        }
+        assert!(
+            on_canary.iter().all(|c| *c),
+            "at 100% everyone is on the canary"
+        );
+    }
+
+    #[test]
+    fn named_users_and_the_forcing_header_pick_their_side() {
+        let t = table(0, by_header());
+        assert_eq!(t.side(&user("alice"), 0), Side::Canary);
+        assert_eq!(t.side(&user("bob"), 0), Side::Stable);
+        let mut forced = user("bob");
+        forced.insert(FORCE_HEADER, "canary".parse().unwrap());
+        assert_eq!(t.side(&forced, 0), Side::Canary);
+        let mut forced = user("alice");
+        forced.insert(FORCE_HEADER, "stable".parse().unwrap());
+        assert_eq!(t.side(&forced, 0), Side::Stable);
+        // Without a canary everything is stable, forced or not.
+        let plain = RouteTable::single(Backend::new(1, "127.0.0.1:1".parse().unwrap()), None);
+        let mut h = hyper::HeaderMap::new();
+        h.insert(FORCE_HEADER, "canary".parse().unwrap());
+        assert_eq!(plain.side(&h, 0), Side::Stable);
+    }
+
+    #[test]
+    fn a_cookie_can_name_the_user() {
+        let users = Users {
+            header: None,
+            cookie: Some("uid".into()),
+            allow: vec!["carol".into()],
+        };
+        let t = table(0, users);
+        let mut h = hyper::HeaderMap::new();
+        h.insert(
+            hyper::header::COOKIE,
+            "theme=dark; uid=carol".parse().unwrap(),
+        );
+        assert_eq!(t.side(&h, 0), Side::Canary);
+        h.insert(hyper::header::COOKIE, "uid=dave".parse().unwrap());
+        assert_eq!(t.side(&h, 0), Side::Stable);
     }
 }

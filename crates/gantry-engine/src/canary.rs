@@ -49,11 +49,11 @@ fn pct(rate: f64) -> String {
 
 /// Judges the canary's window (against stable's, with `compare_to_stable`).
 pub fn analyze(spec: &AnalysisSpec, canary: &Window, stable: &Window) -> Verdict {
-    if canary.requests < spec.min_requests.max(1) {
+    // `min_requests: 0` is the user's explicit "no minimum".
+    if canary.requests < spec.min_requests {
         return Verdict::Inconclusive(format!(
             "{} canary requests, fewer than min_requests {}",
-            canary.requests,
-            spec.min_requests.max(1)
+            canary.requests, spec.min_requests
         ));
     }
     // Compare only with a stable side that has enough requests to mean something.
@@ -196,6 +196,8 @@ pub struct CanaryMachine {
     state: State,
     /// The weight the router serves now (what users see), in percent.
     serving: u32,
+    /// When the router began serving it.
+    serving_since: Option<Millis>,
 }
 
 impl CanaryMachine {
@@ -207,7 +209,13 @@ impl CanaryMachine {
                 percent: 0,
             },
             serving: 0,
+            serving_since: None,
         }
+    }
+
+    /// When the router began serving the current share (for showing the step's numbers).
+    pub fn serving_since(&self) -> Option<Millis> {
+        self.serving_since
     }
 
     pub fn state(&self) -> &State {
@@ -237,6 +245,7 @@ impl CanaryMachine {
             Event::Applied { percent, now } => match self.state.clone() {
                 State::Applying { step, percent: p } if p == percent => {
                     self.serving = percent;
+                    self.serving_since = Some(now);
                     self.state = State::Observing {
                         step,
                         percent,

@@ -306,6 +306,9 @@ pub struct DeployRequest {
     pub digest: Option<String>,
     pub force: bool,
     pub requested_by: String,
+    /// Overrides the environment's `bake` for this deployment (a deploy stage's `bake`).
+    #[serde(default)]
+    pub bake_ms: Option<u64>,
 }
 
 /// How a deployment ended, for the run that asked for it.
@@ -523,7 +526,7 @@ pub trait StateStore: Send + Sync {
     async fn release_events(&self, release: i64) -> anyhow::Result<Vec<ReleaseEvent>>;
     /// Every environment that has releases: (project, environment).
     async fn environments(&self) -> anyhow::Result<Vec<(String, String)>>;
-    /// Releases in state `deploying` anywhere (left by a process that stopped, at start).
+    /// Releases in state `deploying` or `canary` anywhere (left by a process that stopped).
     async fn deploying_releases(&self) -> anyhow::Result<Vec<ReleaseRecord>>;
     /// Takes the environment's lock, or returns who holds it. An expired lease is taken over.
     async fn acquire_env_lock(&self, lock: &EnvLock) -> anyhow::Result<Result<(), EnvLock>>;

@@ -17,6 +17,8 @@ use std::fmt;
 pub enum ReleaseState {
     /// Being started and health-checked; not serving users yet.
     Deploying,
+    /// Serving a share of the users next to the live release, measured by the router.
+    Canary,
     /// Serving users.
     Live,
     /// Did not become healthy, or crashed during its bake: traffic went back by itself.
@@ -30,8 +32,9 @@ pub enum ReleaseState {
 }
 
 impl ReleaseState {
-    pub const ALL: [ReleaseState; 6] = [
+    pub const ALL: [ReleaseState; 7] = [
         ReleaseState::Deploying,
+        ReleaseState::Canary,
         ReleaseState::Live,
         ReleaseState::Failed,
         ReleaseState::RolledBack,
@@ -42,6 +45,7 @@ impl ReleaseState {
     pub fn as_str(self) -> &'static str {
         match self {
             ReleaseState::Deploying => "deploying",
+            ReleaseState::Canary => "canary",
             ReleaseState::Live => "live",
             ReleaseState::Failed => "failed",
             ReleaseState::RolledBack => "rolled-back",
@@ -218,7 +222,7 @@ pub fn to_retire(releases: &[ReleaseRecord], keep: u32) -> Vec<i64> {
         .filter(|r| {
             r.kind == ReleaseKind::Deploy
                 && r.retired_at.is_none()
-                && r.state != ReleaseState::Deploying
+                && !matches!(r.state, ReleaseState::Deploying | ReleaseState::Canary)
                 && !kept.contains(&r.number)
         })
         .map(|r| r.number)

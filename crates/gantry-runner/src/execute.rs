@@ -358,6 +358,7 @@ impl RunLoop<'_> {
                     digest: Some(digest.clone()),
                     force: false,
                     requested_by: format!("run {}", ctx.run_id),
+                    bake_ms: spec.bake.map(|b| b.as_millis() as u64),
                 })
                 .await;
             match result {

@@ -31,6 +31,7 @@ impl Deployer for ServerDeployer {
             "digest": request.digest,
             "force": request.force,
             "wait": true,
+            "bake_ms": request.bake_ms,
             "by": format!("{} (gantry run)", request.requested_by),
         });
         let (status, body) = client

@@ -280,9 +280,10 @@ pub async fn environments(pool: &SqlitePool) -> Result<Vec<(String, String)>> {
 }
 
 pub async fn deploying(pool: &SqlitePool) -> Result<Vec<ReleaseRecord>> {
-    let rows = sqlx::query("SELECT * FROM releases WHERE state = 'deploying' ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+    let rows =
+        sqlx::query("SELECT * FROM releases WHERE state IN ('deploying', 'canary') ORDER BY id")
+            .fetch_all(pool)
+            .await?;
     rows.iter().map(release_from).collect()
 }
 

@@ -63,6 +63,16 @@ pub struct ReleasesArgs {
 }
 
 #[derive(clap::Args)]
+pub struct CanaryArgs {
+    pub environment: String,
+    #[arg(long)]
+    pub project: Option<String>,
+    /// (promote) Everyone to the canary now, skipping the remaining steps
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(clap::Args)]
 pub struct StatusArgs {
     /// One environment (default: all)
     pub environment: Option<String>,
@@ -338,6 +348,37 @@ pub async fn releases(
     Ok(())
 }
 
+/// `gantry promote|abort|pause|resume ENV`.
+pub async fn canary(
+    action: &str,
+    args: CanaryArgs,
+    server: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> CliResult {
+    let c = client(server.as_deref(), data_dir)?;
+    let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
+    let body = c
+        .post(
+            &format!("{}/{action}", env_path(&project, &args.environment)),
+            json!({ "full": args.full, "by": who() }),
+        )
+        .await?;
+    println!("{}", body["message"].as_str().unwrap_or("done"));
+    Ok(())
+}
+
+fn window(w: &Value) -> String {
+    let ms = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+    format!(
+        "{} requests, 5xx {:.2}%, p50/p90/p99 {}/{}/{} ms",
+        w["requests"],
+        w["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+        ms(&w["p50_ms"]),
+        ms(&w["p90_ms"]),
+        ms(&w["p99_ms"])
+    )
+}
+
 fn uptime(ms: u64) -> String {
     gantry_model::duration::format_duration(std::time::Duration::from_secs(ms / 1000))
 }
@@ -384,6 +425,31 @@ fn print_status(s: &Value) {
             "  locked:   {} by {}",
             s["lock"]["purpose"].as_str().unwrap_or("?"),
             s["lock"]["owner"].as_str().unwrap_or("?")
+        );
+    }
+    if s["canary"].is_object() {
+        let c = &s["canary"];
+        println!(
+            "  canary:   release {} {} at {}% (step {} of {})",
+            c["release"],
+            c["state"].as_str().unwrap_or("?"),
+            c["percent"],
+            c["step"]
+                .as_u64()
+                .map_or("-".to_string(), |x| (x + 1).to_string()),
+            c["steps"]
+        );
+        println!("            canary this step: {}", window(&c["canary"]));
+        println!("            stable this step: {}", window(&c["stable"]));
+    }
+    for t in s["traffic"].as_array().into_iter().flatten() {
+        println!(
+            "  traffic:  release {} ({}) last minute: {}; total {} requests, {} errors",
+            t["release"],
+            t["role"].as_str().unwrap_or("?"),
+            window(&t["last_minute"]),
+            t["total_requests"],
+            t["total_errors"]
         );
     }
     if let Some(log) = s["log"].as_str() {

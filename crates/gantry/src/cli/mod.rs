@@ -69,6 +69,14 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Roll an environment back to the previous healthy release (or --to one)
     Rollback(deploy::RollbackArgs),
+    /// Promote the running canary to its next step (--full: to everyone)
+    Promote(deploy::CanaryArgs),
+    /// Abort the running canary: everyone back to stable
+    Abort(deploy::CanaryArgs),
+    /// Pause the running canary (its share holds, analysis waits)
+    Pause(deploy::CanaryArgs),
+    /// Resume a paused canary
+    Resume(deploy::CanaryArgs),
     /// List an environment's releases, newest first
     Releases(deploy::ReleasesArgs),
     /// Show environments: live and previous release, health, uptime
@@ -126,6 +134,12 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => block_on(artifact::gc(args, cli.data_dir)),
         Command::Deploy(args) => block_on(deploy::deploy(args, cli.server, cli.data_dir)),
         Command::Rollback(args) => block_on(deploy::rollback(args, cli.server, cli.data_dir)),
+        Command::Promote(args) => {
+            block_on(deploy::canary("promote", args, cli.server, cli.data_dir))
+        }
+        Command::Abort(args) => block_on(deploy::canary("abort", args, cli.server, cli.data_dir)),
+        Command::Pause(args) => block_on(deploy::canary("pause", args, cli.server, cli.data_dir)),
+        Command::Resume(args) => block_on(deploy::canary("resume", args, cli.server, cli.data_dir)),
         Command::Releases(args) => block_on(deploy::releases(args, cli.server, cli.data_dir)),
         Command::Status(args) => block_on(deploy::status(args, cli.server, cli.data_dir)),
         Command::Why(args) => block_on(why::why(args, cli.server, cli.data_dir)),

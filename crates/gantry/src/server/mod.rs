@@ -375,6 +375,71 @@ impl Control for Server {
         deploy::json(&history)
     }
 
+    async fn canary_action(
+        &self,
+        project: &str,
+        environment: &str,
+        action: &str,
+        by: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        use gantry_deploy::CanaryAction;
+        let action = match action {
+            "promote" => CanaryAction::Promote { full: false },
+            "promote-full" => CanaryAction::Promote { full: true },
+            "abort" => CanaryAction::Abort,
+            "pause" => CanaryAction::Pause,
+            "resume" => CanaryAction::Resume,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown canary action `{other}`"
+                )));
+            }
+        };
+        let manager = deploy::manager(self)?;
+        let message = manager
+            .canary_action(project, environment, action, by)
+            .await
+            .map_err(deploy::api_error)?;
+        Ok(serde_json::json!({ "message": message }))
+    }
+
+    async fn alarm(
+        &self,
+        project: Option<&str>,
+        environment: &str,
+        name: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let manager = deploy::manager(self)?;
+        let acted = manager
+            .alarm(project, environment, name)
+            .await
+            .map_err(deploy::api_error)?;
+        Ok(serde_json::json!(acted))
+    }
+
+    fn router_samples(&self) -> Vec<gantry_api::RouterSample> {
+        let Some(manager) = self.deploys.get() else {
+            return Vec::new();
+        };
+        manager
+            .router_traffic()
+            .into_iter()
+            .map(|(project, environment, t)| gantry_api::RouterSample {
+                project,
+                environment,
+                release: t.release,
+                role: t.role,
+                requests: t.total_requests,
+                errors: t.total_errors,
+                latency: [
+                    t.last_minute.p50_ms.map(|v| v / 1000.0),
+                    t.last_minute.p90_ms.map(|v| v / 1000.0),
+                    t.last_minute.p99_ms.map(|v| v / 1000.0),
+                ],
+            })
+            .collect()
+    }
+
     async fn environment_status(
         &self,
         project: Option<&str>,

@@ -15,16 +15,30 @@ const HELLO: &str = include_str!("../../../../examples/hello/hello.py");
 
 /// How the committed service behaves.
 #[derive(Clone, Copy)]
-enum Service {
+pub enum Service {
     Healthy,
     /// `/healthz` answers 500.
     Unhealthy,
     /// Healthy, then exits (code 7) half a second after each start.
     CrashesSoon,
+    /// Healthy, but `/` answers 500.
+    Errors,
+    /// Healthy, but `/` takes 600 ms.
+    Slow,
 }
 
 fn service_source(kind: Service) -> String {
+    let root = r#"            self.answer(200, f"hello from {version()}\n")"#;
+    assert!(
+        HELLO.contains(root),
+        "hello.py's `/` handler moved; update this test"
+    );
     match kind {
+        Service::Errors => HELLO.replace(root, r#"            self.answer(500, "oops\n")"#),
+        Service::Slow => HELLO.replace(
+            root,
+            &format!("            __import__(\"time\").sleep(0.6)\n{root}"),
+        ),
         Service::Healthy => HELLO.to_string(),
         Service::Unhealthy => {
             let broken = HELLO.replace(
@@ -45,7 +59,7 @@ fn service_source(kind: Service) -> String {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -86,14 +100,18 @@ stages:
       http: /healthz
       timeout: 8s
       interval: 100ms
-    bake: 2s
-    router:
+{bake}    router:
       listen: 127.0.0.1:{port}
-{extra}"#
+{extra}"#,
+        bake = if extra.contains("bake:") {
+            ""
+        } else {
+            "    bake: 2s\n"
+        },
     )
 }
 
-fn spec(version: &str, port: u16, extra: &str, kind: Service, deploy_stage: bool) -> String {
+pub fn spec(version: &str, port: u16, extra: &str, kind: Service, deploy_stage: bool) -> String {
     format!(
         "//- gantry.yml\n{}//- hello.py\n{}",
         pipeline(version, port, extra, deploy_stage),
@@ -102,22 +120,22 @@ fn spec(version: &str, port: u16, extra: &str, kind: Service, deploy_stage: bool
 }
 
 /// A repository of the service, a server sharing its data directory, and the router's port.
-struct Env {
-    fx: Fixture,
-    server: Served,
-    port: u16,
+pub struct Env {
+    pub fx: Fixture,
+    pub server: Served,
+    pub port: u16,
     /// Lines added to the environment in every commit.
-    extra: String,
+    pub extra: String,
     /// Runs made so far (run ids count from 1).
     runs: i64,
 }
 
 impl Env {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self::with("")
     }
 
-    fn with(extra: &str) -> Self {
+    pub fn with(extra: &str) -> Self {
         let port = free_port();
         let fx = Fixture::new(&spec("v0", port, extra, Service::Healthy, false));
         let server = Served::start_with_data("listen = \"127.0.0.1:0\"\n", &fx.data());
@@ -130,12 +148,12 @@ impl Env {
         }
     }
 
-    fn router(&self) -> String {
+    pub fn router(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Commits version `version` of kind `kind` and builds it; returns the run id.
-    fn build(&mut self, version: &str, kind: Service) -> i64 {
+    pub fn build(&mut self, version: &str, kind: Service) -> i64 {
         self.fx.commit(
             &spec(version, self.port, &self.extra, kind, false),
             &format!("version {version}"),
@@ -146,18 +164,18 @@ impl Env {
         self.runs
     }
 
-    fn gantry(&self, args: &[&str]) -> Run {
+    pub fn gantry(&self, args: &[&str]) -> Run {
         self.fx.run(args)
     }
 
-    fn deploy(&self, run: i64, extra: &[&str]) -> Run {
+    pub fn deploy(&self, run: i64, extra: &[&str]) -> Run {
         let run = run.to_string();
         let mut args = vec!["deploy", "production", "--artifact", "app", "--run", &run];
         args.extend_from_slice(extra);
         self.gantry(&args)
     }
 
-    fn deploy_ok(&self, run: i64) {
+    pub fn deploy_ok(&self, run: i64) {
         let out = self.deploy(run, &[]);
         assert_eq!(
             out.code,
@@ -167,7 +185,7 @@ impl Env {
         );
     }
 
-    fn releases(&self) -> Vec<serde_json::Value> {
+    pub fn releases(&self) -> Vec<serde_json::Value> {
         let out = self.gantry(&["releases", "production", "--json"]);
         assert_eq!(out.code, 0, "{out}");
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -178,14 +196,14 @@ impl Env {
             .collect()
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> serde_json::Value {
         let out = self.gantry(&["status", "production", "--json"]);
         assert_eq!(out.code, 0, "{out}");
         serde_json::from_str(&out.stdout).unwrap()
     }
 
     /// What the router answers on `/` (the version), or why not.
-    fn serving(&self) -> String {
+    pub fn serving(&self) -> String {
         match get(&self.router(), "/") {
             Ok((200, body, _)) => body.trim().trim_start_matches("hello from ").to_string(),
             Ok((status, body, _)) => format!("HTTP {status}: {body}"),
@@ -195,7 +213,7 @@ impl Env {
 }
 
 /// `GET path` through `addr` with a fresh connection: (status, body, x-gantry-release).
-fn get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
+pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -222,7 +240,7 @@ fn get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
     Ok((status, body.to_string(), release))
 }
 
-fn states(releases: &[serde_json::Value]) -> Vec<(i64, String)> {
+pub fn states(releases: &[serde_json::Value]) -> Vec<(i64, String)> {
     let mut v: Vec<(i64, String)> = releases
         .iter()
         .map(|r| {

@@ -3,6 +3,8 @@
 //!
 //! Modules:
 //! - `support`: repository fixtures, running the binary, process checks.
+//! - `canary`: canaries through the real router: steps, analysis (5xx, p99, no traffic), named
+//!   users, the forcing header, stickiness, the share, promote/abort, alarms.
 //! - `check`: `gantry check` and `gantry schema`.
 //! - `pipeline`: stages, parallel jobs, failures, allow_failure, retries, timeouts, environment.
 //! - `secrets`: masking, checked against everything gantry persisted.
@@ -18,6 +20,7 @@
 #![allow(clippy::disallowed_methods)] // Tests start the binary and helper processes.
 
 mod artifacts;
+mod canary;
 mod check;
 mod crash;
 mod deploy;

@@ -1,0 +1,483 @@
+//! Canary deployments, driven by the engine's `CanaryMachine`: the new release serves a share of
+//! the users next to the live one; every 250 ms the router's measurements of both (since the
+//! step began) go to the machine; its commands set the router's share, record steps, promote
+//! the canary to everyone, or roll back. `promote`, `abort`, `pause`, `resume` and alarms reach
+//! the driver through a channel. The environment's lock is held until the canary ends.
+
+use super::{DeployError, DeployManager, Env, LockGuard, Result};
+use crate::router::{Backend, CanaryRoute, RouteTable, Users};
+use crate::target::Target;
+use gantry_engine::canary::{CanaryMachine, Command, Event, State, Window};
+use gantry_engine::ports::{ReleaseRecord, now_millis};
+use gantry_engine::release::ReleaseState;
+use gantry_model::{CanarySpec, EnvironmentSpec, UserKey};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a user can ask of a running canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryAction {
+    Promote { full: bool },
+    Abort,
+    Pause,
+    Resume,
+}
+
+enum Msg {
+    Action(CanaryAction, String),
+    Alarm(String),
+}
+
+/// Measurements of one side, for status and the API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WindowView {
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl From<Window> for WindowView {
+    fn from(w: Window) -> Self {
+        Self {
+            requests: w.requests,
+            errors: w.errors,
+            error_rate: w.error_rate(),
+            p50_ms: w.p50_ms,
+            p90_ms: w.p90_ms,
+            p99_ms: w.p99_ms,
+        }
+    }
+}
+
+/// A running canary, as `gantry status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryView {
+    pub release: i64,
+    pub state: String,
+    /// The canary's share the router serves now, in percent.
+    pub percent: u32,
+    pub step: Option<usize>,
+    pub steps: usize,
+    /// Since the current step began.
+    pub canary: WindowView,
+    pub stable: WindowView,
+}
+
+pub(crate) struct CanaryHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+    pub view: Arc<Mutex<CanaryView>>,
+    /// Resolves when the canary has ended.
+    done: Option<oneshot::Receiver<()>>,
+}
+
+/// Asks a running canary to abort; resolves when it has ended. `None`: no canary runs.
+pub(crate) fn abort_running(env: &Env, reason: &str) -> Option<oneshot::Receiver<()>> {
+    let mut slot = env.canary.lock().expect("canary");
+    let handle = slot.as_mut()?;
+    let _ = handle
+        .tx
+        .send(Msg::Action(CanaryAction::Abort, reason.to_string()));
+    handle.done.take()
+}
+
+fn users(spec: &CanarySpec) -> Users {
+    match &spec.users {
+        None => Users::default(),
+        Some(u) => Users {
+            header: match &u.key {
+                UserKey::Header(h) => Some(h.to_ascii_lowercase()),
+                UserKey::Cookie(_) => None,
+            },
+            cookie: match &u.key {
+                UserKey::Cookie(c) => Some(c.clone()),
+                UserKey::Header(_) => None,
+            },
+            allow: u.allow.clone(),
+        },
+    }
+}
+
+fn step_of(state: &State) -> Option<usize> {
+    match state {
+        State::Applying { step, .. }
+        | State::Observing { step, .. }
+        | State::WaitingApproval { step, .. } => Some(*step),
+        State::Paused { resume_to, .. } => step_of(resume_to),
+        _ => None,
+    }
+}
+
+impl DeployManager {
+    /// Starts the canary of `rec` (healthy at `addr`) next to the live release. The task ends
+    /// with `Ok(message)` when the canary was promoted to everyone (and baked), or
+    /// `Err(reason)` when it was aborted and stable serves everyone again.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn spawn_canary(
+        self: Arc<Self>,
+        env: Arc<Env>,
+        target: Arc<dyn Target>,
+        rec: ReleaseRecord,
+        addr: SocketAddr,
+        spec: EnvironmentSpec,
+        canary: CanarySpec,
+        lock: LockGuard,
+    ) -> tokio::task::JoinHandle<std::result::Result<String, String>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let view = Arc::new(Mutex::new(CanaryView {
+            release: rec.number,
+            state: "starting".into(),
+            percent: 0,
+            step: Some(0),
+            steps: canary.steps.len(),
+            canary: WindowView::default(),
+            stable: WindowView::default(),
+        }));
+        *env.canary.lock().expect("canary") = Some(CanaryHandle {
+            tx,
+            view: view.clone(),
+            done: Some(done_rx),
+        });
+        tokio::spawn(async move {
+            let outcome = self
+                .drive(&env, &target, &rec, addr, &spec, canary, rx, view)
+                .await;
+            *env.canary.lock().expect("canary") = None;
+            drop(lock);
+            let _ = done_tx.send(());
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => Err(format!("the canary stopped: {e}")),
+            };
+            match outcome {
+                Ok(message) => {
+                    // Promoted: bake like any switch (crashes and alarms roll back).
+                    let bake = self
+                        .clone()
+                        .spawn_bake(env.clone(), rec.clone(), spec.clone());
+                    match bake.await {
+                        Ok(Some(why)) => Err(why),
+                        _ => Ok(format!(
+                            "{message} and baked for {}",
+                            gantry_model::duration::format_duration(spec.bake)
+                        )),
+                    }
+                }
+                Err(reason) => Err(reason),
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &self,
+        env: &Arc<Env>,
+        target: &Arc<dyn Target>,
+        rec: &ReleaseRecord,
+        addr: SocketAddr,
+        spec: &EnvironmentSpec,
+        canary: CanarySpec,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        view: Arc<Mutex<CanaryView>>,
+    ) -> Result<std::result::Result<String, String>> {
+        let router = env.router().ok_or_else(|| {
+            DeployError::Invalid("a canary needs the environment's router".into())
+        })?;
+        let table = router.table();
+        let stable = table.stable.clone().ok_or_else(|| {
+            DeployError::Conflict("no stable release to run a canary against".into())
+        })?;
+        let fallback = table.fallback.clone();
+        let canary_backend = Backend::new(rec.number, addr);
+        env.backends
+            .lock()
+            .expect("backends")
+            .insert(rec.source, canary_backend.clone());
+        self.store
+            .set_release_state(rec.id, ReleaseState::Canary, None, now_millis())
+            .await?;
+        let users = users(&canary);
+        // From the start, named users and the forcing header reach the canary (0% of the rest).
+        router.set(RouteTable {
+            stable: Some(stable.clone()),
+            canary: Some(CanaryRoute {
+                backend: canary_backend.clone(),
+                share: 0,
+                users: users.clone(),
+            }),
+            fallback: Some(stable.clone()),
+        });
+        let steps = canary.steps.len();
+        let mut machine = CanaryMachine::new(canary);
+        let mut queue: VecDeque<Command> = machine.on(Event::Start { now: now_millis() }).into();
+        loop {
+            while let Some(cmd) = queue.pop_front() {
+                match cmd {
+                    Command::SetWeight { percent } => {
+                        router.set(RouteTable {
+                            stable: Some(stable.clone()),
+                            canary: Some(CanaryRoute {
+                                backend: canary_backend.clone(),
+                                share: percent.min(100) * 100,
+                                users: users.clone(),
+                            }),
+                            fallback: Some(stable.clone()),
+                        });
+                        // The router serves the new table from its next request on.
+                        queue.extend(machine.on(Event::Applied {
+                            percent,
+                            now: now_millis(),
+                        }));
+                    }
+                    Command::Record { message } => {
+                        let _ = self
+                            .store
+                            .add_release_event(rec.id, "canary", &message, now_millis())
+                            .await;
+                    }
+                    Command::Finish => {
+                        // Everyone on the canary: it becomes the live release, stable is the
+                        // fallback for rollback.
+                        router.set(RouteTable::single(
+                            canary_backend.clone(),
+                            Some(stable.clone()),
+                        ));
+                        self.store
+                            .switch_live(rec.id, ReleaseState::Superseded, None, now_millis())
+                            .await?;
+                        self.after_switch(env, target, spec).await;
+                        return Ok(Ok(format!(
+                            "release {} of {} passed its {steps} canary steps and is live",
+                            rec.number, rec.environment
+                        )));
+                    }
+                    Command::RollBack { reason } => {
+                        router.set(RouteTable {
+                            stable: Some(stable.clone()),
+                            canary: None,
+                            fallback,
+                        });
+                        super::drain(env, rec.source).await;
+                        target.stop(rec.source).await;
+                        env.backends.lock().expect("backends").remove(&rec.source);
+                        self.store
+                            .set_release_state(
+                                rec.id,
+                                ReleaseState::Failed,
+                                Some(&reason),
+                                now_millis(),
+                            )
+                            .await?;
+                        self.retire(env, rec).await;
+                        return Ok(Err(format!(
+                            "release {} was aborted as a canary; stable kept serving: {reason}",
+                            rec.number
+                        )));
+                    }
+                }
+            }
+            let now = now_millis();
+            let since = machine
+                .window_start()
+                .or(machine.serving_since())
+                .unwrap_or(now);
+            let (cw, sw) = (
+                canary_backend.stats.window(since, now),
+                stable.stats.window(since, now),
+            );
+            {
+                let mut v = view.lock().expect("view");
+                v.state = machine.state().name().to_string();
+                v.percent = machine.serving();
+                v.step = step_of(machine.state());
+                v.canary = cw.into();
+                v.stable = sw.into();
+            }
+            tokio::select! {
+                msg = rx.recv() => {
+                    let now = now_millis();
+                    let event = match msg {
+                        Some(Msg::Action(CanaryAction::Promote { full }, by)) => {
+                            let _ = self.store.add_release_event(rec.id, "canary", &format!("promote{} asked by {by}", if full { " --full" } else { "" }), now).await;
+                            Event::Promote { full, now }
+                        }
+                        Some(Msg::Action(CanaryAction::Abort, by)) => Event::Abort { reason: format!("canary aborted: {by}"), now },
+                        Some(Msg::Action(CanaryAction::Pause, by)) => {
+                            let _ = self.store.add_release_event(rec.id, "canary", &format!("pause asked by {by}"), now).await;
+                            Event::Pause { now }
+                        }
+                        Some(Msg::Action(CanaryAction::Resume, by)) => {
+                            let _ = self.store.add_release_event(rec.id, "canary", &format!("resume asked by {by}"), now).await;
+                            Event::Resume { now }
+                        }
+                        Some(Msg::Alarm(name)) => Event::Abort { reason: format!("canary aborted: alarm {name} is firing"), now },
+                        None => continue,
+                    };
+                    queue.extend(machine.on(event));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    let now = now_millis();
+                    let since = machine.window_start().unwrap_or(now);
+                    queue.extend(machine.on(Event::Tick {
+                        now,
+                        canary: canary_backend.stats.window(since, now),
+                        stable: stable.stats.window(since, now),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// `gantry promote/abort/pause/resume ENV`: passes the action to the running canary.
+    pub async fn canary_action(
+        &self,
+        project: &str,
+        environment: &str,
+        action: CanaryAction,
+        by: &str,
+    ) -> Result<String> {
+        let none_running = || {
+            if action == CanaryAction::Abort {
+                // Aborting what already ended changes nothing: a second abort is a no-op.
+                Ok(format!(
+                    "{project}/{environment} has no canary running; nothing to abort"
+                ))
+            } else {
+                Err(DeployError::Conflict(format!(
+                    "{project}/{environment} has no canary running"
+                )))
+            }
+        };
+        let Some(env) = self.known_env(project, environment) else {
+            return none_running();
+        };
+        let done = {
+            let mut slot = env.canary.lock().expect("canary");
+            let Some(handle) = slot.as_mut() else {
+                drop(slot);
+                return none_running();
+            };
+            handle
+                .tx
+                .send(Msg::Action(action, by.to_string()))
+                .map_err(|_| DeployError::Conflict("the canary has just ended".into()))?;
+            matches!(action, CanaryAction::Abort)
+                .then(|| handle.done.take())
+                .flatten()
+        };
+        if let Some(done) = done {
+            let _ = done.await;
+            return Ok(format!(
+                "the canary of {project}/{environment} was aborted; stable serves everyone"
+            ));
+        }
+        Ok(format!(
+            "{action:?} passed to the canary of {project}/{environment}"
+        ))
+    }
+
+    /// An alarm about `environment` (of `project`, or of any project with that environment):
+    /// a firing alarm aborts a running canary, or rolls back a release in its bake. Returns what
+    /// it did, per environment.
+    pub async fn alarm(
+        &self,
+        project: Option<&str>,
+        environment: &str,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        let envs: Vec<Arc<Env>> = self
+            .envs
+            .lock()
+            .expect("envs")
+            .values()
+            .filter(|e| e.name == environment && project.is_none_or(|p| p == e.project))
+            .cloned()
+            .collect();
+        if envs.is_empty() {
+            return Err(DeployError::NotFound(format!(
+                "no environment `{environment}` runs on this server"
+            )));
+        }
+        for env in envs {
+            let sent_to_canary = {
+                let slot = env.canary.lock().expect("canary");
+                slot.as_ref()
+                    .is_some_and(|h| h.tx.send(Msg::Alarm(name.to_string())).is_ok())
+            };
+            let what = if sent_to_canary {
+                "aborting the canary"
+            } else if env.alarms.send(name.to_string()).is_ok() {
+                "rolling back the release in its bake"
+            } else {
+                "nothing to roll back (no canary and no bake in progress); recorded"
+            };
+            let history = self.store.releases(&env.project, &env.name).await?;
+            if let Some(live) = gantry_engine::release::live(&history) {
+                let _ = self
+                    .store
+                    .add_release_event(
+                        live.id,
+                        "alarm",
+                        &format!("alarm {name} firing: {what}"),
+                        now_millis(),
+                    )
+                    .await;
+            }
+            done.push(format!("{}/{}: {what}", env.project, env.name));
+        }
+        Ok(done)
+    }
+
+    /// What every environment's router measured per release: (project, environment, traffic).
+    pub fn router_traffic(&self) -> Vec<(String, String, super::ReleaseTraffic)> {
+        let envs: Vec<Arc<Env>> = self.envs.lock().expect("envs").values().cloned().collect();
+        let now = now_millis();
+        let mut out = Vec::new();
+        for env in envs {
+            let Some(router) = env.router() else { continue };
+            let t = router.table();
+            let sides = [
+                ("stable", t.stable.clone()),
+                ("canary", t.canary.as_ref().map(|c| c.backend.clone())),
+                ("fallback", t.fallback.clone()),
+            ];
+            let mut seen = Vec::new();
+            for (role, backend) in sides {
+                let Some(b) = backend else { continue };
+                if seen.contains(&b.release) {
+                    continue;
+                }
+                seen.push(b.release);
+                let (total_requests, total_errors) = b.stats.totals();
+                out.push((
+                    env.project.clone(),
+                    env.name.clone(),
+                    super::ReleaseTraffic {
+                        release: b.release,
+                        role: role.to_string(),
+                        last_minute: b.stats.window(now - 60_000, now).into(),
+                        total_requests,
+                        total_errors,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    pub(super) fn canary_view(&self, env: &Env) -> Option<CanaryView> {
+        env.canary
+            .lock()
+            .expect("canary")
+            .as_ref()
+            .map(|h| h.view.lock().expect("view").clone())
+    }
+}

@@ -1,0 +1,175 @@
+//! Per-release measurements the router takes: requests, 5xx answers (and requests the release
+//! did not answer), and a latency histogram, in one-second buckets over the last ten minutes.
+//! Canary analysis reads a window of them (since a step began); `gantry status` and `/metrics`
+//! read the last minute and the totals.
+
+use gantry_engine::canary::Window;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Seconds of history kept.
+const SECONDS: usize = 600;
+/// Latency bucket bounds grow by 25% from 100 µs: bucket `i` holds latencies below
+/// `100 µs × 1.25^(i+1)`; the last bucket holds everything slower (over ~1 hour is not measured
+/// apart).
+const BUCKETS: usize = 64;
+
+fn bucket_of(micros: u64) -> usize {
+    let mut bound = 100.0f64;
+    for i in 0..BUCKETS - 1 {
+        bound *= 1.25;
+        if (micros as f64) < bound {
+            return i;
+        }
+    }
+    BUCKETS - 1
+}
+
+/// The upper bound of bucket `i`, in milliseconds.
+fn bucket_bound_ms(i: usize) -> f64 {
+    0.1 * 1.25f64.powi(i as i32 + 1)
+}
+
+#[derive(Clone)]
+struct Second {
+    at: u64,
+    requests: u64,
+    errors: u64,
+    latency: [u32; BUCKETS],
+}
+
+impl Second {
+    const EMPTY: Second = Second {
+        at: u64::MAX,
+        requests: 0,
+        errors: 0,
+        latency: [0; BUCKETS],
+    };
+}
+
+pub struct Stats {
+    seconds: Mutex<Vec<Second>>,
+    total_requests: AtomicU64,
+    total_errors: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            seconds: Mutex::new(vec![Second::EMPTY; SECONDS]),
+            total_requests: AtomicU64::new(0),
+            total_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Stats {
+    /// One request answered (or not) at `now_ms` after `latency_us`.
+    pub fn record(&self, now_ms: i64, latency_us: u64, error: bool) {
+        self.total_requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.total_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let sec = (now_ms.max(0) / 1000) as u64;
+        let mut seconds = self.seconds.lock().expect("stats");
+        let slot = &mut seconds[(sec as usize) % SECONDS];
+        if slot.at != sec {
+            *slot = Second::EMPTY;
+            slot.at = sec;
+        }
+        slot.requests += 1;
+        if error {
+            slot.errors += 1;
+        }
+        slot.latency[bucket_of(latency_us)] += 1;
+    }
+
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.total_requests.load(Ordering::Relaxed),
+            self.total_errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// What happened from `since_ms` to `now_ms` (whole seconds; at most the last ten minutes).
+    pub fn window(&self, since_ms: i64, now_ms: i64) -> Window {
+        let (from, to) = (
+            (since_ms.max(0) / 1000) as u64,
+            (now_ms.max(0) / 1000) as u64,
+        );
+        let seconds = self.seconds.lock().expect("stats");
+        let mut w = Window::default();
+        let mut hist = [0u64; BUCKETS];
+        for s in seconds
+            .iter()
+            .filter(|s| s.at != u64::MAX && s.at >= from && s.at <= to)
+        {
+            w.requests += s.requests;
+            w.errors += s.errors;
+            for (h, n) in hist.iter_mut().zip(s.latency.iter()) {
+                *h += u64::from(*n);
+            }
+        }
+        drop(seconds);
+        let quantile = |q: f64| -> Option<f64> {
+            let total: u64 = hist.iter().sum();
+            if total == 0 {
+                return None;
+            }
+            let want = ((total as f64) * q).ceil() as u64;
+            let mut seen = 0;
+            for (i, n) in hist.iter().enumerate() {
+                seen += n;
+                if seen >= want {
+                    return Some(bucket_bound_ms(i));
+                }
+            }
+            Some(bucket_bound_ms(BUCKETS - 1))
+        };
+        w.p50_ms = quantile(0.50);
+        w.p90_ms = quantile(0.90);
+        w.p99_ms = quantile(0.99);
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_count_and_rank_latencies() {
+        let s = Stats::default();
+        for i in 0..98 {
+            s.record(10_000 + i, 5_000, false); // 5 ms
+        }
+        s.record(10_500, 500_000, true); // 500 ms, an error
+        s.record(10_600, 500_000, false);
+        let w = s.window(10_000, 10_999);
+        assert_eq!((w.requests, w.errors), (100, 1));
+        let p50 = w.p50_ms.unwrap();
+        assert!((5.0..=6.25).contains(&p50), "{p50}");
+        let p99 = w.p99_ms.unwrap();
+        assert!((500.0..=625.0).contains(&p99), "{p99}");
+        // Outside the window: nothing.
+        assert_eq!(s.window(12_000, 13_000).requests, 0);
+        assert_eq!(s.totals(), (100, 1));
+    }
+
+    #[test]
+    fn old_seconds_are_reused_not_added() {
+        let s = Stats::default();
+        s.record(1_000, 1_000, false);
+        s.record(1_000 + SECONDS as i64 * 1000, 1_000, false);
+        assert_eq!(
+            s.window(0, 2_000).requests,
+            0,
+            "the old second was overwritten"
+        );
+        assert_eq!(
+            s.window(SECONDS as i64 * 1000, SECONDS as i64 * 1000 + 1_000)
+                .requests,
+            1
+        );
+    }
+}
