@@ -47,6 +47,18 @@ pub async fn releases(
     Ok(Json(state.control.releases(&project, &environment).await?))
 }
 
+pub async fn diagnosis(
+    State(state): State<AppState>,
+    Path((project, environment)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        state
+            .control
+            .release_diagnosis(&project, &environment)
+            .await?,
+    ))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployBody {

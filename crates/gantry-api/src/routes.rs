@@ -172,6 +172,12 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "Releases of an environment with their history, newest first",
     ),
     route(
+        "GET",
+        "/api/projects/{project}/environments/{environment}/diagnosis",
+        Token(Role::Viewer),
+        "Why the environment's latest failed release failed: category, evidence (health checks, crash output, canary numbers), fix, what changed",
+    ),
+    route(
         "POST",
         "/api/projects/{project}/environments/{environment}/deploy",
         Token(Role::Deployer),
@@ -242,6 +248,9 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         }
         ("GET", "/api/projects/{project}/environments/{environment}/releases") => {
             get(crate::environments::releases)
+        }
+        ("GET", "/api/projects/{project}/environments/{environment}/diagnosis") => {
+            get(crate::environments::diagnosis)
         }
         ("POST", "/api/projects/{project}/environments/{environment}/deploy") => {
             post(crate::environments::deploy)

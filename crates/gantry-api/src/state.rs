@@ -127,6 +127,12 @@ pub trait Control: Send + Sync {
         environment: &str,
         name: &str,
     ) -> Result<serde_json::Value, ApiError>;
+    /// Why the latest failed release of the environment failed (`gantry why ENV --json`).
+    async fn release_diagnosis(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<serde_json::Value, ApiError>;
     /// What environments' routers measured, for `/metrics`.
     fn router_samples(&self) -> Vec<RouterSample> {
         Vec::new()

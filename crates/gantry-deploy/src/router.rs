@@ -46,6 +46,7 @@ pub const FORCE_HEADER: &str = "x-gantry-release";
 pub struct Backend {
     pub release: i64,
     pub addr: SocketAddr,
+    authority: hyper::http::uri::Authority,
     /// Requests sent to it whose response has not ended yet.
     inflight: AtomicUsize,
     pub stats: Stats,
@@ -62,6 +63,10 @@ impl Backend {
         Arc::new(Self {
             release,
             addr,
+            authority: addr
+                .to_string()
+                .parse()
+                .expect("a socket address is a valid authority"),
             inflight: AtomicUsize::new(0),
             stats: Stats::default(),
         })
@@ -202,6 +207,8 @@ pub struct Router {
     client: Client<HttpConnector, Body>,
     counter: AtomicU64,
     stop: watch::Sender<bool>,
+    /// Measure every answer per backend (off only to measure what measuring costs).
+    measure: bool,
 }
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -218,6 +225,11 @@ const HOP_BY_HOP: [&str; 8] = [
 impl Router {
     /// Binds `listen` and starts serving (with an empty table: 503 until a release is routed).
     pub async fn start(listen: SocketAddr) -> anyhow::Result<Arc<Self>> {
+        Self::start_with(listen, true).await
+    }
+
+    /// [`Router::start`], choosing whether answers are measured.
+    pub async fn start_with(listen: SocketAddr, measure: bool) -> anyhow::Result<Arc<Self>> {
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             anyhow::anyhow!("the router cannot listen on {listen}: {e} (is another process using it? change `router.listen`)")
         })?;
@@ -234,6 +246,7 @@ impl Router {
             client,
             counter: AtomicU64::new(0),
             stop: watch::channel(false).0,
+            measure,
         });
         tokio::spawn(accept_loop(router.clone(), listener));
         Ok(router)
@@ -280,11 +293,6 @@ impl Router {
                 .headers
                 .insert(HeaderName::from_static("x-forwarded-for"), v);
         }
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
         // A request without a body can be sent again to the fallback when the backend is down:
         // any such request if the connection was refused (the backend never saw it), and an
         // idempotent one (GET, HEAD, OPTIONS) if no answer came (the backend died under it).
@@ -297,8 +305,9 @@ impl Router {
             parts.method,
             hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
         );
-        let retry_parts = replayable.then(|| parts.clone());
-        let first = self.send(&backend, parts, &path, body.boxed()).await;
+        // Copied only when there is somewhere to resend it.
+        let retry_parts = (replayable && table.fallback.is_some()).then(|| parts.clone());
+        let first = self.send(&backend, parts, body.boxed()).await;
         match first {
             Ok(resp) => resp,
             Err((connect_failed, e)) => {
@@ -309,7 +318,7 @@ impl Router {
                     let empty = Empty::<Bytes>::new()
                         .map_err(|never| match never {})
                         .boxed();
-                    if let Ok(resp) = self.send(fallback, parts, &path, empty).await {
+                    if let Ok(resp) = self.send(fallback, parts, empty).await {
                         return resp;
                     }
                 }
@@ -329,23 +338,30 @@ impl Router {
         &self,
         backend: &Arc<Backend>,
         mut parts: hyper::http::request::Parts,
-        path: &str,
         body: Body,
     ) -> Result<Response<Body>, (bool, String)> {
-        let uri = format!("http://{}{}", backend.addr, path);
-        parts.uri = uri.parse().map_err(|e| (false, format!("{e}")))?;
+        // The same path and query, to the backend's address (its authority is made once).
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        uri.authority = Some(backend.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = hyper::Uri::from_parts(uri).map_err(|e| (false, format!("{e}")))?;
         backend.inflight.fetch_add(1, Ordering::AcqRel);
         let guard = Inflight(backend.clone());
         let started = std::time::Instant::now();
         let result = self.client.request(Request::from_parts(parts, body)).await;
-        let error = result
-            .as_ref()
-            .map_or(true, |r| r.status().is_server_error());
-        backend.stats.record(
-            gantry_engine::ports::now_millis(),
-            started.elapsed().as_micros() as u64,
-            error,
-        );
+        if self.measure {
+            let error = result
+                .as_ref()
+                .map_or(true, |r| r.status().is_server_error());
+            backend.stats.record(
+                gantry_engine::ports::now_millis(),
+                started.elapsed().as_micros() as u64,
+                error,
+            );
+        }
         match result {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();

@@ -6,6 +6,7 @@ mod check;
 mod demo;
 pub mod deploy;
 pub mod remote;
+mod route;
 pub mod run;
 mod runs;
 pub mod serve;
@@ -81,6 +82,9 @@ pub enum Command {
     Releases(deploy::ReleasesArgs),
     /// Show environments: live and previous release, health, uptime
     Status(deploy::StatusArgs),
+    /// gantry's router alone in front of two backends (for benchmarks)
+    #[command(hide = true)]
+    Route(route::RouteArgs),
     /// Explain why a run failed: category, evidence, fix, and what changed since the last good run
     Why(why::WhyArgs),
 }
@@ -142,6 +146,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => block_on(deploy::canary("resume", args, cli.server, cli.data_dir)),
         Command::Releases(args) => block_on(deploy::releases(args, cli.server, cli.data_dir)),
         Command::Status(args) => block_on(deploy::status(args, cli.server, cli.data_dir)),
+        Command::Route(args) => block_on(route::route(args)),
         Command::Why(args) => block_on(why::why(args, cli.server, cli.data_dir)),
     };
     match result {

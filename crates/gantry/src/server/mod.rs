@@ -417,6 +417,33 @@ impl Control for Server {
         Ok(serde_json::json!(acted))
     }
 
+    async fn release_diagnosis(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let release = crate::why::latest_failed_release(&*self.store, project, environment)
+            .await?
+            .ok_or_else(|| {
+                ApiError::conflict(format!(
+                    "{project}/{environment} has no failed release to explain"
+                ))
+            })?;
+        let repo = match release.run_id {
+            Some(id) => match self.store.run_detail(id).await? {
+                Some(d) => self
+                    .mirror(&d.run.project)
+                    .or_else(|| Repo::open(std::path::Path::new(&d.run.repo)).ok()),
+                None => None,
+            },
+            None => None,
+        };
+        let rules = crate::why::load_rules(self.config.why_rules.as_deref())?;
+        let report =
+            crate::why::diagnose_release(&*self.store, repo.as_ref(), release, rules).await?;
+        Ok(serde_json::to_value(report).map_err(anyhow::Error::from)?)
+    }
+
     fn router_samples(&self) -> Vec<gantry_api::RouterSample> {
         let Some(manager) = self.deploys.get() else {
             return Vec::new();

@@ -181,6 +181,17 @@ fn a_canary_answering_5xx_is_aborted_and_stable_is_untouched() {
         get_with(&env.router(), &[("X-User", "alice")]).unwrap().1,
         "1"
     );
+    // `gantry why production`, and the API, say it was the canary's numbers.
+    let out = env.gantry(&["why", "production"]);
+    assert!(out.stdout.contains("canary-analysis:"), "{out}");
+    assert!(out.stdout.contains("5xx rate"), "{out}");
+    let r = env.server.api(
+        "GET",
+        "/api/projects/hello/environments/production/diagnosis",
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["diagnosis"]["category"], "canary-analysis");
 }
 
 #[test]

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Benchmark of gantry's router as a canary splitter (issue 6), all on 127.0.0.1, interleaved in
+one run, the same backends for everyone: two nginx server blocks serving a small file
+("stable" and "canary", each with its own access log).
+
+  direct          wrk -> the stable backend
+  haproxy 90/10   wrk -> HAProxy (two servers weighted 90/10, http-reuse always) -> backends
+  nginx 90/10     wrk -> nginx (split_clients on $request_id, upstream keep-alive) -> backends
+  gantry 90/10    wrk -> `gantry route` (the router deployments use, share 10%) -> backends
+  gantry no-stats the same with per-release measuring off (what measuring costs)
+
+(a) throughput: wrk -t2 -c50 for --seconds, 3 rounds, median requests/s and its ratio to direct;
+(b) latency: wrk -t1 -c1 --latency, median of the rounds' p50, and the latency each proxy adds
+    over direct;
+(c) the canary's share over >= 100,000 requests through gantry at 10%, counted in the backends'
+    access logs;
+(d) errors under load across 20 share changes (10% <-> 90%) through gantry.
+
+Needs: `cargo build --release`, Debian's nginx-light (or nginx), haproxy, wrk.
+Usage: bench/router.py [--gantry target/release/gantry] [--seconds 5] [--rounds 3]
+"""
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, limit=20):
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def wrk(port, conns, threads, seconds, latency=False):
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s"]
+    if latency:
+        cmd.append("--latency")
+    cmd.append(f"http://127.0.0.1:{port}/")
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    p50 = None
+    m = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if m:
+        p50 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    return rps, p50, requests, errors, out
+
+
+BACKENDS = """daemon on;
+user root;
+worker_processes 1;
+pid {dir}/backends.pid;
+error_log {dir}/backends.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  open_file_cache max=10;
+  keepalive_requests 1000000;
+  log_format tiny "$status";
+  server {{ listen 127.0.0.1:{stable}; root {dir}/www; access_log {dir}/stable.log tiny buffer=64k; location / {{ try_files /index.html =404; }} }}
+  server {{ listen 127.0.0.1:{canary}; root {dir}/www; access_log {dir}/canary.log tiny buffer=64k; location / {{ try_files /index.html =404; }} }}
+}}
+"""
+
+SPLIT = """daemon on;
+user root;
+worker_processes auto;
+pid {dir}/split.pid;
+error_log {dir}/split.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream stable {{ server 127.0.0.1:{stable}; keepalive 64; }}
+  upstream canary {{ server 127.0.0.1:{canary}; keepalive 64; }}
+  split_clients "${{request_id}}" $pool {{ 10% canary; * stable; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://$pool; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+
+HAPROXY = """global
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{port}
+  default_backend b
+backend b
+  balance roundrobin
+  server stable 127.0.0.1:{stable} weight 90
+  server canary 127.0.0.1:{canary} weight 10
+"""
+
+
+def count_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gantry", default=os.path.join(ROOT, "target", "release", "gantry"))
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    for tool in ("nginx", "haproxy", "wrk"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install nginx-light haproxy wrk")
+    d = tempfile.mkdtemp(prefix="gantry-bench-router-")
+    procs = []
+    nginx_confs = []
+    try:
+        os.makedirs(os.path.join(d, "www"))
+        with open(os.path.join(d, "www", "index.html"), "w") as f:
+            f.write("hello from the backend\n" * 4)
+        stable, canary = free_port(), free_port()
+        ports = {name: free_port() for name in ("haproxy", "nginx", "gantry", "gantry-nostats")}
+        conf = os.path.join(d, "backends.conf")
+        with open(conf, "w") as f:
+            f.write(BACKENDS.format(dir=d, stable=stable, canary=canary))
+        subprocess.run(["nginx", "-p", d, "-c", conf], check=True)
+        nginx_confs.append(conf)
+        split = os.path.join(d, "split.conf")
+        with open(split, "w") as f:
+            f.write(SPLIT.format(dir=d, stable=stable, canary=canary, port=ports["nginx"]))
+        subprocess.run(["nginx", "-p", d, "-c", split], check=True)
+        nginx_confs.append(split)
+        hcfg = os.path.join(d, "haproxy.cfg")
+        with open(hcfg, "w") as f:
+            f.write(HAPROXY.format(stable=stable, canary=canary, port=ports["haproxy"]))
+        procs.append(subprocess.Popen(["haproxy", "-f", hcfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        gantry = subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry']}",
+                                   "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
+                                   "--share", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(gantry)
+        procs.append(subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry-nostats']}",
+                                       "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
+                                       "--share", "10", "--no-stats"], stdout=subprocess.DEVNULL))
+        for p in [stable, canary, *ports.values()]:
+            wait_port(p)
+
+        targets = [("direct", stable), ("haproxy 90/10", ports["haproxy"]), ("nginx 90/10", ports["nginx"]),
+                   ("gantry 90/10", ports["gantry"]), ("gantry no-stats", ports["gantry-nostats"])]
+        rps = {n: [] for n, _ in targets}
+        lat = {n: [] for n, _ in targets}
+        for _ in range(args.rounds):
+            for name, port in targets:
+                r, _, _, e, _ = wrk(port, 50, 2, args.seconds)
+                if e:
+                    print(f"    ({name}: {e} errors in a throughput round)")
+                rps[name].append(r)
+            for name, port in targets:
+                _, p50, _, _, _ = wrk(port, 1, 1, args.seconds, latency=True)
+                lat[name].append(p50)
+        direct_rps = statistics.median(rps["direct"])
+        direct_p50 = statistics.median(lat["direct"])
+        print(f"(a, b) {args.rounds} interleaved rounds of {args.seconds}s: wrk -t2 -c50 (throughput), wrk -t1 -c1 (latency)")
+        print(f"    {'':<16} {'req/s':>10} {'ratio':>7}   {'p50 ms':>8} {'added ms':>9}")
+        added = {}
+        for name, _ in targets:
+            r = statistics.median(rps[name])
+            p = statistics.median(lat[name])
+            added[name] = p - direct_p50
+            print(f"    {name:<16} {r:>10.0f} {r / direct_rps:>7.2f}   {p:>8.3f} {added[name]:>9.3f}")
+        ha = added["haproxy 90/10"]
+        print(f"    gantry's added latency / haproxy's: {added['gantry 90/10'] / ha:.2f}" if ha > 0 else "    haproxy added no measurable latency")
+        cost = 1 - statistics.median(rps["gantry 90/10"]) / statistics.median(rps["gantry no-stats"])
+        print(f"    measuring per release costs {cost * 100:.1f}% of gantry's throughput")
+
+        # (c) the share, counted at the backends (their buffered logs flushed first).
+        subprocess.run(["nginx", "-p", d, "-c", conf, "-s", "reopen"], check=True)
+        time.sleep(1)
+        s0, c0 = count_lines(os.path.join(d, "stable.log")), count_lines(os.path.join(d, "canary.log"))
+        total = 0
+        while total < 100_000:
+            wrk(ports["gantry"], 50, 2, args.seconds)
+            time.sleep(1.5)  # nginx flushes buffered access logs
+            subprocess.run(["nginx", "-p", d, "-c", conf, "-s", "reopen"], check=True)
+            time.sleep(0.5)
+            s1, c1 = count_lines(os.path.join(d, "stable.log")), count_lines(os.path.join(d, "canary.log"))
+            total = (s1 - s0) + (c1 - c0)
+        share = (c1 - c0) / total * 100
+        print(f"(c) canary share through gantry at 10%: {share:.2f}% of {total} requests counted at the backends (off by {abs(share - 10):.2f} points)")
+
+        # (d) errors across 20 share changes under load.
+        load = subprocess.Popen(["wrk", "-t2", "-c50", "-d15s", f"http://127.0.0.1:{ports['gantry']}/"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(2)
+        gantry.stdout.readline()  # "listening ..."
+        for i in range(20):
+            gantry.stdin.write(f"share {90 if i % 2 == 0 else 10}\n")
+            gantry.stdin.flush()
+            answer = gantry.stdout.readline().strip()
+            assert answer.startswith("ok"), answer
+            time.sleep(0.5)
+        out, _ = load.communicate(timeout=60)
+        errors = 0
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if m:
+            errors += sum(int(x) for x in m.groups())
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if m:
+            errors += int(m.group(1))
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        print(f"(d) 20 share changes under wrk -t2 -c50 through gantry: {requests} requests, {errors} errors")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for c in nginx_confs:
+            subprocess.run(["nginx", "-p", d, "-c", c, "-s", "stop"], stderr=subprocess.DEVNULL)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
