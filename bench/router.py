@@ -9,7 +9,8 @@ one run, the same backends for everyone: two nginx server blocks serving a small
   gantry 90/10    wrk -> `gantry route` (the router deployments use, share 10%) -> backends
   gantry no-stats the same with per-release measuring off (what measuring costs)
 
-(a) throughput: wrk -t2 -c50 for --seconds, 3 rounds, median requests/s and its ratio to direct;
+(a) throughput: wrk -t2 -c50 for --seconds, --rounds rounds (every other one in reverse order),
+    median requests/s and its ratio to direct;
 (b) latency: wrk -t1 -c1 --latency, median of the rounds' p50, and the latency each proxy adds
     over direct;
 (c) the canary's share over >= 100,000 requests through gantry at 10%, counted in the backends'
@@ -181,13 +182,15 @@ def main():
                    ("gantry 90/10", ports["gantry"]), ("gantry no-stats", ports["gantry-nostats"])]
         rps = {n: [] for n, _ in targets}
         lat = {n: [] for n, _ in targets}
-        for _ in range(args.rounds):
-            for name, port in targets:
+        for round_no in range(args.rounds):
+            # Every other round in reverse order, so no target always runs right after another.
+            order = targets if round_no % 2 == 0 else list(reversed(targets))
+            for name, port in order:
                 r, _, _, e, _ = wrk(port, 50, 2, args.seconds)
                 if e:
                     print(f"    ({name}: {e} errors in a throughput round)")
                 rps[name].append(r)
-            for name, port in targets:
+            for name, port in order:
                 _, p50, _, _, _ = wrk(port, 1, 1, args.seconds, latency=True)
                 lat[name].append(p50)
         direct_rps = statistics.median(rps["direct"])

@@ -29,7 +29,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -204,8 +204,8 @@ impl RouteTable {
 pub struct Router {
     pub addr: SocketAddr,
     table: ArcSwap<RouteTable>,
-    client: Client<HttpConnector, Body>,
-    counter: AtomicU64,
+    /// Client connections open now (a stopping router waits for them, bounded).
+    connections: AtomicUsize,
     stop: watch::Sender<bool>,
     /// Measure every answer per backend (off only to measure what measuring costs).
     measure: bool,
@@ -229,26 +229,53 @@ impl Router {
     }
 
     /// [`Router::start`], choosing whether answers are measured.
+    ///
+    /// The router runs on threads of its own, one per core (at most 4), each a single-threaded
+    /// runtime with its own listening socket (`SO_REUSEPORT`: the kernel spreads connections)
+    /// and its own pool of connections to the releases: a request, its upstream connection and
+    /// its answer stay on one thread, without cross-thread wake-ups.
     pub async fn start_with(listen: SocketAddr, measure: bool) -> anyhow::Result<Arc<Self>> {
-        let listener = TcpListener::bind(listen).await.map_err(|e| {
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4);
+        let first = bind(listen).map_err(|e| {
             anyhow::anyhow!("the router cannot listen on {listen}: {e} (is another process using it? change `router.listen`)")
         })?;
-        let addr = listener.local_addr()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..threads {
+            listeners.push(bind(addr)?);
+        }
         let router = Arc::new(Self {
             addr,
             table: ArcSwap::from_pointee(RouteTable::default()),
-            client,
-            counter: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
             stop: watch::channel(false).0,
             measure,
         });
-        tokio::spawn(accept_loop(router.clone(), listener));
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let router = router.clone();
+            std::thread::Builder::new()
+                .name(format!("gantry-router-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the router could not start a runtime");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(l) => accept_loop(router, l).await,
+                            Err(e) => tracing::error!(error = %e, "the router could not listen"),
+                        }
+                    });
+                })?;
+        }
         Ok(router)
     }
 
@@ -266,9 +293,23 @@ impl Router {
         let _ = self.stop.send(true);
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        client: &Client<HttpConnector, Body>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let table = self.table.load_full();
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Per thread: no counter shared between router threads on the request path; each
+        // thread's sequence is spread evenly on its own.
+        thread_local! {
+            static COUNTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        }
+        let n = COUNTER.with(|c| {
+            let n = c.get();
+            c.set(n.wrapping_add(1));
+            n
+        });
         let Some(backend) = table.choose(req.headers(), n).cloned() else {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -307,7 +348,7 @@ impl Router {
         );
         // Copied only when there is somewhere to resend it.
         let retry_parts = (replayable && table.fallback.is_some()).then(|| parts.clone());
-        let first = self.send(&backend, parts, body.boxed()).await;
+        let first = self.send(client, &backend, parts, body.boxed()).await;
         match first {
             Ok(resp) => resp,
             Err((connect_failed, e)) => {
@@ -318,7 +359,7 @@ impl Router {
                     let empty = Empty::<Bytes>::new()
                         .map_err(|never| match never {})
                         .boxed();
-                    if let Ok(resp) = self.send(fallback, parts, empty).await {
+                    if let Ok(resp) = self.send(client, fallback, parts, empty).await {
                         return resp;
                     }
                 }
@@ -336,6 +377,7 @@ impl Router {
     /// Sends one request to `backend`; `Err((connect_failed, error))` when no response came.
     async fn send(
         &self,
+        client: &Client<HttpConnector, Body>,
         backend: &Arc<Backend>,
         mut parts: hyper::http::request::Parts,
         body: Body,
@@ -351,7 +393,7 @@ impl Router {
         backend.inflight.fetch_add(1, Ordering::AcqRel);
         let guard = Inflight(backend.clone());
         let started = std::time::Instant::now();
-        let result = self.client.request(Request::from_parts(parts, body)).await;
+        let result = client.request(Request::from_parts(parts, body)).await;
         if self.measure {
             let error = result
                 .as_ref()
@@ -415,7 +457,28 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     resp
 }
 
+/// A listening socket with `SO_REUSEPORT`, so each router thread can have its own. Called
+/// within a runtime.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    // Registered with the caller's runtime only for a moment: each router thread takes it over.
+    socket.listen(1024)?.into_std()
+}
+
+/// One router thread: accepts connections and serves them, with its own upstream pool.
 async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector);
     let mut stop = router.stop.subscribe();
     loop {
         let (stream, peer) = tokio::select! {
@@ -427,16 +490,18 @@ async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let client = client.clone();
         let mut stop = router.stop.subscribe();
+        router.connections.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             let r = router.clone();
             let service = hyper::service::service_fn(move |req| {
-                let r = r.clone();
-                async move { Ok::<_, std::convert::Infallible>(r.handle(req, peer).await) }
+                let (r, client) = (r.clone(), client.clone());
+                async move { Ok::<_, std::convert::Infallible>(r.handle(&client, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -449,7 +514,15 @@ async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
                     let _ = conn.await;
                 }
             }
+            router.connections.fetch_sub(1, Ordering::AcqRel);
         });
+    }
+    // Stopped: let open connections finish their current request (bounded), then end the thread.
+    for _ in 0..100 {
+        if router.connections.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -47,31 +47,58 @@ impl Second {
     };
 }
 
-pub struct Stats {
+/// Router threads record into shards of their own (no lock shared between threads on the
+/// request path); reading a window merges them.
+const SHARDS: usize = 4;
+
+struct Shard {
     seconds: Mutex<Vec<Second>>,
     total_requests: AtomicU64,
     total_errors: AtomicU64,
 }
 
+pub struct Stats {
+    shards: Vec<Shard>,
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Self {
-            seconds: Mutex::new(vec![Second::EMPTY; SECONDS]),
-            total_requests: AtomicU64::new(0),
-            total_errors: AtomicU64::new(0),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    seconds: Mutex::new(Vec::new()),
+                    total_requests: AtomicU64::new(0),
+                    total_errors: AtomicU64::new(0),
+                })
+                .collect(),
         }
     }
+}
+
+/// This thread's shard (threads take shards in turn).
+fn shard_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
 }
 
 impl Stats {
     /// One request answered (or not) at `now_ms` after `latency_us`.
     pub fn record(&self, now_ms: i64, latency_us: u64, error: bool) {
-        self.total_requests.fetch_add(1, Ordering::Relaxed);
+        let shard = &self.shards[shard_index()];
+        shard.total_requests.fetch_add(1, Ordering::Relaxed);
         if error {
-            self.total_errors.fetch_add(1, Ordering::Relaxed);
+            shard.total_errors.fetch_add(1, Ordering::Relaxed);
         }
         let sec = (now_ms.max(0) / 1000) as u64;
-        let mut seconds = self.seconds.lock().expect("stats");
+        let mut seconds = shard.seconds.lock().expect("stats");
+        if seconds.is_empty() {
+            // Made on first use: a shard no thread records into costs nothing.
+            seconds.resize(SECONDS, Second::EMPTY);
+        }
         let slot = &mut seconds[(sec as usize) % SECONDS];
         if slot.at != sec {
             *slot = Second::EMPTY;
@@ -85,10 +112,12 @@ impl Stats {
     }
 
     pub fn totals(&self) -> (u64, u64) {
-        (
-            self.total_requests.load(Ordering::Relaxed),
-            self.total_errors.load(Ordering::Relaxed),
-        )
+        self.shards.iter().fold((0, 0), |(r, e), s| {
+            (
+                r + s.total_requests.load(Ordering::Relaxed),
+                e + s.total_errors.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// What happened from `since_ms` to `now_ms` (whole seconds; at most the last ten minutes).
@@ -97,20 +126,21 @@ impl Stats {
             (since_ms.max(0) / 1000) as u64,
             (now_ms.max(0) / 1000) as u64,
         );
-        let seconds = self.seconds.lock().expect("stats");
         let mut w = Window::default();
         let mut hist = [0u64; BUCKETS];
-        for s in seconds
-            .iter()
-            .filter(|s| s.at != u64::MAX && s.at >= from && s.at <= to)
-        {
-            w.requests += s.requests;
-            w.errors += s.errors;
-            for (h, n) in hist.iter_mut().zip(s.latency.iter()) {
-                *h += u64::from(*n);
+        for shard in &self.shards {
+            let seconds = shard.seconds.lock().expect("stats");
+            for s in seconds
+                .iter()
+                .filter(|s| s.at != u64::MAX && s.at >= from && s.at <= to)
+            {
+                w.requests += s.requests;
+                w.errors += s.errors;
+                for (h, n) in hist.iter_mut().zip(s.latency.iter()) {
+                    *h += u64::from(*n);
+                }
             }
         }
-        drop(seconds);
         let quantile = |q: f64| -> Option<f64> {
             let total: u64 = hist.iter().sum();
             if total == 0 {

@@ -72,9 +72,20 @@ http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
 }
 
 fn moto() -> Option<(Helper, u16)> {
+    moto_with(&[])
+}
+
+/// moto_server with its IAM checks on after the first two requests (which create a user and
+/// its key), so a user without a policy gets AccessDenied, as on AWS.
+fn moto_with_auth() -> Option<(Helper, u16)> {
+    moto_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "2")])
+}
+
+fn moto_with(env: &[(&str, &str)]) -> Option<(Helper, u16)> {
     let port = free_port();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -459,6 +470,16 @@ fn the_corpus_is_diagnosed_at_least_95_percent_right() {
         };
         cases.push(real("s3-no-such-key", "expired", &py("s3 = boto3.client('s3', region_name='us-east-1', **kw)\ns3.create_bucket(Bucket='gantry-why')\ns3.get_object(Bucket='gantry-why', Key='builds/app-1.2.tar.zst')")));
         cases.push(real("s3-wrong-region", "config", &py("boto3.client('s3', region_name='eu-west-1', **kw).create_bucket(Bucket='gantry-why-eu')")));
+    }
+    let moto_auth = moto_with_auth();
+    if let Some((_, aport)) = &moto_auth {
+        cases.push(real(
+            "s3-access-denied",
+            "permission",
+            &format!(
+                "python3 - <<'EOF'\nimport boto3\nurl = 'http://127.0.0.1:{aport}'\niam = boto3.client('iam', endpoint_url=url, region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\niam.create_user(UserName='ci')\nkey = iam.create_access_key(UserName='ci')['AccessKey']\ns3 = boto3.client('s3', endpoint_url=url, region_name='us-east-1', aws_access_key_id=key['AccessKeyId'], aws_secret_access_key=key['SecretAccessKey'])\ns3.put_object(Bucket='releases', Key='app.tar.zst', Body=b'x')\nEOF"
+            ),
+        ));
     } else {
         panic!("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
     }
