@@ -20,21 +20,95 @@
 use crate::stats::Stats;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+/// What the router answers with: a release's body (holding its in-flight count until it has
+/// been sent or dropped), or a short text of its own. No allocation per request.
+pub enum OutBody {
+    Upstream { body: Incoming, _guard: Inflight },
+    Text(Full<Bytes>),
+}
+
+impl hyper::body::Body for OutBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            OutBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            OutBody::Text(text) => Pin::new(text)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OutBody::Upstream { body, .. } => body.is_end_stream(),
+            OutBody::Text(text) => text.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            OutBody::Upstream { body, .. } => body.size_hint(),
+            OutBody::Text(text) => text.size_hint(),
+        }
+    }
+}
+
+/// What the router sends a release: the client's body, or nothing (a resent request).
+pub enum InBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl hyper::body::Body for InBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            InBody::Client(body) => Pin::new(body).poll_frame(cx),
+            InBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            InBody::Client(body) => body.is_end_stream(),
+            InBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            InBody::Client(body) => body.size_hint(),
+            InBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// Shares are in basis points: 10_000 is everything.
 pub const ALL: u32 = 10_000;
@@ -295,10 +369,10 @@ impl Router {
 
     async fn handle(
         self: Arc<Self>,
-        client: &Client<HttpConnector, Body>,
+        client: &Client<HttpConnector, InBody>,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Response<Body> {
+    ) -> Response<OutBody> {
         let table = self.table.load_full();
         // Per thread: no counter shared between router threads on the request path; each
         // thread's sequence is spread evenly on its own.
@@ -348,20 +422,18 @@ impl Router {
         );
         // Copied only when there is somewhere to resend it.
         let retry_parts = (replayable && table.fallback.is_some()).then(|| parts.clone());
-        let first = self.send(client, &backend, parts, body.boxed()).await;
+        let first = self
+            .send(client, &backend, parts, InBody::Client(body))
+            .await;
         match first {
             Ok(resp) => resp,
             Err((connect_failed, e)) => {
                 if (connect_failed || idempotent)
                     && let (Some(parts), Some(fallback)) = (retry_parts, table.fallback.as_ref())
                     && fallback.addr != backend.addr
+                    && let Ok(resp) = self.send(client, fallback, parts, InBody::Empty).await
                 {
-                    let empty = Empty::<Bytes>::new()
-                        .map_err(|never| match never {})
-                        .boxed();
-                    if let Ok(resp) = self.send(client, fallback, parts, empty).await {
-                        return resp;
-                    }
+                    return resp;
                 }
                 plain(
                     StatusCode::BAD_GATEWAY,
@@ -377,11 +449,11 @@ impl Router {
     /// Sends one request to `backend`; `Err((connect_failed, error))` when no response came.
     async fn send(
         &self,
-        client: &Client<HttpConnector, Body>,
+        client: &Client<HttpConnector, InBody>,
         backend: &Arc<Backend>,
         mut parts: hyper::http::request::Parts,
-        body: Body,
-    ) -> Result<Response<Body>, (bool, String)> {
+        body: InBody,
+    ) -> Result<Response<OutBody>, (bool, String)> {
         // The same path and query, to the backend's address (its authority is made once).
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
@@ -415,13 +487,13 @@ impl Router {
                     HeaderValue::from(backend.release),
                 );
                 // The in-flight count drops when the body has been sent (or dropped).
-                let body = body
-                    .map_frame(move |f| {
-                        let _ = &guard;
-                        f
-                    })
-                    .boxed();
-                Ok(Response::from_parts(parts, body))
+                Ok(Response::from_parts(
+                    parts,
+                    OutBody::Upstream {
+                        body,
+                        _guard: guard,
+                    },
+                ))
             }
             Err(e) => {
                 drop(guard);
@@ -435,7 +507,8 @@ impl Router {
     }
 }
 
-struct Inflight(Arc<Backend>);
+/// Counts a request in flight to a backend until dropped.
+pub struct Inflight(Arc<Backend>);
 
 impl Drop for Inflight {
     fn drop(&mut self) {
@@ -443,12 +516,8 @@ impl Drop for Inflight {
     }
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(text.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+fn plain(status: StatusCode, text: &str) -> Response<OutBody> {
+    let mut resp = Response::new(OutBody::Text(Full::new(Bytes::from(text.to_string()))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -476,7 +545,7 @@ async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     connector.set_nodelay(true);
-    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
+    let client: Client<HttpConnector, InBody> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
     let mut stop = router.stop.subscribe();
