@@ -95,6 +95,39 @@ fn moto_with(env: &[(&str, &str)]) -> Option<(Helper, u16)> {
     Some((h, port))
 }
 
+/// A TLS server whose certificate expired yesterday, and curl refusing it (Python's
+/// `cryptography`, which moto brings, makes the certificate).
+const EXPIRED_CERTIFICATE: &str = r#"python3 - <<'EOF'
+import datetime, socket, ssl, threading, subprocess, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30)).not_valid_after(now - datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256()))
+open("cert.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open("key.pem", "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("cert.pem", "key.pem")
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+port = srv.getsockname()[1]
+def serve():
+    for _ in range(3):
+        c, _ = srv.accept()
+        try:
+            ctx.wrap_socket(c, server_side=True)
+        except Exception:
+            pass
+threading.Thread(target=serve, daemon=True).start()
+sys.exit(subprocess.run(["curl", "-sS", "--cacert", "cert.pem", f"https://127.0.0.1:{port}/"]).returncode)
+EOF"#;
+
 struct Real {
     name: &'static str,
     expect: &'static str,
@@ -471,6 +504,11 @@ fn the_corpus_is_diagnosed_at_least_95_percent_right() {
         cases.push(real("s3-no-such-key", "expired", &py("s3 = boto3.client('s3', region_name='us-east-1', **kw)\ns3.create_bucket(Bucket='gantry-why')\ns3.get_object(Bucket='gantry-why', Key='builds/app-1.2.tar.zst')")));
         cases.push(real("s3-wrong-region", "config", &py("boto3.client('s3', region_name='eu-west-1', **kw).create_bucket(Bucket='gantry-why-eu')")));
     }
+    cases.push(real(
+        "tls-certificate-expired",
+        "expired",
+        EXPIRED_CERTIFICATE,
+    ));
     let moto_auth = moto_with_auth();
     if let Some((_, aport)) = &moto_auth {
         cases.push(real(
