@@ -393,16 +393,19 @@ impl Checker<'_> {
                         n.on.clear();
                         for (i, item) in items.iter().enumerate() {
                             match self.string(item, &format!("{field}[{i}]")) {
-                                Some(s) if s.parse::<gantry_model::RunStatus>().is_ok() => {
+                                Some(s)
+                                    if s.parse::<gantry_model::RunStatus>().is_ok()
+                                        || s == "deploy-failed" =>
+                                {
                                     n.on.push(s)
                                 }
                                 Some(s) => {
                                     self.error(
                                         item.span(),
                                         &field,
-                                        format!("`{s}` is not a run status"),
+                                        format!("`{s}` is not a run status or `deploy-failed`"),
                                         Some(
-                                            "use succeeded, failed, cancelled or interrupted"
+                                            "use succeeded, failed, cancelled, interrupted or deploy-failed"
                                                 .into(),
                                         ),
                                     );

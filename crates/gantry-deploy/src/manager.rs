@@ -160,6 +160,8 @@ pub struct DeployManager {
     owner: String,
     envs: Mutex<HashMap<(String, String), Arc<Env>>>,
     events: mpsc::UnboundedSender<ServiceEvent>,
+    /// A release failed (deploy, bake, canary): (project, environment, release number).
+    failures: tokio::sync::broadcast::Sender<(String, String, i64)>,
 }
 
 impl DeployManager {
@@ -179,9 +181,21 @@ impl DeployManager {
             owner,
             envs: Mutex::new(HashMap::new()),
             events: tx,
+            failures: tokio::sync::broadcast::channel(64).0,
         });
         tokio::spawn(record_service_events(manager.store.clone(), rx));
         manager
+    }
+
+    /// Releases failing from now on (for notifications): (project, environment, number).
+    pub fn failures(&self) -> tokio::sync::broadcast::Receiver<(String, String, i64)> {
+        self.failures.subscribe()
+    }
+
+    fn failed(&self, r: &ReleaseRecord) {
+        let _ = self
+            .failures
+            .send((r.project.clone(), r.environment.clone(), r.number));
     }
 
     fn env(&self, project: &str, name: &str, spec: &EnvironmentSpec) -> Arc<Env> {
@@ -664,6 +678,7 @@ impl DeployManager {
         if rec.kind == ReleaseKind::Deploy {
             self.retire(env, rec).await;
         }
+        self.failed(rec);
         Ok(())
     }
 
@@ -874,6 +889,7 @@ impl DeployManager {
             ReleaseState::Failed,
         )
         .await?;
+        self.failed(bad);
         Ok(true)
     }
 

@@ -276,6 +276,7 @@ impl DeployManager {
                             )
                             .await?;
                         self.retire(env, rec).await;
+                        self.failed(rec);
                         return Ok(Err(format!(
                             "release {} was aborted as a canary; stable kept serving: {reason}",
                             rec.number

@@ -120,6 +120,7 @@ pub async fn serve_until(
         owner.name().to_string(),
     );
     let _ = server.deploys.set(deploys.clone());
+    crate::server::spawn_failure_notifications(server.clone(), &deploys);
     let lock_dir = ctx.lock_dir();
     for note in deploys
         .recover(|name| gantry_runner::owner::owner_is_gone(&lock_dir, name))

@@ -23,6 +23,29 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
 pub use poller::spawn_pollers;
+
+/// Sends failed releases to the `deploy-failed` notification webhooks, as they happen.
+pub fn spawn_failure_notifications(server: Arc<Server>, manager: &gantry_deploy::DeployManager) {
+    let mut failures = manager.failures();
+    tokio::spawn(async move {
+        loop {
+            match failures.recv().await {
+                Ok((project, environment, number)) => {
+                    tokio::spawn(notify::after_failed_release(
+                        server.clone(),
+                        project,
+                        environment,
+                        number,
+                    ));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "failed-release notifications fell behind");
+                }
+                Err(_) => break,
+            }
+        }
+    });
+}
 pub use worker::spawn_workers;
 
 pub struct Server {

@@ -809,3 +809,69 @@ fn the_previous_release_stops_after_keep_previous_running_and_rollback_starts_it
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(env.serving(), "v1");
 }
+
+#[test]
+fn a_failed_deployment_is_sent_to_the_deploy_failed_webhooks_with_its_diagnosis() {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let receiver = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        tx.send(String::from_utf8(body).unwrap()).unwrap();
+    });
+    let port_router = free_port();
+    let fx = Fixture::new(&spec("v1", port_router, "", Service::Healthy, false));
+    let server = Served::start_with_data(
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[[notify]]\nurl = \"http://127.0.0.1:{port}/hook\"\non = [\"deploy-failed\"]\n"
+        ),
+        &fx.data(),
+    );
+    assert_eq!(fx.run(&["run"]).code, 0);
+    fx.commit(
+        &spec("v2", port_router, "", Service::Unhealthy, false),
+        "v2",
+    );
+    assert_eq!(fx.run(&["run"]).code, 0);
+    assert_eq!(
+        fx.run(&["deploy", "production", "--artifact", "app", "--run", "1"])
+            .code,
+        0
+    );
+    assert_eq!(
+        fx.run(&["deploy", "production", "--artifact", "app", "--run", "2"])
+            .code,
+        1
+    );
+    let body = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a notification");
+    receiver.join().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["event"], "deploy.failed");
+    assert_eq!(v["release"]["number"], 2);
+    assert_eq!(v["diagnosis"]["category"], "health-check");
+    drop(server);
+}

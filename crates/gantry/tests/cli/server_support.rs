@@ -90,7 +90,8 @@ impl Served {
     /// A server whose data directory is `data` (shared with `gantry run` of a fixture).
     pub fn start_with_data(config: &str, data: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = format!("{config}data_dir = \"{}\"\n", data.display());
+        // First: keys after a [[table]] header would belong to that table.
+        let config = format!("data_dir = \"{}\"\n{config}", data.display());
         std::fs::write(dir.path().join("gantry.toml"), config).unwrap();
         let mut s = Served {
             dir,
