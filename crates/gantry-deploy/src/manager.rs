@@ -317,17 +317,26 @@ impl DeployManager {
             acquired_at: now,
             expires_at: now + LEASE.as_millis() as i64,
         };
-        match self.store.acquire_env_lock(&lock).await? {
-            Ok(()) => {}
-            Err(holder) => {
-                let since = (now - holder.acquired_at).max(0) / 1000;
-                return Err(DeployError::Conflict(format!(
-                    "{project}/{env} is locked by another deployment: {} (held by {} for {since}s; the lock's lease ends in {}s if its holder stopped)",
-                    holder.purpose,
-                    holder.owner,
-                    ((holder.expires_at - now).max(0) + 999) / 1000
-                )));
+        let mut attempt = 0;
+        loop {
+            let holder = match self.store.acquire_env_lock(&lock).await? {
+                Ok(()) => break,
+                Err(holder) => holder,
+            };
+            // Held by this process: maybe an operation that has just ended and whose guard
+            // is still releasing the row. Give it half a second before refusing.
+            if holder.owner == self.owner && attempt < 10 {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
+            let since = (now - holder.acquired_at).max(0) / 1000;
+            return Err(DeployError::Conflict(format!(
+                "{project}/{env} is locked by another deployment: {} (held by {} for {since}s; the lock's lease ends in {}s if its holder stopped)",
+                holder.purpose,
+                holder.owner,
+                ((holder.expires_at - now).max(0) + 999) / 1000
+            )));
         }
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (store, p, e, o) = (
