@@ -107,6 +107,36 @@ impl Env {
     fn router(&self) -> Option<Arc<Router>> {
         self.router.lock().expect("router").clone()
     }
+
+    /// What the router measured for each release it sends traffic to (each release once).
+    fn traffic(&self) -> Vec<ReleaseTraffic> {
+        let Some(router) = self.router() else {
+            return Vec::new();
+        };
+        let t = router.table();
+        let now = now_millis();
+        let sides = [
+            ("stable", t.stable.clone()),
+            ("canary", t.canary.as_ref().map(|c| c.backend.clone())),
+            ("fallback", t.fallback.clone()),
+        ];
+        let mut out: Vec<ReleaseTraffic> = Vec::new();
+        for (role, backend) in sides {
+            let Some(b) = backend else { continue };
+            if out.iter().any(|x| x.release == b.release) {
+                continue;
+            }
+            let (total_requests, total_errors) = b.stats.totals();
+            out.push(ReleaseTraffic {
+                release: b.release,
+                role: role.to_string(),
+                last_minute: b.stats.window(now - 60_000, now).into(),
+                total_requests,
+                total_errors,
+            });
+        }
+        out
+    }
 }
 
 /// An environment's state for `gantry status`.
@@ -1143,32 +1173,7 @@ impl DeployManager {
             .await?
             .into_iter()
             .find(|l| l.project == project && l.environment == environment);
-        let mut traffic = Vec::new();
-        if let Some(router) = env.as_ref().and_then(|e| e.router()) {
-            let t = router.table();
-            let now = now_millis();
-            let sides = [
-                ("stable", t.stable.clone()),
-                ("canary", t.canary.as_ref().map(|c| c.backend.clone())),
-                ("fallback", t.fallback.clone()),
-            ];
-            for (role, backend) in sides {
-                if let Some(b) = backend
-                    && !traffic
-                        .iter()
-                        .any(|x: &ReleaseTraffic| x.release == b.release)
-                {
-                    let (total_requests, total_errors) = b.stats.totals();
-                    traffic.push(ReleaseTraffic {
-                        release: b.release,
-                        role: role.to_string(),
-                        last_minute: b.stats.window(now - 60_000, now).into(),
-                        total_requests,
-                        total_errors,
-                    });
-                }
-            }
-        }
+        let traffic = env.as_ref().map(|e| e.traffic()).unwrap_or_default();
         let canary = env.as_ref().and_then(|e| self.canary_view(e));
         Ok(EnvStatus {
             project: project.to_string(),

@@ -288,36 +288,7 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
 /// Kills (SIGKILL) every process whose [`RELEASE_DIR_VAR`] lies under `root`: services left by a
 /// gantry that died. Returns how many.
 pub fn kill_leftovers(root: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let wanted = root.to_string_lossy().into_owned();
-    let prefix = format!("{RELEASE_DIR_VAR}=");
-    let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid as u32 == std::process::id() {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let hit = environ.split(|b| *b == 0).any(|var| {
-            var.strip_prefix(prefix.as_bytes()).is_some_and(|v| {
-                PathBuf::from(String::from_utf8_lossy(v).into_owned()).starts_with(&wanted)
-            })
-        });
-        if hit && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-            killed += 1;
-        }
-    }
-    killed
+    gantry_runner::owner::kill_by_env(RELEASE_DIR_VAR, root)
 }
 
 #[cfg(test)]

@@ -137,11 +137,6 @@ impl fmt::Display for RollbackRefusal {
     }
 }
 
-/// The deploy release whose directory serves `r` (itself for a deploy).
-pub fn source_of(r: &ReleaseRecord) -> i64 {
-    r.source
-}
-
 /// Where a rollback goes. Without `to`: the newest healthy deploy release older than the one
 /// the live release serves, still kept — so repeated rollbacks walk back through deployments,
 /// and failed deploys never count. With `to`: that release, which must have been healthy and
@@ -154,7 +149,7 @@ pub fn rollback_target(
     match to {
         Some(n) => {
             let r = by_number(releases, n).ok_or(RollbackRefusal::NoSuchRelease(n))?;
-            if source_of(r) == source_of(live) {
+            if r.source == live.source {
                 return Err(RollbackRefusal::AlreadyLive(live.number));
             }
             if !healthy(r) {
@@ -163,7 +158,7 @@ pub fn rollback_target(
                     state: r.state,
                 });
             }
-            let source = by_number(releases, source_of(r)).unwrap_or(r);
+            let source = by_number(releases, r.source).unwrap_or(r);
             if source.retired_at.is_some() {
                 return Err(RollbackRefusal::Retired {
                     number: n,
@@ -176,7 +171,7 @@ pub fn rollback_target(
             .iter()
             .filter(|r| {
                 r.kind == ReleaseKind::Deploy
-                    && r.number < source_of(live)
+                    && r.number < live.source
                     && healthy(r)
                     && r.retired_at.is_none()
             })
@@ -190,12 +185,12 @@ pub fn rollback_target(
 pub fn kept(releases: &[ReleaseRecord], keep: u32) -> Vec<i64> {
     let mut out: Vec<i64> = Vec::new();
     if let Some(l) = live(releases) {
-        out.push(source_of(l));
+        out.push(l.source);
     }
     // Newest use first: a rollback to an old release makes it recent again.
     let mut by_use: Vec<(i64, i64)> = Vec::new(); // (last used number, source)
     for r in releases.iter().filter(|r| healthy(r)) {
-        let s = source_of(r);
+        let s = r.source;
         match by_use.iter_mut().find(|(_, src)| *src == s) {
             Some(entry) => entry.0 = entry.0.max(r.number),
             None => by_use.push((r.number, s)),

@@ -97,10 +97,19 @@ pub async fn recover(
 
 /// Kills (SIGKILL) every process whose `GANTRY_WORKSPACE` lies under `prefix`.
 pub fn kill_leftovers(prefix: &Path) -> usize {
+    kill_by_env("GANTRY_WORKSPACE", prefix)
+}
+
+/// Kills (SIGKILL) every process (but this one) whose environment variable `var` names a path
+/// under `prefix`; returns how many. Processes of gantry's are marked this way (step shells by
+/// `GANTRY_WORKSPACE`, release services by `GANTRY_RELEASE_DIR`), so leftovers of a gantry that
+/// died are found whoever their parent is now.
+pub fn kill_by_env(var: &str, prefix: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
     let wanted = prefix.to_string_lossy().into_owned();
+    let marker = format!("{var}=");
     let mut killed = 0;
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -110,16 +119,16 @@ pub fn kill_leftovers(prefix: &Path) -> usize {
         else {
             continue;
         };
+        if pid as u32 == std::process::id() {
+            continue;
+        }
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        let hit = environ.split(|b| *b == 0).any(|var| {
-            var.strip_prefix(b"GANTRY_WORKSPACE=")
-                .map(|v| {
-                    let v = PathBuf::from(String::from_utf8_lossy(v).into_owned());
-                    v.starts_with(&wanted)
-                })
-                .unwrap_or(false)
+        let hit = environ.split(|b| *b == 0).any(|entry| {
+            entry.strip_prefix(marker.as_bytes()).is_some_and(|v| {
+                PathBuf::from(String::from_utf8_lossy(v).into_owned()).starts_with(&wanted)
+            })
         });
         if hit
             && nix::sys::signal::kill(

@@ -183,17 +183,7 @@ pub async fn diagnose_run(
         .any(|e| e.job.as_deref() == Some(&stage.name))
     {
         let note = stage.note.as_deref().unwrap_or("");
-        diagnosis.evidence = note
-            .lines()
-            .take(16)
-            .enumerate()
-            .map(|(i, text)| gantry_engine::why::Evidence {
-                job: Some(stage.name.clone()),
-                step: Some("deploy".into()),
-                line: i as i64 + 1,
-                text: text.to_string(),
-            })
-            .collect();
+        diagnosis.evidence = deployment_evidence(&stage.name, "deploy", note.lines());
     }
     let changes = what_changed(store, repo, &detail, bad_tools, None).await?;
     Ok(Report {
@@ -254,17 +244,8 @@ pub async fn diagnose_release(
     }
     let mut diagnosis = d.finish();
     if !lines.is_empty() {
-        diagnosis.evidence = lines
-            .iter()
-            .take(16)
-            .enumerate()
-            .map(|(i, text)| gantry_engine::why::Evidence {
-                job: Some(bad.environment.clone()),
-                step: Some(place.clone()),
-                line: i as i64 + 1,
-                text: text.clone(),
-            })
-            .collect();
+        diagnosis.evidence =
+            deployment_evidence(&bad.environment, &place, lines.iter().map(String::as_str));
     }
     let bad_run = match bad.run_id {
         Some(id) => store.run_detail(id).await?,
@@ -348,6 +329,25 @@ pub fn render_release(r: &ReleaseReport) -> String {
         }
     }
     out
+}
+
+/// What a deployment recorded is short and all of it is evidence: its lines (at most 16), the
+/// health check's answers and the release's own last output among them.
+fn deployment_evidence<'a>(
+    job: &str,
+    step: &str,
+    lines: impl Iterator<Item = &'a str>,
+) -> Vec<gantry_engine::why::Evidence> {
+    lines
+        .take(16)
+        .enumerate()
+        .map(|(i, text)| gantry_engine::why::Evidence {
+            job: Some(job.to_string()),
+            step: Some(step.to_string()),
+            line: i as i64 + 1,
+            text: text.to_string(),
+        })
+        .collect()
 }
 
 /// The latest failed (or interrupted) run, of one project or of all.

@@ -440,38 +440,13 @@ impl DeployManager {
     /// What every environment's router measured per release: (project, environment, traffic).
     pub fn router_traffic(&self) -> Vec<(String, String, super::ReleaseTraffic)> {
         let envs: Vec<Arc<Env>> = self.envs.lock().expect("envs").values().cloned().collect();
-        let now = now_millis();
-        let mut out = Vec::new();
-        for env in envs {
-            let Some(router) = env.router() else { continue };
-            let t = router.table();
-            let sides = [
-                ("stable", t.stable.clone()),
-                ("canary", t.canary.as_ref().map(|c| c.backend.clone())),
-                ("fallback", t.fallback.clone()),
-            ];
-            let mut seen = Vec::new();
-            for (role, backend) in sides {
-                let Some(b) = backend else { continue };
-                if seen.contains(&b.release) {
-                    continue;
-                }
-                seen.push(b.release);
-                let (total_requests, total_errors) = b.stats.totals();
-                out.push((
-                    env.project.clone(),
-                    env.name.clone(),
-                    super::ReleaseTraffic {
-                        release: b.release,
-                        role: role.to_string(),
-                        last_minute: b.stats.window(now - 60_000, now).into(),
-                        total_requests,
-                        total_errors,
-                    },
-                ));
-            }
-        }
-        out
+        envs.iter()
+            .flat_map(|env| {
+                env.traffic()
+                    .into_iter()
+                    .map(|t| (env.project.clone(), env.name.clone(), t))
+            })
+            .collect()
     }
 
     pub(super) fn canary_view(&self, env: &Env) -> Option<CanaryView> {
