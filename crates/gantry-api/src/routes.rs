@@ -137,6 +137,12 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
     ),
     route(
         "GET",
+        "/s/{token}",
+        Link,
+        "A stable share link: redirects to a freshly signed download URL (403 when altered or revoked, 410 when the artifact is gone)",
+    ),
+    route(
+        "GET",
         "/api/artifacts",
         Token(Role::Viewer),
         "List artifacts, newest first (optionally of one run)",
@@ -145,7 +151,7 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "POST",
         "/api/artifacts/shares",
         Token(Role::Deployer),
-        "Create a share link to one artifact version (name and run, or digest; expires)",
+        "Create a share link to one artifact version (name and run, or digest; expires; stable; presign for an S3 presigned URL)",
     ),
     route(
         "POST",
@@ -239,6 +245,7 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("POST", "/api/runs/{id}/rerun") => post(handlers::rerun),
         ("POST", "/api/tokens") => post(handlers::create_token),
         ("GET", "/a/{token}") => get(crate::shares::download),
+        ("GET", "/s/{token}") => get(crate::shares::stable),
         ("GET", "/api/artifacts") => get(handlers::list_artifacts),
         ("POST", "/api/artifacts/shares") => post(crate::shares::create),
         ("POST", "/api/shares/{id}/revoke") => post(crate::shares::revoke),

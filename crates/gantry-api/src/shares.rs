@@ -4,7 +4,14 @@
 //! cannot be altered. Each link is also a row in the state store, so it can be revoked.
 //! Expired: 410; tampered, unknown or revoked: 403; all as JSON errors that say nothing about
 //! other artifacts. Downloads answer `Range`, `ETag` (the digest), `If-None-Match`,
-//! `Content-Length` and a `Content-Disposition` file name.
+//! `Content-Length` and a `Content-Disposition` file name, streamed from whichever store holds
+//! the object (local disk or S3).
+//!
+//! A stable link, `/s/{id}.{mac}`, stays valid while the artifact exists and the link is not
+//! revoked; each visit is redirected (302) to a freshly signed `/a/` URL that lives
+//! [`REDIRECT_LIFETIME`], or to a fresh S3 presigned URL when the link was made with `presign`.
+//! With an S3 store, `presign` alone returns an S3 presigned GET URL (which S3 checks, and which
+//! cannot be revoked).
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -14,12 +21,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gantry_engine::ports::ShareRecord;
+
+/// The longest an S3 presigned URL may live (AWS's limit for SigV4).
+const MAX_PRESIGN: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
 use gantry_model::duration::parse_duration;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 fn mac(key: &[u8], id: i64, expires: i64, digest: &str) -> Hmac<Sha256> {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
@@ -27,14 +36,41 @@ fn mac(key: &[u8], id: i64, expires: i64, digest: &str) -> Hmac<Sha256> {
     m
 }
 
-/// The path of a share's link.
-pub fn link_path(key: &[u8], share: &ShareRecord) -> String {
+fn stable_mac(key: &[u8], id: i64, digest: &str) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(format!("gantry-stable-share:{id}:{digest}").as_bytes());
+    m
+}
+
+/// How long the URL a stable link redirects to stays valid.
+pub const REDIRECT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Expiry recorded for stable links (they end by revocation or removal of the artifact).
+const NEVER: i64 = i64::MAX / 2;
+
+/// The path of a stable link.
+pub fn stable_path(key: &[u8], share: &ShareRecord) -> String {
     let sig = hex::encode(
-        mac(key, share.id, share.expires_at, &share.digest)
+        stable_mac(key, share.id, &share.digest)
             .finalize()
             .into_bytes(),
     );
-    format!("/a/{}.{}.{sig}", share.id, share.expires_at)
+    format!("/s/{}.{sig}", share.id)
+}
+
+/// The path of a share's link, valid until `expires_at`.
+fn signed_path(key: &[u8], share: &ShareRecord, expires_at: i64) -> String {
+    let sig = hex::encode(
+        mac(key, share.id, expires_at, &share.digest)
+            .finalize()
+            .into_bytes(),
+    );
+    format!("/a/{}.{expires_at}.{sig}", share.id)
+}
+
+/// The path of a share's link.
+pub fn link_path(key: &[u8], share: &ShareRecord) -> String {
+    signed_path(key, share, share.expires_at)
 }
 
 use gantry_engine::ports::now_millis as now;
@@ -57,7 +93,8 @@ async fn verify(state: &AppState, token: &str) -> Result<ShareRecord, ApiError> 
         return Err(refused());
     };
     let share = state.store.share(id).await?.ok_or_else(refused)?;
-    if share.expires_at != expires
+    // A stable link's redirects carry their own short expiry; any other link its recorded one.
+    if (!share.stable && share.expires_at != expires)
         || mac(&state.share_key, id, expires, &share.digest)
             .verify_slice(&sig)
             .is_err()
@@ -67,7 +104,7 @@ async fn verify(state: &AppState, token: &str) -> Result<ShareRecord, ApiError> 
     if share.revoked_at.is_some() {
         return Err(ApiError::forbidden("this link was revoked"));
     }
-    if now() >= share.expires_at {
+    if now() >= expires {
         return Err(ApiError::new(
             StatusCode::GONE,
             "expired",
@@ -84,7 +121,7 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let share = verify(&state, &token).await?;
-    let path = state.artifacts.local_path(&share.digest).ok_or_else(|| {
+    let size = state.artifacts.size(&share.digest).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::GONE,
             "removed",
@@ -99,10 +136,6 @@ pub async fn download(
     {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let size = file.metadata().await.map_err(anyhow::Error::from)?.len();
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -124,13 +157,7 @@ pub async fn download(
             return Ok(resp);
         }
     };
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(anyhow::Error::from)?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        file.take(len),
-        256 * 1024,
-    ));
+    let body = Body::from_stream(state.artifacts.read(&share.digest, start, len).await?);
     let disposition = format!(
         "attachment; filename=\"{}\"",
         share.file_name.replace(['"', '\\', '\r', '\n', '/'], "_")
@@ -179,6 +206,19 @@ pub struct NewShare {
     run: Option<i64>,
     digest: Option<String>,
     expires: Option<String>,
+    /// An S3 presigned URL (or, with `stable`, a stable link redirecting to fresh ones).
+    #[serde(default)]
+    presign: bool,
+    /// A link valid until revoked or the artifact is removed (`expires` does not apply).
+    #[serde(default)]
+    stable: bool,
+}
+
+fn no_presign(state: &AppState) -> ApiError {
+    ApiError::bad_request(format!(
+        "presigned URLs need an S3 artifact store, and this server keeps artifacts in {}; share without `presign` for a gantry link",
+        state.artifacts.location()
+    ))
 }
 
 /// `POST /api/artifacts/shares`: a new link to one artifact version.
@@ -189,6 +229,11 @@ pub async fn create(
     if body.name.is_none() && body.digest.is_none() {
         return Err(ApiError::bad_request(
             "name the artifact (`name`, optionally `run`) or give its `digest`",
+        ));
+    }
+    if body.stable && body.expires.is_some() {
+        return Err(ApiError::bad_request(
+            "a stable link does not expire (revoke it to end it); leave out `expires`",
         ));
     }
     let expires_in =
@@ -203,12 +248,52 @@ pub async fn create(
         .find_artifact(body.name.as_deref(), body.run, body.digest.as_deref())
         .await?
         .ok_or_else(|| ApiError::not_found("no such artifact"))?;
+    if artifact.removed_at.is_some() || state.artifacts.size(&artifact.digest).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "removed",
+            format!(
+                "{} {} is no longer stored (removed by retention?)",
+                artifact.name, artifact.digest
+            ),
+        ));
+    }
+    let created = now();
+    if body.presign && !body.stable {
+        if expires_in > MAX_PRESIGN {
+            return Err(ApiError::bad_request(
+                "an S3 presigned URL lives at most 7 days (`expires`); use `stable` for a link that lasts",
+            ));
+        }
+        let url = state
+            .artifacts
+            .presign(&artifact.digest, expires_in)
+            .await?
+            .ok_or_else(|| no_presign(&state))?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "url": url,
+                "presigned": true,
+                "digest": artifact.digest,
+                "expires_at": created + expires_in.as_millis() as i64,
+            })),
+        ));
+    }
+    if body.presign
+        && state
+            .artifacts
+            .presign(&artifact.digest, REDIRECT_LIFETIME)
+            .await?
+            .is_none()
+    {
+        return Err(no_presign(&state));
+    }
     let ext = if artifact.media_type == "application/vnd.gantry.tar+zstd" {
         ".tar.zst"
     } else {
         ""
     };
-    let created = now();
     let share = state
         .store
         .create_share(&ShareRecord {
@@ -220,19 +305,85 @@ pub async fn create(
                 &artifact.digest["sha256:".len()..][..12]
             ),
             media_type: artifact.media_type.clone(),
-            expires_at: created + expires_in.as_millis() as i64,
+            expires_at: if body.stable {
+                NEVER
+            } else {
+                created + expires_in.as_millis() as i64
+            },
             revoked_at: None,
             created_at: created,
             created_by: "api".into(),
+            stable: body.stable,
+            presign: body.presign,
         })
         .await?;
-    let path = link_path(&state.share_key, &share);
+    let path = if share.stable {
+        stable_path(&state.share_key, &share)
+    } else {
+        link_path(&state.share_key, &share)
+    };
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "id": share.id, "url": format!("{}{path}", state.public_url), "path": path, "digest": share.digest, "expires_at": share.expires_at }),
-        ),
+        Json(json!({
+            "id": share.id,
+            "url": format!("{}{path}", state.public_url),
+            "path": path,
+            "digest": share.digest,
+            "stable": share.stable,
+            "expires_at": (!share.stable).then_some(share.expires_at),
+        })),
     ))
+}
+
+/// `GET /s/{token}`: a stable link; redirects to a freshly signed URL for the same artifact.
+pub async fn stable(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let (Some((id, sig)), true) = (token.split_once('.'), token.len() < 200) else {
+        return Err(refused());
+    };
+    let (Ok(id), Ok(sig)) = (id.parse::<i64>(), hex::decode(sig)) else {
+        return Err(refused());
+    };
+    let share = state.store.share(id).await?.ok_or_else(refused)?;
+    if !share.stable
+        || stable_mac(&state.share_key, id, &share.digest)
+            .verify_slice(&sig)
+            .is_err()
+    {
+        return Err(refused());
+    }
+    if share.revoked_at.is_some() {
+        return Err(ApiError::forbidden("this link was revoked"));
+    }
+    if state.artifacts.size(&share.digest).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "removed",
+            "the artifact behind this link was removed",
+        ));
+    }
+    let target = if share.presign {
+        state
+            .artifacts
+            .presign(&share.digest, REDIRECT_LIFETIME)
+            .await?
+            .ok_or_else(|| no_presign(&state))?
+    } else {
+        let expires = now() + REDIRECT_LIFETIME.as_millis() as i64;
+        format!(
+            "{}{}",
+            state.public_url,
+            signed_path(&state.share_key, &share, expires)
+        )
+    };
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, target)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::empty())
+        .map_err(|e| anyhow::Error::from(e).into())
 }
 
 /// `POST /api/shares/{id}/revoke`.

@@ -8,8 +8,8 @@ use crate::yaml::{Node, Pos, Value};
 use gantry_model::duration::parse_duration;
 use gantry_model::{
     AnalysisSpec, ArtifactSpec, CanarySpec, CanaryStep, DeploySpec, EnvironmentSpec, HealthCheck,
-    HealthSpec, Job, Pipeline, RESERVED_ENV_PREFIX, RouterSpec, Stage, StageKind, Step, TargetSpec,
-    UserKey, UserSpec,
+    HealthSpec, Job, Pipeline, ProjectArtifact, RESERVED_ENV_PREFIX, RouterSpec, Stage, StageKind,
+    Step, TargetSpec, UserKey, UserSpec,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,6 +31,7 @@ pub const JOB_KEYS: &[&str] = &[
 ];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];
 pub const ARTIFACT_KEYS: &[&str] = &["name", "path"];
+pub const NEED_KEYS: &[&str] = &["project", "artifact", "branch", "path"];
 pub const DEPLOY_KEYS: &[&str] = &["environment", "environments", "artifact", "bake"];
 pub const ENVIRONMENT_KEYS: &[&str] = &[
     "target",
@@ -681,9 +682,9 @@ impl Checker {
             .some("artifacts")
             .map(|n| self.artifacts(n, &field("artifacts")))
             .unwrap_or(Some(Vec::new()));
-        let needs = fields
+        let (needs, needs_from) = fields
             .some("needs")
-            .map(|n| self.names_list(n, &field("needs"), false))
+            .map(|n| self.needs(n, &field("needs")))
             .unwrap_or_default();
         Some(Job {
             name: name?,
@@ -696,6 +697,7 @@ impl Checker {
             allow_failure: allow_failure.unwrap_or(Some(false))?,
             artifacts: artifacts?,
             needs,
+            needs_from,
         })
     }
 
@@ -774,6 +776,65 @@ impl Checker {
             }
         }
         ok.then_some(out)
+    }
+
+    /// `needs`: names of this run's artifacts, and `{ project, artifact, branch, path }` for
+    /// another project's.
+    fn needs(&mut self, node: &Node, field: &str) -> (Vec<String>, Vec<ProjectArtifact>) {
+        let Value::Seq(items) = &node.value else {
+            // One name alone is still a list of names.
+            return (self.names_list(node, field, false), Vec::new());
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut external = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            if !matches!(item.value, Value::Map(_)) {
+                if let Some(name) = self.string(item, &f) {
+                    if names.contains(&name) {
+                        self.error(item, &f, format!("`{name}` is listed twice"), None);
+                    } else {
+                        names.push(name);
+                    }
+                }
+                continue;
+            }
+            let what = "an artifact of another project";
+            let Some(fields) = self.fields(item, &f, what, NEED_KEYS) else {
+                continue;
+            };
+            let project = self
+                .required(&fields, item, "project", what)
+                .and_then(|n| self.name(n, &fields.field("project")));
+            let artifact = self
+                .required(&fields, item, "artifact", what)
+                .and_then(|n| self.name(n, &fields.field("artifact")));
+            let branch = fields
+                .some("branch")
+                .and_then(|n| self.string(n, &fields.field("branch")));
+            let path = fields.some("path").and_then(|n| {
+                let p = self.string(n, &fields.field("path"))?;
+                if let Some(problem) = path_problem(&p) {
+                    self.error(
+                        n,
+                        &fields.field("path"),
+                        format!("path `{p}` {problem}"),
+                        Some("paths are relative to the job's workspace".into()),
+                    );
+                    return None;
+                }
+                Some(p)
+            });
+            if let (Some(project), Some(artifact)) = (project, artifact) {
+                external.push(ProjectArtifact {
+                    project,
+                    artifact,
+                    branch,
+                    path,
+                });
+            }
+        }
+        (names, external)
     }
 
     fn artifacts(&mut self, node: &Node, path: &str) -> Option<Vec<ArtifactSpec>> {
@@ -1380,7 +1441,10 @@ impl Checker {
                         for (k, need) in job.needs.iter().enumerate() {
                             let need_node = needs_node
                                 .and_then(|n| match &n.value {
-                                    Value::Seq(items) => items.get(k),
+                                    Value::Seq(items) => items
+                                        .iter()
+                                        .filter(|i| !matches!(i.value, Value::Map(_)))
+                                        .nth(k),
                                     _ => Some(n),
                                 })
                                 .unwrap_or(stage_node);

@@ -66,7 +66,15 @@ pub fn pipeline_schema() -> Value {
             "retries": { "type": "integer", "minimum": 0, "maximum": MAX_RETRIES },
             "allow_failure": { "type": "boolean" },
             "artifacts": { "type": "array", "items": artifact },
-            "needs": { "description": "Artifacts of earlier stages to unpack into the job's directory before its steps", "type": "array", "items": { "type": "string" } },
+            "needs": { "description": "Artifacts to unpack into the job's directory before its steps: names of earlier stages' artifacts, or another project's newest succeeded artifact", "type": "array", "items": { "oneOf": [
+                { "type": "string" },
+                { "type": "object", "additionalProperties": false, "required": ["project", "artifact"], "properties": {
+                    "project": { "type": "string" },
+                    "artifact": { "type": "string" },
+                    "branch": { "type": "string", "description": "Only runs of this branch" },
+                    "path": { "type": "string", "description": "Where a single-file artifact is written (default: its name)" }
+                } }
+            ] } },
         }),
         &["name"],
     );

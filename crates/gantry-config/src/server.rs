@@ -22,6 +22,16 @@ pub const TOP_KEYS: &[&str] = &[
     "why_rules",
     "notify",
     "retention",
+    "artifacts",
+];
+pub const ARTIFACTS_KEYS: &[&str] = &[
+    "url",
+    "endpoint",
+    "region",
+    "access_key_id",
+    "secret_access_key_env",
+    "timeout",
+    "retries",
 ];
 pub const RETENTION_KEYS: &[&str] = &["keep_runs", "keep_younger_than", "interval"];
 pub const NOTIFY_KEYS: &[&str] = &["url", "on", "secret_env"];
@@ -56,6 +66,25 @@ pub struct ServerConfig {
     pub keep_younger_than: Duration,
     /// How often the server applies retention (zero: never).
     pub retention_interval: Duration,
+    /// Where artifacts are kept; `None`: on local disk in the data directory.
+    pub artifacts: Option<ArtifactsConfig>,
+}
+
+/// An S3-compatible artifact store (`[artifacts]`). Unset fields come from the usual `AWS_*`
+/// variables. Serialised into the data directory (it holds no secret, only the name of the
+/// variable that does) so that CLI commands on the same data directory find the same store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactsConfig {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    /// The variable holding the secret key (default: `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key_env: Option<String>,
+    /// Longest wait for one request, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    pub retries: Option<u32>,
 }
 
 /// A webhook gantry calls when runs end: `POST url` with a JSON body.
@@ -98,6 +127,7 @@ impl Default for ServerConfig {
             keep_runs: 10,
             keep_younger_than: Duration::from_secs(7 * 86400),
             retention_interval: Duration::from_secs(3600),
+            artifacts: None,
         }
     }
 }
@@ -363,6 +393,96 @@ impl Checker<'_> {
 }
 
 impl Checker<'_> {
+    fn artifacts(&mut self, v: &Spanned<DeValue<'_>>) -> Option<ArtifactsConfig> {
+        let t = self.sub(v, "artifacts")?;
+        let mut cfg = ArtifactsConfig {
+            url: String::new(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key_env: None,
+            timeout_ms: None,
+            retries: None,
+        };
+        let mut ok = true;
+        for (k, value) in self.table(t, "artifacts", "[artifacts]", ARTIFACTS_KEYS) {
+            let field = format!("artifacts.{k}");
+            match k {
+                "url" => match self.string(value, &field) {
+                    Some(u) => {
+                        let bucket = u
+                            .strip_prefix("s3://")
+                            .map(|rest| rest.split('/').next().unwrap_or(""));
+                        if bucket.is_none_or(str::is_empty) {
+                            self.error(
+                                value.span(),
+                                &field,
+                                format!("`{u}` is not an S3 location"),
+                                Some("write s3://bucket/prefix; leave [artifacts] out to keep artifacts in the data directory".into()),
+                            );
+                            ok = false;
+                        }
+                        cfg.url = u;
+                    }
+                    None => ok = false,
+                },
+                "endpoint" => match self.string(value, &field) {
+                    Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
+                        cfg.endpoint = Some(e)
+                    }
+                    Some(e) => {
+                        self.error(
+                            value.span(),
+                            &field,
+                            format!("`{e}` is not an http:// or https:// URL"),
+                            Some("for example endpoint = \"http://127.0.0.1:9000\"".into()),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "region" => cfg.region = self.string(value, &field),
+                "access_key_id" => cfg.access_key_id = self.string(value, &field),
+                "secret_access_key_env" => match self.string(value, &field) {
+                    Some(e)
+                        if !e.is_empty()
+                            && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                    {
+                        cfg.secret_access_key_env = Some(e)
+                    }
+                    Some(e) => {
+                        self.error(
+                            value.span(),
+                            &field,
+                            format!("`{e}` is not an environment variable name"),
+                            Some("name the variable that holds the key; the key itself never goes in this file".into()),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "timeout" => match self.duration(value, &field) {
+                    Some(d) => cfg.timeout_ms = Some(d.as_millis() as u64),
+                    None => ok = false,
+                },
+                _ => match self.int(value, &field, 0, 20) {
+                    Some(n) => cfg.retries = Some(n as u32),
+                    None => ok = false,
+                },
+            }
+        }
+        if cfg.url.is_empty() && ok {
+            self.error(
+                v.span(),
+                "artifacts",
+                "[artifacts] needs a `url`".into(),
+                Some("write url = \"s3://bucket/prefix\"".into()),
+            );
+            ok = false;
+        }
+        ok.then_some(cfg)
+    }
+
     fn notify(&mut self, v: &Spanned<DeValue<'_>>, index: usize) -> Option<NotifyConfig> {
         let path = format!("notify[{index}]");
         let t = self.sub(v, &path)?;
@@ -517,6 +637,7 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
                     }
                 }
             }
+            "artifacts" => cfg.artifacts = c.artifacts(value),
             "notify" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -689,6 +810,37 @@ concurrency = 3
         .to_string();
         assert!(err.contains("did you mean `keep_runs`?"), "{err}");
         assert!(err.contains("`exploded` is not a run status"), "{err}");
+    }
+
+    #[test]
+    fn artifact_stores() {
+        let cfg = parse_server_config(
+            "gantry.toml",
+            "[artifacts]\nurl = \"s3://builds/gantry\"\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\nsecret_access_key_env = \"S3_SECRET\"\ntimeout = \"5s\"\nretries = 1\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let a = cfg.artifacts.unwrap();
+        assert_eq!(a.url, "s3://builds/gantry");
+        assert_eq!(a.timeout_ms, Some(5000));
+        assert_eq!(a.retries, Some(1));
+        let err = parse_server_config(
+            "gantry.toml",
+            "[artifacts]\nurl = \"/srv/artifacts\"\nendpoint = \"127.0.0.1:9000\"\nsecret_access_key = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("gantry.toml:2:7"), "{err}");
+        assert!(err.contains("is not an S3 location"), "{err}");
+        assert!(err.contains("gantry.toml:3:12"), "{err}");
+        assert!(err.contains("is not an http:// or https:// URL"), "{err}");
+        assert!(
+            err.contains("did you mean `secret_access_key_env`?"),
+            "{err}"
+        );
+        let err = parse_server_config("gantry.toml", "[artifacts]\nregion = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[artifacts] needs a `url`"), "{err}");
     }
 
     #[test]

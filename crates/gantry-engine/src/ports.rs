@@ -226,6 +226,11 @@ pub struct ShareRecord {
     pub revoked_at: Option<Millis>,
     pub created_at: Millis,
     pub created_by: String,
+    /// A stable link: valid until revoked or the artifact is gone; each visit is redirected to
+    /// a freshly signed short-lived URL.
+    pub stable: bool,
+    /// A stable link that redirects to an S3 presigned URL rather than gantry's own.
+    pub presign: bool,
 }
 
 /// One release of an environment (see `release.rs` for the vocabulary).
@@ -453,6 +458,14 @@ pub trait StateStore: Send + Sync {
 
     // Artifacts and their share links.
 
+    /// The newest artifact named `name` of `project` (of `branch` when given) from a run that
+    /// succeeded, and that retention has not removed.
+    async fn latest_project_artifact(
+        &self,
+        project: &str,
+        name: &str,
+        branch: Option<&str>,
+    ) -> anyhow::Result<Option<ArtifactRecord>>;
     /// The newest artifact named `name` (of run `run` when given), or the one with `digest`.
     async fn find_artifact(
         &self,
@@ -557,6 +570,11 @@ pub struct StoredArtifact {
     pub newly_stored: bool,
 }
 
+/// Bytes read from a store, in chunks.
+pub type ByteStream = std::pin::Pin<
+    Box<dyn futures_core::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static>,
+>;
+
 /// Content-addressed artifact storage. `store` packs the given workspace paths (a directory or
 /// several paths become a tar.zst; one file is kept as is), hashes while packing, and makes the
 /// object visible under its digest only once it is complete: a failure leaves nothing behind.
@@ -579,8 +597,20 @@ pub trait ArtifactStore: Send + Sync {
         dest: &Path,
         file_name: &str,
     ) -> anyhow::Result<()>;
-    /// Where the object is on this machine, if this store keeps it on local disk.
-    fn local_path(&self, digest: &str) -> Option<std::path::PathBuf>;
+    /// The stored object's size, `None` when there is no object under `digest`.
+    async fn size(&self, digest: &str) -> anyhow::Result<Option<u64>>;
+    /// Streams `len` bytes of the stored object from `start` (nothing is checked: callers that
+    /// need the digest checked hash what they read, see `unpack` and `verify`).
+    async fn read(&self, digest: &str, start: u64, len: u64) -> anyhow::Result<ByteStream>;
+    /// A URL of the backing store itself that fetches the object with a plain GET until
+    /// `expires_in` has passed (an S3 presigned URL); `None` when the store cannot make one.
+    async fn presign(
+        &self,
+        digest: &str,
+        expires_in: std::time::Duration,
+    ) -> anyhow::Result<Option<String>>;
+    /// Where the objects are, for messages: a directory or `s3://bucket/prefix`.
+    fn location(&self) -> String;
     /// Deletes the object of `digest`; returns the bytes freed (0 if it was not there).
     async fn delete(&self, digest: &str) -> anyhow::Result<u64>;
 }

@@ -23,7 +23,8 @@ pub use environment::{
     UserSpec,
 };
 pub use pipeline::{
-    ArtifactSpec, DeploySpec, EnvironmentSpec, Job, Pipeline, Stage, StageKind, Step,
+    ArtifactSpec, DeploySpec, EnvironmentSpec, Job, Pipeline, ProjectArtifact, Stage, StageKind,
+    Step,
 };
 pub use secret::SecretValue;
 pub use status::{JobStatus, RunStatus, StageStatus, StepStatus};

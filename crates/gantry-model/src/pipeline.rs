@@ -52,6 +52,21 @@ pub struct Job {
     /// Artifacts of earlier stages this job uses, by name: unpacked into its directory (digest
     /// checked) before its first step.
     pub needs: Vec<String>,
+    /// Artifacts of other projects this job uses: the newest of a succeeded run, unpacked the
+    /// same way.
+    pub needs_from: Vec<ProjectArtifact>,
+}
+
+/// `needs: [{ project: libs, artifact: core, branch: main, path: vendor/core.tar }]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectArtifact {
+    pub project: String,
+    pub artifact: String,
+    /// Only runs of this branch; any branch when `None`.
+    pub branch: Option<String>,
+    /// Where a single-file artifact is written in the job's directory (default: the
+    /// artifact's name); a packed directory is unpacked with its own paths.
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

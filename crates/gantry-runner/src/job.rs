@@ -280,6 +280,39 @@ fn sanitize(name: &str) -> String {
 /// Unpacks the artifacts `job` needs (made by earlier stages of this run) into its directory,
 /// each checked against its digest first.
 async fn unpack_needs(ctx: &Arc<RunContext>, job: &Job, dir: &Path) -> Result<(), String> {
+    for need in &job.needs_from {
+        let branch = need
+            .branch
+            .as_deref()
+            .map(|b| format!(" on branch `{b}`"))
+            .unwrap_or_default();
+        let found = ctx
+            .state
+            .latest_project_artifact(&need.project, &need.artifact, need.branch.as_deref())
+            .await
+            .map_err(|e| {
+                format!(
+                    "looking up artifact `{}` of project `{}`: {e:#}",
+                    need.artifact, need.project
+                )
+            })?;
+        let Some(record) = found else {
+            return Err(format!(
+                "project `{}` has no artifact `{}` from a succeeded run{branch} (removed by retention, or never built)",
+                need.project, need.artifact
+            ));
+        };
+        let file_name = need.path.clone().unwrap_or_else(|| need.artifact.clone());
+        ctx.artifacts
+            .unpack(&record.digest, &record.media_type, dir, &file_name)
+            .await
+            .map_err(|e| {
+                format!(
+                    "artifact `{}` of project `{}` (run {}, {}): {e:#}",
+                    need.artifact, need.project, record.run_id, record.digest
+                )
+            })?;
+    }
     if job.needs.is_empty() {
         return Ok(());
     }

@@ -754,6 +754,27 @@ impl StateStore for SqliteStore {
         Ok(d.flatten())
     }
 
+    async fn latest_project_artifact(
+        &self,
+        project: &str,
+        name: &str,
+        branch: Option<&str>,
+    ) -> Result<Option<ArtifactRecord>> {
+        let row = sqlx::query(
+            "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             JOIN projects p ON p.id = r.project_id \
+             WHERE p.name = $1 AND a.name = $2 AND ($3 IS NULL OR r.branch = $3) \
+             AND r.status = 'succeeded' AND a.removed_at IS NULL ORDER BY a.id DESC LIMIT 1",
+        )
+        .bind(project)
+        .bind(name)
+        .bind(branch)
+        .fetch_optional(&self.pool)
+        .await
+        .context("finding the artifact of another project")?;
+        row.as_ref().map(artifact_from).transpose()
+    }
+
     async fn find_artifact(
         &self,
         name: Option<&str>,
@@ -787,8 +808,8 @@ impl StateStore for SqliteStore {
 
     async fn create_share(&self, share: &ShareRecord) -> Result<ShareRecord> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO shares (digest, file_name, media_type, expires_at, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO shares (digest, file_name, media_type, expires_at, created_at, created_by, stable, presign) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(&share.digest)
         .bind(&share.file_name)
@@ -796,6 +817,8 @@ impl StateStore for SqliteStore {
         .bind(share.expires_at)
         .bind(share.created_at)
         .bind(&share.created_by)
+        .bind(share.stable)
+        .bind(share.presign)
         .fetch_one(&self.pool)
         .await
         .context("recording the share link")?;
@@ -820,6 +843,8 @@ impl StateStore for SqliteStore {
                 revoked_at: r.try_get("revoked_at")?,
                 created_at: r.try_get("created_at")?,
                 created_by: r.try_get("created_by")?,
+                stable: r.try_get("stable")?,
+                presign: r.try_get("presign")?,
             })
         })
         .transpose()

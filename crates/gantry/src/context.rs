@@ -3,12 +3,17 @@
 //! process that died.
 
 use anyhow::{Context as _, Result};
+use gantry_config::server::ArtifactsConfig;
+use gantry_engine::ports::ArtifactStore;
 use gantry_engine::ports::StateStore;
 use gantry_runner::owner;
-use gantry_store::artifacts::LocalArtifactStore;
+use gantry_store::artifacts::{LocalArtifactStore, S3ArtifactStore, S3Location};
 use gantry_store::sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Where a data directory remembers the artifact store its server was configured with.
+const STORE_FILE: &str = "artifact-store.json";
 
 pub struct Context {
     pub data_dir: PathBuf,
@@ -55,8 +60,74 @@ impl Context {
         Self::open(data_dir_here(explicit)?).await
     }
 
-    pub fn artifacts(&self) -> Result<LocalArtifactStore> {
-        LocalArtifactStore::new(self.data_dir.join("artifacts"))
+    /// The artifact store of this data directory: the S3 store the server was configured with
+    /// (remembered in `artifact-store.json`), else `artifacts/` on local disk.
+    pub fn artifacts(&self) -> Result<Arc<dyn ArtifactStore>> {
+        let remembered = self.data_dir.join(STORE_FILE);
+        let config = match std::fs::read_to_string(&remembered) {
+            Ok(text) => Some(
+                serde_json::from_str::<ArtifactsConfig>(&text)
+                    .with_context(|| format!("reading {}", remembered.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", remembered.display()));
+            }
+        };
+        self.open_artifacts(config.as_ref())
+    }
+
+    /// Opens the store `config` names (local disk when `None`) and remembers the choice in the
+    /// data directory. Switching a data directory that keeps its artifacts in S3 back to local
+    /// disk is refused: its recorded artifacts would all look missing.
+    pub fn use_artifacts(
+        &self,
+        config: Option<&ArtifactsConfig>,
+    ) -> Result<Arc<dyn ArtifactStore>> {
+        let remembered = self.data_dir.join(STORE_FILE);
+        match config {
+            Some(c) => {
+                let tmp = remembered.with_extension("json.tmp");
+                std::fs::write(&tmp, serde_json::to_vec_pretty(c)?)
+                    .and_then(|()| std::fs::rename(&tmp, &remembered))
+                    .with_context(|| format!("writing {}", remembered.display()))?;
+            }
+            None if remembered.exists() => {
+                let text = std::fs::read_to_string(&remembered).unwrap_or_default();
+                let url = serde_json::from_str::<ArtifactsConfig>(&text)
+                    .map(|c| c.url)
+                    .unwrap_or_else(|_| "an S3 store".into());
+                anyhow::bail!(
+                    "this data directory keeps its artifacts in {url} ({}), but the configuration has no [artifacts] table; add it back (url = \"{url}\"), or delete that file to start over on local disk",
+                    remembered.display()
+                );
+            }
+            None => {}
+        }
+        self.open_artifacts(config)
+    }
+
+    fn open_artifacts(&self, config: Option<&ArtifactsConfig>) -> Result<Arc<dyn ArtifactStore>> {
+        let Some(c) = config else {
+            return Ok(Arc::new(LocalArtifactStore::new(
+                self.data_dir.join("artifacts"),
+            )?));
+        };
+        let mut location = S3Location::parse_url(&c.url)?;
+        location.endpoint = c.endpoint.clone();
+        location.region = c.region.clone();
+        location.access_key_id = c.access_key_id.clone();
+        if let Some(var) = &c.secret_access_key_env {
+            location.secret_access_key = Some(std::env::var(var).with_context(|| {
+                format!("[artifacts] secret_access_key_env names `{var}`, which is not set")
+            })?);
+        }
+        location.timeout = c.timeout_ms.map(std::time::Duration::from_millis);
+        location.retries = c.retries.map(|n| n as usize);
+        Ok(Arc::new(S3ArtifactStore::new(
+            location,
+            self.data_dir.join("artifacts/tmp"),
+        )?))
     }
 
     pub fn work_root(&self) -> PathBuf {

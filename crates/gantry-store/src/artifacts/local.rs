@@ -1,15 +1,16 @@
 //! The local content-addressed store: `objects/sha256/<2 hex>/<64 hex>` under the data
-//! directory. An object is written to `tmp/` first and renamed into place only once complete and
+//! directory. An object is packed into `tmp/` first and renamed into place only once complete and
 //! synced, so a crash never leaves a partial object under a digest; identical content is kept once.
 
-use super::TAR_ZSTD;
-use super::collect::{Collected, collect};
-use super::pack::{media_type_of, pack_to};
-use anyhow::{Context, Result, bail};
+use super::object::{object_key, verify_file, write_out};
+use super::pack::pack_staged;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
-use gantry_engine::ports::{ArtifactStore, StoredArtifact};
+use gantry_engine::ports::{ArtifactStore, ByteStream, StoredArtifact};
 use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+#[derive(Clone)]
 pub struct LocalArtifactStore {
     root: PathBuf,
 }
@@ -25,51 +26,30 @@ impl LocalArtifactStore {
 
     /// Where the object of `digest` (`sha256:<hex>`) lives; refuses anything that is not a digest.
     pub fn object_path(&self, digest: &str) -> Result<PathBuf> {
-        let Some(hex) = digest.strip_prefix("sha256:") else {
-            bail!("`{digest}` is not a sha256 digest")
-        };
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            bail!("`{digest}` is not a sha256 digest");
-        }
-        Ok(self.root.join("objects/sha256").join(&hex[..2]).join(hex))
+        Ok(self.root.join("objects").join(object_key(digest)?))
     }
 
     fn store_blocking(&self, workspace: &Path, paths: &[String]) -> Result<StoredArtifact> {
-        let collected = collect(workspace, paths)?;
-        let media_type = match &collected {
-            Collected::SingleFile(e) => media_type_of(&e.rel).to_string(),
-            Collected::Tree(_) => TAR_ZSTD.to_string(),
-        };
-        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
-            .context("creating a temporary file for the artifact")?;
-        let (file, digest, size) = pack_to(&collected, tmp.reopen()?)?;
-        file.sync_all().context("syncing the artifact")?;
-        let dest = self.object_path(&digest)?;
-        if dest.exists() {
-            return Ok(StoredArtifact {
-                digest,
-                size,
-                media_type,
-                newly_stored: false,
-            });
-        }
-        let dir = dest.parent().expect("object paths have a parent");
-        std::fs::create_dir_all(dir)?;
-        tmp.persist(&dest)
-            .map_err(|e| e.error)
-            .context("moving the artifact into the store")?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+        let staged = pack_staged(workspace, paths, &self.root.join("tmp"))?;
+        let dest = self.object_path(&staged.digest)?;
+        let newly_stored = !dest.exists();
+        if newly_stored {
+            let dir = dest.parent().expect("object paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            staged
+                .file
+                .persist(&dest)
+                .map_err(|e| e.error)
+                .context("moving the artifact into the store")?;
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
         }
         Ok(StoredArtifact {
-            digest,
-            size,
-            media_type,
-            newly_stored: true,
+            digest: staged.digest,
+            size: staged.size,
+            media_type: staged.media_type,
+            newly_stored,
         })
     }
 }
@@ -77,9 +57,7 @@ impl LocalArtifactStore {
 #[async_trait]
 impl ArtifactStore for LocalArtifactStore {
     async fn store(&self, workspace: &Path, paths: &[String]) -> Result<StoredArtifact> {
-        let this = LocalArtifactStore {
-            root: self.root.clone(),
-        };
+        let this = self.clone();
         let workspace = workspace.to_path_buf();
         let paths = paths.to_vec();
         tokio::task::spawn_blocking(move || this.store_blocking(&workspace, &paths))
@@ -94,7 +72,7 @@ impl ArtifactStore for LocalArtifactStore {
     async fn verify(&self, digest: &str) -> Result<()> {
         let object = self.object_path(digest)?;
         let digest = digest.to_string();
-        tokio::task::spawn_blocking(move || verify_blocking(&object, &digest))
+        tokio::task::spawn_blocking(move || verify_file(&object, &digest))
             .await
             .context("the verifying task failed")?
     }
@@ -111,8 +89,35 @@ impl ArtifactStore for LocalArtifactStore {
         }
     }
 
-    fn local_path(&self, digest: &str) -> Option<PathBuf> {
-        self.object_path(digest).ok().filter(|p| p.is_file())
+    async fn size(&self, digest: &str) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.object_path(digest)?).await {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            _ => Ok(None),
+        }
+    }
+
+    async fn read(&self, digest: &str, start: u64, len: u64) -> Result<ByteStream> {
+        let path = self.object_path(digest)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("the stored object for {digest} is missing"))?;
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            file.take(len),
+            256 * 1024,
+        )))
+    }
+
+    async fn presign(
+        &self,
+        _digest: &str,
+        _expires_in: std::time::Duration,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn location(&self) -> String {
+        self.root.join("objects").display().to_string()
     }
 
     async fn unpack(
@@ -130,70 +135,18 @@ impl ArtifactStore for LocalArtifactStore {
             file_name.to_string(),
         );
         tokio::task::spawn_blocking(move || {
-            unpack_blocking(&object, &digest, &media_type, &dest, &file_name)
+            verify_file(&object, &digest)?;
+            write_out(&object, &media_type, &dest, &file_name)
         })
         .await
         .context("the unpacking task failed")?
     }
 }
 
-/// Hashes the stored object and compares it with `digest`: missing or corrupt is an error.
-fn verify_blocking(object: &Path, digest: &str) -> Result<()> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(object)
-        .with_context(|| format!("the stored object for {digest} is missing"))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-    if actual != digest {
-        bail!(
-            "the stored object does not match its digest (expected {digest}, found {actual}): it is corrupt"
-        );
-    }
-    Ok(())
-}
-
-fn unpack_blocking(
-    object: &Path,
-    digest: &str,
-    media_type: &str,
-    dest: &Path,
-    file_name: &str,
-) -> Result<()> {
-    verify_blocking(object, digest)?;
-    let f = std::fs::File::open(object)?;
-    if media_type == super::TAR_ZSTD {
-        let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(f)?);
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(true);
-        archive
-            .unpack(dest)
-            .with_context(|| format!("unpacking into {}", dest.display()))?;
-    } else {
-        let target = dest.join(file_name);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::io::copy(
-            &mut std::io::BufReader::new(f),
-            &mut std::fs::File::create(&target)?,
-        )
-        .with_context(|| format!("writing {}", target.display()))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifacts::TAR_ZSTD;
     use std::os::unix::fs::symlink;
 
     fn workspace() -> tempfile::TempDir {

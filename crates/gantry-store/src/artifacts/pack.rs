@@ -3,7 +3,7 @@
 //! Deterministic means the same content gives the same digest: entries sorted, times, owners
 //! and modes normalised.
 
-use super::collect::{Collected, Entry, EntryKind};
+use super::collect::{Collected, Entry, EntryKind, collect};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -44,6 +44,34 @@ impl<W: Write> Write for HashingWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// A packed artifact in a temporary file of the staging directory, not yet in any store.
+pub struct Staged {
+    pub file: tempfile::NamedTempFile,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Collects `paths` of `workspace` and packs them into a temporary file under `staging`, synced
+/// to disk, with the digest computed on the way: one pass, memory flat whatever the size.
+pub fn pack_staged(workspace: &Path, paths: &[String], staging: &Path) -> Result<Staged> {
+    let collected = collect(workspace, paths)?;
+    let media_type = match &collected {
+        Collected::SingleFile(e) => media_type_of(&e.rel).to_string(),
+        Collected::Tree(_) => super::TAR_ZSTD.to_string(),
+    };
+    let file = tempfile::NamedTempFile::new_in(staging)
+        .with_context(|| format!("creating a temporary file in {}", staging.display()))?;
+    let (out, digest, size) = pack_to(&collected, file.reopen()?)?;
+    out.sync_all().context("syncing the artifact")?;
+    Ok(Staged {
+        file,
+        digest,
+        size,
+        media_type,
+    })
 }
 
 /// Writes the collected entries to `out`; returns the digest and size of what was written.

@@ -8,7 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use gantry_engine::ports::{ArtifactStore, StateStore};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -40,9 +40,17 @@ pub enum ArtifactCommand {
         run: Option<i64>,
         #[arg(long)]
         digest: Option<String>,
-        /// How long the link works (30m, 1h, 7d; at most a year)
-        #[arg(long, default_value = "1h")]
-        expires: String,
+        /// How long the link works (30m, 1h, 7d; at most a year; default 1h)
+        #[arg(long, conflicts_with = "stable")]
+        expires: Option<String>,
+        /// A link that lasts until revoked or the artifact is removed; each visit redirects to
+        /// a freshly signed URL
+        #[arg(long)]
+        stable: bool,
+        /// An S3 presigned URL (the artifact store must be S3; at most 7 days; cannot be
+        /// revoked). With --stable: a stable link that redirects to fresh presigned URLs
+        #[arg(long)]
+        presign: bool,
     },
     /// Revoke a share link (its id is printed by `share`)
     Revoke { id: i64 },
@@ -87,7 +95,7 @@ pub async fn gc(args: GcArgs, data_dir: Option<PathBuf>) -> CliResult {
     let store = ctx.artifacts()?;
     let report = crate::gc::collect(
         &*ctx.state,
-        &store,
+        &*store,
         args.keep_runs,
         args.keep_younger_than,
         args.dry_run,
@@ -135,21 +143,35 @@ pub async fn artifact(
             run,
             digest,
             expires,
+            stable,
+            presign,
         } => {
             let c = super::remote::client(server.as_deref(), data_dir)?;
             let out = c
                 .post(
                     "/api/artifacts/shares",
-                    json!({ "name": name, "run": run, "digest": digest, "expires": expires }),
+                    json!({ "name": name, "run": run, "digest": digest, "expires": expires, "stable": stable, "presign": presign }),
                 )
                 .await?;
-            eprintln!(
-                "share {} of {} (expires {}; revoke with `gantry artifact revoke {}`):",
-                out["id"],
-                out["digest"].as_str().unwrap_or("?"),
-                expires,
-                out["id"]
-            );
+            let what = out["digest"].as_str().unwrap_or("?");
+            if out["presigned"] == true {
+                eprintln!(
+                    "S3 presigned URL of {what} (expires in {}; it cannot be revoked):",
+                    expires.as_deref().unwrap_or("1h")
+                );
+            } else if stable {
+                eprintln!(
+                    "stable link {} of {what} (valid until revoked or the artifact is removed; revoke with `gantry artifact revoke {}`):",
+                    out["id"], out["id"]
+                );
+            } else {
+                eprintln!(
+                    "share {} of {what} (expires in {}; revoke with `gantry artifact revoke {}`):",
+                    out["id"],
+                    expires.as_deref().unwrap_or("1h"),
+                    out["id"]
+                );
+            }
             println!("{}", out["url"].as_str().unwrap_or(""));
             Ok(())
         }
@@ -236,10 +258,7 @@ pub async fn artifact(
                 return Err(anyhow!("{} {} was removed by retention at {when}; pin artifacts you need to keep (gantry artifact pin)", a.name, a.digest).into());
             }
             let store = ctx.artifacts()?;
-            let src = store.local_path(&a.digest).ok_or_else(|| {
-                anyhow!("the stored object of {} is missing (removed?)", a.digest)
-            })?;
-            copy_checked(&src, &output, &a.digest, a.size as u64)?;
+            copy_checked(&*store, &output, &a.digest, a.size as u64).await?;
             eprintln!(
                 "{} {} ({}) -> {}",
                 a.name,
@@ -267,37 +286,60 @@ async fn find(
         .ok_or_else(|| anyhow!("no such artifact"))
 }
 
-/// Copies `src` to `dest` through a temp file, checking the sha256 before the file appears.
-fn copy_checked(
-    src: &std::path::Path,
+/// Streams the stored object to `dest` through a temp file beside it, with a progress bar,
+/// checking the sha256 before the file appears under its name.
+async fn copy_checked(
+    store: &dyn ArtifactStore,
     dest: &std::path::Path,
     digest: &str,
     size: u64,
 ) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
+    let stored = store.size(digest).await?.ok_or_else(|| {
+        anyhow!(
+            "the stored object of {digest} is missing from {}",
+            store.location()
+        )
+    })?;
+    if stored != size {
+        bail!(
+            "the stored object of {digest} has {stored} bytes, {size} were recorded: it is corrupt; nothing was written"
+        );
+    }
+    let mut stream = store.read(digest, 0, size).await?;
     let mut tmp = tempfile_in(dir)?;
-    let mut input =
-        std::fs::File::open(src).with_context(|| format!("reading {}", src.display()))?;
-    let bar = indicatif::ProgressBar::new(size);
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(size)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let copied: anyhow::Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.with_context(|| format!("reading {digest} from {}", store.location()))?;
+            hasher.update(&chunk);
+            tmp.1.write_all(&chunk)?;
+            bar.inc(chunk.len() as u64);
         }
-        hasher.update(&buf[..n]);
-        tmp.1.write_all(&buf[..n])?;
-        bar.inc(n as u64);
+        Ok(())
     }
+    .await;
     bar.finish_and_clear();
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp.0);
+        return Err(e.context("nothing was written"));
+    }
     let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
     if actual != digest {
         let _ = std::fs::remove_file(&tmp.0);

@@ -88,7 +88,7 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
     let renderer = Arc::new(Renderer::new(style, args.quiet));
     let runner = Runner {
         state: ctx.state.clone(),
-        artifacts: Arc::new(ctx.artifacts()?),
+        artifacts: ctx.artifacts()?,
         observer: renderer.clone(),
         deployer: Some(Arc::new(crate::server_deployer::ServerDeployer {
             explicit: server,

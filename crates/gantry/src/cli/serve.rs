@@ -105,7 +105,7 @@ pub async fn serve_until(
         config.clone(),
         data_dir.clone(),
         ctx.state.clone(),
-        Arc::new(ctx.artifacts()?),
+        ctx.use_artifacts(config.artifacts.as_ref())?,
         metrics.clone(),
         owner.name().to_string(),
         url.clone(),

@@ -15,7 +15,6 @@ use gantry_config::server::{ProjectConfig, ServerConfig};
 use gantry_engine::ports::{QueuedRun, StateStore};
 use gantry_git::{Repo, branch_matches};
 use gantry_model::{RunStatus, SecretValue};
-use gantry_store::artifacts::LocalArtifactStore;
 use gantry_store::sqlite::SqliteStore;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,7 +51,7 @@ pub struct Server {
     pub config: ServerConfig,
     pub data_dir: PathBuf,
     pub store: Arc<SqliteStore>,
-    pub artifacts: Arc<LocalArtifactStore>,
+    pub artifacts: Arc<dyn gantry_engine::ports::ArtifactStore>,
     pub metrics: Arc<gantry_api::metrics::Metrics>,
     /// The owner lock name runs claimed by this server carry.
     pub owner: String,
@@ -77,7 +76,7 @@ impl Server {
         config: ServerConfig,
         data_dir: PathBuf,
         store: Arc<SqliteStore>,
-        artifacts: Arc<LocalArtifactStore>,
+        artifacts: Arc<dyn gantry_engine::ports::ArtifactStore>,
         metrics: Arc<gantry_api::metrics::Metrics>,
         owner: String,
         url: String,

@@ -268,3 +268,92 @@ stages:
         "{again}"
     );
 }
+
+#[test]
+fn jobs_use_the_newest_succeeded_artifact_of_another_project() {
+    let libs = Fixture::new(
+        "//- gantry.yml
+name: libs
+stages:
+  - name: build
+    jobs:
+      - name: core
+        run: mkdir -p core && echo core-v1 > core/lib.txt && printf 'echo tool-v1\\n' > tool.sh
+        artifacts:
+          - { name: core, path: core/ }
+          - { name: tool, path: tool.sh }
+",
+    );
+    assert_eq!(libs.run(&["run"]).code, 0);
+    // A later run whose tests fail: its artifacts are not picked up by other projects.
+    libs.commit(
+        "//- gantry.yml
+name: libs
+stages:
+  - name: build
+    jobs:
+      - name: core
+        run: mkdir -p core && echo core-v2 > core/lib.txt && printf 'echo tool-v2\\n' > tool.sh
+        artifacts:
+          - { name: core, path: core/ }
+          - { name: tool, path: tool.sh }
+  - name: test
+    jobs:
+      - name: unit
+        run: exit 1
+",
+        "v2, broken",
+    );
+    assert_eq!(libs.run(&["run"]).code, 1);
+
+    let app = Fixture::new(
+        "//- gantry.yml
+name: app
+stages:
+  - name: build
+    jobs:
+      - name: link
+        needs:
+          - { project: libs, artifact: core }
+          - { project: libs, artifact: tool, branch: main, path: bin/tool.sh }
+        run: cat core/lib.txt && sh bin/tool.sh
+",
+    );
+    let shared_data = |f: &Fixture, args: &[&str]| -> crate::support::Run {
+        f.gantry(args)
+            .env("GANTRY_HOME", libs.data())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let out = shared_data(&app, &["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let logs = shared_data(&app, &["logs", "3", "link"]);
+    assert!(
+        logs.stdout.contains("core-v1") && logs.stdout.contains("tool-v1"),
+        "{logs}"
+    );
+
+    // Unknown artifact, or another branch: the job fails naming what is missing.
+    app.commit(
+        "//- gantry.yml
+name: app
+stages:
+  - name: build
+    jobs:
+      - name: link
+        needs: [{ project: libs, artifact: core, branch: release }]
+        run: cat core/lib.txt
+",
+        "wrong branch",
+    );
+    let out = shared_data(&app, &["run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let show = shared_data(&app, &["show", "--json", "4"]);
+    assert!(
+        show.stdout.contains(
+            "project `libs` has no artifact `core` from a succeeded run on branch `release`"
+        ),
+        "{show}"
+    );
+}

@@ -59,13 +59,7 @@ fn service_source(kind: Service) -> String {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::support::free_port;
 
 /// The pipeline: package `dist/` as the artifact `app`; environment `production` runs it
 /// behind a router on `port`. `extra` adds lines to the environment (indented 4).

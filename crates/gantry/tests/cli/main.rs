@@ -7,6 +7,8 @@
 //!   users, the forcing header, stickiness, the share, promote/abort, alarms.
 //! - `check`: `gantry check` and `gantry schema`.
 //! - `pipeline`: stages, parallel jobs, failures, allow_failure, retries, timeouts, environment.
+//! - `s3`: artifacts in an S3 bucket (moto_server): stored once, fetched by later stages, shared,
+//!   presigned, an upload cut off mid-way leaves nothing, gc deletes from the bucket.
 //! - `secrets`: masking, checked against everything gantry persisted.
 //! - `artifacts`: content-addressed storage, dedupe, escaping paths.
 //! - `crash`: kill -9 and Ctrl-C in the middle of a run.
@@ -25,6 +27,7 @@ mod check;
 mod crash;
 mod deploy;
 mod pipeline;
+mod s3;
 mod secrets;
 mod server;
 mod server_support;

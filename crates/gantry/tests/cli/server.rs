@@ -1,7 +1,9 @@
 //! `gantry serve` end to end: polling and webhooks start exactly one run per commit, the API
 //! with its tokens and roles, live logs over SSE, shutdown and kill -9.
 
-use crate::server_support::{Served, bare_repo, push, request, sse};
+use crate::server_support::{
+    Served, bare_repo, curl, curl_followed, push, request, sse, status_of,
+};
 use crate::support::{alive, read_pid, wait_until};
 use std::io::BufRead;
 use std::time::Duration;
@@ -709,30 +711,6 @@ fn a_failed_run_is_diagnosed_and_notified() {
     assert_eq!(d["diagnosis"]["category"], "test-failure");
 }
 
-fn curl(args: &[&str]) -> (String, Vec<u8>) {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--path-as-is", "-D", "-"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let raw = out.stdout;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(raw.len(), |i| i + 4);
-    (
-        String::from_utf8_lossy(&raw[..split]).into_owned(),
-        raw[split..].to_vec(),
-    )
-}
-
-fn status_of(head: &str) -> u16 {
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn share_links_work_with_plain_curl_and_refuse_everything_else() {
     use sha2::{Digest, Sha256};
@@ -857,6 +835,50 @@ fn share_links_work_with_plain_curl_and_refuse_everything_else() {
     ) == 410));
     let (_, body) = curl(&[&short_url]);
     assert!(String::from_utf8_lossy(&body).contains("expired"));
+
+    // A stable link: redirects to a fresh short-lived link each time; tampered or revoked: 403.
+    let stable = cli(&["artifact", "share", "site", "--stable"]);
+    assert_eq!(stable.code, 0, "{stable}");
+    let stable_url = stable.stdout.trim().to_string();
+    assert!(
+        stable_url.starts_with(&format!("{}/s/", s.url)),
+        "{stable_url}"
+    );
+    let (head, _) = curl(&[&stable_url]);
+    assert_eq!(status_of(&head), 302, "{head}");
+    assert!(head.contains(&format!("ocation: {}/a/", s.url)), "{head}");
+    let got = curl_followed(&stable_url);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&got))),
+        site["digest"].as_str().unwrap()
+    );
+    let flipped_stable = format!(
+        "{}{}",
+        &stable_url[..stable_url.len() - 1],
+        if stable_url.ends_with('0') { '1' } else { '0' }
+    );
+    for bad in [
+        flipped_stable,
+        format!("{}/s/..%2F..%2Fetc%2Fpasswd", s.url),
+        format!("{}/s/{}", s.url, &stable_url[stable_url.len() - 64..]),
+    ] {
+        let (head, body) = curl(&[&bad]);
+        let status = status_of(&head);
+        assert!(status == 403 || status == 404, "{bad}: {head}");
+        assert!(!String::from_utf8_lossy(&body).contains("sha256:"));
+    }
+    let stable_id = stable.stderr.split_whitespace().nth(2).unwrap().to_string();
+    assert_eq!(cli(&["artifact", "revoke", &stable_id]).code, 0);
+    assert_eq!(status_of(&curl(&[&stable_url]).0), 403);
+    // Presigned URLs need an S3 store; this one is on local disk.
+    let presign = cli(&["artifact", "share", "site", "--presign"]);
+    assert_eq!(presign.code, 1, "{presign}");
+    assert!(
+        presign
+            .stderr
+            .contains("presigned URLs need an S3 artifact store"),
+        "{presign}"
+    );
 
     // `artifact get` copies with a digest check; a corrupt object writes nothing.
     let out_file = s.dir.path().join("report-copy.json");

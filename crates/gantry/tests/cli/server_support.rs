@@ -153,6 +153,7 @@ impl Served {
             .args(["serve", "--config", "gantry.toml"])
             .current_dir(self.dir.path())
             .env("HELLO_SECRET", "webhook-secret")
+            .env("TEST_S3_SECRET", "moto-secret")
             .env("GANTRY_LOG", "info")
             .env_remove("GANTRY_HOME")
             .env_remove("GANTRY_SERVER")
@@ -407,4 +408,43 @@ pub fn sse(
         }
     }
     r
+}
+
+/// `curl -sS -L`: the body after following redirects.
+pub fn curl_followed(url: &str) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-L", "--max-redirs", "3", url])
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl -L {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `curl -sS -D -`: the response head and the body.
+pub fn curl(args: &[&str]) -> (String, Vec<u8>) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--path-as-is", "-D", "-"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let raw = out.stdout;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |i| i + 4);
+    (
+        String::from_utf8_lossy(&raw[..split]).into_owned(),
+        raw[split..].to_vec(),
+    )
+}
+
+pub fn status_of(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -214,3 +214,56 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
+
+/// A helper process of the test (an HTTP server, moto_server), killed by its id when dropped.
+pub struct Helper(pub std::process::Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        signal(self.0.id() as i32, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16) {
+    assert!(
+        wait_until(Duration::from_secs(30), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "nothing listens on {port}"
+    );
+}
+
+pub fn moto() -> Option<(Helper, u16)> {
+    moto_with(&[])
+}
+
+/// moto_server with its IAM checks on after the first two requests (which create a user and
+/// its key), so a user without a policy gets AccessDenied, as on AWS.
+pub fn moto_with_auth() -> Option<(Helper, u16)> {
+    moto_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "2")])
+}
+
+pub fn moto_with(env: &[(&str, &str)]) -> Option<(Helper, u16)> {
+    let port = free_port();
+    let child = std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let h = Helper(child);
+    wait_for_port(port);
+    Some((h, port))
+}

@@ -7,38 +7,9 @@
 //! The test prints the accuracy and requires at least 95%.
 
 use crate::support::{Fixture, Run};
+use crate::support::{Helper, free_port, moto, moto_with_auth, wait_for_port};
 use gantry_engine::why::{Category, Diagnoser, Fact, rules};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-/// A helper process of the test (an HTTP server, moto_server), killed by its id when dropped.
-struct Helper(Child);
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        crate::support::signal(self.0.id() as i32, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16) {
-    assert!(
-        crate::support::wait_until(Duration::from_secs(30), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "nothing listens on {port}"
-    );
-}
+use std::process::{Command, Stdio};
 
 /// A tiny HTTP server answering 401 (with Basic auth asked) under /private, 403 under /forbidden,
 /// 404 elsewhere: what a git host or an API says to a client without the right credentials.
@@ -69,30 +40,6 @@ http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
     let h = Helper(child);
     wait_for_port(port);
     (h, port)
-}
-
-fn moto() -> Option<(Helper, u16)> {
-    moto_with(&[])
-}
-
-/// moto_server with its IAM checks on after the first two requests (which create a user and
-/// its key), so a user without a policy gets AccessDenied, as on AWS.
-fn moto_with_auth() -> Option<(Helper, u16)> {
-    moto_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "2")])
-}
-
-fn moto_with(env: &[(&str, &str)]) -> Option<(Helper, u16)> {
-    let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let h = Helper(child);
-    wait_for_port(port);
-    Some((h, port))
 }
 
 /// A TLS server whose certificate expired yesterday, and curl refusing it (Python's

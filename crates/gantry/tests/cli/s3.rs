@@ -1,0 +1,330 @@
+//! Artifacts in an S3 bucket: a real S3 API (`moto_server` on 127.0.0.1) behind a server with
+//! `[artifacts] url = "s3://…"`, reached through a small TCP proxy of the test that counts the
+//! bytes sent to S3 and can cut the endpoint off mid-upload.
+
+use crate::server_support::{Served, bare_repo, curl, curl_followed, push, status_of};
+use crate::support::{files_under, moto};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// A TCP proxy to `127.0.0.1:upstream` that counts the bytes clients send, and, once they pass
+/// `cut_after`, drops every connection and refuses new ones (the endpoint is gone) until
+/// [`Proxy::restore`].
+struct Proxy {
+    port: u16,
+    sent: Arc<AtomicU64>,
+    cut_after: Arc<AtomicU64>,
+    dead: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(AtomicU64::new(0));
+        let cut_after = Arc::new(AtomicU64::new(u64::MAX));
+        let dead = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
+        let (s, c, d, st, o) = (
+            sent.clone(),
+            cut_after.clone(),
+            dead.clone(),
+            stop.clone(),
+            open.clone(),
+        );
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                if d.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                o.lock().unwrap().push(client.try_clone().unwrap());
+                o.lock().unwrap().push(server.try_clone().unwrap());
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (sent, cut, dead, open) = (s.clone(), c.clone(), d.clone(), o.clone());
+                // Client to S3: counted, and cut past the limit.
+                std::thread::spawn(move || {
+                    pipe(client, server, |n| {
+                        let total = sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                        if total > cut.load(Ordering::SeqCst) {
+                            dead.store(true, Ordering::SeqCst);
+                            for s in open.lock().unwrap().iter() {
+                                let _ = s.shutdown(Shutdown::Both);
+                            }
+                            return false;
+                        }
+                        true
+                    })
+                });
+                std::thread::spawn(move || pipe(s2, c2, |_| true));
+            }
+        });
+        Proxy {
+            port,
+            sent,
+            cut_after,
+            dead,
+            stop,
+            open,
+            accept: Some(accept),
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// The endpoint goes away once `more` further bytes have been sent to it.
+    fn cut_after(&self, more: u64) {
+        self.cut_after.store(self.sent() + more, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.cut_after.store(u64::MAX, Ordering::SeqCst);
+        self.dead.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies until EOF, an error, or `go` says stop (each read's size is handed to it).
+fn pipe(mut from: TcpStream, mut to: TcpStream, mut go: impl FnMut(usize) -> bool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !go(n) || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().iter() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Keys under `prefix` in moto's bucket `builds` (ListObjectsV2, unsigned: moto allows it).
+fn keys(moto_port: u16, prefix: &str) -> Vec<String> {
+    let (head, body) = curl(&[&format!(
+        "http://127.0.0.1:{moto_port}/builds?list-type=2&prefix={prefix}"
+    )]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.split("<Key>")
+        .skip(1)
+        .map(|k| k.split("</Key>").next().unwrap().to_string())
+        .collect()
+}
+
+/// Builds `dist/` with 12 MiB of seeded random bytes (so: a multipart upload) and a readme;
+/// a later stage needs it and prints the readme.
+fn pipeline(seed: u32) -> String {
+    format!(
+        "stages:
+  - name: build
+    jobs:
+      - name: make
+        run: |
+          mkdir -p dist && echo hello-{seed} > dist/readme
+          python3 -c 'import random,sys; random.seed({seed}); sys.stdout.buffer.write(random.randbytes(12 << 20))' > dist/blob
+        artifacts: [{{ name: site, path: dist/ }}]
+  - name: check
+    jobs:
+      - name: use
+        needs: [site]
+        run: cat dist/readme && test $(wc -c < dist/blob) -eq 12582912
+"
+    )
+}
+
+#[test]
+fn artifacts_in_s3_are_stored_once_shared_presigned_and_never_half_written() {
+    let (_moto, moto_port) =
+        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
+    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    let proxy = Proxy::start(moto_port);
+
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), &pipeline(1));
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\npoll = \"0s\"\n\n[artifacts]\nurl = \"s3://builds/ci\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\ntimeout = \"5s\"\nretries = 1\n",
+        proxy.port
+    );
+    let s = Served::start_in(dir, &config);
+    let trigger = || -> (i64, String) {
+        let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+            .as_i64()
+            .unwrap();
+        (id, s.wait_finished(id))
+    };
+    let site_of = |run: i64| -> serde_json::Value {
+        s.api("GET", &format!("/api/runs/{run}/artifacts"), "")
+            .json()["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "site")
+            .unwrap()
+            .clone()
+    };
+
+    // Stored in the bucket (not on local disk), fetched back for the later stage.
+    let (first, status) = trigger();
+    let explain = |run: i64| {
+        format!(
+            "{}\n{}",
+            s.api("GET", &format!("/api/runs/{run}"), "").body,
+            s.api("GET", &format!("/api/runs/{run}/logs"), "").body
+        )
+    };
+    assert_eq!(status, "succeeded", "{}", explain(first));
+    let site = site_of(first);
+    let digest = site["digest"].as_str().unwrap().to_string();
+    let hexd = digest.trim_start_matches("sha256:");
+    let key = format!("ci/objects/sha256/{}/{hexd}", &hexd[..2]);
+    assert_eq!(keys(moto_port, "ci/"), vec![key.clone()]);
+    let (head, body) = curl(&[&format!("http://127.0.0.1:{moto_port}/builds/{key}")]);
+    assert_eq!(status_of(&head), 200);
+    assert_eq!(sha256(&body), digest, "the object in S3 matches its digest");
+    assert_eq!(body.len() as i64, site["size"].as_i64().unwrap());
+    assert!(body.len() > 12 << 20, "big enough for a multipart upload");
+    assert!(
+        files_under(&s.data().join("artifacts/objects")).is_empty(),
+        "nothing kept on local disk"
+    );
+    let logs = s.api("GET", &format!("/api/runs/{first}/logs?job=use"), "");
+    assert!(logs.body.contains("hello-1"), "{}", logs.body);
+
+    // The same content again: its digest is found in the bucket, no byte of it is sent.
+    let before = proxy.sent();
+    push(s.dir.path(), &pipeline(1), "same content");
+    let (second, status) = trigger();
+    assert_eq!(status, "succeeded", "{}", explain(second));
+    assert_eq!(site_of(second)["digest"], digest.as_str());
+    let resent = proxy.sent() - before;
+    assert!(
+        resent < 64 * 1024,
+        "{resent} bytes went to S3 for content it already had"
+    );
+
+    // Share link served by gantry (Range included), a presigned S3 URL, `artifact get`.
+    let cli = |args: &[&str]| -> crate::support::Run {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .env("GANTRY_HOME", s.data())
+            .env("TEST_S3_SECRET", "moto-secret")
+            .env_remove("GANTRY_SERVER")
+            .env_remove("GANTRY_TOKEN")
+            .output()
+            .unwrap()
+            .into()
+    };
+    let shared = cli(&["artifact", "share", "site", "--expires", "10m"]);
+    assert_eq!(shared.code, 0, "{shared}");
+    let (head, got) = curl(&[shared.stdout.trim()]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(sha256(&got), digest);
+    let (head, part) = curl(&["-r", "1000-1999", shared.stdout.trim()]);
+    assert_eq!(status_of(&head), 206, "{head}");
+    assert_eq!(part, got[1000..2000]);
+
+    let presigned = cli(&["artifact", "share", "site", "--presign", "--expires", "10m"]);
+    assert_eq!(presigned.code, 0, "{presigned}");
+    let url = presigned.stdout.trim();
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{}/builds/{key}?", proxy.port))
+            && url.contains("X-Amz-Signature=")
+            && url.contains("X-Amz-Expires=600"),
+        "{url}"
+    );
+    let (head, got) = curl(&[url]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(
+        sha256(&got),
+        digest,
+        "the presigned URL fetches the artifact"
+    );
+
+    // A stable link that redirects to a fresh presigned URL at each visit.
+    let stable = cli(&["artifact", "share", "site", "--stable", "--presign"]);
+    assert_eq!(stable.code, 0, "{stable}");
+    let (head, _) = curl(&[stable.stdout.trim()]);
+    assert_eq!(status_of(&head), 302, "{head}");
+    assert!(
+        head.contains(&format!(
+            "ocation: http://127.0.0.1:{}/builds/{key}?",
+            proxy.port
+        )),
+        "{head}"
+    );
+    let got = curl_followed(stable.stdout.trim());
+    assert_eq!(sha256(&got), digest);
+
+    let copy = s.dir.path().join("site.tar.zst");
+    let out = cli(&["artifact", "get", "site", "-o", copy.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(sha256(&std::fs::read(&copy).unwrap()), digest);
+
+    // S3 goes away 3 MB into a new upload: the job fails saying so, nothing is visible in
+    // the bucket, nothing is left in the staging directory.
+    push(s.dir.path(), &pipeline(2), "new content");
+    proxy.cut_after(3 << 20);
+    let (failed, status) = trigger();
+    assert_eq!(status, "failed");
+    let detail = s.api("GET", &format!("/api/runs/{failed}"), "").body;
+    let logs = s
+        .api("GET", &format!("/api/runs/{failed}/logs?job=make"), "")
+        .body;
+    assert!(
+        (detail + &logs).contains("nothing was stored"),
+        "the job says the upload failed: {logs}"
+    );
+    proxy.restore();
+    assert_eq!(
+        keys(moto_port, "ci/"),
+        vec![key.clone()],
+        "no partial object"
+    );
+    assert!(files_under(&s.data().join("artifacts/tmp")).is_empty());
+
+    // With S3 back, the same commit stores; gc then deletes the old object from the bucket.
+    let (third, status) = trigger();
+    assert_eq!(status, "succeeded", "{}", explain(third));
+    let new_digest = site_of(third)["digest"].as_str().unwrap().to_string();
+    assert_eq!(keys(moto_port, "ci/").len(), 2);
+    let gc = cli(&["gc", "--keep-runs", "1", "--keep-younger-than", "1ms"]);
+    assert_eq!(gc.code, 0, "{gc}");
+    let left = keys(moto_port, "ci/");
+    assert_eq!(left.len(), 1, "{left:?}\n{gc}");
+    assert!(left[0].ends_with(new_digest.trim_start_matches("sha256:")));
+}
