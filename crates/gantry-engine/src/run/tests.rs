@@ -36,6 +36,7 @@ fn pipeline(shape: Shape) -> Pipeline {
                             allow_failure: *allow_failure,
                             artifacts: vec![],
                             needs: vec![],
+                            needs_from: vec![],
                         })
                         .collect(),
                 ),
