@@ -34,6 +34,11 @@ impl LocalArtifactStore {
         let dest = self.object_path(&staged.digest)?;
         let newly_stored = !dest.exists();
         if newly_stored {
+            staged
+                .file
+                .as_file()
+                .sync_all()
+                .context("syncing the artifact")?;
             let dir = dest.parent().expect("object paths have a parent");
             std::fs::create_dir_all(dir)?;
             staged

@@ -54,8 +54,9 @@ pub struct Staged {
     pub media_type: String,
 }
 
-/// Collects `paths` of `workspace` and packs them into a temporary file under `staging`, synced
-/// to disk, with the digest computed on the way: one pass, memory flat whatever the size.
+/// Collects `paths` of `workspace` and packs them into a temporary file under `staging`, with
+/// the digest computed on the way: one pass, memory flat whatever the size. Not synced: a caller
+/// keeping the file syncs it; content already stored is dropped before it reaches the disk.
 pub fn pack_staged(workspace: &Path, paths: &[String], staging: &Path) -> Result<Staged> {
     let collected = collect(workspace, paths)?;
     let media_type = match &collected {
@@ -64,8 +65,7 @@ pub fn pack_staged(workspace: &Path, paths: &[String], staging: &Path) -> Result
     };
     let file = tempfile::NamedTempFile::new_in(staging)
         .with_context(|| format!("creating a temporary file in {}", staging.display()))?;
-    let (out, digest, size) = pack_to(&collected, file.reopen()?)?;
-    out.sync_all().context("syncing the artifact")?;
+    let (_, digest, size) = pack_to(&collected, file.reopen()?)?;
     Ok(Staged {
         file,
         digest,
@@ -85,6 +85,10 @@ pub fn pack_to(collected: &Collected, out: File) -> Result<(File, String, u64)> 
         }
         Collected::Tree(entries) => {
             let mut enc = zstd::stream::write::Encoder::new(&mut w, 1)?;
+            // Compression on worker threads while this one reads files, hashes and writes.
+            // zstd's output is the same for any number of workers (>= 1), so digests do not
+            // depend on the machine.
+            enc.multithread(compression_workers())?;
             {
                 let mut tar = tar::Builder::new(&mut enc);
                 tar.mode(tar::HeaderMode::Deterministic);
@@ -101,6 +105,10 @@ pub fn pack_to(collected: &Collected, out: File) -> Result<(File, String, u64)> 
     let (buf, digest, size) = w.finish();
     let file = buf.into_inner().map_err(|e| e.into_error())?;
     Ok((file, digest, size))
+}
+
+fn compression_workers() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8) as u32)
 }
 
 fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry) -> Result<()> {

@@ -1,5 +1,6 @@
-//! `gantry artifact ls | get | share | revoke`: find artifacts, copy one out (digest checked),
-//! and hand out or revoke share links (through the server, which signs and serves them).
+//! `gantry artifact ls | get | verify | share | revoke | pin | unpin`: find artifacts, copy one
+//! out or check it (digest checked), and hand out or revoke share links (through the server,
+//! which signs and serves them).
 
 use super::CliResult;
 use crate::context::Context;
@@ -33,6 +34,14 @@ pub enum ArtifactCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Check the stored object against its digest (reads it whole)
+    Verify {
+        name: Option<String>,
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long)]
+        digest: Option<String>,
+    },
     /// Print a link that anyone can download the artifact with (plain curl, no token)
     Share {
         name: Option<String>,
@@ -54,6 +63,16 @@ pub enum ArtifactCommand {
     },
     /// Revoke a share link (its id is printed by `share`)
     Revoke { id: i64 },
+    /// Pack and store paths of a directory as a job would, without recording an artifact
+    /// (for benchmarks: prints the digest, size and whether anything new was stored)
+    #[command(hide = true)]
+    Store {
+        /// The directory the paths are relative to
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Keep an artifact version whatever the retention settings
     Pin {
         name: Option<String>,
@@ -173,6 +192,34 @@ pub async fn artifact(
                 );
             }
             println!("{}", out["url"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        ArtifactCommand::Verify { name, run, digest } => {
+            let ctx = Context::open_here(data_dir).await?;
+            let a = find(&ctx, name, run, digest).await?;
+            let store = ctx.artifacts()?;
+            let started = std::time::Instant::now();
+            store
+                .verify(&a.digest)
+                .await
+                .with_context(|| format!("{} {} in {}", a.name, a.digest, store.location()))?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{} {} ({}) is intact: sha256 checked in {secs:.2} s ({}/s)",
+                a.name,
+                a.digest,
+                human_size(a.size as u64),
+                human_size((a.size as f64 / secs.max(1e-9)) as u64)
+            );
+            Ok(())
+        }
+        ArtifactCommand::Store { workspace, paths } => {
+            let ctx = Context::open_here(data_dir).await?;
+            let stored = ctx.artifacts()?.store(&workspace, &paths).await?;
+            println!(
+                "{}",
+                json!({ "digest": stored.digest, "size": stored.size, "media_type": stored.media_type, "newly_stored": stored.newly_stored })
+            );
             Ok(())
         }
         ArtifactCommand::Revoke { id } => {
