@@ -175,6 +175,19 @@ pub struct ArtifactRecord {
     pub removed_at: Option<Millis>,
 }
 
+/// An artifact with where it came from and what keeps it: for listings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactListing {
+    #[serde(flatten)]
+    pub artifact: ArtifactRecord,
+    pub project: String,
+    pub branch: Option<String>,
+    pub commit: String,
+    pub job: String,
+    /// Why its content is kept whatever retention says (releases, pins by hand).
+    pub pins: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub project: Option<String>,
@@ -477,7 +490,7 @@ pub trait StateStore: Send + Sync {
         &self,
         run: Option<i64>,
         limit: i64,
-    ) -> anyhow::Result<Vec<ArtifactRecord>>;
+    ) -> anyhow::Result<Vec<ArtifactListing>>;
     async fn create_share(&self, share: &ShareRecord) -> anyhow::Result<ShareRecord>;
     async fn share(&self, id: i64) -> anyhow::Result<Option<ShareRecord>>;
     /// Revokes a share; returns whether it existed.

@@ -6,9 +6,9 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    ArtifactRecord, EnvLock, JobRecord, LogRecord, Millis, NewLogLine, NewRelease, NewRun,
-    NewStage, ProjectRecord, QueuedRun, ReleaseEvent, ReleaseRecord, RunDetail, RunFilter, RunIds,
-    RunRecord, ShareRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
+    ArtifactListing, ArtifactRecord, EnvLock, JobRecord, LogRecord, Millis, NewLogLine, NewRelease,
+    NewRun, NewStage, ProjectRecord, QueuedRun, ReleaseEvent, ReleaseRecord, RunDetail, RunFilter,
+    RunIds, RunRecord, ShareRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
     TokenRecord,
 };
 use gantry_engine::release::ReleaseState;
@@ -794,16 +794,40 @@ impl StateStore for SqliteStore {
         row.as_ref().map(artifact_from).transpose()
     }
 
-    async fn list_artifacts(&self, run: Option<i64>, limit: i64) -> Result<Vec<ArtifactRecord>> {
+    async fn list_artifacts(&self, run: Option<i64>, limit: i64) -> Result<Vec<ArtifactListing>> {
         let rows = sqlx::query(
-            "SELECT * FROM artifacts WHERE ($1 IS NULL OR run_id = $1) ORDER BY id DESC LIMIT $2",
+            "SELECT a.*, p.name AS project_name, r.branch AS run_branch, r.commit_sha AS run_commit, \
+             j.name AS job_name FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             JOIN projects p ON p.id = r.project_id JOIN jobs j ON j.id = a.job_id \
+             WHERE ($1 IS NULL OR a.run_id = $1) ORDER BY a.id DESC LIMIT $2",
         )
         .bind(run)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .context("listing artifacts")?;
-        rows.iter().map(artifact_from).collect()
+        let pins: Vec<(String, String)> =
+            sqlx::query_as("SELECT digest, reason FROM pins ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading pins")?;
+        rows.iter()
+            .map(|row| {
+                let artifact = artifact_from(row)?;
+                Ok(ArtifactListing {
+                    pins: pins
+                        .iter()
+                        .filter(|(d, _)| *d == artifact.digest)
+                        .map(|(_, r)| r.clone())
+                        .collect(),
+                    artifact,
+                    project: row.try_get("project_name")?,
+                    branch: row.try_get("run_branch")?,
+                    commit: row.try_get("run_commit")?,
+                    job: row.try_get("job_name")?,
+                })
+            })
+            .collect()
     }
 
     async fn create_share(&self, share: &ShareRecord) -> Result<ShareRecord> {

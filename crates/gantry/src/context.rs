@@ -43,6 +43,11 @@ impl Context {
             &data_dir.join("work"),
         )
         .await?;
+        // Packing or downloading that a killed process left half done.
+        gantry_store::artifacts::pack::clean_staging(
+            &data_dir.join("artifacts/tmp"),
+            std::time::Duration::from_secs(3600),
+        );
         for id in &recovered {
             eprintln!(
                 "note: run {id} was left unfinished by a process that stopped; marked interrupted"

@@ -234,6 +234,25 @@ mod tests {
         assert!(!again.path().join("report.json").exists());
     }
 
+    #[test]
+    fn staging_files_left_by_a_killed_process_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        std::fs::write(&old, "half").unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        std::fs::write(dir.path().join("busy"), "being written").unwrap();
+        let removed =
+            crate::artifacts::pack::clean_staging(dir.path(), std::time::Duration::from_secs(3600));
+        assert_eq!(removed, 1);
+        assert!(!old.exists() && dir.path().join("busy").exists());
+    }
+
     #[tokio::test]
     async fn escaping_paths_are_refused() {
         let store_dir = tempfile::tempdir().unwrap();

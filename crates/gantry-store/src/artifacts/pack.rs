@@ -74,6 +74,28 @@ pub fn pack_staged(workspace: &Path, paths: &[String], staging: &Path) -> Result
     })
 }
 
+/// Removes staging files nobody has written to for `idle` (left by a process killed while
+/// packing or downloading); returns how many. A file being written is touched continuously.
+pub fn clean_staging(staging: &Path, idle: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= idle);
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Writes the collected entries to `out`; returns the digest and size of what was written.
 pub fn pack_to(collected: &Collected, out: File) -> Result<(File, String, u64)> {
     let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, out));

@@ -14,11 +14,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use gantry_engine::ports::{ArtifactStore, ByteStream, StoredArtifact};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::{SignedUrlOptions, Signer};
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -106,22 +106,33 @@ impl S3ArtifactStore {
             builder = builder.with_secret_access_key(secret);
         }
         let retries = location.retries.unwrap_or(3);
+        let timeout = location.timeout.unwrap_or(Duration::from_secs(30));
+        // Set keys one by one: replacing the client options would drop those read from AWS_*.
         builder = builder
             .with_retry(RetryConfig {
                 max_retries: retries,
                 retry_timeout: Duration::from_secs(60),
                 ..RetryConfig::default()
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(location.timeout.unwrap_or(Duration::from_secs(30)))
-                    .with_connect_timeout(Duration::from_secs(5)),
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                format!("{}ms", timeout.as_millis()),
+            )
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "5s",
             );
-        // After the client options, which would reset it: plain HTTP only for an http:// endpoint.
         if let Some(endpoint) = &location.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
+            builder = builder.with_endpoint(endpoint);
+        }
+        // Plain HTTP only for an http:// endpoint (a local MinIO or moto), from config or env.
+        let endpoint = location.endpoint.clone().or_else(|| {
+            ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok())
+        });
+        if endpoint.is_some_and(|e| e.starts_with("http://")) {
+            builder = builder.with_allow_http(true);
         }
         let s3 = builder
             .build()
@@ -239,17 +250,27 @@ fn not_found_is_missing(e: object_store::Error, digest: &str) -> anyhow::Error {
     }
 }
 
-/// An object_store error in one line: what was attempted (its first clause) and the root cause
-/// (its chain repeats every layer's text, several times over).
+/// An object_store error in one line: what was attempted (its first clause), then S3's own
+/// error code and message when it answered, else the root cause (the full chain repeats every
+/// layer's text, several times over).
 fn brief(e: object_store::Error) -> anyhow::Error {
     let top = e.to_string();
-    let what = top.split("  - ").next().unwrap_or(&top).trim();
+    let what = top.split(" - ").next().unwrap_or(&top).trim();
+    let between = |open: &str, close: &str| {
+        let start = top.find(open)? + open.len();
+        let len = top[start..].find(close)?;
+        Some(top[start..start + len].to_string())
+    };
+    if let Some(code) = between("<Code>", "</Code>") {
+        let message = between("<Message>", "</Message>").unwrap_or_default();
+        return anyhow!("{what} (S3 answered {code}: {message})");
+    }
     let mut root: &dyn std::error::Error = &e;
     while let Some(next) = root.source() {
         root = next;
     }
     let cause = root.to_string();
-    if cause == top || what.contains(&cause) {
+    if what.contains(&cause) {
         anyhow!("{what}")
     } else {
         anyhow!("{what}: {cause}")

@@ -269,23 +269,37 @@ pub async fn artifact(
                 println!("no artifacts yet");
             } else {
                 println!(
-                    "{:<6} {:<16} {:<10} {:<12} DIGEST",
-                    "RUN", "NAME", "SIZE", "TYPE"
+                    "{:<6} {:<14} {:<16} {:<10} {:<10} {:<8} {:<19} {:<10} PINNED BY",
+                    "RUN", "PROJECT", "NAME", "SIZE", "TYPE", "COMMIT", "DIGEST", "CREATED"
                 );
-                for a in list {
+                for l in list {
+                    let a = &l.artifact;
                     let kind = if a.media_type.ends_with("tar+zstd") {
                         "tar.zst"
                     } else {
-                        a.media_type.as_str()
+                        a.media_type.rsplit('/').next().unwrap_or("")
                     };
-                    println!(
-                        "{:<6} {:<16} {:<10} {:<12} {}",
+                    let created = chrono::DateTime::from_timestamp_millis(a.created_at)
+                        .map(|t| t.format("%Y-%m-%d").to_string())
+                        .unwrap_or_default();
+                    let kept = if a.removed_at.is_some() {
+                        "(removed by retention)".to_string()
+                    } else {
+                        l.pins.join(", ")
+                    };
+                    let line = format!(
+                        "{:<6} {:<14} {:<16} {:<10} {:<10} {:<8} {:<19} {:<10} {}",
                         a.run_id,
+                        l.project,
                         a.name,
                         human_size(a.size as u64),
                         kind,
-                        a.digest
+                        &l.commit[..l.commit.len().min(8)],
+                        &a.digest[..a.digest.len().min(19)],
+                        created,
+                        kept
                     );
+                    println!("{}", line.trim_end());
                 }
             }
             Ok(())

@@ -334,6 +334,25 @@ stages:
         "{logs}"
     );
 
+    // Listings say where each artifact came from and what keeps it.
+    assert_eq!(
+        shared_data(&app, &["artifact", "pin", "core", "--run", "1"]).code,
+        0
+    );
+    let ls = shared_data(&app, &["artifact", "ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&ls.stdout).unwrap();
+    let core1 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "core" && a["run_id"] == 1)
+        .unwrap();
+    assert_eq!(core1["project"], "libs");
+    assert_eq!(core1["branch"], "main");
+    assert_eq!(core1["job"], "core");
+    assert_eq!(core1["commit"].as_str().unwrap().len(), 40);
+    assert_eq!(core1["pins"], serde_json::json!(["by hand"]));
+
     // Unknown artifact, or another branch: the job fails naming what is missing.
     app.commit(
         "//- gantry.yml

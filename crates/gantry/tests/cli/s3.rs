@@ -328,3 +328,75 @@ fn artifacts_in_s3_are_stored_once_shared_presigned_and_never_half_written() {
     assert_eq!(left.len(), 1, "{left:?}\n{gc}");
     assert!(left[0].ends_with(new_digest.trim_start_matches("sha256:")));
 }
+
+/// Endpoint, region and credentials from the usual `AWS_*` variables alone; a missing bucket is
+/// a clear error that stores nothing.
+#[test]
+fn the_s3_store_reads_aws_variables_and_names_a_missing_bucket() {
+    let (_moto, moto_port) =
+        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
+    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("dist")).unwrap();
+    std::fs::write(ws.join("dist/app.txt"), "v1").unwrap();
+    std::fs::write(ws.join("report.json"), "{}").unwrap();
+    let store = |url: &str, paths: &[&str]| -> crate::support::Run {
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            data.join("artifact-store.json"),
+            format!("{{\"url\": \"{url}\"}}"),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["--data-dir", data.to_str().unwrap(), "artifact", "store"])
+            .args(["--workspace", ws.to_str().unwrap()])
+            .args(paths)
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{moto_port}"))
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "moto")
+            .env("AWS_SECRET_ACCESS_KEY", "moto-secret")
+            .output()
+            .unwrap()
+            .into()
+    };
+    let out = store("s3://builds/env", &["dist/"]);
+    assert_eq!(out.code, 0, "{out}");
+    let dir_digest = serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = store("s3://builds/env", &["report.json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let stored: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        stored["media_type"], "application/json",
+        "a single file as is"
+    );
+    let file_digest = stored["digest"].as_str().unwrap().to_string();
+    let mut found = keys(moto_port, "env/");
+    found.sort();
+    let mut expected: Vec<String> = [&dir_digest, &file_digest]
+        .iter()
+        .map(|d| {
+            let h = d.trim_start_matches("sha256:");
+            format!("env/objects/sha256/{}/{h}", &h[..2])
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(found, expected);
+
+    let out = store("s3://no-such-bucket/x", &["dist/"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("s3://no-such-bucket/x")
+            && out.stderr.contains("nothing was stored")
+            && out
+                .stderr
+                .contains("(S3 answered NoSuchBucket: The specified bucket does not exist)"),
+        "{out}"
+    );
+    assert!(files_under(&data.join("artifacts/tmp")).is_empty());
+}

@@ -912,6 +912,10 @@ fn share_links_work_with_plain_curl_and_refuse_everything_else() {
         "tampered",
     )
     .unwrap();
+    let verify = cli(&["artifact", "verify", "report"]);
+    assert_eq!(verify.code, 1, "{verify}");
+    assert!(verify.stderr.contains("it is corrupt"), "{verify}");
+    assert_eq!(cli(&["artifact", "verify", "site"]).code, 0);
     let bad_out = s.dir.path().join("bad.json");
     let bad = cli(&["artifact", "get", "report", "-o", bad_out.to_str().unwrap()]);
     assert_eq!(bad.code, 1);
