@@ -152,6 +152,42 @@ async fn demo_in(dir: &Path, args: &DemoArgs) -> CliResult {
     Ok(())
 }
 
+/// `gantry artifact share app`, then a plain GET of the link, its sha256 compared with the
+/// artifact's digest.
+async fn share_and_fetch(data: Option<PathBuf>) -> CliResult {
+    use sha2::{Digest, Sha256};
+    let client = super::remote::client(None, data)?;
+    let share = client
+        .post(
+            "/api/artifacts/shares",
+            serde_json::json!({ "name": "app", "expires": "1h" }),
+        )
+        .await?;
+    let url = share["url"].as_str().unwrap_or_default().to_string();
+    let digest = share["digest"].as_str().unwrap_or_default().to_string();
+    println!("gantry artifact share app  →  {url}");
+    let answer = reqwest::get(&url)
+        .await
+        .with_context(|| format!("fetching {url}"))?;
+    let status = answer.status();
+    let body = answer
+        .bytes()
+        .await
+        .context("reading the shared artifact")?;
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+    if !status.is_success() || actual != digest {
+        return Err(
+            anyhow!("the share link answered {status} with {actual}, expected {digest}").into(),
+        );
+    }
+    println!(
+        "curl -O {url}  →  {status}, {}, sha256 matches the artifact's digest {}",
+        crate::render::human_size(body.len() as u64),
+        &digest[..19]
+    );
+    Ok(())
+}
+
 async fn the_story(repo_dir: &Path, data: &Path, router: &str) -> CliResult {
     let repo = Repo::open(repo_dir)?;
     let data = Some(data.to_path_buf());
@@ -160,7 +196,12 @@ async fn the_story(repo_dir: &Path, data: &Path, router: &str) -> CliResult {
     super::run::run(run_args(repo_dir), None, data.clone()).await?;
     println!("\ncurl http://{router}/  →  {}", ask(router).await);
 
-    step("3. version 2.0.0: a new commit, the same pipeline; v1 keeps running next to it");
+    step(
+        "3. the build's artifact, shared by a link any HTTP client can fetch (no token, expires in 1h)",
+    );
+    share_and_fetch(data.clone()).await?;
+
+    step("4. version 2.0.0: a new commit, the same pipeline; v1 keeps running next to it");
     let pipeline = std::fs::read_to_string(repo_dir.join("gantry.yml"))?;
     std::fs::write(
         repo_dir.join("gantry.yml"),
@@ -170,7 +211,7 @@ async fn the_story(repo_dir: &Path, data: &Path, router: &str) -> CliResult {
     super::run::run(run_args(repo_dir), None, data.clone()).await?;
     println!("\ncurl http://{router}/  →  {}", ask(router).await);
 
-    step("4. gantry rollback staging: only a router switch, v1 is still running");
+    step("5. gantry rollback staging: only a router switch, v1 is still running");
     super::deploy::rollback(
         RollbackArgs {
             environment: "staging".into(),
@@ -185,7 +226,7 @@ async fn the_story(repo_dir: &Path, data: &Path, router: &str) -> CliResult {
     println!("curl http://{router}/  →  {}", ask(router).await);
 
     step(
-        "5. version 3.0.0 reads a staging config file that is not there: tests pass, staging cannot start it",
+        "6. version 3.0.0 reads a staging config file that is not there: tests pass, staging cannot start it",
     );
     let service = std::fs::read_to_string(repo_dir.join("hello.py"))?;
     let marker = "    args = parser.parse_args(argv)\n";
@@ -225,7 +266,7 @@ async fn the_story(repo_dir: &Path, data: &Path, router: &str) -> CliResult {
     }
     println!("curl http://{router}/  →  {}", ask(router).await);
 
-    step("6. gantry releases staging, gantry status staging");
+    step("7. gantry releases staging, gantry status staging");
     super::deploy::releases(
         ReleasesArgs {
             environment: "staging".into(),

@@ -351,6 +351,7 @@ fn the_demo_runs_the_whole_loop_and_cleans_up() {
     for expected in [
         "unit: ✓ succeeded",
         "from release 1: hello from 1.0.0+",
+        "sha256 matches the artifact's digest",
         "from release 2: hello from 2.0.0+",
         "rolled back to release 1; now live as release 3",
         "from release 3: hello from 1.0.0+",
@@ -364,7 +365,7 @@ fn the_demo_runs_the_whole_loop_and_cleans_up() {
         );
     }
     // The broken version never served: after its failed deploy, release 3 still answers.
-    let tail = out.stdout.rsplit("== 5.").next().unwrap();
+    let tail = out.stdout.rsplit("== 6.").next().unwrap();
     assert!(tail.contains("from release 3: hello from 1.0.0+"), "{out}");
     let left: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
