@@ -214,6 +214,17 @@ pub struct NewShare {
     stable: bool,
 }
 
+/// The name a download is saved under: `name-<12 hex of the digest>[.tar.zst]`.
+fn download_name(artifact: &gantry_engine::ports::ArtifactRecord) -> String {
+    let ext = if artifact.media_type == "application/vnd.gantry.tar+zstd" {
+        ".tar.zst"
+    } else {
+        ""
+    };
+    let hex = artifact.digest.trim_start_matches("sha256:");
+    format!("{}-{}{ext}", artifact.name, &hex[..hex.len().min(12)])
+}
+
 fn no_presign(state: &AppState) -> ApiError {
     ApiError::bad_request(format!(
         "presigned URLs need an S3 artifact store, and this server keeps artifacts in {}; share without `presign` for a gantry link",
@@ -259,6 +270,7 @@ pub async fn create(
         ));
     }
     let created = now();
+    let file_name = download_name(&artifact);
     if body.presign && !body.stable {
         if expires_in > MAX_PRESIGN {
             return Err(ApiError::bad_request(
@@ -267,7 +279,7 @@ pub async fn create(
         }
         let url = state
             .artifacts
-            .presign(&artifact.digest, expires_in)
+            .presign(&artifact.digest, expires_in, &file_name)
             .await?
             .ok_or_else(|| no_presign(&state))?;
         return Ok((
@@ -283,27 +295,18 @@ pub async fn create(
     if body.presign
         && state
             .artifacts
-            .presign(&artifact.digest, REDIRECT_LIFETIME)
+            .presign(&artifact.digest, REDIRECT_LIFETIME, &file_name)
             .await?
             .is_none()
     {
         return Err(no_presign(&state));
     }
-    let ext = if artifact.media_type == "application/vnd.gantry.tar+zstd" {
-        ".tar.zst"
-    } else {
-        ""
-    };
     let share = state
         .store
         .create_share(&ShareRecord {
             id: 0,
             digest: artifact.digest.clone(),
-            file_name: format!(
-                "{}-{}{ext}",
-                artifact.name,
-                &artifact.digest["sha256:".len()..][..12]
-            ),
+            file_name,
             media_type: artifact.media_type.clone(),
             expires_at: if body.stable {
                 NEVER
@@ -367,7 +370,7 @@ pub async fn stable(
     let target = if share.presign {
         state
             .artifacts
-            .presign(&share.digest, REDIRECT_LIFETIME)
+            .presign(&share.digest, REDIRECT_LIFETIME, &share.file_name)
             .await?
             .ok_or_else(|| no_presign(&state))?
     } else {

@@ -616,11 +616,13 @@ pub trait ArtifactStore: Send + Sync {
     /// need the digest checked hash what they read, see `unpack` and `verify`).
     async fn read(&self, digest: &str, start: u64, len: u64) -> anyhow::Result<ByteStream>;
     /// A URL of the backing store itself that fetches the object with a plain GET until
-    /// `expires_in` has passed (an S3 presigned URL); `None` when the store cannot make one.
+    /// `expires_in` has passed (an S3 presigned URL), answering with `file_name` as the
+    /// download's name; `None` when the store cannot make one.
     async fn presign(
         &self,
         digest: &str,
         expires_in: std::time::Duration,
+        file_name: &str,
     ) -> anyhow::Result<Option<String>>;
     /// Where the objects are, for messages: a directory or `s3://bucket/prefix`.
     fn location(&self) -> String;

@@ -117,6 +117,7 @@ impl ArtifactStore for LocalArtifactStore {
         &self,
         _digest: &str,
         _expires_in: std::time::Duration,
+        _file_name: &str,
     ) -> Result<Option<String>> {
         Ok(None)
     }

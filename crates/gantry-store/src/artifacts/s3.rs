@@ -345,7 +345,12 @@ impl ArtifactStore for S3ArtifactStore {
         ))
     }
 
-    async fn presign(&self, digest: &str, expires_in: Duration) -> Result<Option<String>> {
+    async fn presign(
+        &self,
+        digest: &str,
+        expires_in: Duration,
+        file_name: &str,
+    ) -> Result<Option<String>> {
         if expires_in > MAX_PRESIGN {
             bail!("an S3 presigned URL lives at most 7 days");
         }
@@ -356,7 +361,14 @@ impl ArtifactStore for S3ArtifactStore {
                 object_store::signer::Method::GET,
                 &key,
                 expires_in,
-                &SignedUrlOptions::new(),
+                // Signed too, so S3 answers with the name (and no one can change it).
+                &SignedUrlOptions::new().with_query([(
+                    "response-content-disposition",
+                    format!(
+                        "attachment; filename=\"{}\"",
+                        file_name.replace(['"', '\\', '\r', '\n', '/'], "_")
+                    ),
+                )]),
             )
             .await
             .map_err(brief)

@@ -274,6 +274,15 @@ fn artifacts_in_s3_are_stored_once_shared_presigned_and_never_half_written() {
         digest,
         "the presigned URL fetches the artifact"
     );
+    // The download's name is a signed query parameter, which AWS S3 answers with as
+    // Content-Disposition (moto ignores it, so only the URL is checked here).
+    assert!(
+        url.contains(&format!(
+            "response-content-disposition=attachment%3B%20filename%3D%22site-{}.tar.zst%22",
+            &hexd[..12]
+        )),
+        "{url}"
+    );
 
     // A stable link that redirects to a fresh presigned URL at each visit.
     let stable = cli(&["artifact", "share", "site", "--stable", "--presign"]);
