@@ -991,7 +991,7 @@ impl DeployManager {
             .map_err(|r| DeployError::Conflict(r.to_string()))?
             .clone();
         // The artifact first: a rollback must not start what it cannot verify.
-        if let Err(e) = self.artifacts.verify(&target_rec.digest).await {
+        if let Err(e) = self.artifacts.confirm(&target_rec.digest).await {
             return Err(DeployError::Conflict(format!(
                 "refusing to roll back to release {}: its artifact {} cannot be used: {e:#}. Traffic was not touched",
                 target_rec.number, target_rec.digest

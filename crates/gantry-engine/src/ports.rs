@@ -600,6 +600,13 @@ pub trait ArtifactStore: Send + Sync {
     /// Reads the whole stored object and checks it against `digest`: an error says whether it
     /// is missing or corrupt.
     async fn verify(&self, digest: &str) -> anyhow::Result<()>;
+    /// The check before a rollback, which must stay fast: the local store hashes the object (a
+    /// local read); a remote store asks whether it is there (reading gigabytes back from a
+    /// bucket would make rollback slow; the bucket keeps its own checksums, and unpacking
+    /// verifies the digest anyway).
+    async fn confirm(&self, digest: &str) -> anyhow::Result<()> {
+        self.verify(digest).await
+    }
     /// Checks the stored object against `digest` first (a corrupt or missing object is an error
     /// and nothing is written), then writes its content under `dest`: a tar.zst is unpacked
     /// there, a single file is written to `dest/file_name`.

@@ -324,6 +324,16 @@ impl ArtifactStore for S3ArtifactStore {
         self.download_checked(digest).await.map(drop)
     }
 
+    async fn confirm(&self, digest: &str) -> Result<()> {
+        match self.size(digest).await? {
+            Some(_) => Ok(()),
+            None => bail!(
+                "the stored object for {digest} is missing from {}",
+                self.location.url()
+            ),
+        }
+    }
+
     async fn read(&self, digest: &str, start: u64, len: u64) -> Result<ByteStream> {
         let key = self.key(digest)?;
         if len == 0 {

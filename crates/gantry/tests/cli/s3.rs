@@ -409,3 +409,104 @@ fn the_s3_store_reads_aws_variables_and_names_a_missing_bucket() {
     );
     assert!(files_under(&data.join("artifacts/tmp")).is_empty());
 }
+
+/// Releases unpack their artifact from the bucket; a rollback checks the object is still there
+/// (without reading it back) and refuses when it is gone.
+#[test]
+fn deploys_and_rollbacks_use_artifacts_from_s3() {
+    let (_moto, moto_port) =
+        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
+    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    let pipeline = |version: &str| {
+        format!(
+            "stages:
+  - name: build
+    jobs:
+      - name: make
+        run: mkdir -p dist && echo {version} > dist/VERSION
+        artifacts: [{{ name: app, path: dist/ }}]
+environments:
+  production:
+    target:
+      command:
+        deploy: cat dist/VERSION
+        rollback: cat dist/VERSION
+    health:
+      command: test -f dist/VERSION
+"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), &pipeline("v1"));
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\npoll = \"0s\"\n\n[artifacts]\nurl = \"s3://builds/deploys\"\nendpoint = \"http://127.0.0.1:{moto_port}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n"
+    );
+    let s = Served::start_in(dir, &config);
+    let mut digests = Vec::new();
+    for (i, version) in ["v1", "v2"].iter().enumerate() {
+        if i > 0 {
+            push(s.dir.path(), &pipeline(version), version);
+        }
+        let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(s.wait_finished(id), "succeeded");
+        let arts = s
+            .api("GET", &format!("/api/runs/{id}/artifacts"), "")
+            .json();
+        digests.push(arts["artifacts"][0]["digest"].as_str().unwrap().to_string());
+        let deployed = s.api(
+            "POST",
+            "/api/projects/hello/environments/production/deploy",
+            &format!("{{\"artifact\": \"app\", \"run\": {id}}}"),
+        );
+        assert!(deployed.status < 300, "{}\n{}", deployed.body, s.log());
+    }
+    let rollback = |body: &str| {
+        s.api(
+            "POST",
+            "/api/projects/hello/environments/production/rollback",
+            body,
+        )
+    };
+    let back = rollback("{}");
+    assert!(back.status < 300, "{}", back.body);
+    let release_dir = s.data().join("releases/hello/production");
+    let versions: Vec<String> = [1, 2]
+        .iter()
+        .map(|n| std::fs::read_to_string(release_dir.join(format!("{n}/dist/VERSION"))).unwrap())
+        .collect();
+    assert_eq!(versions, ["v1\n", "v2\n"], "unpacked from the bucket");
+
+    // v2's object disappears from the bucket: rolling back to it is refused, traffic untouched.
+    let hexd = digests[1].trim_start_matches("sha256:");
+    // A signed DeleteObject (moto refuses unsigned deletes), by boto3, which moto brings.
+    let deleted = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='moto', aws_secret_access_key='x').delete_object(Bucket='builds', Key=sys.argv[2])",
+            &format!("http://127.0.0.1:{moto_port}"),
+            &format!("deploys/objects/sha256/{}/{hexd}", &hexd[..2]),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(
+        keys(moto_port, "deploys/")
+            .iter()
+            .all(|k| !k.ends_with(hexd))
+    );
+    let refused = rollback("{\"to\": 2}");
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body.contains("is missing from s3://builds/deploys")
+            && refused.body.contains("Traffic was not touched"),
+        "{}",
+        refused.body
+    );
+}
