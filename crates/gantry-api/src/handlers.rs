@@ -31,6 +31,7 @@ async fn run_or_404(
 
 #[derive(Deserialize)]
 pub struct ArtifactsQuery {
+    project: Option<String>,
     run: Option<i64>,
     limit: Option<i64>,
 }
@@ -41,7 +42,7 @@ pub async fn list_artifacts(
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(
-        json!({ "artifacts": state.store.list_artifacts(q.run, limit).await? }),
+        json!({ "artifacts": state.store.list_artifacts(q.project.as_deref(), q.run, limit).await? }),
     ))
 }
 

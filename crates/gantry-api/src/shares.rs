@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gantry_engine::ports::ShareRecord;
+use gantry_engine::ports::{ArtifactQuery, ShareRecord};
 
 /// The longest an S3 presigned URL may live (AWS's limit for SigV4).
 const MAX_PRESIGN: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
@@ -202,6 +202,8 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
 
 #[derive(Deserialize)]
 pub struct NewShare {
+    /// Of this project only (artifact names are per project).
+    project: Option<String>,
     name: Option<String>,
     run: Option<i64>,
     digest: Option<String>,
@@ -256,7 +258,12 @@ pub async fn create(
     }
     let artifact = state
         .store
-        .find_artifact(body.name.as_deref(), body.run, body.digest.as_deref())
+        .find_artifact(&ArtifactQuery {
+            project: body.project.as_deref(),
+            name: body.name.as_deref(),
+            run: body.run,
+            digest: body.digest.as_deref(),
+        })
         .await?
         .ok_or_else(|| ApiError::not_found("no such artifact"))?;
     if artifact.removed_at.is_some() || state.artifacts.size(&artifact.digest).await?.is_none() {

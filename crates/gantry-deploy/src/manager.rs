@@ -19,8 +19,8 @@ use crate::supervisor::{self, ServiceEvent};
 use crate::target::{CommandTarget, ProcessTarget, ReleaseContext, Target};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    ArtifactStore, DeployReport, DeployRequest, EnvLock, ReleaseEvent, ReleaseRecord, StateStore,
-    now_millis,
+    ArtifactQuery, ArtifactStore, DeployReport, DeployRequest, EnvLock, ReleaseEvent,
+    ReleaseRecord, StateStore, now_millis,
 };
 use gantry_engine::release::{self, DeployCandidate, ReleaseKind, ReleaseState};
 use gantry_model::{EnvironmentSpec, TargetSpec};
@@ -399,7 +399,12 @@ impl DeployManager {
     ) -> Result<DeployReport> {
         let artifact = self
             .store
-            .find_artifact(Some(&req.artifact), req.run, req.digest.as_deref())
+            .find_artifact(&ArtifactQuery {
+                project: Some(&req.project),
+                name: Some(&req.artifact),
+                run: req.run,
+                digest: req.digest.as_deref(),
+            })
             .await?
             .ok_or_else(|| {
                 DeployError::NotFound(match (req.run, &req.digest) {
@@ -598,7 +603,10 @@ impl DeployManager {
                 .map_err(|e| format!("creating {}: {e}", ctx.dir.display()))?;
             let media = self
                 .store
-                .find_artifact(None, None, Some(&rec.digest))
+                .find_artifact(&ArtifactQuery {
+                    digest: Some(&rec.digest),
+                    ..ArtifactQuery::default()
+                })
                 .await
                 .ok()
                 .flatten()

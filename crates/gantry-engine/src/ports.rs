@@ -175,6 +175,15 @@ pub struct ArtifactRecord {
     pub removed_at: Option<Millis>,
 }
 
+/// Which artifact: the newest one matching every field that is set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArtifactQuery<'a> {
+    pub project: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub run: Option<i64>,
+    pub digest: Option<&'a str>,
+}
+
 /// An artifact with where it came from and what keeps it: for listings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactListing {
@@ -479,15 +488,14 @@ pub trait StateStore: Send + Sync {
         name: &str,
         branch: Option<&str>,
     ) -> anyhow::Result<Option<ArtifactRecord>>;
-    /// The newest artifact named `name` (of run `run` when given), or the one with `digest`.
+    /// The newest artifact that matches every field `query` sets.
     async fn find_artifact(
         &self,
-        name: Option<&str>,
-        run: Option<i64>,
-        digest: Option<&str>,
+        query: &ArtifactQuery<'_>,
     ) -> anyhow::Result<Option<ArtifactRecord>>;
     async fn list_artifacts(
         &self,
+        project: Option<&str>,
         run: Option<i64>,
         limit: i64,
     ) -> anyhow::Result<Vec<ArtifactListing>>;

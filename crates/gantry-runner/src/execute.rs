@@ -330,7 +330,11 @@ impl RunLoop<'_> {
         let digest = match self
             .runner
             .state
-            .find_artifact(Some(&spec.artifact), Some(ctx.run_id), None)
+            .find_artifact(&gantry_engine::ports::ArtifactQuery {
+                name: Some(&spec.artifact),
+                run: Some(ctx.run_id),
+                ..Default::default()
+            })
             .await
         {
             Ok(Some(a)) => a.digest,

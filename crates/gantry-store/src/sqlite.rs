@@ -6,10 +6,10 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    ArtifactListing, ArtifactRecord, EnvLock, JobRecord, LogRecord, Millis, NewLogLine, NewRelease,
-    NewRun, NewStage, ProjectRecord, QueuedRun, ReleaseEvent, ReleaseRecord, RunDetail, RunFilter,
-    RunIds, RunRecord, ShareRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
-    TokenRecord,
+    ArtifactListing, ArtifactQuery, ArtifactRecord, EnvLock, JobRecord, LogRecord, Millis,
+    NewLogLine, NewRelease, NewRun, NewStage, ProjectRecord, QueuedRun, ReleaseEvent,
+    ReleaseRecord, RunDetail, RunFilter, RunIds, RunRecord, ShareRecord, StageRecord, StateStore,
+    StepRecord, StoredArtifact, Stream, TokenRecord,
 };
 use gantry_engine::release::ReleaseState;
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
@@ -775,34 +775,40 @@ impl StateStore for SqliteStore {
         row.as_ref().map(artifact_from).transpose()
     }
 
-    async fn find_artifact(
-        &self,
-        name: Option<&str>,
-        run: Option<i64>,
-        digest: Option<&str>,
-    ) -> Result<Option<ArtifactRecord>> {
+    async fn find_artifact(&self, q: &ArtifactQuery<'_>) -> Result<Option<ArtifactRecord>> {
         let row = sqlx::query(
-            "SELECT * FROM artifacts WHERE ($1 IS NULL OR name = $1) AND ($2 IS NULL OR run_id = $2) \
-             AND ($3 IS NULL OR digest = $3) ORDER BY id DESC LIMIT 1",
+            "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             JOIN projects p ON p.id = r.project_id \
+             WHERE ($1 IS NULL OR a.name = $1) AND ($2 IS NULL OR a.run_id = $2) \
+             AND ($3 IS NULL OR a.digest = $3) AND ($4 IS NULL OR p.name = $4) \
+             ORDER BY a.id DESC LIMIT 1",
         )
-        .bind(name)
-        .bind(run)
-        .bind(digest)
+        .bind(q.name)
+        .bind(q.run)
+        .bind(q.digest)
+        .bind(q.project)
         .fetch_optional(&self.pool)
         .await
         .context("finding the artifact")?;
         row.as_ref().map(artifact_from).transpose()
     }
 
-    async fn list_artifacts(&self, run: Option<i64>, limit: i64) -> Result<Vec<ArtifactListing>> {
+    async fn list_artifacts(
+        &self,
+        project: Option<&str>,
+        run: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ArtifactListing>> {
         let rows = sqlx::query(
             "SELECT a.*, p.name AS project_name, r.branch AS run_branch, r.commit_sha AS run_commit, \
              j.name AS job_name FROM artifacts a JOIN runs r ON r.id = a.run_id \
              JOIN projects p ON p.id = r.project_id JOIN jobs j ON j.id = a.job_id \
-             WHERE ($1 IS NULL OR a.run_id = $1) ORDER BY a.id DESC LIMIT $2",
+             WHERE ($1 IS NULL OR a.run_id = $1) AND ($3 IS NULL OR p.name = $3) \
+             ORDER BY a.id DESC LIMIT $2",
         )
         .bind(run)
         .bind(limit)
+        .bind(project)
         .fetch_all(&self.pool)
         .await
         .context("listing artifacts")?;

@@ -16,6 +16,9 @@ use std::path::PathBuf;
 pub enum ArtifactCommand {
     /// List artifacts, newest first
     Ls {
+        /// Of this project only
+        #[arg(long)]
+        project: Option<String>,
         #[arg(long)]
         run: Option<i64>,
         #[arg(long, default_value_t = 50)]
@@ -26,6 +29,9 @@ pub enum ArtifactCommand {
     /// Copy an artifact out of the store, checking its digest (a directory artifact is a .tar.zst)
     Get {
         name: Option<String>,
+        /// The project the artifact belongs to (names are per project)
+        #[arg(long)]
+        project: Option<String>,
         #[arg(long)]
         run: Option<i64>,
         #[arg(long)]
@@ -37,6 +43,9 @@ pub enum ArtifactCommand {
     /// Check the stored object against its digest (reads it whole)
     Verify {
         name: Option<String>,
+        /// The project the artifact belongs to (names are per project)
+        #[arg(long)]
+        project: Option<String>,
         #[arg(long)]
         run: Option<i64>,
         #[arg(long)]
@@ -45,6 +54,9 @@ pub enum ArtifactCommand {
     /// Print a link that anyone can download the artifact with (plain curl, no token)
     Share {
         name: Option<String>,
+        /// The project the artifact belongs to (names are per project)
+        #[arg(long)]
+        project: Option<String>,
         #[arg(long)]
         run: Option<i64>,
         #[arg(long)]
@@ -76,6 +88,9 @@ pub enum ArtifactCommand {
     /// Keep an artifact version whatever the retention settings
     Pin {
         name: Option<String>,
+        /// The project the artifact belongs to (names are per project)
+        #[arg(long)]
+        project: Option<String>,
         #[arg(long)]
         run: Option<i64>,
         #[arg(long)]
@@ -86,6 +101,9 @@ pub enum ArtifactCommand {
     /// Remove a pin
     Unpin {
         name: Option<String>,
+        /// The project the artifact belongs to (names are per project)
+        #[arg(long)]
+        project: Option<String>,
         #[arg(long)]
         run: Option<i64>,
         #[arg(long)]
@@ -159,6 +177,7 @@ pub async fn artifact(
     match cmd {
         ArtifactCommand::Share {
             name,
+            project,
             run,
             digest,
             expires,
@@ -169,7 +188,7 @@ pub async fn artifact(
             let out = c
                 .post(
                     "/api/artifacts/shares",
-                    json!({ "name": name, "run": run, "digest": digest, "expires": expires, "stable": stable, "presign": presign }),
+                    json!({ "project": project, "name": name, "run": run, "digest": digest, "expires": expires, "stable": stable, "presign": presign }),
                 )
                 .await?;
             let what = out["digest"].as_str().unwrap_or("?");
@@ -194,9 +213,14 @@ pub async fn artifact(
             println!("{}", out["url"].as_str().unwrap_or(""));
             Ok(())
         }
-        ArtifactCommand::Verify { name, run, digest } => {
+        ArtifactCommand::Verify {
+            name,
+            project,
+            run,
+            digest,
+        } => {
             let ctx = Context::open_here(data_dir).await?;
-            let a = find(&ctx, name, run, digest).await?;
+            let a = find(&ctx, project, name, run, digest).await?;
             let store = ctx.artifacts()?;
             let started = std::time::Instant::now();
             store
@@ -231,12 +255,13 @@ pub async fn artifact(
         }
         ArtifactCommand::Pin {
             name,
+            project,
             run,
             digest,
             reason,
         } => {
             let ctx = Context::open_here(data_dir).await?;
-            let a = find(&ctx, name, run, digest).await?;
+            let a = find(&ctx, project, name, run, digest).await?;
             ctx.state
                 .pin(&a.digest, &reason, gantry_engine::ports::now_millis())
                 .await?;
@@ -245,21 +270,30 @@ pub async fn artifact(
         }
         ArtifactCommand::Unpin {
             name,
+            project,
             run,
             digest,
             reason,
         } => {
             let ctx = Context::open_here(data_dir).await?;
-            let a = find(&ctx, name, run, digest).await?;
+            let a = find(&ctx, project, name, run, digest).await?;
             if !ctx.state.unpin(&a.digest, &reason).await? {
                 return Err(anyhow!("{} {} has no pin `{reason}`", a.name, a.digest).into());
             }
             println!("unpinned {} {} ({reason})", a.name, a.digest);
             Ok(())
         }
-        ArtifactCommand::Ls { run, limit, json } => {
+        ArtifactCommand::Ls {
+            project,
+            run,
+            limit,
+            json,
+        } => {
             let ctx = Context::open_here(data_dir).await?;
-            let list = ctx.state.list_artifacts(run, limit).await?;
+            let list = ctx
+                .state
+                .list_artifacts(project.as_deref(), run, limit)
+                .await?;
             if json {
                 println!(
                     "{}",
@@ -306,12 +340,13 @@ pub async fn artifact(
         }
         ArtifactCommand::Get {
             name,
+            project,
             run,
             digest,
             output,
         } => {
             let ctx = Context::open_here(data_dir).await?;
-            let a = find(&ctx, name, run, digest).await?;
+            let a = find(&ctx, project, name, run, digest).await?;
             if let Some(at) = a.removed_at {
                 let when = chrono::DateTime::from_timestamp_millis(at)
                     .map(|t| t.to_rfc3339())
@@ -334,6 +369,7 @@ pub async fn artifact(
 
 async fn find(
     ctx: &Context,
+    project: Option<String>,
     name: Option<String>,
     run: Option<i64>,
     digest: Option<String>,
@@ -342,7 +378,12 @@ async fn find(
         bail!("name the artifact, or give --digest");
     }
     ctx.state
-        .find_artifact(name.as_deref(), run, digest.as_deref())
+        .find_artifact(&gantry_engine::ports::ArtifactQuery {
+            project: project.as_deref(),
+            name: name.as_deref(),
+            run,
+            digest: digest.as_deref(),
+        })
         .await?
         .ok_or_else(|| anyhow!("no such artifact"))
 }

@@ -352,6 +352,16 @@ stages:
     assert_eq!(core1["job"], "core");
     assert_eq!(core1["commit"].as_str().unwrap().len(), 40);
     assert_eq!(core1["pins"], serde_json::json!(["by hand"]));
+    // Names are per project: `--project` picks one.
+    let ls = shared_data(&app, &["artifact", "ls", "--json", "--project", "app"]);
+    assert_eq!(ls.stdout.trim(), "[]", "app made no artifacts: {ls}");
+    let out = shared_data(&app, &["artifact", "verify", "core", "--project", "app"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no such artifact"), "{out}");
+    assert_eq!(
+        shared_data(&app, &["artifact", "verify", "core", "--project", "libs"]).code,
+        0
+    );
 
     // Unknown artifact, or another branch: the job fails naming what is missing.
     app.commit(
