@@ -145,7 +145,7 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "GET",
         "/api/artifacts",
         Token(Role::Viewer),
-        "List artifacts, newest first (optionally of one run)",
+        "List artifacts, newest first, with project, branch, commit, job and pins (optionally of one project or run)",
     ),
     route(
         "POST",
