@@ -17,7 +17,12 @@
     `gantry artifact verify` against `openssl dgst -sha256` on the same 1 GiB object, from the
     page cache; and the count of SHA-NI instructions in the binary.
 
-Needs: `cargo build --release`, and Debian's nginx-light (or nginx), zstd, openssl, curl.
+(e) the same 1 GiB directory stored into an S3 bucket served by moto_server (when installed),
+    twice: time (moto, in Python, is the bottleneck), peak RSS, and whether the second stored
+    anything.
+
+Needs: `cargo build --release`, and Debian's nginx-light (or nginx), zstd, openssl, curl;
+moto_server (PyPI moto[server]) for (e).
 Usage: bench/artifacts.py [--gantry target/release/gantry] [--reps 3] [--work /tmp/gantry-bench-artifacts]
        [--store-only]
 """
@@ -150,7 +155,7 @@ def main():
     ap.add_argument("--gantry", default=os.path.join(ROOT, "target", "release", "gantry"))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--work", default="/tmp/gantry-bench-artifacts")
-    ap.add_argument("--store-only", action="store_true", help="only (a) and (b)")
+    ap.add_argument("--store-only", action="store_true", help="only (a), (b) and (e)")
     args = ap.parse_args()
     gantry = os.path.abspath(args.gantry)
     for tool in ("nginx", "zstd", "openssl", "curl", "tar"):
@@ -200,6 +205,35 @@ def main():
           f"{again['digest'] == stored['digest']}, store grew {grew} bytes, disk writes {written} bytes, "
           f"{t:.2f} s")
     shutil.rmtree(home, ignore_errors=True)
+
+    # (e) the same directory into an S3 bucket (moto_server on 127.0.0.1), twice
+    if shutil.which("moto_server"):
+        moto_port = free_port()
+        moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(moto_port)
+            subprocess.run(["curl", "-sS", "-X", "PUT", f"http://127.0.0.1:{moto_port}/builds"],
+                           check=True, stdout=subprocess.DEVNULL)
+            s3home = os.path.join(work, "home-s3")
+            shutil.rmtree(s3home, ignore_errors=True)
+            os.makedirs(s3home)
+            with open(os.path.join(s3home, "artifact-store.json"), "w") as f:
+                f.write('{"url": "s3://builds/bench"}')
+            env = dict(os.environ, GANTRY_HOME=s3home, AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}",
+                       AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+            results = []
+            for _ in range(2):
+                warm(data)
+                t, out, maxrss, _ = run_measured([gantry, "artifact", "store", "--workspace", data, "."], env)
+                results.append((t, json.loads(out)["newly_stored"], maxrss))
+            print(f"(e) S3 (moto_server): first store {results[0][0]:.2f} s, peak RSS {results[0][2] / 1024:.1f} MiB "
+                  f"(goal < 64); again: newly stored {results[1][1]}, {results[1][0]:.2f} s, peak RSS "
+                  f"{results[1][2] / 1024:.1f} MiB")
+            shutil.rmtree(s3home, ignore_errors=True)
+        finally:
+            moto.kill()
+            moto.wait()
     if args.store_only:
         return
 
