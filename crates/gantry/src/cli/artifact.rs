@@ -28,39 +28,21 @@ pub enum ArtifactCommand {
     },
     /// Copy an artifact out of the store, checking its digest (a directory artifact is a .tar.zst)
     Get {
-        name: Option<String>,
-        /// The project the artifact belongs to (names are per project)
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long)]
-        run: Option<i64>,
-        #[arg(long)]
-        digest: Option<String>,
+        #[command(flatten)]
+        which: Which,
         /// Where to write it
         #[arg(short, long)]
         output: PathBuf,
     },
     /// Check the stored object against its digest (reads it whole)
     Verify {
-        name: Option<String>,
-        /// The project the artifact belongs to (names are per project)
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long)]
-        run: Option<i64>,
-        #[arg(long)]
-        digest: Option<String>,
+        #[command(flatten)]
+        which: Which,
     },
     /// Print a link that anyone can download the artifact with (plain curl, no token)
     Share {
-        name: Option<String>,
-        /// The project the artifact belongs to (names are per project)
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long)]
-        run: Option<i64>,
-        #[arg(long)]
-        digest: Option<String>,
+        #[command(flatten)]
+        which: Which,
         /// How long the link works (30m, 1h, 7d; at most a year; default 1h)
         #[arg(long, conflicts_with = "stable")]
         expires: Option<String>,
@@ -87,30 +69,34 @@ pub enum ArtifactCommand {
     },
     /// Keep an artifact version whatever the retention settings
     Pin {
-        name: Option<String>,
-        /// The project the artifact belongs to (names are per project)
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long)]
-        run: Option<i64>,
-        #[arg(long)]
-        digest: Option<String>,
+        #[command(flatten)]
+        which: Which,
         #[arg(long, default_value = "by hand")]
         reason: String,
     },
     /// Remove a pin
     Unpin {
-        name: Option<String>,
-        /// The project the artifact belongs to (names are per project)
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long)]
-        run: Option<i64>,
-        #[arg(long)]
-        digest: Option<String>,
+        #[command(flatten)]
+        which: Which,
         #[arg(long, default_value = "by hand")]
         reason: String,
     },
+}
+
+/// Which artifact version: the newest named NAME (of --project, of --run), or --digest.
+#[derive(clap::Args)]
+pub struct Which {
+    /// The artifact's name (the newest of that name unless --run says which run)
+    name: Option<String>,
+    /// The project the artifact belongs to (names are per project)
+    #[arg(long)]
+    project: Option<String>,
+    /// The run that made it
+    #[arg(long)]
+    run: Option<i64>,
+    /// Exactly this version (sha256:…)
+    #[arg(long)]
+    digest: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -176,10 +162,7 @@ pub async fn artifact(
 ) -> CliResult {
     match cmd {
         ArtifactCommand::Share {
-            name,
-            project,
-            run,
-            digest,
+            which,
             expires,
             stable,
             presign,
@@ -188,7 +171,7 @@ pub async fn artifact(
             let out = c
                 .post(
                     "/api/artifacts/shares",
-                    json!({ "project": project, "name": name, "run": run, "digest": digest, "expires": expires, "stable": stable, "presign": presign }),
+                    json!({ "project": which.project, "name": which.name, "run": which.run, "digest": which.digest, "expires": expires, "stable": stable, "presign": presign }),
                 )
                 .await?;
             let what = out["digest"].as_str().unwrap_or("?");
@@ -213,14 +196,9 @@ pub async fn artifact(
             println!("{}", out["url"].as_str().unwrap_or(""));
             Ok(())
         }
-        ArtifactCommand::Verify {
-            name,
-            project,
-            run,
-            digest,
-        } => {
+        ArtifactCommand::Verify { which } => {
             let ctx = Context::open_here(data_dir).await?;
-            let a = find(&ctx, project, name, run, digest).await?;
+            let a = find(&ctx, &which).await?;
             let store = ctx.artifacts()?;
             let started = std::time::Instant::now();
             store
@@ -253,30 +231,18 @@ pub async fn artifact(
             println!("share {id} revoked");
             Ok(())
         }
-        ArtifactCommand::Pin {
-            name,
-            project,
-            run,
-            digest,
-            reason,
-        } => {
+        ArtifactCommand::Pin { which, reason } => {
             let ctx = Context::open_here(data_dir).await?;
-            let a = find(&ctx, project, name, run, digest).await?;
+            let a = find(&ctx, &which).await?;
             ctx.state
                 .pin(&a.digest, &reason, gantry_engine::ports::now_millis())
                 .await?;
             println!("pinned {} {} ({reason})", a.name, a.digest);
             Ok(())
         }
-        ArtifactCommand::Unpin {
-            name,
-            project,
-            run,
-            digest,
-            reason,
-        } => {
+        ArtifactCommand::Unpin { which, reason } => {
             let ctx = Context::open_here(data_dir).await?;
-            let a = find(&ctx, project, name, run, digest).await?;
+            let a = find(&ctx, &which).await?;
             if !ctx.state.unpin(&a.digest, &reason).await? {
                 return Err(anyhow!("{} {} has no pin `{reason}`", a.name, a.digest).into());
             }
@@ -338,15 +304,9 @@ pub async fn artifact(
             }
             Ok(())
         }
-        ArtifactCommand::Get {
-            name,
-            project,
-            run,
-            digest,
-            output,
-        } => {
+        ArtifactCommand::Get { which, output } => {
             let ctx = Context::open_here(data_dir).await?;
-            let a = find(&ctx, project, name, run, digest).await?;
+            let a = find(&ctx, &which).await?;
             if let Some(at) = a.removed_at {
                 let when = chrono::DateTime::from_timestamp_millis(at)
                     .map(|t| t.to_rfc3339())
@@ -369,20 +329,17 @@ pub async fn artifact(
 
 async fn find(
     ctx: &Context,
-    project: Option<String>,
-    name: Option<String>,
-    run: Option<i64>,
-    digest: Option<String>,
+    which: &Which,
 ) -> anyhow::Result<gantry_engine::ports::ArtifactRecord> {
-    if name.is_none() && digest.is_none() {
+    if which.name.is_none() && which.digest.is_none() {
         bail!("name the artifact, or give --digest");
     }
     ctx.state
         .find_artifact(&gantry_engine::ports::ArtifactQuery {
-            project: project.as_deref(),
-            name: name.as_deref(),
-            run,
-            digest: digest.as_deref(),
+            project: which.project.as_deref(),
+            name: which.name.as_deref(),
+            run: which.run,
+            digest: which.digest.as_deref(),
         })
         .await?
         .ok_or_else(|| anyhow!("no such artifact"))
