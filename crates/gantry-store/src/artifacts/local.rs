@@ -248,10 +248,15 @@ mod tests {
             .set_modified(hour_ago)
             .unwrap();
         std::fs::write(dir.path().join("busy"), "being written").unwrap();
+        // A file of a process that is gone goes at once; one of a live process stays.
+        let gone = dir.path().join(format!("pack-{}-x", u32::MAX - 1));
+        std::fs::write(&gone, "half").unwrap();
+        let ours = crate::artifacts::pack::staging_file(dir.path(), "pack").unwrap();
         let removed =
             crate::artifacts::pack::clean_staging(dir.path(), std::time::Duration::from_secs(3600));
-        assert_eq!(removed, 1);
-        assert!(!old.exists() && dir.path().join("busy").exists());
+        assert_eq!(removed, 2);
+        assert!(!old.exists() && !gone.exists());
+        assert!(dir.path().join("busy").exists() && ours.path().exists());
     }
 
     #[tokio::test]

@@ -63,8 +63,7 @@ pub fn pack_staged(workspace: &Path, paths: &[String], staging: &Path) -> Result
         Collected::SingleFile(e) => media_type_of(&e.rel).to_string(),
         Collected::Tree(_) => super::TAR_ZSTD.to_string(),
     };
-    let file = tempfile::NamedTempFile::new_in(staging)
-        .with_context(|| format!("creating a temporary file in {}", staging.display()))?;
+    let file = staging_file(staging, "pack")?;
     let (_, digest, size) = pack_to(&collected, file.reopen()?)?;
     Ok(Staged {
         file,
@@ -74,21 +73,38 @@ pub fn pack_staged(workspace: &Path, paths: &[String], staging: &Path) -> Result
     })
 }
 
-/// Removes staging files nobody has written to for `idle` (left by a process killed while
-/// packing or downloading); returns how many. A file being written is touched continuously.
+/// A new file in the staging directory, named `{what}-{pid}-…` so that a later start can tell
+/// whether the process that made it is still there.
+pub fn staging_file(staging: &Path, what: &str) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!("{what}-{}-", std::process::id()))
+        .tempfile_in(staging)
+        .with_context(|| format!("creating a temporary file in {}", staging.display()))
+}
+
+/// Removes staging files left by a process killed while packing or downloading: those whose
+/// process is gone, and any nobody has written to for `idle` (a process id can be reused).
+/// Returns how many.
 pub fn clean_staging(staging: &Path, idle: std::time::Duration) -> usize {
     let Ok(entries) = std::fs::read_dir(staging) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let stale = entry
-            .metadata()
-            .ok()
-            .filter(|m| m.is_file())
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= idle);
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner_gone = name
+            .split('-')
+            .nth(1)
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
+        let stale = owner_gone
+            || entry
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= idle);
         if stale && std::fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }

@@ -217,8 +217,7 @@ impl S3ArtifactStore {
     /// the file is removed.
     async fn download_checked(&self, digest: &str) -> Result<tempfile::TempPath> {
         let key = self.key(digest)?;
-        let tmp = tempfile::NamedTempFile::new_in(&self.staging)
-            .context("creating a staging file for the download")?;
+        let tmp = super::pack::staging_file(&self.staging, "get")?;
         let (file, path) = tmp.into_parts();
         let mut out = tokio::fs::File::from_std(file);
         let mut stream = self

@@ -12,12 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// A TCP proxy to `127.0.0.1:upstream` that counts the bytes clients send, and, once they pass
-/// `cut_after`, drops every connection and refuses new ones (the endpoint is gone) until
+/// `cut_after`, drops every connection and refuses new ones (the endpoint is gone), or once they
+/// pass `stall_after`, stops forwarding (holds the upload in the middle) until
 /// [`Proxy::restore`].
 struct Proxy {
     port: u16,
     sent: Arc<AtomicU64>,
     cut_after: Arc<AtomicU64>,
+    stall_after: Arc<AtomicU64>,
+    stalled: Arc<AtomicBool>,
     dead: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
@@ -30,6 +33,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let sent = Arc::new(AtomicU64::new(0));
         let cut_after = Arc::new(AtomicU64::new(u64::MAX));
+        let stall_after = Arc::new(AtomicU64::new(u64::MAX));
+        let stalled = Arc::new(AtomicBool::new(false));
         let dead = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
@@ -40,6 +45,7 @@ impl Proxy {
             stop.clone(),
             open.clone(),
         );
+        let (hold_after, held) = (stall_after.clone(), stalled.clone());
         let accept = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
@@ -57,6 +63,7 @@ impl Proxy {
                 o.lock().unwrap().push(server.try_clone().unwrap());
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (sent, cut, dead, open) = (s.clone(), c.clone(), d.clone(), o.clone());
+                let (hold_after, held) = (hold_after.clone(), held.clone());
                 // Client to S3: counted, and cut past the limit.
                 std::thread::spawn(move || {
                     pipe(client, server, |n| {
@@ -68,6 +75,14 @@ impl Proxy {
                             }
                             return false;
                         }
+                        // Hold the bytes (at most a minute) while stalling is asked for.
+                        for _ in 0..6000 {
+                            if total <= hold_after.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            held.store(true, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
                         true
                     })
                 });
@@ -78,6 +93,8 @@ impl Proxy {
             port,
             sent,
             cut_after,
+            stall_after,
+            stalled,
             dead,
             stop,
             open,
@@ -94,7 +111,17 @@ impl Proxy {
         self.cut_after.store(self.sent() + more, Ordering::SeqCst);
     }
 
+    /// Forwarding stops once `more` further bytes have been sent.
+    fn stall_after(&self, more: u64) {
+        self.stall_after.store(self.sent() + more, Ordering::SeqCst);
+    }
+
+    fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::SeqCst)
+    }
+
     fn restore(&self) {
+        self.stall_after.store(u64::MAX, Ordering::SeqCst);
         self.cut_after.store(u64::MAX, Ordering::SeqCst);
         self.dead.store(false, Ordering::SeqCst);
     }
@@ -509,4 +536,53 @@ environments:
         "{}",
         refused.body
     );
+}
+
+/// kill -9 of the server in the middle of an upload: nothing in the bucket, the run
+/// `interrupted`, the staging file removed at the next start, and the next run stores.
+#[test]
+fn a_server_killed_mid_upload_leaves_nothing_behind() {
+    let (_moto, moto_port) =
+        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
+    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    let proxy = Proxy::start(moto_port);
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), &pipeline(3));
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\npoll = \"0s\"\n\n[artifacts]\nurl = \"s3://builds/ci\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n",
+        proxy.port
+    );
+    let mut s = Served::start_in(dir, &config);
+    proxy.stall_after(3 << 20);
+    let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(60), || proxy.stalled()),
+        "the upload never started: {}",
+        s.log()
+    );
+    let staging = s.data().join("artifacts/tmp");
+    assert!(!files_under(&staging).is_empty(), "packed, being uploaded");
+    s.kill9();
+    proxy.restore();
+    assert!(
+        keys(moto_port, "ci/").is_empty(),
+        "nothing visible in the bucket"
+    );
+
+    s.restart();
+    assert!(
+        files_under(&staging).is_empty(),
+        "the dead server's staging file is removed at start"
+    );
+    let run = s.api("GET", &format!("/api/runs/{id}"), "").json();
+    assert_eq!(run["run"]["status"], "interrupted", "{run}");
+    assert!(keys(moto_port, "ci/").is_empty());
+    let again = s.api("POST", &format!("/api/runs/{id}/rerun"), "{}");
+    assert!(again.status < 300, "{}", again.body);
+    let next = again.json()["run"].as_i64().unwrap();
+    assert_eq!(s.wait_finished(next), "succeeded", "{}", s.log());
+    assert_eq!(keys(moto_port, "ci/").len(), 1);
 }
