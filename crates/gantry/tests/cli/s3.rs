@@ -155,6 +155,23 @@ impl Drop for Proxy {
     }
 }
 
+/// moto_server on 127.0.0.1 with an empty bucket `builds`.
+fn moto_with_bucket() -> (crate::support::Helper, u16) {
+    let (helper, port) =
+        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
+    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{port}/builds")]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    (helper, port)
+}
+
+/// A server watching `hello.git`, keeping artifacts under `s3://builds/{prefix}` reached on
+/// `port` (moto, or the proxy in front of it); `extra` adds lines to `[artifacts]`.
+fn server_config(prefix: &str, port: u16, extra: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\npoll = \"0s\"\n\n[artifacts]\nurl = \"s3://builds/{prefix}\"\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n{extra}"
+    )
+}
+
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -195,17 +212,17 @@ fn pipeline(seed: u32) -> String {
 
 #[test]
 fn artifacts_in_s3_are_stored_once_shared_presigned_and_never_half_written() {
-    let (_moto, moto_port) =
-        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
-    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
-    assert_eq!(status_of(&head), 200, "{head}");
+    let (_moto, moto_port) = moto_with_bucket();
     let proxy = Proxy::start(moto_port);
 
     let dir = tempfile::tempdir().unwrap();
     bare_repo(dir.path(), &pipeline(1));
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\npoll = \"0s\"\n\n[artifacts]\nurl = \"s3://builds/ci\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\ntimeout = \"5s\"\nretries = 1\n",
-        proxy.port
+    let config = server_config(
+        "ci",
+        proxy.port,
+        "timeout = \"5s\"
+retries = 1
+",
     );
     let s = Served::start_in(dir, &config);
     let trigger = || -> (i64, String) {
@@ -369,10 +386,7 @@ fn artifacts_in_s3_are_stored_once_shared_presigned_and_never_half_written() {
 /// a clear error that stores nothing.
 #[test]
 fn the_s3_store_reads_aws_variables_and_names_a_missing_bucket() {
-    let (_moto, moto_port) =
-        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
-    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
-    assert_eq!(status_of(&head), 200, "{head}");
+    let (_moto, moto_port) = moto_with_bucket();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ws = dir.path().join("ws");
@@ -441,10 +455,7 @@ fn the_s3_store_reads_aws_variables_and_names_a_missing_bucket() {
 /// (without reading it back) and refuses when it is gone.
 #[test]
 fn deploys_and_rollbacks_use_artifacts_from_s3() {
-    let (_moto, moto_port) =
-        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
-    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
-    assert_eq!(status_of(&head), 200, "{head}");
+    let (_moto, moto_port) = moto_with_bucket();
     let pipeline = |version: &str| {
         format!(
             "stages:
@@ -466,9 +477,7 @@ environments:
     };
     let dir = tempfile::tempdir().unwrap();
     bare_repo(dir.path(), &pipeline("v1"));
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\npoll = \"0s\"\n\n[artifacts]\nurl = \"s3://builds/deploys\"\nendpoint = \"http://127.0.0.1:{moto_port}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n"
-    );
+    let config = server_config("deploys", moto_port, "");
     let s = Served::start_in(dir, &config);
     let mut digests = Vec::new();
     for (i, version) in ["v1", "v2"].iter().enumerate() {
@@ -542,17 +551,11 @@ environments:
 /// `interrupted`, the staging file removed at the next start, and the next run stores.
 #[test]
 fn a_server_killed_mid_upload_leaves_nothing_behind() {
-    let (_moto, moto_port) =
-        moto().expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
-    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
-    assert_eq!(status_of(&head), 200, "{head}");
+    let (_moto, moto_port) = moto_with_bucket();
     let proxy = Proxy::start(moto_port);
     let dir = tempfile::tempdir().unwrap();
     bare_repo(dir.path(), &pipeline(3));
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\npoll = \"0s\"\n\n[artifacts]\nurl = \"s3://builds/ci\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n",
-        proxy.port
-    );
+    let config = server_config("ci", proxy.port, "");
     let mut s = Served::start_in(dir, &config);
     proxy.stall_after(3 << 20);
     let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
