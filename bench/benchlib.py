@@ -1,4 +1,5 @@
-"""Helpers the benchmark scripts share: free local ports and waiting for a listener."""
+"""Helpers the benchmark scripts share: free local ports, waiting for a listener, reading wrk."""
+import re
 import socket
 import time
 
@@ -20,3 +21,16 @@ def wait_port(port, limit=30):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+def wrk_counts(out):
+    """Requests and failures (socket errors and non-2xx/3xx answers) from wrk's output."""
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return requests, errors

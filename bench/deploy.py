@@ -34,7 +34,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, wait_port  # noqa: E402
+from benchlib import free_port, wait_port, wrk_counts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELLO = os.path.join(ROOT, "examples", "hello", "hello.py")
@@ -107,14 +107,7 @@ def wrk(port, seconds):
 
 def wrk_result(proc):
     out, _ = proc.communicate(timeout=600)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
+    requests, errors = wrk_counts(out)
     return requests, errors, out
 
 
