@@ -23,7 +23,6 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
