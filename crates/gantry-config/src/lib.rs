@@ -4,12 +4,14 @@
 //! Codemap:
 //! - [`yaml`]: YAML into a tree of nodes that remember their position.
 //! - `check`: the checker and lowering; its key tables are the list of what the file may say.
+//! - `field`: field primitives (unknown keys, durations) shared by both checkers.
 //! - [`diagnostic`]: errors and warnings, rendered like a compiler's.
 //! - [`schema`]: the JSON Schema of the file, for editors (`gantry schema`).
 //! - [`server`]: the server's configuration file (`gantry.toml`), checked the same way.
 
 mod check;
 pub mod diagnostic;
+mod field;
 pub mod schema;
 pub mod server;
 pub mod yaml;

@@ -1,9 +1,9 @@
 //! The server's configuration file (`gantry.toml`): read with positions, checked with every error
 //! reported at once (line, column, field, suggestion), the same way as the pipeline file.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Severity, suggest};
+use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
+use crate::field;
 use crate::yaml::Pos;
-use gantry_model::duration::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -185,16 +185,8 @@ impl Checker<'_> {
             if known.contains(&name) {
                 out.push((name, value));
             } else {
-                let help = match suggest(name, known.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("known keys: {}", known.join(", ")),
-                };
-                self.error(
-                    key.span(),
-                    &field,
-                    format!("unknown key `{name}` in {what}"),
-                    Some(help),
-                );
+                let (problem, _) = field::unknown_key(name, known, what);
+                self.error(key.span(), &field, problem.message, problem.help);
             }
         }
         out
@@ -217,18 +209,9 @@ impl Checker<'_> {
 
     fn duration(&mut self, v: &Spanned<DeValue<'_>>, field: &str) -> Option<Duration> {
         let text = self.string(v, field)?;
-        match parse_duration(&text) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.error(
-                    v.span(),
-                    field,
-                    format!("invalid duration: {e}"),
-                    Some("examples: \"0s\", \"30s\", \"10m\"".into()),
-                );
-                None
-            }
-        }
+        field::duration(&text, true, "\"0s\", \"30s\", \"10m\"")
+            .map_err(|p| self.error(v.span(), field, p.message, p.help))
+            .ok()
     }
 
     fn int(&mut self, v: &Spanned<DeValue<'_>>, field: &str, min: i64, max: i64) -> Option<i64> {

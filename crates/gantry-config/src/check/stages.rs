@@ -1,0 +1,476 @@
+//! The pipeline's top level, its stages, jobs, steps, needs, artifacts and deploys.
+
+use super::*;
+
+impl Checker {
+    /// Checks the whole document. Returns the pipeline when nothing is wrong.
+    pub(crate) fn pipeline(&mut self, root: &Node) -> Option<Pipeline> {
+        if root.value == Value::Null {
+            self.error(
+                root,
+                "",
+                "the pipeline file is empty",
+                Some("start with `stages:`; see `gantry schema`".into()),
+            );
+            return None;
+        }
+        let top = self.fields(root, "", "the pipeline file", TOP_KEYS)?;
+        let name = top.some("name").and_then(|n| self.name(n, "name"));
+        let env = top
+            .some("env")
+            .map(|n| self.env(n, "env"))
+            .unwrap_or_default();
+        let pass_env = top
+            .some("pass_env")
+            .map(|n| self.names_list(n, "pass_env", true))
+            .unwrap_or_default();
+        let environments = top
+            .get("environments")
+            .map(|n| self.environments(n))
+            .unwrap_or_default();
+
+        let mut stages = Vec::new();
+        match top.some("stages") {
+            None => self.error(
+                root,
+                "stages",
+                "the pipeline has no `stages`",
+                Some("add `stages:` with at least one stage".into()),
+            ),
+            Some(node) => match &node.value {
+                Value::Seq(items) if items.is_empty() => self.error(
+                    node,
+                    "stages",
+                    "`stages` is empty",
+                    Some("add at least one stage".into()),
+                ),
+                Value::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        stages.push(self.stage(item, i));
+                    }
+                }
+                _ => self.error(
+                    node,
+                    "stages",
+                    format!("`stages` must be a list, found {}", node.kind_name()),
+                    None,
+                ),
+            },
+        }
+        let stages = self.cross_check(stages, &environments);
+        let has_errors = self.diags.iter().any(|d| d.severity == Severity::Error);
+        (!has_errors).then_some(Pipeline {
+            name,
+            env,
+            pass_env,
+            stages,
+            environments: environments.into_iter().map(|(e, _)| e).collect(),
+        })
+    }
+
+    pub(super) fn stage(&mut self, node: &Node, index: usize) -> Option<(Stage, Node)> {
+        let path = named_path("stages", node, index);
+        let fields = self.fields(node, &path, "a stage", STAGE_KEYS)?;
+        let name = self
+            .required(&fields, node, "name", "a stage")
+            .and_then(|n| self.name(n, &fields.field("name")));
+        let kind = match (fields.get("jobs"), fields.get("deploy")) {
+            (Some(_), Some(deploy)) => {
+                self.error(
+                    deploy,
+                    &join(&path, "deploy"),
+                    "a stage has either `jobs` or `deploy`, not both",
+                    Some("move the deploy into a stage of its own".into()),
+                );
+                None
+            }
+            (None, None) => {
+                if !fields
+                    .suggested
+                    .iter()
+                    .any(|k| *k == "jobs" || *k == "deploy")
+                {
+                    self.error(node, &path, "a stage needs `jobs` or `deploy`", None);
+                }
+                None
+            }
+            (Some(jobs), None) => self.jobs(jobs, &join(&path, "jobs")).map(StageKind::Jobs),
+            (None, Some(deploy)) => self
+                .deploy(deploy, &join(&path, "deploy"))
+                .map(StageKind::Deploy),
+        };
+        Some((
+            Stage {
+                name: name?,
+                kind: kind?,
+            },
+            node.clone(),
+        ))
+    }
+
+    pub(super) fn jobs(&mut self, node: &Node, path: &str) -> Option<Vec<Job>> {
+        let items = match &node.value {
+            Value::Seq(items) if items.is_empty() => {
+                self.error(
+                    node,
+                    path,
+                    "empty stage: `jobs` has no job",
+                    Some("add a job, or remove the stage".into()),
+                );
+                return None;
+            }
+            Value::Null => {
+                self.error(
+                    node,
+                    path,
+                    "empty stage: `jobs` has no job",
+                    Some("add a job, or remove the stage".into()),
+                );
+                return None;
+            }
+            Value::Seq(items) => items,
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    format!("`jobs` must be a list, found {}", node.kind_name()),
+                    None,
+                );
+                return None;
+            }
+        };
+        let jobs: Vec<Option<Job>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.job(item, &named_path(path, item, i)))
+            .collect();
+        jobs.into_iter().collect()
+    }
+
+    pub(super) fn job(&mut self, node: &Node, path: &str) -> Option<Job> {
+        let fields = self.fields(node, path, "a job", JOB_KEYS)?;
+        let name = self
+            .required(&fields, node, "name", "a job")
+            .and_then(|n| self.name(n, &fields.field("name")));
+        let field = |k: &str| join(path, k);
+        let steps = match (fields.get("run"), fields.get("steps")) {
+            (Some(_), Some(steps)) => {
+                self.error(
+                    steps,
+                    &field("steps"),
+                    "a job has either `run` or `steps`, not both",
+                    Some("put the `run` command in `steps` as its first step".into()),
+                );
+                None
+            }
+            (None, None) => {
+                if !fields
+                    .suggested
+                    .iter()
+                    .any(|k| *k == "run" || *k == "steps")
+                {
+                    self.error(
+                        node,
+                        path,
+                        "a job needs `run` or `steps`",
+                        Some("add `run: <shell command>`".into()),
+                    );
+                }
+                None
+            }
+            (Some(run), None) => self.run_text(run, &field("run")).map(|run| {
+                vec![Step {
+                    name: step_name(&run),
+                    run,
+                    env: Vec::new(),
+                    timeout: None,
+                }]
+            }),
+            (None, Some(steps)) => self.steps(steps, &field("steps")),
+        };
+        let env = fields
+            .some("env")
+            .map(|n| self.env(n, &field("env")))
+            .unwrap_or_default();
+        let pass_env = fields
+            .some("pass_env")
+            .map(|n| self.names_list(n, &field("pass_env"), true))
+            .unwrap_or_default();
+        let secrets = fields
+            .some("secrets")
+            .map(|n| self.names_list(n, &field("secrets"), true))
+            .unwrap_or_default();
+        let timeout = fields
+            .some("timeout")
+            .map(|n| self.duration(n, &field("timeout")));
+        let retries = fields
+            .some("retries")
+            .map(|n| self.uint(n, &field("retries"), MAX_RETRIES));
+        let allow_failure = fields
+            .some("allow_failure")
+            .map(|n| self.bool(n, &field("allow_failure")));
+        let artifacts = fields
+            .some("artifacts")
+            .map(|n| self.artifacts(n, &field("artifacts")))
+            .unwrap_or(Some(Vec::new()));
+        let (needs, needs_from) = fields
+            .some("needs")
+            .map(|n| self.needs(n, &field("needs")))
+            .unwrap_or_default();
+        Some(Job {
+            name: name?,
+            steps: steps?,
+            env,
+            pass_env,
+            secrets,
+            timeout: timeout.flatten(),
+            retries: retries.unwrap_or(Some(0))?,
+            allow_failure: allow_failure.unwrap_or(Some(false))?,
+            artifacts: artifacts?,
+            needs,
+            needs_from,
+        })
+    }
+
+    pub(super) fn run_text(&mut self, node: &Node, field: &str) -> Option<String> {
+        let run = self.string(node, field)?;
+        if run.trim().is_empty() {
+            self.error(node, field, "the command is empty", None);
+            return None;
+        }
+        Some(run)
+    }
+
+    pub(super) fn steps(&mut self, node: &Node, path: &str) -> Option<Vec<Step>> {
+        let items = match &node.value {
+            Value::Seq(items) if !items.is_empty() => items,
+            _ => {
+                self.error(
+                    node,
+                    path,
+                    "`steps` must be a non-empty list of steps",
+                    Some("each step is `- run: <command>` (with an optional `name`)".into()),
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let f = format!("{path}[{i}]");
+            // A bare string is a step too: `steps: [make, make test]`.
+            if let Value::Scalar { .. } = item.value {
+                match self.run_text(item, &f) {
+                    Some(run) => out.push(Step {
+                        name: step_name(&run),
+                        run,
+                        env: Vec::new(),
+                        timeout: None,
+                    }),
+                    None => ok = false,
+                }
+                continue;
+            }
+            let Some(fields) = self.fields(item, &f, "a step", STEP_KEYS) else {
+                ok = false;
+                continue;
+            };
+            let run = self
+                .required(&fields, item, "run", "a step")
+                .and_then(|n| self.run_text(n, &fields.field("run")));
+            let name = match fields.some("name") {
+                Some(n) => self.name(n, &fields.field("name")),
+                None => run.as_deref().map(step_name),
+            };
+            let env = fields
+                .some("env")
+                .map(|n| self.env(n, &fields.field("env")))
+                .unwrap_or_default();
+            let timeout = match fields.some("timeout") {
+                Some(n) => match self.duration(n, &fields.field("timeout")) {
+                    Some(d) => Some(d),
+                    None => {
+                        ok = false;
+                        None
+                    }
+                },
+                None => None,
+            };
+            match (name, run) {
+                (Some(name), Some(run)) => out.push(Step {
+                    name,
+                    run,
+                    env,
+                    timeout,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `needs`: names of this run's artifacts, and `{ project, artifact, branch, path }` for
+    /// another project's.
+    pub(super) fn needs(
+        &mut self,
+        node: &Node,
+        field: &str,
+    ) -> (Vec<String>, Vec<ProjectArtifact>) {
+        let Value::Seq(items) = &node.value else {
+            // One name alone is still a list of names.
+            return (self.names_list(node, field, false), Vec::new());
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut external = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            if !matches!(item.value, Value::Map(_)) {
+                if let Some(name) = self.string(item, &f) {
+                    if names.contains(&name) {
+                        self.error(item, &f, format!("`{name}` is listed twice"), None);
+                    } else {
+                        names.push(name);
+                    }
+                }
+                continue;
+            }
+            let what = "an artifact of another project";
+            let Some(fields) = self.fields(item, &f, what, NEED_KEYS) else {
+                continue;
+            };
+            let project = self
+                .required(&fields, item, "project", what)
+                .and_then(|n| self.name(n, &fields.field("project")));
+            let artifact = self
+                .required(&fields, item, "artifact", what)
+                .and_then(|n| self.name(n, &fields.field("artifact")));
+            let branch = fields
+                .some("branch")
+                .and_then(|n| self.string(n, &fields.field("branch")));
+            let path = fields.some("path").and_then(|n| {
+                let p = self.string(n, &fields.field("path"))?;
+                if let Some(problem) = path_problem(&p) {
+                    self.error(
+                        n,
+                        &fields.field("path"),
+                        format!("path `{p}` {problem}"),
+                        Some("paths are relative to the job's workspace".into()),
+                    );
+                    return None;
+                }
+                Some(p)
+            });
+            if let (Some(project), Some(artifact)) = (project, artifact) {
+                external.push(ProjectArtifact {
+                    project,
+                    artifact,
+                    branch,
+                    path,
+                });
+            }
+        }
+        (names, external)
+    }
+
+    pub(super) fn artifacts(&mut self, node: &Node, path: &str) -> Option<Vec<ArtifactSpec>> {
+        let Value::Seq(items) = &node.value else {
+            self.error(
+                node,
+                path,
+                format!("`artifacts` must be a list, found {}", node.kind_name()),
+                Some("each artifact is `- name: app` with `path: dist/`".into()),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let f = format!("{path}[{i}]");
+            let Some(fields) = self.fields(item, &f, "an artifact", ARTIFACT_KEYS) else {
+                ok = false;
+                continue;
+            };
+            let name = self
+                .required(&fields, item, "name", "an artifact")
+                .and_then(|n| self.name(n, &fields.field("name")));
+            let paths = self
+                .required(&fields, item, "path", "an artifact")
+                .map(|n| {
+                    let field = fields.field("path");
+                    let mut good = Vec::new();
+                    for (p, pnode) in self.string_list(n, &field) {
+                        if let Some(problem) = path_problem(&p) {
+                            self.error(
+                                &pnode,
+                                &field,
+                                format!("artifact path `{p}` {problem}"),
+                                Some("artifact paths are relative to the job's workspace".into()),
+                            );
+                        } else {
+                            good.push(p);
+                        }
+                    }
+                    good
+                });
+            match (name, paths) {
+                (Some(name), Some(paths)) if !paths.is_empty() => {
+                    out.push(ArtifactSpec { name, paths })
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    pub(super) fn deploy(&mut self, node: &Node, path: &str) -> Option<DeploySpec> {
+        let fields = self.fields(node, path, "a deploy", DEPLOY_KEYS)?;
+        let environments = match (fields.some("environment"), fields.some("environments")) {
+            (Some(_), Some(many)) => {
+                self.error(
+                    many,
+                    &fields.field("environments"),
+                    "use `environment` (one) or `environments` (waves), not both",
+                    None,
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    node,
+                    path,
+                    "a deploy needs `environment` (or `environments` for waves)",
+                    None,
+                );
+                None
+            }
+            (Some(one), None) => self
+                .name(one, &fields.field("environment"))
+                .map(|n| vec![n]),
+            (None, Some(many)) => {
+                let names = self.names_list(many, &fields.field("environments"), false);
+                if names.is_empty() {
+                    self.error(
+                        many,
+                        &fields.field("environments"),
+                        "`environments` lists no environment",
+                        None,
+                    );
+                    None
+                } else {
+                    Some(names)
+                }
+            }
+        };
+        let artifact = self
+            .required(&fields, node, "artifact", "a deploy")
+            .and_then(|n| self.name(n, &fields.field("artifact")));
+        let bake = fields
+            .some("bake")
+            .map(|n| self.duration(n, &fields.field("bake")));
+        Some(DeploySpec {
+            environments: environments?,
+            artifact: artifact?,
+            bake: bake.flatten(),
+        })
+    }
+}
