@@ -16,14 +16,14 @@
 use crate::health::{self, Probe};
 use crate::router::{Backend, RouteTable, Router};
 use crate::supervisor::{self, ServiceEvent};
-use crate::target::{CommandTarget, ProcessTarget, ReleaseContext, Target};
+use crate::targets::{self, ReleaseContext, Target};
 use async_trait::async_trait;
 use gantry_engine::ports::{
     ArtifactQuery, ArtifactStore, DeployReport, DeployRequest, EnvLock, ReleaseEvent,
     ReleaseRecord, StateStore, now_millis,
 };
 use gantry_engine::release::{self, DeployCandidate, ReleaseKind, ReleaseState};
-use gantry_model::{EnvironmentSpec, TargetSpec};
+use gantry_model::{EnvironmentSpec, Routing};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -271,12 +271,7 @@ impl DeployManager {
             match &*slot {
                 Some(t) if t.kind() == target_spec.kind() => t.clone(),
                 _ => {
-                    let t: Arc<dyn Target> = match target_spec {
-                        TargetSpec::Process { .. } => {
-                            Arc::new(ProcessTarget::new(self.events.clone()))
-                        }
-                        TargetSpec::Command { .. } => Arc::new(CommandTarget),
-                    };
+                    let t = targets::build(target_spec.kind(), &self.events);
                     *slot = Some(t.clone());
                     t
                 }
@@ -704,7 +699,7 @@ impl DeployManager {
     ) -> Result<()> {
         target.stop(rec.source).await;
         let mut reason = why.to_string();
-        if env.router().is_none()
+        if target.routing() == Routing::Itself
             && let Some(l) = live
         {
             // The deploy script may have switched traffic already: put the live one back.
@@ -1034,7 +1029,7 @@ impl DeployManager {
         let from_ctx = self.context(&live, None, &spec).await;
         // Running already (the fallback): only a router switch. Otherwise start it again.
         let running = target.running(rec.source).and_then(|r| r.addr);
-        let addr = match (running, env.router().is_some()) {
+        let addr = match (running, target.routing() == Routing::Router) {
             (Some(addr), true) => {
                 let probe_env = ctx.env();
                 let obs = health::check_once(&Probe {
@@ -1143,7 +1138,7 @@ impl DeployManager {
                 let ctx = self.context(l, None, &spec).await;
                 let vars = ctx.env();
                 let addr = t.running(l.source).and_then(|r| r.addr);
-                if t.kind() == "process" && addr.is_none() {
+                if t.routing() == Routing::Router && addr.is_none() {
                     ("unhealthy".to_string(), Some("not running".to_string()))
                 } else {
                     let obs = health::check_once(&Probe {
@@ -1188,7 +1183,7 @@ impl DeployManager {
             environment: environment.to_string(),
             canary,
             traffic,
-            target: target.as_ref().map(|t| t.kind().to_string()),
+            target: target.as_ref().map(|t| t.kind().name().to_string()),
             router: env
                 .as_ref()
                 .and_then(|e| e.router())
@@ -1199,7 +1194,7 @@ impl DeployManager {
             health_detail: detail,
             uptime_ms: running_live.as_ref().map(|r| r.uptime.as_millis() as u64),
             restarts: running_live.as_ref().map(|r| r.crashes),
-            pid: running_live.as_ref().map(|r| r.pid),
+            pid: running_live.as_ref().and_then(|r| r.pid),
             log: running_live.as_ref().map(|r| r.log.display().to_string()),
             running,
             lock,
@@ -1282,8 +1277,8 @@ impl DeployManager {
         let env = self.env(&live.project, &live.environment, &spec);
         let _local = env.work.lock().await;
         let target = self.prepare(&env, &spec).await?;
-        if target.kind() != "process" {
-            return Ok(()); // Nothing of ours runs for command targets.
+        if !target.kind().supervised() {
+            return Ok(()); // Nothing of ours runs for it.
         }
         let ctx = self.context(live, None, &spec).await;
         let addr = self

@@ -100,12 +100,70 @@ pub enum TargetSpec {
 }
 
 impl TargetSpec {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> TargetKind {
         match self {
-            TargetSpec::Process { .. } => "process",
-            TargetSpec::Command { .. } => "command",
+            TargetSpec::Process { .. } => TargetKind::Process,
+            TargetSpec::Command { .. } => TargetKind::Command,
         }
     }
+
+    /// How users reach this target's releases.
+    pub fn routing(&self) -> Routing {
+        self.kind().routing()
+    }
+}
+
+/// The kinds of target, with what each one promises the rest of gantry. A new kind is a variant
+/// here, its keys and checks in `gantry-config/src/check/targets.rs`, and its adapter in
+/// `gantry-deploy/src/targets/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    Process,
+    Command,
+}
+
+impl TargetKind {
+    /// The name the pipeline file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Process => "process",
+            TargetKind::Command => "command",
+        }
+    }
+
+    pub fn routing(self) -> Routing {
+        match self {
+            TargetKind::Process => Routing::Router,
+            TargetKind::Command => Routing::Itself,
+        }
+    }
+
+    /// Whether gantry keeps something of its own running for each live release (a supervised
+    /// service), which it must start again after gantry itself restarted.
+    pub fn supervised(self) -> bool {
+        match self {
+            TargetKind::Process => true,
+            TargetKind::Command => false,
+        }
+    }
+}
+
+impl std::fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How users reach a target's releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Routing {
+    /// Through gantry's router: a release listens on an address, the router sends users there
+    /// (blue/green switches, canary shares and measurements happen in the router), and a
+    /// release's port can be health-checked over HTTP or TCP.
+    Router,
+    /// The target moves traffic itself (the user's deploy script, a weighted alias): making a
+    /// release live and rolling back are the target's own acts, and there is no port to check.
+    Itself,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 
 use super::{DeployError, DeployManager, Env, LockGuard, Result};
 use crate::router::{Backend, CanaryRoute, RouteTable, Users};
-use crate::target::Target;
+use crate::targets::Target;
 use gantry_engine::canary::{CanaryMachine, Command, Event, State, Window};
 use gantry_engine::ports::{ReleaseRecord, now_millis};
 use gantry_engine::release::ReleaseState;

@@ -7,7 +7,7 @@ use super::{ReleaseContext, Running, Target};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use gantry_engine::mask::Masker;
-use gantry_model::TargetSpec;
+use gantry_model::{TargetKind, TargetSpec};
 use gantry_runner::process::{StepEnd, StepSpec, run_step};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -74,8 +74,8 @@ async fn run_script(script: &str, r: &ReleaseContext, what: &str) -> anyhow::Res
 
 #[async_trait]
 impl Target for CommandTarget {
-    fn kind(&self) -> &'static str {
-        "command"
+    fn kind(&self) -> TargetKind {
+        TargetKind::Command
     }
 
     async fn start(&self, r: &ReleaseContext) -> anyhow::Result<Option<SocketAddr>> {

@@ -1,8 +1,8 @@
-//! Targets: where releases run. A target brings a release up next to the live one and, for
-//! targets that serve through gantry's router, says where it listens; the deploy manager does
-//! the rest (health checks, router switch, records). `process` and `command` live here; Docker
-//! (a container on a fresh port, routed like a process) and Lambda (publish a version, move an
-//! alias) implement the same trait.
+//! Targets: where releases run. A target brings a release up next to the live one and says how
+//! users reach it ([`Routing`]): through gantry's router (it returns the address it listens on,
+//! and the manager health-checks it and switches the router) or by moving traffic itself (the
+//! user's scripts; a weighted alias). The manager does the rest (records, keep, bake, rollback).
+//! [`build`] is the one place a target is made from its kind; `process` and `command` live here.
 
 mod command;
 mod process;
@@ -10,10 +10,13 @@ mod process;
 pub use command::CommandTarget;
 pub use process::ProcessTarget;
 
+use crate::supervisor::ServiceEvent;
 use async_trait::async_trait;
-use gantry_model::EnvironmentSpec;
+use gantry_model::{EnvironmentSpec, Routing, TargetKind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// A release as a target sees it.
 #[derive(Debug, Clone)]
@@ -63,7 +66,8 @@ impl ReleaseContext {
 #[derive(Debug, Clone)]
 pub struct Running {
     pub addr: Option<SocketAddr>,
-    pub pid: u32,
+    /// The process serving it, where the target has one.
+    pub pid: Option<u32>,
     pub uptime: std::time::Duration,
     pub crashes: u32,
     /// How it last ended by itself, and its output then.
@@ -71,13 +75,48 @@ pub struct Running {
     pub log: PathBuf,
 }
 
+/// Makes the target for a kind: the one place that knows which type carries out which kind.
+/// `events` receives what supervised releases do (crashes), for the release history.
+pub fn build(kind: TargetKind, events: &mpsc::UnboundedSender<ServiceEvent>) -> Arc<dyn Target> {
+    match kind {
+        TargetKind::Process => Arc::new(ProcessTarget::new(events.clone())),
+        TargetKind::Command => Arc::new(CommandTarget),
+    }
+}
+
+/// Where releases run, as the deploy manager drives it. One value per environment, shared by
+/// every release of it; releases are named by `source`, the deploy release whose directory
+/// they run from (a rollback runs an older deploy's directory again).
+///
+/// The lifecycle and what each step may assume:
+/// 1. [`start`](Target::start) brings a release up. The release directory is unpacked and its
+///    digest checked. Calling it for a release that runs already replaces what ran (a restart):
+///    it is idempotent per release, never two of the same. With [`Routing::Router`] it returns
+///    the address the release listens on, which need not answer yet — no user is sent there
+///    before the manager's health checks pass. With [`Routing::Itself`] it makes the release
+///    live by itself and returns `None`.
+/// 2. [`running`](Target::running) is a cheap look at memory (no I/O, no await): the manager
+///    calls it in its health and bake loops. `None` once the release is stopped.
+/// 3. [`roll_back`](Target::roll_back) is called only for [`Routing::Itself`]: move users from
+///    `from` back to `to` (also after a failed `start` of `from`, which may have switched some
+///    traffic already). For [`Routing::Router`] the router moves users and it is never called.
+/// 4. [`stop`](Target::stop) is safe to call for a release that never started, whose start
+///    failed, or that is stopped already. The directory stays: a kept release may start again.
+/// 5. [`stop_all`](Target::stop_all) at shutdown: afterwards nothing of this target runs.
+///
+/// After gantry restarts, the manager starts the live release again only for kinds that are
+/// [`supervised`](TargetKind::supervised); it may assume nothing of a previous gantry still
+/// runs (leftovers are killed before) and that the release directory is as it was unpacked.
 #[async_trait]
 pub trait Target: Send + Sync {
-    fn kind(&self) -> &'static str;
-    /// Brings the release up. `Some(addr)`: it serves there, and the router sends users to it
-    /// once healthy. `None`: the target switched traffic itself (command targets).
+    fn kind(&self) -> TargetKind;
+    /// How users reach this target's releases.
+    fn routing(&self) -> Routing {
+        self.kind().routing()
+    }
+    /// Brings the release up (see the trait's lifecycle).
     async fn start(&self, release: &ReleaseContext) -> anyhow::Result<Option<SocketAddr>>;
-    /// For targets without a router: move users from `from` back to `to`.
+    /// For targets that move traffic themselves: users from `from` back to `to`.
     async fn roll_back(&self, to: &ReleaseContext, from: &ReleaseContext) -> anyhow::Result<()>;
     /// What runs for the deploy release `source`, if anything.
     fn running(&self, source: i64) -> Option<Running>;

@@ -5,7 +5,7 @@ use super::{ReleaseContext, Running, Target};
 use crate::supervisor::{self, Service, ServiceEvent, ServiceSpec};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use gantry_model::TargetSpec;
+use gantry_model::{TargetKind, TargetSpec};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -33,8 +33,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 #[async_trait]
 impl Target for ProcessTarget {
-    fn kind(&self) -> &'static str {
-        "process"
+    fn kind(&self) -> TargetKind {
+        TargetKind::Process
     }
 
     async fn start(&self, r: &ReleaseContext) -> anyhow::Result<Option<SocketAddr>> {
@@ -75,7 +75,7 @@ impl Target for ProcessTarget {
         let (s, addr) = services.get(&source)?;
         Some(Running {
             addr: Some(*addr),
-            pid: s.pid(),
+            pid: Some(s.pid()),
             uptime: s.started.elapsed(),
             crashes: s.crashes(),
             last_crash: s.last_crash(),
