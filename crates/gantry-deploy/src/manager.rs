@@ -14,6 +14,7 @@
 //! restores the router from the store, so an environment is always on the old or the new release.
 
 use crate::health::{self, Probe};
+use crate::kept::{self, Kept};
 use crate::router::{Backend, RouteTable, Router};
 use crate::supervisor::{self, ServiceEvent};
 use crate::targets::{self, ReleaseContext, Target};
@@ -607,10 +608,17 @@ impl DeployManager {
                 .flatten()
                 .map(|a| a.media_type)
                 .unwrap_or_default();
+            // The object's stamp before unpacking: if it changes while we read, the record
+            // is stale and the next rollback hashes the object again (never the other way).
+            let stamp = self.artifacts.stamp(&rec.digest).await.ok().flatten();
             self.artifacts
                 .unpack(&rec.digest, &media, &ctx.dir, &rec.artifact)
                 .await
                 .map_err(|e| format!("the artifact could not be used: {e:#}"))?;
+            if let Err(e) = kept::write(&ctx.dir, &rec.digest, stamp.as_deref()) {
+                // Not fatal: without a record a rollback verifies the artifact in full.
+                tracing::warn!(dir = %ctx.dir.display(), error = %e, "recording the verified release");
+            }
         }
         let addr = target
             .start(ctx)
@@ -836,7 +844,9 @@ impl DeployManager {
         if let Some(t) = env.target() {
             self.stop_release(env, &t, r.number).await;
         }
-        let _ = std::fs::remove_dir_all(self.release_dir(&r.project, &r.environment, r.number));
+        let dir = self.release_dir(&r.project, &r.environment, r.number);
+        let _ = std::fs::remove_dir_all(&dir);
+        kept::remove(&dir);
         let _ = std::fs::remove_file(self.release_log(&r.project, &r.environment, r.number));
         let _ = self.store.unpin(&r.digest, &pin_reason(r)).await;
         let _ = self.store.mark_retired(r.id, now_millis()).await;
@@ -993,13 +1003,10 @@ impl DeployManager {
         let target_rec = release::rollback_target(&history, to)
             .map_err(|r| DeployError::Conflict(r.to_string()))?
             .clone();
-        // The artifact first: a rollback must not start what it cannot verify.
-        if let Err(e) = self.artifacts.confirm(&target_rec.digest).await {
-            return Err(DeployError::Conflict(format!(
-                "refusing to roll back to release {}: its artifact {} cannot be used: {e:#}. Traffic was not touched",
-                target_rec.number, target_rec.digest
-            )));
-        }
+        // The kept release first: a rollback must not start what it cannot verify. It was
+        // verified when unpacked; what is there now is compared with that record (a stat per
+        // file), and the stored artifact is read only when it is not known to be unchanged.
+        self.check_kept(env, &target_rec).await?;
         let spec = match &target_rec.run_id {
             Some(run) => self
                 .source
@@ -1085,6 +1092,43 @@ impl DeployManager {
                 }
                 self.after_switch(env, &target, &spec).await;
                 Ok(self.reload(&rec).await.unwrap_or(rec))
+            }
+        }
+    }
+
+    /// Refuses (touching nothing) a rollback to a kept release that is not as it was verified:
+    /// its directory changed or was removed, or its stored artifact is corrupt or missing.
+    async fn check_kept(&self, env: &Env, to: &ReleaseRecord) -> Result<()> {
+        let dir = self.release_dir(&env.project, &env.name, to.source);
+        let stamp = self.artifacts.stamp(&to.digest).await.map_err(|_| ());
+        let state = {
+            let (dir, digest) = (dir.clone(), to.digest.clone());
+            tokio::task::spawn_blocking(move || kept::compare(&dir, &digest, stamp))
+                .await
+                .map_err(|e| DeployError::Internal(e.into()))?
+        };
+        match state {
+            Kept::Intact => Ok(()),
+            Kept::Changed(what) => Err(DeployError::Conflict(format!(
+                "refusing to roll back to release {}: its release directory {} changed after it was verified ({what}). Traffic was not touched; to use that version again, deploy its run again",
+                to.number,
+                dir.display()
+            ))),
+            Kept::Unrecorded | Kept::Missing | Kept::ObjectChanged => {
+                if let Err(e) = self.artifacts.confirm(&to.digest).await {
+                    return Err(DeployError::Conflict(format!(
+                        "refusing to roll back to release {}: its artifact {} cannot be used: {e:#}. Traffic was not touched",
+                        to.number, to.digest
+                    )));
+                }
+                // The tree matched and the object checks out: remember the object's new stamp
+                // (stores without stamps are asked every time; `confirm` is cheap there).
+                if state == Kept::ObjectChanged
+                    && let Ok(Some(stamp)) = self.artifacts.stamp(&to.digest).await
+                {
+                    let _ = kept::write(&dir, &to.digest, Some(&stamp));
+                }
+                Ok(())
             }
         }
     }
@@ -1239,8 +1283,9 @@ impl DeployManager {
                 .set_release_state(r.id, ReleaseState::Interrupted, Some(&reason), now_millis())
                 .await?;
             if r.kind == ReleaseKind::Deploy {
-                let _ =
-                    std::fs::remove_dir_all(self.release_dir(&r.project, &r.environment, r.number));
+                let dir = self.release_dir(&r.project, &r.environment, r.number);
+                let _ = std::fs::remove_dir_all(&dir);
+                kept::remove(&dir);
                 let _ = self.store.unpin(&r.digest, &pin_reason(&r)).await;
                 self.store.mark_retired(r.id, now_millis()).await?;
             }

@@ -615,6 +615,13 @@ pub trait ArtifactStore: Send + Sync {
     async fn confirm(&self, digest: &str) -> anyhow::Result<()> {
         self.verify(digest).await
     }
+    /// A cheap identity of the stored object as it is now, read without its content (the local
+    /// store: size, change time and file id). A kept release records it when it is
+    /// verified; a rollback hashes the object again only when the stamp differs. `None`: this
+    /// store has no such thing, and `confirm` is asked every time (a HEAD for a bucket).
+    async fn stamp(&self, _digest: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
     /// Checks the stored object against `digest` first (a corrupt or missing object is an error
     /// and nothing is written), then writes its content under `dest`: a tar.zst is unpacked
     /// there, a single file is written to `dest/file_name`.

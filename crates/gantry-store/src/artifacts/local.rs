@@ -82,6 +82,21 @@ impl ArtifactStore for LocalArtifactStore {
             .context("the verifying task failed")?
     }
 
+    async fn stamp(&self, digest: &str) -> Result<Option<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.object_path(digest)?;
+        let m = std::fs::metadata(&path)
+            .with_context(|| format!("artifact {digest} is missing from {}", path.display()))?;
+        Ok(Some(format!(
+            "{}:{}.{}:{}:{}",
+            m.len(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.dev(),
+            m.ino()
+        )))
+    }
+
     async fn delete(&self, digest: &str) -> Result<u64> {
         let path = self.object_path(digest)?;
         match std::fs::metadata(&path) {

@@ -440,6 +440,47 @@ fn rollback_refuses_a_release_whose_artifact_is_corrupt_or_gone_before_touching_
 }
 
 #[test]
+fn rollback_refuses_a_kept_release_whose_directory_changed_or_went_after_it_was_verified() {
+    let mut env = Env::with("    keep: 3\n");
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    let v3 = env.build("v3", Service::Healthy);
+    env.deploy_ok(v1);
+    env.deploy_ok(v2);
+    let releases = env.fx.data().join("releases/hello/production");
+    assert!(
+        releases.join("1.verified").is_file(),
+        "no record of what was verified"
+    );
+    // Same size, and the modification time put back: only the change time tells.
+    let version = releases.join("1/dist/VERSION");
+    let mtime = std::fs::metadata(&version).unwrap().modified().unwrap();
+    std::fs::write(&version, "v9\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&version)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let out = env.gantry(&["rollback", "production"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("changed after it was verified"), "{out}");
+    assert!(out.stderr.contains("dist/VERSION was modified"), "{out}");
+    assert!(out.stderr.contains("Traffic was not touched"), "{out}");
+    assert_eq!(env.serving(), "v2");
+    assert_eq!(env.releases().len(), 2, "a refused rollback adds no release");
+    // A kept directory removed after its verification is refused the same way.
+    env.deploy_ok(v3);
+    std::fs::remove_dir_all(releases.join("2")).unwrap();
+    let out = env.gantry(&["rollback", "production", "--to", "2"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("the directory was removed"), "{out}");
+    assert!(out.stderr.contains("Traffic was not touched"), "{out}");
+    assert_eq!(env.serving(), "v3");
+    assert_eq!(env.releases().len(), 3);
+}
+
+#[test]
 fn a_second_deploy_is_refused_while_one_holds_the_lock() {
     let mut env = Env::new();
     let v1 = env.build("v1", Service::Healthy);
