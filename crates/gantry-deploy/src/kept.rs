@@ -226,7 +226,7 @@ mod tests {
             same(),
             Kept::Missing,
         );
-        check(|d| remove(d), same(), Kept::Unrecorded);
+        check(remove, same(), Kept::Unrecorded);
         check(
             |d| std::fs::write(d.join("dist/app"), "v1 but longer").unwrap(),
             same(),
