@@ -7,6 +7,8 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use axum::routing::{MethodRouter, post};
+use gantry_engine::canary::CanaryAction;
 use gantry_engine::ports::{DeployRequest, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -158,63 +160,27 @@ pub struct CanaryBody {
     by: Option<String>,
 }
 
-async fn canary(
-    state: AppState,
-    token: TokenRecord,
-    project: String,
-    environment: String,
-    action: &str,
-    body: Option<Json<CanaryBody>>,
-) -> Result<Json<Value>, ApiError> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
-    let action = if action == "promote" && body.full {
-        "promote-full"
-    } else {
-        action
-    };
-    let by = who(&token, body.by.as_deref());
-    Ok(Json(
-        state
-            .control
-            .canary_action(&project, &environment, action, &by)
-            .await?,
-    ))
-}
-
-pub async fn promote(
-    State(state): State<AppState>,
-    Extension(token): Extension<TokenRecord>,
-    Path((project, environment)): Path<(String, String)>,
-    body: Option<Json<CanaryBody>>,
-) -> Result<Json<Value>, ApiError> {
-    canary(state, token, project, environment, "promote", body).await
-}
-
-pub async fn abort(
-    State(state): State<AppState>,
-    Extension(token): Extension<TokenRecord>,
-    Path((project, environment)): Path<(String, String)>,
-    body: Option<Json<CanaryBody>>,
-) -> Result<Json<Value>, ApiError> {
-    canary(state, token, project, environment, "abort", body).await
-}
-
-pub async fn pause(
-    State(state): State<AppState>,
-    Extension(token): Extension<TokenRecord>,
-    Path((project, environment)): Path<(String, String)>,
-    body: Option<Json<CanaryBody>>,
-) -> Result<Json<Value>, ApiError> {
-    canary(state, token, project, environment, "pause", body).await
-}
-
-pub async fn resume(
-    State(state): State<AppState>,
-    Extension(token): Extension<TokenRecord>,
-    Path((project, environment)): Path<(String, String)>,
-    body: Option<Json<CanaryBody>>,
-) -> Result<Json<Value>, ApiError> {
-    canary(state, token, project, environment, "resume", body).await
+/// The route of one canary action (`promote`, `abort`, `pause`, `resume`): they differ only in
+/// what they ask of the canary; `promote` with `{"full": true}` sends everyone at once.
+pub fn canary(action: CanaryAction) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              Extension(token): Extension<TokenRecord>,
+              Path((project, environment)): Path<(String, String)>,
+              body: Option<Json<CanaryBody>>| async move {
+            let body = body.map(|Json(b)| b).unwrap_or_default();
+            let action = match action {
+                CanaryAction::Promote { .. } => CanaryAction::Promote { full: body.full },
+                other => other,
+            };
+            let by = who(&token, body.by.as_deref());
+            let answer = state
+                .control
+                .canary_action(&project, &environment, action, &by)
+                .await?;
+            Ok::<_, ApiError>(Json(answer))
+        },
+    )
 }
 
 #[derive(Deserialize, Default)]

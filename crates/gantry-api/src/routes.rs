@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
+use gantry_engine::canary::CanaryAction;
 use gantry_model::Role;
 use serde_json::{Value, json};
 
@@ -263,16 +264,16 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
             post(crate::environments::deploy)
         }
         ("POST", "/api/projects/{project}/environments/{environment}/promote") => {
-            post(crate::environments::promote)
+            crate::environments::canary(CanaryAction::Promote { full: false })
         }
         ("POST", "/api/projects/{project}/environments/{environment}/abort") => {
-            post(crate::environments::abort)
+            crate::environments::canary(CanaryAction::Abort)
         }
         ("POST", "/api/projects/{project}/environments/{environment}/pause") => {
-            post(crate::environments::pause)
+            crate::environments::canary(CanaryAction::Pause)
         }
         ("POST", "/api/projects/{project}/environments/{environment}/resume") => {
-            post(crate::environments::resume)
+            crate::environments::canary(CanaryAction::Resume)
         }
         ("POST", "/api/environments/{environment}/alarm") => post(crate::environments::alarm),
         ("POST", "/api/projects/{project}/environments/{environment}/rollback") => {

@@ -111,13 +111,12 @@ pub trait Control: Send + Sync {
         project: &str,
         environment: &str,
     ) -> Result<serde_json::Value, ApiError>;
-    /// Passes `action` (`promote`, `promote-full`, `abort`, `pause`, `resume`) to the canary
-    /// running in the environment.
+    /// Passes `action` to the canary running in the environment.
     async fn canary_action(
         &self,
         project: &str,
         environment: &str,
-        action: &str,
+        action: gantry_engine::canary::CanaryAction,
         by: &str,
     ) -> Result<serde_json::Value, ApiError>;
     /// A firing alarm named `name` about `environment` (of `project`, or any project).

@@ -14,6 +14,18 @@ use gantry_model::{AnalysisSpec, CanarySpec, CanaryStep};
 
 pub type Millis = i64;
 
+/// What a user can ask of a running canary (`gantry promote`, `abort`, `pause`, `resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryAction {
+    /// The next step, or (`full`) every user at once.
+    Promote {
+        full: bool,
+    },
+    Abort,
+    Pause,
+    Resume,
+}
+
 /// What one side (canary or stable) did over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Window {

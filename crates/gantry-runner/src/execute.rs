@@ -56,6 +56,25 @@ pub struct RunOptions {
     pub owner: Option<String>,
 }
 
+impl RunOptions {
+    /// A job slot per core, workspaces removed after their job.
+    pub fn new(
+        work_root: PathBuf,
+        kill_grace: Duration,
+        secrets: HashMap<String, SecretValue>,
+        owner: String,
+    ) -> Self {
+        Self {
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            work_root,
+            kill_grace,
+            keep_workspaces: false,
+            secrets,
+            owner: Some(owner),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
     pub run_id: i64,

@@ -310,22 +310,7 @@ pub fn render_release(r: &ReleaseReport) -> String {
             for l in &c.commits {
                 out.push_str(&format!("  commit {l}\n"));
             }
-            if !c.pipeline_diff.is_empty() {
-                out.push_str("  pipeline file:\n");
-                for l in &c.pipeline_diff {
-                    out.push_str(&format!("    {l}\n"));
-                }
-            }
-            for (label, names) in [
-                ("variables added", &c.env_added),
-                ("variables removed", &c.env_removed),
-                ("secrets added", &c.secrets_added),
-                ("secrets removed", &c.secrets_removed),
-            ] {
-                if !names.is_empty() {
-                    out.push_str(&format!("  {label}: {}\n", names.join(", ")));
-                }
-            }
+            push_file_changes(&mut out, c);
         }
     }
     out
@@ -528,22 +513,7 @@ pub fn render(r: &Report) -> String {
                     out.push_str(&format!("    {l}\n"));
                 }
             }
-            if !c.pipeline_diff.is_empty() {
-                out.push_str("  pipeline file:\n");
-                for l in &c.pipeline_diff {
-                    out.push_str(&format!("    {l}\n"));
-                }
-            }
-            for (label, names) in [
-                ("variables added", &c.env_added),
-                ("variables removed", &c.env_removed),
-                ("secrets added", &c.secrets_added),
-                ("secrets removed", &c.secrets_removed),
-            ] {
-                if !names.is_empty() {
-                    out.push_str(&format!("  {label}: {}\n", names.join(", ")));
-                }
-            }
+            push_file_changes(&mut out, c);
             for (name, old, new) in &c.artifacts_changed {
                 out.push_str(&format!(
                     "  artifact {name}: {} -> {}\n",
@@ -557,4 +527,25 @@ pub fn render(r: &Report) -> String {
         }
     }
     out
+}
+
+/// The pipeline file's diff and the variables and secrets added or removed, as both the run's
+/// and the release's "what changed" show them.
+fn push_file_changes(out: &mut String, c: &Changes) {
+    if !c.pipeline_diff.is_empty() {
+        out.push_str("  pipeline file:\n");
+        for l in &c.pipeline_diff {
+            out.push_str(&format!("    {l}\n"));
+        }
+    }
+    for (label, names) in [
+        ("variables added", &c.env_added),
+        ("variables removed", &c.env_removed),
+        ("secrets added", &c.secrets_added),
+        ("secrets removed", &c.secrets_removed),
+    ] {
+        if !names.is_empty() {
+            out.push_str(&format!("  {label}: {}\n", names.join(", ")));
+        }
+    }
 }

@@ -7,7 +7,7 @@
 use super::{DeployError, DeployManager, Env, LockGuard, Result};
 use crate::router::{Backend, CanaryRoute, RouteTable, Users};
 use crate::targets::Target;
-use gantry_engine::canary::{CanaryMachine, Command, Event, State, Window};
+use gantry_engine::canary::{CanaryAction, CanaryMachine, Command, Event, State, Window};
 use gantry_engine::ports::{ReleaseRecord, now_millis};
 use gantry_engine::release::ReleaseState;
 use gantry_model::{CanarySpec, EnvironmentSpec, UserKey};
@@ -17,15 +17,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// What a user can ask of a running canary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CanaryAction {
-    Promote { full: bool },
-    Abort,
-    Pause,
-    Resume,
-}
 
 enum Msg {
     Action(CanaryAction, String),

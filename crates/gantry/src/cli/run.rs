@@ -98,19 +98,11 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
 
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-        }
+        super::stop_signal().await;
         eprintln!("\ncancelling: stopping running steps...");
         let _ = cancel_tx.send(true);
     });
 
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let outcome = runner
         .execute(
             RunRequest {
@@ -122,13 +114,16 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
                 subdir,
                 trigger: "cli".into(),
             },
-            RunOptions {
-                jobs,
-                work_root: ctx.work_root(),
-                kill_grace: args.kill_grace,
-                keep_workspaces: args.keep_workspaces,
-                secrets,
-                owner: Some(owner.name().to_string()),
+            {
+                let mut o = RunOptions::new(
+                    ctx.work_root(),
+                    args.kill_grace,
+                    secrets,
+                    owner.name().to_string(),
+                );
+                o.jobs = args.jobs.unwrap_or(o.jobs);
+                o.keep_workspaces = args.keep_workspaces;
+                o
             },
             cancel_rx,
         )

@@ -31,7 +31,7 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs, data_dir_flag: Option<PathBuf>) -> CliResult {
-    serve_until(args, data_dir_flag, shutdown_signal()).await
+    serve_until(args, data_dir_flag, super::stop_signal()).await
 }
 
 /// The server, until `stop` completes (a signal for `gantry serve`; the end of `gantry demo`).
@@ -250,14 +250,6 @@ fn spawn_retention(server: Arc<Server>) -> Option<tokio::task::JoinHandle<()>> {
             }
         }
     }))
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-    }
 }
 
 /// The key share links are signed with: 32 random bytes, made on first start, kept (mode 0600)

@@ -401,22 +401,9 @@ impl Control for Server {
         &self,
         project: &str,
         environment: &str,
-        action: &str,
+        action: gantry_deploy::CanaryAction,
         by: &str,
     ) -> Result<serde_json::Value, ApiError> {
-        use gantry_deploy::CanaryAction;
-        let action = match action {
-            "promote" => CanaryAction::Promote { full: false },
-            "promote-full" => CanaryAction::Promote { full: true },
-            "abort" => CanaryAction::Abort,
-            "pause" => CanaryAction::Pause,
-            "resume" => CanaryAction::Resume,
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown canary action `{other}`"
-                )));
-            }
-        };
         let manager = deploy::manager(self)?;
         let message = manager
             .canary_action(project, environment, action, by)

@@ -188,14 +188,12 @@ async fn prepare_and_run(
         subdir: None,
         trigger: run.trigger.clone(),
     };
-    let options = RunOptions {
-        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        work_root: server.data_dir.join("work"),
-        kill_grace: server.config.kill_grace,
-        keep_workspaces: false,
+    let options = RunOptions::new(
+        server.data_dir.join("work"),
+        server.config.kill_grace,
         secrets,
-        owner: Some(server.owner.clone()),
-    };
+        server.owner.clone(),
+    );
     runner
         .execute_claimed(run.id, request, options, cancel_rx)
         .await

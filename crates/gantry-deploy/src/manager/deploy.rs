@@ -1,0 +1,545 @@
+//! Deploying: a release recorded, unpacked, started beside the live one, health-checked, switched
+//! to, kept or retired, and watched through its bake (crashes and alarms roll it back).
+
+use super::*;
+
+impl DeployManager {
+    /// Deploys an artifact. Returns when traffic has switched (and, with `wait_bake`, when the
+    /// bake has passed), or when the deployment failed and traffic stayed or went back.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        req: DeployRequest,
+        wait_bake: bool,
+    ) -> Result<DeployReport> {
+        let artifact = self
+            .store
+            .find_artifact(&ArtifactQuery {
+                project: Some(&req.project),
+                name: Some(&req.artifact),
+                run: req.run,
+                digest: req.digest.as_deref(),
+            })
+            .await?
+            .ok_or_else(|| {
+                DeployError::NotFound(match (req.run, &req.digest) {
+                    (Some(run), Some(d)) => format!(
+                        "this server has no artifact `{}` of run {run} with digest {d}: is it using another data directory than the run? (start `gantry serve` in the repository that ran it)",
+                        req.artifact
+                    ),
+                    (Some(run), None) => format!("run {run} has no artifact named `{}`", req.artifact),
+                    (_, Some(d)) => format!("there is no artifact `{}` with digest {d}", req.artifact),
+                    _ => format!("there is no artifact named `{}`", req.artifact),
+                })
+            })?;
+        if artifact.removed_at.is_some() {
+            return Err(DeployError::NotFound(format!(
+                "artifact `{}` of run {} was removed by retention; run the pipeline again to rebuild it",
+                artifact.name, artifact.run_id
+            )));
+        }
+        let run = self.store.run_detail(artifact.run_id).await?.map(|d| d.run);
+        if let Some(r) = &run
+            && r.project != req.project
+        {
+            return Err(DeployError::Invalid(format!(
+                "artifact `{}` of run {} belongs to project {}, not {}",
+                artifact.name, artifact.run_id, r.project, req.project
+            )));
+        }
+        let mut spec = self
+            .source
+            .environment(&req.project, Some(artifact.run_id), &req.environment)
+            .await
+            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        if let Some(ms) = req.bake_ms {
+            spec.bake = Duration::from_millis(ms);
+        }
+        let env = self.env(&req.project, &req.environment, &spec);
+        let purpose = format!(
+            "deploy of {} (run {}) by {}",
+            artifact.name, artifact.run_id, req.requested_by
+        );
+        // The store's lock first: a second deploy is refused at once, not queued behind this
+        // process's own work on the environment.
+        let lock = self.lock(&req.project, &req.environment, &purpose).await?;
+        let local = env.work.lock().await;
+        let target = self.prepare(&env, &spec).await?;
+
+        let history = self.store.releases(&req.project, &req.environment).await?;
+        let live = release::live(&history).cloned();
+        if !req.force {
+            let commit = run.as_ref().map(|r| r.commit.clone());
+            let ancestor = match (&commit, live.as_ref().and_then(|l| l.commit.clone())) {
+                (Some(c), Some(l)) if *c != l => self.source.is_ancestor(&req.project, c, &l).await,
+                _ => None,
+            };
+            let candidate = DeployCandidate {
+                run: Some(artifact.run_id),
+                commit: commit.as_deref(),
+                is_ancestor_of_live: ancestor,
+            };
+            if let Some(why) = release::outdated(live.as_ref(), &candidate) {
+                return Err(DeployError::Conflict(format!(
+                    "refusing an outdated deploy: {why}. To go back, use `gantry rollback {}`; to deploy it anyway, add --force",
+                    req.environment
+                )));
+            }
+        }
+
+        let rec = self
+            .store
+            .create_release(gantry_engine::ports::NewRelease {
+                project: req.project.clone(),
+                environment: req.environment.clone(),
+                kind: ReleaseKind::Deploy,
+                source: None,
+                artifact: artifact.name.clone(),
+                digest: artifact.digest.clone(),
+                run_id: Some(artifact.run_id),
+                commit: run.as_ref().map(|r| r.commit.clone()),
+                created_by: req.requested_by.clone(),
+                created_at: now_millis(),
+                reason: None,
+            })
+            .await?;
+        self.store
+            .pin(&rec.digest, &pin_reason(&rec), now_millis())
+            .await?;
+        let ctx = self
+            .context(&rec, live.as_ref().map(|l| l.number), &spec)
+            .await;
+        let outcome = self.bring_up(&env, &target, &rec, &ctx, true).await;
+        let report = match outcome {
+            Err(why) => {
+                self.fail(&env, &target, &rec, &why, live.as_ref()).await?;
+                DeployReport {
+                    release: self.reload(&rec).await,
+                    succeeded: false,
+                    message: why,
+                }
+            }
+            Ok(Some(addr))
+                if spec.canary.is_some()
+                    && live.is_some()
+                    && env.router().is_some_and(|r| r.table().stable.is_some()) =>
+            {
+                drop(local);
+                let canary_spec = spec.canary.clone().unwrap_or_else(|| unreachable!());
+                let run = self.clone().spawn_canary(
+                    env.clone(),
+                    target.clone(),
+                    rec.clone(),
+                    addr,
+                    spec.clone(),
+                    canary_spec,
+                    lock,
+                );
+                if !wait_bake {
+                    return Ok(DeployReport {
+                        release: self.reload(&rec).await,
+                        succeeded: true,
+                        message: format!(
+                            "release {} of {} is a canary: it gets the first step's share of users; follow it with `gantry status {}`, end it with `gantry promote` or `gantry abort`",
+                            rec.number, rec.environment, rec.environment
+                        ),
+                    });
+                }
+                let (succeeded, message) = match run.await {
+                    Ok(Ok(message)) => (true, message),
+                    Ok(Err(reason)) => (false, reason),
+                    Err(e) => (false, format!("the canary's driver stopped: {e}")),
+                };
+                DeployReport {
+                    release: self.reload(&rec).await,
+                    succeeded,
+                    message,
+                }
+            }
+            Ok(addr) => {
+                self.switch(&env, &rec, addr, ReleaseState::Superseded, None)
+                    .await?;
+                self.after_switch(&env, &target, &spec).await;
+                let bake = self
+                    .clone()
+                    .spawn_bake(env.clone(), rec.clone(), spec.clone());
+                let mut message = format!("release {} of {} is live", rec.number, rec.environment);
+                // The bake needs neither: an automatic rollback takes them again.
+                drop(local);
+                drop(lock);
+                if wait_bake {
+                    match bake.await {
+                        Ok(Some(why)) => {
+                            return Ok(DeployReport {
+                                release: self.reload(&rec).await,
+                                succeeded: false,
+                                message: why,
+                            });
+                        }
+                        Ok(None) => message.push_str(&format!(
+                            " and baked for {}",
+                            gantry_model::duration::format_duration(spec.bake)
+                        )),
+                        Err(_) => {}
+                    }
+                }
+                DeployReport {
+                    release: self.reload(&rec).await,
+                    succeeded: true,
+                    message,
+                }
+            }
+        };
+        Ok(report)
+    }
+
+    /// Unpacks (if needed), starts and health-checks a release. `Ok(addr)`: healthy, and where
+    /// the router should send users (None for targets without a router).
+    pub(super) async fn bring_up(
+        &self,
+        env: &Env,
+        target: &Arc<dyn Target>,
+        rec: &ReleaseRecord,
+        ctx: &ReleaseContext,
+        fresh: bool,
+    ) -> std::result::Result<Option<SocketAddr>, String> {
+        if fresh || !ctx.dir.is_dir() {
+            let _ = std::fs::remove_dir_all(&ctx.dir);
+            std::fs::create_dir_all(&ctx.dir)
+                .map_err(|e| format!("creating {}: {e}", ctx.dir.display()))?;
+            let media = self
+                .store
+                .find_artifact(&ArtifactQuery {
+                    digest: Some(&rec.digest),
+                    ..ArtifactQuery::default()
+                })
+                .await
+                .ok()
+                .flatten()
+                .map(|a| a.media_type)
+                .unwrap_or_default();
+            // The object's stamp before unpacking: if it changes while we read, the record
+            // is stale and the next rollback hashes the object again (never the other way).
+            let stamp = self.artifacts.stamp(&rec.digest).await.ok().flatten();
+            self.artifacts
+                .unpack(&rec.digest, &media, &ctx.dir, &rec.artifact)
+                .await
+                .map_err(|e| format!("the artifact could not be used: {e:#}"))?;
+            if let Err(e) = kept::write(&ctx.dir, &rec.digest, stamp.as_deref()) {
+                // Not fatal: without a record a rollback verifies the artifact in full.
+                tracing::warn!(dir = %ctx.dir.display(), error = %e, "recording the verified release");
+            }
+        }
+        let addr = target
+            .start(ctx)
+            .await
+            .map_err(|e| format!("the {} target could not start it: {e:#}", target.kind()))?;
+        let spec = &ctx.spec;
+        let env_vars = ctx.env();
+        let probe = Probe {
+            check: &spec.health.check,
+            addr,
+            dir: &ctx.dir,
+            env: &env_vars,
+        };
+        let crashes_at_start = target.running(rec.source).map_or(0, |r| r.crashes);
+        let t = target.clone();
+        let source = rec.source;
+        let outcome = health::wait_healthy(&probe, spec.health.timeout, spec.health.interval, || {
+            let running = t.running(source)?;
+            (running.crashes >= crashes_at_start + 3).then(|| {
+                let (status, tail) = running
+                    .last_crash
+                    .map(|c| (c.status, c.output_tail))
+                    .unwrap_or_default();
+                format!(
+                    "the release crashed {} times while starting (last: {status}); its last output:\n  {}",
+                    running.crashes - crashes_at_start,
+                    last_lines(&tail, 8)
+                )
+            })
+        })
+        .await;
+        let _ = self
+            .store
+            .add_release_event(rec.id, "health", &outcome.seen.join("; "), now_millis())
+            .await;
+        *env.last_health.lock().expect("health") = Some((
+            outcome.healthy,
+            outcome.seen.last().cloned().unwrap_or_default(),
+        ));
+        if outcome.healthy {
+            Ok(addr)
+        } else {
+            let mut why = format!(
+                "release {} failed its health check ({}): {}",
+                rec.number,
+                describe_check(&spec.health.check),
+                outcome.seen.join("; ")
+            );
+            let tail = target
+                .running(rec.source)
+                .and_then(|r| r.last_crash)
+                .map(|c| c.output_tail)
+                .unwrap_or_else(|| supervisor::tail(&ctx.log, 8));
+            if !tail.is_empty() && !why.contains("last output") {
+                why.push_str(&format!("\nits last output:\n  {}", last_lines(&tail, 8)));
+            }
+            Err(why)
+        }
+    }
+
+    /// A release that did not come up: stop it, record why, restore the previous one for
+    /// targets that switch traffic themselves, drop its directory and pin.
+    pub(super) async fn fail(
+        &self,
+        env: &Env,
+        target: &Arc<dyn Target>,
+        rec: &ReleaseRecord,
+        why: &str,
+        live: Option<&ReleaseRecord>,
+    ) -> Result<()> {
+        target.stop(rec.source).await;
+        let mut reason = why.to_string();
+        if target.routing() == Routing::Itself
+            && let Some(l) = live
+        {
+            // The deploy script may have switched traffic already: put the live one back.
+            let spec = env.spec.lock().expect("spec").clone();
+            let to = self.context(l, None, &spec).await;
+            let from = self.context(rec, Some(l.number), &spec).await;
+            match target.roll_back(&to, &from).await {
+                Ok(()) => reason.push_str(&format!("; rolled back to release {}", l.number)),
+                Err(e) => reason.push_str(&format!(
+                    "; rolling back to release {} failed too: {e:#}",
+                    l.number
+                )),
+            }
+        }
+        self.store
+            .set_release_state(rec.id, ReleaseState::Failed, Some(&reason), now_millis())
+            .await?;
+        if rec.kind == ReleaseKind::Deploy {
+            self.retire(env, rec).await;
+        }
+        self.failed(rec);
+        Ok(())
+    }
+
+    /// Points the router at `rec` (keeping the live release as the fallback), then records it.
+    pub(super) async fn switch(
+        &self,
+        env: &Env,
+        rec: &ReleaseRecord,
+        addr: Option<SocketAddr>,
+        previous_becomes: ReleaseState,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        if let (Some(router), Some(addr)) = (env.router(), addr) {
+            let backend = Backend::new(rec.number, addr);
+            let fallback = router.table().primary().cloned();
+            env.backends
+                .lock()
+                .expect("backends")
+                .insert(rec.source, backend.clone());
+            router.set(RouteTable::single(backend, fallback));
+        }
+        if let Err(e) = self
+            .store
+            .switch_live(rec.id, previous_becomes, reason, now_millis())
+            .await
+        {
+            // Not recorded: put the router back so it agrees with the store.
+            if let Some(router) = env.router()
+                && let Some(old) = router.table().fallback.clone()
+            {
+                router.set(RouteTable::single(old, None));
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// After a switch: stop releases that are neither live nor the fallback, retire what
+    /// `keep` no longer covers, and schedule the previous release's stop if configured.
+    pub(super) async fn after_switch(
+        &self,
+        env: &Arc<Env>,
+        target: &Arc<dyn Target>,
+        spec: &EnvironmentSpec,
+    ) {
+        let Ok(history) = self.store.releases(&env.project, &env.name).await else {
+            return;
+        };
+        let live_source = release::live(&history).map(|l| l.source);
+        let fallback_source = env
+            .router()
+            .and_then(|r| r.table().fallback.clone())
+            .and_then(|b| {
+                history
+                    .iter()
+                    .find(|r| r.number == b.release)
+                    .map(|r| r.source)
+            });
+        for number in release::to_retire(&history, spec.keep) {
+            if let Some(r) = history.iter().find(|r| r.number == number) {
+                self.retire(env, r).await;
+            }
+        }
+        let running: Vec<i64> = env
+            .backends
+            .lock()
+            .expect("backends")
+            .keys()
+            .copied()
+            .collect();
+        for source in running {
+            if Some(source) != live_source && Some(source) != fallback_source {
+                self.stop_release(env, target, source).await;
+            }
+        }
+        if let (Some(after), Some(previous)) = (spec.keep_previous_running, fallback_source) {
+            let (env, target) = (env.clone(), target.clone());
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _guard = env.work.lock().await;
+                let Ok(history) = store.releases(&env.project, &env.name).await else {
+                    return;
+                };
+                let source_of = |number: i64| {
+                    history
+                        .iter()
+                        .find(|r| r.number == number)
+                        .map(|r| r.source)
+                };
+                let Some(router) = env.router() else { return };
+                let table = router.table();
+                let still_fallback = table
+                    .fallback
+                    .as_ref()
+                    .is_some_and(|b| source_of(b.release) == Some(previous));
+                let live_is_other = release::live(&history).is_some_and(|l| l.source != previous);
+                if still_fallback && live_is_other {
+                    if let Some(p) = table.primary().cloned() {
+                        router.set(RouteTable::single(p, None));
+                    }
+                    drain(&env, previous).await;
+                    target.stop(previous).await;
+                    env.backends.lock().expect("backends").remove(&previous);
+                }
+            });
+        }
+    }
+
+    pub(super) async fn stop_release(&self, env: &Env, target: &Arc<dyn Target>, source: i64) {
+        drain(env, source).await;
+        target.stop(source).await;
+        env.backends.lock().expect("backends").remove(&source);
+    }
+
+    /// Removes a deploy release's directory and log, unpins its artifact, records it.
+    pub(super) async fn retire(&self, env: &Env, r: &ReleaseRecord) {
+        if let Some(t) = env.target() {
+            self.stop_release(env, &t, r.number).await;
+        }
+        let dir = self.release_dir(&r.project, &r.environment, r.number);
+        let _ = std::fs::remove_dir_all(&dir);
+        kept::remove(&dir);
+        let _ = std::fs::remove_file(self.release_log(&r.project, &r.environment, r.number));
+        let _ = self.store.unpin(&r.digest, &pin_reason(r)).await;
+        let _ = self.store.mark_retired(r.id, now_millis()).await;
+    }
+
+    /// Watches a release for `bake` after its switch: repeated crashes roll it back. Resolves
+    /// to the failure, if it failed.
+    pub(super) fn spawn_bake(
+        self: Arc<Self>,
+        env: Arc<Env>,
+        rec: ReleaseRecord,
+        spec: EnvironmentSpec,
+    ) -> tokio::task::JoinHandle<Option<String>> {
+        let mut alarms = env.alarms.subscribe();
+        tokio::spawn(async move {
+            let target = env.target()?;
+            let start = target.running(rec.source).map_or(0, |r| r.crashes);
+            let until = tokio::time::Instant::now() + spec.bake;
+            while tokio::time::Instant::now() < until {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200).min(spec.bake)) => {}
+                    alarm = alarms.recv() => {
+                        if let Ok(name) = alarm {
+                            let why = format!(
+                                "alarm {name} fired during the bake of release {}",
+                                rec.number
+                            );
+                            return match self.automatic_rollback(&env, &rec, &why).await {
+                                Ok(true) => Some(why),
+                                Ok(false) => None,
+                                Err(e) => Some(format!("{why}; rolling back failed: {e}")),
+                            };
+                        }
+                    }
+                }
+                // Stopped (the environment moved on): nothing left to watch.
+                let now = target.running(rec.source)?;
+                let crashes = now.crashes.saturating_sub(start);
+                if crashes >= CRASHES_TO_ROLL_BACK {
+                    let (status, tail) = now
+                        .last_crash
+                        .map(|c| (c.status, c.output_tail))
+                        .unwrap_or_default();
+                    let why = format!(
+                        "release {} crashed {crashes} times during its bake (last: {status}); its last output:\n  {}",
+                        rec.number,
+                        last_lines(&tail, 8)
+                    );
+                    return match self.automatic_rollback(&env, &rec, &why).await {
+                        Ok(true) => Some(why),
+                        Ok(false) => None,
+                        Err(e) => Some(format!("{why}; rolling back failed: {e}")),
+                    };
+                }
+            }
+            None
+        })
+    }
+
+    /// Rolls back from `bad` (if it is still live) with `why`; false if the environment moved
+    /// on already.
+    pub(super) async fn automatic_rollback(
+        &self,
+        env: &Arc<Env>,
+        bad: &ReleaseRecord,
+        why: &str,
+    ) -> Result<bool> {
+        // Another deployment may hold the lock for a moment: wait for it (bounded), then see
+        // whether the environment moved on meanwhile.
+        let purpose = format!("automatic rollback of release {}", bad.number);
+        let mut attempts = 0;
+        let _lock = loop {
+            match self.lock(&env.project, &env.name, &purpose).await {
+                Ok(l) => break l,
+                Err(DeployError::Conflict(_)) if attempts < 300 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let _local = env.work.lock().await;
+        let history = self.store.releases(&env.project, &env.name).await?;
+        if release::live(&history).map(|l| l.id) != Some(bad.id) {
+            return Ok(false);
+        }
+        self.roll_back_locked(
+            env,
+            None,
+            "gantry (automatic)",
+            Some(why),
+            ReleaseState::Failed,
+        )
+        .await?;
+        self.failed(bad);
+        Ok(true)
+    }
+}

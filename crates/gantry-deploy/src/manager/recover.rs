@@ -1,0 +1,124 @@
+//! Starting and stopping: putting environments back after gantry restarted, and stopping every
+//! router and service at shutdown.
+
+use super::*;
+
+impl DeployManager {
+    /// At server start: services left by a dead gantry are killed, locks of dead owners
+    /// released, deployments cut short marked `interrupted`, and every environment's live
+    /// release started again behind its router. Returns what it did, for the log.
+    pub async fn recover(
+        self: &Arc<Self>,
+        owner_gone: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let killed = supervisor::kill_leftovers(&self.root);
+        if killed > 0 {
+            notes.push(format!(
+                "stopped {killed} release processes left by a previous gantry"
+            ));
+        }
+        for lock in self.store.env_locks().await? {
+            if lock.owner != self.owner && owner_gone(&lock.owner) {
+                self.store
+                    .release_env_lock(&lock.project, &lock.environment, &lock.owner)
+                    .await?;
+                notes.push(format!(
+                    "released the lock of {}/{} left by a stopped gantry ({})",
+                    lock.project, lock.environment, lock.purpose
+                ));
+            }
+        }
+        for r in self.store.deploying_releases().await? {
+            let history = self.store.releases(&r.project, &r.environment).await?;
+            let live = release::live(&history).map(|l| l.number);
+            let reason = match live {
+                Some(l) => {
+                    format!("gantry stopped during this deployment; release {l} stayed live")
+                }
+                None => "gantry stopped during this deployment".to_string(),
+            };
+            self.store
+                .set_release_state(r.id, ReleaseState::Interrupted, Some(&reason), now_millis())
+                .await?;
+            if r.kind == ReleaseKind::Deploy {
+                let dir = self.release_dir(&r.project, &r.environment, r.number);
+                let _ = std::fs::remove_dir_all(&dir);
+                kept::remove(&dir);
+                let _ = self.store.unpin(&r.digest, &pin_reason(&r)).await;
+                self.store.mark_retired(r.id, now_millis()).await?;
+            }
+            notes.push(format!(
+                "release {} of {}/{} was interrupted: {reason}",
+                r.number, r.project, r.environment
+            ));
+        }
+        for (project, environment) in self.store.environments().await? {
+            let history = self.store.releases(&project, &environment).await?;
+            let Some(live) = release::live(&history).cloned() else {
+                continue;
+            };
+            match self.restore(&live).await {
+                Ok(()) => notes.push(format!(
+                    "{project}/{environment}: release {} serves again",
+                    live.number
+                )),
+                Err(e) => notes.push(format!(
+                    "{project}/{environment}: release {} could not be started again: {e}",
+                    live.number
+                )),
+            }
+        }
+        Ok(notes)
+    }
+
+    pub(super) async fn restore(&self, live: &ReleaseRecord) -> Result<()> {
+        let spec = self
+            .source
+            .environment(&live.project, live.run_id, &live.environment)
+            .await
+            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        let env = self.env(&live.project, &live.environment, &spec);
+        let _local = env.work.lock().await;
+        let target = self.prepare(&env, &spec).await?;
+        if !target.kind().supervised() {
+            return Ok(()); // Nothing of ours runs for it.
+        }
+        let ctx = self.context(live, None, &spec).await;
+        let addr = self
+            .bring_up(&env, &target, live, &ctx, false)
+            .await
+            .map_err(DeployError::Conflict)?;
+        if let (Some(router), Some(addr)) = (env.router(), addr) {
+            let backend = Backend::new(live.number, addr);
+            env.backends
+                .lock()
+                .expect("backends")
+                .insert(live.source, backend.clone());
+            router.set(RouteTable::single(backend, None));
+        }
+        let _ = self
+            .store
+            .add_release_event(
+                live.id,
+                "note",
+                "started again after gantry restarted",
+                now_millis(),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Stops every router and service (server shutdown).
+    pub async fn shutdown(&self) {
+        let envs: Vec<Arc<Env>> = self.envs.lock().expect("envs").values().cloned().collect();
+        for env in envs {
+            if let Some(r) = env.router() {
+                r.stop();
+            }
+            if let Some(t) = env.target() {
+                t.stop_all().await;
+            }
+        }
+    }
+}
