@@ -464,11 +464,18 @@ fn rollback_refuses_a_kept_release_whose_directory_changed_or_went_after_it_was_
         .unwrap();
     let out = env.gantry(&["rollback", "production"]);
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stderr.contains("changed after it was verified"), "{out}");
+    assert!(
+        out.stderr.contains("changed after it was verified"),
+        "{out}"
+    );
     assert!(out.stderr.contains("dist/VERSION was modified"), "{out}");
     assert!(out.stderr.contains("Traffic was not touched"), "{out}");
     assert_eq!(env.serving(), "v2");
-    assert_eq!(env.releases().len(), 2, "a refused rollback adds no release");
+    assert_eq!(
+        env.releases().len(),
+        2,
+        "a refused rollback adds no release"
+    );
     // A kept directory removed after its verification is refused the same way.
     env.deploy_ok(v3);
     std::fs::remove_dir_all(releases.join("2")).unwrap();
