@@ -1,7 +1,7 @@
 //! Health checks of a release: `http` (GET a path on the release's port, 2xx is healthy), `tcp`
 //! (the port accepts a connection) or `command` (a shell command in the release directory exits
-//! 0). [`wait_healthy`] repeats a check until it passes or the deadline comes, and keeps what it
-//! saw so a failure can say why (status codes, refused connections, timeouts, output).
+//! 0). [`check_once`] runs one and says what it saw (status codes, refused connections,
+//! timeouts, output); when to check again and when to give up is the deployment machine's.
 
 use gantry_engine::mask::Masker;
 use gantry_model::HealthCheck;
@@ -166,65 +166,4 @@ async fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
             )
         })?;
     Ok(status)
-}
-
-/// How waiting for health ended.
-#[derive(Debug, Clone)]
-pub struct HealthOutcome {
-    pub healthy: bool,
-    /// Distinct observations in order (repeats collapsed, `×N`), at most 10.
-    pub seen: Vec<String>,
-    pub waited: Duration,
-}
-
-/// Repeats the check every `interval` until it passes or `timeout` has passed. `give_up`
-/// is asked between attempts (a release that keeps crashing need not be waited for).
-pub async fn wait_healthy(
-    probe: &Probe<'_>,
-    timeout: Duration,
-    interval: Duration,
-    mut give_up: impl FnMut() -> Option<String>,
-) -> HealthOutcome {
-    let start = Instant::now();
-    let deadline = start + timeout;
-    let mut seen: Vec<(String, u32)> = Vec::new();
-    let note = |text: String, seen: &mut Vec<(String, u32)>| match seen.last_mut() {
-        Some((last, n)) if *last == text => *n += 1,
-        _ => {
-            seen.push((text, 1));
-            if seen.len() > 10 {
-                seen.remove(0);
-            }
-        }
-    };
-    let healthy = loop {
-        let obs = check_once(probe).await;
-        note(obs.text.clone(), &mut seen);
-        if obs.ok {
-            break true;
-        }
-        if let Some(why) = give_up() {
-            note(why, &mut seen);
-            break false;
-        }
-        if Instant::now() + interval > deadline {
-            note(
-                format!(
-                    "no passing check within {}",
-                    gantry_model::duration::format_duration(timeout)
-                ),
-                &mut seen,
-            );
-            break false;
-        }
-        tokio::time::sleep(interval).await;
-    };
-    HealthOutcome {
-        healthy,
-        seen: seen
-            .into_iter()
-            .map(|(t, n)| if n > 1 { format!("{t} (x{n})") } else { t })
-            .collect(),
-        waited: start.elapsed(),
-    }
 }

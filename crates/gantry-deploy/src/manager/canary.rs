@@ -4,7 +4,7 @@
 //! the canary to everyone, or roll back. `promote`, `abort`, `pause`, `resume` and alarms reach
 //! the driver through a channel. The environment's lock is held until the canary ends.
 
-use super::{DeployError, DeployManager, Env, LockGuard, Result};
+use super::{DeployError, DeployManager, Env, Result};
 use crate::router::{Backend, CanaryRoute, RouteTable, Users};
 use crate::targets::Target;
 use gantry_engine::canary::{CanaryAction, CanaryMachine, Command, Event, State, Window};
@@ -106,20 +106,19 @@ fn step_of(state: &State) -> Option<usize> {
 }
 
 impl DeployManager {
-    /// Starts the canary of `rec` (healthy at `addr`) next to the live release. The task ends
-    /// with `Ok(message)` when the canary was promoted to everyone (and baked), or
-    /// `Err(reason)` when it was aborted and stable serves everyone again.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn spawn_canary(
-        self: Arc<Self>,
-        env: Arc<Env>,
-        target: Arc<dyn Target>,
-        rec: ReleaseRecord,
+    /// Runs the canary of `rec` (healthy at `addr`) next to the live release: the deployment
+    /// machine's canary phase. `Ok(message)` when the canary was promoted to everyone (the
+    /// deployment then bakes it), `Err(reason)` when it was aborted and stable serves everyone
+    /// again. While it runs, `gantry promote/abort/pause/resume` and alarms reach it.
+    pub(super) async fn run_canary(
+        &self,
+        env: &Arc<Env>,
+        target: &Arc<dyn Target>,
+        rec: &ReleaseRecord,
         addr: SocketAddr,
-        spec: EnvironmentSpec,
+        spec: &EnvironmentSpec,
         canary: CanarySpec,
-        lock: LockGuard,
-    ) -> tokio::task::JoinHandle<std::result::Result<String, String>> {
+    ) -> std::result::Result<String, String> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let view = Arc::new(Mutex::new(CanaryView {
@@ -136,38 +135,19 @@ impl DeployManager {
             view: view.clone(),
             done: Some(done_rx),
         });
-        tokio::spawn(async move {
-            let outcome = self
-                .drive(&env, &target, &rec, addr, &spec, canary, rx, view)
-                .await;
-            *env.canary.lock().expect("canary") = None;
-            drop(lock);
-            let _ = done_tx.send(());
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(e) => Err(format!("the canary stopped: {e}")),
-            };
-            match outcome {
-                Ok(message) => {
-                    // Promoted: bake like any switch (crashes and alarms roll back).
-                    let bake = self
-                        .clone()
-                        .spawn_bake(env.clone(), rec.clone(), spec.clone());
-                    match bake.await {
-                        Ok(Some(why)) => Err(why),
-                        _ => Ok(format!(
-                            "{message} and baked for {}",
-                            gantry_model::duration::format_duration(spec.bake)
-                        )),
-                    }
-                }
-                Err(reason) => Err(reason),
-            }
-        })
+        let outcome = self
+            .drive_canary(env, target, rec, addr, spec, canary, rx, view)
+            .await;
+        *env.canary.lock().expect("canary") = None;
+        let _ = done_tx.send(());
+        match outcome {
+            Ok(o) => o,
+            Err(e) => Err(format!("the canary stopped: {e}")),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn drive(
+    async fn drive_canary(
         &self,
         env: &Arc<Env>,
         target: &Arc<dyn Target>,

@@ -1,7 +1,9 @@
 //! Deploying: a release recorded, unpacked, started beside the live one, health-checked, switched
 //! to, kept or retired, and watched through its bake (crashes and alarms roll it back).
 
+use super::drive::{Drive, Ended, Guards, Reached};
 use super::*;
+use gantry_engine::deployment::Purpose;
 
 impl DeployManager {
     /// Deploys an artifact. Returns when traffic has switched (and, with `wait_bake`, when the
@@ -62,7 +64,7 @@ impl DeployManager {
         // The store's lock first: a second deploy is refused at once, not queued behind this
         // process's own work on the environment.
         let lock = self.lock(&req.project, &req.environment, &purpose).await?;
-        let local = env.work.lock().await;
+        let local = env.work.clone().lock_owned().await;
         let target = self.prepare(&env, &spec).await?;
 
         let history = self.store.releases(&req.project, &req.environment).await?;
@@ -108,184 +110,81 @@ impl DeployManager {
         let ctx = self
             .context(&rec, live.as_ref().map(|l| l.number), &spec)
             .await;
-        let outcome = self.bring_up(&env, &target, &rec, &ctx, true).await;
-        let report = match outcome {
-            Err(why) => {
-                self.fail(&env, &target, &rec, &why, live.as_ref()).await?;
-                DeployReport {
+        let canary = spec.canary.is_some()
+            && live.is_some()
+            && env.router().is_some_and(|r| r.table().stable.is_some());
+        let d = Drive {
+            env: env.clone(),
+            target,
+            rec: rec.clone(),
+            ctx,
+            spec: spec.clone(),
+            live,
+            from: None,
+            reason: None,
+            addr: None,
+        };
+        let plan = Self::plan(&d, Purpose::Deploy { canary }, true, false);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let guards = Guards {
+            lock: Some(lock),
+            local: Some(local),
+        };
+        let task = tokio::spawn(async move { this.drive(d, plan, Some(tx), guards).await });
+        let reached = rx
+            .await
+            .unwrap_or_else(|_| Reached::Failed("the deployment's driver stopped".to_string()));
+        let message = match reached {
+            Reached::Failed(why) => {
+                return Ok(DeployReport {
                     release: self.reload(&rec).await,
                     succeeded: false,
                     message: why,
-                }
+                });
             }
-            Ok(Some(addr))
-                if spec.canary.is_some()
-                    && live.is_some()
-                    && env.router().is_some_and(|r| r.table().stable.is_some()) =>
-            {
-                drop(local);
-                let canary_spec = spec.canary.clone().unwrap_or_else(|| unreachable!());
-                let run = self.clone().spawn_canary(
-                    env.clone(),
-                    target.clone(),
-                    rec.clone(),
-                    addr,
-                    spec.clone(),
-                    canary_spec,
-                    lock,
-                );
-                if !wait_bake {
-                    return Ok(DeployReport {
-                        release: self.reload(&rec).await,
-                        succeeded: true,
-                        message: format!(
-                            "release {} of {} is a canary: it gets the first step's share of users; follow it with `gantry status {}`, end it with `gantry promote` or `gantry abort`",
-                            rec.number, rec.environment, rec.environment
-                        ),
-                    });
-                }
-                let (succeeded, message) = match run.await {
-                    Ok(Ok(message)) => (true, message),
-                    Ok(Err(reason)) => (false, reason),
-                    Err(e) => (false, format!("the canary's driver stopped: {e}")),
-                };
-                DeployReport {
-                    release: self.reload(&rec).await,
-                    succeeded,
-                    message,
-                }
-            }
-            Ok(addr) => {
-                self.switch(&env, &rec, addr, ReleaseState::Superseded, None)
-                    .await?;
-                self.after_switch(&env, &target, &spec).await;
-                let bake = self
-                    .clone()
-                    .spawn_bake(env.clone(), rec.clone(), spec.clone());
-                let mut message = format!("release {} of {} is live", rec.number, rec.environment);
-                // The bake needs neither: an automatic rollback takes them again.
-                drop(local);
-                drop(lock);
-                if wait_bake {
-                    match bake.await {
-                        Ok(Some(why)) => {
-                            return Ok(DeployReport {
-                                release: self.reload(&rec).await,
-                                succeeded: false,
-                                message: why,
-                            });
-                        }
-                        Ok(None) => message.push_str(&format!(
-                            " and baked for {}",
-                            gantry_model::duration::format_duration(spec.bake)
-                        )),
-                        Err(_) => {}
-                    }
-                }
-                DeployReport {
+            Reached::Canary if !wait_bake => {
+                return Ok(DeployReport {
                     release: self.reload(&rec).await,
                     succeeded: true,
-                    message,
-                }
+                    message: format!(
+                        "release {} of {} is a canary: it gets the first step's share of users; follow it with `gantry status {}`, end it with `gantry promote` or `gantry abort`",
+                        rec.number, rec.environment, rec.environment
+                    ),
+                });
             }
+            Reached::Canary => String::new(),
+            Reached::Live => format!("release {} of {} is live", rec.number, rec.environment),
         };
-        Ok(report)
-    }
-
-    /// Unpacks (if needed), starts and health-checks a release. `Ok(addr)`: healthy, and where
-    /// the router should send users (None for targets without a router).
-    pub(super) async fn bring_up(
-        &self,
-        env: &Env,
-        target: &Arc<dyn Target>,
-        rec: &ReleaseRecord,
-        ctx: &ReleaseContext,
-        fresh: bool,
-    ) -> std::result::Result<Option<SocketAddr>, String> {
-        if fresh || !ctx.dir.is_dir() {
-            let _ = std::fs::remove_dir_all(&ctx.dir);
-            std::fs::create_dir_all(&ctx.dir)
-                .map_err(|e| format!("creating {}: {e}", ctx.dir.display()))?;
-            let media = self
-                .store
-                .find_artifact(&ArtifactQuery {
-                    digest: Some(&rec.digest),
-                    ..ArtifactQuery::default()
-                })
-                .await
-                .ok()
-                .flatten()
-                .map(|a| a.media_type)
-                .unwrap_or_default();
-            // The object's stamp before unpacking: if it changes while we read, the record
-            // is stale and the next rollback hashes the object again (never the other way).
-            let stamp = self.artifacts.stamp(&rec.digest).await.ok().flatten();
-            self.artifacts
-                .unpack(&rec.digest, &media, &ctx.dir, &rec.artifact)
-                .await
-                .map_err(|e| format!("the artifact could not be used: {e:#}"))?;
-            if let Err(e) = kept::write(&ctx.dir, &rec.digest, stamp.as_deref()) {
-                // Not fatal: without a record a rollback verifies the artifact in full.
-                tracing::warn!(dir = %ctx.dir.display(), error = %e, "recording the verified release");
-            }
+        if !wait_bake {
+            return Ok(DeployReport {
+                release: self.reload(&rec).await,
+                succeeded: true,
+                message,
+            });
         }
-        let addr = target
-            .start(ctx)
-            .await
-            .map_err(|e| format!("the {} target could not start it: {e:#}", target.kind()))?;
-        let spec = &ctx.spec;
-        let env_vars = ctx.env();
-        let probe = Probe {
-            check: &spec.health.check,
-            addr,
-            dir: &ctx.dir,
-            env: &env_vars,
-        };
-        let crashes_at_start = target.running(rec.source).map_or(0, |r| r.crashes);
-        let t = target.clone();
-        let source = rec.source;
-        let outcome = health::wait_healthy(&probe, spec.health.timeout, spec.health.interval, || {
-            let running = t.running(source)?;
-            (running.crashes >= crashes_at_start + 3).then(|| {
-                let (status, tail) = running
-                    .last_crash
-                    .map(|c| (c.status, c.output_tail))
-                    .unwrap_or_default();
+        let (succeeded, message) = match task.await {
+            Ok(Ended {
+                failure: Some(why), ..
+            }) => (false, why),
+            Ok(Ended {
+                failure: None,
+                canary,
+            }) => (
+                true,
                 format!(
-                    "the release crashed {} times while starting (last: {status}); its last output:\n  {}",
-                    running.crashes - crashes_at_start,
-                    last_lines(&tail, 8)
-                )
-            })
+                    "{} and baked for {}",
+                    canary.unwrap_or(message),
+                    gantry_model::duration::format_duration(spec.bake)
+                ),
+            ),
+            Err(e) => (false, format!("the deployment's driver stopped: {e}")),
+        };
+        Ok(DeployReport {
+            release: self.reload(&rec).await,
+            succeeded,
+            message,
         })
-        .await;
-        let _ = self
-            .store
-            .add_release_event(rec.id, "health", &outcome.seen.join("; "), now_millis())
-            .await;
-        *env.last_health.lock().expect("health") = Some((
-            outcome.healthy,
-            outcome.seen.last().cloned().unwrap_or_default(),
-        ));
-        if outcome.healthy {
-            Ok(addr)
-        } else {
-            let mut why = format!(
-                "release {} failed its health check ({}): {}",
-                rec.number,
-                describe_check(&spec.health.check),
-                outcome.seen.join("; ")
-            );
-            let tail = target
-                .running(rec.source)
-                .and_then(|r| r.last_crash)
-                .map(|c| c.output_tail)
-                .unwrap_or_else(|| supervisor::tail(&ctx.log, 8));
-            if !tail.is_empty() && !why.contains("last output") {
-                why.push_str(&format!("\nits last output:\n  {}", last_lines(&tail, 8)));
-            }
-            Err(why)
-        }
     }
 
     /// A release that did not come up: stop it, record why, restore the previous one for
@@ -322,40 +221,6 @@ impl DeployManager {
             self.retire(env, rec).await;
         }
         self.failed(rec);
-        Ok(())
-    }
-
-    /// Points the router at `rec` (keeping the live release as the fallback), then records it.
-    pub(super) async fn switch(
-        &self,
-        env: &Env,
-        rec: &ReleaseRecord,
-        addr: Option<SocketAddr>,
-        previous_becomes: ReleaseState,
-        reason: Option<&str>,
-    ) -> Result<()> {
-        if let (Some(router), Some(addr)) = (env.router(), addr) {
-            let backend = Backend::new(rec.number, addr);
-            let fallback = router.table().primary().cloned();
-            env.backends
-                .lock()
-                .expect("backends")
-                .insert(rec.source, backend.clone());
-            router.set(RouteTable::single(backend, fallback));
-        }
-        if let Err(e) = self
-            .store
-            .switch_live(rec.id, previous_becomes, reason, now_millis())
-            .await
-        {
-            // Not recorded: put the router back so it agrees with the store.
-            if let Some(router) = env.router()
-                && let Some(old) = router.table().fallback.clone()
-            {
-                router.set(RouteTable::single(old, None));
-            }
-            return Err(e.into());
-        }
         Ok(())
     }
 
@@ -448,60 +313,6 @@ impl DeployManager {
         let _ = std::fs::remove_file(self.release_log(&r.project, &r.environment, r.number));
         let _ = self.store.unpin(&r.digest, &pin_reason(r)).await;
         let _ = self.store.mark_retired(r.id, now_millis()).await;
-    }
-
-    /// Watches a release for `bake` after its switch: repeated crashes roll it back. Resolves
-    /// to the failure, if it failed.
-    pub(super) fn spawn_bake(
-        self: Arc<Self>,
-        env: Arc<Env>,
-        rec: ReleaseRecord,
-        spec: EnvironmentSpec,
-    ) -> tokio::task::JoinHandle<Option<String>> {
-        let mut alarms = env.alarms.subscribe();
-        tokio::spawn(async move {
-            let target = env.target()?;
-            let start = target.running(rec.source).map_or(0, |r| r.crashes);
-            let until = tokio::time::Instant::now() + spec.bake;
-            while tokio::time::Instant::now() < until {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200).min(spec.bake)) => {}
-                    alarm = alarms.recv() => {
-                        if let Ok(name) = alarm {
-                            let why = format!(
-                                "alarm {name} fired during the bake of release {}",
-                                rec.number
-                            );
-                            return match self.automatic_rollback(&env, &rec, &why).await {
-                                Ok(true) => Some(why),
-                                Ok(false) => None,
-                                Err(e) => Some(format!("{why}; rolling back failed: {e}")),
-                            };
-                        }
-                    }
-                }
-                // Stopped (the environment moved on): nothing left to watch.
-                let now = target.running(rec.source)?;
-                let crashes = now.crashes.saturating_sub(start);
-                if crashes >= CRASHES_TO_ROLL_BACK {
-                    let (status, tail) = now
-                        .last_crash
-                        .map(|c| (c.status, c.output_tail))
-                        .unwrap_or_default();
-                    let why = format!(
-                        "release {} crashed {crashes} times during its bake (last: {status}); its last output:\n  {}",
-                        rec.number,
-                        last_lines(&tail, 8)
-                    );
-                    return match self.automatic_rollback(&env, &rec, &why).await {
-                        Ok(true) => Some(why),
-                        Ok(false) => None,
-                        Err(e) => Some(format!("{why}; rolling back failed: {e}")),
-                    };
-                }
-            }
-            None
-        })
     }
 
     /// Rolls back from `bad` (if it is still live) with `why`; false if the environment moved

@@ -19,6 +19,7 @@ use crate::router::{Backend, RouteTable, Router};
 use crate::supervisor::{self, ServiceEvent};
 use crate::targets::{self, ReleaseContext, Target};
 use async_trait::async_trait;
+use gantry_engine::deployment::last_lines;
 use gantry_engine::ports::{
     ArtifactQuery, ArtifactStore, DeployReport, DeployRequest, EnvLock, ReleaseEvent,
     ReleaseRecord, StateStore, now_millis,
@@ -35,8 +36,6 @@ use tokio::sync::mpsc;
 
 /// A lock's lease; renewed every third of it while the work lasts.
 const LEASE: Duration = Duration::from_secs(30);
-/// Crashes during the bake that roll a release back.
-const CRASHES_TO_ROLL_BACK: u32 = 2;
 
 /// Where environment descriptions and commit ancestry come from (the pipeline file at the
 /// deployed commit, read through git by the binary).
@@ -79,9 +78,7 @@ struct Env {
     target: Mutex<Option<Arc<dyn Target>>>,
     backends: Mutex<HashMap<i64, Arc<Backend>>>,
     /// Serialises work on this environment inside this process (the store lock is for others).
-    work: tokio::sync::Mutex<()>,
-    /// The latest health observation of the live release.
-    last_health: Mutex<Option<(bool, String)>>,
+    work: Arc<tokio::sync::Mutex<()>>,
     /// The canary running now, if any (its driver takes promote/abort/pause/resume/alarms).
     canary: Mutex<Option<canary::CanaryHandle>>,
     /// Alarms for a release in its bake after a switch or a full promotion.
@@ -155,8 +152,7 @@ impl DeployManager {
                     router: Mutex::new(None),
                     target: Mutex::new(None),
                     backends: Mutex::new(HashMap::new()),
-                    work: tokio::sync::Mutex::new(()),
-                    last_health: Mutex::new(None),
+                    work: Arc::new(tokio::sync::Mutex::new(())),
                     canary: Mutex::new(None),
                     alarms: tokio::sync::broadcast::channel(16).0,
                 })
@@ -329,6 +325,7 @@ impl DeployManager {
 
 mod canary;
 mod deploy;
+mod drive;
 mod recover;
 mod rollback;
 mod status;
@@ -359,14 +356,6 @@ impl Drop for LockGuard {
             let _ = tx.send(());
         }
     }
-}
-
-fn last_lines(lines: &[String], n: usize) -> String {
-    let skip = lines.len().saturating_sub(n);
-    if lines.is_empty() {
-        return "(none)".into();
-    }
-    lines[skip..].join("\n  ")
 }
 
 fn pin_reason(r: &ReleaseRecord) -> String {

@@ -1,7 +1,9 @@
 //! Starting and stopping: putting environments back after gantry restarted, and stopping every
 //! router and service at shutdown.
 
+use super::drive::{Drive, Guards};
 use super::*;
+use gantry_engine::deployment::Purpose;
 
 impl DeployManager {
     /// At server start: services left by a dead gantry are killed, locks of dead owners
@@ -85,17 +87,21 @@ impl DeployManager {
             return Ok(()); // Nothing of ours runs for it.
         }
         let ctx = self.context(live, None, &spec).await;
-        let addr = self
-            .bring_up(&env, &target, live, &ctx, false)
-            .await
-            .map_err(DeployError::Conflict)?;
-        if let (Some(router), Some(addr)) = (env.router(), addr) {
-            let backend = Backend::new(live.number, addr);
-            env.backends
-                .lock()
-                .expect("backends")
-                .insert(live.source, backend.clone());
-            router.set(RouteTable::single(backend, None));
+        let unpack = !ctx.dir.is_dir();
+        let d = Drive {
+            env: env.clone(),
+            target,
+            rec: live.clone(),
+            ctx,
+            spec,
+            live: None,
+            from: None,
+            reason: None,
+            addr: None,
+        };
+        let plan = Self::plan(&d, Purpose::Restore, unpack, false);
+        if let Some(why) = self.drive(d, plan, None, Guards::default()).await.failure {
+            return Err(DeployError::Conflict(why));
         }
         let _ = self
             .store

@@ -1,7 +1,9 @@
 //! Rolling back: to the previous healthy release or a chosen kept one, verified before any
 //! traffic moves (kept releases are compared with what was verified when they were unpacked).
 
+use super::drive::{Drive, Guards};
 use super::*;
+use gantry_engine::deployment::Purpose;
 
 impl DeployManager {
     /// `gantry rollback`: back to the previous healthy release, or to `to`.
@@ -92,66 +94,40 @@ impl DeployManager {
             })
             .await?;
         let ctx = self.context(&rec, Some(live.number), &spec).await;
-        let from_ctx = self.context(&live, None, &spec).await;
-        // Running already (the fallback): only a router switch. Otherwise start it again.
+        let from = self.context(&live, None, &spec).await;
+        // Running already (the fallback): one check and a router switch. Otherwise it is
+        // started again (and unpacked again, should its directory be gone).
         let running = target.running(rec.source).and_then(|r| r.addr);
-        let addr = match (running, target.routing() == Routing::Router) {
-            (Some(addr), true) => {
-                let probe_env = ctx.env();
-                let obs = health::check_once(&Probe {
-                    check: &spec.health.check,
-                    addr: Some(addr),
-                    dir: &ctx.dir,
-                    env: &probe_env,
-                })
-                .await;
-                if obs.ok {
-                    Ok(Some(addr))
-                } else {
-                    self.bring_up(env, &target, &rec, &ctx, false).await
-                }
-            }
-            (_, true) => self.bring_up(env, &target, &rec, &ctx, false).await,
-            (_, false) => target
-                .roll_back(&ctx, &from_ctx)
-                .await
-                .map(|()| None)
-                .map_err(|e| format!("{e:#}")),
+        let unpack = !ctx.dir.is_dir();
+        let reason = match from_becomes {
+            ReleaseState::Failed => reason.map(str::to_string),
+            _ => Some(format!("rolled back by {by}")),
         };
-        match addr {
-            Err(why) => {
-                self.store
-                    .set_release_state(rec.id, ReleaseState::Failed, Some(&why), now_millis())
-                    .await?;
-                Err(DeployError::Conflict(format!(
-                    "rolling back to release {} failed; release {} is still live: {why}",
-                    target_rec.number, live.number
-                )))
-            }
-            Ok(addr) => {
-                if from_becomes == ReleaseState::Failed {
-                    // The bad release must not be the fallback.
-                    self.switch(env, &rec, addr, ReleaseState::Failed, reason)
-                        .await?;
-                    if let Some(router) = env.router()
-                        && let Some(p) = router.table().primary().cloned()
-                    {
-                        router.set(RouteTable::single(p, None));
-                    }
-                    self.stop_release(env, &target, live.source).await;
-                } else {
-                    self.switch(
-                        env,
-                        &rec,
-                        addr,
-                        from_becomes,
-                        Some(&format!("rolled back by {by}")),
-                    )
-                    .await?;
-                }
-                self.after_switch(env, &target, &spec).await;
-                Ok(self.reload(&rec).await.unwrap_or(rec))
-            }
+        let d = Drive {
+            env: env.clone(),
+            target: target.clone(),
+            rec: rec.clone(),
+            ctx,
+            spec,
+            live: Some(live.clone()),
+            from: Some(from),
+            reason,
+            addr: running,
+        };
+        let plan = Self::plan(
+            &d,
+            Purpose::Rollback {
+                previous_becomes: from_becomes,
+            },
+            unpack,
+            running.is_some(),
+        );
+        match self.drive(d, plan, None, Guards::default()).await.failure {
+            Some(why) => Err(DeployError::Conflict(format!(
+                "rolling back to release {} failed; release {} is still live: {why}",
+                target_rec.number, live.number
+            ))),
+            None => Ok(self.reload(&rec).await.unwrap_or(rec)),
         }
     }
 
