@@ -11,6 +11,7 @@ use gantry_engine::ports::{
     ArtifactStore, DeployRequest, Deployer, NewRun, NewStage, RunIds, StateStore,
 };
 use gantry_engine::run::{AttemptOutcome, Command, DeployOutcome, Event, JobRef, RunMachine};
+use gantry_engine::waves::{self, WavesMachine};
 use gantry_git::{Repo, Revision};
 use gantry_model::{Job, JobStatus, Pipeline, RunStatus, SecretValue, StageKind, StageStatus};
 use std::collections::{HashMap, VecDeque};
@@ -369,42 +370,38 @@ impl RunLoop<'_> {
                 return DeployOutcome::Failed;
             }
         };
-        let mut notes = Vec::new();
-        let mut outcome = DeployOutcome::Succeeded;
-        for environment in &spec.environments {
-            let result = deployer
-                .deploy(DeployRequest {
-                    project: ctx.project.clone(),
-                    environment: environment.clone(),
-                    artifact: spec.artifact.clone(),
-                    run: Some(ctx.run_id),
-                    digest: Some(digest.clone()),
-                    force: false,
-                    requested_by: format!("run {}", ctx.run_id),
-                    bake_ms: spec.bake.map(|b| b.as_millis() as u64),
-                })
-                .await;
-            match result {
-                Ok(report) if report.succeeded => {
-                    notes.push(format!("{environment}: {}", report.message))
+        // The waves' order and the stop at the first failure are the engine's.
+        let mut waves = WavesMachine::new(spec.environments.clone());
+        let mut pending = waves.on(waves::Event::Start);
+        while let Some(command) = pending.pop() {
+            match command {
+                waves::Command::Deploy { environment } => {
+                    let result = deployer
+                        .deploy(DeployRequest {
+                            project: ctx.project.clone(),
+                            environment,
+                            artifact: spec.artifact.clone(),
+                            run: Some(ctx.run_id),
+                            digest: Some(digest.clone()),
+                            force: false,
+                            requested_by: format!("run {}", ctx.run_id),
+                            bake_ms: spec.bake.map(|b| b.as_millis() as u64),
+                        })
+                        .await;
+                    let ended = match result {
+                        Ok(report) if report.succeeded => Ok(report.message),
+                        Ok(report) => Err(format!("deployment failed: {}", report.message)),
+                        Err(e) => Err(format!("not deployed: {e:#}")),
+                    };
+                    pending.extend(waves.on(waves::Event::WaveEnded(ended)));
                 }
-                Ok(report) => {
-                    notes.push(format!(
-                        "{environment}: deployment failed: {}",
-                        report.message
-                    ));
-                    outcome = DeployOutcome::Failed;
-                    break;
-                }
-                Err(e) => {
-                    notes.push(format!("{environment}: not deployed: {e:#}"));
-                    outcome = DeployOutcome::Failed;
-                    break;
+                waves::Command::Finish { outcome, notes } => {
+                    self.deploy_notes.insert(stage, notes.join("\n"));
+                    return outcome;
                 }
             }
         }
-        self.deploy_notes.insert(stage, notes.join("\n"));
-        outcome
+        DeployOutcome::Failed
     }
 
     /// Carries out one command; may answer with a follow-up event (a deploy's outcome).
