@@ -1,4 +1,6 @@
-"""Helpers the benchmark scripts share: free local ports, waiting for a listener, reading wrk."""
+"""Helpers the benchmark scripts share: free local ports, waiting for a listener, reading wrk,
+the machine's load."""
+import os
 import re
 import socket
 import time
@@ -34,3 +36,10 @@ def wrk_counts(out):
     if m:
         errors += int(m.group(1))
     return requests, errors
+
+
+def load_line():
+    """The machine's load, to print beside figures: shared machines are noisy."""
+    with open("/proc/loadavg") as f:
+        one, five, fifteen = f.read().split()[:3]
+    return f"machine load (1/5/15 min): {one} {five} {fifteen}, {os.cpu_count()} cores"
