@@ -3,7 +3,7 @@
 //! the in-process `Deployer` the server's runs use, and the `Control` operations on
 //! environments, all carried out by `gantry-deploy`'s manager.
 
-use super::Server;
+use super::{Mirrors, Server};
 use crate::pipeline_at::{load_pipeline, short};
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
@@ -13,31 +13,25 @@ use gantry_engine::ports::{DeployReport, DeployRequest, Deployer, RunFilter, Sta
 use gantry_git::Repo;
 use gantry_model::EnvironmentSpec;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// Reads environments from the pipeline file at a run's commit.
 pub struct PipelineSource {
-    pub server: Weak<Server>,
+    pub mirrors: Arc<Mirrors>,
+    pub store: Arc<dyn StateStore>,
 }
 
 impl PipelineSource {
-    fn server(&self) -> Result<Arc<Server>> {
-        self.server
-            .upgrade()
-            .ok_or_else(|| anyhow!("the server is stopping"))
-    }
-
     /// The repository holding `commit` of `project`: the server's mirror for projects it
     /// watches (fetched when the commit is missing), else the run's own repository path.
     async fn repo_with(&self, project: &str, repo_path: &str, commit: &str) -> Result<Repo> {
-        let server = self.server()?;
-        if let Some(p) = server.project(project).cloned() {
-            if let Some(m) = server.mirror(project)
+        if let Some(p) = self.mirrors.project(project).cloned() {
+            if let Some(m) = self.mirrors.get(project)
                 && m.has_commit(commit)
             {
                 return Ok(m);
             }
-            return server.fetch_mirror(&p).await;
+            return self.mirrors.fetch(&p).await;
         }
         let path = PathBuf::from(repo_path);
         let repo = Repo::open(&path)
@@ -57,10 +51,9 @@ impl ProjectSource for PipelineSource {
         run: Option<i64>,
         environment: &str,
     ) -> Result<EnvironmentSpec> {
-        let server = self.server()?;
         let run = match run {
-            Some(id) => server.store.run_detail(id).await?.map(|d| d.run),
-            None => server
+            Some(id) => self.store.run_detail(id).await?.map(|d| d.run),
+            None => self
                 .store
                 .list_runs(&RunFilter {
                     project: Some(project.to_string()),
@@ -104,8 +97,7 @@ impl ProjectSource for PipelineSource {
     }
 
     async fn is_ancestor(&self, project: &str, ancestor: &str, commit: &str) -> Option<bool> {
-        let server = self.server().ok()?;
-        let runs = server
+        let runs = self
             .store
             .list_runs(&RunFilter {
                 project: Some(project.to_string()),
@@ -151,11 +143,7 @@ pub fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::from(anyhow::Error::from(e)))
 }
 
-/// The manager, once the server has made it.
+/// The server's deploy manager.
 pub fn manager(server: &Server) -> Result<Arc<DeployManager>, ApiError> {
-    server
-        .deploys
-        .get()
-        .cloned()
-        .ok_or_else(|| ApiError::unavailable("deployments are not ready yet; try again"))
+    Ok(server.deploys.clone())
 }

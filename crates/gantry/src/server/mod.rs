@@ -1,11 +1,16 @@
 //! `gantry serve`'s moving parts: the [`Server`] (which implements the API's `Control` port:
-//! queueing, cancelling and re-running runs), the queue workers (`worker.rs`) and the pollers
-//! (`poller.rs`). Runs wait in the state store's queue; nothing is kept only in memory except
+//! queueing, cancelling and re-running runs), started and stopped as a [`RunningServer`]
+//! (`running.rs`: the composition root and the stop sequence), the queue workers
+//! (`worker.rs`), the pollers (`poller.rs`), the mirrors (`mirrors.rs`) and the data
+//! directory's keys (`keys.rs`). Runs wait in the state store's queue; nothing is kept only in memory except
 //! the cancel switches of the runs this process is running.
 
 pub mod deploy;
+mod keys;
+mod mirrors;
 mod notify;
 mod poller;
+mod running;
 mod worker;
 
 use anyhow::Result;
@@ -21,7 +26,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
+pub use mirrors::Mirrors;
 pub use poller::spawn_pollers;
+pub use running::RunningServer;
 
 /// Sends failed releases to the `deploy-failed` notification webhooks, as they happen.
 pub fn spawn_failure_notifications(server: Arc<Server>, manager: &gantry_deploy::DeployManager) {
@@ -63,15 +70,17 @@ pub struct Server {
     pub running: Mutex<HashMap<i64, watch::Sender<bool>>>,
     /// Set on shutdown: workers take no new runs.
     pub draining: watch::Sender<bool>,
-    /// Serialises git operations per project (fetches into one mirror must not overlap).
-    mirror_locks: HashMap<String, tokio::sync::Mutex<()>>,
-    /// Carries out deployments; set once at start (it reads pipelines through this server).
-    pub deploys: std::sync::OnceLock<Arc<gantry_deploy::DeployManager>>,
+    /// The watched repositories' mirrors.
+    pub mirrors: Arc<Mirrors>,
+    /// Carries out deployments (it reads pipelines through the mirrors, not the server).
+    pub deploys: Arc<gantry_deploy::DeployManager>,
 }
 
 use gantry_engine::ports::now_millis as now;
 
 impl Server {
+    /// The server's parts, its deploy manager among them. Needs a tokio runtime (the manager
+    /// starts its task recording release events).
     pub fn new(
         config: ServerConfig,
         data_dir: PathBuf,
@@ -81,11 +90,20 @@ impl Server {
         owner: String,
         url: String,
     ) -> Self {
-        let mirror_locks = config
-            .projects
-            .iter()
-            .map(|p| (p.name.clone(), tokio::sync::Mutex::new(())))
-            .collect();
+        let mirrors = Arc::new(Mirrors::new(
+            data_dir.join("repos"),
+            config.projects.clone(),
+        ));
+        let deploys = gantry_deploy::DeployManager::new(
+            store.clone(),
+            artifacts.clone(),
+            Arc::new(deploy::PipelineSource {
+                mirrors: mirrors.clone(),
+                store: store.clone(),
+            }),
+            data_dir.join("releases"),
+            owner.clone(),
+        );
         Self {
             config,
             data_dir,
@@ -97,45 +115,23 @@ impl Server {
             queued: Notify::new(),
             running: Mutex::new(HashMap::new()),
             draining: watch::channel(false).0,
-            mirror_locks,
-            deploys: std::sync::OnceLock::new(),
+            mirrors,
+            deploys,
         }
     }
 
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
-        self.config.projects.iter().find(|p| p.name == name)
+        self.mirrors.project(name)
     }
 
-    fn mirror_path(&self, project: &str) -> PathBuf {
-        self.data_dir.join("repos").join(format!("{project}.git"))
-    }
-
-    /// The project's mirror, fetched now (cloned first if new). Blocking git work runs off the
-    /// async threads; fetches of one project never overlap.
+    /// The project's mirror, fetched now (cloned first if new).
     pub async fn fetch_mirror(&self, project: &ProjectConfig) -> Result<Repo> {
-        let _guard = match self.mirror_locks.get(&project.name) {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        let (url, path) = (project.repo.clone(), self.mirror_path(&project.name));
-        tokio::task::spawn_blocking(move || {
-            let fresh = !path.join("HEAD").is_file();
-            let repo = Repo::mirror(&url, &path)?;
-            if !fresh {
-                repo.fetch()?;
-            }
-            Ok(repo)
-        })
-        .await?
+        self.mirrors.fetch(project).await
     }
 
     /// The mirror as it is (no fetch); `None` before the first clone.
     pub fn mirror(&self, project: &str) -> Option<Repo> {
-        let path = self.mirror_path(project);
-        path.join("HEAD")
-            .is_file()
-            .then(|| Repo::open(&path).ok())
-            .flatten()
+        self.mirrors.get(project)
     }
 
     /// Is `branch` one the project watches?
@@ -454,10 +450,7 @@ impl Control for Server {
     }
 
     fn router_samples(&self) -> Vec<gantry_api::RouterSample> {
-        let Some(manager) = self.deploys.get() else {
-            return Vec::new();
-        };
-        manager
+        self.deploys
             .router_traffic()
             .into_iter()
             .map(|(project, environment, t)| gantry_api::RouterSample {

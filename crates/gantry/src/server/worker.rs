@@ -171,10 +171,9 @@ async fn prepare_and_run(
         observer: Arc::new(ServerObserver {
             metrics: server.metrics.clone(),
         }),
-        deployer: server.deploys.get().map(|m| {
-            Arc::new(super::deploy::InProcessDeployer { manager: m.clone() })
-                as Arc<dyn gantry_engine::ports::Deployer>
-        }),
+        deployer: Some(Arc::new(super::deploy::InProcessDeployer {
+            manager: server.deploys.clone(),
+        })),
     };
     let request = RunRequest {
         project: project.name.clone(),

@@ -1,0 +1,70 @@
+//! The data directory's keys: the admin token the CLI on this machine uses, and the key share
+//! links are signed with. Both are made on first start and kept with mode 0600.
+
+use crate::client::ADMIN_TOKEN_FILE;
+use anyhow::{Context as _, anyhow};
+use gantry_api::auth::{generate_token, hash_token};
+use gantry_engine::ports::StateStore;
+use gantry_model::Role;
+use std::io::Write;
+use std::path::Path;
+
+/// The key share links are signed with: 32 random bytes, made on first start, kept (mode 0600)
+/// in the data directory so links survive restarts.
+pub fn share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join("share.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return hex::decode(text.trim())
+            .ok()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} is not a hex key; delete it to make a new one (old links stop working)",
+                    path.display()
+                )
+            });
+    }
+    let key = generate_token();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let hex_part = key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX);
+    writeln!(f, "{hex_part}")?;
+    Ok(hex::decode(hex_part)?)
+}
+
+/// On first start, creates an admin token and keeps it in the data directory (mode 0600), so
+/// the CLI on this machine works without copying a token around.
+pub async fn ensure_admin_token(store: &dyn StateStore, data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let token = generate_token();
+    let name = format!("admin-{}", gantry_engine::ports::now_millis());
+    store
+        .create_token(
+            &name,
+            Role::Admin,
+            &hash_token(&token),
+            gantry_engine::ports::now_millis(),
+        )
+        .await?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    eprintln!(
+        "gantry: created an admin token in {} (the CLI on this machine uses it)",
+        path.display()
+    );
+    Ok(())
+}

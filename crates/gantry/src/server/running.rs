@@ -1,0 +1,203 @@
+//! A server from start to stop: [`Server::start`] is the composition root (the server and
+//! its deploy manager, recovery of environments, the API on its listener, queue workers,
+//! pollers, retention) and [`RunningServer::shutdown`] the stop sequence (no new runs, running
+//! runs get the grace period and are then cancelled, the API stops, releases stop, the store
+//! closes). `gantry serve` and `gantry demo` are both "parse, start, wait, shut down".
+
+use super::{Server, spawn_pollers, spawn_workers};
+use crate::client::SERVER_FILE;
+use crate::context::Context;
+use anyhow::{Context as _, Result};
+use gantry_api::{AppState, metrics::Metrics};
+use gantry_config::server::ServerConfig;
+use gantry_engine::ports::StateStore;
+use gantry_runner::owner::OwnerLock;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// A started server; stop it with [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub server: Arc<Server>,
+    /// The API's base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    ctx: Context,
+    owner: OwnerLock,
+    server_file: PathBuf,
+    workers: Vec<JoinHandle<()>>,
+    pollers: Vec<JoinHandle<()>>,
+    retention: Option<JoinHandle<()>>,
+    http: JoinHandle<std::io::Result<()>>,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    /// Starts a server on `listener` with `config`, its state in `ctx`: recovers what a
+    /// previous server left (environments serve again, locks of dead holders released), writes
+    /// `server.json` for the CLI, and starts the API, the queue workers, the pollers and
+    /// retention. Returns once all of that runs.
+    pub async fn start(
+        config: ServerConfig,
+        ctx: Context,
+        listener: tokio::net::TcpListener,
+    ) -> Result<RunningServer> {
+        let data_dir = ctx.data_dir.clone();
+        super::keys::ensure_admin_token(&*ctx.state, &data_dir).await?;
+        let owner = OwnerLock::acquire(&ctx.lock_dir())?;
+        for p in &config.projects {
+            ctx.state.upsert_project(&p.name, &p.repo).await?;
+        }
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}");
+        let metrics = Arc::new(Metrics::new());
+        let server = Arc::new(Server::new(
+            config.clone(),
+            data_dir.clone(),
+            ctx.state.clone(),
+            ctx.use_artifacts(config.artifacts.as_ref())?,
+            metrics.clone(),
+            owner.name().to_string(),
+            url.clone(),
+        ));
+        super::spawn_failure_notifications(server.clone(), &server.deploys);
+        let lock_dir = ctx.lock_dir();
+        for note in server
+            .deploys
+            .recover(|name| gantry_runner::owner::owner_is_gone(&lock_dir, name))
+            .await?
+        {
+            eprintln!("gantry: {note}");
+        }
+        let state = AppState {
+            store: ctx.state.clone(),
+            control: server.clone(),
+            metrics,
+            max_body_bytes: config.max_body_bytes,
+            artifacts: server.artifacts.clone(),
+            share_key: super::keys::share_key(&data_dir)?.into(),
+            public_url: url.clone(),
+        };
+        let server_file = data_dir.join(SERVER_FILE);
+        std::fs::write(
+            &server_file,
+            serde_json::json!({ "url": url, "pid": std::process::id() }).to_string(),
+        )
+        .with_context(|| format!("writing {}", server_file.display()))?;
+        if config.requeue_interrupted {
+            requeue(&server, &ctx.recovered).await?;
+        }
+        let retention = spawn_retention(server.clone());
+        let workers = spawn_workers(server.clone());
+        let pollers = spawn_pollers(server.clone());
+        let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(gantry_api::serve(listener, state, async move {
+            let _ = stop_http_rx.await;
+        }));
+        Ok(RunningServer {
+            server,
+            url,
+            ctx,
+            owner,
+            server_file,
+            workers,
+            pollers,
+            retention,
+            http,
+            stop_http,
+        })
+    }
+}
+
+impl RunningServer {
+    /// Stops the server: no new runs; running runs have `grace` to finish, then are cancelled
+    /// and recorded; then the API, the environments' routers and releases, and the store.
+    pub async fn shutdown(self, grace: Duration) {
+        let server = &self.server;
+        eprintln!(
+            "gantry: shutting down: taking no new runs; running runs have {} to finish",
+            gantry_model::duration::format_duration(grace)
+        );
+        let _ = server.draining.send(true);
+        for p in &self.pollers {
+            p.abort();
+        }
+        if let Some(r) = &self.retention {
+            r.abort();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !server.running.lock().expect("running map").is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left: Vec<i64> = server
+            .running
+            .lock()
+            .expect("running map")
+            .keys()
+            .copied()
+            .collect();
+        if !left.is_empty() {
+            eprintln!("gantry: cancelling runs still running: {left:?}");
+            for tx in server.running.lock().expect("running map").values() {
+                let _ = tx.send(true);
+            }
+        }
+        for w in self.workers {
+            let _ = w.await;
+        }
+        let _ = self.stop_http.send(());
+        let _ = self.http.await;
+        server.deploys.shutdown().await;
+        let _ = std::fs::remove_file(&self.server_file);
+        self.ctx.state.close().await;
+        drop(self.owner);
+        eprintln!("gantry: stopped");
+    }
+}
+
+/// Queues a new run for each run the start found interrupted (`[queue] requeue_interrupted`).
+async fn requeue(server: &Server, recovered: &[i64]) -> Result<()> {
+    for id in recovered {
+        let Some(d) = server.store.run_detail(*id).await? else {
+            continue;
+        };
+        let Some(project) = server.project(&d.run.project).cloned() else {
+            continue;
+        };
+        let branch = d.run.branch.clone().unwrap_or_default();
+        if let Some(new) = server
+            .enqueue(&project, &branch, &d.run.commit, "requeue", false)
+            .await?
+        {
+            eprintln!("gantry: run {id} was interrupted; queued again as run {new}");
+        }
+    }
+    Ok(())
+}
+
+/// Applies retention every `[retention] interval` (the first sweep one interval after start).
+fn spawn_retention(server: Arc<Server>) -> Option<JoinHandle<()>> {
+    let every = server.config.retention_interval;
+    if every.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tick.tick().await;
+            let (keep, young) = (server.config.keep_runs, server.config.keep_younger_than);
+            match crate::gc::collect(&*server.store, &*server.artifacts, keep, young, false).await {
+                Ok(r) if !r.removed.is_empty() => tracing::info!(
+                    removed = r.removed.len(),
+                    objects = r.objects_deleted,
+                    bytes = r.bytes_freed,
+                    "retention applied"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "retention failed"),
+            }
+        }
+    }))
+}
