@@ -2,13 +2,13 @@
 //! cannot disagree on which keys exist (a test checks every table key has a schema property).
 
 use crate::check::{
-    ANALYSIS_KEYS, ARTIFACT_KEYS, CANARY_KEYS, CANARY_STEP_KEYS, COMMAND_TARGET_KEYS, DEPLOY_KEYS,
-    ENVIRONMENT_KEYS, HEALTH_KEYS, JOB_KEYS, MAX_RETRIES, PROCESS_TARGET_KEYS, ROUTER_KEYS,
-    STAGE_KEYS, STEP_KEYS, STRATEGY_KEYS, TARGET_KINDS, TOP_KEYS, USERS_KEYS,
+    ANALYSIS_KEYS, ARTIFACT_KEYS, CANARY_KEYS, CANARY_STEP_KEYS, DEPLOY_KEYS, ENVIRONMENT_KEYS,
+    HEALTH_KEYS, JOB_KEYS, MAX_RETRIES, ROUTER_KEYS, STAGE_KEYS, STEP_KEYS, STRATEGY_KEYS,
+    TOP_KEYS, USERS_KEYS,
 };
 use serde_json::{Value, json};
 
-fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
+pub(crate) fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
     let map = props.as_object().expect("props is an object");
     for k in keys {
         assert!(map.contains_key(*k), "schema lacks property `{k}`");
@@ -98,28 +98,7 @@ pub fn pipeline_schema() -> Value {
         &["name"],
     );
     let shell = json!({ "type": "string", "description": "Shell text run with sh -c" });
-    let mut target_props = serde_json::Map::new();
-    target_props.insert(
-        "process".into(),
-        object(
-            PROCESS_TARGET_KEYS,
-            json!({ "command": shell, "env": env }),
-            &["command"],
-        ),
-    );
-    target_props.insert(
-        "command".into(),
-        object(
-            COMMAND_TARGET_KEYS,
-            json!({ "deploy": shell, "rollback": shell, "env": env }),
-            &["deploy"],
-        ),
-    );
-    for k in TARGET_KINDS {
-        target_props
-            .entry(k.to_string())
-            .or_insert_with(|| json!({ "type": "object", "description": "not available yet" }));
-    }
+    let target_props = crate::check::target_schemas(&shell, &env, object);
     let health = object(
         HEALTH_KEYS,
         json!({

@@ -17,7 +17,7 @@ mod environments;
 mod stages;
 mod targets;
 
-pub use targets::{COMMAND_TARGET_KEYS, PROCESS_TARGET_KEYS, TARGET_KINDS};
+pub use targets::target_schemas;
 
 use crate::diagnostic::{Diagnostic, Severity, suggest};
 use crate::field;

@@ -8,6 +8,39 @@ pub const TARGET_KINDS: &[&str] = &["process", "command", "docker", "lambda"];
 pub const PROCESS_TARGET_KEYS: &[&str] = &["command", "env"];
 pub const COMMAND_TARGET_KEYS: &[&str] = &["deploy", "rollback", "env"];
 
+/// Each target kind's JSON Schema, keyed by kind (`object` builds a closed object from a key
+/// table and its properties; `shell` and `env` are the schemas of a script and of variables).
+pub fn target_schemas(
+    shell: &serde_json::Value,
+    env: &serde_json::Value,
+    object: fn(&[&str], serde_json::Value, &[&str]) -> serde_json::Value,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let mut kinds = serde_json::Map::new();
+    kinds.insert(
+        "process".into(),
+        object(
+            PROCESS_TARGET_KEYS,
+            json!({ "command": shell, "env": env }),
+            &["command"],
+        ),
+    );
+    kinds.insert(
+        "command".into(),
+        object(
+            COMMAND_TARGET_KEYS,
+            json!({ "deploy": shell, "rollback": shell, "env": env }),
+            &["deploy"],
+        ),
+    );
+    for k in TARGET_KINDS {
+        kinds
+            .entry(k.to_string())
+            .or_insert_with(|| json!({ "type": "object", "description": "not available yet" }));
+    }
+    kinds
+}
+
 impl Checker {
     pub(super) fn target(&mut self, node: &Node, path: &str) -> Option<TargetSpec> {
         let fields = self.fields(node, path, "a target", TARGET_KINDS)?;
