@@ -364,10 +364,16 @@ pub struct RunDetail {
     pub artifacts: Vec<ArtifactRecord>,
 }
 
-/// Durable state of runs. Implementations must make every method atomic (a crash between two
-/// calls leaves the state of the first), and keep uniqueness in the schema, not in the caller.
+/// The stores of gantry's state, one port per thing stored; every method of each is atomic (a
+/// crash between two calls leaves the state of the first) and keeps uniqueness in the schema,
+/// not in the caller. A backend implements all five; [`StateStore`] is their union, so code
+/// that needs everything holds one `Arc<dyn StateStore>`, and code that needs one part can be
+/// handed just that part (`Arc<dyn ReleaseStore>`: trait upcasting). The contract every backend
+/// must meet is the suite in `gantry-store/tests/contract/`.
+///
+/// Runs with their stages, jobs, steps, logs and diagnoses.
 #[async_trait]
-pub trait StateStore: Send + Sync {
+pub trait RunStore: Send + Sync {
     /// Creates the run with its stages and jobs (all `pending`) in one transaction.
     async fn create_run(&self, run: NewRun) -> anyhow::Result<RunIds>;
     async fn set_run_status(
@@ -411,14 +417,6 @@ pub trait StateStore: Send + Sync {
     ) -> anyhow::Result<()>;
     /// Appends lines in one transaction.
     async fn append_logs(&self, lines: &[NewLogLine]) -> anyhow::Result<()>;
-    async fn record_artifact(
-        &self,
-        run: i64,
-        job: i64,
-        name: &str,
-        stored: &StoredArtifact,
-        at: Millis,
-    ) -> anyhow::Result<ArtifactRecord>;
     /// Marks a run that nobody is running any more, and its unfinished parts, `interrupted`.
     async fn mark_interrupted(&self, run: i64, at: Millis) -> anyhow::Result<()>;
     async fn list_runs(&self, filter: &RunFilter) -> anyhow::Result<Vec<RunRecord>>;
@@ -432,8 +430,14 @@ pub trait StateStore: Send + Sync {
         limit: i64,
     ) -> anyhow::Result<Vec<LogRecord>>;
 
-    // The queue.
+    /// Keeps the diagnosis of a failed run (JSON, as `gantry why --json` prints it).
+    async fn set_run_diagnosis(&self, run: i64, json: &str) -> anyhow::Result<()>;
+    async fn run_diagnosis(&self, run: i64) -> anyhow::Result<Option<String>>;
+}
 
+/// The queue of runs waiting for a worker: enqueued once per trigger key, claimed exactly once.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
     /// Queues a run; `None` when a run with the same trigger key exists (nothing is queued).
     async fn enqueue_run(&self, run: QueuedRun) -> anyhow::Result<Option<i64>>;
     /// Cancels queued runs of the same project and branch older than `newer`; returns their ids.
@@ -457,9 +461,11 @@ pub trait StateStore: Send + Sync {
     /// Cancels a run if it is still queued; returns whether it was.
     async fn cancel_queued(&self, run: i64, at: Millis) -> anyhow::Result<bool>;
     async fn count_runs_by_status(&self) -> anyhow::Result<Vec<(RunStatus, i64)>>;
+}
 
-    // Projects and tokens.
-
+/// Projects and API tokens (hashes only).
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
     async fn upsert_project(&self, name: &str, repo: &str) -> anyhow::Result<ProjectRecord>;
     async fn list_projects(&self) -> anyhow::Result<Vec<ProjectRecord>>;
     /// Stores a token's hash under a unique name.
@@ -471,15 +477,19 @@ pub trait StateStore: Send + Sync {
         at: Millis,
     ) -> anyhow::Result<TokenRecord>;
     async fn token_by_hash(&self, hash: &str) -> anyhow::Result<Option<TokenRecord>>;
+}
 
-    // Diagnoses.
-
-    /// Keeps the diagnosis of a failed run (JSON, as `gantry why --json` prints it).
-    async fn set_run_diagnosis(&self, run: i64, json: &str) -> anyhow::Result<()>;
-    async fn run_diagnosis(&self, run: i64) -> anyhow::Result<Option<String>>;
-
-    // Artifacts and their share links.
-
+/// The index of artifacts (the bytes are in the [`ArtifactStore`]), their share links and pins.
+#[async_trait]
+pub trait ArtifactIndex: Send + Sync {
+    async fn record_artifact(
+        &self,
+        run: i64,
+        job: i64,
+        name: &str,
+        stored: &StoredArtifact,
+        at: Millis,
+    ) -> anyhow::Result<ArtifactRecord>;
     /// The newest artifact named `name` of `project` (of `branch` when given) from a run that
     /// succeeded, and that retention has not removed.
     async fn latest_project_artifact(
@@ -520,9 +530,12 @@ pub trait StateStore: Send + Sync {
     async fn mark_removed(&self, ids: &[i64], at: Millis) -> anyhow::Result<()>;
     /// Whether any artifact row not removed still refers to `digest`.
     async fn digest_in_use(&self, digest: &str) -> anyhow::Result<bool>;
+}
 
-    // Releases and deployment locks.
-
+/// Releases of environments (the history only grows), their events, and deployment locks with
+/// leases.
+#[async_trait]
+pub trait ReleaseStore: Send + Sync {
     /// Creates the next release of its environment (state `deploying`) with a first event.
     async fn create_release(&self, release: NewRelease) -> anyhow::Result<ReleaseRecord>;
     /// Moves a release to `state` (recording `reason` and an event).
@@ -579,6 +592,15 @@ pub trait StateStore: Send + Sync {
         owner: &str,
     ) -> anyhow::Result<()>;
     async fn env_locks(&self) -> anyhow::Result<Vec<EnvLock>>;
+}
+
+/// Everything gantry keeps: the union of the five stores, implemented by every backend, with
+/// the backend's lifecycle: opened from a URL (`gantry_store::open_state`), used from any
+/// number of tasks, then [`close`](StateStore::close)d once at the end.
+#[async_trait]
+pub trait StateStore: RunStore + QueueStore + ProjectStore + ArtifactIndex + ReleaseStore {
+    /// Waits for writes in flight and closes the backend's connections; calls after it fail.
+    async fn close(&self);
 }
 
 /// What the artifact store made of a job's declared paths.

@@ -8,7 +8,6 @@ use gantry_engine::ports::ArtifactStore;
 use gantry_engine::ports::StateStore;
 use gantry_runner::owner;
 use gantry_store::artifacts::{LocalArtifactStore, S3ArtifactStore, S3Location};
-use gantry_store::sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ const STORE_FILE: &str = "artifact-store.json";
 
 pub struct Context {
     pub data_dir: PathBuf,
-    pub state: Arc<SqliteStore>,
+    pub state: Arc<dyn StateStore>,
     /// Runs this start found left unfinished by a dead process (now `interrupted`).
     pub recovered: Vec<i64>,
 }
@@ -36,13 +35,10 @@ impl Context {
         if !ignore.exists() {
             let _ = std::fs::write(&ignore, "*\n");
         }
-        let state = Arc::new(SqliteStore::open(&data_dir.join("gantry.db")).await?);
-        let recovered = owner::recover(
-            &*state as &dyn StateStore,
-            &data_dir.join("locks"),
-            &data_dir.join("work"),
-        )
-        .await?;
+        let url = format!("sqlite://{}", data_dir.join("gantry.db").display());
+        let state = gantry_store::open_state(&url).await?;
+        let recovered =
+            owner::recover(&*state, &data_dir.join("locks"), &data_dir.join("work")).await?;
         // Packing or downloading that a killed process left half done.
         gantry_store::artifacts::pack::clean_staging(
             &data_dir.join("artifacts/tmp"),

@@ -1,8 +1,13 @@
 //! Releases, their events and the per-environment deployment lock, for [`super::SqliteStore`].
-//! The store's `StateStore` methods call these; each is one statement or one transaction.
+//! The store's `ReleaseStore` methods (at the end) call these; each is one statement or one
+//! transaction.
 
+use super::SqliteStore;
 use anyhow::{Context, Result, anyhow};
-use gantry_engine::ports::{EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord};
+use async_trait::async_trait;
+use gantry_engine::ports::{
+    EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord, ReleaseStore,
+};
 use gantry_engine::release::{ReleaseKind, ReleaseState};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
@@ -363,4 +368,83 @@ pub async fn locks(pool: &SqlitePool) -> Result<Vec<EnvLock>> {
         .fetch_all(pool)
         .await?;
     rows.iter().map(lock_from).collect()
+}
+
+#[async_trait]
+impl ReleaseStore for SqliteStore {
+    async fn create_release(&self, release: NewRelease) -> Result<ReleaseRecord> {
+        create(&self.pool, release).await
+    }
+
+    async fn set_release_state(
+        &self,
+        id: i64,
+        state: ReleaseState,
+        reason: Option<&str>,
+        at: Millis,
+    ) -> Result<()> {
+        set_state(&self.pool, id, state, reason, at).await
+    }
+
+    async fn switch_live(
+        &self,
+        to: i64,
+        previous: ReleaseState,
+        reason: Option<&str>,
+        at: Millis,
+    ) -> Result<()> {
+        switch_live(&self.pool, to, previous, reason, at).await
+    }
+
+    async fn add_release_event(
+        &self,
+        release: i64,
+        kind: &str,
+        message: &str,
+        at: Millis,
+    ) -> Result<()> {
+        add_event(&self.pool, release, kind, message, at).await
+    }
+
+    async fn mark_retired(&self, id: i64, at: Millis) -> Result<()> {
+        mark_retired(&self.pool, id, at).await
+    }
+
+    async fn releases(&self, project: &str, environment: &str) -> Result<Vec<ReleaseRecord>> {
+        list(&self.pool, project, environment).await
+    }
+
+    async fn release_events(&self, release: i64) -> Result<Vec<ReleaseEvent>> {
+        events(&self.pool, release).await
+    }
+
+    async fn environments(&self) -> Result<Vec<(String, String)>> {
+        environments(&self.pool).await
+    }
+
+    async fn deploying_releases(&self) -> Result<Vec<ReleaseRecord>> {
+        deploying(&self.pool).await
+    }
+
+    async fn acquire_env_lock(&self, lock: &EnvLock) -> Result<Result<(), EnvLock>> {
+        acquire_lock(&self.pool, lock).await
+    }
+
+    async fn renew_env_lock(
+        &self,
+        project: &str,
+        environment: &str,
+        owner: &str,
+        expires_at: Millis,
+    ) -> Result<bool> {
+        renew_lock(&self.pool, project, environment, owner, expires_at).await
+    }
+
+    async fn release_env_lock(&self, project: &str, environment: &str, owner: &str) -> Result<()> {
+        release_lock(&self.pool, project, environment, owner).await
+    }
+
+    async fn env_locks(&self) -> Result<Vec<EnvLock>> {
+        locks(&self.pool).await
+    }
 }

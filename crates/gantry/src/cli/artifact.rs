@@ -6,7 +6,7 @@ use super::CliResult;
 use crate::context::Context;
 use crate::render::human_size;
 use anyhow::{Context as _, anyhow, bail};
-use gantry_engine::ports::{ArtifactStore, StateStore};
+use gantry_engine::ports::ArtifactStore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::io::Write;

@@ -5,7 +5,6 @@ use crate::context::{Context, data_dir_for};
 use crate::pipeline_at::{LoadError, load_pipeline, short};
 use crate::render::{Renderer, Style};
 use anyhow::anyhow;
-use gantry_engine::ports::StateStore;
 use gantry_git::Repo;
 use gantry_model::RunStatus;
 use gantry_runner::owner::OwnerLock;

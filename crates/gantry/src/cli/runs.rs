@@ -6,7 +6,7 @@ use crate::client::Client;
 use crate::context::{Context, data_dir_here};
 use crate::render::summary;
 use anyhow::{Result, anyhow};
-use gantry_engine::ports::{LogRecord, RunDetail, RunFilter, RunRecord, StateStore};
+use gantry_engine::ports::{LogRecord, RunDetail, RunFilter, RunRecord};
 use gantry_model::RunStatus;
 use gantry_model::duration::format_duration;
 use std::path::PathBuf;

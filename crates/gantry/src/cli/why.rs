@@ -62,7 +62,7 @@ pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf
                 failed_release_to_explain(&*ctx.state, run_id, project.as_deref()).await?
             {
                 let repo = match release.run_id {
-                    Some(id) => gantry_engine::ports::StateStore::run_detail(&*ctx.state, id)
+                    Some(id) => gantry_engine::ports::RunStore::run_detail(&*ctx.state, id)
                         .await?
                         .and_then(|d| {
                             gantry_git::Repo::open(std::path::Path::new(&d.run.repo)).ok()
@@ -86,7 +86,7 @@ pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf
                     .await?
                     .ok_or_else(|| anyhow!("no failed run to explain"))?,
             };
-            let detail = gantry_engine::ports::StateStore::run_detail(&*ctx.state, id)
+            let detail = gantry_engine::ports::RunStore::run_detail(&*ctx.state, id)
                 .await?
                 .ok_or_else(|| anyhow!("no run {id}"))?;
             let repo = gantry_git::Repo::open(std::path::Path::new(&detail.run.repo)).ok();

@@ -20,7 +20,6 @@ use gantry_config::server::{ProjectConfig, ServerConfig};
 use gantry_engine::ports::{QueuedRun, StateStore};
 use gantry_git::{Repo, branch_matches};
 use gantry_model::{RunStatus, SecretValue};
-use gantry_store::sqlite::SqliteStore;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -57,7 +56,7 @@ pub use worker::spawn_workers;
 pub struct Server {
     pub config: ServerConfig,
     pub data_dir: PathBuf,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn StateStore>,
     pub artifacts: Arc<dyn gantry_engine::ports::ArtifactStore>,
     pub metrics: Arc<gantry_api::metrics::Metrics>,
     /// The owner lock name runs claimed by this server carry.
@@ -84,7 +83,7 @@ impl Server {
     pub fn new(
         config: ServerConfig,
         data_dir: PathBuf,
-        store: Arc<SqliteStore>,
+        store: Arc<dyn StateStore>,
         artifacts: Arc<dyn gantry_engine::ports::ArtifactStore>,
         metrics: Arc<gantry_api::metrics::Metrics>,
         owner: String,

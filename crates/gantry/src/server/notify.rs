@@ -6,7 +6,6 @@
 //! `deploy-failed`, with the release's diagnosis.
 
 use super::Server;
-use gantry_engine::ports::StateStore;
 use gantry_model::RunStatus;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;

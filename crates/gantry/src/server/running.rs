@@ -10,7 +10,6 @@ use crate::context::Context;
 use anyhow::{Context as _, Result};
 use gantry_api::{AppState, metrics::Metrics};
 use gantry_config::server::ServerConfig;
-use gantry_engine::ports::StateStore;
 use gantry_runner::owner::OwnerLock;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use super::Server;
 use crate::pipeline_at::load_pipeline;
 use crate::secrets::load_secrets;
 use gantry_api::metrics::{Metrics, StatusLabel};
-use gantry_engine::ports::{RunRecord, StateStore};
+use gantry_engine::ports::RunRecord;
 use gantry_git::Revision;
 use gantry_model::RunStatus;
 use gantry_runner::{Observer, RunEvent, RunOptions, RunRequest, Runner};

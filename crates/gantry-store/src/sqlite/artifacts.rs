@@ -1,0 +1,243 @@
+//! The artifact index, share links and pins in SQLite (the `ArtifactIndex` port).
+
+use super::*;
+
+#[async_trait]
+impl ArtifactIndex for SqliteStore {
+    async fn record_artifact(
+        &self,
+        run: i64,
+        job: i64,
+        name: &str,
+        stored: &StoredArtifact,
+        at: Millis,
+    ) -> Result<ArtifactRecord> {
+        let row = sqlx::query(
+            "INSERT INTO artifacts (run_id, job_id, name, digest, size, media_type, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        )
+        .bind(run)
+        .bind(job)
+        .bind(name)
+        .bind(&stored.digest)
+        .bind(stored.size as i64)
+        .bind(&stored.media_type)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await
+        .with_context(|| format!("recording artifact `{name}`"))?;
+        artifact_from(&row)
+    }
+
+    async fn latest_project_artifact(
+        &self,
+        project: &str,
+        name: &str,
+        branch: Option<&str>,
+    ) -> Result<Option<ArtifactRecord>> {
+        let row = sqlx::query(
+            "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             JOIN projects p ON p.id = r.project_id \
+             WHERE p.name = $1 AND a.name = $2 AND ($3 IS NULL OR r.branch = $3) \
+             AND r.status = 'succeeded' AND a.removed_at IS NULL ORDER BY a.id DESC LIMIT 1",
+        )
+        .bind(project)
+        .bind(name)
+        .bind(branch)
+        .fetch_optional(&self.pool)
+        .await
+        .context("finding the artifact of another project")?;
+        row.as_ref().map(artifact_from).transpose()
+    }
+
+    async fn find_artifact(&self, q: &ArtifactQuery<'_>) -> Result<Option<ArtifactRecord>> {
+        let row = sqlx::query(
+            "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             JOIN projects p ON p.id = r.project_id \
+             WHERE ($1 IS NULL OR a.name = $1) AND ($2 IS NULL OR a.run_id = $2) \
+             AND ($3 IS NULL OR a.digest = $3) AND ($4 IS NULL OR p.name = $4) \
+             ORDER BY a.id DESC LIMIT 1",
+        )
+        .bind(q.name)
+        .bind(q.run)
+        .bind(q.digest)
+        .bind(q.project)
+        .fetch_optional(&self.pool)
+        .await
+        .context("finding the artifact")?;
+        row.as_ref().map(artifact_from).transpose()
+    }
+
+    async fn list_artifacts(
+        &self,
+        project: Option<&str>,
+        run: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ArtifactListing>> {
+        let rows = sqlx::query(
+            "SELECT a.*, p.name AS project_name, r.branch AS run_branch, r.commit_sha AS run_commit, \
+             j.name AS job_name FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             JOIN projects p ON p.id = r.project_id JOIN jobs j ON j.id = a.job_id \
+             WHERE ($1 IS NULL OR a.run_id = $1) AND ($3 IS NULL OR p.name = $3) \
+             ORDER BY a.id DESC LIMIT $2",
+        )
+        .bind(run)
+        .bind(limit)
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing artifacts")?;
+        let pins: Vec<(String, String)> =
+            sqlx::query_as("SELECT digest, reason FROM pins ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading pins")?;
+        rows.iter()
+            .map(|row| {
+                let artifact = artifact_from(row)?;
+                Ok(ArtifactListing {
+                    pins: pins
+                        .iter()
+                        .filter(|(d, _)| *d == artifact.digest)
+                        .map(|(_, r)| r.clone())
+                        .collect(),
+                    artifact,
+                    project: row.try_get("project_name")?,
+                    branch: row.try_get("run_branch")?,
+                    commit: row.try_get("run_commit")?,
+                    job: row.try_get("job_name")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_share(&self, share: &ShareRecord) -> Result<ShareRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO shares (digest, file_name, media_type, expires_at, created_at, created_by, stable, presign) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(&share.digest)
+        .bind(&share.file_name)
+        .bind(&share.media_type)
+        .bind(share.expires_at)
+        .bind(share.created_at)
+        .bind(&share.created_by)
+        .bind(share.stable)
+        .bind(share.presign)
+        .fetch_one(&self.pool)
+        .await
+        .context("recording the share link")?;
+        Ok(ShareRecord {
+            id,
+            ..share.clone()
+        })
+    }
+
+    async fn share(&self, id: i64) -> Result<Option<ShareRecord>> {
+        let row = sqlx::query("SELECT * FROM shares WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(ShareRecord {
+                id: r.try_get("id")?,
+                digest: r.try_get("digest")?,
+                file_name: r.try_get("file_name")?,
+                media_type: r.try_get("media_type")?,
+                expires_at: r.try_get("expires_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+                created_at: r.try_get("created_at")?,
+                created_by: r.try_get("created_by")?,
+                stable: r.try_get("stable")?,
+                presign: r.try_get("presign")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn revoke_share(&self, id: i64, at: Millis) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE shares SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pin(&self, digest: &str, reason: &str, at: Millis) -> Result<()> {
+        sqlx::query("INSERT INTO pins (digest, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest, reason) DO NOTHING")
+            .bind(digest)
+            .bind(reason)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .context("pinning")?;
+        Ok(())
+    }
+
+    async fn unpin(&self, digest: &str, reason: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM pins WHERE digest = $1 AND reason = $2")
+            .bind(digest)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn pins(&self, digest: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT reason FROM pins WHERE digest = $1 ORDER BY id")
+                .bind(digest)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn retention_candidates(
+        &self,
+        keep_runs: i64,
+        cutoff: Millis,
+    ) -> Result<Vec<ArtifactRecord>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id \
+             WHERE a.removed_at IS NULL AND a.created_at < $1 \
+             AND a.digest NOT IN (SELECT digest FROM pins) \
+             AND (SELECT COUNT(DISTINCT a2.run_id) FROM artifacts a2 JOIN runs r2 ON r2.id = a2.run_id \
+                  WHERE r2.project_id = r.project_id AND COALESCE(r2.branch, '') = COALESCE(r.branch, '') \
+                  AND a2.run_id > a.run_id) >= $2 \
+             ORDER BY a.id",
+        )
+        .bind(cutoff)
+        .bind(keep_runs)
+        .fetch_all(&self.pool)
+        .await
+        .context("planning retention")?;
+        rows.iter().map(artifact_from).collect()
+    }
+
+    async fn mark_removed(&self, ids: &[i64], at: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE artifacts SET removed_at = $1 WHERE id = $2 AND removed_at IS NULL",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn digest_in_use(&self, digest: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM artifacts WHERE digest = $1 AND removed_at IS NULL",
+        )
+        .bind(digest)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,162 @@
+//! The SQLite state store. One file in the data directory, WAL journal (readers never block the
+//! writer; a kill -9 at any moment leaves the last committed transaction), foreign keys on, and
+//! migrations embedded from `migrations/sqlite`. Queries are portable SQL with `$n` parameters,
+//! so the PostgreSQL store can share their text.
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use gantry_engine::ports::{
+    ArtifactIndex, ArtifactListing, ArtifactQuery, ArtifactRecord, JobRecord, LogRecord, Millis,
+    NewLogLine, NewRun, NewStage, ProjectRecord, ProjectStore, QueueStore, QueuedRun, RunDetail,
+    RunFilter, RunIds, RunRecord, RunStore, ShareRecord, StageRecord, StateStore, StepRecord,
+    StoredArtifact, Stream, TokenRecord,
+};
+use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+mod artifacts;
+mod projects;
+mod queue;
+mod releases;
+mod runs;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.branch, r.pipeline_file, \
+     r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the state database {}", path.display()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the state database {}", path.display()))?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn parse<T: FromStr<Err = String>>(s: String) -> Result<T> {
+    T::from_str(&s).map_err(|e| anyhow::anyhow!("corrupt state: {e}"))
+}
+
+fn run_from(row: &SqliteRow) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        project: row.try_get("project")?,
+        repo: row.try_get("repo")?,
+        commit: row.try_get("commit_sha")?,
+        branch: row.try_get("branch")?,
+        pipeline_file: row.try_get("pipeline_file")?,
+        trigger: row.try_get("trigger_kind")?,
+        status: parse(row.try_get("status")?)?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+        owner: row.try_get("owner")?,
+    })
+}
+
+fn artifact_from(row: &SqliteRow) -> Result<ArtifactRecord> {
+    Ok(ArtifactRecord {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        job_id: row.try_get("job_id")?,
+        name: row.try_get("name")?,
+        digest: row.try_get("digest")?,
+        size: row.try_get("size")?,
+        media_type: row.try_get("media_type")?,
+        created_at: row.try_get("created_at")?,
+        removed_at: row.try_get("removed_at")?,
+    })
+}
+
+/// Inserts the stages and jobs of a run (all pending) inside `tx`.
+async fn insert_plan(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    run_id: i64,
+    stages: &[NewStage],
+) -> Result<RunIds> {
+    let mut ids = RunIds {
+        run: run_id,
+        stages: Vec::new(),
+        jobs: Vec::new(),
+    };
+    for (position, stage) in stages.iter().enumerate() {
+        let stage_id: i64 = sqlx::query_scalar(
+            "INSERT INTO stages (run_id, position, name, kind, status) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(run_id)
+        .bind(position as i64)
+        .bind(&stage.name)
+        .bind(stage.kind)
+        .bind(StageStatus::Pending.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+        let mut job_ids = Vec::new();
+        for (jpos, (name, allow_failure)) in stage.jobs.iter().enumerate() {
+            let job_id: i64 = sqlx::query_scalar(
+                "INSERT INTO jobs (run_id, stage_id, position, name, status, allow_failure) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(run_id)
+            .bind(stage_id)
+            .bind(jpos as i64)
+            .bind(name)
+            .bind(JobStatus::Pending.as_str())
+            .bind(*allow_failure)
+            .fetch_one(&mut **tx)
+            .await?;
+            job_ids.push(job_id);
+        }
+        ids.stages.push(stage_id);
+        ids.jobs.push(job_ids);
+    }
+    Ok(ids)
+}
+
+async fn upsert_project_in<'e, E: sqlx::SqliteExecutor<'e>>(
+    e: E,
+    name: &str,
+    repo: &str,
+) -> Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO projects (name, repo) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET repo = excluded.repo RETURNING id",
+    )
+    .bind(name)
+    .bind(repo)
+    .fetch_one(e)
+    .await
+    .context("recording the project")?;
+    Ok(id)
+}

@@ -1,0 +1,109 @@
+//! The run queue in SQLite (the `QueueStore` port): one run per trigger key (a unique index),
+//! claimed by one atomic `UPDATE … RETURNING`.
+
+use super::*;
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn enqueue_run(&self, run: QueuedRun) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, trigger_key) \
+             VALUES ($1, $2, $3, '', $4, 'queued', $5, $6) ON CONFLICT (trigger_key) DO NOTHING RETURNING id",
+        )
+        .bind(project)
+        .bind(&run.commit)
+        .bind(&run.branch)
+        .bind(&run.trigger)
+        .bind(run.created_at)
+        .bind(&run.trigger_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("queueing the run")?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn supersede_queued(
+        &self,
+        project: &str,
+        branch: &str,
+        newer: i64,
+        at: Millis,
+    ) -> Result<Vec<i64>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE runs SET status = 'cancelled', finished_at = $1, error = $2 \
+             WHERE status = 'queued' AND id < $3 AND branch = $4 \
+             AND project_id = (SELECT id FROM projects WHERE name = $5) RETURNING id",
+        )
+        .bind(at)
+        .bind(format!(
+            "superseded by run {newer}, a newer commit on {branch}"
+        ))
+        .bind(newer)
+        .bind(branch)
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await
+        .context("superseding queued runs")?;
+        Ok(ids)
+    }
+
+    async fn claim_next_run(&self, owner: &str, at: Millis) -> Result<Option<RunRecord>> {
+        // One statement: the guard `status = 'queued'` makes a second claimer update nothing.
+        // (PostgreSQL will add `FOR UPDATE SKIP LOCKED` to the sub-select.)
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE runs SET status = 'running', owner = $1, started_at = $2 \
+             WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1) AND status = 'queued' \
+             RETURNING id",
+        )
+        .bind(owner)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await
+        .context("claiming a queued run")?;
+        match id {
+            None => Ok(None),
+            Some(id) => Ok(self.run_detail(id).await?.map(|d| d.run)),
+        }
+    }
+
+    async fn attach_plan(
+        &self,
+        run: i64,
+        pipeline_file: &str,
+        stages: &[NewStage],
+    ) -> Result<RunIds> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE runs SET pipeline_file = $1 WHERE id = $2")
+            .bind(pipeline_file)
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+        let ids = insert_plan(&mut tx, run, stages).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn cancel_queued(&self, run: i64, at: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'cancelled', finished_at = $1, error = 'cancelled before it started' \
+             WHERE id = $2 AND status = 'queued'",
+        )
+        .bind(at)
+        .bind(run)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_runs_by_status(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse(r.try_get("status")?)?, r.try_get("n")?)))
+            .collect()
+    }
+}

@@ -1,0 +1,406 @@
+//! Runs, their stages, jobs, steps, logs and diagnoses in SQLite (the `RunStore` port).
+
+use super::*;
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<RunIds> {
+        let mut tx = self.pool.begin().await?;
+        let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
+        let started = (run.status == RunStatus::Running).then_some(run.created_at);
+        let run_id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, started_at, owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(project)
+        .bind(&run.commit)
+        .bind(&run.branch)
+        .bind(&run.pipeline_file)
+        .bind(&run.trigger)
+        .bind(run.status.as_str())
+        .bind(run.created_at)
+        .bind(started)
+        .bind(&run.owner)
+        .fetch_one(&mut *tx)
+        .await
+        .context("recording the run")?;
+        let ids = insert_plan(&mut tx, run_id, &run.stages).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn set_run_status(
+        &self,
+        run: i64,
+        status: RunStatus,
+        at: Millis,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let finished = status.is_finished().then_some(at);
+        sqlx::query(
+            "UPDATE runs SET status = $1, finished_at = COALESCE($2, finished_at), \
+             started_at = COALESCE(started_at, $3), error = COALESCE($4, error) WHERE id = $5",
+        )
+        .bind(status.as_str())
+        .bind(finished)
+        .bind(at)
+        .bind(error)
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .context("recording the run's status")?;
+        Ok(())
+    }
+
+    async fn set_stage_status(
+        &self,
+        stage: i64,
+        status: StageStatus,
+        at: Millis,
+        note: Option<&str>,
+    ) -> Result<()> {
+        let (started, finished) = match status {
+            StageStatus::Running => (Some(at), None),
+            StageStatus::Pending => (None, None),
+            _ => (None, Some(at)),
+        };
+        sqlx::query(
+            "UPDATE stages SET status = $1, started_at = COALESCE(started_at, $2), \
+             finished_at = COALESCE($3, finished_at), note = COALESCE($4, note) WHERE id = $5",
+        )
+        .bind(status.as_str())
+        .bind(started)
+        .bind(finished)
+        .bind(note)
+        .bind(stage)
+        .execute(&self.pool)
+        .await
+        .context("recording the stage's status")?;
+        Ok(())
+    }
+
+    async fn set_job_status(
+        &self,
+        job: i64,
+        status: JobStatus,
+        attempt: u32,
+        at: Millis,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let started = (status == JobStatus::Running).then_some(at);
+        let finished = status.is_finished().then_some(at);
+        sqlx::query(
+            "UPDATE jobs SET status = $1, attempt = $2, started_at = COALESCE(started_at, $3), \
+             finished_at = $4, exit_code = $5, error = $6 WHERE id = $7",
+        )
+        .bind(status.as_str())
+        .bind(attempt as i64)
+        .bind(started)
+        .bind(finished)
+        .bind(exit_code)
+        .bind(error)
+        .bind(job)
+        .execute(&self.pool)
+        .await
+        .context("recording the job's status")?;
+        Ok(())
+    }
+
+    async fn start_step(
+        &self,
+        job: i64,
+        attempt: u32,
+        position: usize,
+        name: &str,
+        at: Millis,
+    ) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO steps (job_id, attempt, position, name, status, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(job)
+        .bind(attempt as i64)
+        .bind(position as i64)
+        .bind(name)
+        .bind(StepStatus::Running.as_str())
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await
+        .context("recording the step")?;
+        Ok(id)
+    }
+
+    async fn finish_step(
+        &self,
+        step: i64,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        at: Millis,
+    ) -> Result<()> {
+        sqlx::query("UPDATE steps SET status = $1, exit_code = $2, finished_at = $3 WHERE id = $4")
+            .bind(status.as_str())
+            .bind(exit_code)
+            .bind(at)
+            .bind(step)
+            .execute(&self.pool)
+            .await
+            .context("recording the step's end")?;
+        Ok(())
+    }
+
+    async fn append_logs(&self, lines: &[NewLogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for l in lines {
+            sqlx::query("INSERT INTO log_lines (step_id, line, at, stream, text) VALUES ($1, $2, $3, $4, $5)")
+                .bind(l.step_id)
+                .bind(l.line)
+                .bind(l.at)
+                .bind(l.stream.as_str())
+                .bind(&l.text)
+                .execute(&mut *tx)
+                .await
+                .context("storing log lines")?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_interrupted(&self, run: i64, at: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let unfinished = "('pending', 'running', 'queued')";
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE steps SET status = 'interrupted', finished_at = $1 \
+             WHERE status IN {unfinished} AND job_id IN (SELECT id FROM jobs WHERE run_id = $2)"
+        )))
+        .bind(at)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["jobs", "stages"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} SET status = CASE WHEN status = 'running' THEN 'interrupted' ELSE 'skipped' END, \
+                 finished_at = CASE WHEN status = 'running' THEN $1 ELSE finished_at END \
+                 WHERE run_id = $2 AND status IN {unfinished}"
+            )))
+            .bind(at)
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = 'interrupted', finished_at = $1, \
+             error = COALESCE(error, 'the process running it stopped before the run finished') \
+             WHERE id = $2 AND status IN {unfinished}"
+        )))
+        .bind(at)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id \
+             WHERE ($1 IS NULL OR p.name = $1) AND ($2 IS NULL OR r.branch = $2) \
+             AND ($3 IS NULL OR r.status = $3) AND ($4 IS NULL OR r.id < $4) \
+             ORDER BY r.id DESC LIMIT $5"
+        )))
+        .bind(&filter.project)
+        .bind(&filter.branch)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.before)
+        .bind(if filter.limit > 0 { filter.limit } else { 50 })
+        .fetch_all(&self.pool)
+        .await
+        .context("listing runs")?;
+        rows.iter().map(run_from).collect()
+    }
+
+    async fn run_detail(&self, run: i64) -> Result<Option<RunDetail>> {
+        let Some(row) = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1"
+        )))
+        .bind(run)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let run_rec = run_from(&row)?;
+        let stages = sqlx::query("SELECT * FROM stages WHERE run_id = $1 ORDER BY position")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| -> Result<StageRecord> {
+                Ok(StageRecord {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    position: r.try_get("position")?,
+                    name: r.try_get("name")?,
+                    kind: r.try_get("kind")?,
+                    status: parse(r.try_get("status")?)?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    note: r.try_get("note")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let jobs = sqlx::query(
+            "SELECT j.* FROM jobs j JOIN stages s ON s.id = j.stage_id WHERE j.run_id = $1 ORDER BY s.position, j.position",
+        )
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| -> Result<JobRecord> {
+            Ok(JobRecord {
+                id: r.try_get("id")?,
+                run_id: r.try_get("run_id")?,
+                stage_id: r.try_get("stage_id")?,
+                position: r.try_get("position")?,
+                name: r.try_get("name")?,
+                status: parse(r.try_get("status")?)?,
+                attempt: r.try_get("attempt")?,
+                allow_failure: r.try_get("allow_failure")?,
+                exit_code: r.try_get("exit_code")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                error: r.try_get("error")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        let steps = sqlx::query(
+            "SELECT st.* FROM steps st JOIN jobs j ON j.id = st.job_id WHERE j.run_id = $1 \
+             ORDER BY st.job_id, st.attempt, st.position",
+        )
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| -> Result<StepRecord> {
+            Ok(StepRecord {
+                id: r.try_get("id")?,
+                job_id: r.try_get("job_id")?,
+                attempt: r.try_get("attempt")?,
+                position: r.try_get("position")?,
+                name: r.try_get("name")?,
+                status: parse::<StepStatus>(r.try_get("status")?)?,
+                exit_code: r.try_get("exit_code")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        let artifacts = sqlx::query("SELECT * FROM artifacts WHERE run_id = $1 ORDER BY id")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(artifact_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(RunDetail {
+            run: run_rec,
+            stages,
+            jobs,
+            steps,
+            artifacts,
+        }))
+    }
+
+    async fn logs(
+        &self,
+        run: i64,
+        job: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRecord>> {
+        // The steps whose lines we want (few), then lines in id order from the cursor. Reading
+        // by id (the primary key) from a known start keeps every page cheap however long the
+        // log is; letting the planner join first would sort the whole log for each page.
+        let steps: Vec<i64> = sqlx::query_scalar(
+            "SELECT st.id FROM steps st JOIN jobs j ON j.id = st.job_id WHERE j.run_id = $1 AND ($2 IS NULL OR j.name = $2)",
+        )
+        .bind(run)
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading logs")?;
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut start = after;
+        if after == 0 {
+            let mut first: Option<i64> = None;
+            for step in &steps {
+                let min: Option<i64> =
+                    sqlx::query_scalar("SELECT MIN(id) FROM log_lines WHERE step_id = $1")
+                        .bind(step)
+                        .fetch_one(&self.pool)
+                        .await?;
+                first = match (first, min) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            match first {
+                Some(f) => start = f - 1,
+                None => return Ok(Vec::new()),
+            }
+        }
+        let list = steps
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT l.id, j.name AS job, st.attempt, st.name AS step, l.line, l.at, l.stream, l.text \
+             FROM log_lines l JOIN steps st ON st.id = l.step_id JOIN jobs j ON j.id = st.job_id \
+             WHERE +l.step_id IN ({list}) AND l.id > $1 ORDER BY l.id LIMIT $2"
+        )))
+        .bind(start)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading logs")?;
+        rows.iter()
+            .map(|r| -> Result<LogRecord> {
+                Ok(LogRecord {
+                    id: r.try_get("id")?,
+                    job: r.try_get("job")?,
+                    attempt: r.try_get("attempt")?,
+                    step: r.try_get("step")?,
+                    line: r.try_get("line")?,
+                    at: r.try_get("at")?,
+                    stream: Stream::parse(&r.try_get::<String, _>("stream")?),
+                    text: r.try_get("text")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_run_diagnosis(&self, run: i64, json: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET diagnosis = $1 WHERE id = $2")
+            .bind(json)
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .context("storing the diagnosis")?;
+        Ok(())
+    }
+
+    async fn run_diagnosis(&self, run: i64) -> Result<Option<String>> {
+        let d: Option<Option<String>> =
+            sqlx::query_scalar("SELECT diagnosis FROM runs WHERE id = $1")
+                .bind(run)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(d.flatten())
+    }
+}

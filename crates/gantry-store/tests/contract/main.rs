@@ -1,0 +1,375 @@
+//! The contract every state-store backend meets, run against each backend: claims are
+//! exclusive, uniqueness holds under concurrent inserts, leases expire (and only expired ones
+//! are taken over), the history of releases only grows, and paging is stable while runs are
+//! added. A backend joins by one line in the `backends!` list at the end of this file, naming
+//! how to open a fresh, empty store in a temporary directory.
+//!
+//! Everything here goes through the engine's ports (`Arc<dyn StateStore>`), never a backend's
+//! own methods, so a passing backend is a drop-in replacement.
+
+use gantry_engine::ports::{EnvLock, NewRelease, QueuedRun, RunFilter, StateStore};
+use gantry_engine::release::{ReleaseKind, ReleaseState};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+fn queued(project: &str, n: usize, key: Option<String>) -> QueuedRun {
+    QueuedRun {
+        project: project.into(),
+        repo: "/srv/repo".into(),
+        commit: format!("{n:040}"),
+        branch: Some("main".into()),
+        trigger: "poll".into(),
+        trigger_key: key,
+        created_at: n as i64,
+    }
+}
+
+fn release(env: &str, n: i64) -> NewRelease {
+    NewRelease {
+        project: "p".into(),
+        environment: env.into(),
+        kind: ReleaseKind::Deploy,
+        source: None,
+        artifact: "app".into(),
+        digest: format!("sha256:{n:064}"),
+        run_id: None,
+        commit: None,
+        created_by: "contract".into(),
+        created_at: n,
+        reason: None,
+    }
+}
+
+fn lock(owner: &str, at: i64, lease: i64) -> EnvLock {
+    EnvLock {
+        project: "p".into(),
+        environment: "prod".into(),
+        owner: owner.into(),
+        purpose: format!("deploy by {owner}"),
+        acquired_at: at,
+        expires_at: at + lease,
+    }
+}
+
+/// Six claimers race over thirty queued runs: every run is claimed exactly once, by one of
+/// them, and none is left queued.
+pub async fn claims_are_exclusive(store: Arc<dyn StateStore>) {
+    for n in 0..30 {
+        store
+            .enqueue_run(queued("p", n, Some(format!("p/main/{n}"))))
+            .await
+            .unwrap()
+            .expect("a new key queues a run");
+    }
+    let claimers = (0..6).map(|c| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            // Bounded: never more claims than runs.
+            for _ in 0..31 {
+                match store
+                    .claim_next_run(&format!("claimer-{c}"), 100)
+                    .await
+                    .unwrap()
+                {
+                    Some(run) => {
+                        assert_eq!(run.owner.as_deref(), Some(format!("claimer-{c}").as_str()));
+                        mine.push(run.id)
+                    }
+                    None => break,
+                }
+            }
+            mine
+        })
+    });
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.unwrap());
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 30, "claims: {all:?}");
+    assert_eq!(unique.len(), 30, "a run was claimed twice: {all:?}");
+    assert!(store.claim_next_run("late", 200).await.unwrap().is_none());
+}
+
+/// Sixteen deliveries of the same commit at once (a webhook retried while a poll sees it):
+/// one run, and every other insert says so.
+pub async fn a_trigger_key_makes_one_run_under_concurrent_inserts(store: Arc<dyn StateStore>) {
+    let inserts = (0..16).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .enqueue_run(queued("p", 7, Some("p/main/7".into())))
+                .await
+                .unwrap()
+        })
+    });
+    let mut made = Vec::new();
+    for i in inserts {
+        made.extend(i.await.unwrap());
+    }
+    assert_eq!(made.len(), 1, "runs made: {made:?}");
+    let runs = store
+        .list_runs(&RunFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    // Runs without a key (manual triggers) are never deduplicated.
+    assert!(
+        store
+            .enqueue_run(queued("p", 7, None))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .enqueue_run(queued("p", 7, None))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Ten releases of one environment created at once get ten distinct, consecutive numbers.
+pub async fn release_numbers_are_unique_under_concurrent_creates(store: Arc<dyn StateStore>) {
+    let creates = (0..10).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move { store.create_release(release("prod", n)).await.unwrap() })
+    });
+    let mut numbers = Vec::new();
+    for c in creates {
+        numbers.push(c.await.unwrap().number);
+    }
+    numbers.sort();
+    assert_eq!(numbers, (1..=10).collect::<Vec<_>>());
+    // Another environment counts on its own.
+    assert_eq!(
+        store
+            .create_release(release("staging", 0))
+            .await
+            .unwrap()
+            .number,
+        1
+    );
+}
+
+/// A lock is refused to others while its lease runs (the refusal names the holder), is taken
+/// over once the lease has passed, is renewed and released only by its holder.
+pub async fn leases_expire_and_only_expired_ones_are_taken_over(store: Arc<dyn StateStore>) {
+    assert!(
+        store
+            .acquire_env_lock(&lock("a", 1_000, 30_000))
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    let refused = store
+        .acquire_env_lock(&lock("b", 2_000, 30_000))
+        .await
+        .unwrap()
+        .expect_err("the lease of a still runs");
+    assert_eq!(refused.owner, "a");
+    assert_eq!(refused.purpose, "deploy by a");
+    // a renews: still a's at a time past the first lease.
+    store
+        .renew_env_lock("p", "prod", "a", 60_000)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .acquire_env_lock(&lock("b", 40_000, 30_000))
+            .await
+            .unwrap()
+            .is_err()
+    );
+    // Past the renewed lease: b takes it over.
+    assert!(
+        store
+            .acquire_env_lock(&lock("b", 60_001, 30_000))
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    // a, who lost it, can neither renew nor release b's lock.
+    store
+        .renew_env_lock("p", "prod", "a", 999_999)
+        .await
+        .unwrap();
+    store.release_env_lock("p", "prod", "a").await.unwrap();
+    let locks = store.env_locks().await.unwrap();
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0].owner, "b");
+    assert_eq!(locks[0].expires_at, 90_001);
+    store.release_env_lock("p", "prod", "b").await.unwrap();
+    assert!(store.env_locks().await.unwrap().is_empty());
+}
+
+/// Deploys, switches and rollbacks add releases and change states; nothing is ever removed,
+/// numbers only grow, and at most one release is live.
+pub async fn the_history_of_releases_only_grows(store: Arc<dyn StateStore>) {
+    let mut seen = 0;
+    let mut check = async |store: &Arc<dyn StateStore>| {
+        let all = store.releases("p", "prod").await.unwrap();
+        assert!(
+            all.len() >= seen,
+            "the history shrank: {} -> {}",
+            seen,
+            all.len()
+        );
+        seen = all.len();
+        let live = all.iter().filter(|r| r.state == ReleaseState::Live).count();
+        assert!(live <= 1, "{live} live releases");
+        all
+    };
+    let r1 = store.create_release(release("prod", 1)).await.unwrap();
+    store
+        .switch_live(r1.id, ReleaseState::Superseded, None, 10)
+        .await
+        .unwrap();
+    check(&store).await;
+    let r2 = store.create_release(release("prod", 2)).await.unwrap();
+    store
+        .switch_live(r2.id, ReleaseState::Superseded, None, 20)
+        .await
+        .unwrap();
+    let all = check(&store).await;
+    let state = |all: &[gantry_engine::ports::ReleaseRecord], id| {
+        all.iter().find(|r| r.id == id).unwrap().state
+    };
+    assert_eq!(state(&all, r1.id), ReleaseState::Superseded);
+    assert_eq!(state(&all, r2.id), ReleaseState::Live);
+    let mut back = release("prod", 3);
+    back.kind = ReleaseKind::Rollback;
+    back.source = Some(r1.number);
+    let r3 = store.create_release(back).await.unwrap();
+    assert!(r3.number > r2.number);
+    assert_eq!(r3.source, r1.number);
+    store
+        .switch_live(
+            r3.id,
+            ReleaseState::RolledBack,
+            Some("rolled back by test"),
+            30,
+        )
+        .await
+        .unwrap();
+    let all = check(&store).await;
+    assert_eq!(state(&all, r2.id), ReleaseState::RolledBack);
+    assert_eq!(state(&all, r3.id), ReleaseState::Live);
+    // A failed release and a retired one stay in the history.
+    let r4 = store.create_release(release("prod", 4)).await.unwrap();
+    store
+        .set_release_state(r4.id, ReleaseState::Failed, Some("unhealthy"), 40)
+        .await
+        .unwrap();
+    store.mark_retired(r4.id, 50).await.unwrap();
+    let all = check(&store).await;
+    assert_eq!(all.len(), 4);
+    let r4 = all.iter().find(|r| r.id == r4.id).unwrap();
+    assert_eq!(r4.state, ReleaseState::Failed);
+    assert_eq!(r4.retired_at, Some(50));
+    assert!(!store.release_events(r4.id).await.unwrap().is_empty());
+}
+
+/// Paging backwards from the newest run with `before` returns every run once, newest first,
+/// even while new runs are queued between pages.
+pub async fn paging_is_stable_while_runs_are_added(store: Arc<dyn StateStore>) {
+    for n in 0..25 {
+        store.enqueue_run(queued("p", n, None)).await.unwrap();
+    }
+    let mut pages = Vec::new();
+    let mut before = None;
+    for page in 0..10 {
+        let runs = store
+            .list_runs(&RunFilter {
+                before,
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if runs.is_empty() {
+            break;
+        }
+        assert!(runs.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        before = runs.last().map(|r| r.id);
+        pages.extend(runs.into_iter().map(|r| r.id));
+        if page == 0 {
+            // A run queued while paging lands before the first page, not inside the next.
+            store.enqueue_run(queued("p", 99, None)).await.unwrap();
+        }
+    }
+    let unique: HashSet<i64> = pages.iter().copied().collect();
+    assert_eq!(pages.len(), 25, "{pages:?}");
+    assert_eq!(unique.len(), 25);
+    // Filters page the same way.
+    store.enqueue_run(queued("other", 1, None)).await.unwrap();
+    let other = store
+        .list_runs(&RunFilter {
+            project: Some("other".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].project, "other");
+}
+
+/// Defines, for each backend, one test per contract clause.
+macro_rules! backends {
+    ($($backend:ident => $open:path),* $(,)?) => {$(
+        mod $backend {
+            use super::*;
+            async fn fresh() -> (tempfile::TempDir, Arc<dyn StateStore>) {
+                let dir = tempfile::tempdir().unwrap();
+                let store = $open(dir.path()).await;
+                (dir, store)
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn claims_are_exclusive() {
+                let (_d, s) = fresh().await;
+                super::claims_are_exclusive(s).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_trigger_key_makes_one_run_under_concurrent_inserts() {
+                let (_d, s) = fresh().await;
+                super::a_trigger_key_makes_one_run_under_concurrent_inserts(s).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn release_numbers_are_unique_under_concurrent_creates() {
+                let (_d, s) = fresh().await;
+                super::release_numbers_are_unique_under_concurrent_creates(s).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn leases_expire_and_only_expired_ones_are_taken_over() {
+                let (_d, s) = fresh().await;
+                super::leases_expire_and_only_expired_ones_are_taken_over(s).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn the_history_of_releases_only_grows() {
+                let (_d, s) = fresh().await;
+                super::the_history_of_releases_only_grows(s).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn paging_is_stable_while_runs_are_added() {
+                let (_d, s) = fresh().await;
+                super::paging_is_stable_while_runs_are_added(s).await
+            }
+        }
+    )*};
+}
+
+async fn open_sqlite(dir: &Path) -> Arc<dyn StateStore> {
+    let url = format!("sqlite://{}", dir.join("gantry.db").display());
+    gantry_store::open_state(&url).await.unwrap()
+}
+
+backends! {
+    sqlite => open_sqlite,
+}
