@@ -314,7 +314,7 @@ pub async fn create_token(
         .create_token(body.name.trim(), role, &hash_token(&token), now)
         .await
         .map_err(|e| {
-            if e.to_string().contains("already exists") {
+            if e.is::<gantry_engine::ports::Conflict>() {
                 ApiError::conflict(e.to_string())
             } else {
                 ApiError::from(e)

@@ -207,6 +207,31 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// A store refused a write because it would break a uniqueness rule (a token name taken, say);
+/// callers tell it from other failures by its type (`err.is::<Conflict>()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict(pub String);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+/// An owner of runs (a `gantry run` process or a server) and its lease: renewed while it lives,
+/// so that any host can tell a dead owner's runs from a live one's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerLease {
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: Millis,
+    /// Past this, the owner is taken for dead.
+    pub expires_at: Millis,
+}
+
 /// A run waiting in the queue: its pipeline is read when a worker takes it.
 #[derive(Debug, Clone)]
 pub struct QueuedRun {
@@ -435,9 +460,18 @@ pub trait RunStore: Send + Sync {
     async fn run_diagnosis(&self, run: i64) -> anyhow::Result<Option<String>>;
 }
 
-/// The queue of runs waiting for a worker: enqueued once per trigger key, claimed exactly once.
+/// The queue of runs waiting for a worker: enqueued once per trigger key, claimed exactly once
+/// by an owner whose lease says whether it still lives.
 #[async_trait]
 pub trait QueueStore: Send + Sync {
+    /// Registers an owner with its lease (a second call for the same name replaces it).
+    async fn register_owner(&self, owner: &OwnerLease) -> anyhow::Result<()>;
+    /// Extends `name`'s lease to `until`; false when its row is gone.
+    async fn renew_owner(&self, name: &str, until: Millis) -> anyhow::Result<bool>;
+    /// The owner's row (its lease), if it registered and has not left.
+    async fn owner(&self, name: &str) -> anyhow::Result<Option<OwnerLease>>;
+    /// An owner that stops on purpose removes its row.
+    async fn remove_owner(&self, name: &str) -> anyhow::Result<()>;
     /// Queues a run; `None` when a run with the same trigger key exists (nothing is queued).
     async fn enqueue_run(&self, run: QueuedRun) -> anyhow::Result<Option<i64>>;
     /// Cancels queued runs of the same project and branch older than `newer`; returns their ids.

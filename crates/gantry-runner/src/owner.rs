@@ -1,25 +1,37 @@
-//! Who is running a run, and what to do when they are gone. A process that runs pipelines holds
-//! an exclusive `flock` on a lock file of its own for as long as it lives; the kernel drops the
-//! lock when the process dies, however it dies (kill -9 included). A run whose owner's lock can
-//! be taken is therefore orphaned: recovery marks it `interrupted` and kills any step process
-//! that outlived its runner (found by the workspace path in its environment).
+//! Who is running a run, and what to do when they are gone. An owner (a `gantry run` process, a
+//! server) has two marks of life: a lease row in the state store that it renews while it lives
+//! ([`LEASE`], renewed every third of it), which every host sharing the store can read, and an
+//! exclusive `flock` on a lock file of its own, which the kernel drops the moment the process
+//! dies (kill -9 included) but which only its own host can see. A run is orphaned when its
+//! owner's lease has passed — or, on the owner's own host, as soon as its lock can be taken, so
+//! that a crash on this machine is recovered at once rather than a lease later. Recovery marks
+//! orphaned runs `interrupted` and, on the owner's host, kills any step process that outlived
+//! its runner (found by the workspace path in its environment).
 
 use anyhow::{Context, Result};
-use gantry_engine::ports::{RunFilter, StateStore};
+use gantry_engine::ports::{OwnerLease, RunFilter, StateStore};
 use gantry_model::RunStatus;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// The lock this process holds while it runs pipelines. Dropping it releases the lock.
+/// An owner's lease; renewed every third of it while the owner lives.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The lock and the lease this process holds while it runs pipelines. Dropping it releases the
+/// lock and stops renewing the lease (the row is removed when the runtime still runs).
 pub struct OwnerLock {
     name: String,
     _lock: Flock<File>,
+    stop_lease: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl OwnerLock {
-    /// Takes a new owner lock in `dir` (named after this process).
-    pub fn acquire(dir: &Path) -> Result<Self> {
+    /// Takes a new owner lock in `dir` (named after this process) and registers its lease in
+    /// `store`, renewed from then on.
+    pub async fn acquire(dir: &Path, store: Arc<dyn StateStore>) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -29,12 +41,70 @@ impl OwnerLock {
             .with_context(|| format!("creating the lock file in {}", dir.display()))?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| anyhow::anyhow!("locking {name}: {e}"))?;
-        Ok(Self { name, _lock: lock })
+        let now = crate::now_millis();
+        store
+            .register_owner(&OwnerLease {
+                name: name.clone(),
+                host: this_host(),
+                pid: std::process::id(),
+                started_at: now,
+                expires_at: now + LEASE.as_millis() as i64,
+            })
+            .await?;
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let lease_name = name.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(LEASE / 3) => {
+                        let until = crate::now_millis() + LEASE.as_millis() as i64;
+                        if let Err(e) = store.renew_owner(&lease_name, until).await {
+                            tracing::warn!(error = %format!("{e:#}"), "renewing the owner's lease");
+                        }
+                    }
+                    _ = &mut stop_rx => break,
+                }
+            }
+            let _ = store.remove_owner(&lease_name).await;
+        });
+        Ok(Self {
+            name,
+            _lock: lock,
+            stop_lease: Some(stop_tx),
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+impl Drop for OwnerLock {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop_lease.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// This machine's name, as leases record it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Whether the owner `name` is gone, as `store` and this host see it: its lease has passed
+/// (any host), or it ran on this host and its lock can be taken; an owner with no lease row is
+/// judged by its lock file alone (a missing file: gone).
+pub async fn owner_gone(store: &dyn StateStore, lock_dir: &Path, name: &str) -> Result<bool> {
+    Ok(match store.owner(name).await? {
+        Some(lease) if lease.host != this_host() => lease.expires_at < crate::now_millis(),
+        Some(lease) => lease.expires_at < crate::now_millis() || owner_is_gone(lock_dir, name),
+        None => owner_is_gone(lock_dir, name),
+    })
 }
 
 /// Is the owner of this lock file gone? (Its lock can be taken, or the file is missing.)
@@ -56,8 +126,8 @@ pub fn owner_is_gone(dir: &Path, name: &str) -> bool {
     }
 }
 
-/// Marks every running run whose owner is gone as `interrupted` and kills its leftover step
-/// processes. Returns the ids of the runs it recovered.
+/// Marks every running run whose owner is gone as `interrupted` and, when the owner ran here,
+/// kills its leftover step processes. Returns the ids of the runs it recovered.
 pub async fn recover(
     state: &dyn StateStore,
     lock_dir: &Path,
@@ -71,12 +141,26 @@ pub async fn recover(
         })
         .await?;
     let mut recovered = Vec::new();
+    let here = this_host();
     for run in running {
         let gone = match &run.owner {
-            Some(name) => owner_is_gone(lock_dir, name),
+            Some(name) => owner_gone(state, lock_dir, name).await?,
             None => true,
         };
         if !gone {
+            continue;
+        }
+        // Its step processes can only be on the owner's host.
+        let elsewhere = match &run.owner {
+            Some(name) => state.owner(name).await?.is_some_and(|l| l.host != here),
+            None => false,
+        };
+        if let Some(name) = &run.owner {
+            let _ = state.remove_owner(name).await;
+        }
+        if elsewhere {
+            state.mark_interrupted(run.id, crate::now_millis()).await?;
+            recovered.push(run.id);
             continue;
         }
         let workspace_prefix = work_root.join(run.id.to_string());

@@ -75,8 +75,11 @@ impl Client {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let msg = body["error"]["message"].as_str().unwrap_or("no details");
-            bail!("the server answered {status}: {msg}");
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("no details")
+                .to_string();
+            return Err(Refused { status, message }.into());
         }
         Ok(body)
     }
@@ -170,4 +173,13 @@ impl Client {
         }
         bail!("lost the connection to the server too many times")
     }
+}
+
+/// The server answered, and said no: its status and its message. Callers that treat some
+/// answers as values (a 404 as "none") match on the status, never on the text.
+#[derive(Debug, thiserror::Error)]
+#[error("the server answered {status}: {message}")]
+pub struct Refused {
+    pub status: reqwest::StatusCode,
+    pub message: String,
 }

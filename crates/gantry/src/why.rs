@@ -108,9 +108,11 @@ pub async fn diagnose_run(
     match detail.run.status {
         RunStatus::Failed | RunStatus::Interrupted | RunStatus::Cancelled => {}
         other => {
-            return Err(anyhow!(
-                "run {id} is {other}: there is no failure to explain"
-            ));
+            return Err(NothingToExplain {
+                run: id,
+                status: other,
+            }
+            .into());
         }
     }
     let mut d = Diagnoser::new(rules);
@@ -548,4 +550,12 @@ fn push_file_changes(out: &mut String, c: &Changes) {
             out.push_str(&format!("  {label}: {}\n", names.join(", ")));
         }
     }
+}
+
+/// `gantry why` of a run that did not fail.
+#[derive(Debug, thiserror::Error)]
+#[error("run {run} is {status}: there is no failure to explain")]
+pub struct NothingToExplain {
+    pub run: i64,
+    pub status: RunStatus,
 }

@@ -49,8 +49,7 @@ impl DeployManager {
             )));
         }
         let mut spec = self
-            .source
-            .environment(&req.project, Some(artifact.run_id), &req.environment)
+            .environment_at(&req.project, Some(artifact.run_id), &req.environment)
             .await
             .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
         if let Some(ms) = req.bake_ms {
@@ -250,14 +249,7 @@ impl DeployManager {
                 self.retire(env, r).await;
             }
         }
-        let running: Vec<i64> = env
-            .backends
-            .lock()
-            .expect("backends")
-            .keys()
-            .copied()
-            .collect();
-        for source in running {
+        for source in env.running_sources() {
             if Some(source) != live_source && Some(source) != fallback_source {
                 self.stop_release(env, target, source).await;
             }

@@ -86,6 +86,19 @@ struct Env {
 }
 
 impl Env {
+    /// The deploy releases with a backend here now, in order.
+    fn running_sources(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = self
+            .backends
+            .lock()
+            .expect("backends")
+            .keys()
+            .copied()
+            .collect();
+        v.sort();
+        v
+    }
+
     fn target(&self) -> Option<Arc<dyn Target>> {
         self.target.lock().expect("target").clone()
     }
@@ -103,6 +116,9 @@ pub struct DeployManager {
     owner: String,
     envs: Mutex<HashMap<(String, String), Arc<Env>>>,
     events: mpsc::UnboundedSender<ServiceEvent>,
+    /// Environments as the pipeline file at a run's commit describes them: a commit never
+    /// changes, so each is read (through git) once, not on every rollback.
+    specs: Mutex<HashMap<(String, i64, String), EnvironmentSpec>>,
     /// A release failed (deploy, bake, canary): (project, environment, release number).
     failures: tokio::sync::broadcast::Sender<(String, String, i64)>,
 }
@@ -123,6 +139,7 @@ impl DeployManager {
             root,
             owner,
             envs: Mutex::new(HashMap::new()),
+            specs: Mutex::new(HashMap::new()),
             events: tx,
             failures: tokio::sync::broadcast::channel(64).0,
         });
@@ -158,6 +175,33 @@ impl DeployManager {
                 })
             })
             .clone()
+    }
+
+    /// The environment as the pipeline file of run `run` (or, with `None`, the project's
+    /// newest run) describes it; a run's answer is kept, since its commit cannot change.
+    async fn environment_at(
+        &self,
+        project: &str,
+        run: Option<i64>,
+        environment: &str,
+    ) -> anyhow::Result<EnvironmentSpec> {
+        let Some(run) = run else {
+            return self.source.environment(project, None, environment).await;
+        };
+        let key = (project.to_string(), run, environment.to_string());
+        if let Some(spec) = self.specs.lock().expect("specs").get(&key) {
+            return Ok(spec.clone());
+        }
+        let spec = self
+            .source
+            .environment(project, Some(run), environment)
+            .await?;
+        let mut specs = self.specs.lock().expect("specs");
+        if specs.len() >= 512 {
+            specs.clear(); // Bounded: a cache, read again when needed.
+        }
+        specs.insert(key, spec.clone());
+        Ok(spec)
     }
 
     fn known_env(&self, project: &str, name: &str) -> Option<Arc<Env>> {

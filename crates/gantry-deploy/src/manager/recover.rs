@@ -76,8 +76,7 @@ impl DeployManager {
 
     pub(super) async fn restore(&self, live: &ReleaseRecord) -> Result<()> {
         let spec = self
-            .source
-            .environment(&live.project, live.run_id, &live.environment)
+            .environment_at(&live.project, live.run_id, &live.environment)
             .await
             .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
         let env = self.env(&live.project, &live.environment, &spec);

@@ -27,8 +27,7 @@ impl DeployManager {
                     DeployError::Conflict(format!("{project}/{environment} has no live release"))
                 })?;
                 let spec = self
-                    .source
-                    .environment(project, live.run_id, environment)
+                    .environment_at(project, live.run_id, environment)
                     .await
                     .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
                 self.env(project, environment, &spec)
@@ -70,8 +69,7 @@ impl DeployManager {
         self.check_kept(env, &target_rec).await?;
         let spec = match &target_rec.run_id {
             Some(run) => self
-                .source
-                .environment(&env.project, Some(*run), &env.name)
+                .environment_at(&env.project, Some(*run), &env.name)
                 .await
                 .unwrap_or_else(|_| env.spec.lock().expect("spec").clone()),
             None => env.spec.lock().expect("spec").clone(),

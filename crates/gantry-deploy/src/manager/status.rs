@@ -144,19 +144,9 @@ impl DeployManager {
             }
             _ => ("unknown".to_string(), None),
         };
-        let running: Vec<i64> = env
+        let running = env
             .as_ref()
-            .map(|e| {
-                let mut v: Vec<i64> = e
-                    .backends
-                    .lock()
-                    .expect("backends")
-                    .keys()
-                    .copied()
-                    .collect();
-                v.sort();
-                v
-            })
+            .map(|e| e.running_sources())
             .unwrap_or_default();
         let lock = self
             .store

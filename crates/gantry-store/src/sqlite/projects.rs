@@ -46,7 +46,7 @@ impl ProjectStore for SqliteStore {
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
-                anyhow::anyhow!("a token named `{name}` already exists")
+                anyhow::Error::new(Conflict(format!("a token named `{name}` already exists")))
             }
             _ => anyhow::Error::from(e).context("storing the token"),
         })?;

@@ -5,6 +5,58 @@ use super::*;
 
 #[async_trait]
 impl QueueStore for SqliteStore {
+    async fn register_owner(&self, o: &OwnerLease) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO owners (name, host, pid, started_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
+             started_at = excluded.started_at, expires_at = excluded.expires_at",
+        )
+        .bind(&o.name)
+        .bind(&o.host)
+        .bind(o.pid as i64)
+        .bind(o.started_at)
+        .bind(o.expires_at)
+        .execute(&self.pool)
+        .await
+        .context("registering the owner's lease")?;
+        Ok(())
+    }
+
+    async fn renew_owner(&self, name: &str, until: Millis) -> Result<bool> {
+        let done = sqlx::query("UPDATE owners SET expires_at = $1 WHERE name = $2")
+            .bind(until)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .context("renewing the owner's lease")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn owner(&self, name: &str) -> Result<Option<OwnerLease>> {
+        let row = sqlx::query("SELECT * FROM owners WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(OwnerLease {
+                name: r.try_get("name")?,
+                host: r.try_get("host")?,
+                pid: r.try_get::<i64, _>("pid")? as u32,
+                started_at: r.try_get("started_at")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn remove_owner(&self, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM owners WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn enqueue_run(&self, run: QueuedRun) -> Result<Option<i64>> {
         let mut tx = self.pool.begin().await?;
         let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;

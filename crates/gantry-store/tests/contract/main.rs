@@ -1,13 +1,13 @@
 //! The contract every state-store backend meets, run against each backend: claims are
 //! exclusive, uniqueness holds under concurrent inserts, leases expire (and only expired ones
-//! are taken over), the history of releases only grows, and paging is stable while runs are
-//! added. A backend joins by one line in the `backends!` list at the end of this file, naming
-//! how to open a fresh, empty store in a temporary directory.
+//! are taken over), owners' leases renew until removed, the history of releases only grows,
+//! and paging is stable while runs are added. A backend joins by one `contract!` line at the
+//! end of this file, naming how to open a fresh, empty store in a temporary directory.
 //!
 //! Everything here goes through the engine's ports (`Arc<dyn StateStore>`), never a backend's
 //! own methods, so a passing backend is a drop-in replacement.
 
-use gantry_engine::ports::{EnvLock, NewRelease, QueuedRun, RunFilter, StateStore};
+use gantry_engine::ports::{EnvLock, NewRelease, OwnerLease, QueuedRun, RunFilter, StateStore};
 use gantry_engine::release::{ReleaseKind, ReleaseState};
 use std::collections::HashSet;
 use std::path::Path;
@@ -321,46 +321,59 @@ pub async fn paging_is_stable_while_runs_are_added(store: Arc<dyn StateStore>) {
     assert_eq!(other[0].project, "other");
 }
 
-/// Defines, for each backend, one test per contract clause.
-macro_rules! backends {
-    ($($backend:ident => $open:path),* $(,)?) => {$(
+/// An owner's lease row: registered, renewed only while it exists, replaced by a second
+/// registration of the same name, and gone once removed (renewing then says so).
+pub async fn owner_leases_renew_until_removed(store: Arc<dyn StateStore>) {
+    let lease = OwnerLease {
+        name: "owner-1-2.lock".into(),
+        host: "build-1".into(),
+        pid: 42,
+        started_at: 1_000,
+        expires_at: 31_000,
+    };
+    store.register_owner(&lease).await.unwrap();
+    assert_eq!(store.owner(&lease.name).await.unwrap(), Some(lease.clone()));
+    assert!(store.renew_owner(&lease.name, 61_000).await.unwrap());
+    assert_eq!(
+        store.owner(&lease.name).await.unwrap().unwrap().expires_at,
+        61_000
+    );
+    let again = OwnerLease {
+        host: "build-2".into(),
+        ..lease.clone()
+    };
+    store.register_owner(&again).await.unwrap();
+    assert_eq!(
+        store.owner(&lease.name).await.unwrap().unwrap().host,
+        "build-2"
+    );
+    assert!(store.owner("someone-else").await.unwrap().is_none());
+    store.remove_owner(&lease.name).await.unwrap();
+    assert!(store.owner(&lease.name).await.unwrap().is_none());
+    assert!(!store.renew_owner(&lease.name, 91_000).await.unwrap());
+}
+
+/// `contract!(name => open)`: a module `name` with one test per clause of the contract, each
+/// on a fresh store that `open(dir)` makes in a temporary directory.
+macro_rules! contract {
+    ($backend:ident => $open:path) => {
         mod $backend {
-            use super::*;
-            async fn fresh() -> (tempfile::TempDir, Arc<dyn StateStore>) {
-                let dir = tempfile::tempdir().unwrap();
-                let store = $open(dir.path()).await;
-                (dir, store)
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn claims_are_exclusive() {
-                let (_d, s) = fresh().await;
-                super::claims_are_exclusive(s).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn a_trigger_key_makes_one_run_under_concurrent_inserts() {
-                let (_d, s) = fresh().await;
-                super::a_trigger_key_makes_one_run_under_concurrent_inserts(s).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn release_numbers_are_unique_under_concurrent_creates() {
-                let (_d, s) = fresh().await;
-                super::release_numbers_are_unique_under_concurrent_creates(s).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn leases_expire_and_only_expired_ones_are_taken_over() {
-                let (_d, s) = fresh().await;
-                super::leases_expire_and_only_expired_ones_are_taken_over(s).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn the_history_of_releases_only_grows() {
-                let (_d, s) = fresh().await;
-                super::the_history_of_releases_only_grows(s).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn paging_is_stable_while_runs_are_added() {
-                let (_d, s) = fresh().await;
-                super::paging_is_stable_while_runs_are_added(s).await
-            }
+            contract!(@tests $open;
+                claims_are_exclusive,
+                a_trigger_key_makes_one_run_under_concurrent_inserts,
+                release_numbers_are_unique_under_concurrent_creates,
+                leases_expire_and_only_expired_ones_are_taken_over,
+                owner_leases_renew_until_removed,
+                the_history_of_releases_only_grows,
+                paging_is_stable_while_runs_are_added);
+        }
+    };
+    (@tests $open:path; $($clause:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $clause() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = $open(dir.path()).await;
+            super::$clause(store).await
         }
     )*};
 }
@@ -370,6 +383,5 @@ async fn open_sqlite(dir: &Path) -> Arc<dyn StateStore> {
     gantry_store::open_state(&url).await.unwrap()
 }
 
-backends! {
-    sqlite => open_sqlite,
-}
+// The backends: one line each.
+contract!(sqlite => super::open_sqlite);

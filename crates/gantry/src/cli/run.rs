@@ -76,7 +76,7 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
         crate::secrets::load_secrets(args.secrets_file.as_deref(), &pipeline.secret_names())?;
 
     let ctx = Context::open(data_dir_for(data_dir, &root)).await?;
-    let owner = OwnerLock::acquire(&ctx.lock_dir())?;
+    let owner = OwnerLock::acquire(&ctx.lock_dir(), ctx.state.clone()).await?;
     let style = if args.json {
         Style::Json
     } else if !args.plain && std::io::stderr().is_terminal() {

@@ -94,7 +94,12 @@ impl Source {
             Source::Local(ctx) => ctx.state.run_detail(id).await,
             Source::Remote(c) => match c.get(&format!("/api/runs/{id}")).await {
                 Ok(v) => Ok(Some(serde_json::from_value(v)?)),
-                Err(e) if e.to_string().contains("404") => Ok(None),
+                Err(e)
+                    if e.downcast_ref::<crate::client::Refused>()
+                        .is_some_and(|r| r.status == reqwest::StatusCode::NOT_FOUND) =>
+                {
+                    Ok(None)
+                }
                 Err(e) => Err(e),
             },
         }

@@ -25,15 +25,8 @@ pub fn share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
             });
     }
     let key = generate_token();
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
     let hex_part = key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX);
-    writeln!(f, "{hex_part}")?;
+    write_private(&path, hex_part)?;
     Ok(hex::decode(hex_part)?)
 }
 
@@ -54,17 +47,23 @@ pub async fn ensure_admin_token(store: &dyn StateStore, data_dir: &Path) -> anyh
             gantry_engine::ports::now_millis(),
         )
         .await?;
+    write_private(&path, &token)?;
+    eprintln!(
+        "gantry: created an admin token in {} (the CLI on this machine uses it)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Writes a new file readable by its owner only (mode 0600); never replaces one.
+fn write_private(path: &Path, line: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(f, "{token}")?;
-    eprintln!(
-        "gantry: created an admin token in {} (the CLI on this machine uses it)",
-        path.display()
-    );
+    writeln!(f, "{line}")?;
     Ok(())
 }

@@ -339,7 +339,7 @@ impl Control for Server {
         let rules = crate::why::load_rules(self.config.why_rules.as_deref())?;
         match crate::why::diagnose_run(&*self.store, repo.as_ref(), run, rules).await {
             Ok(report) => Ok(serde_json::to_value(report).map_err(anyhow::Error::from)?),
-            Err(e) if e.to_string().contains("no failure to explain") => {
+            Err(e) if e.is::<crate::why::NothingToExplain>() => {
                 Err(ApiError::conflict(e.to_string()))
             }
             Err(e) => Err(e.into()),

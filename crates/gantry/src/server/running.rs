@@ -43,7 +43,7 @@ impl Server {
     ) -> Result<RunningServer> {
         let data_dir = ctx.data_dir.clone();
         super::keys::ensure_admin_token(&*ctx.state, &data_dir).await?;
-        let owner = OwnerLock::acquire(&ctx.lock_dir())?;
+        let owner = OwnerLock::acquire(&ctx.lock_dir(), ctx.state.clone()).await?;
         for p in &config.projects {
             ctx.state.upsert_project(&p.name, &p.repo).await?;
         }
