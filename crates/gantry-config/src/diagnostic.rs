@@ -57,19 +57,24 @@ impl Diagnostics {
         writeln!(
             f,
             "{}:{}:{}: {kind}: {field}{}",
-            self.file, d.pos.line, d.pos.col, d.message
+            self.file,
+            d.pos.line,
+            d.pos.col,
+            shorten(&d.message, MAX_MESSAGE)
         )?;
         if let Some(line) = self.source.lines().nth(d.pos.line.saturating_sub(1)) {
             let num = d.pos.line.to_string();
             let pad = " ".repeat(num.len());
+            let (shown, col) = window(line.trim_end(), d.pos.col);
             writeln!(f, "{pad} |")?;
-            writeln!(f, "{num} | {}", line.trim_end())?;
-            let indent: String = line
+            writeln!(f, "{num} | {shown}")?;
+            let indent: String = shown
                 .chars()
-                .take(d.pos.col.saturating_sub(1))
+                .take(col.saturating_sub(1))
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            writeln!(f, "{pad} | {indent}{}", "^".repeat(d.width.max(1)))?;
+            let width = d.width.clamp(1, WINDOW);
+            writeln!(f, "{pad} | {indent}{}", "^".repeat(width))?;
             if let Some(help) = &d.help {
                 writeln!(f, "{pad} = help: {help}")?;
             }
@@ -78,6 +83,43 @@ impl Diagnostics {
         }
         Ok(())
     }
+}
+
+/// Characters of a source line quoted around the spot; a longer line is cut to this many.
+const WINDOW: usize = 120;
+/// Characters of a message shown (a message can quote a value of any length).
+const MAX_MESSAGE: usize = 400;
+
+/// The part of `line` to quote so that column `col` shows, and the column within it: the
+/// whole line when short, else `WINDOW` characters around the column with `…` at the cuts.
+fn window(line: &str, col: usize) -> (String, usize) {
+    let count = line.chars().count();
+    if count <= WINDOW {
+        return (line.to_string(), col);
+    }
+    let start = col
+        .saturating_sub(WINDOW / 2)
+        .min(count.saturating_sub(WINDOW));
+    let mut shown: String = line.chars().skip(start).take(WINDOW).collect();
+    let mut col = col - start;
+    if start > 0 {
+        shown.insert(0, '…');
+        col += 1;
+    }
+    if start + WINDOW < count {
+        shown.push('…');
+    }
+    (shown, col)
+}
+
+/// `text` cut to `max` characters, saying how much was left out.
+fn shorten(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(max).collect();
+    format!("{kept}… ({} more characters)", count - max)
 }
 
 impl fmt::Display for Diagnostics {

@@ -30,13 +30,63 @@ pub struct CheckedPipeline {
     pub warnings: Diagnostics,
 }
 
-/// Parses and checks a pipeline file's text. `file` names it in messages.
+/// The largest pipeline file gantry reads: far above any real one, and small enough that
+/// checking it is quick and bounded.
+pub const MAX_PIPELINE_BYTES: usize = 1024 * 1024;
+
+/// Parses and checks a pipeline file as it is stored (bytes): text that is not UTF-8 is an
+/// error at the line and column of the first byte that is not.
+pub fn parse_pipeline_bytes(file: &str, bytes: &[u8]) -> Result<CheckedPipeline, Diagnostics> {
+    match std::str::from_utf8(bytes) {
+        Ok(source) => parse_pipeline(file, source),
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let col = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+            Err(Diagnostics {
+                file: file.to_string(),
+                source: String::from_utf8_lossy(bytes).into_owned(),
+                items: vec![Diagnostic {
+                    severity: Severity::Error,
+                    pos: yaml::Pos { line, col },
+                    width: 1,
+                    field: String::new(),
+                    message: format!(
+                        "the file is not UTF-8 text: byte {} (0x{:02x}) cannot start or continue a character",
+                        e.valid_up_to() + 1,
+                        bytes[e.valid_up_to()]
+                    ),
+                    help: Some("save the file as UTF-8".into()),
+                }],
+            })
+        }
+    }
+}
+
+/// Parses and checks a pipeline file's text. `file` names it in messages. A UTF-8 byte-order
+/// mark at the start is skipped (editors on Windows write one).
 pub fn parse_pipeline(file: &str, source: &str) -> Result<CheckedPipeline, Diagnostics> {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let mut diags = Diagnostics {
         file: file.to_string(),
         source: source.to_string(),
         items: Vec::new(),
     };
+    if source.len() > MAX_PIPELINE_BYTES {
+        diags.items.push(Diagnostic {
+            severity: Severity::Error,
+            pos: yaml::Pos { line: 1, col: 1 },
+            width: 1,
+            field: String::new(),
+            message: format!(
+                "the pipeline file is {} bytes; gantry reads pipeline files of at most {MAX_PIPELINE_BYTES} bytes",
+                source.len()
+            ),
+            help: Some("move long scripts into files of the repository and run them from the steps".into()),
+        });
+        return Err(diags);
+    }
     let root = match yaml::parse(source) {
         Ok(root) => root,
         Err(e) => {
@@ -85,5 +135,7 @@ pub fn find_pipeline_file(dir: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+#[cfg(test)]
+mod hostile;
 #[cfg(test)]
 mod tests;

@@ -92,18 +92,49 @@ enum Frame {
     Map(Node, usize, Option<Node>, Vec<Node>),
 }
 
+/// Nodes a document may have once its aliases are expanded. A real pipeline has a few thousand;
+/// nested aliases ("billion laughs") would otherwise grow a few hundred bytes into gigabytes.
+pub const MAX_NODES: usize = 100_000;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes, with how many nodes each holds.
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
     error: Option<SyntaxError>,
+    /// Nodes made so far, aliases counted as the copies they become.
+    nodes: usize,
+}
+
+/// How many nodes a tree holds.
+fn size_of(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Seq(items) => items.iter().map(size_of).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| size_of(k) + size_of(v)).sum(),
+        _ => 0,
+    }
 }
 
 impl Builder {
+    /// Counts `n` more nodes; past [`MAX_NODES`] the document is refused at `pos`.
+    fn count(&mut self, n: usize, pos: Pos) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES && self.error.is_none() {
+            self.error = Some(SyntaxError {
+                pos,
+                message: format!(
+                    "this document expands to more than {MAX_NODES} values (aliases of aliases multiply); gantry reads at most that many"
+                ),
+            });
+        }
+        self.error.is_none()
+    }
+
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = size_of(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -156,6 +187,13 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let pos = pos_of(&mark);
+        if matches!(
+            ev,
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) && !self.count(1, pos)
+        {
+            return;
+        }
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let plain = matches!(style, TScalarStyle::Plain);
@@ -219,11 +257,14 @@ impl MarkedEventReceiver for Builder {
                     self.push_value(node, anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(mut node) => {
+            Event::Alias(id) => match self.anchors.get(&id).map(|(_, size)| *size) {
+                // The copy is counted before it is made: a bomb never gets built.
+                Some(size) if self.count(size, pos) => {
+                    let mut node = self.anchors[&id].0.clone();
                     node.pos = pos;
                     self.push_value(node, 0);
                 }
+                Some(_) => {}
                 None => {
                     self.error = Some(SyntaxError {
                         pos,
@@ -271,6 +312,21 @@ mod tests {
             .map(|(k, v)| (k.as_scalar().unwrap(), v.as_scalar().unwrap()))
             .collect();
         assert_eq!(pairs, vec![("y", "3"), ("x", "1")]);
+    }
+
+    #[test]
+    fn nested_aliases_are_refused_before_they_are_expanded() {
+        // Nine levels of ten aliases each: 10^9 values if expanded.
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse(&doc).unwrap_err();
+        assert!(err.message.contains("expands to more than"), "{err:?}");
+        assert!(err.pos.line >= 5, "{err:?}");
+        // A few aliases are fine.
+        assert!(parse("base: &b {x: 1}\nuse: [*b, *b, *b]\n").is_ok());
     }
 
     #[test]

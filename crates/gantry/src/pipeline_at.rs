@@ -1,7 +1,7 @@
 //! Reading a project's pipeline file from a commit, shared by `gantry run` and the server's
 //! workers: the file is looked up in the commit (never the working copy), then checked.
 
-use gantry_config::{CheckedPipeline, Diagnostics, PIPELINE_FILE_NAMES, parse_pipeline};
+use gantry_config::{CheckedPipeline, Diagnostics, PIPELINE_FILE_NAMES, parse_pipeline_bytes};
 use gantry_git::Repo;
 use std::path::Path;
 
@@ -61,10 +61,7 @@ pub fn load_pipeline(
             PIPELINE_FILE_NAMES.join(" or ")
         )));
     };
-    let source = String::from_utf8(bytes).map_err(|_| {
-        LoadError::Missing(format!("{file} at {} is not UTF-8 text", short(commit)))
-    })?;
-    match parse_pipeline(&file, &source) {
+    match parse_pipeline_bytes(&file, &bytes) {
         Ok(checked) => Ok((file, checked)),
         Err(diags) => Err(LoadError::Invalid(diags)),
     }

@@ -2,7 +2,7 @@
 
 use super::{CliError, CliResult};
 use anyhow::Context;
-use gantry_config::{PIPELINE_FILE_NAMES, find_pipeline_file, parse_pipeline};
+use gantry_config::{PIPELINE_FILE_NAMES, find_pipeline_file, parse_pipeline_bytes};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -24,11 +24,10 @@ pub fn check(args: CheckArgs) -> CliResult {
     } else {
         path
     };
-    let source =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let source = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let shown = file.display().to_string();
     let shown = shown.strip_prefix("./").unwrap_or(&shown).to_string();
-    match parse_pipeline(&shown, &source) {
+    match parse_pipeline_bytes(&shown, &source) {
         Ok(checked) => {
             if !checked.warnings.items.is_empty() {
                 eprint!("{}", checked.warnings);
