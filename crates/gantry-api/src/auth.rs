@@ -37,9 +37,11 @@ pub async fn require(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    // The scheme's name is case-insensitive (RFC 7235): `bearer`, `BEARER` and `Bearer` alike.
     let Some(token) = header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
     else {
         return Err(ApiError::unauthorized(
             "this route needs a token: send `Authorization: Bearer <token>`",

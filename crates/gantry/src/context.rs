@@ -30,6 +30,13 @@ impl Context {
         let data_dir = data_dir
             .canonicalize()
             .with_context(|| format!("resolving {}", data_dir.display()))?;
+        // Only its owner may enter it: the database holds every project's logs and token
+        // hashes, beside the admin token and the share key (which are 0600 themselves).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private (mode 0700)", data_dir.display()))?;
+        }
         // Keep the data directory out of the user's `git status`.
         let ignore = data_dir.join(".gitignore");
         if !ignore.exists() {
@@ -119,9 +126,11 @@ impl Context {
         location.region = c.region.clone();
         location.access_key_id = c.access_key_id.clone();
         if let Some(var) = &c.secret_access_key_env {
-            location.secret_access_key = Some(std::env::var(var).with_context(|| {
-                format!("[artifacts] secret_access_key_env names `{var}`, which is not set")
-            })?);
+            location.secret_access_key = Some(gantry_model::SecretValue::new(
+                std::env::var(var).with_context(|| {
+                    format!("[artifacts] secret_access_key_env names `{var}`, which is not set")
+                })?,
+            ));
         }
         location.timeout = c.timeout_ms.map(std::time::Duration::from_millis);
         location.retries = c.retries.map(|n| n as usize);

@@ -45,7 +45,8 @@ pub struct S3Location {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
+    /// Held as a secret: `{:?}` of a location prints `***`, never the key.
+    pub secret_access_key: Option<gantry_model::SecretValue>,
     /// Longest wait for one request (default 30 s).
     pub timeout: Option<Duration>,
     /// Attempts after a failed request (default 3).
@@ -103,7 +104,7 @@ impl S3ArtifactStore {
             builder = builder.with_access_key_id(id);
         }
         if let Some(secret) = &location.secret_access_key {
-            builder = builder.with_secret_access_key(secret);
+            builder = builder.with_secret_access_key(secret.expose());
         }
         let retries = location.retries.unwrap_or(3);
         let timeout = location.timeout.unwrap_or(Duration::from_secs(30));
@@ -423,6 +424,19 @@ impl ArtifactStore for S3ArtifactStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_location_never_prints_its_secret_key() {
+        let l = S3Location {
+            bucket: "builds".into(),
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some(gantry_model::SecretValue::new("wJalrXUtnFEMI/K7MDENG")),
+            ..S3Location::default()
+        };
+        let shown = format!("{l:?} {l:#?}");
+        assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+    }
 
     #[test]
     fn urls() {

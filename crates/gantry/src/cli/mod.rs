@@ -122,6 +122,9 @@ pub type CliResult = Result<(), CliError>;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    if cli.command.only_prints() {
+        die_quietly_on_a_closed_pipe();
+    }
     let result = match cli.command {
         Command::Demo(args) => block_on(demo::demo(args)),
         Command::Check(args) => check::check(args),
@@ -157,6 +160,35 @@ pub fn main() -> ExitCode {
             }
             ExitCode::from(code)
         }
+    }
+}
+
+impl Command {
+    /// Commands that print and hold nothing: piped into `head`, they may simply stop.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Check(_)
+                | Command::Schema
+                | Command::Runs(_)
+                | Command::Show(_)
+                | Command::Logs(_)
+                | Command::Releases(_)
+                | Command::Status(_)
+                | Command::Why(_)
+        )
+    }
+}
+
+/// `gantry runs | head`: when the reader goes away, stop as other Unix tools do (killed by
+/// SIGPIPE, silently) instead of panicking on the failed write. Rust ignores SIGPIPE by default;
+/// commands that serve, run or deploy keep it ignored (a closed socket must not kill them).
+fn die_quietly_on_a_closed_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called once at start, before any thread is spawned, restoring the default
+    // disposition; no handler function is installed.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
     }
 }
 

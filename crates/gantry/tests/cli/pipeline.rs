@@ -374,3 +374,29 @@ fn the_demo_runs_the_whole_loop_and_cleans_up() {
         .collect();
     assert!(left.is_empty(), "the demo left {left:?}");
 }
+
+/// `gantry runs | head` and friends: a reader that goes away stops gantry quietly (SIGPIPE, as
+/// for other Unix tools), never with a panic.
+#[test]
+fn listing_into_a_closed_pipe_stops_quietly() {
+    use std::process::Stdio;
+    let f = Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: j\n        run: 'true'\n",
+    );
+    for _ in 0..3 {
+        assert_eq!(f.run(&["run"]).code, 0);
+    }
+    for args in [&["runs"][..], &["show", "1"], &["logs", "1", "j"]] {
+        let mut child = f
+            .gantry(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // The reader is gone before gantry writes.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}

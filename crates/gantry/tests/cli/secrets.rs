@@ -140,3 +140,17 @@ fn a_missing_secret_fails_its_job_with_a_clear_error() {
     );
     assert!(!out.stdout.contains("should-not-run"));
 }
+
+/// The data directory holds every project's logs and the token hashes: only its owner may
+/// enter it, whatever the umask made of the database file.
+#[test]
+fn the_data_directory_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: a\n    jobs:\n      - name: j\n        run: 'true'\n",
+    );
+    assert_eq!(f.run(&["run"]).code, 0);
+    let mode = std::fs::metadata(f.data()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "data directory mode {mode:o}");
+    assert!(f.data().join("gantry.db").is_file());
+}

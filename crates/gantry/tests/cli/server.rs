@@ -927,3 +927,41 @@ fn share_links_work_with_plain_curl_and_refuse_everything_else() {
         "{ls}"
     );
 }
+
+/// RFC 7235: the scheme's name is case-insensitive; other schemes are not tokens.
+#[test]
+fn the_authorization_scheme_is_case_insensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), QUICK);
+    let s = Served::start_in(dir, &config("0s"));
+    let viewer = s
+        .api(
+            "POST",
+            "/api/tokens",
+            r#"{"name":"reader","role":"viewer"}"#,
+        )
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} {viewer}");
+        let r = request(
+            &s.addr(),
+            "GET",
+            "/api/projects",
+            &[("Authorization", &auth)],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+    let basic = format!("Basic {viewer}");
+    let r = request(
+        &s.addr(),
+        "GET",
+        "/api/projects",
+        &[("Authorization", &basic)],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+}
