@@ -107,6 +107,9 @@ pub struct ProjectConfig {
     /// Zero: webhooks only.
     pub poll: Duration,
     pub webhook_secret_env: Option<String>,
+    /// Where `webhook_secret_env` is written (`gantry.toml:LINE:COL`), for errors found when
+    /// the server starts (the variable is not set).
+    pub webhook_secret_env_at: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +136,7 @@ impl Default for ServerConfig {
 }
 
 struct Checker<'s> {
+    file: &'s str,
     source: &'s str,
     diags: Vec<Diagnostic>,
 }
@@ -273,6 +277,7 @@ impl Checker<'_> {
         let mut branches = Vec::new();
         let mut poll = Duration::from_secs(60);
         let mut secret_env = None;
+        let mut secret_env_at = None;
         let mut ok = true;
         for (key, value) in self.table(t, &path, "a project", PROJECT_KEYS) {
             let field = format!("{path}.{key}");
@@ -334,6 +339,8 @@ impl Checker<'_> {
                         if !e.is_empty()
                             && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
                     {
+                        let at = self.pos(value.span().start);
+                        secret_env_at = Some(format!("{}:{}:{}", self.file, at.line, at.col));
                         secret_env = Some(e)
                     }
                     Some(e) => {
@@ -371,6 +378,7 @@ impl Checker<'_> {
             branches,
             poll,
             webhook_secret_env: secret_env,
+            webhook_secret_env_at: secret_env_at,
         })
     }
 }
@@ -553,8 +561,45 @@ fn kind(v: &DeValue<'_>) -> &'static str {
 }
 
 /// Parses and checks a server configuration file. `file` names it in messages.
+/// `listen`: an IP and port, or a host name and port (`localhost:8080`); port 0 is any free one.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("`{text}` is not an address: it has no port"));
+    };
+    let port: u16 = match port.parse::<u64>() {
+        Ok(p) if p <= u16::MAX as u64 => p as u16,
+        Ok(p) => {
+            return Err(format!(
+                "`{text}`: port {p} is out of range (1 to 65535, or 0 for any free port)"
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "`{text}` is not an address: `{port}` is not a port"
+            ));
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("`{text}` is not an address: it has no host"));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    use std::net::ToSocketAddrs;
+    match (host, port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => Ok(a),
+        _ => Err(format!(
+            "`{text}` is not an address: the host `{host}` is not known"
+        )),
+    }
+}
+
 pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Diagnostics> {
     let mut c = Checker {
+        file,
         source,
         diags: Vec::new(),
     };
@@ -582,12 +627,12 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
         match key {
             "listen" => {
                 if let Some(text) = c.string(value, key) {
-                    match text.parse::<SocketAddr>() {
+                    match listen_address(&text) {
                         Ok(a) => cfg.listen = a,
-                        Err(_) => c.error(
+                        Err(message) => c.error(
                             value.span(),
                             key,
-                            format!("`{text}` is not an address"),
+                            message,
                             Some("write host:port, e.g. \"127.0.0.1:8080\"".into()),
                         ),
                     }
@@ -769,6 +814,25 @@ concurrency = 3
             "projects[1].repo: expected a string, found an integer",
             "projects[1]: a project needs a `name`",
             "runner.concurency: unknown key `concurency` in [runner]",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_says_when_a_port_is_out_of_range() {
+        let cfg = parse_server_config("gantry.toml", "listen = \"localhost:9090\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.listen, "127.0.0.1:9090".parse().unwrap());
+        let err = parse_server_config(
+            "gantry.toml",
+            "listen = \"localhost:99999\"\n[runner]\nkill_grace = \"10 s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "gantry.toml:1:10: error: listen: `localhost:99999`: port 99999 is out of range",
+            "gantry.toml:3:14: error: runner.kill_grace: invalid duration: `10 s` has spaces in it: write `10s`",
         ] {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }

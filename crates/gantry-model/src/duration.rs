@@ -8,6 +8,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration".into());
     }
+    if s.contains(char::is_whitespace) {
+        let joined: String = s.split_whitespace().collect();
+        return Err(match parse_duration(&joined) {
+            Ok(_) => format!("`{text}` has spaces in it: write `{joined}`"),
+            Err(_) => format!("`{text}` is not a duration: write it without spaces, like `1h30m`"),
+        });
+    }
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
@@ -98,6 +105,8 @@ mod tests {
         check("2d", Ok(172_800_000));
         check(" 5s ", Ok(5_000));
         check("10", Err("has no unit"));
+        check("10 s", Err("has spaces in it: write `10s`"));
+        check("1h 30 m", Err("write `1h30m`"));
         check("10x", Err("unknown unit `x`"));
         check("m", Err("expected a number"));
         check("", Err("empty"));

@@ -79,10 +79,32 @@ pub async fn serve_until(
         crate::why::load_rules(config.why_rules.as_deref())?;
     }
 
-    let ctx = Context::open(data_dir).await?;
+    // Webhook secrets are read from gantry's environment: a variable that is not set would
+    // make every delivery fail later; refuse now, saying where it is named.
+    for p in &config.projects {
+        if let Some(var) = &p.webhook_secret_env
+            && std::env::var(var).map_or(true, |v| v.is_empty())
+        {
+            return Err(anyhow!(
+                "{}: project `{}`: webhook_secret_env names `{var}`, which is not set in gantry's environment: set it, or remove webhook_secret_env to take no webhooks",
+                p.webhook_secret_env_at.as_deref().unwrap_or(&shown),
+                p.name
+            )
+            .into());
+        }
+    }
+    // The address first: a port in use must not leave a new data directory, database and
+    // admin token behind.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("listening on {}", config.listen))?;
+        .with_context(|| {
+            let from = match args.listen {
+                Some(_) => "--listen".to_string(),
+                None => format!("{shown}: listen"),
+            };
+            format!("{from} = \"{}\": cannot listen there", config.listen)
+        })?;
+    let ctx = Context::open(data_dir).await?;
     let grace = config.shutdown_grace;
     let projects = config.projects.len();
     let running = Server::start(config, ctx, listener).await?;

@@ -965,3 +965,66 @@ fn the_authorization_scheme_is_case_insensitive() {
     );
     assert_eq!(r.status, 401, "{}", r.body);
 }
+
+/// A port in use is said with the file and the field, and nothing is created before: no data
+/// directory, no database, no admin token.
+#[test]
+fn a_port_in_use_names_the_field_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        format!("listen = \"{addr}\"\ndata_dir = \"state\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["serve", "--config", "gantry.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "gantry.toml: listen = \"{addr}\": cannot listen there"
+        )),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "the data directory was made"
+    );
+    drop(taken);
+}
+
+/// `webhook_secret_env` naming a variable that is not set: the server refuses to start, saying
+/// which variable, which project and where it is written — rather than starting and answering
+/// every delivery 401 later.
+#[test]
+fn an_unset_webhook_secret_variable_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"state\"\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\nwebhook_secret_env = \"GANTRY_TEST_UNSET_SECRET\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["serve", "--config", "gantry.toml"])
+        .current_dir(dir.path())
+        .env_remove("GANTRY_TEST_UNSET_SECRET")
+        .output()
+        .unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "gantry.toml:6:22: project `hello`: webhook_secret_env names `GANTRY_TEST_UNSET_SECRET`, which is not set"
+        ),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "the data directory was made"
+    );
+}
