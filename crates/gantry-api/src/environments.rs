@@ -215,21 +215,38 @@ fn firing_alarms(body: &Value) -> Result<Vec<String>, ApiError> {
     }
 }
 
+/// `POST /api/environments/{environment}/alarm` (`?project=` narrows it): acts only when one
+/// project has an environment of that name.
 pub async fn alarm(
     State(state): State<AppState>,
     Path(environment): Path<String>,
     Query(q): Query<AlarmQuery>,
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let firing = firing_alarms(&body)?;
+    fire(&state, q.project.as_deref(), &environment, &body).await
+}
+
+/// `POST /api/projects/{project}/environments/{environment}/alarm`.
+pub async fn project_alarm(
+    State(state): State<AppState>,
+    Path((project, environment)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    fire(&state, Some(&project), &environment, &body).await
+}
+
+async fn fire(
+    state: &AppState,
+    project: Option<&str>,
+    environment: &str,
+    body: &Value,
+) -> Result<Json<Value>, ApiError> {
+    let firing = firing_alarms(body)?;
     if firing.is_empty() {
         return Ok(Json(json!({ "acted": [], "note": "nothing firing" })));
     }
     let name = firing.join(", ");
-    let acted = state
-        .control
-        .alarm(q.project.as_deref(), &environment, &name)
-        .await?;
+    let acted = state.control.alarm(project, environment, &name).await?;
     Ok(Json(json!({ "alarm": name, "acted": acted })))
 }
 

@@ -216,9 +216,15 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
     ),
     route(
         "POST",
+        "/api/projects/{project}/environments/{environment}/alarm",
+        Token(Role::Deployer),
+        "An alarm (Prometheus Alertmanager webhook, or {\"status\": \"firing\", \"name\"}): a firing one aborts the environment's canary or rolls back its release in its bake",
+    ),
+    route(
+        "POST",
         "/api/environments/{environment}/alarm",
         Token(Role::Deployer),
-        "An alarm (Prometheus Alertmanager webhook, or {\"status\": \"firing\", \"name\"}): a firing one aborts a canary or rolls back a release in its bake",
+        "The same alarm without the project: refused (409) when several projects have an environment of that name",
     ),
     route(
         "POST",
@@ -276,6 +282,9 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
             crate::environments::canary(CanaryAction::Resume)
         }
         ("POST", "/api/environments/{environment}/alarm") => post(crate::environments::alarm),
+        ("POST", "/api/projects/{project}/environments/{environment}/alarm") => {
+            post(crate::environments::project_alarm)
+        }
         ("POST", "/api/projects/{project}/environments/{environment}/rollback") => {
             post(crate::environments::rollback)
         }

@@ -378,6 +378,16 @@ impl DeployManager {
                 "no environment `{environment}` runs on this server"
             )));
         }
+        if project.is_none() && envs.len() > 1 {
+            // One alert must not act on every project that happens to name an environment
+            // alike: the caller says which.
+            let mut projects: Vec<&str> = envs.iter().map(|e| e.project.as_str()).collect();
+            projects.sort();
+            return Err(DeployError::Conflict(format!(
+                "environment `{environment}` runs for projects {}: post the alarm to /api/projects/PROJECT/environments/{environment}/alarm",
+                projects.join(", ")
+            )));
+        }
         for env in envs {
             let sent_to_canary = {
                 let slot = env.canary.lock().expect("canary");

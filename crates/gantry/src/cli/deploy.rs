@@ -202,8 +202,13 @@ pub async fn deploy(
     }
     match status {
         200 => {
+            // A canary serves some users next to the live release; only a switch is "live".
+            let now = match body["release"]["state"].as_str() {
+                Some("canary") => "is a canary",
+                _ => "is live",
+            };
             println!(
-                "{}: {} is live ({} ms)",
+                "{}: {} {now} ({} ms)",
                 args.environment,
                 describe_release(&body["release"]),
                 started.elapsed().as_millis()

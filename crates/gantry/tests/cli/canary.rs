@@ -226,6 +226,12 @@ fn named_users_the_forcing_header_stickiness_and_the_share_through_the_router() 
     let out = env.deploy(v2, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("is a canary"), "{out}");
+    // Its first line says so too: a canary is not "live" (issue: hardening).
+    let first = out.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.contains("is a canary") && !first.contains("is live"),
+        "{out}"
+    );
     let router = env.router();
     // The first approval, at 0%: only alice and forced requests reach the canary.
     assert!(wait_until(Duration::from_secs(10), || {
@@ -407,6 +413,20 @@ fn a_firing_alarm_aborts_a_canary_and_rolls_back_a_release_in_its_bake() {
     );
     assert_eq!(r.status, 200);
     assert!(r.body.contains("nothing firing"), "{}", r.body);
+    // The project in the path: only that project's environment hears it.
+    let r = env.server.api(
+        "POST",
+        "/api/projects/hello/environments/production/alarm",
+        r#"{"status":"firing","name":"late"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("hello/production"), "{}", r.body);
+    let r = env.server.api(
+        "POST",
+        "/api/projects/other/environments/production/alarm",
+        r#"{"status":"firing","name":"late"}"#,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
 }
 
 /// A pipeline deploying in waves to eu, us and ap (routers on `ports`); `us_health` is us's
