@@ -148,7 +148,7 @@ async fn handle(
     Ok((
         status,
         Json(
-            json!({ "queued": outcome.run.is_some(), "run": outcome.run, "commit": outcome.commit, "branch": outcome.branch, "reason": outcome.reason, "sender": sender }),
+            json!({ "queued": outcome.queued, "run": outcome.run, "commit": outcome.commit, "branch": outcome.branch, "reason": outcome.reason, "sender": sender }),
         ),
     ))
 }

@@ -42,8 +42,11 @@ pub struct TriggerRequest {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TriggerOutcome {
-    /// The queued run, or `None` when nothing was queued.
+    /// The run: queued now, or the one this commit already has (a redelivered webhook); `None`
+    /// when there is none (the branch is not watched).
     pub run: Option<i64>,
+    /// Whether this request queued it.
+    pub queued: bool,
     pub commit: String,
     pub branch: String,
     /// Why nothing was queued (a run for this commit exists, branch not watched, ...).
@@ -53,7 +56,7 @@ pub struct TriggerOutcome {
 impl TriggerOutcome {
     /// 201 when a run was queued, 200 when the request was fine but queued nothing.
     pub fn status(&self) -> axum::http::StatusCode {
-        if self.run.is_some() {
+        if self.queued {
             axum::http::StatusCode::CREATED
         } else {
             axum::http::StatusCode::OK

@@ -474,6 +474,8 @@ pub trait QueueStore: Send + Sync {
     async fn remove_owner(&self, name: &str) -> anyhow::Result<()>;
     /// Queues a run; `None` when a run with the same trigger key exists (nothing is queued).
     async fn enqueue_run(&self, run: QueuedRun) -> anyhow::Result<Option<i64>>;
+    /// The run a trigger key made, if any (what a redelivered webhook is answered with).
+    async fn run_by_trigger_key(&self, key: &str) -> anyhow::Result<Option<i64>>;
     /// Cancels queued runs of the same project and branch older than `newer`; returns their ids.
     async fn supersede_queued(
         &self,

@@ -77,6 +77,15 @@ impl QueueStore for SqliteStore {
         Ok(id)
     }
 
+    async fn run_by_trigger_key(&self, key: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runs WHERE trigger_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     async fn supersede_queued(
         &self,
         project: &str,

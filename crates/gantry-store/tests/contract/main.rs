@@ -110,6 +110,11 @@ pub async fn a_trigger_key_makes_one_run_under_concurrent_inserts(store: Arc<dyn
         made.extend(i.await.unwrap());
     }
     assert_eq!(made.len(), 1, "runs made: {made:?}");
+    assert_eq!(
+        store.run_by_trigger_key("p/main/7").await.unwrap(),
+        Some(made[0])
+    );
+    assert_eq!(store.run_by_trigger_key("p/main/8").await.unwrap(), None);
     let runs = store
         .list_runs(&RunFilter {
             limit: 100,

@@ -156,7 +156,7 @@ impl Server {
         trigger: &str,
         dedupe: bool,
     ) -> Result<Option<i64>> {
-        let key = dedupe.then(|| format!("{}/{branch}/{commit}", project.name));
+        let key = dedupe.then(|| trigger_key(&project.name, branch, commit));
         let id = self
             .store
             .enqueue_run(QueuedRun {
@@ -216,6 +216,7 @@ impl Control for Server {
                     if !self.watches(&project, &branch, default.as_deref()) {
                         return Ok(TriggerOutcome {
                             run: None,
+                            queued: false,
                             commit,
                             branch,
                             reason: Some("branch not watched".into()),
@@ -224,19 +225,30 @@ impl Control for Server {
                 } else if !self.watches(&project, &branch, default.as_deref()) {
                     return Ok(TriggerOutcome {
                         run: None,
+                        queued: false,
                         commit,
                         branch,
                         reason: Some("branch not watched".into()),
                     });
                 }
-                let run = self
+                let queued = self
                     .enqueue(&project, &branch, &commit, "webhook", true)
                     .await?;
-                let reason = run
-                    .is_none()
-                    .then(|| "a run for this commit exists already".to_string());
+                let (run, reason) = match queued {
+                    Some(id) => (Some(id), None),
+                    None => {
+                        let key = trigger_key(&project.name, &branch, &commit);
+                        let existing = self.store.run_by_trigger_key(&key).await?;
+                        let reason = match existing {
+                            Some(id) => format!("run {id} is this commit's run already"),
+                            None => "a run for this commit exists already".to_string(),
+                        };
+                        (existing, Some(reason))
+                    }
+                };
                 Ok(TriggerOutcome {
                     run,
+                    queued: queued.is_some(),
                     commit,
                     branch,
                     reason,
@@ -265,6 +277,7 @@ impl Control for Server {
                     .enqueue(&project, &branch, &resolved.commit, "manual", false)
                     .await?;
                 Ok(TriggerOutcome {
+                    queued: run.is_some(),
                     run,
                     commit: resolved.commit,
                     branch,
@@ -492,4 +505,9 @@ impl Control for Server {
             .filter(|v| !v.is_empty())
             .map(SecretValue::new))
     }
+}
+
+/// The key that makes a commit of a branch start one run, however often it is delivered.
+fn trigger_key(project: &str, branch: &str, commit: &str) -> String {
+    format!("{project}/{branch}/{commit}")
 }

@@ -78,6 +78,12 @@ fn a_webhook_delivered_three_times_starts_one_run() {
         b.body
     );
     let id = s.runs()[0]["id"].as_i64().unwrap();
+    // The duplicate is answered with the run the first one queued.
+    for r in [&a, &b] {
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["run"], id, "{}", r.body);
+        assert_eq!(v["queued"], r.status == 201, "{}", r.body);
+    }
     assert_eq!(s.wait_finished(id), "succeeded");
     // ...and once after a restart.
     s.stop();
