@@ -313,6 +313,52 @@ pub fn router(state: AppState) -> Router {
     app.fallback(|| async { crate::ApiError::not_found("no such route; see /api/openapi.json") })
         .with_state(fallback_state)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(axum::middleware::map_response(errors_as_json))
+}
+
+/// Errors raised before a handler runs (a body over the limit, a path id that is not a number,
+/// a body that is not the JSON asked for) come from axum as plain text; they are answered in
+/// the one documented shape, `{"error": {"code", "message"}}`, like every other error.
+async fn errors_as_json(response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut answer = crate::ApiError::new(status, code, message).into_response();
+    // Other headers stay (`Allow` of a 405, say); the body's own are the new body's.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// The OpenAPI 3.1 document of [`ROUTE_TABLE`].

@@ -127,6 +127,36 @@ fn bad_signatures_get_401_and_start_nothing() {
         &big,
     );
     assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "too_large", "{}", r.body);
+    // Errors before a handler runs have the documented shape too.
+    let auth = format!("Bearer {}", s.token());
+    let bad_id = s.request("GET", "/api/runs/abc", &[("Authorization", &auth)], b"");
+    assert_eq!(bad_id.status, 400, "{}", bad_id.body);
+    assert_eq!(
+        bad_id.json()["error"]["code"],
+        "bad_request",
+        "{}",
+        bad_id.body
+    );
+    let bad_json = s.request(
+        "POST",
+        "/api/tokens",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        b"{not json",
+    );
+    assert!(
+        bad_json.status == 400 || bad_json.status == 422,
+        "{}",
+        bad_json.body
+    );
+    assert!(
+        bad_json.json()["error"]["message"].is_string(),
+        "{}",
+        bad_json.body
+    );
     // A signed plain payload with an abbreviated commit id: 400, nothing queued.
     let short = format!(
         "{{\"ref\":\"refs/heads/main\",\"after\":\"{}\"}}",
