@@ -2,6 +2,15 @@
 //! secret) anywhere; [`LineSplitter`] reassembles lines first, then [`Masker`] replaces every
 //! secret in a whole line, so a value split across two writes is still found. A multi-line value
 //! is masked line by line, and the forms `sh -x` prints of a value (quoted) are masked too.
+//!
+//! Programs print secrets in other forms than as they are, so each value of at least
+//! [`MIN_ENCODED_LEN`] characters is also masked as: base64 (standard and URL-safe alphabets,
+//! at each of the three byte offsets it can have inside a longer base64 text, so it is found
+//! wherever it stands in an encoded blob), hex (lower and upper case), upper and lower case,
+//! URL-encoded (`%2F`, `%2f`, `+` for spaces), JSON-escaped (`\"`, `\\`, `\/`, `\uXXXX`) and
+//! HTML-escaped (`&amp;`, `&quot;`, `&#39;`…). Not masked: other encodings (gzip, encryption,
+//! ROT13, …), a value printed in pieces (one character per line, or half on stdout and half
+//! on stderr: each stream is its own log), and shorter values in encoded form.
 
 use std::borrow::Cow;
 
@@ -10,6 +19,9 @@ pub const MASK: &str = "***";
 /// Pieces of a multi-line secret shorter than this are not masked on their own (masking every
 /// `}` in a log would hide everything and protect nothing).
 pub const MIN_PIECE_LEN: usize = 3;
+/// Values shorter than this are masked only as written: encoded, a short value would match
+/// ordinary text.
+pub const MIN_ENCODED_LEN: usize = 6;
 
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
@@ -42,6 +54,11 @@ impl Masker {
             if trimmed.contains('\'') && !trimmed.contains('\n') {
                 add(trimmed.replace('\'', "'\\''"), 1);
                 add(trimmed.replace('\'', "'\"'\"'"), 1);
+            }
+            if trimmed.chars().count() >= MIN_ENCODED_LEN {
+                for form in encoded_forms(trimmed) {
+                    add(form, MIN_ENCODED_LEN);
+                }
             }
         }
         patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
@@ -91,6 +108,98 @@ impl Masker {
         }
         cut
     }
+}
+
+/// The forms a value takes when a program encodes it (see the module's list).
+fn encoded_forms(value: &str) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let bytes = value.as_bytes();
+    let mut forms = vec![value.to_uppercase(), value.to_lowercase()];
+    forms.push(hex(bytes, false));
+    forms.push(hex(bytes, true));
+    // Base64: with `k` bytes before the value in its 3-byte group, only the characters whose six
+    // bits all come from the value are the same in every encoding that holds it.
+    for k in 0..3usize {
+        let mut padded = vec![0u8; k];
+        padded.extend_from_slice(bytes);
+        padded.extend_from_slice(&[0, 0]);
+        let first = (8 * k).div_ceil(6);
+        let last = 8 * (k + bytes.len()) / 6;
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = engine.encode(&padded);
+            if let Some(stable) = encoded.get(first..last) {
+                forms.push(stable.to_string());
+            }
+        }
+    }
+    let url = |upper: bool, plus: bool| {
+        let mut out = String::new();
+        for &b in bytes {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    out.push(b as char)
+                }
+                b' ' if plus => out.push('+'),
+                _ if upper => out.push_str(&format!("%{b:02X}")),
+                _ => out.push_str(&format!("%{b:02x}")),
+            }
+        }
+        out
+    };
+    forms.extend([
+        url(true, false),
+        url(false, false),
+        url(true, true),
+        url(false, true),
+    ]);
+    let json = |slash: bool, ascii: bool| {
+        let mut out = String::new();
+        for c in value.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '/' if slash => out.push_str("\\/"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 || (ascii && !c.is_ascii()) => {
+                    let mut units = [0u16; 2];
+                    for u in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{u:04x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    forms.extend([
+        json(false, false),
+        json(true, false),
+        json(false, true),
+        json(true, true),
+    ]);
+    let html = value
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    forms.push(html.replace('\'', "&#39;"));
+    forms.push(html.replace('\'', "&#x27;"));
+    forms.retain(|f| f != value);
+    forms
+}
+
+fn hex(bytes: &[u8], upper: bool) -> String {
+    bytes
+        .iter()
+        .map(|b| {
+            if upper {
+                format!("{b:02X}")
+            } else {
+                format!("{b:02x}")
+            }
+        })
+        .collect()
 }
 
 /// Splits a byte stream into lines. Lines end at `\n`, `\r\n` or a lone `\r` (progress bars);
@@ -224,6 +333,59 @@ mod tests {
             assert!(!joined.contains("S3CR3T"), "offset {offset}: {out:?}");
             assert!(joined.contains(MASK), "offset {offset}");
         }
+    }
+
+    /// Every form in which `line` must leave no recoverable copy of `secret`.
+    fn hides(secret: &str, line: &str) {
+        let masked = Masker::new([secret]).mask(line).into_owned();
+        assert!(masked.contains(MASK), "{line:?} was not masked: {masked:?}");
+        for form in std::iter::once(secret.to_string()).chain(encoded_forms(secret)) {
+            assert!(
+                !masked.contains(&form),
+                "{form:?} of the secret is still in {masked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn encoded_forms_of_a_secret_are_masked() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let secret = "s3cr3t/Value+with space&\"quotes\"é";
+        // Base64 at every offset, inside longer encoded text, both alphabets.
+        for prefix in ["", "a", "ab", "abc", "Authorization: Basic user:"] {
+            for engine in [&STANDARD, &URL_SAFE] {
+                let blob = engine.encode(format!("{prefix}{secret} and more"));
+                hides(secret, &format!("token={blob}"));
+            }
+        }
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        hides(secret, &format!("dump: {hex}"));
+        hides(secret, &format!("DUMP: {}", hex.to_uppercase()));
+        hides(secret, &format!("shouting {}", secret.to_uppercase()));
+        hides(
+            secret,
+            "url: https://x.test/?t=s3cr3t%2FValue%2Bwith%20space%26%22quotes%22%C3%A9",
+        );
+        hides(
+            secret,
+            "form: t=s3cr3t%2fValue%2bwith+space%26%22quotes%22%c3%a9",
+        );
+        hides(
+            secret,
+            r#"{"token":"s3cr3t\/Value+with space&\"quotes\"\u00e9"}"#,
+        );
+        hides(secret, r#"{"token":"s3cr3t/Value+with space&\"quotes\"é"}"#);
+        hides(
+            secret,
+            "<b>s3cr3t/Value+with space&amp;&quot;quotes&quot;é</b>",
+        );
+    }
+
+    #[test]
+    fn short_values_are_masked_only_as_written() {
+        let m = Masker::new(["abc"]);
+        assert_eq!(m.mask("abc YWJj 616263 ABC"), "*** YWJj 616263 ABC");
     }
 
     #[test]

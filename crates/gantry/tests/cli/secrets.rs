@@ -30,6 +30,12 @@ stages:
             run: set -x; echo \"$QUOTED_TOKEN\" > /dev/null; true \"$SPLIT_TOKEN\"
           - name: child of a child
             run: sh -c 'sh -c \"echo deep=\\$SPLIT_TOKEN >&2\"'
+          - name: encoded forms
+            run: |
+              printf '%s' \"$SPLIT_TOKEN\" | base64
+              printf 'x%s' \"$SPLIT_TOKEN\" | base64
+              printf '%s' \"$SPLIT_TOKEN\" | od -An -tx1 | tr -d ' \\n'; echo
+              printf '%s\\n' \"$SPLIT_TOKEN\" | tr a-z A-Z
           - name: failing command
             run: ls \"/nonexistent/$SPLIT_TOKEN\"
       - name: packer
@@ -82,7 +88,22 @@ fn secret_values_appear_nowhere() {
         "{logs}"
     );
 
-    let values = [SPLIT, MULTI_1, MULTI_2, QUOTED, "hunter2"];
+    // SPLIT_TOKEN as base64 (at two offsets), hex and upper case, as the `encoded forms` step
+    // prints it (the stable part of `x` + the value in base64 starts after its first 2 chars).
+    let encoded = [
+        "aHVudGVyMi1zcGxpdC12YWx1ZQ",
+        "h1bnRlcjItc3BsaXQtdmFsdWU",
+        "68756e746572322d73706c69742d76616c7565",
+        "HUNTER2-SPLIT-VALUE",
+    ];
+    assert!(
+        logs.lines().filter(|l| l.trim() == "***").count() >= 4,
+        "the encoded forms were printed and masked:\n{logs}"
+    );
+    let values: Vec<&str> = [SPLIT, MULTI_1, MULTI_2, QUOTED, "hunter2"]
+        .into_iter()
+        .chain(encoded)
+        .collect();
     let json_logs = f.run(&["logs", "1", "--json"]).stdout;
     let show = f.run(&["show", "1"]).stdout;
     for (what, text) in [
@@ -91,7 +112,7 @@ fn secret_values_appear_nowhere() {
         ("logs --json", json_logs),
         ("show", show),
     ] {
-        for v in values {
+        for v in &values {
             assert!(
                 !text.contains(v),
                 "{what} contains the secret {v:?}:\n{text}"
@@ -109,7 +130,7 @@ fn secret_values_appear_nowhere() {
                 bytes.extend_from_slice(&plain);
             }
         }
-        for v in values {
+        for v in &values {
             assert!(
                 !contains(&bytes, v),
                 "{} contains the secret {v:?}",
