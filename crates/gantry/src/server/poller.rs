@@ -22,14 +22,32 @@ pub fn spawn_pollers(server: Arc<Server>) -> Vec<JoinHandle<()>> {
                 let mut tick = tokio::time::interval(project.poll);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut last_seen: Vec<(String, String)> = Vec::new();
+                let mut failing = Failing::default();
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
                         _ = draining.changed() => return,
                     }
+                    if failing.skip() {
+                        continue;
+                    }
                     match poll_once(&server, &project, &last_seen).await {
-                        Ok(heads) => last_seen = heads,
-                        Err(e) => tracing::warn!(project = %project.name, error = %format!("{e:#}"), "poll failed"),
+                        Ok(heads) => {
+                            if failing.failures > 0 {
+                                tracing::warn!(project = %project.name, after = failing.failures, "polling works again");
+                            }
+                            failing = Failing::default();
+                            last_seen = heads;
+                        }
+                        Err(e) => {
+                            let error = format!("{e:#}");
+                            // Said once, and again only when it changes: a missing repository
+                            // must not fill the log every tick.
+                            if failing.last.as_deref() != Some(error.as_str()) {
+                                tracing::warn!(project = %project.name, error = %error, "poll failed; backing off");
+                            }
+                            failing.failed(error);
+                        }
                     }
                 }
             })
@@ -54,4 +72,51 @@ async fn poll_once(
         }
     }
     Ok(remote.heads)
+}
+
+/// Consecutive failed polls of a project: each one doubles the ticks skipped before the next
+/// try (1, 2, 4 … at most 32), so a repository that is gone costs little and logs once.
+#[derive(Default)]
+struct Failing {
+    failures: u32,
+    skip_left: u32,
+    last: Option<String>,
+}
+
+impl Failing {
+    /// Whether this tick is skipped.
+    fn skip(&mut self) -> bool {
+        if self.skip_left > 0 {
+            self.skip_left -= 1;
+            return true;
+        }
+        false
+    }
+
+    fn failed(&mut self, error: String) {
+        self.failures += 1;
+        self.skip_left = (1u32 << self.failures.min(6)).saturating_sub(1).min(32);
+        self.last = Some(error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failing;
+
+    #[test]
+    fn failed_polls_back_off_and_a_success_resets() {
+        let mut f = Failing::default();
+        let mut tried = Vec::new();
+        for tick in 0..40 {
+            if !f.skip() {
+                tried.push(tick);
+                f.failed("no such repository".into());
+            }
+        }
+        // Tries at ticks 0, 2, 6, 14, 30: gaps of 1, 3, 7, 15 skipped ticks (then at most 32).
+        assert_eq!(tried, vec![0, 2, 6, 14, 30]);
+        f = Failing::default();
+        assert!(!f.skip());
+    }
 }
