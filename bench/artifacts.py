@@ -38,7 +38,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, wait_port  # noqa: E402
+from benchlib import load_line, free_port, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 1 << 30
@@ -141,6 +141,7 @@ def main():
     ap.add_argument("--work", default="/tmp/gantry-bench-artifacts")
     ap.add_argument("--store-only", action="store_true", help="only (a), (b) and (e)")
     args = ap.parse_args()
+    print(load_line(), flush=True)
     gantry = os.path.abspath(args.gantry)
     for tool in ("nginx", "zstd", "openssl", "curl", "tar"):
         if not shutil.which(tool):

@@ -33,7 +33,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, wait_port, wrk_counts  # noqa: E402
+from benchlib import load_line, free_port, wait_port, wrk_counts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELLO = os.path.join(ROOT, "examples", "hello", "hello.py")
@@ -335,6 +335,7 @@ def main():
     ap.add_argument("--gantry", default=os.path.join(ROOT, "target", "release", "gantry"))
     ap.add_argument("--switches", type=int, default=20)
     args = ap.parse_args()
+    print(load_line(), flush=True)
     for tool in ("nginx", "wrk", "cap"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install nginx-light wrk capistrano")
@@ -363,15 +364,19 @@ def main():
             ("nginx reload", ngx.port, ngx.switch, base),
             ("capistrano", ngx.static_port, cap.switch, cap.cwd()),
         ]
-        print(f"(a) switch latency, {args.switches} switches each: start of the command -> a polling client sees only the other release")
-        results = {}
+        print(f"(a) switch latency, {4 * max(2, args.switches // 4 // 2 * 2)} switches each in 4 interleaved rounds (every other round in reverse order): start of the command -> a polling client sees only the other release")
+        results = {name: [] for name, _, _, _ in systems}
         cap.prepare(args.switches)
-        for name, port, make_cmd, cwd in systems:
-            poller = Poller(port)
-            time.sleep(0.3)
-            lat = timed_switches(name, poller, make_cmd, cwd, args.switches)
-            poller.close()
-            results[name] = lat
+        # Even, so that each round ends where it began (on v2) and the next one switches for real.
+        per_round = max(2, args.switches // 4 // 2 * 2)
+        for rnd in range(4):
+            order = systems if rnd % 2 == 0 else list(reversed(systems))
+            for name, port, make_cmd, cwd in order:
+                poller = Poller(port)
+                time.sleep(0.3)
+                results[name] += timed_switches(name, poller, make_cmd, cwd, per_round)
+                poller.close()
+        for name, lat in results.items():
             print(f"    {name:<13} median {statistics.median(lat):7.1f} ms   min {min(lat):7.1f}   max {max(lat):7.1f}")
         base_med = statistics.median(results["gantry"])
         for name in results:

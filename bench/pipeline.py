@@ -22,6 +22,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import load_line  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -86,6 +89,7 @@ def main():
     ap.add_argument("--steps", default="20,200")
     ap.add_argument("--gantry", default=os.path.join(ROOT, "target/release/gantry"))
     args = ap.parse_args()
+    print(load_line(), flush=True)
     if not os.path.exists(args.gantry):
         sys.exit(f"{args.gantry} not found: run `cargo build --release` first")
     kinds = ["gantry", "make", "shell"]

@@ -32,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, wait_port, wrk_counts  # noqa: E402
+from benchlib import load_line, free_port, wait_port, wrk_counts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    print(load_line(), flush=True)
     for tool in ("nginx", "haproxy", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install nginx-light haproxy wrk")

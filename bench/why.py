@@ -20,6 +20,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import load_line  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATTERNS = ["connection refused", "permission denied", "no space left on device", "accessdenied", "test result: failed",
             "out of memory", "command not found", "address already in use", "expiredtoken", "could not resolve host",
@@ -65,6 +68,7 @@ def main():
     ap.add_argument("--gantry", default=os.path.join(ROOT, "target/release/gantry"))
     ap.add_argument("--skip-run", action="store_true")
     args = ap.parse_args()
+    print(load_line(), flush=True)
     base = tempfile.mkdtemp(prefix="gantry-why-bench-")
     pat = os.path.join(base, "patterns")
     with open(pat, "w") as f:
