@@ -14,8 +14,11 @@
 //! - `crash`: kill -9 and Ctrl-C in the middle of a run.
 //! - `deploy`: environments with the example service: deploy, rollback, health, crashes, locks,
 //!   outdated deploys, kill -9, zero failed requests under load, command targets, retention.
+//! - `rollback`: rollbacks to kept releases, and refusals of releases not as verified.
 //! - `server`: `gantry serve`: polling, webhooks, API, tokens, SSE, shutdown, kill -9.
 //! - `server_support`: a real server on 127.0.0.1 and a plain HTTP client.
+//! - `mistakes`: operator mistakes: bad config, port in use, unset secret variables, auth scheme.
+//! - `shares`: share links with plain curl (Range, ETag, stable links, refusals).
 //! - `why`: the failure corpus (real tools and quoted formats) and what-changed analysis.
 //! - `tidy`: module docs and dependency direction of the workspace.
 
@@ -26,11 +29,14 @@ mod canary;
 mod check;
 mod crash;
 mod deploy;
+mod mistakes;
 mod pipeline;
+mod rollback;
 mod s3;
 mod secrets;
 mod server;
 mod server_support;
+mod shares;
 mod support;
 mod tidy;
 mod why;

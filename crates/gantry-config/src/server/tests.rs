@@ -1,0 +1,135 @@
+//! The server configuration checker on documented and broken files: every error at once, with
+//! its position.
+
+use super::*;
+
+#[test]
+fn the_documented_example_parses() {
+    let cfg = parse_server_config(
+        "gantry.toml",
+        r#"listen = "127.0.0.1:8080"          # default
+data_dir = ".gantry"               # default: GANTRY_HOME, else .gantry beside the config
+
+[[projects]]
+name = "hello"
+repo = "/srv/git/hello.git"        # local path, file:// or https:// URL
+branches = ["main", "release/*"]   # default: the repository's default branch
+poll = "60s"                       # default 60s; "0s" = webhooks only
+webhook_secret_env = "HELLO_WEBHOOK_SECRET"
+
+[runner]
+concurrency = 3
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.listen.port(), 8080);
+    assert_eq!(cfg.concurrency, 3);
+    assert_eq!(cfg.projects[0].branches, ["main", "release/*"]);
+    assert_eq!(cfg.projects[0].poll, Duration::from_secs(60));
+    assert_eq!(
+        cfg.projects[0].webhook_secret_env.as_deref(),
+        Some("HELLO_WEBHOOK_SECRET")
+    );
+}
+
+#[test]
+fn every_error_at_once() {
+    let err = parse_server_config(
+        "gantry.toml",
+        "listen = \"nowhere\"\nlistn = 1\n[[projects]]\nname = \"a b\"\nrepo = \"/x\"\npoll = \"10\"\n[[projects]]\nrepo = 3\n[runner]\nconcurency = 2\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "gantry.toml:1:10: error: listen: `nowhere` is not an address",
+        "gantry.toml:2:1: error: listn: unknown key `listn`",
+        "did you mean `listen`?",
+        "gantry.toml:4:8: error: projects[0].name: `a b` is not a valid project name",
+        "gantry.toml:6:8: error: projects[0].poll: invalid duration",
+        "projects[1].repo: expected a string, found an integer",
+        "projects[1]: a project needs a `name`",
+        "runner.concurency: unknown key `concurency` in [runner]",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn listen_takes_host_names_and_says_when_a_port_is_out_of_range() {
+    let cfg = parse_server_config("gantry.toml", "listen = \"localhost:9090\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.listen, "127.0.0.1:9090".parse().unwrap());
+    let err = parse_server_config(
+        "gantry.toml",
+        "listen = \"localhost:99999\"\n[runner]\nkill_grace = \"10 s\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "gantry.toml:1:10: error: listen: `localhost:99999`: port 99999 is out of range",
+        "gantry.toml:3:14: error: runner.kill_grace: invalid duration: `10 s` has spaces in it: write `10s`",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn retention_and_notifications() {
+    let cfg = parse_server_config(
+        "gantry.toml",
+        "[retention]\nkeep_runs = 3\nkeep_younger_than = \"2d\"\ninterval = \"10m\"\n[[notify]]\nurl = \"http://127.0.0.1:9/x\"\non = [\"failed\", \"succeeded\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.keep_runs, 3);
+    assert_eq!(cfg.keep_younger_than, Duration::from_secs(2 * 86400));
+    assert_eq!(cfg.retention_interval, Duration::from_secs(600));
+    assert_eq!(cfg.notify[0].on, ["failed", "succeeded"]);
+    let err = parse_server_config(
+        "gantry.toml",
+        "[retention]\nkeep_run = 3\n[[notify]]\non = [\"exploded\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("did you mean `keep_runs`?"), "{err}");
+    assert!(err.contains("`exploded` is not a run status"), "{err}");
+}
+
+#[test]
+fn artifact_stores() {
+    let cfg = parse_server_config(
+        "gantry.toml",
+        "[artifacts]\nurl = \"s3://builds/gantry\"\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\nsecret_access_key_env = \"S3_SECRET\"\ntimeout = \"5s\"\nretries = 1\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = cfg.artifacts.unwrap();
+    assert_eq!(a.url, "s3://builds/gantry");
+    assert_eq!(a.timeout_ms, Some(5000));
+    assert_eq!(a.retries, Some(1));
+    let err = parse_server_config(
+        "gantry.toml",
+        "[artifacts]\nurl = \"/srv/artifacts\"\nendpoint = \"127.0.0.1:9000\"\nsecret_access_key = \"x\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("gantry.toml:2:7"), "{err}");
+    assert!(err.contains("is not an S3 location"), "{err}");
+    assert!(err.contains("gantry.toml:3:12"), "{err}");
+    assert!(err.contains("is not an http:// or https:// URL"), "{err}");
+    assert!(
+        err.contains("did you mean `secret_access_key_env`?"),
+        "{err}"
+    );
+    let err = parse_server_config("gantry.toml", "[artifacts]\nregion = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[artifacts] needs a `url`"), "{err}");
+}
+
+#[test]
+fn syntax_errors_have_a_position() {
+    let err = parse_server_config("gantry.toml", "listen = \n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("gantry.toml:1:"), "{err}");
+    assert!(err.contains("invalid TOML"), "{err}");
+}

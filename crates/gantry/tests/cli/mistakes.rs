@@ -1,0 +1,130 @@
+//! Operator mistakes get one clear line and leave nothing half-made: a bad configuration, a
+//! port in use, an unset webhook secret variable, an authorization scheme in another case.
+
+use crate::server::{QUICK, config};
+use crate::server_support::{Served, bare_repo, request};
+
+#[test]
+fn a_bad_config_reports_every_error_and_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        "listen = \"nope\"\n[[projects]]\nname = \"x\"\nrepo = \"r\"\npol = \"1s\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["serve", "--config", "gantry.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("gantry.toml:1:10: error: listen"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("did you mean `poll`?"), "{out}");
+    assert!(out.stderr.contains("the server did not start"), "{out}");
+    assert!(!dir.path().join(".gantry/server.json").exists());
+}
+
+/// RFC 7235: the scheme's name is case-insensitive; other schemes are not tokens.
+#[test]
+fn the_authorization_scheme_is_case_insensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), QUICK);
+    let s = Served::start_in(dir, &config("0s"));
+    let viewer = s
+        .api(
+            "POST",
+            "/api/tokens",
+            r#"{"name":"reader","role":"viewer"}"#,
+        )
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} {viewer}");
+        let r = request(
+            &s.addr(),
+            "GET",
+            "/api/projects",
+            &[("Authorization", &auth)],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+    let basic = format!("Basic {viewer}");
+    let r = request(
+        &s.addr(),
+        "GET",
+        "/api/projects",
+        &[("Authorization", &basic)],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+/// A port in use is said with the file and the field, and nothing is created before: no data
+/// directory, no database, no admin token.
+#[test]
+fn a_port_in_use_names_the_field_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        format!("listen = \"{addr}\"\ndata_dir = \"state\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["serve", "--config", "gantry.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "gantry.toml: listen = \"{addr}\": cannot listen there"
+        )),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "the data directory was made"
+    );
+    drop(taken);
+}
+
+/// `webhook_secret_env` naming a variable that is not set: the server refuses to start, saying
+/// which variable, which project and where it is written — rather than starting and answering
+/// every delivery 401 later.
+#[test]
+fn an_unset_webhook_secret_variable_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"state\"\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\nwebhook_secret_env = \"GANTRY_TEST_UNSET_SECRET\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["serve", "--config", "gantry.toml"])
+        .current_dir(dir.path())
+        .env_remove("GANTRY_TEST_UNSET_SECRET")
+        .output()
+        .unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "gantry.toml:6:22: project `hello`: webhook_secret_env names `GANTRY_TEST_UNSET_SECRET`, which is not set"
+        ),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "the data directory was made"
+    );
+}
