@@ -10,7 +10,8 @@
 //! - `environments`: environment status, releases, deploy and rollback (the server does the work).
 //! - `shares`: signed, expiring, revocable share links to artifacts (`/a/{token}`).
 //! - [`auth`]: tokens (hashing, generation) and the role check.
-//! - [`error`]: `ApiError`, the one place errors become HTTP responses.
+//! - [`error`]: `ApiError`, the one place errors become HTTP responses, and `ControlError`,
+//!   what the server's operations answer with.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`state`]: what handlers share, and the `Control` port the server implements.
 
@@ -24,7 +25,7 @@ pub mod routes;
 mod shares;
 pub mod state;
 
-pub use error::ApiError;
+pub use error::{ApiError, ControlError};
 pub use routes::{ROUTE_TABLE, RouteInfo, router};
 pub use state::{AppState, Control, RouterSample, TriggerOutcome, TriggerRequest, TriggerSource};
 

@@ -2,7 +2,7 @@
 //! (queueing, cancelling, re-running runs). The API only decides who may ask; the server decides
 //! how it is done.
 
-use crate::error::ApiError;
+use crate::error::ControlError;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use gantry_engine::ports::StateStore;
@@ -80,16 +80,16 @@ pub struct RouterSample {
 
 #[async_trait]
 pub trait Control: Send + Sync {
-    async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ApiError>;
+    async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ControlError>;
     /// Cancels a queued or running run.
-    async fn cancel(&self, run: i64) -> Result<(), ApiError>;
+    async fn cancel(&self, run: i64) -> Result<(), ControlError>;
     /// Queues a new run of the same project, branch and commit; returns its id.
-    async fn rerun(&self, run: i64) -> Result<i64, ApiError>;
+    async fn rerun(&self, run: i64) -> Result<i64, ControlError>;
     /// Why run `run` failed: the diagnosis report as JSON (`gantry why --json` prints the same).
-    async fn diagnose(&self, run: i64) -> Result<serde_json::Value, ApiError>;
+    async fn diagnose(&self, run: i64) -> Result<serde_json::Value, ControlError>;
     /// The webhook secret of a project: `Err(not_found)` for an unknown project, `Ok(None)` when
     /// the project takes no webhooks.
-    fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ApiError>;
+    fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ControlError>;
 
     // Environments (JSON shapes: see gantry-deploy's `EnvStatus`, `ReleaseHistory`).
 
@@ -99,7 +99,7 @@ pub trait Control: Send + Sync {
         &self,
         request: gantry_engine::ports::DeployRequest,
         wait_bake: bool,
-    ) -> Result<(bool, serde_json::Value), ApiError>;
+    ) -> Result<(bool, serde_json::Value), ControlError>;
     /// Rolls back to the previous healthy release or to `to`; the new release.
     async fn rollback(
         &self,
@@ -107,13 +107,13 @@ pub trait Control: Send + Sync {
         environment: &str,
         to: Option<i64>,
         by: &str,
-    ) -> Result<serde_json::Value, ApiError>;
+    ) -> Result<serde_json::Value, ControlError>;
     /// An environment's releases with their events, newest first.
     async fn releases(
         &self,
         project: &str,
         environment: &str,
-    ) -> Result<serde_json::Value, ApiError>;
+    ) -> Result<serde_json::Value, ControlError>;
     /// Passes `action` to the canary running in the environment.
     async fn canary_action(
         &self,
@@ -121,20 +121,20 @@ pub trait Control: Send + Sync {
         environment: &str,
         action: gantry_engine::canary::CanaryAction,
         by: &str,
-    ) -> Result<serde_json::Value, ApiError>;
+    ) -> Result<serde_json::Value, ControlError>;
     /// A firing alarm named `name` about `environment` (of `project`, or any project).
     async fn alarm(
         &self,
         project: Option<&str>,
         environment: &str,
         name: &str,
-    ) -> Result<serde_json::Value, ApiError>;
+    ) -> Result<serde_json::Value, ControlError>;
     /// Why the latest failed release of the environment failed (`gantry why ENV --json`).
     async fn release_diagnosis(
         &self,
         project: &str,
         environment: &str,
-    ) -> Result<serde_json::Value, ApiError>;
+    ) -> Result<serde_json::Value, ControlError>;
     /// What environments' routers measured, for `/metrics`.
     fn router_samples(&self) -> Vec<RouterSample> {
         Vec::new()
@@ -144,5 +144,5 @@ pub trait Control: Send + Sync {
         &self,
         project: Option<&str>,
         environment: Option<&str>,
-    ) -> Result<serde_json::Value, ApiError>;
+    ) -> Result<serde_json::Value, ControlError>;
 }

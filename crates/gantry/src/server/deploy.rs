@@ -7,7 +7,7 @@ use super::{Mirrors, Server};
 use crate::pipeline_at::{load_pipeline, short};
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
-use gantry_api::ApiError;
+use gantry_api::ControlError;
 use gantry_deploy::{DeployError, DeployManager, ProjectSource};
 use gantry_engine::ports::{DeployReport, DeployRequest, Deployer, RunFilter, StateStore};
 use gantry_git::Repo;
@@ -130,20 +130,20 @@ impl Deployer for InProcessDeployer {
     }
 }
 
-pub fn api_error(e: DeployError) -> ApiError {
+pub fn api_error(e: DeployError) -> ControlError {
     match e {
-        DeployError::NotFound(m) => ApiError::not_found(m),
-        DeployError::Conflict(m) => ApiError::conflict(m),
-        DeployError::Invalid(m) => ApiError::unprocessable(m),
-        DeployError::Internal(e) => ApiError::from(e),
+        DeployError::NotFound(m) => ControlError::not_found(m),
+        DeployError::Conflict(m) => ControlError::conflict(m),
+        DeployError::Invalid(m) => ControlError::unprocessable(m),
+        DeployError::Internal(e) => ControlError::from(e),
     }
 }
 
-pub fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(v).map_err(|e| ApiError::from(anyhow::Error::from(e)))
+pub fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ControlError> {
+    serde_json::to_value(v).map_err(|e| ControlError::from(anyhow::Error::from(e)))
 }
 
 /// The server's deploy manager.
-pub fn manager(server: &Server) -> Result<Arc<DeployManager>, ApiError> {
+pub fn manager(server: &Server) -> Result<Arc<DeployManager>, ControlError> {
     Ok(server.deploys.clone())
 }

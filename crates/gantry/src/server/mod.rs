@@ -15,7 +15,7 @@ mod worker;
 
 use anyhow::Result;
 use async_trait::async_trait;
-use gantry_api::{ApiError, Control, TriggerOutcome, TriggerRequest, TriggerSource};
+use gantry_api::{Control, ControlError, TriggerOutcome, TriggerRequest, TriggerSource};
 use gantry_config::server::{ProjectConfig, ServerConfig};
 use gantry_engine::ports::{QueuedRun, StateStore};
 use gantry_git::{Repo, branch_matches};
@@ -192,10 +192,10 @@ impl Server {
 
 #[async_trait]
 impl Control for Server {
-    async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ApiError> {
+    async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ControlError> {
         let project = self
             .project(&request.project)
-            .ok_or_else(|| ApiError::not_found(format!("no project `{}`", request.project)))?
+            .ok_or_else(|| ControlError::not_found(format!("no project `{}`", request.project)))?
             .clone();
         match request.source {
             TriggerSource::Webhook => {
@@ -211,7 +211,7 @@ impl Control for Server {
                     let repo = self
                         .fetch_mirror(&project)
                         .await
-                        .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+                        .map_err(|e| ControlError::unavailable(format!("{e:#}")))?;
                     let default = repo.default_branch();
                     if !self.watches(&project, &branch, default.as_deref()) {
                         return Ok(TriggerOutcome {
@@ -256,14 +256,14 @@ impl Control for Server {
             }
             TriggerSource::Manual => {
                 let repo = self.fetch_mirror(&project).await.map_err(|e| {
-                    ApiError::unavailable(format!("fetching {}: {e:#}", project.repo))
+                    ControlError::unavailable(format!("fetching {}: {e:#}", project.repo))
                 })?;
                 let first_literal = project.branches.iter().find(|b| !b.contains('*')).cloned();
                 let branch = match (&request.branch, first_literal) {
                     (Some(b), _) => b.clone(),
                     (None, Some(b)) => b,
                     (None, None) => repo.default_branch().ok_or_else(|| {
-                        ApiError::bad_request(
+                        ControlError::bad_request(
                             "the repository has no default branch: name one with `branch`",
                         )
                     })?,
@@ -272,7 +272,7 @@ impl Control for Server {
                 let resolved = tokio::task::spawn_blocking(move || repo.resolve(&rev))
                     .await
                     .map_err(anyhow::Error::from)?
-                    .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+                    .map_err(|e| ControlError::bad_request(format!("{e:#}")))?;
                 let run = self
                     .enqueue(&project, &branch, &resolved.commit, "manual", false)
                     .await?;
@@ -287,12 +287,12 @@ impl Control for Server {
         }
     }
 
-    async fn cancel(&self, run: i64) -> Result<(), ApiError> {
+    async fn cancel(&self, run: i64) -> Result<(), ControlError> {
         let detail = self
             .store
             .run_detail(run)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("no run {run}")))?;
+            .ok_or_else(|| ControlError::not_found(format!("no run {run}")))?;
         match detail.run.status {
             RunStatus::Queued => {
                 if self.store.cancel_queued(run, now()).await? {
@@ -302,7 +302,7 @@ impl Control for Server {
             }
             RunStatus::Running => {}
             other => {
-                return Err(ApiError::conflict(format!(
+                return Err(ControlError::conflict(format!(
                     "run {run} is {other}: only queued or running runs can be cancelled"
                 )));
             }
@@ -315,45 +315,45 @@ impl Control for Server {
             }
             None => match self.store.run_detail(run).await?.map(|d| d.run.status) {
                 Some(s) if s.is_finished() => Ok(()),
-                _ => Err(ApiError::conflict(format!(
+                _ => Err(ControlError::conflict(format!(
                     "run {run} is being run by another process; cancel it there"
                 ))),
             },
         }
     }
 
-    async fn rerun(&self, run: i64) -> Result<i64, ApiError> {
+    async fn rerun(&self, run: i64) -> Result<i64, ControlError> {
         let detail = self
             .store
             .run_detail(run)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("no run {run}")))?;
+            .ok_or_else(|| ControlError::not_found(format!("no run {run}")))?;
         let r = detail.run;
         let project = self
             .project(&r.project)
             .ok_or_else(|| {
-                ApiError::conflict(format!("project `{}` is not served here", r.project))
+                ControlError::conflict(format!("project `{}` is not served here", r.project))
             })?
             .clone();
         let branch = r.branch.clone().unwrap_or_default();
         let id = self
             .enqueue(&project, &branch, &r.commit, "rerun", false)
             .await?;
-        id.ok_or_else(|| ApiError::from(anyhow::anyhow!("the re-run was not queued")))
+        id.ok_or_else(|| ControlError::from(anyhow::anyhow!("the re-run was not queued")))
     }
 
-    async fn diagnose(&self, run: i64) -> Result<serde_json::Value, ApiError> {
+    async fn diagnose(&self, run: i64) -> Result<serde_json::Value, ControlError> {
         let detail = self
             .store
             .run_detail(run)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("no run {run}")))?;
+            .ok_or_else(|| ControlError::not_found(format!("no run {run}")))?;
         let repo = self.mirror(&detail.run.project);
         let rules = crate::why::load_rules(self.config.why_rules.as_deref())?;
         match crate::why::diagnose_run(&*self.store, repo.as_ref(), run, rules).await {
             Ok(report) => Ok(serde_json::to_value(report).map_err(anyhow::Error::from)?),
             Err(e) if e.is::<crate::why::NothingToExplain>() => {
-                Err(ApiError::conflict(e.to_string()))
+                Err(ControlError::conflict(e.to_string()))
             }
             Err(e) => Err(e.into()),
         }
@@ -363,7 +363,7 @@ impl Control for Server {
         &self,
         request: gantry_engine::ports::DeployRequest,
         wait_bake: bool,
-    ) -> Result<(bool, serde_json::Value), ApiError> {
+    ) -> Result<(bool, serde_json::Value), ControlError> {
         let manager = deploy::manager(self)?;
         let report = manager
             .deploy(request, wait_bake)
@@ -378,7 +378,7 @@ impl Control for Server {
         environment: &str,
         to: Option<i64>,
         by: &str,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, ControlError> {
         let manager = deploy::manager(self)?;
         let release = manager
             .rollback(project, environment, to, by)
@@ -391,14 +391,14 @@ impl Control for Server {
         &self,
         project: &str,
         environment: &str,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, ControlError> {
         let manager = deploy::manager(self)?;
         let history = manager
             .history(project, environment)
             .await
             .map_err(deploy::api_error)?;
         if history.is_empty() {
-            return Err(ApiError::not_found(format!(
+            return Err(ControlError::not_found(format!(
                 "{project}/{environment} has no releases"
             )));
         }
@@ -411,7 +411,7 @@ impl Control for Server {
         environment: &str,
         action: gantry_deploy::CanaryAction,
         by: &str,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, ControlError> {
         let manager = deploy::manager(self)?;
         let message = manager
             .canary_action(project, environment, action, by)
@@ -425,7 +425,7 @@ impl Control for Server {
         project: Option<&str>,
         environment: &str,
         name: &str,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, ControlError> {
         let manager = deploy::manager(self)?;
         let acted = manager
             .alarm(project, environment, name)
@@ -438,11 +438,11 @@ impl Control for Server {
         &self,
         project: &str,
         environment: &str,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, ControlError> {
         let release = crate::why::latest_failed_release(&*self.store, project, environment)
             .await?
             .ok_or_else(|| {
-                ApiError::conflict(format!(
+                ControlError::conflict(format!(
                     "{project}/{environment} has no failed release to explain"
                 ))
             })?;
@@ -485,7 +485,7 @@ impl Control for Server {
         &self,
         project: Option<&str>,
         environment: Option<&str>,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, ControlError> {
         let manager = deploy::manager(self)?;
         match (project, environment) {
             (Some(p), Some(e)) => {
@@ -495,10 +495,10 @@ impl Control for Server {
         }
     }
 
-    fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ApiError> {
+    fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ControlError> {
         let p = self
             .project(project)
-            .ok_or_else(|| ApiError::not_found(format!("no project `{project}`")))?;
+            .ok_or_else(|| ControlError::not_found(format!("no project `{project}`")))?;
         Ok(p.webhook_secret_env
             .as_ref()
             .and_then(|name| std::env::var(name).ok())
