@@ -110,6 +110,7 @@ impl DeployManager {
     /// machine's canary phase. `Ok(message)` when the canary was promoted to everyone (the
     /// deployment then bakes it), `Err(reason)` when it was aborted and stable serves everyone
     /// again. While it runs, `gantry promote/abort/pause/resume` and alarms reach it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_canary(
         &self,
         env: &Arc<Env>,
@@ -118,6 +119,7 @@ impl DeployManager {
         addr: SocketAddr,
         spec: &EnvironmentSpec,
         canary: CanarySpec,
+        started: impl FnOnce() + Send,
     ) -> std::result::Result<String, String> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
@@ -136,7 +138,7 @@ impl DeployManager {
             done: Some(done_rx),
         });
         let outcome = self
-            .drive_canary(env, target, rec, addr, spec, canary, rx, view)
+            .drive_canary(env, target, rec, addr, spec, canary, rx, view, started)
             .await;
         *env.canary.lock().expect("canary") = None;
         let _ = done_tx.send(());
@@ -157,6 +159,7 @@ impl DeployManager {
         canary: CanarySpec,
         mut rx: mpsc::UnboundedReceiver<Msg>,
         view: Arc<Mutex<CanaryView>>,
+        started: impl FnOnce() + Send,
     ) -> Result<std::result::Result<String, String>> {
         let router = env.router().ok_or_else(|| {
             DeployError::Invalid("a canary needs the environment's router".into())
@@ -185,6 +188,7 @@ impl DeployManager {
             }),
             fallback: Some(stable.clone()),
         });
+        started();
         let steps = canary.steps.len();
         let mut machine = CanaryMachine::new(canary);
         let mut queue: VecDeque<Command> = machine.on(Event::Start { now: now_millis() }).into();

@@ -209,11 +209,15 @@ impl DeployManager {
                     Command::RunCanary => {
                         // The canary holds the store's lock until it ends, not the local work.
                         guards.local = None;
-                        tell(Reached::Canary, &mut reached);
+                        // Whoever waits hears of the canary once it serves (and is recorded).
+                        let mut waiting = reached.take();
+                        let started = move || tell(Reached::Canary, &mut waiting);
                         let outcome = match (d.addr, d.spec.canary.clone()) {
                             (Some(addr), Some(canary)) => {
-                                self.run_canary(&d.env, &d.target, &d.rec, addr, &d.spec, canary)
-                                    .await
+                                self.run_canary(
+                                    &d.env, &d.target, &d.rec, addr, &d.spec, canary, started,
+                                )
+                                .await
                             }
                             _ => Err("a canary needs the release's address and a canary strategy"
                                 .to_string()),

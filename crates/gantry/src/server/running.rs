@@ -77,11 +77,15 @@ impl Server {
             share_key: super::keys::share_key(&data_dir)?.into(),
             public_url: url.clone(),
         };
+        // Written whole or not at all (temp file + rename): the CLI and scripts read it the
+        // moment it appears.
         let server_file = data_dir.join(SERVER_FILE);
+        let tmp = server_file.with_extension("json.tmp");
         std::fs::write(
-            &server_file,
+            &tmp,
             serde_json::json!({ "url": url, "pid": std::process::id() }).to_string(),
         )
+        .and_then(|()| std::fs::rename(&tmp, &server_file))
         .with_context(|| format!("writing {}", server_file.display()))?;
         if config.requeue_interrupted {
             requeue(&server, &ctx.recovered).await?;
