@@ -3,22 +3,30 @@
 
 use crate::server::{QUICK, config};
 use crate::server_support::{Served, bare_repo, request};
+use crate::support::Run;
+
+/// `gantry serve` with `toml` as its configuration in a fresh directory, expected to refuse:
+/// the directory (to check what was left in it) and what the command said.
+fn serve_refused(toml: &str, unset: &[&str]) -> (tempfile::TempDir, Run) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gantry.toml"), toml).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"));
+    cmd.args(["serve", "--config", "gantry.toml"])
+        .current_dir(dir.path());
+    for var in unset {
+        cmd.env_remove(var);
+    }
+    let out = Run::from(cmd.output().unwrap());
+    assert_eq!(out.code, 1, "{out}");
+    (dir, out)
+}
 
 #[test]
 fn a_bad_config_reports_every_error_and_does_not_start() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("gantry.toml"),
+    let (dir, out) = serve_refused(
         "listen = \"nope\"\n[[projects]]\nname = \"x\"\nrepo = \"r\"\npol = \"1s\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["serve", "--config", "gantry.toml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let out = crate::support::Run::from(out);
-    assert_eq!(out.code, 1, "{out}");
+        &[],
+    );
     assert!(
         out.stderr.contains("gantry.toml:1:10: error: listen"),
         "{out}"
@@ -70,21 +78,9 @@ fn the_authorization_scheme_is_case_insensitive() {
 /// directory, no database, no admin token.
 #[test]
 fn a_port_in_use_names_the_field_and_creates_nothing() {
-    let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    std::fs::write(
-        dir.path().join("gantry.toml"),
-        format!("listen = \"{addr}\"\ndata_dir = \"state\"\n"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["serve", "--config", "gantry.toml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let out = crate::support::Run::from(out);
-    assert_eq!(out.code, 1, "{out}");
+    let (dir, out) = serve_refused(&format!("listen = \"{addr}\"\ndata_dir = \"state\"\n"), &[]);
     assert!(
         out.stderr.contains(&format!(
             "gantry.toml: listen = \"{addr}\": cannot listen there"
@@ -103,20 +99,10 @@ fn a_port_in_use_names_the_field_and_creates_nothing() {
 /// every delivery 401 later.
 #[test]
 fn an_unset_webhook_secret_variable_refuses_the_start() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("gantry.toml"),
+    let (dir, out) = serve_refused(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"state\"\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\nwebhook_secret_env = \"GANTRY_TEST_UNSET_SECRET\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["serve", "--config", "gantry.toml"])
-        .current_dir(dir.path())
-        .env_remove("GANTRY_TEST_UNSET_SECRET")
-        .output()
-        .unwrap();
-    let out = crate::support::Run::from(out);
-    assert_eq!(out.code, 1, "{out}");
+        &["GANTRY_TEST_UNSET_SECRET"],
+    );
     assert!(
         out.stderr.contains(
             "gantry.toml:6:22: project `hello`: webhook_secret_env names `GANTRY_TEST_UNSET_SECRET`, which is not set"
