@@ -78,6 +78,24 @@ impl Repo {
     }
 
     /// Opens the repository at `path`, or fails saying it is not one.
+    /// The root of the work tree holding `start`, found without starting git: the nearest
+    /// ancestor with a `.git` directory or file (a linked worktree or submodule). `None` when
+    /// git's own variables say where the repository is (`GIT_DIR`, `GIT_WORK_TREE`,
+    /// `GIT_CEILING_DIRECTORIES`), or nothing is found: then ask git.
+    pub fn work_tree_root(start: &Path) -> Option<PathBuf> {
+        if ["GIT_DIR", "GIT_WORK_TREE", "GIT_CEILING_DIRECTORIES"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            return None;
+        }
+        let start = start.canonicalize().ok()?;
+        start
+            .ancestors()
+            .find(|dir| dir.join(".git").exists())
+            .map(Path::to_path_buf)
+    }
+
     pub fn open(path: &Path) -> Result<Self> {
         let mut cmd = git(path);
         cmd.args(["rev-parse", "--absolute-git-dir"]);
@@ -233,6 +251,33 @@ mod tests {
     use super::*;
     use crate::test_sh as sh;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_work_tree_root_is_found_without_git_as_git_finds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo_dir = tmp.path().join("repo");
+        std::fs::create_dir_all(repo_dir.join("a/b")).unwrap();
+        sh(&repo_dir, "git init -q -b main");
+        let from_git = Repo::open(&repo_dir.join("a/b")).unwrap().root().unwrap();
+        assert_eq!(
+            Repo::work_tree_root(&repo_dir.join("a/b")).as_deref(),
+            Some(from_git.as_path())
+        );
+        // A linked worktree has a `.git` file.
+        sh(
+            &repo_dir,
+            "git -c user.email=t@t -c user.name=t commit -q --allow-empty -m x && git worktree add -q ../wt",
+        );
+        let wt = tmp.path().join("wt");
+        assert!(wt.join(".git").is_file());
+        assert_eq!(
+            Repo::work_tree_root(&wt).as_deref(),
+            Some(wt.canonicalize().unwrap().as_path())
+        );
+        // Outside any repository: nothing (then git is asked, and says so).
+        let outside = tempfile::tempdir().unwrap();
+        assert_eq!(Repo::work_tree_root(outside.path()), None);
+    }
 
     #[test]
     fn resolves_reads_and_exports() {

@@ -161,8 +161,9 @@ pub fn data_dir_for(explicit: Option<PathBuf>, start: &Path) -> PathBuf {
     if let Some(dir) = explicit {
         return dir;
     }
-    let root = gantry_git::Repo::open(start)
-        .and_then(|r| r.root())
-        .unwrap_or_else(|_| start.to_path_buf());
+    // Most commands run in a work tree: find its root without starting git.
+    let root = gantry_git::Repo::work_tree_root(start)
+        .or_else(|| gantry_git::Repo::open(start).and_then(|r| r.root()).ok())
+        .unwrap_or_else(|| start.to_path_buf());
     root.join(".gantry")
 }
