@@ -16,12 +16,27 @@ use serde_json::{Value, json};
 #[derive(Deserialize, Default)]
 pub struct ListQuery {
     project: Option<String>,
+    /// Only which project has which environment (`[{project, environment}]`), from the store:
+    /// no health check, for the CLI to find an environment's project quickly.
+    #[serde(default)]
+    brief: bool,
 }
 
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    if q.brief {
+        let names: Vec<Value> = state
+            .store
+            .environments()
+            .await?
+            .into_iter()
+            .filter(|(p, _)| q.project.as_ref().is_none_or(|want| want == p))
+            .map(|(project, environment)| json!({ "project": project, "environment": environment }))
+            .collect();
+        return Ok(Json(Value::Array(names)));
+    }
     Ok(Json(
         state
             .control

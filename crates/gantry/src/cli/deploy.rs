@@ -109,8 +109,8 @@ async fn resolve_project(
     if let Some(p) = explicit {
         return Ok(p);
     }
-    let all = c.get("/api/environments").await?;
-    let with_env: Vec<String> = all
+    let all = c.get("/api/environments?brief=true").await?;
+    let mut with_env: Vec<String> = all
         .as_array()
         .map(|a| {
             a.iter()
@@ -119,6 +119,13 @@ async fn resolve_project(
                 .collect()
         })
         .unwrap_or_default();
+    with_env.sort();
+    with_env.dedup();
+    // One project has it: that is the answer, wherever the command runs (reading the project
+    // of the working directory costs several git processes; only ambiguity needs it).
+    if let [one] = with_env.as_slice() {
+        return Ok(one.clone());
+    }
     if let Some(here) = project_here()
         && (with_env.is_empty() || with_env.contains(&here))
     {
