@@ -74,10 +74,22 @@ pub async fn openapi() -> Json<Value> {
     Json(crate::routes::openapi_document())
 }
 
+/// The projects, each with `poll_error` when polling its repository fails now (a repository
+/// that is gone, a remote out of reach), so a broken project shows where people look.
 pub async fn projects(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({ "projects": state.store.list_projects().await? }),
-    ))
+    let errors = state.control.poll_errors();
+    let projects: Vec<Value> = state
+        .store
+        .list_projects()
+        .await?
+        .into_iter()
+        .map(|p| {
+            let mut v = json!(p);
+            v["poll_error"] = json!(errors.get(&p.name));
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "projects": projects })))
 }
 
 #[derive(Deserialize)]

@@ -135,6 +135,11 @@ pub trait Control: Send + Sync {
         project: &str,
         environment: &str,
     ) -> Result<serde_json::Value, ControlError>;
+    /// Why polling a project's repository fails now (the last error, while it fails), by
+    /// project name; empty when every poll works.
+    fn poll_errors(&self) -> std::collections::HashMap<String, String> {
+        std::collections::HashMap::new()
+    }
     /// What environments' routers measured, for `/metrics`.
     fn router_samples(&self) -> Vec<RouterSample> {
         Vec::new()

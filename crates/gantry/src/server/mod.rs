@@ -71,6 +71,8 @@ pub struct Server {
     pub draining: watch::Sender<bool>,
     /// The watched repositories' mirrors.
     pub mirrors: Arc<Mirrors>,
+    /// The last poll error of each project whose polling fails now.
+    pub poll_errors: Mutex<HashMap<String, String>>,
     /// Carries out deployments (it reads pipelines through the mirrors, not the server).
     pub deploys: Arc<gantry_deploy::DeployManager>,
 }
@@ -115,6 +117,7 @@ impl Server {
             running: Mutex::new(HashMap::new()),
             draining: watch::channel(false).0,
             mirrors,
+            poll_errors: Mutex::new(HashMap::new()),
             deploys,
         }
     }
@@ -459,6 +462,10 @@ impl Control for Server {
         let report =
             crate::why::diagnose_release(&*self.store, repo.as_ref(), release, rules).await?;
         Ok(serde_json::to_value(report).map_err(anyhow::Error::from)?)
+    }
+
+    fn poll_errors(&self) -> HashMap<String, String> {
+        self.poll_errors.lock().expect("poll errors").clone()
     }
 
     fn router_samples(&self) -> Vec<gantry_api::RouterSample> {

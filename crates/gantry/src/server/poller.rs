@@ -35,6 +35,7 @@ pub fn spawn_pollers(server: Arc<Server>) -> Vec<JoinHandle<()>> {
                         Ok(heads) => {
                             if failing.failures > 0 {
                                 tracing::warn!(project = %project.name, after = failing.failures, "polling works again");
+                                server.poll_errors.lock().expect("poll errors").remove(&project.name);
                             }
                             failing = Failing::default();
                             last_seen = heads;
@@ -46,6 +47,11 @@ pub fn spawn_pollers(server: Arc<Server>) -> Vec<JoinHandle<()>> {
                             if failing.last.as_deref() != Some(error.as_str()) {
                                 tracing::warn!(project = %project.name, error = %error, "poll failed; backing off");
                             }
+                            server
+                                .poll_errors
+                                .lock()
+                                .expect("poll errors")
+                                .insert(project.name.clone(), error.clone());
                             failing.failed(error);
                         }
                     }

@@ -1,5 +1,6 @@
 //! Operator mistakes get one clear line and leave nothing half-made: a bad configuration, a
-//! port in use, an unset webhook secret variable, an authorization scheme in another case.
+//! port in use, an unset webhook secret variable, an authorization scheme in another case, a
+//! repository that does not exist.
 
 use crate::server::{QUICK, config};
 use crate::server_support::{Served, bare_repo, request};
@@ -113,4 +114,38 @@ fn an_unset_webhook_secret_variable_refuses_the_start() {
         !dir.path().join("state").exists(),
         "the data directory was made"
     );
+}
+
+/// A project whose repository does not exist: the server runs on (other projects are fine), and
+/// the project shows its polling error in the API until the repository is there.
+#[test]
+fn a_repository_that_does_not_exist_shows_in_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), QUICK);
+    let toml = format!(
+        "{}\n[[projects]]\nname = \"gone\"\nrepo = \"no-such-repo.git\"\npoll = \"1s\"\n",
+        config("0s")
+    );
+    let s = Served::start_in(dir, &toml);
+    let shown = crate::support::wait_until(std::time::Duration::from_secs(20), || {
+        let v = s.api("GET", "/api/projects", "").json();
+        v["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "gone" && p["poll_error"].is_string())
+    });
+    let v = s.api("GET", "/api/projects", "").json();
+    assert!(shown, "{v}");
+    let projects = v["projects"].as_array().unwrap();
+    let gone = projects.iter().find(|p| p["name"] == "gone").unwrap();
+    assert!(
+        gone["poll_error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-repo.git"),
+        "{gone}"
+    );
+    let hello = projects.iter().find(|p| p["name"] == "hello").unwrap();
+    assert!(hello["poll_error"].is_null(), "{hello}");
 }
