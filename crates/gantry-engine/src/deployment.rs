@@ -238,10 +238,6 @@ impl DeploymentMachine {
         }
     }
 
-    pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done
-    }
-
     /// What the health checks saw, repeats collapsed (`… (x3)`), oldest first.
     pub fn seen(&self) -> Vec<String> {
         self.seen

@@ -27,6 +27,9 @@ pub const MIN_ENCODED_LEN: usize = 6;
 pub struct Masker {
     /// Longest first, so a value is masked whole before any of its pieces.
     patterns: Vec<String>,
+    /// All patterns in one automaton: a line is scanned once to learn whether any is in it
+    /// (most lines hold none), however many forms each secret has.
+    any: Option<aho_corasick::AhoCorasick>,
 }
 
 impl Masker {
@@ -62,7 +65,10 @@ impl Masker {
             }
         }
         patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        Self { patterns }
+        let any = (!patterns.is_empty())
+            .then(|| aho_corasick::AhoCorasick::new(&patterns).ok())
+            .flatten();
+        Self { patterns, any }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,6 +82,9 @@ impl Masker {
 
     /// The line with every secret replaced by [`MASK`].
     pub fn mask<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        if self.any.as_ref().is_some_and(|a| !a.is_match(line)) {
+            return Cow::Borrowed(line);
+        }
         let mut out = Cow::Borrowed(line);
         for p in &self.patterns {
             if out.contains(p.as_str()) {

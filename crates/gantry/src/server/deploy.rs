@@ -3,7 +3,7 @@
 //! the in-process `Deployer` the server's runs use, and the `Control` operations on
 //! environments, all carried out by `gantry-deploy`'s manager.
 
-use super::{Mirrors, Server};
+use super::Mirrors;
 use crate::pipeline_at::{load_pipeline, short};
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
@@ -141,9 +141,4 @@ pub fn api_error(e: DeployError) -> ControlError {
 
 pub fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ControlError> {
     serde_json::to_value(v).map_err(|e| ControlError::from(anyhow::Error::from(e)))
-}
-
-/// The server's deploy manager.
-pub fn manager(server: &Server) -> Result<Arc<DeployManager>, ControlError> {
-    Ok(server.deploys.clone())
 }

@@ -367,7 +367,7 @@ impl Control for Server {
         request: gantry_engine::ports::DeployRequest,
         wait_bake: bool,
     ) -> Result<(bool, serde_json::Value), ControlError> {
-        let manager = deploy::manager(self)?;
+        let manager = &self.deploys;
         let report = manager
             .deploy(request, wait_bake)
             .await
@@ -382,7 +382,7 @@ impl Control for Server {
         to: Option<i64>,
         by: &str,
     ) -> Result<serde_json::Value, ControlError> {
-        let manager = deploy::manager(self)?;
+        let manager = &self.deploys;
         let release = manager
             .rollback(project, environment, to, by)
             .await
@@ -395,7 +395,7 @@ impl Control for Server {
         project: &str,
         environment: &str,
     ) -> Result<serde_json::Value, ControlError> {
-        let manager = deploy::manager(self)?;
+        let manager = &self.deploys;
         let history = manager
             .history(project, environment)
             .await
@@ -415,7 +415,7 @@ impl Control for Server {
         action: gantry_deploy::CanaryAction,
         by: &str,
     ) -> Result<serde_json::Value, ControlError> {
-        let manager = deploy::manager(self)?;
+        let manager = &self.deploys;
         let message = manager
             .canary_action(project, environment, action, by)
             .await
@@ -429,7 +429,7 @@ impl Control for Server {
         environment: &str,
         name: &str,
     ) -> Result<serde_json::Value, ControlError> {
-        let manager = deploy::manager(self)?;
+        let manager = &self.deploys;
         let acted = manager
             .alarm(project, environment, name)
             .await
@@ -493,7 +493,7 @@ impl Control for Server {
         project: Option<&str>,
         environment: Option<&str>,
     ) -> Result<serde_json::Value, ControlError> {
-        let manager = deploy::manager(self)?;
+        let manager = &self.deploys;
         match (project, environment) {
             (Some(p), Some(e)) => {
                 deploy::json(&manager.status(p, e).await.map_err(deploy::api_error)?)
