@@ -217,7 +217,7 @@ impl ArtifactIndex for SqliteStore {
     }
 
     async fn mark_removed(&self, ids: &[i64], at: Millis) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = write_tx(&self.pool).await?;
         for id in ids {
             sqlx::query(
                 "UPDATE artifacts SET removed_at = $1 WHERE id = $2 AND removed_at IS NULL",

@@ -57,6 +57,14 @@ impl SqliteStore {
     }
 }
 
+/// Begins a transaction that takes the write lock at once (`BEGIN IMMEDIATE`), waiting up to the
+/// busy timeout for it. A deferred transaction that reads first and writes later fails at once
+/// with "database is locked" when another connection wrote in between (SQLite cannot wait there:
+/// its snapshot is stale), so every transaction that writes begins this way.
+async fn write_tx(pool: &SqlitePool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 #[async_trait]
 impl StateStore for SqliteStore {
     async fn close(&self) {
@@ -159,4 +167,64 @@ async fn upsert_project_in<'e, E: sqlx::SqliteExecutor<'e>>(
     .await
     .context("recording the project")?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_engine::ports::{NewRelease, ReleaseStore};
+    use gantry_engine::release::ReleaseKind;
+    use sqlx::Connection;
+    use sqlx::sqlite::SqliteConnection;
+
+    /// Another connection (another gantry process, say) holds the write lock for 300 ms while
+    /// the store records a release, which reads the next number before it writes. The store
+    /// waits for the lock instead of failing with "database is locked" — the failure a deferred
+    /// transaction gives at once, seen in CI when a run and a deployment wrote together.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_waits_for_another_connections_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let mut other = SqliteConnection::connect_with(
+            &SqliteConnectOptions::new()
+                .filename(&path)
+                .busy_timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO projects (name, repo) VALUES ('q', '/srv/q')")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let holder = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+            other.close().await.unwrap();
+        });
+        let release = store
+            .create_release(NewRelease {
+                project: "p".into(),
+                environment: "prod".into(),
+                kind: ReleaseKind::Deploy,
+                source: None,
+                artifact: "app".into(),
+                digest: format!("sha256:{:064}", 1),
+                run_id: None,
+                commit: None,
+                created_by: "test".into(),
+                created_at: 1,
+                reason: None,
+            })
+            .await
+            .expect("the write waits for the other connection's lock");
+        assert_eq!(release.number, 1);
+        holder.await.unwrap();
+        assert_eq!(store.list_projects().await.unwrap().len(), 1);
+        store.close().await;
+    }
 }

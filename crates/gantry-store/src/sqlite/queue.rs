@@ -58,7 +58,7 @@ impl QueueStore for SqliteStore {
     }
 
     async fn enqueue_run(&self, run: QueuedRun) -> Result<Option<i64>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = write_tx(&self.pool).await?;
         let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, trigger_key) \
@@ -136,7 +136,7 @@ impl QueueStore for SqliteStore {
         pipeline_file: &str,
         stages: &[NewStage],
     ) -> Result<RunIds> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = write_tx(&self.pool).await?;
         sqlx::query("UPDATE runs SET pipeline_file = $1 WHERE id = $2")
             .bind(pipeline_file)
             .bind(run)

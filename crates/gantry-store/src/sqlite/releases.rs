@@ -2,7 +2,7 @@
 //! The store's `ReleaseStore` methods (at the end) call these; each is one statement or one
 //! transaction.
 
-use super::SqliteStore;
+use super::{SqliteStore, write_tx};
 use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use gantry_engine::ports::{
@@ -76,7 +76,7 @@ fn state_message(state: ReleaseState, reason: Option<&str>) -> String {
 }
 
 pub async fn create(pool: &SqlitePool, r: NewRelease) -> Result<ReleaseRecord> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let number: i64 = sqlx::query_scalar(
         "SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE project = $1 AND environment = $2",
     )
@@ -136,7 +136,7 @@ pub async fn set_state(
     reason: Option<&str>,
     at: Millis,
 ) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let ends = matches!(
         state,
         ReleaseState::Failed | ReleaseState::RolledBack | ReleaseState::Superseded
@@ -166,7 +166,7 @@ pub async fn switch_live(
     reason: Option<&str>,
     at: Millis,
 ) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let target = sqlx::query("SELECT * FROM releases WHERE id = $1")
         .bind(to)
         .fetch_one(&mut *tx)
@@ -215,14 +215,14 @@ pub async fn add_event(
     message: &str,
     at: Millis,
 ) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     event(&mut tx, release, kind, message, at).await?;
     tx.commit().await?;
     Ok(())
 }
 
 pub async fn mark_retired(pool: &SqlitePool, id: i64, at: Millis) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     sqlx::query("UPDATE releases SET retired_at = $1 WHERE id = $2 AND retired_at IS NULL")
         .bind(at)
         .bind(id)

@@ -5,7 +5,7 @@ use super::*;
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<RunIds> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = write_tx(&self.pool).await?;
         let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
         let started = (run.status == RunStatus::Running).then_some(run.created_at);
         let run_id: i64 = sqlx::query_scalar(
@@ -153,7 +153,7 @@ impl RunStore for SqliteStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = write_tx(&self.pool).await?;
         for l in lines {
             sqlx::query("INSERT INTO log_lines (step_id, line, at, stream, text) VALUES ($1, $2, $3, $4, $5)")
                 .bind(l.step_id)
@@ -170,7 +170,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn mark_interrupted(&self, run: i64, at: Millis) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = write_tx(&self.pool).await?;
         let unfinished = "('pending', 'running', 'queued')";
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE steps SET status = 'interrupted', finished_at = $1 \
