@@ -49,10 +49,16 @@ pub fn pipeline_schema() -> Value {
             "path": {
                 "description": "A file, directory or glob relative to the workspace (or a list of them)",
                 "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }]
+            },
+            "image": {
+                "type": "string",
+                "description": "An image the job's steps built (`app:dev`): saved from the Docker engine into the artifact store"
             }
         }),
-        &["name", "path"],
+        &["name"],
     );
+    let mut artifact = artifact;
+    artifact["oneOf"] = json!([{ "required": ["path"] }, { "required": ["image"] }]);
     let job = object(
         JOB_KEYS,
         json!({

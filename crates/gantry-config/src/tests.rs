@@ -204,3 +204,132 @@ fn steps_can_be_plain_strings_and_anchors_merge() {
         ["make", "make test"]
     );
 }
+
+const DOCKER: &str = "stages:
+  - name: build
+    jobs:
+      - name: image
+        run: podman build -t web:dev .
+        artifacts:
+          - name: app
+            image: web:dev
+environments:
+  production:
+    target:
+      docker:
+        port: 8080
+        host: unix:///run/podman/podman.sock
+        memory: 64m
+        cpus: 0.5
+        env: { MODE: prod }
+        volumes: [/srv/up:/up:ro]
+        command: [/bin/app, --fast]
+        labels: { team: web }
+    router:
+      listen: 127.0.0.1:8102
+";
+
+/// A docker target and an image artifact as the docs write them: every key lands where the
+/// deploy target reads it, and the default check is the port's.
+#[test]
+fn a_docker_target_and_an_image_artifact_parse() {
+    let p = parse_pipeline("gantry.yml", DOCKER)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pipeline;
+    let StageKind::Jobs(jobs) = &p.stages[0].kind else {
+        panic!("jobs")
+    };
+    assert_eq!(jobs[0].artifacts[0].image.as_deref(), Some("web:dev"));
+    assert!(jobs[0].artifacts[0].paths.is_empty());
+    let env = p
+        .environments
+        .iter()
+        .find(|e| e.name == "production")
+        .unwrap();
+    let Some(gantry_model::TargetSpec::Docker(d)) = &env.target else {
+        panic!("a docker target: {:?}", env.target)
+    };
+    assert_eq!(d.port, 8080);
+    assert_eq!(d.host.as_deref(), Some("unix:///run/podman/podman.sock"));
+    assert_eq!(d.memory_bytes, Some(64 << 20));
+    assert_eq!(d.nano_cpus, Some(500_000_000));
+    assert_eq!(d.env, vec![("MODE".to_string(), "prod".to_string())]);
+    assert_eq!(d.volumes, vec!["/srv/up:/up:ro".to_string()]);
+    assert_eq!(
+        d.command,
+        Some(vec!["/bin/app".to_string(), "--fast".to_string()])
+    );
+    assert_eq!(d.labels, vec![("team".to_string(), "web".to_string())]);
+    assert_eq!(env.health.check, gantry_model::HealthCheck::Tcp);
+}
+
+/// Each wrong docker key or image artifact is one error at its line and column, naming the
+/// field.
+#[test]
+fn wrong_docker_keys_are_named_where_they_are() {
+    for (from, to, expected) in [
+        (
+            "port: 8080",
+            "port: 0",
+            "13:15: error: environments[production].target.docker.port: port 0",
+        ),
+        (
+            "port: 8080",
+            "port: 70000",
+            "13:15: error: environments[production].target.docker.port: 70000 is too large",
+        ),
+        (
+            "        port: 8080\n",
+            "",
+            "13:9: error: environments[production].target.docker: a docker target is missing the required key `port`",
+        ),
+        (
+            "host: unix:///run/podman/podman.sock",
+            "host: /run/podman.sock",
+            "14:15: error: environments[production].target.docker.host: `/run/podman.sock` is not a Docker Engine address",
+        ),
+        (
+            "memory: 64m",
+            "memory: lots",
+            "15:17: error: environments[production].target.docker.memory: `lots` is not an amount of memory",
+        ),
+        (
+            "memory: 64m",
+            "memory: 1m",
+            "`1m` is not an amount of memory",
+        ),
+        (
+            "cpus: 0.5",
+            "cpus: 0",
+            "16:15: error: environments[production].target.docker.cpus: `0` is not a number of CPUs",
+        ),
+        (
+            "[/srv/up:/up:ro]",
+            "[/srv/up]",
+            "environments[production].target.docker.volumes: `/srv/up` is not a volume",
+        ),
+        (
+            "{ team: web }",
+            "{ gantry.release: 9 }",
+            "label `gantry.release` is reserved",
+        ),
+        (
+            "image: web:dev",
+            "image: web dev",
+            "8:20: error: stages[build].jobs[image].artifacts[0].image: image `web dev` may hold only",
+        ),
+        (
+            "image: web:dev",
+            "image: web:dev\n            path: dist/",
+            "8:20: error: stages[build].jobs[image].artifacts[0].image: an artifact is either files (`path`) or an image (`image`), not both",
+        ),
+    ] {
+        let source = DOCKER.replacen(from, to, 1);
+        assert_ne!(source, DOCKER, "{from}");
+        let text = errors(&source);
+        assert!(
+            text.contains(expected),
+            "{to}: expected {expected:?} in:\n{text}"
+        );
+    }
+}

@@ -97,6 +97,29 @@ pub enum TargetSpec {
         rollback: Option<String>,
         env: Vec<(String, String)>,
     },
+    /// A container per release, from the image artifact, through the Docker Engine API; its
+    /// `port` is published on 127.0.0.1 and the router sends users there once it is healthy.
+    Docker(DockerTarget),
+}
+
+/// `target: { docker: … }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DockerTarget {
+    /// The engine's address (`unix:///run/podman/podman.sock`, `tcp://127.0.0.1:2375`);
+    /// `None`: `DOCKER_HOST`, else the usual sockets.
+    pub host: Option<String>,
+    /// The port the container listens on.
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+    /// `host-path:container-path[:ro]` binds, or `volume:container-path`.
+    pub volumes: Vec<String>,
+    pub memory_bytes: Option<u64>,
+    /// CPUs in billionths (`0.5` = 500_000_000), as the engine counts them.
+    pub nano_cpus: Option<u64>,
+    /// Replaces the image's command.
+    pub command: Option<Vec<String>>,
+    /// Labels of the user's own, next to gantry's.
+    pub labels: Vec<(String, String)>,
 }
 
 impl TargetSpec {
@@ -104,6 +127,7 @@ impl TargetSpec {
         match self {
             TargetSpec::Process { .. } => TargetKind::Process,
             TargetSpec::Command { .. } => TargetKind::Command,
+            TargetSpec::Docker(_) => TargetKind::Docker,
         }
     }
 
@@ -120,6 +144,7 @@ impl TargetSpec {
 pub enum TargetKind {
     Process,
     Command,
+    Docker,
 }
 
 impl TargetKind {
@@ -128,12 +153,13 @@ impl TargetKind {
         match self {
             TargetKind::Process => "process",
             TargetKind::Command => "command",
+            TargetKind::Docker => "docker",
         }
     }
 
     pub fn routing(self) -> Routing {
         match self {
-            TargetKind::Process => Routing::Router,
+            TargetKind::Process | TargetKind::Docker => Routing::Router,
             TargetKind::Command => Routing::Itself,
         }
     }
@@ -143,8 +169,14 @@ impl TargetKind {
     pub fn supervised(self) -> bool {
         match self {
             TargetKind::Process => true,
-            TargetKind::Command => false,
+            TargetKind::Command | TargetKind::Docker => false,
         }
+    }
+
+    /// Whether its releases go on running while gantry is down (containers), so that a gantry
+    /// starting again adopts them as they are instead of starting them again.
+    pub fn outlives_gantry(self) -> bool {
+        matches!(self, TargetKind::Docker)
     }
 }
 

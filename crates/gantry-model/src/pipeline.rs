@@ -78,11 +78,16 @@ pub struct Step {
     pub timeout: Option<Duration>,
 }
 
-/// An artifact a job declares: files, directories or globs relative to the workspace.
+/// An artifact a job declares: files, directories or globs relative to the workspace, or an
+/// image its steps built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactSpec {
     pub name: String,
+    /// Empty for an image artifact.
     pub paths: Vec<String>,
+    /// An image in the Docker engine (`app:dev`), saved into the artifact store as an archive
+    /// with its description once the job's steps succeeded.
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

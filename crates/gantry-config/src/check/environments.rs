@@ -110,7 +110,7 @@ impl Checker {
                 self.error(
                     n,
                     &fields.field("strategy"),
-                    "a canary splits traffic in gantry's router, which only `process` targets have",
+                    "a canary splits traffic in gantry's router, which `process` and `docker` targets have",
                     None,
                 );
             }
@@ -133,7 +133,7 @@ impl Checker {
                     self.error(
                         health_node.unwrap_or(node),
                         &fields.field("health"),
-                        "`http` and `tcp` checks need the release's port, which only `process` targets have",
+                        "`http` and `tcp` checks need the release's port, which `process` and `docker` targets have",
                         Some("check a `command` target with `health: { command: ./check.sh }`".into()),
                     );
                 }

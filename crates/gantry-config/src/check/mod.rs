@@ -23,9 +23,9 @@ use crate::diagnostic::{Diagnostic, Severity, suggest};
 use crate::field;
 use crate::yaml::{Node, Pos, Value};
 use gantry_model::{
-    AnalysisSpec, ArtifactSpec, CanarySpec, CanaryStep, DeploySpec, EnvironmentSpec, HealthCheck,
-    HealthSpec, Job, Pipeline, ProjectArtifact, RESERVED_ENV_PREFIX, RouterSpec, Routing, Stage,
-    StageKind, Step, TargetSpec, UserKey, UserSpec,
+    AnalysisSpec, ArtifactSpec, CanarySpec, CanaryStep, DeploySpec, DockerTarget, EnvironmentSpec,
+    HealthCheck, HealthSpec, Job, Pipeline, ProjectArtifact, RESERVED_ENV_PREFIX, RouterSpec,
+    Routing, Stage, StageKind, Step, TargetSpec, UserKey, UserSpec,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -46,7 +46,7 @@ pub const JOB_KEYS: &[&str] = &[
     "needs",
 ];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];
-pub const ARTIFACT_KEYS: &[&str] = &["name", "path"];
+pub const ARTIFACT_KEYS: &[&str] = &["name", "path", "image"];
 pub const NEED_KEYS: &[&str] = &["project", "artifact", "branch", "path"];
 pub const DEPLOY_KEYS: &[&str] = &["environment", "environments", "artifact", "bake"];
 pub const ENVIRONMENT_KEYS: &[&str] = &[

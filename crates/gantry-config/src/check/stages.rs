@@ -393,6 +393,48 @@ impl Checker {
             let name = self
                 .required(&fields, item, "name", "an artifact")
                 .and_then(|n| self.name(n, &fields.field("name")));
+            match (fields.some("path"), fields.some("image")) {
+                (Some(_), Some(image)) => {
+                    self.error(
+                        image,
+                        &fields.field("image"),
+                        "an artifact is either files (`path`) or an image (`image`), not both",
+                        Some("declare the image as an artifact of its own".into()),
+                    );
+                    ok = false;
+                    continue;
+                }
+                (None, Some(image)) => {
+                    let field = fields.field("image");
+                    let image = self
+                        .string(image, &field)
+                        .and_then(|r| match image_problem(&r) {
+                            Some(problem) => {
+                                self.error(
+                                    image,
+                                    &field,
+                                    format!("image `{r}` {problem}"),
+                                    Some(
+                                        "name the image the job's steps built, e.g. `app:dev`"
+                                            .into(),
+                                    ),
+                                );
+                                None
+                            }
+                            None => Some(r),
+                        });
+                    match (name, image) {
+                        (Some(name), Some(image)) => out.push(ArtifactSpec {
+                            name,
+                            paths: Vec::new(),
+                            image: Some(image),
+                        }),
+                        _ => ok = false,
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             let paths = self
                 .required(&fields, item, "path", "an artifact")
                 .map(|n| {
@@ -413,9 +455,11 @@ impl Checker {
                     good
                 });
             match (name, paths) {
-                (Some(name), Some(paths)) if !paths.is_empty() => {
-                    out.push(ArtifactSpec { name, paths })
-                }
+                (Some(name), Some(paths)) if !paths.is_empty() => out.push(ArtifactSpec {
+                    name,
+                    paths,
+                    image: None,
+                }),
                 _ => ok = false,
             }
         }
@@ -473,4 +517,24 @@ impl Checker {
             bake: bake.flatten(),
         })
     }
+}
+
+/// What is wrong with an image reference (`repo[:tag]` or `repo@sha256:…`), if anything.
+fn image_problem(r: &str) -> Option<&'static str> {
+    if r.is_empty() {
+        return Some("is empty");
+    }
+    if r.len() > 255 {
+        return Some("is longer than 255 characters");
+    }
+    if r.starts_with(['-', ':', '@', '/', '.']) {
+        return Some("must start with a letter or digit");
+    }
+    if !r
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@'))
+    {
+        return Some("may hold only letters, digits and `. _ - / : @`");
+    }
+    None
 }
