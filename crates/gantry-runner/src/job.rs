@@ -211,7 +211,7 @@ async fn attempt_in(
     }
 
     for artifact in &job.artifacts {
-        match ctx.artifacts.store(&project_dir, &artifact.paths).await {
+        match store_artifact(ctx, &project_dir, artifact).await {
             Ok(stored) => {
                 if let Err(e) = ctx
                     .state
@@ -245,6 +245,54 @@ async fn attempt_in(
         outcome: AttemptOutcome::Succeeded,
         exit_code: Some(0),
         error: None,
+    }
+}
+
+/// Stores one declared artifact: its files, or the image the steps built — saved from the Docker
+/// engine as an archive beside its description, stored like any artifact, and tagged
+/// `<repo>:run-<N>` and `<repo>:<commit>` in the engine so the run's image is easy to find.
+async fn store_artifact(
+    ctx: &RunContext,
+    project_dir: &Path,
+    artifact: &gantry_model::ArtifactSpec,
+) -> anyhow::Result<gantry_engine::ports::StoredArtifact> {
+    use anyhow::Context;
+    let Some(image) = &artifact.image else {
+        return ctx.artifacts.store(project_dir, &artifact.paths).await;
+    };
+    let engine = gantry_docker::Engine::connect(None).await?;
+    // Staged next to the workspace (same file system), removed whatever happens.
+    let staging = tempfile::Builder::new()
+        .prefix(".gantry-image-")
+        .tempdir_in(&ctx.work_dir)
+        .with_context(|| format!("staging the image in {}", ctx.work_dir.display()))?;
+    let info = engine.save(image, staging.path()).await?;
+    let stored = ctx
+        .artifacts
+        .store(
+            staging.path(),
+            &[
+                gantry_docker::ARCHIVE.to_string(),
+                gantry_docker::DESCRIPTION.to_string(),
+            ],
+        )
+        .await?;
+    let repo = image_repository(image);
+    let short: String = ctx.commit.chars().take(12).collect();
+    for tag in [format!("run-{}", ctx.run_id), short] {
+        if let Err(e) = engine.tag(&info.id, repo, &tag).await {
+            tracing::warn!(error = %format!("{e:#}"), "tagging the run's image");
+        }
+    }
+    Ok(stored)
+}
+
+/// `registry:5000/team/app:dev` → `registry:5000/team/app`.
+fn image_repository(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
     }
 }
 
@@ -342,4 +390,22 @@ async fn unpack_needs(ctx: &Arc<RunContext>, job: &Job, dir: &Path) -> Result<()
             .map_err(|e| format!("artifact `{name}` ({}): {e:#}", record.digest))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::image_repository;
+
+    #[test]
+    fn an_image_repository_is_its_name_without_tag_or_digest() {
+        for (image, repo) in [
+            ("app:dev", "app"),
+            ("app", "app"),
+            ("registry:5000/team/app:dev", "registry:5000/team/app"),
+            ("registry:5000/team/app", "registry:5000/team/app"),
+            ("app@sha256:abc", "app"),
+        ] {
+            assert_eq!(image_repository(image), repo, "{image}");
+        }
+    }
 }

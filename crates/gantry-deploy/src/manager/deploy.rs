@@ -298,6 +298,8 @@ impl DeployManager {
     pub(super) async fn retire(&self, env: &Env, r: &ReleaseRecord) {
         if let Some(t) = env.target() {
             self.stop_release(env, &t, r.number).await;
+            let spec = env.spec.lock().expect("spec").clone();
+            t.retire(&self.context(r, None, &spec).await).await;
         }
         let dir = self.release_dir(&r.project, &r.environment, r.number);
         let _ = std::fs::remove_dir_all(&dir);

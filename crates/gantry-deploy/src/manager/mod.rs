@@ -227,7 +227,7 @@ impl DeployManager {
             match &*slot {
                 Some(t) if t.kind() == target_spec.kind() => t.clone(),
                 _ => {
-                    let t = targets::build(target_spec.kind(), &self.events);
+                    let t = targets::build(target_spec.kind(), &self.events, &self.root);
                     *slot = Some(t.clone());
                     t
                 }

@@ -82,11 +82,21 @@ impl DeployManager {
         let env = self.env(&live.project, &live.environment, &spec);
         let _local = env.work.lock().await;
         let target = self.prepare(&env, &spec).await?;
-        if !target.kind().supervised() {
+        let kind = target.kind();
+        if !kind.supervised() && !kind.outlives_gantry() {
             return Ok(()); // Nothing of ours runs for it.
         }
         let ctx = self.context(live, None, &spec).await;
-        let unpack = !ctx.dir.is_dir();
+        // What still runs (a container) is taken over as it is: one check, then the router.
+        let adopted = if kind.outlives_gantry() {
+            target
+                .adopt(&ctx)
+                .await
+                .map_err(|e| DeployError::Internal(e.context("adopting the live release")))?
+        } else {
+            None
+        };
+        let unpack = adopted.is_none() && !ctx.dir.is_dir();
         let d = Drive {
             env: env.clone(),
             target,
@@ -96,9 +106,9 @@ impl DeployManager {
             live: None,
             from: None,
             reason: None,
-            addr: None,
+            addr: adopted,
         };
-        let plan = Self::plan(&d, Purpose::Restore, unpack, false);
+        let plan = Self::plan(&d, Purpose::Restore, unpack, adopted.is_some());
         if let Some(why) = self.drive(d, plan, None, Guards::default()).await.failure {
             return Err(DeployError::Conflict(why));
         }
@@ -107,7 +117,11 @@ impl DeployManager {
             .add_release_event(
                 live.id,
                 "note",
-                "started again after gantry restarted",
+                if adopted.is_some() {
+                    "still running after gantry restarted: adopted"
+                } else {
+                    "started again after gantry restarted"
+                },
                 now_millis(),
             )
             .await;

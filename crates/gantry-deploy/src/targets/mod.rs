@@ -2,12 +2,15 @@
 //! users reach it ([`Routing`]): through gantry's router (it returns the address it listens on,
 //! and the manager health-checks it and switches the router) or by moving traffic itself (the
 //! user's scripts; a weighted alias). The manager does the rest (records, keep, bake, rollback).
-//! [`build`] is the one place a target is made from its kind; `process` and `command` live here.
+//! [`build`] is the one place a target is made from its kind; `process`, `docker` and `command`
+//! live here.
 
 mod command;
+mod docker;
 mod process;
 
 pub use command::CommandTarget;
+pub use docker::DockerTarget;
 pub use process::ProcessTarget;
 
 use crate::supervisor::ServiceEvent;
@@ -76,10 +79,16 @@ pub struct Running {
 }
 
 /// Makes the target for a kind: the one place that knows which type carries out which kind.
-/// `events` receives what supervised releases do (crashes), for the release history.
-pub fn build(kind: TargetKind, events: &mpsc::UnboundedSender<ServiceEvent>) -> Arc<dyn Target> {
+/// `events` receives what releases do by themselves (crashes), for the release history; `root`
+/// is the deployments' data directory (containers carry a name for it).
+pub fn build(
+    kind: TargetKind,
+    events: &mpsc::UnboundedSender<ServiceEvent>,
+    root: &std::path::Path,
+) -> Arc<dyn Target> {
     match kind {
         TargetKind::Process => Arc::new(ProcessTarget::new(events.clone())),
+        TargetKind::Docker => Arc::new(DockerTarget::new(root, events.clone())),
         TargetKind::Command => Arc::new(CommandTarget),
     }
 }
@@ -102,11 +111,18 @@ pub fn build(kind: TargetKind, events: &mpsc::UnboundedSender<ServiceEvent>) -> 
 ///    traffic already). For [`Routing::Router`] the router moves users and it is never called.
 /// 4. [`stop`](Target::stop) is safe to call for a release that never started, whose start
 ///    failed, or that is stopped already. The directory stays: a kept release may start again.
-/// 5. [`stop_all`](Target::stop_all) at shutdown: afterwards nothing of this target runs.
+/// 5. [`retire`](Target::retire) when a release leaves the kept ones: after `stop`, whatever
+///    the target kept for it (a container, an image tag) goes. Never what a kept release needs.
+/// 6. [`stop_all`](Target::stop_all) at shutdown: afterwards nothing of this target runs —
+///    except for kinds that [outlive gantry](TargetKind::outlives_gantry) (containers), which
+///    go on serving and are adopted by the next gantry.
 ///
-/// After gantry restarts, the manager starts the live release again only for kinds that are
-/// [`supervised`](TargetKind::supervised); it may assume nothing of a previous gantry still
-/// runs (leftovers are killed before) and that the release directory is as it was unpacked.
+/// After gantry restarts, the manager first offers the live release to
+/// [`adopt`](Target::adopt) (kinds that outlive gantry: it takes over what still runs, without
+/// restarting it); otherwise it starts the live release again for kinds that are
+/// [`supervised`](TargetKind::supervised) or outlive gantry. It may assume nothing of a
+/// previous gantry's processes still runs (leftovers are killed before) and that the release
+/// directory is as it was unpacked.
 #[async_trait]
 pub trait Target: Send + Sync {
     fn kind(&self) -> TargetKind;
@@ -120,8 +136,15 @@ pub trait Target: Send + Sync {
     async fn roll_back(&self, to: &ReleaseContext, from: &ReleaseContext) -> anyhow::Result<()>;
     /// What runs for the deploy release `source`, if anything.
     fn running(&self, source: i64) -> Option<Running>;
+    /// After a restart of gantry: takes over what still runs for the release (found by what
+    /// the target marked it with), returning where it listens; `None` if nothing runs.
+    async fn adopt(&self, _release: &ReleaseContext) -> anyhow::Result<Option<SocketAddr>> {
+        Ok(None)
+    }
     /// Stops what runs for `source` (its directory stays).
     async fn stop(&self, source: i64);
+    /// The release is no longer kept: remove what the target kept for it.
+    async fn retire(&self, _release: &ReleaseContext) {}
     /// Stops everything (gantry is shutting down).
     async fn stop_all(&self);
 }

@@ -14,6 +14,9 @@
 //! - `crash`: kill -9 and Ctrl-C in the middle of a run.
 //! - `deploy`: environments with the example service: deploy, rollback, health, crashes, locks,
 //!   outdated deploys, kill -9, zero failed requests under load, command targets, retention.
+//! - `docker`: the `docker` target against podman's Docker API: images saved into the artifact
+//!   store, containers behind the router, rollback, an image restored from the store, keep,
+//!   adoption after a restart, bad images and a wrong engine address.
 //! - `rollback`: rollbacks to kept releases, and refusals of releases not as verified.
 //! - `server`: `gantry serve`: polling, webhooks, API, tokens, SSE, shutdown, kill -9.
 //! - `server_support`: a real server on 127.0.0.1 and a plain HTTP client.
@@ -29,6 +32,7 @@ mod canary;
 mod check;
 mod crash;
 mod deploy;
+mod docker;
 mod mistakes;
 mod pipeline;
 mod rollback;

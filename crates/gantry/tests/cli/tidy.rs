@@ -59,15 +59,26 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gantry-config", &["gantry-model"]),
     ("gantry-engine", &["gantry-model"]),
     ("gantry-git", &[]),
+    ("gantry-docker", &[]),
     ("gantry-store", &["gantry-model", "gantry-engine"]),
     (
         "gantry-runner",
-        &["gantry-model", "gantry-engine", "gantry-git"],
+        &[
+            "gantry-model",
+            "gantry-engine",
+            "gantry-git",
+            "gantry-docker",
+        ],
     ),
     ("gantry-api", &["gantry-model", "gantry-engine"]),
     (
         "gantry-deploy",
-        &["gantry-model", "gantry-engine", "gantry-runner"],
+        &[
+            "gantry-model",
+            "gantry-engine",
+            "gantry-runner",
+            "gantry-docker",
+        ],
     ),
     (
         "gantry",
@@ -77,6 +88,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gantry-config",
             "gantry-engine",
             "gantry-git",
+            "gantry-docker",
             "gantry-store",
             "gantry-runner",
             "gantry-deploy",

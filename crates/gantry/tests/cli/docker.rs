@@ -1,0 +1,425 @@
+//! The `docker` target for real, against podman serving the Docker Engine API (`.ci/run` starts
+//! it; shared/notes/containers.md): a job builds an image FROM scratch (static busybox serving
+//! a page) with `podman build`, gantry saves it into the artifact store, and releases run as
+//! containers behind the router. Each test names its project uniquely and removes, by id, every
+//! container and image it made.
+
+use crate::deploy::get;
+use crate::server_support::Served;
+use crate::support::{Fixture, Run, free_port, wait_until};
+use std::process::Command;
+use std::time::Duration;
+
+/// What the image does when it starts.
+#[derive(Clone, Copy)]
+enum Image {
+    /// Serves `hello from VERSION` on 8080.
+    Serves,
+    /// Exits at once with code 3, saying why.
+    ExitsAtOnce,
+    /// Serves for two seconds, then exits with code 4.
+    CrashesSoon,
+}
+
+fn dockerfile(kind: Image) -> &'static str {
+    match kind {
+        Image::Serves => {
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n\
+             ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+        }
+        Image::ExitsAtOnce => {
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n\
+             ENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \"echo config file /etc/app.toml is missing >&2; exit 3\"]\n"
+        }
+        Image::CrashesSoon => {
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n\
+             ENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox httpd -p 8080 -h /www && /bin/busybox sleep 2 && echo worker lost >&2 && exit 4\"]\n"
+        }
+    }
+}
+
+struct Web {
+    fx: Fixture,
+    server: Served,
+    port: u16,
+    /// The project's name: unique per test, so containers and images are found by it.
+    name: String,
+    extra: String,
+    host: String,
+    runs: i64,
+}
+
+impl Web {
+    fn new(test: &str, extra: &str) -> Self {
+        let name = format!("dk-{test}-{}", std::process::id());
+        let port = free_port();
+        let host = "unix:///run/podman/podman.sock".to_string();
+        let fx = Fixture::new(&spec(&name, "v0", port, extra, &host, Image::Serves));
+        let server = Served::start_with_data("listen = \"127.0.0.1:0\"\n", &fx.data());
+        Web {
+            fx,
+            server,
+            port,
+            name,
+            extra: extra.to_string(),
+            host,
+            runs: 0,
+        }
+    }
+
+    /// Commits `version` of an image that does `kind`, builds it; returns the run id.
+    fn build(&mut self, version: &str, kind: Image) -> i64 {
+        self.fx.commit(
+            &spec(
+                &self.name,
+                version,
+                self.port,
+                &self.extra,
+                &self.host,
+                kind,
+            ),
+            &format!("version {version}"),
+        );
+        let out = self.fx.run(&["run"]);
+        assert_eq!(out.code, 0, "building {version}: {out}");
+        self.runs += 1;
+        self.runs
+    }
+
+    fn deploy(&self, run: i64) -> Run {
+        self.fx.run(&[
+            "deploy",
+            "production",
+            "--artifact",
+            "app",
+            "--run",
+            &run.to_string(),
+        ])
+    }
+
+    fn deploy_ok(&self, run: i64) {
+        let out = self.deploy(run);
+        assert_eq!(
+            out.code,
+            0,
+            "deploy of run {run}: {out}\nserver log:\n{}",
+            self.server.log()
+        );
+    }
+
+    fn serving(&self) -> String {
+        match get(&format!("127.0.0.1:{}", self.port), "/") {
+            Ok((200, body, _)) => body.trim().trim_start_matches("hello from ").to_string(),
+            Ok((status, body, _)) => format!("HTTP {status}: {body}"),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// This project's containers: (id, release label, running).
+    fn containers(&self) -> Vec<(String, String, bool)> {
+        let out = podman(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=gantry.project={}", self.name),
+            "--format",
+            "{{.ID}} {{.Labels}} {{.State}}",
+            "--no-trunc",
+        ]);
+        let mut v: Vec<(String, String, bool)> = out
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let id = l.split_whitespace().next().unwrap().to_string();
+                let release = podman(&[
+                    "inspect",
+                    "--format",
+                    "{{index .Config.Labels \"gantry.release\"}} {{.State.Running}}",
+                    &id,
+                ]);
+                let mut parts = release.split_whitespace();
+                let r = parts.next().unwrap_or_default().to_string();
+                let running = parts.next() == Some("true");
+                (id, r, running)
+            })
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1));
+        v
+    }
+
+    fn image_id(&self, version: &str) -> String {
+        podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &self.image(version),
+        ])
+        .trim()
+        .to_string()
+    }
+
+    fn image(&self, version: &str) -> String {
+        format!("{}:{version}", self.name)
+    }
+
+    fn release_log(&self, release: i64) -> String {
+        let path = self
+            .fx
+            .data()
+            .join("releases")
+            .join(&self.name)
+            .join("production")
+            .join(format!("{release}.log"));
+        std::fs::read_to_string(&path).unwrap_or_default()
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        self.server.stop();
+        for (id, _, _) in self.containers() {
+            let _ = podman_status(&["rm", "-f", &id]);
+        }
+        let images = podman(&[
+            "images",
+            "--format",
+            "{{.ID}}",
+            "--filter",
+            &format!("reference={}*", self.name),
+        ]);
+        let gantry_tagged = podman(&["images", "--format", "{{.ID}} {{.Repository}}"]);
+        let mut ids: Vec<String> = images.lines().map(str::to_string).collect();
+        // The releases' own tags (gantry-<instance>-<project>-production).
+        for l in gantry_tagged.lines() {
+            if let Some((id, repo)) = l.split_once(' ')
+                && repo.contains(&self.name)
+            {
+                ids.push(id.to_string());
+            }
+        }
+        for id in ids {
+            let _ = podman_status(&["rmi", "-f", &id]);
+        }
+    }
+}
+
+fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman").args(args).output().expect("podman");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn podman_status(args: &[&str]) -> bool {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn spec(name: &str, version: &str, port: u16, extra: &str, host: &str, kind: Image) -> String {
+    format!(
+        r#"//- gantry.yml
+name: {name}
+stages:
+  - name: build
+    jobs:
+      - name: image
+        run: |
+          mkdir -p ctx/www
+          cp /bin/busybox ctx/busybox
+          cp Dockerfile ctx/Dockerfile
+          echo "hello from {version}" > ctx/www/index.html
+          podman build -q -t {name}:{version} ctx
+        artifacts:
+          - name: app
+            image: {name}:{version}
+environments:
+  production:
+    target:
+      docker:
+        host: {host}
+        port: 8080
+        memory: 64m
+        env:
+          APP_MODE: production
+    health:
+      http: /
+      timeout: 10s
+      interval: 100ms
+    router:
+      listen: 127.0.0.1:{port}
+{extra}//- Dockerfile
+{dockerfile}"#,
+        dockerfile = dockerfile(kind)
+    )
+}
+
+/// Deploy, deploy again, roll back; the image of a kept release deleted from the engine comes
+/// back from the artifact store on rollback; `keep` leaves exactly that many containers and
+/// the router answers from the right one each time.
+#[test]
+fn docker_releases_deploy_roll_back_and_come_back_from_the_store() {
+    let mut web = Web::new("loop", "    keep: 2\n    bake: 1s\n");
+    let v1 = web.build("v1", Image::Serves);
+    let v2 = web.build("v2", Image::Serves);
+    // The run's image is tagged for the run.
+    let tagged = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        tagged.contains(&format!("{}:run-{v1}", web.name)),
+        "{tagged}"
+    );
+
+    web.deploy_ok(v1);
+    assert_eq!(web.serving(), "v1");
+    let first = web.containers();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].1, "1");
+    let labels = podman(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"gantry.environment\"}} {{.HostConfig.Memory}}",
+        &first[0].0,
+    ]);
+    assert_eq!(labels.trim(), format!("production {}", 64 << 20));
+
+    web.deploy_ok(v2);
+    assert_eq!(web.serving(), "v2");
+
+    let out = web.fx.run(&["rollback", "production"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(web.serving(), "v1");
+
+    // Release 2's image vanishes from the engine (pruned, or another host): its container goes
+    // with it. Rolling forward to it loads the image back from the artifact store.
+    let v2_image = web.image_id("v2");
+    assert!(!v2_image.is_empty());
+    assert!(podman_status(&["rmi", "-f", &v2_image]));
+    assert!(web.image_id("v2").is_empty(), "the image is gone");
+    let out = web.fx.run(&["rollback", "production", "--to", "2"]);
+    assert_eq!(out.code, 0, "{out}\nserver log:\n{}", web.server.log());
+    assert_eq!(web.serving(), "v2");
+    assert!(
+        web.release_log(2)
+            .contains("loading it from the artifact store"),
+        "{}",
+        web.release_log(2)
+    );
+    let restored = podman(&["image", "inspect", "--format", "{{.Id}}", &v2_image]);
+    assert_eq!(restored.trim(), v2_image, "the same image id came back");
+
+    // Releases so far: 1 (v1), 2 (v2), 3 (rollback to 1), 4 (rollback to 2). A fifth, v3:
+    // with keep 2, releases 5 and 4 are kept — containers of deploys 5 and 2 (a rollback runs
+    // its deploy's container) — and deploy 1's container is removed.
+    let v3 = web.build("v3", Image::Serves);
+    web.deploy_ok(v3);
+    assert_eq!(web.serving(), "v3");
+    let containers = || {
+        web.containers()
+            .into_iter()
+            .map(|c| c.1)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || containers() == ["2", "5"]),
+        "containers left: {:?}",
+        containers()
+    );
+    // The image of a kept release keeps its tag; the retired release's tag is gone.
+    let tags = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        !tags.contains(&format!("{}-production:release-1", web.name)),
+        "{tags}"
+    );
+    assert!(
+        tags.contains(&format!("{}-production:release-2", web.name)),
+        "{tags}"
+    );
+}
+
+/// A gantry that restarts finds its containers by their labels and adopts the live one as it
+/// runs: the same container id, never restarted, serving throughout.
+#[test]
+fn a_restarted_gantry_adopts_the_running_container() {
+    let mut web = Web::new("adopt", "    bake: 1s\n");
+    let v1 = web.build("v1", Image::Serves);
+    web.deploy_ok(v1);
+    assert_eq!(web.serving(), "v1");
+    let before = web.containers();
+    assert_eq!(before.len(), 1);
+    let started = podman(&["inspect", "--format", "{{.State.StartedAt}}", &before[0].0]);
+
+    web.server.stop();
+    // Stopping gantry leaves the container running (only the router was gantry's).
+    assert!(web.containers()[0].2, "the container still runs");
+    web.server.restart();
+    assert!(
+        wait_until(Duration::from_secs(20), || web.serving() == "v1"),
+        "serving again: {}\nserver log:\n{}",
+        web.serving(),
+        web.server.log()
+    );
+    let after = web.containers();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].0, before[0].0, "the same container");
+    let again = podman(&["inspect", "--format", "{{.State.StartedAt}}", &after[0].0]);
+    assert_eq!(started, again, "not restarted");
+    let events = web.fx.run(&["releases", "production", "--events"]);
+    assert!(events.stdout.contains("adopted"), "{}", events.stdout);
+}
+
+/// Bad images and a wrong engine address: each a clear error naming the environment and what
+/// went wrong, and the live release keeps serving. A release that crashes in its bake is
+/// rolled back by itself.
+#[test]
+fn bad_images_and_engines_leave_the_live_release_serving() {
+    let mut web = Web::new("bad", "    bake: 10s\n");
+    let good = web.build("v1", Image::Serves);
+    web.deploy_ok(good);
+    assert_eq!(web.serving(), "v1");
+
+    let exits = web.build("v2", Image::ExitsAtOnce);
+    let out = web.deploy(exits);
+    assert_ne!(out.code, 0, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("exited with code 3"), "{text}");
+    assert!(text.contains("/etc/app.toml is missing"), "{text}");
+    assert_eq!(web.serving(), "v1");
+
+    let crashes = web.build("v3", Image::CrashesSoon);
+    let out = web.deploy(crashes);
+    assert_eq!(out.code, 0, "healthy at first: {out}");
+    // The router falls back to release 1 the moment the container dies; the bake sees the
+    // crashes (the watcher looks every 500 ms) and rolls back: release 4, release 1 again.
+    let rolled_back = || {
+        let r = web.fx.run(&["releases", "production", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+        v.as_array().is_some_and(|all| {
+            all.iter()
+                .any(|h| h["release"]["number"] == 4 && h["release"]["state"] == "live")
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), rolled_back),
+        "rolled back by itself: {}\nserver log:\n{}",
+        web.fx.run(&["releases", "production", "--events"]).stdout,
+        web.server.log()
+    );
+    assert_eq!(web.serving(), "v1");
+    let why = web.fx.run(&["releases", "production", "--events"]);
+    assert!(why.stdout.contains("exited with code 4"), "{}", why.stdout);
+    assert!(why.stdout.contains("worker lost"), "{}", why.stdout);
+
+    // The engine's address is wrong: the deployment names the environment and the field.
+    web.host = "unix:///nonexistent/podman.sock".into();
+    let wrong = web.build("v4", Image::Serves);
+    let out = web.deploy(wrong);
+    assert_ne!(out.code, 0, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("environment production"), "{text}");
+    assert!(text.contains("target.docker.host"), "{text}");
+    assert!(
+        text.contains("no Docker engine at unix:///nonexistent/podman.sock"),
+        "{text}"
+    );
+    assert_eq!(web.serving(), "v1");
+}
