@@ -70,6 +70,12 @@ impl DeployManager {
                     live.number
                 )),
             }
+            notes.extend(
+                self.strays(&live, &history)
+                    .await
+                    .into_iter()
+                    .map(|s| format!("{project}/{environment}: {s}")),
+            );
         }
         Ok(notes)
     }
@@ -126,6 +132,25 @@ impl DeployManager {
             )
             .await;
         Ok(())
+    }
+
+    /// What the environment's target holds that no kept release accounts for.
+    async fn strays(&self, live: &ReleaseRecord, history: &[ReleaseRecord]) -> Vec<String> {
+        let env = self.env(
+            &live.project,
+            &live.environment,
+            &EnvironmentSpec::named(&live.environment),
+        );
+        let (Some(target), spec) = (env.target(), env.spec.lock().expect("spec").clone()) else {
+            return Vec::new();
+        };
+        let kept: Vec<i64> = history
+            .iter()
+            .filter(|r| r.retired_at.is_none())
+            .map(|r| r.source)
+            .collect();
+        let ctx = self.context(live, None, &spec).await;
+        target.strays(&ctx, &kept).await
     }
 
     /// Stops every router and service (server shutdown).

@@ -343,6 +343,39 @@ impl Target for DockerTarget {
         }
     }
 
+    async fn strays(&self, live: &ReleaseContext, kept: &[i64]) -> Vec<String> {
+        let Some(TargetSpec::Docker(spec)) = &live.spec.target else {
+            return Vec::new();
+        };
+        let Ok(engine) = self.engine(live, spec).await else {
+            return Vec::new();
+        };
+        let wanted = [
+            (LABEL_INSTANCE, self.instance.as_str()),
+            (LABEL_PROJECT, live.project.as_str()),
+            (LABEL_ENVIRONMENT, live.environment.as_str()),
+        ];
+        let Ok(found) = engine.list(&wanted).await else {
+            return Vec::new();
+        };
+        found
+            .into_iter()
+            .filter(|c| {
+                let release = c.labels.get(LABEL_RELEASE).and_then(|r| r.parse().ok());
+                !release.is_some_and(|r: i64| kept.contains(&r))
+            })
+            .map(|c| {
+                format!(
+                    "container {} ({}, labelled release {}) belongs to no release gantry keeps: left as it is (remove it with `docker rm -f {}` if nobody needs it)",
+                    short(&c.id),
+                    if c.running { "running" } else { "stopped" },
+                    c.labels.get(LABEL_RELEASE).map_or("?", String::as_str),
+                    short(&c.id)
+                )
+            })
+            .collect()
+    }
+
     async fn stop_all(&self) {
         // Containers outlive gantry: only the watchers stop; the next gantry adopts them.
         let all: Vec<i64> = self

@@ -145,6 +145,12 @@ pub trait Target: Send + Sync {
     async fn stop(&self, source: i64);
     /// The release is no longer kept: remove what the target kept for it.
     async fn retire(&self, _release: &ReleaseContext) {}
+    /// After a restart: what of this environment runs or lies in the target that belongs to
+    /// none of the `kept` deploy releases (by source number), described for the operator.
+    /// Reported, never removed: it may be someone's on purpose.
+    async fn strays(&self, _live: &ReleaseContext, _kept: &[i64]) -> Vec<String> {
+        Vec::new()
+    }
     /// Stops everything (gantry is shutting down).
     async fn stop_all(&self);
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// `GET /` with headers; (status, x-gantry-release).
-fn get_with(addr: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+pub fn get_with(addr: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");

@@ -351,6 +351,28 @@ fn a_restarted_gantry_adopts_the_running_container() {
     web.server.stop();
     // Stopping gantry leaves the container running (only the router was gantry's).
     assert!(web.containers()[0].2, "the container still runs");
+    // Someone starts a container with this gantry's labels for a release it never made.
+    let instance = podman(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"gantry.instance\"}}",
+        &before[0].0,
+    ]);
+    let stray = podman(&[
+        "create",
+        "--label",
+        &format!("gantry.instance={}", instance.trim()),
+        "--label",
+        &format!("gantry.project={}", web.name),
+        "--label",
+        "gantry.environment=production",
+        "--label",
+        "gantry.release=99",
+        &web.image("v1"),
+    ])
+    .trim()
+    .to_string();
+    assert!(!stray.is_empty());
     web.server.restart();
     assert!(
         wait_until(Duration::from_secs(20), || web.serving() == "v1"),
@@ -358,9 +380,25 @@ fn a_restarted_gantry_adopts_the_running_container() {
         web.serving(),
         web.server.log()
     );
-    let after = web.containers();
+    let after: Vec<_> = web
+        .containers()
+        .into_iter()
+        .filter(|c| c.0 != stray)
+        .collect();
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].0, before[0].0, "the same container");
+    // The stray is reported, not removed.
+    assert!(
+        web.server
+            .log()
+            .contains("labelled release 99) belongs to no release gantry keeps"),
+        "{}",
+        web.server.log()
+    );
+    assert!(
+        web.containers().iter().any(|c| c.0 == stray),
+        "left as it is"
+    );
     let again = podman(&["inspect", "--format", "{{.State.StartedAt}}", &after[0].0]);
     assert_eq!(started, again, "not restarted");
     let events = web.fx.run(&["releases", "production", "--events"]);
@@ -422,4 +460,69 @@ fn bad_images_and_engines_leave_the_live_release_serving() {
         "{text}"
     );
     assert_eq!(web.serving(), "v1");
+}
+
+/// A canary of a docker release through the router: named users first, then a sticky share of
+/// everyone, then all users once promoted — the same router path as for processes.
+#[test]
+fn a_docker_canary_shares_users_stickily_through_the_router() {
+    let strategy = "    bake: 1s
+    strategy:
+      canary:
+        users: { header: X-User, allow: [alice] }
+        steps:
+          - weight: 20
+          - approval: true
+        analysis:
+          min_requests: 0
+";
+    let mut web = Web::new("canary", strategy);
+    let v1 = web.build("v1", Image::Serves);
+    let v2 = web.build("v2", Image::Serves);
+    web.deploy_ok(v1);
+    assert_eq!(web.serving(), "v1");
+    let out = web.deploy(v2);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("is a canary"), "{out}");
+    let status = || {
+        let s = web.fx.run(&["status", "production", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&s.stdout).unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let s = status();
+            s["canary"]["state"] == "waiting-approval" && s["canary"]["percent"] == 20
+        }),
+        "{}",
+        status()
+    );
+    let router = format!("127.0.0.1:{}", web.port);
+    let release_of = |user: &str| {
+        crate::canary::get_with(&router, &[("X-User", user)])
+            .unwrap()
+            .1
+    };
+    assert_eq!(release_of("alice"), "2");
+    let on_canary = (0..1_000)
+        .filter(|i| release_of(&format!("visitor-{i}")) == "2")
+        .count();
+    assert!(
+        (140..=260).contains(&on_canary),
+        "{on_canary} of 1,000 on the canary"
+    );
+    for u in 0..10 {
+        let user = format!("sticky-{u}");
+        let first = release_of(&user);
+        assert!((0..30).all(|_| release_of(&user) == first), "{user} moved");
+    }
+    let out = web.fx.run(&["promote", "production"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            status()["live"]["number"] == 2 && status()["canary"].is_null()
+        }),
+        "{}",
+        status()
+    );
+    assert!((0..20).all(|i| release_of(&format!("visitor-{i}")) == "2"));
 }
