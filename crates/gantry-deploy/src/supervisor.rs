@@ -52,6 +52,11 @@ pub enum ServiceEvent {
         output_tail: Vec<String>,
         restart_in: Duration,
     },
+    /// What a target did for the release that its history should show (a published version).
+    Note {
+        release_id: i64,
+        text: String,
+    },
 }
 
 /// How the service last ended without being asked to.

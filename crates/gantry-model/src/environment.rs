@@ -100,6 +100,34 @@ pub enum TargetSpec {
     /// A container per release, from the image artifact, through the Docker Engine API; its
     /// `port` is published on 127.0.0.1 and the router sends users there once it is healthy.
     Docker(DockerTarget),
+    /// An AWS Lambda function: each release uploads the zip and publishes a version, and an
+    /// alias points at the live one (weighted during a canary).
+    Lambda(LambdaTarget),
+}
+
+/// `target: { lambda: … }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LambdaTarget {
+    /// The function's name (or ARN).
+    pub function: String,
+    pub region: String,
+    /// The alias users call (`live` by default).
+    pub alias: String,
+    /// Another endpoint than AWS's (LocalStack, moto); `AWS_ENDPOINT_URL` works too.
+    pub endpoint: Option<String>,
+    /// How to create the function when it does not exist; `None`: it must exist.
+    pub create: Option<LambdaCreate>,
+    pub memory_mb: Option<u32>,
+    pub timeout_secs: Option<u32>,
+    pub env: Vec<(String, String)>,
+}
+
+/// What creating a Lambda function needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LambdaCreate {
+    pub role: String,
+    pub runtime: String,
+    pub handler: String,
 }
 
 /// `target: { docker: … }`.
@@ -128,6 +156,7 @@ impl TargetSpec {
             TargetSpec::Process { .. } => TargetKind::Process,
             TargetSpec::Command { .. } => TargetKind::Command,
             TargetSpec::Docker(_) => TargetKind::Docker,
+            TargetSpec::Lambda(_) => TargetKind::Lambda,
         }
     }
 
@@ -145,6 +174,7 @@ pub enum TargetKind {
     Process,
     Command,
     Docker,
+    Lambda,
 }
 
 impl TargetKind {
@@ -154,13 +184,14 @@ impl TargetKind {
             TargetKind::Process => "process",
             TargetKind::Command => "command",
             TargetKind::Docker => "docker",
+            TargetKind::Lambda => "lambda",
         }
     }
 
     pub fn routing(self) -> Routing {
         match self {
             TargetKind::Process | TargetKind::Docker => Routing::Router,
-            TargetKind::Command => Routing::Itself,
+            TargetKind::Command | TargetKind::Lambda => Routing::Itself,
         }
     }
 
@@ -169,7 +200,7 @@ impl TargetKind {
     pub fn supervised(self) -> bool {
         match self {
             TargetKind::Process => true,
-            TargetKind::Command | TargetKind::Docker => false,
+            TargetKind::Command | TargetKind::Docker | TargetKind::Lambda => false,
         }
     }
 

@@ -19,8 +19,8 @@ pub mod status;
 
 pub use auth::Role;
 pub use environment::{
-    AnalysisSpec, CanarySpec, CanaryStep, DockerTarget, HealthCheck, HealthSpec, RouterSpec,
-    Routing, TargetKind, TargetSpec, UserKey, UserSpec,
+    AnalysisSpec, CanarySpec, CanaryStep, DockerTarget, HealthCheck, HealthSpec, LambdaCreate,
+    LambdaTarget, RouterSpec, Routing, TargetKind, TargetSpec, UserKey, UserSpec,
 };
 pub use pipeline::{
     ArtifactSpec, DeploySpec, EnvironmentSpec, Job, Pipeline, ProjectArtifact, Stage, StageKind,

@@ -24,8 +24,9 @@ use crate::field;
 use crate::yaml::{Node, Pos, Value};
 use gantry_model::{
     AnalysisSpec, ArtifactSpec, CanarySpec, CanaryStep, DeploySpec, DockerTarget, EnvironmentSpec,
-    HealthCheck, HealthSpec, Job, Pipeline, ProjectArtifact, RESERVED_ENV_PREFIX, RouterSpec,
-    Routing, Stage, StageKind, Step, TargetSpec, UserKey, UserSpec,
+    HealthCheck, HealthSpec, Job, LambdaCreate, LambdaTarget, Pipeline, ProjectArtifact,
+    RESERVED_ENV_PREFIX, RouterSpec, Routing, Stage, StageKind, Step, TargetSpec, UserKey,
+    UserSpec,
 };
 use std::collections::HashMap;
 use std::time::Duration;

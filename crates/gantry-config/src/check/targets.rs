@@ -2,11 +2,14 @@
 
 use super::*;
 
-/// Every target kind the file may name; `lambda` is reserved (refused with a clear message
-/// until it exists).
+/// Every target kind the file may name.
 pub const TARGET_KINDS: &[&str] = &["process", "command", "docker", "lambda"];
 pub const PROCESS_TARGET_KEYS: &[&str] = &["command", "env"];
 pub const COMMAND_TARGET_KEYS: &[&str] = &["deploy", "rollback", "env"];
+pub const LAMBDA_TARGET_KEYS: &[&str] = &[
+    "function", "region", "alias", "endpoint", "role", "runtime", "handler", "memory", "timeout",
+    "env",
+];
 pub const DOCKER_TARGET_KEYS: &[&str] = &[
     "port", "host", "env", "volumes", "memory", "cpus", "command", "labels",
 ];
@@ -51,6 +54,25 @@ pub fn target_schemas(
                 "labels": { "type": "object", "additionalProperties": { "type": "string" } }
             }),
             &["port"],
+        ),
+    );
+    kinds.insert(
+        "lambda".into(),
+        object(
+            LAMBDA_TARGET_KEYS,
+            json!({
+                "function": { "type": "string", "description": "The function's name or ARN" },
+                "region": { "type": "string", "description": "AWS region, e.g. eu-west-1" },
+                "alias": { "type": "string", "description": "The alias users call (default live)" },
+                "endpoint": { "type": "string", "description": "Another endpoint than AWS's (LocalStack, moto)" },
+                "role": { "type": "string", "description": "Execution role ARN: with runtime and handler, the function is created when missing" },
+                "runtime": { "type": "string", "description": "e.g. python3.12" },
+                "handler": { "type": "string", "description": "e.g. app.handler" },
+                "memory": { "type": "integer", "minimum": 128, "maximum": 10240, "description": "MB" },
+                "timeout": { "type": "string", "description": "1s to 15m" },
+                "env": env
+            }),
+            &["function", "region"],
         ),
     );
     for k in TARGET_KINDS {
@@ -114,6 +136,7 @@ impl Checker {
                 })
             }
             "docker" => self.docker_target(body, &field).map(TargetSpec::Docker),
+            "lambda" => self.lambda_target(body, &field).map(TargetSpec::Lambda),
             other => {
                 self.error(
                     kind_node,
@@ -128,6 +151,156 @@ impl Checker {
 }
 
 impl Checker {
+    fn lambda_target(&mut self, body: &Node, field: &str) -> Option<LambdaTarget> {
+        let f = self.fields(body, field, "a lambda target", LAMBDA_TARGET_KEYS)?;
+        let mut t = LambdaTarget {
+            alias: "live".into(),
+            ..LambdaTarget::default()
+        };
+        let mut ok = true;
+        let text =
+            |c: &mut Checker, key: &str, check: fn(&str) -> Option<&'static str>, help: &str| {
+                let node = f.some(key)?;
+                let kf = f.field(key);
+                let value = c.string(node, &kf)?;
+                match check(&value) {
+                    None => Some(value),
+                    Some(problem) => {
+                        c.error(
+                            node,
+                            &kf,
+                            format!("`{value}` {problem}"),
+                            Some(help.to_string()),
+                        );
+                        None
+                    }
+                }
+            };
+        match text(
+            self,
+            "function",
+            function_problem,
+            "a name of letters, digits, `-` and `_` (at most 64), or the function's ARN",
+        ) {
+            Some(v) => t.function = v,
+            None => {
+                if f.some("function").is_none() {
+                    self.required(&f, body, "function", "a lambda target");
+                }
+                ok = false;
+            }
+        }
+        match text(
+            self,
+            "region",
+            region_problem,
+            "an AWS region such as us-east-1 or eu-west-1",
+        ) {
+            Some(v) => t.region = v,
+            None => {
+                if f.some("region").is_none() {
+                    self.required(&f, body, "region", "a lambda target");
+                }
+                ok = false;
+            }
+        }
+        if f.some("alias").is_some() {
+            match text(
+                self,
+                "alias",
+                alias_problem,
+                "letters, digits, `-` and `_`, not only digits",
+            ) {
+                Some(v) => t.alias = v,
+                None => ok = false,
+            }
+        }
+        if f.some("endpoint").is_some() {
+            match text(
+                self,
+                "endpoint",
+                endpoint_problem,
+                "write http://127.0.0.1:4566 or https://…",
+            ) {
+                Some(v) => t.endpoint = Some(v),
+                None => ok = false,
+            }
+        }
+        let role = f
+            .some("role")
+            .and_then(|n| self.string(n, &f.field("role")));
+        let runtime = f
+            .some("runtime")
+            .and_then(|n| self.string(n, &f.field("runtime")));
+        let handler = f
+            .some("handler")
+            .and_then(|n| self.string(n, &f.field("handler")));
+        match (role, runtime, handler) {
+            (Some(role), Some(runtime), Some(handler)) => {
+                t.create = Some(LambdaCreate {
+                    role,
+                    runtime,
+                    handler,
+                })
+            }
+            (None, None, None) => {}
+            (role, runtime, handler) => {
+                let missing: Vec<&str> = [
+                    ("role", role.is_none()),
+                    ("runtime", runtime.is_none()),
+                    ("handler", handler.is_none()),
+                ]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(k, _)| *k)
+                .collect();
+                self.error(
+                    body,
+                    field,
+                    format!("creating the function needs role, runtime and handler; missing: {}", missing.join(", ")),
+                    Some("give all three (the function is created when it does not exist), or none (it must exist)".into()),
+                );
+                ok = false;
+            }
+        }
+        if let Some(m) = f.some("memory") {
+            match self.uint(m, &f.field("memory"), 10_240) {
+                Some(mb) if mb >= 128 => t.memory_mb = Some(mb),
+                Some(mb) => {
+                    self.error(
+                        m,
+                        &f.field("memory"),
+                        format!("{mb} MB is less than Lambda's 128 MB"),
+                        None,
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(d) = f.some("timeout") {
+            match self.duration(d, &f.field("timeout")) {
+                Some(d) if (1..=900).contains(&d.as_secs()) && d.subsec_nanos() == 0 => {
+                    t.timeout_secs = Some(d.as_secs() as u32)
+                }
+                Some(_) => {
+                    self.error(
+                        d,
+                        &f.field("timeout"),
+                        "a Lambda timeout is whole seconds from 1s to 15m",
+                        None,
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(e) = f.some("env") {
+            t.env = self.env(e, &f.field("env"));
+        }
+        ok.then_some(t)
+    }
+
     fn docker_target(&mut self, body: &Node, field: &str) -> Option<DockerTarget> {
         let f = self.fields(body, field, "a docker target", DOCKER_TARGET_KEYS)?;
         let mut t = DockerTarget::default();
@@ -313,9 +486,55 @@ fn nano_cpus(text: &str) -> Option<u64> {
     (cpus > 0.0 && cpus <= 1024.0 && cpus.is_finite()).then(|| (cpus * 1e9).round() as u64)
 }
 
+fn function_problem(v: &str) -> Option<&'static str> {
+    if v.starts_with("arn:") {
+        return (!v.starts_with("arn:aws")).then_some("is not a Lambda function ARN");
+    }
+    if v.is_empty() || v.len() > 64 {
+        return Some("is not a function name: 1 to 64 characters");
+    }
+    (!v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    .then_some("is not a function name: letters, digits, `-` and `_` only")
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-4`.
+fn region_problem(v: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = v.split('-').collect();
+    let good = parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok();
+    (!good).then_some("is not an AWS region")
+}
+
+fn alias_problem(v: &str) -> Option<&'static str> {
+    if v.is_empty() || v.len() > 128 {
+        return Some("is not an alias name: 1 to 128 characters");
+    }
+    if v.chars().all(|c| c.is_ascii_digit()) || v == "$LATEST" {
+        return Some("names a version, not an alias");
+    }
+    (!v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    .then_some("is not an alias name: letters, digits, `-` and `_` only")
+}
+
+fn endpoint_problem(v: &str) -> Option<&'static str> {
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"));
+    (!rest.is_some_and(|r| !r.is_empty() && !r.contains(char::is_whitespace)))
+        .then_some("is not an endpoint URL")
+}
+
 #[cfg(test)]
-mod docker_tests {
-    use super::{memory_bytes, nano_cpus};
+mod tests {
+    use super::{
+        alias_problem, endpoint_problem, function_problem, memory_bytes, nano_cpus, region_problem,
+    };
 
     #[test]
     fn limits_read_as_the_engine_counts_them() {
@@ -344,5 +563,40 @@ mod docker_tests {
         ] {
             assert_eq!(nano_cpus(text), n, "{text}");
         }
+    }
+
+    #[test]
+    fn lambda_names_read_as_aws_has_them() {
+        for r in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-4",
+        ] {
+            assert_eq!(region_problem(r), None, "{r}");
+        }
+        for r in [
+            "eu_west_1",
+            "us-east",
+            "USEAST1",
+            "us-east-one",
+            "",
+            "east-1",
+        ] {
+            assert!(region_problem(r).is_some(), "{r}");
+        }
+        assert_eq!(function_problem("my-fn_2"), None);
+        assert_eq!(
+            function_problem("arn:aws:lambda:us-east-1:123456789012:function:my-fn"),
+            None
+        );
+        assert!(function_problem("my fn").is_some());
+        assert!(function_problem(&"f".repeat(65)).is_some());
+        assert_eq!(alias_problem("live"), None);
+        assert!(alias_problem("7").is_some(), "a version number");
+        assert!(alias_problem("$LATEST").is_some());
+        assert_eq!(endpoint_problem("http://127.0.0.1:4566"), None);
+        assert!(endpoint_problem("127.0.0.1:4566").is_some());
     }
 }

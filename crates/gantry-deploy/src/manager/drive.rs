@@ -102,9 +102,14 @@ impl DeployManager {
                         tokio::select! {
                             _ = tokio::time::sleep(BAKE_TICK.min(d.spec.bake)) => {
                                 let running = d.target.running(d.rec.source);
+                                let crashes = match &running {
+                                    Some(r) => Some(r.crashes.saturating_sub(*baseline)),
+                                    None if d.target.runs_elsewhere() => Some(0),
+                                    None => None,
+                                };
                                 Event::Tick {
                                     now: now_millis(),
-                                    crashes: running.as_ref().map(|r| r.crashes.saturating_sub(*baseline)),
+                                    crashes,
                                     last_crash: running.and_then(|r| r.last_crash).map(crash),
                                 }
                             }

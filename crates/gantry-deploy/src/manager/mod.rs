@@ -415,28 +415,34 @@ fn describe_check(check: &gantry_model::HealthCheck) -> String {
     }
 }
 
-/// Records crashes of supervised services as events of their release.
+/// Records what releases did by themselves (crashes) and what targets noted, as events of their release.
 async fn record_service_events(
     store: Arc<dyn StateStore>,
     mut rx: mpsc::UnboundedReceiver<ServiceEvent>,
 ) {
     while let Some(ev) = rx.recv().await {
-        if let ServiceEvent::Crashed {
-            release_id: release,
-            status,
-            output_tail,
-            restart_in,
-        } = ev
-        {
-            let id = release;
-            let msg = format!(
-                "crashed: {status}; restarting in {} ms; last output: {}",
-                restart_in.as_millis(),
-                output_tail.join(" | ")
-            );
-            let _ = store
-                .add_release_event(id, "crash", &msg, now_millis())
-                .await;
+        match ev {
+            ServiceEvent::Crashed {
+                release_id,
+                status,
+                output_tail,
+                restart_in,
+            } => {
+                let msg = format!(
+                    "crashed: {status}; restarting in {} ms; last output: {}",
+                    restart_in.as_millis(),
+                    output_tail.join(" | ")
+                );
+                let _ = store
+                    .add_release_event(release_id, "crash", &msg, now_millis())
+                    .await;
+            }
+            ServiceEvent::Note { release_id, text } => {
+                let _ = store
+                    .add_release_event(release_id, "note", &text, now_millis())
+                    .await;
+            }
+            ServiceEvent::Started { .. } => {}
         }
     }
 }

@@ -7,10 +7,14 @@
 
 mod command;
 mod docker;
+#[cfg(feature = "lambda")]
+mod lambda;
 mod process;
 
 pub use command::CommandTarget;
 pub use docker::DockerTarget;
+#[cfg(feature = "lambda")]
+pub use lambda::LambdaTarget;
 pub use process::ProcessTarget;
 
 use crate::supervisor::ServiceEvent;
@@ -90,7 +94,39 @@ pub fn build(
         TargetKind::Process => Arc::new(ProcessTarget::new(events.clone())),
         TargetKind::Docker => Arc::new(DockerTarget::new(root, events.clone())),
         TargetKind::Command => Arc::new(CommandTarget),
+        #[cfg(feature = "lambda")]
+        TargetKind::Lambda => Arc::new(LambdaTarget::new(events.clone())),
+        #[cfg(not(feature = "lambda"))]
+        TargetKind::Lambda => Arc::new(Unavailable(kind)),
     }
+}
+
+/// A kind this build of gantry leaves out (a cargo feature turned off): every start says so.
+#[cfg(not(feature = "lambda"))]
+struct Unavailable(TargetKind);
+
+#[cfg(not(feature = "lambda"))]
+#[async_trait]
+impl Target for Unavailable {
+    fn kind(&self) -> TargetKind {
+        self.0
+    }
+    async fn start(&self, r: &ReleaseContext) -> anyhow::Result<Option<SocketAddr>> {
+        anyhow::bail!(
+            "environment {}: this gantry was built without `{}` targets (cargo feature `{}`)",
+            r.environment,
+            self.0,
+            self.0
+        )
+    }
+    async fn roll_back(&self, to: &ReleaseContext, _from: &ReleaseContext) -> anyhow::Result<()> {
+        self.start(to).await.map(|_| ())
+    }
+    fn running(&self, _source: i64) -> Option<Running> {
+        None
+    }
+    async fn stop(&self, _source: i64) {}
+    async fn stop_all(&self) {}
 }
 
 /// Where releases run, as the deploy manager drives it. One value per environment, shared by
@@ -136,6 +172,12 @@ pub trait Target: Send + Sync {
     async fn roll_back(&self, to: &ReleaseContext, from: &ReleaseContext) -> anyhow::Result<()>;
     /// What runs for the deploy release `source`, if anything.
     fn running(&self, source: i64) -> Option<Running>;
+    /// Whether a live release runs without anything of gantry's to watch (a function AWS
+    /// runs): its bake then lasts its whole time, listening for alarms, instead of ending when
+    /// [`running`](Target::running) says nothing runs.
+    fn runs_elsewhere(&self) -> bool {
+        false
+    }
     /// After a restart of gantry: takes over what still runs for the release (found by what
     /// the target marked it with), returning where it listens; `None` if nothing runs.
     async fn adopt(&self, _release: &ReleaseContext) -> anyhow::Result<Option<SocketAddr>> {

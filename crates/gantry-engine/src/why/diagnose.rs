@@ -356,6 +356,31 @@ mod tests {
             exit(7),
             Category::Network,
         );
+        // The lambda target's errors, as it words them (code, AWS's message, request id).
+        for (line, category) in [
+            (
+                "the lambda target could not start it: uploading the code of web: AccessDeniedException: User: arn:aws:iam::123456789012:user/ci is not authorized to perform: lambda:UpdateFunctionCode (request id 1f2e)",
+                Category::Permission,
+            ),
+            (
+                "the lambda target could not start it: moving alias live: ResourceConflictException: The operation cannot be performed at this time. An update is in progress (request id 9a8b)",
+                Category::Conflict,
+            ),
+            (
+                "the lambda target could not start it: reading the function web: ExpiredTokenException: The security token included in the request is expired (request id 77aa)",
+                Category::Expired,
+            ),
+            (
+                "the lambda target could not start it: reading the function web: cannot reach Lambda in region eu-mars-1 (target.lambda.region): dispatch failure",
+                Category::Config,
+            ),
+            (
+                "the lambda target could not start it: publishing a version of web: CodeStorageExceededException: Code storage limit exceeded. (request id 5c5c)",
+                Category::Quota,
+            ),
+        ] {
+            check(&[line], exit(1), category);
+        }
         check(&["something odd happened"], exit(3), Category::Unknown);
         check(
             &["x"],

@@ -20,6 +20,7 @@ pub enum Category {
     OutOfMemory,
     Network,
     DiskFull,
+    Quota,
     CommandNotFound,
     Unknown,
 }
@@ -38,6 +39,7 @@ impl Category {
         Category::OutOfMemory,
         Category::Network,
         Category::DiskFull,
+        Category::Quota,
         Category::CommandNotFound,
         Category::Unknown,
     ];
@@ -56,6 +58,7 @@ impl Category {
             Category::OutOfMemory => "out-of-memory",
             Category::Network => "network",
             Category::DiskFull => "disk-full",
+            Category::Quota => "quota",
             Category::CommandNotFound => "command-not-found",
             Category::Unknown => "unknown",
         }
@@ -155,7 +158,7 @@ rules! {
     "missing-env" => Config, 85, ["parameter not set", "unbound variable", "environment variable not found", "KeyError: '", "is not set", "must be set"],
         "A variable the step reads is not set.",
         "Set it in the pipeline's `env` (or as a secret), or pass it with `pass_env`.";
-    "wrong-region" => Config, 90, ["the region '", "wrong region", "AuthorizationHeaderMalformed", "PermanentRedirect", "must be addressed using the specified endpoint", "Could not connect to the endpoint URL", "location constraint is incompatible", "IllegalLocationConstraintException"],
+    "wrong-region" => Config, 90, ["the region '", "wrong region", "cannot reach Lambda in region", "AuthorizationHeaderMalformed", "PermanentRedirect", "must be addressed using the specified endpoint", "Could not connect to the endpoint URL", "location constraint is incompatible", "IllegalLocationConstraintException"],
         "The step talked to the wrong region or endpoint.",
         "Set the region/endpoint the resource lives in (AWS_REGION, the endpoint URL) for the step.";
     "test-failures" => TestFailure, 80, ["test result: FAILED", "--- FAIL:", "tests failed", "failures=", " failed, ", " failed in ", "AssertionError", "assertion failed", "panicked at", "<failure", "Test Suites: "],
@@ -164,6 +167,9 @@ rules! {
     "oom" => OutOfMemory, 95, ["Out of memory", "MemoryError", "Cannot allocate memory", "OOMKilled", "out of memory", "memory allocation of", "JavaScript heap out of memory", "std::bad_alloc", "OutOfMemoryError"],
         "The step ran out of memory.",
         "Give the job more memory, or make the step use less (fewer parallel jobs, smaller batches).";
+    "aws-quota" => Quota, 92, ["CodeStorageExceededException", "LimitExceededException", "ServiceQuotaExceededException", "TooManyRequestsException", "Rate exceeded", "Throttling"],
+        "An account limit of the cloud provider was reached (code storage, a quota, or a request rate).",
+        "Delete what the account no longer needs (old Lambda versions: lower `keep`), ask for a higher quota, or retry later.";
     "disk-full" => DiskFull, 95, ["No space left on device", "ENOSPC", "disk full", "Disk quota exceeded"],
         "The disk (or a quota) filled up while the step wrote to it.",
         "Free space on the runner (old workspaces, caches, docker images) or write somewhere larger.";

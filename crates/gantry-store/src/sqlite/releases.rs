@@ -203,7 +203,7 @@ pub async fn switch_live(
     .bind(to)
     .execute(&mut *tx)
     .await?;
-    event(&mut tx, to, "state", "live: the router serves it", at).await?;
+    event(&mut tx, to, "state", "live: users are sent to it", at).await?;
     tx.commit().await.context("switching the live release")?;
     Ok(())
 }

@@ -17,6 +17,8 @@
 //! - `docker`: the `docker` target against podman's Docker API: images saved into the artifact
 //!   store, containers behind the router, rollback, an image restored from the store, keep,
 //!   adoption after a restart, bad images and a wrong engine address.
+//! - `lambda`: the `lambda` target against moto_server: versions, the alias, rollback without an
+//!   upload, retention of versions, an alarm in the bake, the upload limit, AccessDenied.
 //! - `rollback`: rollbacks to kept releases, and refusals of releases not as verified.
 //! - `server`: `gantry serve`: polling, webhooks, API, tokens, SSE, shutdown, kill -9.
 //! - `server_support`: a real server on 127.0.0.1 and a plain HTTP client.
@@ -33,6 +35,7 @@ mod check;
 mod crash;
 mod deploy;
 mod docker;
+mod lambda;
 mod mistakes;
 mod pipeline;
 mod rollback;

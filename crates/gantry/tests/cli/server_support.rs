@@ -15,6 +15,8 @@ pub struct Served {
     pub url: String,
     /// The data directory when it is not `.gantry` next to the configuration.
     pub data_dir: Option<PathBuf>,
+    /// Variables the server process gets besides the test's own (AWS credentials, say).
+    pub env: Vec<(String, String)>,
 }
 
 /// A bare repository `hello.git` in `dir` with a working clone `work` that pushes to it.
@@ -82,6 +84,7 @@ impl Served {
             child: None,
             url: String::new(),
             data_dir: None,
+            env: Vec::new(),
         };
         s.restart();
         s
@@ -89,6 +92,11 @@ impl Served {
 
     /// A server whose data directory is `data` (shared with `gantry run` of a fixture).
     pub fn start_with_data(config: &str, data: &Path) -> Self {
+        Self::start_with_data_env(config, data, &[])
+    }
+
+    /// The same, with `env` added to the server's environment.
+    pub fn start_with_data_env(config: &str, data: &Path, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // First: keys after a [[table]] header would belong to that table.
         let config = format!("data_dir = \"{}\"\n{config}", data.display());
@@ -98,6 +106,10 @@ impl Served {
             child: None,
             url: String::new(),
             data_dir: Some(data.to_path_buf()),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.restart();
         s
@@ -155,6 +167,7 @@ impl Served {
             .env("HELLO_SECRET", "webhook-secret")
             .env("TEST_S3_SECRET", "moto-secret")
             .env("GANTRY_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("GANTRY_HOME")
             .env_remove("GANTRY_SERVER")
             .env_remove("GANTRY_TOKEN")
