@@ -467,7 +467,8 @@ impl DeploymentMachine {
     /// Healthy: move traffic as the purpose says.
     fn healthy(&mut self) -> Vec<Command> {
         match (&self.plan.purpose, self.plan.routing) {
-            (Purpose::Deploy { canary: true }, Routing::Router) => {
+            // Either way of routing: the router splits users, or the target (a weighted alias).
+            (Purpose::Deploy { canary: true }, _) => {
                 self.phase = Phase::Canary;
                 vec![Command::RunCanary]
             }

@@ -106,11 +106,41 @@ impl Checker {
             && let Some(c) = f.some("canary")
         {
             spec.canary = self.canary(c, &f.field("canary"));
-            if spec.canary.is_some() && routing != Some(Routing::Router) {
+            let kind = spec.target.as_ref().map(TargetSpec::kind);
+            if kind == Some(gantry_model::TargetKind::Lambda)
+                && let Some(canary) = &mut spec.canary
+            {
+                // The alias splits calls at random and gantry's router is not in the path:
+                // no named users, no measured analysis. Alarms and approvals judge it.
+                let cf = f.field("canary");
+                let (users, measured) = (
+                    canary.users.is_some(),
+                    canary.analysis.max_error_rate_ppm.is_some()
+                        || canary.analysis.max_p99_ms.is_some()
+                        || canary.analysis.compare_to_stable,
+                );
+                canary.analysis.min_requests = 0;
+                if users {
+                    self.error(
+                        c,
+                        &cf,
+                        "a Lambda canary cannot pick users: the alias's weights split calls at random",
+                        Some("remove `users`; use `approval: true` steps and alarms to judge it".into()),
+                    );
+                }
+                if measured {
+                    self.error(
+                        c,
+                        &cf,
+                        "a Lambda canary's analysis cannot read error rates or latency: gantry's router is not in a Lambda's path",
+                        Some("post alarms (CloudWatch via SNS, Alertmanager) to /api/projects/PROJECT/environments/ENV/alarm: a firing alarm aborts the canary".into()),
+                    );
+                }
+            } else if spec.canary.is_some() && routing != Some(Routing::Router) {
                 self.error(
                     n,
                     &fields.field("strategy"),
-                    "a canary splits traffic in gantry's router, which `process` and `docker` targets have",
+                    "a canary splits traffic in gantry's router (`process` and `docker` targets) or in a Lambda alias; a `command` target has neither",
                     None,
                 );
             }

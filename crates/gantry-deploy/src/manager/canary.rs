@@ -5,8 +5,8 @@
 //! the driver through a channel. The environment's lock is held until the canary ends.
 
 use super::{DeployError, DeployManager, Env, Result};
-use crate::router::{Backend, CanaryRoute, RouteTable, Users};
-use crate::targets::Target;
+use crate::router::{Backend, CanaryRoute, RouteTable, Router, Users};
+use crate::targets::{ReleaseContext, Target};
 use gantry_engine::canary::{CanaryAction, CanaryMachine, Command, Event, State, Window};
 use gantry_engine::ports::{ReleaseRecord, now_millis};
 use gantry_engine::release::ReleaseState;
@@ -105,6 +105,113 @@ fn step_of(state: &State) -> Option<usize> {
     }
 }
 
+/// How a canary's traffic is split, as the deployment driver hands it over.
+pub(super) enum Split {
+    /// gantry's router splits users (sticky, named users, the forcing header) and measures
+    /// both sides; the canary listens at `addr`.
+    Router { addr: SocketAddr },
+    /// The target splits calls itself (a weighted alias) between the canary and the live
+    /// release; gantry measures nothing, so alarms and approvals judge it.
+    Target {
+        canary: Box<ReleaseContext>,
+        stable: Box<ReleaseContext>,
+    },
+}
+
+/// The two sides of a running canary and what moves traffic between them.
+enum Sides {
+    Router {
+        router: Arc<Router>,
+        stable: Arc<Backend>,
+        fallback: Option<Arc<Backend>>,
+        canary: Arc<Backend>,
+        users: Users,
+    },
+    Target {
+        target: Arc<dyn Target>,
+        canary: Box<ReleaseContext>,
+        stable: Box<ReleaseContext>,
+    },
+}
+
+impl Sides {
+    /// `percent` of the users (or calls) to the canary.
+    async fn set(&self, percent: u32) -> anyhow::Result<()> {
+        match self {
+            Sides::Router {
+                router,
+                stable,
+                canary,
+                users,
+                ..
+            } => {
+                router.set(RouteTable {
+                    stable: Some(stable.clone()),
+                    canary: Some(CanaryRoute {
+                        backend: canary.clone(),
+                        share: percent * 100,
+                        users: users.clone(),
+                    }),
+                    fallback: Some(stable.clone()),
+                });
+                Ok(())
+            }
+            Sides::Target {
+                target,
+                canary,
+                stable,
+            } => target.set_share(canary, stable, percent).await,
+        }
+    }
+
+    /// Everyone on the canary (stable stays the router's fallback).
+    async fn promote(&self) -> anyhow::Result<()> {
+        match self {
+            Sides::Router {
+                router,
+                stable,
+                canary,
+                ..
+            } => {
+                router.set(RouteTable::single(canary.clone(), Some(stable.clone())));
+                Ok(())
+            }
+            Sides::Target { .. } => self.set(100).await,
+        }
+    }
+
+    /// Everyone back on stable.
+    async fn abort(&self) -> anyhow::Result<()> {
+        match self {
+            Sides::Router {
+                router,
+                stable,
+                fallback,
+                ..
+            } => {
+                router.set(RouteTable {
+                    stable: Some(stable.clone()),
+                    canary: None,
+                    fallback: fallback.clone(),
+                });
+                Ok(())
+            }
+            Sides::Target { .. } => self.set(0).await,
+        }
+    }
+
+    /// Both sides' measurements since `since`: the router's, or none.
+    fn windows(&self, since: i64, now: i64) -> (Window, Window) {
+        match self {
+            Sides::Router { stable, canary, .. } => (
+                canary.stats.window(since, now),
+                stable.stats.window(since, now),
+            ),
+            Sides::Target { .. } => (Window::default(), Window::default()),
+        }
+    }
+}
+
 impl DeployManager {
     /// Runs the canary of `rec` (healthy at `addr`) next to the live release: the deployment
     /// machine's canary phase. `Ok(message)` when the canary was promoted to everyone (the
@@ -116,7 +223,7 @@ impl DeployManager {
         env: &Arc<Env>,
         target: &Arc<dyn Target>,
         rec: &ReleaseRecord,
-        addr: SocketAddr,
+        split: Split,
         spec: &EnvironmentSpec,
         canary: CanarySpec,
         started: impl FnOnce() + Send,
@@ -138,7 +245,7 @@ impl DeployManager {
             done: Some(done_rx),
         });
         let outcome = self
-            .drive_canary(env, target, rec, addr, spec, canary, rx, view, started)
+            .drive_canary(env, target, rec, split, spec, canary, rx, view, started)
             .await;
         *env.canary.lock().expect("canary") = None;
         let _ = done_tx.send(());
@@ -154,40 +261,49 @@ impl DeployManager {
         env: &Arc<Env>,
         target: &Arc<dyn Target>,
         rec: &ReleaseRecord,
-        addr: SocketAddr,
+        split: Split,
         spec: &EnvironmentSpec,
         canary: CanarySpec,
         mut rx: mpsc::UnboundedReceiver<Msg>,
         view: Arc<Mutex<CanaryView>>,
         started: impl FnOnce() + Send,
     ) -> Result<std::result::Result<String, String>> {
-        let router = env.router().ok_or_else(|| {
-            DeployError::Invalid("a canary needs the environment's router".into())
-        })?;
-        let table = router.table();
-        let stable = table.stable.clone().ok_or_else(|| {
-            DeployError::Conflict("no stable release to run a canary against".into())
-        })?;
-        let fallback = table.fallback.clone();
-        let canary_backend = Backend::new(rec.number, addr);
-        env.backends
-            .lock()
-            .expect("backends")
-            .insert(rec.source, canary_backend.clone());
+        let sides = match split {
+            Split::Router { addr } => {
+                let router = env.router().ok_or_else(|| {
+                    DeployError::Invalid("a canary needs the environment's router".into())
+                })?;
+                let table = router.table();
+                let stable = table.stable.clone().ok_or_else(|| {
+                    DeployError::Conflict("no stable release to run a canary against".into())
+                })?;
+                let fallback = table.fallback.clone();
+                let canary_backend = Backend::new(rec.number, addr);
+                env.backends
+                    .lock()
+                    .expect("backends")
+                    .insert(rec.source, canary_backend.clone());
+                Sides::Router {
+                    router,
+                    stable,
+                    fallback,
+                    canary: canary_backend,
+                    users: users(&canary),
+                }
+            }
+            Split::Target { canary, stable } => Sides::Target {
+                target: target.clone(),
+                canary,
+                stable,
+            },
+        };
         self.store
             .set_release_state(rec.id, ReleaseState::Canary, None, now_millis())
             .await?;
-        let users = users(&canary);
         // From the start, named users and the forcing header reach the canary (0% of the rest).
-        router.set(RouteTable {
-            stable: Some(stable.clone()),
-            canary: Some(CanaryRoute {
-                backend: canary_backend.clone(),
-                share: 0,
-                users: users.clone(),
-            }),
-            fallback: Some(stable.clone()),
-        });
+        if let Err(e) = sides.set(0).await {
+            return Ok(Err(format!("the canary could not start: {e:#}")));
+        }
         started();
         let steps = canary.steps.len();
         let mut machine = CanaryMachine::new(canary);
@@ -195,22 +311,17 @@ impl DeployManager {
         loop {
             while let Some(cmd) = queue.pop_front() {
                 match cmd {
-                    Command::SetWeight { percent } => {
-                        router.set(RouteTable {
-                            stable: Some(stable.clone()),
-                            canary: Some(CanaryRoute {
-                                backend: canary_backend.clone(),
-                                share: percent.min(100) * 100,
-                                users: users.clone(),
-                            }),
-                            fallback: Some(stable.clone()),
-                        });
-                        // The router serves the new table from its next request on.
-                        queue.extend(machine.on(Event::Applied {
+                    Command::SetWeight { percent } => match sides.set(percent.min(100)).await {
+                        // The split serves the new share from its next request on.
+                        Ok(()) => queue.extend(machine.on(Event::Applied {
                             percent,
                             now: now_millis(),
-                        }));
-                    }
+                        })),
+                        Err(e) => queue.extend(machine.on(Event::Abort {
+                            reason: format!("setting the canary's share to {percent}%: {e:#}"),
+                            now: now_millis(),
+                        })),
+                    },
                     Command::Record { message } => {
                         let _ = self
                             .store
@@ -220,10 +331,13 @@ impl DeployManager {
                     Command::Finish => {
                         // Everyone on the canary: it becomes the live release, stable is the
                         // fallback for rollback.
-                        router.set(RouteTable::single(
-                            canary_backend.clone(),
-                            Some(stable.clone()),
-                        ));
+                        if let Err(e) = sides.promote().await {
+                            queue.extend(machine.on(Event::Abort {
+                                reason: format!("moving everyone to the canary: {e:#}"),
+                                now: now_millis(),
+                            }));
+                            continue;
+                        }
                         self.store
                             .switch_live(rec.id, ReleaseState::Superseded, None, now_millis())
                             .await?;
@@ -234,11 +348,9 @@ impl DeployManager {
                         )));
                     }
                     Command::RollBack { reason } => {
-                        router.set(RouteTable {
-                            stable: Some(stable.clone()),
-                            canary: None,
-                            fallback,
-                        });
+                        if let Err(e) = sides.abort().await {
+                            tracing::warn!(error = %format!("{e:#}"), "putting everyone back on stable");
+                        }
                         super::drain(env, rec.source).await;
                         target.stop(rec.source).await;
                         env.backends.lock().expect("backends").remove(&rec.source);
@@ -264,10 +376,7 @@ impl DeployManager {
                 .window_start()
                 .or(machine.serving_since())
                 .unwrap_or(now);
-            let (cw, sw) = (
-                canary_backend.stats.window(since, now),
-                stable.stats.window(since, now),
-            );
+            let (cw, sw) = sides.windows(since, now);
             {
                 let mut v = view.lock().expect("view");
                 v.state = machine.state().name().to_string();
@@ -301,11 +410,8 @@ impl DeployManager {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {
                     let now = now_millis();
                     let since = machine.window_start().unwrap_or(now);
-                    queue.extend(machine.on(Event::Tick {
-                        now,
-                        canary: canary_backend.stats.window(since, now),
-                        stable: stable.stats.window(since, now),
-                    }));
+                    let (canary, stable) = sides.windows(since, now);
+                    queue.extend(machine.on(Event::Tick { now, canary, stable }));
                 }
             }
         }

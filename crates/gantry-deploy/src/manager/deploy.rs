@@ -106,12 +106,18 @@ impl DeployManager {
         self.store
             .pin(&rec.digest, &pin_reason(&rec), now_millis())
             .await?;
-        let ctx = self
+        let mut ctx = self
             .context(&rec, live.as_ref().map(|l| l.number), &spec)
             .await;
+        // A canary needs something to compare with: the router's stable release, or (for a
+        // target that splits traffic itself) the live release.
         let canary = spec.canary.is_some()
             && live.is_some()
-            && env.router().is_some_and(|r| r.table().stable.is_some());
+            && match target.routing() {
+                Routing::Router => env.router().is_some_and(|r| r.table().stable.is_some()),
+                Routing::Itself => true,
+            };
+        ctx.canary = canary;
         let d = Drive {
             env: env.clone(),
             target,

@@ -217,14 +217,30 @@ impl DeployManager {
                         // Whoever waits hears of the canary once it serves (and is recorded).
                         let mut waiting = reached.take();
                         let started = move || tell(Reached::Canary, &mut waiting);
-                        let outcome = match (d.addr, d.spec.canary.clone()) {
-                            (Some(addr), Some(canary)) => {
+                        let stable = match &d.live {
+                            Some(live) => Some(self.context(live, None, &d.spec).await),
+                            None => None,
+                        };
+                        let split = match (d.target.routing(), d.addr, stable) {
+                            (Routing::Router, Some(addr), _) => {
+                                Some(super::canary::Split::Router { addr })
+                            }
+                            (Routing::Itself, _, Some(stable)) => {
+                                Some(super::canary::Split::Target {
+                                    canary: Box::new(d.ctx.clone()),
+                                    stable: Box::new(stable),
+                                })
+                            }
+                            _ => None,
+                        };
+                        let outcome = match (split, d.spec.canary.clone()) {
+                            (Some(split), Some(canary)) => {
                                 self.run_canary(
-                                    &d.env, &d.target, &d.rec, addr, &d.spec, canary, started,
+                                    &d.env, &d.target, &d.rec, split, &d.spec, canary, started,
                                 )
                                 .await
                             }
-                            _ => Err("a canary needs the release's address and a canary strategy"
+                            _ => Err("a canary needs the release's address (or a live release to split with) and a canary strategy"
                                 .to_string()),
                         };
                         guards.lock = None;

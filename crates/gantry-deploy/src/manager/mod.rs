@@ -283,6 +283,7 @@ impl DeployManager {
             log: self.release_log(&r.project, &r.environment, r.source),
             previous,
             spec: spec.clone(),
+            canary: false,
         }
     }
 

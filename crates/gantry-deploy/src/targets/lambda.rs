@@ -213,6 +213,31 @@ fn request_text(id: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
+/// The alias for a canary at `percent`: its main version and the additional version weights,
+/// as AWS accepts them — one extra version, a weight strictly between 0 and 1, never
+/// `$LATEST`. 0 is the stable version alone, 100 the canary alone (no weights at all: an alias
+/// with a 0 or 1 weight is refused by AWS, though moto takes it).
+pub fn alias_split(
+    canary: &str,
+    stable: &str,
+    percent: u32,
+) -> anyhow::Result<(String, Vec<(String, f64)>)> {
+    for v in [canary, stable] {
+        if v == "$LATEST" || v.parse::<u64>().is_err() {
+            bail!("alias weights need published versions, not `{v}`");
+        }
+    }
+    match percent {
+        0 => Ok((stable.to_string(), Vec::new())),
+        p if p >= 100 => Ok((canary.to_string(), Vec::new())),
+        _ if canary == stable => Ok((stable.to_string(), Vec::new())),
+        p => Ok((
+            stable.to_string(),
+            vec![(canary.to_string(), f64::from(p) / 100.0)],
+        )),
+    }
+}
+
 fn not_found<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     e.code() == Some("ResourceNotFoundException")
 }
@@ -384,6 +409,17 @@ impl Target for LambdaTarget {
             .to_string();
         std::fs::write(version_file(r), format!("{version}\n"))
             .with_context(|| format!("recording version {version}"))?;
+        if r.canary {
+            // A canary: the alias stays on the live version until the first step weighs it.
+            self.note(
+                r,
+                &format!(
+                    "published version {version} of {f} as a canary; alias {} unchanged until its first step",
+                    spec.alias
+                ),
+            );
+            return Ok(None);
+        }
         point_alias(&client, spec, &version).await?;
         self.note(
             r,
@@ -393,6 +429,43 @@ impl Target for LambdaTarget {
             ),
         );
         Ok(None)
+    }
+
+    async fn set_share(
+        &self,
+        canary: &ReleaseContext,
+        stable: &ReleaseContext,
+        percent: u32,
+    ) -> anyhow::Result<()> {
+        let spec = spec_of(canary)?;
+        let (new, old) = (version_of(canary)?, version_of(stable)?);
+        let (main, weights) = alias_split(&new, &old, percent)?;
+        let client = self.client(spec).await;
+        let mut routing = AliasRoutingConfiguration::builder();
+        for (v, w) in &weights {
+            routing = routing.additional_version_weights(v.clone(), *w);
+        }
+        client
+            .update_alias()
+            .function_name(&spec.function)
+            .name(&spec.alias)
+            .function_version(&main)
+            .routing_config(routing.build())
+            .send()
+            .await
+            .map_err(|e| aws(&format!("weighing alias {}", spec.alias), spec, e))?;
+        self.note(
+            canary,
+            &match weights.first() {
+                Some((v, w)) => format!(
+                    "alias {}: version {main}, {:.0}% to version {v}",
+                    spec.alias,
+                    w * 100.0
+                ),
+                None => format!("alias {}: version {main} only", spec.alias),
+            },
+        );
+        Ok(())
     }
 
     async fn roll_back(&self, to: &ReleaseContext, _from: &ReleaseContext) -> anyhow::Result<()> {
@@ -478,5 +551,30 @@ fn append(log: &Path, text: &str) {
         .open(log)
     {
         let _ = writeln!(f, "--- gantry: {text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alias_split;
+
+    #[test]
+    fn alias_weights_are_what_aws_accepts() {
+        let split = |p| alias_split("3", "2", p).unwrap();
+        assert_eq!(split(0), ("2".to_string(), vec![]));
+        assert_eq!(split(10), ("2".to_string(), vec![("3".to_string(), 0.1)]));
+        assert_eq!(split(99), ("2".to_string(), vec![("3".to_string(), 0.99)]));
+        assert_eq!(split(100), ("3".to_string(), vec![]));
+        assert_eq!(split(150), ("3".to_string(), vec![]));
+        for (_, weights) in (0..=100).map(split) {
+            assert!(weights.len() <= 1);
+            assert!(weights.iter().all(|(_, w)| *w > 0.0 && *w < 1.0));
+        }
+        assert!(alias_split("$LATEST", "2", 10).is_err());
+        assert!(alias_split("3", "live", 10).is_err());
+        assert_eq!(
+            alias_split("2", "2", 50).unwrap(),
+            ("2".to_string(), vec![])
+        );
     }
 }

@@ -45,6 +45,10 @@ pub struct ReleaseContext {
     /// The release live before this one, if any.
     pub previous: Option<i64>,
     pub spec: EnvironmentSpec,
+    /// Deployed as a canary: a target that moves traffic itself brings it up next to the live
+    /// release without moving users; the canary's steps then call
+    /// [`set_share`](Target::set_share).
+    pub canary: bool,
 }
 
 impl ReleaseContext {
@@ -170,6 +174,17 @@ pub trait Target: Send + Sync {
     async fn start(&self, release: &ReleaseContext) -> anyhow::Result<Option<SocketAddr>>;
     /// For targets that move traffic themselves: users from `from` back to `to`.
     async fn roll_back(&self, to: &ReleaseContext, from: &ReleaseContext) -> anyhow::Result<()>;
+    /// For targets that move traffic themselves and can split it (a weighted alias): send
+    /// `percent` of the calls to `canary`, the rest to `stable`. 100 makes the canary the only
+    /// one; 0 puts everything back on stable. Targets that cannot split refuse.
+    async fn set_share(
+        &self,
+        _canary: &ReleaseContext,
+        _stable: &ReleaseContext,
+        _percent: u32,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("a {} target cannot split traffic for a canary", self.kind())
+    }
     /// What runs for the deploy release `source`, if anything.
     fn running(&self, source: i64) -> Option<Running>;
     /// Whether a live release runs without anything of gantry's to watch (a function AWS

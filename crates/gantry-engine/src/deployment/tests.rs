@@ -354,6 +354,28 @@ fn a_canary_is_a_phase_and_a_promoted_one_bakes() {
     );
 }
 
+/// A target that moves traffic itself (a weighted alias) runs its canary the same way: the
+/// canary phase after the health check, then the bake once promoted.
+#[test]
+fn a_canary_of_a_target_that_routes_itself_is_the_same_phase() {
+    let p = plan(Purpose::Deploy { canary: true }, Routing::Itself);
+    check(
+        p,
+        vec![
+            start(),
+            unpacked(0),
+            started(0),
+            health(0, true, "ok"),
+            Event::CanaryEnded {
+                now: 60_000,
+                outcome: Ok("passed".into()),
+            },
+            tick(65_000, Some(0)),
+        ],
+        "unpack | start | probe@0 | health[ok] canary | live | ok",
+    );
+}
+
 #[test]
 fn a_rollback_to_a_running_kept_release_is_one_check_and_a_switch() {
     let mut p = plan(

@@ -308,3 +308,74 @@ fn oversized_zips_and_denied_calls_are_named_and_leave_the_alias() {
         "{text}"
     );
 }
+
+/// A canary as alias weights, observed with GetAlias at each step: 10% of calls to the new
+/// version, then (promoted) all; the next canary is aborted by an alarm and the alias goes
+/// back to the stable version alone, its version deleted.
+#[test]
+fn a_lambda_canary_weighs_the_alias_step_by_step() {
+    let strategy = "    bake: 1s
+    strategy:
+      canary:
+        steps:
+          - weight: 10
+          - approval: true
+";
+    let f = Fn::new("canary", strategy);
+    let v1 = f.build("v1");
+    let v2 = f.build("v2");
+    f.deploy_ok(v1);
+    assert_eq!(f.alias(), ("1".to_string(), "{}".to_string()));
+    let out = f.deploy(v2);
+    assert_eq!(out.code, 0, "{out}\nserver log:\n{}", f.server.log());
+    assert!(out.stdout.contains("is a canary"), "{out}");
+    let waiting = || {
+        let s = f.fx.run(&["status", "production", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap_or_default();
+        v["canary"]["state"] == "waiting-approval"
+    };
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(15), waiting),
+        "{}",
+        f.fx.run(&["releases", "production", "--events"]).stdout
+    );
+    assert_eq!(f.alias(), ("1".to_string(), r#"{"2": 0.1}"#.to_string()));
+    let out = f.fx.run(&["promote", "production"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(15), || f.alias().0 == "2"),
+        "{:?}",
+        f.alias()
+    );
+    assert_eq!(f.alias(), ("2".to_string(), "{}".to_string()));
+
+    let v3 = f.build("v3");
+    let out = f.deploy(v3);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(crate::support::wait_until(
+        std::time::Duration::from_secs(15),
+        waiting
+    ));
+    assert_eq!(f.alias(), ("2".to_string(), r#"{"3": 0.1}"#.to_string()));
+    let r = f.server.api(
+        "POST",
+        &format!("/api/projects/{}/environments/production/alarm", f.name),
+        r#"{"status":"firing","name":"lambda-errors"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("aborting the canary"), "{}", r.body);
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(15), || {
+            f.alias() == ("2".to_string(), "{}".to_string())
+        }),
+        "{:?}",
+        f.alias()
+    );
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(10), || {
+            f.versions() == ["$LATEST", "1", "2"]
+        }),
+        "the aborted canary's version is deleted: {:?}",
+        f.versions()
+    );
+}
