@@ -131,6 +131,9 @@ enum Sides {
         target: Arc<dyn Target>,
         canary: Box<ReleaseContext>,
         stable: Box<ReleaseContext>,
+        /// The share last applied: the same share again costs no call to the target (each is
+        /// an API call for an alias). It starts at 0: the canary was brought up without users.
+        applied: Mutex<Option<u32>>,
     },
 }
 
@@ -160,7 +163,15 @@ impl Sides {
                 target,
                 canary,
                 stable,
-            } => target.set_share(canary, stable, percent).await,
+                applied,
+            } => {
+                if *applied.lock().expect("applied") == Some(percent) {
+                    return Ok(());
+                }
+                target.set_share(canary, stable, percent).await?;
+                *applied.lock().expect("applied") = Some(percent);
+                Ok(())
+            }
         }
     }
 
@@ -295,6 +306,7 @@ impl DeployManager {
                 target: target.clone(),
                 canary,
                 stable,
+                applied: Mutex::new(Some(0)),
             },
         };
         self.store
