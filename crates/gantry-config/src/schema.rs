@@ -3,8 +3,8 @@
 
 use crate::check::{
     ANALYSIS_KEYS, ARTIFACT_KEYS, CANARY_KEYS, CANARY_STEP_KEYS, DEPLOY_KEYS, ENVIRONMENT_KEYS,
-    HEALTH_KEYS, JOB_KEYS, MAX_RETRIES, ROUTER_KEYS, STAGE_KEYS, STEP_KEYS, STRATEGY_KEYS,
-    TOP_KEYS, USERS_KEYS,
+    HEALTH_KEYS, IMAGE_BUILD_KEYS, JOB_KEYS, MAX_RETRIES, ROUTER_KEYS, STAGE_KEYS, STEP_KEYS,
+    STRATEGY_KEYS, TOP_KEYS, USERS_KEYS,
 };
 use serde_json::{Value, json};
 
@@ -81,6 +81,11 @@ pub fn pipeline_schema() -> Value {
                     "path": { "type": "string", "description": "Where a single-file artifact is written (default: its name)" }
                 } }
             ] } },
+            "image": object(IMAGE_BUILD_KEYS, json!({
+                "name": name,
+                "context": { "type": "string", "description": "The build context, relative to the job's directory (default .)" },
+                "file": { "type": "string", "description": "The Dockerfile, inside the context (default Dockerfile)" }
+            }), &["name"]),
         }),
         &["name"],
     );

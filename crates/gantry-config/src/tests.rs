@@ -333,3 +333,61 @@ fn wrong_docker_keys_are_named_where_they_are() {
         );
     }
 }
+
+/// A job's `image:` becomes an artifact gantry builds; a job may do nothing else. Paths that
+/// leave the job's directory are refused where they are written.
+#[test]
+fn a_job_image_build_is_an_artifact_and_its_paths_stay_inside() {
+    let source = "stages:
+  - name: build
+    jobs:
+      - name: image
+        image: { name: app, context: web, file: web/Dockerfile }
+";
+    let p = parse_pipeline("gantry.yml", source)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pipeline;
+    let StageKind::Jobs(jobs) = &p.stages[0].kind else {
+        panic!("jobs")
+    };
+    assert!(jobs[0].steps.is_empty());
+    let a = &jobs[0].artifacts[0];
+    assert_eq!(a.name, "app");
+    assert_eq!(
+        a.build,
+        Some(gantry_model::ImageBuild {
+            context: "web".into(),
+            file: "web/Dockerfile".into()
+        })
+    );
+    let defaults = source.replace(
+        "{ name: app, context: web, file: web/Dockerfile }",
+        "{ name: app }",
+    );
+    let p = parse_pipeline("gantry.yml", &defaults).unwrap().pipeline;
+    let StageKind::Jobs(jobs) = &p.stages[0].kind else {
+        panic!("jobs")
+    };
+    assert_eq!(
+        jobs[0].artifacts[0].build,
+        Some(gantry_model::ImageBuild {
+            context: ".".into(),
+            file: "Dockerfile".into()
+        })
+    );
+    let text = errors(&source.replace("context: web", "context: ../up"));
+    assert!(
+        text.contains(
+            "5:38: error: stages[build].jobs[image].image.context: `../up` leaves the workspace"
+        ),
+        "{text}"
+    );
+    let text = errors(&source.replace(
+        "{ name: app, context: web, file: web/Dockerfile }",
+        "{ context: web }",
+    ));
+    assert!(
+        text.contains("an image build is missing the required key `name`"),
+        "{text}"
+    );
+}

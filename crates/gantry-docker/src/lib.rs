@@ -15,9 +15,9 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    StopContainerOptionsBuilder, TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ImportImageOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -218,6 +218,59 @@ impl Engine {
         let description = serde_json::to_string_pretty(&info)?;
         std::fs::write(dir.join(DESCRIPTION), description + "\n")?;
         Ok(info)
+    }
+
+    /// Builds `dockerfile` (a path inside the context) from the build context `context` (a tar
+    /// archive) as `tag`, handing each line the engine prints to `line`. A failed build is an
+    /// error with the engine's message; the output already went to `line`.
+    pub async fn build(
+        &self,
+        context: Vec<u8>,
+        dockerfile: &str,
+        tag: &str,
+        mut line: impl FnMut(String) + Send,
+    ) -> Result<ImageInfo> {
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut stream = self.docker.build_image(
+            options,
+            None,
+            Some(bollard::body_full(bytes::Bytes::from(context))),
+        );
+        let mut failure = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    for text in [info.stream, info.status].into_iter().flatten() {
+                        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                            line(l.to_string());
+                        }
+                    }
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        failure = Some(detail);
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    failure = Some(error);
+                    break;
+                }
+                Err(e) => return Err(self.fail(&format!("building {tag}"), e)),
+            }
+        }
+        if let Some(error) = failure {
+            line(format!("error: {error}"));
+            bail!("the image {tag} failed to build from {dockerfile}: {error}");
+        }
+        self.image(tag).await?.ok_or_else(|| {
+            anyhow!(
+                "the engine at {} reported no error building {tag}, but has no such image",
+                self.host
+            )
+        })
     }
 
     /// Loads an image archive into the engine; afterwards the engine has `expect_id`.

@@ -88,6 +88,18 @@ pub struct ArtifactSpec {
     /// An image in the Docker engine (`app:dev`), saved into the artifact store as an archive
     /// with its description once the job's steps succeeded.
     pub image: Option<String>,
+    /// An image gantry builds through the Docker Engine API after the job's steps (the job's
+    /// `image:` key), then saves like `image`.
+    pub build: Option<ImageBuild>,
+}
+
+/// `image: { name, context, file }` on a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBuild {
+    /// The build context, relative to the job's directory.
+    pub context: String,
+    /// The Dockerfile, relative to the job's directory (inside the context).
+    pub file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -210,8 +210,29 @@ async fn attempt_in(
         }
     }
 
-    for artifact in &job.artifacts {
-        match store_artifact(ctx, &project_dir, artifact).await {
+    for (i, artifact) in job.artifacts.iter().enumerate() {
+        let built = match &artifact.build {
+            Some(build) => {
+                let index = job.steps.len() + i;
+                match build_image(
+                    ctx,
+                    job,
+                    job_id,
+                    attempt,
+                    index,
+                    &project_dir,
+                    artifact,
+                    build,
+                )
+                .await
+                {
+                    Ok(tag) => Some(tag),
+                    Err(failed) => return failed,
+                }
+            }
+            None => None,
+        };
+        match store_artifact(ctx, &project_dir, artifact, built.as_deref()).await {
             Ok(stored) => {
                 if let Err(e) = ctx
                     .state
@@ -255,9 +276,10 @@ async fn store_artifact(
     ctx: &RunContext,
     project_dir: &Path,
     artifact: &gantry_model::ArtifactSpec,
+    built: Option<&str>,
 ) -> anyhow::Result<gantry_engine::ports::StoredArtifact> {
     use anyhow::Context;
-    let Some(image) = &artifact.image else {
+    let Some(image) = built.or(artifact.image.as_deref()) else {
         return ctx.artifacts.store(project_dir, &artifact.paths).await;
     };
     let engine = gantry_docker::Engine::connect(None).await?;
@@ -285,6 +307,130 @@ async fn store_artifact(
         }
     }
     Ok(stored)
+}
+
+/// Builds a job's `image:` through the Docker Engine API after its steps, as a step of its own
+/// (`build image NAME`, its output masked into the job's log like any step's); returns the tag.
+#[allow(clippy::too_many_arguments)]
+async fn build_image(
+    ctx: &RunContext,
+    job: &Job,
+    job_id: i64,
+    attempt: u32,
+    index: usize,
+    project_dir: &Path,
+    artifact: &gantry_model::ArtifactSpec,
+    build: &gantry_model::ImageBuild,
+) -> Result<String, AttemptResult> {
+    let step = format!("build image {}", artifact.name);
+    let step_id = ctx
+        .state
+        .start_step(job_id, attempt, index, &step, crate::now_millis())
+        .await
+        .map_err(|e| AttemptResult::failed(format!("recording step `{step}`: {e:#}")))?;
+    ctx.observer.event(&RunEvent::StepStarted {
+        run: ctx.run_id,
+        job: job.name.clone(),
+        attempt,
+        step: step.clone(),
+        index,
+    });
+    let started = Instant::now();
+    let job_name: Arc<str> = Arc::from(job.name.as_str());
+    let step_name: Arc<str> = Arc::from(step.as_str());
+    let logs = ctx.logs.clone();
+    let mut line_no = 0i64;
+    let masker = ctx.masker.clone();
+    let emit = move |stream: Stream, text: String| {
+        line_no += 1;
+        let _ = logs.send(LogMsg::Line(LogLine {
+            step_id,
+            job: job_name.clone(),
+            step: step_name.clone(),
+            line: line_no,
+            at: crate::now_millis(),
+            stream,
+            text: masker.mask(&text).into_owned(),
+        }));
+    };
+    let tag = format!(
+        "{}:run-{}",
+        gantry_docker::repository_name(&["gantry-build", &ctx.project, &artifact.name]),
+        ctx.run_id
+    );
+    let result = build_with(project_dir, build, &tag, emit).await;
+    let (status, exit_code) = match &result {
+        Ok(_) => (StepStatus::Succeeded, Some(0)),
+        Err(_) => (StepStatus::Failed, Some(1)),
+    };
+    if let Err(e) = ctx
+        .state
+        .finish_step(step_id, status, exit_code, crate::now_millis())
+        .await
+    {
+        tracing::error!(error = %format!("{e:#}"), "could not record the step's end");
+    }
+    ctx.observer.event(&RunEvent::StepFinished {
+        run: ctx.run_id,
+        job: job.name.clone(),
+        attempt,
+        step: step.clone(),
+        status,
+        exit_code,
+        millis: started.elapsed().as_millis() as u64,
+    });
+    result
+        .map(|_| tag)
+        .map_err(|e| AttemptResult::failed(format!("step `{step}`: {e:#}")))
+}
+
+/// The context as a tar archive (symlinks kept as links), sent to the engine's build.
+async fn build_with(
+    project_dir: &Path,
+    build: &gantry_model::ImageBuild,
+    tag: &str,
+    mut emit: impl FnMut(Stream, String) + Send,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let context = project_dir.join(&build.context);
+    let file = project_dir.join(&build.file);
+    let Ok(inside) = file.strip_prefix(&context) else {
+        anyhow::bail!(
+            "the Dockerfile {} is not inside the build context {}",
+            build.file,
+            build.context
+        );
+    };
+    if !file.is_file() {
+        anyhow::bail!(
+            "the Dockerfile {} does not exist in the job's directory",
+            build.file
+        );
+    }
+    let dockerfile = inside.to_string_lossy().into_owned();
+    let dir = context.clone();
+    let archive = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &dir)
+            .with_context(|| format!("packing the build context {}", dir.display()))?;
+        Ok(b.into_inner()?)
+    })
+    .await??;
+    emit(
+        Stream::System,
+        format!(
+            "gantry: building {tag} from {} (context {}, {} KiB)",
+            build.file,
+            build.context,
+            archive.len() / 1024
+        ),
+    );
+    let engine = gantry_docker::Engine::connect(None).await?;
+    engine
+        .build(archive, &dockerfile, tag, |l| emit(Stream::Stdout, l))
+        .await
+        .map(|_| ())
 }
 
 /// `registry:5000/team/app:dev` → `registry:5000/team/app`.

@@ -24,9 +24,9 @@ use crate::field;
 use crate::yaml::{Node, Pos, Value};
 use gantry_model::{
     AnalysisSpec, ArtifactSpec, CanarySpec, CanaryStep, DeploySpec, DockerTarget, EnvironmentSpec,
-    HealthCheck, HealthSpec, Job, LambdaCreate, LambdaTarget, Pipeline, ProjectArtifact,
-    RESERVED_ENV_PREFIX, RouterSpec, Routing, Stage, StageKind, Step, TargetSpec, UserKey,
-    UserSpec,
+    HealthCheck, HealthSpec, ImageBuild, Job, LambdaCreate, LambdaTarget, Pipeline,
+    ProjectArtifact, RESERVED_ENV_PREFIX, RouterSpec, Routing, Stage, StageKind, Step, TargetSpec,
+    UserKey, UserSpec,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -45,7 +45,9 @@ pub const JOB_KEYS: &[&str] = &[
     "allow_failure",
     "artifacts",
     "needs",
+    "image",
 ];
+pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file"];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];
 pub const ARTIFACT_KEYS: &[&str] = &["name", "path", "image"];
 pub const NEED_KEYS: &[&str] = &["project", "artifact", "branch", "path"];

@@ -163,6 +163,8 @@ impl Checker {
                 );
                 None
             }
+            // A job may only build an image.
+            (None, None) if fields.get("image").is_some() => Some(Vec::new()),
             (None, None) => {
                 if !fields
                     .suggested
@@ -209,10 +211,17 @@ impl Checker {
         let allow_failure = fields
             .some("allow_failure")
             .map(|n| self.bool(n, &field("allow_failure")));
-        let artifacts = fields
+        let mut artifacts = fields
             .some("artifacts")
             .map(|n| self.artifacts(n, &field("artifacts")))
             .unwrap_or(Some(Vec::new()));
+        if let Some(image) = fields.some("image") {
+            match (self.image_build(image, &field("image")), &mut artifacts) {
+                (Some(built), Some(list)) => list.push(built),
+                (None, _) => artifacts = None,
+                _ => {}
+            }
+        }
         let (needs, needs_from) = fields
             .some("needs")
             .map(|n| self.needs(n, &field("needs")))
@@ -428,6 +437,7 @@ impl Checker {
                             name,
                             paths: Vec::new(),
                             image: Some(image),
+                            build: None,
                         }),
                         _ => ok = false,
                     }
@@ -459,11 +469,50 @@ impl Checker {
                     name,
                     paths,
                     image: None,
+                    build: None,
                 }),
                 _ => ok = false,
             }
         }
         ok.then_some(out)
+    }
+
+    /// A job's `image: { name, context, file }`: the artifact `name`, an image gantry builds.
+    fn image_build(&mut self, node: &Node, path: &str) -> Option<ArtifactSpec> {
+        let fields = self.fields(node, path, "an image build", IMAGE_BUILD_KEYS)?;
+        let name = self
+            .required(&fields, node, "name", "an image build")
+            .and_then(|n| self.name(n, &fields.field("name")));
+        let mut relative = |key: &str, default: &str| -> Option<String> {
+            let Some(n) = fields.some(key) else {
+                return Some(default.to_string());
+            };
+            let f = fields.field(key);
+            let p = self.string(n, &f)?;
+            match path_problem(&p) {
+                Some(problem) => {
+                    self.error(
+                        n,
+                        &f,
+                        format!("`{p}` {problem}"),
+                        Some("paths are relative to the job's directory".into()),
+                    );
+                    None
+                }
+                None => Some(p),
+            }
+        };
+        let context = relative("context", ".");
+        let file = relative("file", "Dockerfile");
+        Some(ArtifactSpec {
+            name: name?,
+            paths: Vec::new(),
+            image: None,
+            build: Some(ImageBuild {
+                context: context?,
+                file: file?,
+            }),
+        })
     }
 
     pub(super) fn deploy(&mut self, node: &Node, path: &str) -> Option<DeploySpec> {

@@ -38,6 +38,17 @@ fn dockerfile(kind: Image) -> &'static str {
     }
 }
 
+/// podman 4.3 races when builds and image removals of images sharing layers run at once
+/// ("layer not known" while one test's cleanup removes images as another builds): the tests
+/// of this module take turns.
+static PODMAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    PODMAN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Web {
     fx: Fixture,
     server: Served,
@@ -47,10 +58,13 @@ struct Web {
     extra: String,
     host: String,
     runs: i64,
+    /// Held until this test's containers and images are removed (dropped last).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Web {
     fn new(test: &str, extra: &str) -> Self {
+        let turn = take_turn();
         let name = format!("dk-{test}-{}", std::process::id());
         let port = free_port();
         let host = "unix:///run/podman/podman.sock".to_string();
@@ -64,6 +78,7 @@ impl Web {
             extra: extra.to_string(),
             host,
             runs: 0,
+            _turn: turn,
         }
     }
 
@@ -525,4 +540,92 @@ fn a_docker_canary_shares_users_stickily_through_the_router() {
         status()
     );
     assert!((0..20).all(|i| release_of(&format!("visitor-{i}")) == "2"));
+}
+
+/// A job's `image:` is built through the Engine API after its steps (its output in the job's
+/// log as a step of its own), saved into the artifact store and deployed; a Dockerfile that
+/// fails to build fails the job with the engine's message, and nothing is stored.
+#[test]
+fn an_image_built_through_the_engine_api_deploys_and_a_broken_dockerfile_fails_the_job() {
+    let name = format!("dk-api-{}", std::process::id());
+    let port = free_port();
+    let pipeline = |dockerfile: &str| {
+        format!(
+            r#"//- gantry.yml
+name: {name}
+stages:
+  - name: build
+    jobs:
+      - name: image
+        run: |
+          mkdir -p ctx/www
+          cp /bin/busybox ctx/busybox
+          echo "hello from api" > ctx/www/index.html
+          cp Dockerfile ctx/Dockerfile
+        image:
+          name: app
+          context: ctx
+          file: ctx/Dockerfile
+environments:
+  production:
+    target:
+      docker:
+        host: unix:///run/podman/podman.sock
+        port: 8080
+    health:
+      http: /
+      timeout: 10s
+      interval: 100ms
+    bake: 1s
+    router:
+      listen: 127.0.0.1:{port}
+//- Dockerfile
+{dockerfile}"#
+        )
+    };
+    let turn = take_turn();
+    let fx = Fixture::new(&pipeline(dockerfile(Image::Serves)));
+    let mut web = Web {
+        server: Served::start_with_data("listen = \"127.0.0.1:0\"\n", &fx.data()),
+        fx,
+        port,
+        name: name.clone(),
+        extra: String::new(),
+        host: "unix:///run/podman/podman.sock".into(),
+        runs: 0,
+        _turn: turn,
+    };
+    let out = web.fx.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    web.runs = 1;
+    let logs = web.fx.logs(1, "image");
+    assert!(logs.contains("building gantry-build-"), "{logs}");
+    assert!(
+        logs.contains("COPY www /www"),
+        "the engine's output is in the log: {logs}"
+    );
+    web.deploy_ok(1);
+    assert_eq!(web.serving(), "api");
+
+    web.fx.commit(
+        &pipeline("FROM scratch\nCOPY no-such-file /x\n"),
+        "a broken Dockerfile",
+    );
+    let out = web.fx.run(&["run"]);
+    assert_ne!(out.code, 0, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("step `build image app`"), "{text}");
+    assert!(text.contains("failed to build"), "{text}");
+    assert!(text.contains("no-such-file"), "{text}");
+    let artifacts = web.fx.run(&["artifact", "ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&artifacts.stdout).unwrap_or_default();
+    assert_eq!(
+        listed.as_array().map(|a| a.len()),
+        Some(1),
+        "only the first run's image is stored: {}",
+        artifacts.stdout
+    );
+    // The failed build left no image behind under the run's tag.
+    let tags = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(!tags.contains(":run-2"), "{tags}");
 }
