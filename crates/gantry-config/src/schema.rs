@@ -3,8 +3,8 @@
 
 use crate::check::{
     ANALYSIS_KEYS, ARTIFACT_KEYS, CANARY_KEYS, CANARY_STEP_KEYS, DEPLOY_KEYS, ENVIRONMENT_KEYS,
-    HEALTH_KEYS, IMAGE_BUILD_KEYS, JOB_KEYS, MAX_RETRIES, ROUTER_KEYS, STAGE_KEYS, STEP_KEYS,
-    STRATEGY_KEYS, TOP_KEYS, USERS_KEYS,
+    HEALTH_KEYS, IMAGE_BUILD_KEYS, IMAGE_PUSH_KEYS, JOB_KEYS, MAX_RETRIES, ROUTER_KEYS, STAGE_KEYS,
+    STEP_KEYS, STRATEGY_KEYS, TOP_KEYS, USERS_KEYS,
 };
 use serde_json::{Value, json};
 
@@ -42,6 +42,17 @@ pub fn pipeline_schema() -> Value {
             }), &["run"])
         ]
     });
+    let push = json!({
+        "description": "A registry repository the image is also pushed to, tagged `run-N` and with the commit",
+        "oneOf": [
+            { "type": "string" },
+            object(IMAGE_PUSH_KEYS, json!({
+                "to": { "type": "string", "description": "The repository, `host[:port]/path`, no tag" },
+                "username": { "type": "string" },
+                "password_secret": { "type": "string", "description": "The name of the secret holding the registry password" }
+            }), &["to"])
+        ]
+    });
     let artifact = object(
         ARTIFACT_KEYS,
         json!({
@@ -53,7 +64,8 @@ pub fn pipeline_schema() -> Value {
             "image": {
                 "type": "string",
                 "description": "An image the job's steps built (`app:dev`): saved from the Docker engine into the artifact store"
-            }
+            },
+            "push": push.clone()
         }),
         &["name"],
     );
@@ -84,7 +96,8 @@ pub fn pipeline_schema() -> Value {
             "image": object(IMAGE_BUILD_KEYS, json!({
                 "name": name,
                 "context": { "type": "string", "description": "The build context, relative to the job's directory (default .)" },
-                "file": { "type": "string", "description": "The Dockerfile, inside the context (default Dockerfile)" }
+                "file": { "type": "string", "description": "The Dockerfile, inside the context (default Dockerfile)" },
+                "push": push
             }), &["name"]),
         }),
         &["name"],

@@ -391,3 +391,82 @@ fn a_job_image_build_is_an_artifact_and_its_paths_stay_inside() {
         "{text}"
     );
 }
+
+/// `push:` names a repository, alone or with a login whose password is a secret; a push of
+/// files, a tag in the repository or half a login is one error where it is written.
+#[test]
+fn an_image_push_names_a_repository_and_a_login_by_secret() {
+    let source = "stages:
+  - name: build
+    jobs:
+      - name: image
+        image: { name: app, push: PUSH }
+        artifacts:
+          - name: site
+            path: dist/
+";
+    let pushed = |push: &str| {
+        let p = parse_pipeline("gantry.yml", &source.replace("PUSH", push))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pipeline;
+        let StageKind::Jobs(jobs) = &p.stages[0].kind else {
+            panic!("jobs")
+        };
+        jobs[0].artifacts[1].push.clone()
+    };
+    assert_eq!(
+        pushed("127.0.0.1:5000/team/app"),
+        Some(gantry_model::ImagePush {
+            repository: "127.0.0.1:5000/team/app".into(),
+            username: None,
+            password_secret: None,
+        })
+    );
+    let login =
+        "{ to: registry.example.com/app, username: ci, password_secret: REGISTRY_PASSWORD }";
+    assert_eq!(
+        pushed(login),
+        Some(gantry_model::ImagePush {
+            repository: "registry.example.com/app".into(),
+            username: Some("ci".into()),
+            password_secret: Some("REGISTRY_PASSWORD".into()),
+        })
+    );
+    let p = parse_pipeline("gantry.yml", &source.replace("PUSH", login)).unwrap();
+    assert_eq!(
+        p.pipeline.secret_names(),
+        vec!["REGISTRY_PASSWORD".to_string()]
+    );
+    for (push, expected) in [
+        (
+            "127.0.0.1:5000/app:v1",
+            "5:35: error: stages[build].jobs[image].image.push: repository `127.0.0.1:5000/app:v1` names a tag or digest",
+        ),
+        (
+            "{ to: r.example.com/app, username: ci }",
+            "stages[build].jobs[image].image.push: a registry login needs both `username` and `password_secret`",
+        ),
+        (
+            "{ to: r.example.com/app, password: hunter2 }",
+            "stages[build].jobs[image].image.push.password",
+        ),
+        (
+            "{ username: ci, password_secret: P }",
+            "a push is missing the required key `to`",
+        ),
+    ] {
+        let text = errors(&source.replace("PUSH", push));
+        assert!(
+            text.contains(expected),
+            "{push}: expected {expected:?} in:\n{text}"
+        );
+    }
+    let text = errors(&source.replace(
+        "path: dist/",
+        "path: dist/\n            push: r.example.com/site",
+    ));
+    assert!(
+        text.contains("stages[build].jobs[image].artifacts[0].push: only an image artifact can be pushed to a registry"),
+        "{text}"
+    );
+}

@@ -16,8 +16,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ImportImageOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, PushImageOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -271,6 +272,52 @@ impl Engine {
                 self.host
             )
         })
+    }
+
+    /// Pushes `repo:tag` (already tagged in the engine) to its registry, logging in as `login`
+    /// (user, password) when given; each line the engine prints goes to `line`. Returns the
+    /// digest the registry gave the manifest, when the engine says it.
+    pub async fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        login: Option<(&str, &str)>,
+        mut line: impl FnMut(String) + Send,
+    ) -> Result<Option<String>> {
+        let credentials = login.map(|(user, password)| bollard::auth::DockerCredentials {
+            username: Some(user.to_string()),
+            password: Some(password.to_string()),
+            serveraddress: Some(repo.split('/').next().unwrap_or(repo).to_string()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.push_image(
+            repo,
+            Some(PushImageOptionsBuilder::default().tag(tag).build()),
+            credentials,
+        );
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(status) = info.status {
+                        // "TAG: digest: sha256:… size: N"
+                        if let Some(rest) = status.split("digest: ").nth(1) {
+                            digest = rest.split_whitespace().next().map(str::to_string);
+                        }
+                        line(status);
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    line(format!("error: {error}"));
+                    bail!(
+                        "pushing {repo}:{tag} (Docker engine at {}): {error}",
+                        self.host
+                    );
+                }
+                Err(e) => return Err(self.fail(&format!("pushing {repo}:{tag}"), e)),
+            }
+        }
+        Ok(digest)
     }
 
     /// Loads an image archive into the engine; afterwards the engine has `expect_id`.

@@ -23,8 +23,8 @@ pub use environment::{
     LambdaTarget, RouterSpec, Routing, TargetKind, TargetSpec, UserKey, UserSpec,
 };
 pub use pipeline::{
-    ArtifactSpec, DeploySpec, EnvironmentSpec, ImageBuild, Job, Pipeline, ProjectArtifact, Stage,
-    StageKind, Step,
+    ArtifactSpec, DeploySpec, EnvironmentSpec, ImageBuild, ImagePush, Job, Pipeline,
+    ProjectArtifact, Stage, StageKind, Step, image_repository,
 };
 pub use secret::SecretValue;
 pub use status::{JobStatus, RunStatus, StageStatus, StepStatus};

@@ -91,6 +91,28 @@ pub struct ArtifactSpec {
     /// An image gantry builds through the Docker Engine API after the job's steps (the job's
     /// `image:` key), then saves like `image`.
     pub build: Option<ImageBuild>,
+    /// A registry repository the image is also pushed to (`registry:5000/team/app`), tagged
+    /// `run-N` and the commit. Optional: rollbacks never need it, the store holds the image.
+    pub push: Option<ImagePush>,
+}
+
+/// `registry:5000/team/app:dev` → `registry:5000/team/app` (a port is not a tag).
+pub fn image_repository(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    }
+}
+
+/// `push:` on an image artifact or a job's `image:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePush {
+    /// `host[:port]/path`, no tag.
+    pub repository: String,
+    /// The registry login, with the password taken from the named secret.
+    pub username: Option<String>,
+    pub password_secret: Option<String>,
 }
 
 /// `image: { name, context, file }` on a job.
@@ -123,16 +145,37 @@ impl Pipeline {
             })
     }
 
-    /// Every secret name any job asks for, deduplicated, in file order.
+    /// Every secret name any job asks for (its `secrets` and the registry logins of its
+    /// pushes), deduplicated, in file order.
     pub fn secret_names(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for (_, job) in self.jobs() {
-            for s in &job.secrets {
+            let pushes = job.artifacts.iter().filter_map(|a| a.push.as_ref());
+            let logins = pushes.filter_map(|p| p.password_secret.as_ref());
+            for s in job.secrets.iter().chain(logins) {
                 if !names.contains(s) {
                     names.push(s.clone());
                 }
             }
         }
         names
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::image_repository;
+
+    #[test]
+    fn an_image_repository_is_its_name_without_tag_or_digest() {
+        for (image, repo) in [
+            ("app:dev", "app"),
+            ("app", "app"),
+            ("registry:5000/team/app:dev", "registry:5000/team/app"),
+            ("registry:5000/team/app", "registry:5000/team/app"),
+            ("app@sha256:abc", "app"),
+        ] {
+            assert_eq!(image_repository(image), repo, "{image}");
+        }
     }
 }

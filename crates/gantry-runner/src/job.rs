@@ -57,7 +57,17 @@ async fn attempt_in(
     let started = Instant::now();
     let deadline = job.timeout.map(|t| started + t);
 
-    // Secrets first: a missing one fails the job before anything runs.
+    // Secrets first: a missing one fails the job before anything runs. A push's login is
+    // checked here too, though only the push sees it.
+    let logins = job.artifacts.iter().filter_map(|a| a.push.as_ref());
+    if let Some(name) = logins
+        .filter_map(|p| p.password_secret.as_ref())
+        .find(|name| !ctx.secrets.contains_key(*name))
+    {
+        return AttemptResult::failed(format!(
+            "the registry password secret `{name}` is not set: export {name} in gantry's environment or add it to the secrets file (--secrets-file)"
+        ));
+    }
     let mut secret_env = Vec::new();
     for name in &job.secrets {
         match ctx.secrets.get(name) {
@@ -210,29 +220,45 @@ async fn attempt_in(
         }
     }
 
+    // Each artifact may add two steps of gantry's own, numbered after the job's: its build, its push.
     for (i, artifact) in job.artifacts.iter().enumerate() {
         let built = match &artifact.build {
             Some(build) => {
-                let index = job.steps.len() + i;
-                match build_image(
-                    ctx,
-                    job,
-                    job_id,
-                    attempt,
-                    index,
-                    &project_dir,
-                    artifact,
-                    build,
-                )
-                .await
-                {
-                    Ok(tag) => Some(tag),
+                let index = job.steps.len() + 2 * i;
+                let step = format!("build image {}", artifact.name);
+                let tag = format!(
+                    "{}:run-{}",
+                    gantry_docker::repository_name(&["gantry-build", &ctx.project, &artifact.name]),
+                    ctx.run_id
+                );
+                let built = system_step(ctx, job, job_id, attempt, index, &step, |emit| {
+                    build_with(&project_dir, build, &tag, emit)
+                })
+                .await;
+                match built {
+                    Ok(()) => Some(tag),
                     Err(failed) => return failed,
                 }
             }
             None => None,
         };
-        match store_artifact(ctx, &project_dir, artifact, built.as_deref()).await {
+        let stored = store_artifact(ctx, &project_dir, artifact, built.as_deref()).await;
+        let stored = match (stored, &artifact.push) {
+            (Ok((stored, Some(image))), Some(push)) => {
+                let index = job.steps.len() + 2 * i + 1;
+                let step = format!("push image {}", artifact.name);
+                let pushed = system_step(ctx, job, job_id, attempt, index, &step, |emit| {
+                    push_image(ctx, &image, push, emit)
+                })
+                .await;
+                match pushed {
+                    Ok(()) => Ok(stored),
+                    Err(failed) => return failed,
+                }
+            }
+            (stored, _) => stored.map(|(stored, _)| stored),
+        };
+        match stored {
             Ok(stored) => {
                 if let Err(e) = ctx
                     .state
@@ -272,15 +298,17 @@ async fn attempt_in(
 /// Stores one declared artifact: its files, or the image the steps built — saved from the Docker
 /// engine as an archive beside its description, stored like any artifact, and tagged
 /// `<repo>:run-<N>` and `<repo>:<commit>` in the engine so the run's image is easy to find.
+/// Returns the image's id for an image artifact.
 async fn store_artifact(
     ctx: &RunContext,
     project_dir: &Path,
     artifact: &gantry_model::ArtifactSpec,
     built: Option<&str>,
-) -> anyhow::Result<gantry_engine::ports::StoredArtifact> {
+) -> anyhow::Result<(gantry_engine::ports::StoredArtifact, Option<String>)> {
     use anyhow::Context;
     let Some(image) = built.or(artifact.image.as_deref()) else {
-        return ctx.artifacts.store(project_dir, &artifact.paths).await;
+        let stored = ctx.artifacts.store(project_dir, &artifact.paths).await?;
+        return Ok((stored, None));
     };
     let engine = gantry_docker::Engine::connect(None).await?;
     // Staged next to the workspace (same file system), removed whatever happens.
@@ -299,49 +327,54 @@ async fn store_artifact(
             ],
         )
         .await?;
-    let repo = image_repository(image);
+    let repo = gantry_model::image_repository(image);
     let short: String = ctx.commit.chars().take(12).collect();
     for tag in [format!("run-{}", ctx.run_id), short] {
         if let Err(e) = engine.tag(&info.id, repo, &tag).await {
             tracing::warn!(error = %format!("{e:#}"), "tagging the run's image");
         }
     }
-    Ok(stored)
+    Ok((stored, Some(info.id)))
 }
 
-/// Builds a job's `image:` through the Docker Engine API after its steps, as a step of its own
-/// (`build image NAME`, its output masked into the job's log like any step's); returns the tag.
+/// Where a step gantry runs itself writes its output: masked, numbered lines of the job's log.
+type Emit = Box<dyn FnMut(Stream, String) + Send>;
+
+/// A step gantry runs itself after the job's steps (`build image NAME`, `push image NAME`):
+/// recorded, reported and logged exactly like the job's own steps; its error fails the attempt.
 #[allow(clippy::too_many_arguments)]
-async fn build_image(
+async fn system_step<F, Fut>(
     ctx: &RunContext,
     job: &Job,
     job_id: i64,
     attempt: u32,
     index: usize,
-    project_dir: &Path,
-    artifact: &gantry_model::ArtifactSpec,
-    build: &gantry_model::ImageBuild,
-) -> Result<String, AttemptResult> {
-    let step = format!("build image {}", artifact.name);
+    step: &str,
+    work: F,
+) -> Result<(), AttemptResult>
+where
+    F: FnOnce(Emit) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let step_id = ctx
         .state
-        .start_step(job_id, attempt, index, &step, crate::now_millis())
+        .start_step(job_id, attempt, index, step, crate::now_millis())
         .await
         .map_err(|e| AttemptResult::failed(format!("recording step `{step}`: {e:#}")))?;
     ctx.observer.event(&RunEvent::StepStarted {
         run: ctx.run_id,
         job: job.name.clone(),
         attempt,
-        step: step.clone(),
+        step: step.to_string(),
         index,
     });
     let started = Instant::now();
     let job_name: Arc<str> = Arc::from(job.name.as_str());
-    let step_name: Arc<str> = Arc::from(step.as_str());
+    let step_name: Arc<str> = Arc::from(step);
     let logs = ctx.logs.clone();
     let mut line_no = 0i64;
     let masker = ctx.masker.clone();
-    let emit = move |stream: Stream, text: String| {
+    let emit: Emit = Box::new(move |stream: Stream, text: String| {
         line_no += 1;
         let _ = logs.send(LogMsg::Line(LogLine {
             step_id,
@@ -352,15 +385,10 @@ async fn build_image(
             stream,
             text: masker.mask(&text).into_owned(),
         }));
-    };
-    let tag = format!(
-        "{}:run-{}",
-        gantry_docker::repository_name(&["gantry-build", &ctx.project, &artifact.name]),
-        ctx.run_id
-    );
-    let result = build_with(project_dir, build, &tag, emit).await;
+    });
+    let result = work(emit).await;
     let (status, exit_code) = match &result {
-        Ok(_) => (StepStatus::Succeeded, Some(0)),
+        Ok(()) => (StepStatus::Succeeded, Some(0)),
         Err(_) => (StepStatus::Failed, Some(1)),
     };
     if let Err(e) = ctx
@@ -374,14 +402,51 @@ async fn build_image(
         run: ctx.run_id,
         job: job.name.clone(),
         attempt,
-        step: step.clone(),
+        step: step.to_string(),
         status,
         exit_code,
         millis: started.elapsed().as_millis() as u64,
     });
-    result
-        .map(|_| tag)
-        .map_err(|e| AttemptResult::failed(format!("step `{step}`: {e:#}")))
+    result.map_err(|e| {
+        AttemptResult::failed(format!(
+            "step `{step}`: {:#}",
+            ctx.masker.mask(&format!("{e:#}"))
+        ))
+    })
+}
+
+/// Tags the stored image `run-N` and with the commit in the push's repository and pushes both,
+/// logged in with the push's secret when it names one.
+async fn push_image(
+    ctx: &RunContext,
+    image: &str,
+    push: &gantry_model::ImagePush,
+    mut emit: Emit,
+) -> anyhow::Result<()> {
+    let password = match &push.password_secret {
+        Some(name) => match ctx.secrets.get(name) {
+            Some(v) => Some(v.expose().to_string()),
+            None => anyhow::bail!("the registry password secret `{name}` is not set"),
+        },
+        None => None,
+    };
+    let login = push.username.as_deref().zip(password.as_deref());
+    let engine = gantry_docker::Engine::connect(None).await?;
+    let short: String = ctx.commit.chars().take(12).collect();
+    for tag in [format!("run-{}", ctx.run_id), short] {
+        let reference = format!("{}:{tag}", push.repository);
+        emit(Stream::System, format!("gantry: pushing {reference}"));
+        engine.tag(image, &push.repository, &tag).await?;
+        let digest = engine
+            .push(&push.repository, &tag, login, |l| emit(Stream::Stdout, l))
+            .await?;
+        let digest = digest.map(|d| format!(" as {d}")).unwrap_or_default();
+        emit(
+            Stream::System,
+            format!("gantry: pushed {reference}{digest}"),
+        );
+    }
+    Ok(())
 }
 
 /// The context as a tar archive (symlinks kept as links), sent to the engine's build.
@@ -431,15 +496,6 @@ async fn build_with(
         .build(archive, &dockerfile, tag, |l| emit(Stream::Stdout, l))
         .await
         .map(|_| ())
-}
-
-/// `registry:5000/team/app:dev` → `registry:5000/team/app`.
-fn image_repository(image: &str) -> &str {
-    let name = image.split('@').next().unwrap_or(image);
-    match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
-    }
 }
 
 fn signal_hint(sig: i32) -> &'static str {
@@ -536,22 +592,4 @@ async fn unpack_needs(ctx: &Arc<RunContext>, job: &Job, dir: &Path) -> Result<()
             .map_err(|e| format!("artifact `{name}` ({}): {e:#}", record.digest))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod image_tests {
-    use super::image_repository;
-
-    #[test]
-    fn an_image_repository_is_its_name_without_tag_or_digest() {
-        for (image, repo) in [
-            ("app:dev", "app"),
-            ("app", "app"),
-            ("registry:5000/team/app:dev", "registry:5000/team/app"),
-            ("registry:5000/team/app", "registry:5000/team/app"),
-            ("app@sha256:abc", "app"),
-        ] {
-            assert_eq!(image_repository(image), repo, "{image}");
-        }
-    }
 }

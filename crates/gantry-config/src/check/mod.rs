@@ -24,7 +24,7 @@ use crate::field;
 use crate::yaml::{Node, Pos, Value};
 use gantry_model::{
     AnalysisSpec, ArtifactSpec, CanarySpec, CanaryStep, DeploySpec, DockerTarget, EnvironmentSpec,
-    HealthCheck, HealthSpec, ImageBuild, Job, LambdaCreate, LambdaTarget, Pipeline,
+    HealthCheck, HealthSpec, ImageBuild, ImagePush, Job, LambdaCreate, LambdaTarget, Pipeline,
     ProjectArtifact, RESERVED_ENV_PREFIX, RouterSpec, Routing, Stage, StageKind, Step, TargetSpec,
     UserKey, UserSpec,
 };
@@ -47,9 +47,10 @@ pub const JOB_KEYS: &[&str] = &[
     "needs",
     "image",
 ];
-pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file"];
+pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file", "push"];
+pub const IMAGE_PUSH_KEYS: &[&str] = &["to", "username", "password_secret"];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];
-pub const ARTIFACT_KEYS: &[&str] = &["name", "path", "image"];
+pub const ARTIFACT_KEYS: &[&str] = &["name", "path", "image", "push"];
 pub const NEED_KEYS: &[&str] = &["project", "artifact", "branch", "path"];
 pub const DEPLOY_KEYS: &[&str] = &["environment", "environments", "artifact", "bake"];
 pub const ENVIRONMENT_KEYS: &[&str] = &[

@@ -432,18 +432,34 @@ impl Checker {
                             }
                             None => Some(r),
                         });
-                    match (name, image) {
-                        (Some(name), Some(image)) => out.push(ArtifactSpec {
-                            name,
-                            paths: Vec::new(),
-                            image: Some(image),
-                            build: None,
-                        }),
+                    let push = fields
+                        .some("push")
+                        .map(|n| self.image_push(n, &fields.field("push")));
+                    match (name, image, push) {
+                        (Some(name), Some(image), push @ (None | Some(Some(_)))) => {
+                            out.push(ArtifactSpec {
+                                name,
+                                paths: Vec::new(),
+                                image: Some(image),
+                                build: None,
+                                push: push.flatten(),
+                            })
+                        }
                         _ => ok = false,
                     }
                     continue;
                 }
                 _ => {}
+            }
+            if let Some(push) = fields.some("push") {
+                self.error(
+                    push,
+                    &fields.field("push"),
+                    "only an image artifact can be pushed to a registry",
+                    Some("push an `image:` artifact, or drop `push`".into()),
+                );
+                ok = false;
+                continue;
             }
             let paths = self
                 .required(&fields, item, "path", "an artifact")
@@ -470,6 +486,7 @@ impl Checker {
                     paths,
                     image: None,
                     build: None,
+                    push: None,
                 }),
                 _ => ok = false,
             }
@@ -504,6 +521,10 @@ impl Checker {
         };
         let context = relative("context", ".");
         let file = relative("file", "Dockerfile");
+        let push = match fields.some("push") {
+            Some(n) => Some(self.image_push(n, &fields.field("push"))?),
+            None => None,
+        };
         Some(ArtifactSpec {
             name: name?,
             paths: Vec::new(),
@@ -512,6 +533,64 @@ impl Checker {
                 context: context?,
                 file: file?,
             }),
+            push,
+        })
+    }
+
+    /// `push: registry:5000/team/app`, or `push: { to, username, password_secret }`.
+    fn image_push(&mut self, node: &Node, path: &str) -> Option<ImagePush> {
+        let (to, to_field, username, secret) = match &node.value {
+            Value::Map(_) => {
+                let fields = self.fields(node, path, "a push", IMAGE_PUSH_KEYS)?;
+                let to = self.required(&fields, node, "to", "a push")?;
+                let username = match fields.some("username") {
+                    Some(n) => Some(self.string(n, &fields.field("username"))?),
+                    None => None,
+                };
+                let secret = match fields.some("password_secret") {
+                    Some(n) => {
+                        let f = fields.field("password_secret");
+                        let name = self.string(n, &f)?;
+                        if !self.env_name(n, &f, &name) {
+                            return None;
+                        }
+                        Some(name)
+                    }
+                    None => None,
+                };
+                if username.is_some() != secret.is_some() {
+                    self.error(
+                        node,
+                        path,
+                        "a registry login needs both `username` and `password_secret`",
+                        Some("`password_secret` names a secret gantry holds, never the password itself".into()),
+                    );
+                    return None;
+                }
+                (to, fields.field("to"), username, secret)
+            }
+            _ => (node, path.to_string(), None, None),
+        };
+        let repository = self.string(to, &to_field)?;
+        let problem = image_problem(&repository).or_else(|| {
+            (repository.contains('@') || gantry_model::image_repository(&repository) != repository)
+                .then_some(
+                    "names a tag or digest; gantry tags what it pushes `run-N` and with the commit",
+                )
+        });
+        if let Some(problem) = problem {
+            self.error(
+                to,
+                &to_field,
+                format!("repository `{repository}` {problem}"),
+                Some("name the repository alone, e.g. `registry.example.com:5000/team/app`".into()),
+            );
+            return None;
+        }
+        Some(ImagePush {
+            repository,
+            username,
+            password_secret: secret,
         })
     }
 

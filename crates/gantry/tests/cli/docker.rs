@@ -196,26 +196,7 @@ impl Drop for Web {
         for (id, _, _) in self.containers() {
             let _ = podman_status(&["rm", "-f", &id]);
         }
-        let images = podman(&[
-            "images",
-            "--format",
-            "{{.ID}}",
-            "--filter",
-            &format!("reference={}*", self.name),
-        ]);
-        let gantry_tagged = podman(&["images", "--format", "{{.ID}} {{.Repository}}"]);
-        let mut ids: Vec<String> = images.lines().map(str::to_string).collect();
-        // The releases' own tags (gantry-<instance>-<project>-production).
-        for l in gantry_tagged.lines() {
-            if let Some((id, repo)) = l.split_once(' ')
-                && repo.contains(&self.name)
-            {
-                ids.push(id.to_string());
-            }
-        }
-        for id in ids {
-            let _ = podman_status(&["rmi", "-f", &id]);
-        }
+        remove_images(&self.name);
     }
 }
 
@@ -628,4 +609,130 @@ environments:
     // The failed build left no image behind under the run's tag.
     let tags = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(!tags.contains(":run-2"), "{tags}");
+}
+
+/// `push:` sends the built image to a registry (Debian's docker-registry on 127.0.0.1) under
+/// `run-N` and the commit, as a step of its own; a registry that is down fails the job with
+/// the registry's address and records no artifact; a login whose secret is not set fails
+/// before anything is pushed.
+#[test]
+fn an_image_pushed_to_a_registry_carries_the_run_and_commit_and_a_dead_registry_fails_the_job() {
+    let _turn = take_turn();
+    let name = format!("dk-push-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, reg) = crate::support::registry(dir.path());
+    let repository = format!("127.0.0.1:{reg}/team/{name}");
+    let pipeline = |version: &str, push: &str| {
+        format!(
+            r#"//- gantry.yml
+name: {name}
+stages:
+  - name: build
+    jobs:
+      - name: image
+        run: |
+          mkdir -p ctx/www
+          cp /bin/busybox ctx/busybox
+          echo "hello from {version}" > ctx/www/index.html
+          cp Dockerfile ctx/Dockerfile
+        image:
+          name: app
+          context: ctx
+          file: ctx/Dockerfile
+          push: {push}
+//- Dockerfile
+{dockerfile}"#,
+            dockerfile = dockerfile(Image::Serves)
+        )
+    };
+    let fx = Fixture::new(&pipeline("v1", &repository));
+    let cleanup = Cleanup(name.clone());
+    let out = fx.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}\n{}", fx.logs(1, "image"));
+    let commit = fx.git(&["rev-parse", "HEAD"]);
+    let short = &commit.trim()[..12];
+    let logs = fx.logs(1, "image");
+    assert!(
+        logs.contains(&format!("gantry: pushed {repository}:run-1 as sha256:")),
+        "{logs}"
+    );
+    assert!(logs.contains(&format!("{repository}:{short}")), "{logs}");
+    let (status, body, _) = get(
+        &format!("127.0.0.1:{reg}"),
+        &format!("/v2/team/{name}/tags/list"),
+    )
+    .expect("the registry answers");
+    assert_eq!(status, 200, "{body}");
+    let tags: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut tags: Vec<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    tags.sort();
+    let mut want = vec!["run-1", short];
+    want.sort();
+    assert_eq!(tags, want, "{body}");
+
+    // A login whose password secret is not set fails the job before its steps, and says which.
+    fx.commit(
+        &pipeline(
+            "v2",
+            &format!("{{ to: {repository}, username: ci, password_secret: REGISTRY_PASSWORD }}"),
+        ),
+        "push with a login",
+    );
+    let out = fx.run(&["run"]);
+    assert_ne!(out.code, 0, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("the registry password secret `REGISTRY_PASSWORD` is not set"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("build image app"),
+        "nothing was built: {text}"
+    );
+
+    // The registry goes away: the push fails with its address, nothing is recorded.
+    drop(registry);
+    fx.commit(&pipeline("v3", &repository), "push to a dead registry");
+    let out = fx.run(&["run"]);
+    assert_ne!(out.code, 0, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("step `push image app`"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{reg}")), "{text}");
+    let artifacts = fx.run(&["artifact", "ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&artifacts.stdout).unwrap_or_default();
+    assert_eq!(
+        listed.as_array().map(|a| a.len()),
+        Some(1),
+        "only the pushed run's image is recorded: {}",
+        artifacts.stdout
+    );
+    drop(cleanup);
+}
+
+/// Removes, by id, the images of a test's project when dropped.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_images(&self.0);
+    }
+}
+
+/// Removes, by id, every image with a name that holds `project`: the test's own tags, the
+/// run tags gantry adds, the releases' tags (gantry-<instance>-<project>-production) and the
+/// pushed ones.
+fn remove_images(project: &str) {
+    let listed = podman(&["images", "--format", "{{.ID}} {{.Repository}}"]);
+    for l in listed.lines() {
+        if let Some((id, repo)) = l.split_once(' ')
+            && repo.contains(project)
+        {
+            let _ = podman_status(&["rmi", "-f", id]);
+        }
+    }
 }

@@ -267,3 +267,29 @@ pub fn moto_with(env: &[(&str, &str)]) -> Option<(Helper, u16)> {
     wait_for_port(port);
     Some((h, port))
 }
+
+/// Debian's `docker-registry` (the CNCF distribution registry) on 127.0.0.1, storing in `dir`,
+/// no login. podman reaches it over plain HTTP because `.ci/run` marks 127.0.0.1 insecure in
+/// registries.conf, as Docker does for 127.0.0.0/8 by default.
+pub fn registry(dir: &Path) -> (Helper, u16) {
+    let port = free_port();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry (Debian's package of that name; .ci/run installs it)");
+    let h = Helper(child);
+    wait_for_port(port);
+    (h, port)
+}
