@@ -442,7 +442,7 @@ impl Engine {
         self.docker
             .start_container(id, None)
             .await
-            .map_err(|e| self.fail(&format!("starting container {}", short(id)), e))
+            .map_err(|e| self.fail(&format!("starting container {}", short_id(id)), e))
     }
 
     /// The container's state; `None` if it is gone.
@@ -450,7 +450,7 @@ impl Engine {
         let c = match self.docker.inspect_container(id, None).await {
             Ok(c) => c,
             Err(e) if not_found(&e) => return Ok(None),
-            Err(e) => return Err(self.fail(&format!("inspecting container {}", short(id)), e)),
+            Err(e) => return Err(self.fail(&format!("inspecting container {}", short_id(id)), e)),
         };
         let state = c.state.unwrap_or_default();
         let running = state.running.unwrap_or(false)
@@ -475,7 +475,7 @@ impl Engine {
         match self.docker.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if not_found(&e) || not_modified(&e) => Ok(()),
-            Err(e) => Err(self.fail(&format!("stopping container {}", short(id)), e)),
+            Err(e) => Err(self.fail(&format!("stopping container {}", short_id(id)), e)),
         }
     }
 
@@ -485,7 +485,7 @@ impl Engine {
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(self.fail(&format!("removing container {}", short(id)), e)),
+            Err(e) => Err(self.fail(&format!("removing container {}", short_id(id)), e)),
         }
     }
 
@@ -579,8 +579,10 @@ fn explain(e: &bollard::errors::Error) -> String {
     }
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+/// The 12 hex digits the engines show of an id (`sha256:` dropped).
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
 }
 
 /// A name the engine accepts for a repository (lowercase letters, digits, `.`, `_`, `-`).

@@ -190,22 +190,14 @@ async fn attempt_in(
             );
         }
         let exit_code = end.exit_code();
-        if let Err(e) = ctx
-            .state
-            .finish_step(step_id, status, exit_code, crate::now_millis())
-            .await
-        {
-            tracing::error!(error = %format!("{e:#}"), "could not record the step's end");
-        }
-        ctx.observer.event(&RunEvent::StepFinished {
-            run: ctx.run_id,
-            job: job.name.clone(),
+        let ended = StepEnded {
+            step_id,
             attempt,
-            step: step.name.clone(),
             status,
             exit_code,
-            millis: step_started.elapsed().as_millis() as u64,
-        });
+            started: step_started,
+        };
+        ended.record(ctx, job, &step.name).await;
         if status != StepStatus::Succeeded {
             let outcome = match status {
                 StepStatus::TimedOut => AttemptOutcome::TimedOut,
@@ -337,6 +329,41 @@ async fn store_artifact(
     Ok((stored, Some(info.id)))
 }
 
+/// How a step ended, recorded in the store and told to the observer.
+struct StepEnded {
+    step_id: i64,
+    attempt: u32,
+    status: StepStatus,
+    exit_code: Option<i32>,
+    started: Instant,
+}
+
+impl StepEnded {
+    async fn record(&self, ctx: &RunContext, job: &Job, step: &str) {
+        if let Err(e) = ctx
+            .state
+            .finish_step(
+                self.step_id,
+                self.status,
+                self.exit_code,
+                crate::now_millis(),
+            )
+            .await
+        {
+            tracing::error!(error = %format!("{e:#}"), "could not record the step's end");
+        }
+        ctx.observer.event(&RunEvent::StepFinished {
+            run: ctx.run_id,
+            job: job.name.clone(),
+            attempt: self.attempt,
+            step: step.to_string(),
+            status: self.status,
+            exit_code: self.exit_code,
+            millis: self.started.elapsed().as_millis() as u64,
+        });
+    }
+}
+
 /// Where a step gantry runs itself writes its output: masked, numbered lines of the job's log.
 type Emit = Box<dyn FnMut(Stream, String) + Send>;
 
@@ -391,22 +418,14 @@ where
         Ok(()) => (StepStatus::Succeeded, Some(0)),
         Err(_) => (StepStatus::Failed, Some(1)),
     };
-    if let Err(e) = ctx
-        .state
-        .finish_step(step_id, status, exit_code, crate::now_millis())
-        .await
-    {
-        tracing::error!(error = %format!("{e:#}"), "could not record the step's end");
-    }
-    ctx.observer.event(&RunEvent::StepFinished {
-        run: ctx.run_id,
-        job: job.name.clone(),
+    let ended = StepEnded {
+        step_id,
         attempt,
-        step: step.to_string(),
         status,
         exit_code,
-        millis: started.elapsed().as_millis() as u64,
-    });
+        started,
+    };
+    ended.record(ctx, job, step).await;
     result.map_err(|e| {
         AttemptResult::failed(format!(
             "step `{step}`: {:#}",

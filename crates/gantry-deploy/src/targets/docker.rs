@@ -9,7 +9,7 @@
 //! container sees it end by itself (exit code, OOMKilled, its last output), counts the crash for
 //! the bake and starts it again with backoff, as the supervisor does for processes.
 
-use super::{ReleaseContext, Running, Target};
+use super::{ReleaseContext, Running, Target, append, free_port, note};
 use crate::supervisor::{Crash, ServiceEvent};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
@@ -19,7 +19,6 @@ use gantry_docker::{
 };
 use gantry_model::{DockerTarget as Spec, TargetKind, TargetSpec};
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -143,7 +142,7 @@ impl DockerTarget {
                 &format!(
                     "image {} ({}) is not in the engine: loading it from the artifact store",
                     info.name,
-                    short(&info.id)
+                    gantry_docker::short_id(&info.id)
                 ),
             );
             engine
@@ -254,9 +253,9 @@ impl Target for DockerTarget {
             &r.log,
             &format!(
                 "container {} of image {} ({}) started, port {} on 127.0.0.1:{host_port}",
-                short(&id),
+                gantry_docker::short_id(&id),
                 info.name,
-                short(&info.id),
+                gantry_docker::short_id(&info.id),
                 spec.port
             ),
         );
@@ -281,7 +280,7 @@ impl Target for DockerTarget {
                     &r.log,
                     &format!(
                         "container {} still runs after gantry restarted: adopted",
-                        short(&c.id)
+                        gantry_docker::short_id(&c.id)
                     ),
                 );
                 self.watch(r, engine, c.id, addr);
@@ -367,10 +366,10 @@ impl Target for DockerTarget {
             .map(|c| {
                 format!(
                     "container {} ({}, labelled release {}) belongs to no release gantry keeps: left as it is (remove it with `docker rm -f {}` if nobody needs it)",
-                    short(&c.id),
+                    gantry_docker::short_id(&c.id),
                     if c.running { "running" } else { "stopped" },
                     c.labels.get(LABEL_RELEASE).map_or("?", String::as_str),
-                    short(&c.id)
+                    gantry_docker::short_id(&c.id)
                 )
             })
             .collect()
@@ -441,7 +440,10 @@ async fn watcher(
         }
         let status = state.ended();
         let tail = engine.logs(&id, 20).await;
-        note(&log, &format!("container {} {status}", short(&id)));
+        note(
+            &log,
+            &format!("container {} {status}", gantry_docker::short_id(&id)),
+        );
         append(&log, &tail);
         {
             let mut seen = seen.lock().expect("seen");
@@ -474,33 +476,6 @@ async fn watcher(
 }
 
 /// A port nobody listens on now (the kernel's choice).
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn short(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
-}
-
-/// A line of gantry's own in the release log.
-fn note(log: &Path, text: &str) {
-    append(log, &[format!("--- gantry: {text}")]);
-}
-
-fn append(log: &Path, lines: &[String]) {
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-    {
-        for l in lines {
-            let _ = writeln!(f, "{l}");
-        }
-    }
-}
-
 /// A short, stable name for a data directory (FNV-1a of its path), so that gantrys sharing an
 /// engine never take each other's containers.
 fn instance_of(root: &Path) -> String {

@@ -8,7 +8,7 @@
 //! AWS errors keep their code and request id (`AccessDeniedException … (request id …)`), which
 //! `gantry why` reads.
 
-use super::{ReleaseContext, Running, Target};
+use super::{ReleaseContext, Running, Target, note};
 use crate::supervisor::ServiceEvent;
 use anyhow::{Context, anyhow, bail};
 use async_trait::async_trait;
@@ -20,9 +20,8 @@ use aws_sdk_lambda::types::{
     AliasRoutingConfiguration, Environment, FunctionCode, LastUpdateStatus, Runtime, State,
 };
 use gantry_model::{LambdaTarget as Spec, TargetKind, TargetSpec};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -65,7 +64,7 @@ impl LambdaTarget {
     }
 
     fn note(&self, r: &ReleaseContext, text: &str) {
-        append(&r.log, text);
+        note(&r.log, text);
         let _ = self.events.send(ServiceEvent::Note {
             release_id: r.source_id,
             text: text.to_string(),
@@ -542,16 +541,6 @@ impl Target for LambdaTarget {
     }
 
     async fn stop_all(&self) {}
-}
-
-fn append(log: &Path, text: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-    {
-        let _ = writeln!(f, "--- gantry: {text}");
-    }
 }
 
 #[cfg(test)]

@@ -211,3 +211,29 @@ pub trait Target: Send + Sync {
     /// Stops everything (gantry is shutting down).
     async fn stop_all(&self);
 }
+
+/// A port on 127.0.0.1 nothing listens on now, for a release to bind.
+fn free_port() -> anyhow::Result<u16> {
+    use anyhow::Context;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A line of gantry's own in a release's log.
+fn note(log: &std::path::Path, text: &str) {
+    append(log, &[format!("--- gantry: {text}")]);
+}
+
+/// Lines appended to a release's log; a log that cannot be written loses them, nothing else.
+fn append(log: &std::path::Path, lines: &[String]) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        for l in lines {
+            let _ = writeln!(f, "{l}");
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! The `process` target: each release is a supervised service on a fresh local port, started in
 //! its release directory with `PORT` set. The router sends users to it once it is healthy.
 
-use super::{ReleaseContext, Running, Target};
+use super::{ReleaseContext, Running, Target, free_port};
 use crate::supervisor::{self, Service, ServiceEvent, ServiceSpec};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use async_trait::async_trait;
 use gantry_model::{TargetKind, TargetSpec};
 use std::collections::HashMap;
@@ -26,11 +26,6 @@ impl ProcessTarget {
 }
 
 /// A port nobody listens on now (the kernel's choice).
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
 #[async_trait]
 impl Target for ProcessTarget {
     fn kind(&self) -> TargetKind {
