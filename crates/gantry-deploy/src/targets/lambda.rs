@@ -195,7 +195,16 @@ where
             request_text(request.as_deref())
         );
     }
-    let cause = aws_sdk_lambda::error::DisplayErrorContext(&e).to_string();
+    // The chain of causes, each once (the SDK's own context printer adds its Debug dump).
+    let mut cause = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !cause.contains(&text) {
+            cause = format!("{cause}: {text}");
+        }
+        source = s.source();
+    }
     let field = if spec.endpoint.is_some() {
         "target.lambda.endpoint"
     } else {

@@ -6,6 +6,7 @@
 use super::{CliError, CliResult};
 use crate::context::Context;
 use crate::server::Server;
+use crate::server::lock::ServerLock;
 use anyhow::{Context as _, anyhow};
 use gantry_config::server::parse_server_config;
 use std::io::Write;
@@ -93,7 +94,13 @@ pub async fn serve_until(
             .into());
         }
     }
-    // The address first: a port in use must not leave a new data directory, database and
+    // One server per data directory: a directory a live server holds is refused before
+    // anything else, with nothing of the first server touched.
+    let mut lock = match data_dir.is_dir() {
+        true => Some(ServerLock::acquire(&data_dir)?),
+        false => None,
+    };
+    // The address next: a port in use must not leave a new data directory, database and
     // admin token behind.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -104,10 +111,18 @@ pub async fn serve_until(
             };
             format!("{from} = \"{}\": cannot listen there", config.listen)
         })?;
+    let lock = match lock.take() {
+        Some(lock) => lock,
+        None => {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+            ServerLock::acquire(&data_dir)?
+        }
+    };
     let ctx = Context::open(data_dir).await?;
     let grace = config.shutdown_grace;
     let projects = config.projects.len();
-    let running = Server::start(config, ctx, listener).await?;
+    let running = Server::start(config, ctx, listener, lock).await?;
     println!(
         "gantry serving {} ({projects} projects, data in {})",
         running.url,

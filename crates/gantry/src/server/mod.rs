@@ -7,6 +7,7 @@
 
 pub mod deploy;
 mod keys;
+pub mod lock;
 mod mirrors;
 mod notify;
 mod poller;

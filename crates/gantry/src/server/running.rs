@@ -4,6 +4,7 @@
 //! runs get the grace period and are then cancelled, the API stops, releases stop, the store
 //! closes). `gantry serve` and `gantry demo` are both "parse, start, wait, shut down".
 
+use super::lock::ServerLock;
 use super::{Server, spawn_pollers, spawn_workers};
 use crate::client::SERVER_FILE;
 use crate::context::Context;
@@ -23,6 +24,8 @@ pub struct RunningServer {
     pub url: String,
     ctx: Context,
     owner: OwnerLock,
+    /// This server's hold on its data directory: released last.
+    lock: ServerLock,
     server_file: PathBuf,
     workers: Vec<JoinHandle<()>>,
     pollers: Vec<JoinHandle<()>>,
@@ -32,7 +35,8 @@ pub struct RunningServer {
 }
 
 impl Server {
-    /// Starts a server on `listener` with `config`, its state in `ctx`: recovers what a
+    /// Starts a server on `listener` with `config`, its state in `ctx` (the data directory
+    /// held by `lock`, taken before `ctx` was opened): recovers what a
     /// previous server left (environments serve again, locks of dead holders released), writes
     /// `server.json` for the CLI, and starts the API, the queue workers, the pollers and
     /// retention. Returns once all of that runs.
@@ -40,6 +44,7 @@ impl Server {
         config: ServerConfig,
         ctx: Context,
         listener: tokio::net::TcpListener,
+        lock: ServerLock,
     ) -> Result<RunningServer> {
         let data_dir = ctx.data_dir.clone();
         super::keys::ensure_admin_token(&*ctx.state, &data_dir).await?;
@@ -102,6 +107,7 @@ impl Server {
             url,
             ctx,
             owner,
+            lock,
             server_file,
             workers,
             pollers,
@@ -153,9 +159,14 @@ impl RunningServer {
         let _ = self.stop_http.send(());
         let _ = self.http.await;
         server.deploys.shutdown().await;
-        let _ = std::fs::remove_file(&self.server_file);
+        // Only ever by its writer: the lock keeps other servers from writing one, and the pid
+        // in it says whose it is.
+        if let Some(name) = self.server_file.file_name().and_then(|n| n.to_str()) {
+            self.lock.remove_own(name);
+        }
         self.ctx.state.close().await;
         drop(self.owner);
+        drop(self.lock);
         eprintln!("gantry: stopped");
     }
 }

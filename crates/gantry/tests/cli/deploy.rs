@@ -498,38 +498,8 @@ fn no_request_fails_through_deploys_automatic_and_manual_rollbacks() {
     let crashing = env.build("v5", Service::CrashesSoon);
     env.deploy_ok(v1);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, ok, failed, failures, addr) = (
-                stop.clone(),
-                ok.clone(),
-                failed.clone(),
-                failures.clone(),
-                env.router(),
-            );
-            std::thread::spawn(move || {
-                // Bounded: at most 200,000 requests per client.
-                for _ in 0..200_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match get(&addr, "/") {
-                        Ok((200, _, _)) => ok.fetch_add(1, Ordering::Relaxed),
-                        other => {
-                            failures.lock().unwrap().push(format!("{other:?}"));
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
-    let seen_before =
-        |n: u64| wait_until(Duration::from_secs(10), || ok.load(Ordering::Relaxed) >= n);
-    assert!(seen_before(50));
+    let load = Load::start(env.router(), 2);
+    assert!(load.more(50));
     env.deploy_ok(v2); // deploy
     assert_eq!(env.serving(), "v2");
     assert_eq!(env.deploy(bad, &[]).code, 1); // automatic rollback: the bad one never serves
@@ -546,15 +516,10 @@ fn no_request_fails_through_deploys_automatic_and_manual_rollbacks() {
     let out = env.gantry(&["rollback", "production", "--to", "1"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(env.serving(), "v1");
-    let n = ok.load(Ordering::Relaxed);
-    assert!(seen_before(n + 50));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(load.more(50));
+    let (ok, failed, failures) = load.finish();
     println!("load through the router: {ok} requests succeeded, {failed} failed");
-    assert_eq!(failed, 0, "failed requests: {:?}", failures.lock().unwrap());
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
     assert!(ok > 100);
 }
 
@@ -756,4 +721,93 @@ fn a_failed_deployment_is_sent_to_the_deploy_failed_webhooks_with_its_diagnosis(
     assert_eq!(v["release"]["number"], 2);
     assert_eq!(v["diagnosis"]["category"], "health-check");
     drop(server);
+}
+
+/// Clients sending `GET /` through `addr` with a fresh connection each, until finished,
+/// counting what succeeded (200) and what did not, and the longest wait between successes.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The longest time a client waited between two successes, in microseconds.
+    stall_us: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let stall_us = Arc::new(AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, failures, stall, addr) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    failures.clone(),
+                    stall_us.clone(),
+                    addr.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut last_ok = std::time::Instant::now();
+                    // Bounded: at most 200,000 requests per client.
+                    for _ in 0..200_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match get(&addr, "/") {
+                            Ok((200, _, _)) => {
+                                let gap = last_ok.elapsed().as_micros() as u64;
+                                stall.fetch_max(gap, Ordering::Relaxed);
+                                last_ok = std::time::Instant::now();
+                                ok.fetch_add(1, Ordering::Relaxed)
+                            }
+                            other => {
+                                failures.lock().unwrap().push(format!("{other:?}"));
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            failures,
+            stall_us,
+            threads,
+        }
+    }
+
+    /// Waits (bounded: 10 s) until `n` more requests than now have succeeded.
+    pub fn more(&self, n: u64) -> bool {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        wait_until(Duration::from_secs(10), || {
+            self.ok.load(Ordering::Relaxed) >= target
+        })
+    }
+
+    /// The longest a client has waited between two successes so far.
+    pub fn longest_stall(&self) -> Duration {
+        Duration::from_micros(self.stall_us.load(Ordering::Relaxed))
+    }
+
+    /// Stops the clients: (succeeded, failed, how the first failures went).
+    pub fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            failures.iter().take(10).cloned().collect(),
+        )
+    }
 }

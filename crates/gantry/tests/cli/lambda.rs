@@ -283,6 +283,26 @@ fn oversized_zips_and_denied_calls_are_named_and_leave_the_alias() {
     assert!(text.contains("at most 50 MiB"), "{text}");
     assert_eq!(f.alias().0, "1");
 
+    // Lambda out of reach (an endpoint nothing answers; a wrong region fails the same way,
+    // but reaching AWS's names is not possible here): the field is named, nothing switched.
+    let dead = crate::support::free_port();
+    f.fx.commit(&spec(&f.name, "v3", dead, "    bake: 1s\n"), "no endpoint");
+    let out = f.fx.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = f.deploy(f.fx.show_last());
+    assert_ne!(out.code, 0, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("production: deployment of release 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot reach Lambda in region us-east-1 (target.lambda.endpoint)"),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
+    assert_eq!(f.alias().0, "1");
+
     // moto's IAM mode. Its Lambda API refuses the signature of every client there (boto3's
     // too: SignatureDoesNotMatch, as XML the SDK cannot read) before any policy is looked at,
     // so what is checked is that such an answer still reaches the user with its code, status

@@ -12,6 +12,8 @@
 //! - `secrets`: masking, checked against everything gantry persisted.
 //! - `artifacts`: content-addressed storage, dedupe, escaping paths.
 //! - `crash`: kill -9 and Ctrl-C in the middle of a run.
+//! - `dataplane`: serving that does not depend on the control plane: a second server on a held
+//!   data directory is refused under load, touching nothing.
 //! - `deploy`: environments with the example service: deploy, rollback, health, crashes, locks,
 //!   outdated deploys, kill -9, zero failed requests under load, command targets, retention.
 //! - `docker`: the `docker` target against podman's Docker API: images saved into the artifact
@@ -33,6 +35,7 @@ mod artifacts;
 mod canary;
 mod check;
 mod crash;
+mod dataplane;
 mod deploy;
 mod docker;
 mod lambda;

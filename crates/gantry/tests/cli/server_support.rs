@@ -115,6 +115,16 @@ impl Served {
         s
     }
 
+    /// Where its `gantry.toml` is (and where it runs).
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
     pub fn data(&self) -> PathBuf {
         self.data_dir
             .clone()
