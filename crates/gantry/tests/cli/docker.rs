@@ -442,6 +442,12 @@ fn bad_images_and_engines_leave_the_live_release_serving() {
     let why = web.fx.run(&["releases", "production", "--events"]);
     assert!(why.stdout.contains("exited with code 4"), "{}", why.stdout);
     assert!(why.stdout.contains("worker lost"), "{}", why.stdout);
+    // `gantry why production` reads the engine's evidence: the exit code from inspect and the
+    // container's last output.
+    let why = web.fx.run(&["why", "production"]);
+    let text = format!("{}{}", why.stdout, why.stderr);
+    assert!(text.contains("exited with code 4"), "{text}");
+    assert!(text.contains("worker lost"), "{text}");
 
     // The engine's address is wrong: the deployment names the environment and the field.
     web.host = "unix:///nonexistent/podman.sock".into();
