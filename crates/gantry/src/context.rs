@@ -34,9 +34,26 @@ impl Context {
         // hashes, beside the admin token and the share key (which are 0600 themselves).
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("making {} private (mode 0700)", data_dir.display()))?;
+            let mode = std::fs::metadata(&data_dir)
+                .map(|m| m.permissions().mode() & 0o777)
+                .ok();
+            if mode != Some(0o700) {
+                std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| unwritable(&data_dir, e))
+                    .with_context(|| {
+                        format!("making {} private (mode 0700)", data_dir.display())
+                    })?;
+            }
         }
+        // Writable, or said so now: SQLite would only say "unable to open database file".
+        let probe = data_dir.join(format!(".gantry-probe-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)
+            .map_err(|e| unwritable(&data_dir, e))?;
+        let _ = std::fs::remove_file(&probe);
         // Keep the data directory out of the user's `git status`.
         let ignore = data_dir.join(".gitignore");
         if !ignore.exists() {
@@ -166,4 +183,13 @@ pub fn data_dir_for(explicit: Option<PathBuf>, start: &Path) -> PathBuf {
         .or_else(|| gantry_git::Repo::open(start).and_then(|r| r.root()).ok())
         .unwrap_or_else(|| start.to_path_buf());
     root.join(".gantry")
+}
+
+/// The data directory cannot be written: what the system said, and what to do.
+fn unwritable(dir: &std::path::Path, e: std::io::Error) -> anyhow::Error {
+    let uid = nix::unistd::Uid::effective();
+    anyhow::anyhow!(
+        "the data directory {} is not writable by this user (uid {uid}): {e}; give it to this user (chown/chmod, or chattr -i if it was made immutable), or use another one with --data-dir (or GANTRY_HOME)",
+        dir.display()
+    )
 }

@@ -149,3 +149,43 @@ fn a_repository_that_does_not_exist_shows_in_the_api() {
     let hello = projects.iter().find(|p| p["name"] == "hello").unwrap();
     assert!(hello["poll_error"].is_null(), "{hello}");
 }
+
+/// A data directory gantry cannot write (made immutable, which holds even for root) is named
+/// with what the system said and what to do, not as SQLite's "unable to open database file".
+/// Under the target directory: `chattr` needs a file system that keeps attributes (tmpfs
+/// does not).
+#[test]
+fn an_unwritable_data_directory_is_named_with_what_to_do() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .args([flag, data.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(chattr("+i"), "chattr +i {}", data.display());
+    let out = Run::from(
+        std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["--data-dir", data.to_str().unwrap(), "runs"])
+            .output()
+            .unwrap(),
+    );
+    assert!(chattr("-i"), "chattr -i {}", data.display());
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the data directory {} is not writable by this user",
+            data.display()
+        )),
+        "{out}"
+    );
+    assert!(out.stderr.contains("--data-dir"), "{out}");
+    assert!(!out.stderr.contains("unable to open database"), "{out}");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "nothing made");
+}
