@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub secrets: HashMap<String, SecretValue>,
     /// The owner lock of this process, recorded with the run.
     pub owner: Option<String>,
+    /// The most bytes of output a job's log keeps ([`crate::DEFAULT_JOB_LOG_CAP`]).
+    pub log_cap: u64,
 }
 
 impl RunOptions {
@@ -72,6 +74,7 @@ impl RunOptions {
             keep_workspaces: false,
             secrets,
             owner: Some(owner),
+            log_cap: crate::logs::DEFAULT_JOB_LOG_CAP,
         }
     }
 }
@@ -103,6 +106,7 @@ pub(crate) struct RunContext {
     pub jobs: usize,
     pub kill_grace: Duration,
     pub keep_workspaces: bool,
+    pub log_cap: u64,
     pub secrets: HashMap<String, SecretValue>,
     pub masker: Masker,
     pub state: Arc<dyn StateStore>,
@@ -239,6 +243,7 @@ impl Runner {
             jobs: opts.jobs.max(1),
             kill_grace: opts.kill_grace,
             keep_workspaces: opts.keep_workspaces,
+            log_cap: opts.log_cap,
             secrets: opts.secrets,
             masker,
             state: self.state.clone(),

@@ -4,13 +4,13 @@
 
 use crate::events::RunEvent;
 use crate::execute::RunContext;
-use crate::logs::{LogLine, LogMsg};
+use crate::logs::{Admit, LogBudget, LogLine, LogMsg};
 use crate::process::{StepEnd, StepSpec, run_step};
 use gantry_engine::ports::Stream;
 use gantry_engine::run::AttemptOutcome;
 use gantry_model::{Job, StepStatus};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 pub(crate) struct AttemptResult {
@@ -102,6 +102,7 @@ async fn attempt_in(
     let mut base_env = ctx.env_for(job, &project_dir, attempt);
     base_env.extend(secret_env);
 
+    let budget = Arc::new(Mutex::new(LogBudget::new(ctx.log_cap)));
     for (index, step) in job.steps.iter().enumerate() {
         let step_name: Arc<str> = Arc::from(step.name.as_str());
         let step_id = match ctx
@@ -138,22 +139,23 @@ async fn attempt_in(
             deadline: step_deadline,
             kill_grace: ctx.kill_grace,
         };
-        let mut line_no = 0i64;
-        let logs = ctx.logs.clone();
-        let mut emit = |stream: Stream, text: String| {
-            line_no += 1;
-            let _ = logs.send(LogMsg::Line(LogLine {
-                step_id,
-                job: job_name.clone(),
-                step: step_name.clone(),
-                line: line_no,
-                at: crate::now_millis(),
-                stream,
-                text,
-            }));
-        };
+        let mut log = StepLog::new(ctx, step_id, job_name.clone(), step_name, &budget);
+        let dropped_before = budget.lock().expect("log budget").dropped();
         let step_started = Instant::now();
-        let end = run_step(&spec, &ctx.masker, &mut emit, &mut cancel).await;
+        let end = run_step(
+            &spec,
+            &ctx.masker,
+            |stream, text| log.line(stream, text),
+            &mut cancel,
+        )
+        .await;
+        let summary = budget
+            .lock()
+            .expect("log budget")
+            .summary(&step.name, dropped_before);
+        if let Some(summary) = summary {
+            log.system(summary);
+        }
         let (status, note) = match &end {
             StepEnd::Exited(0) => (StepStatus::Succeeded, None),
             StepEnd::Exited(code) => (StepStatus::Failed, Some(format!("exited with code {code}"))),
@@ -184,10 +186,7 @@ async fn attempt_in(
             StepEnd::SpawnFailed(e) => (StepStatus::Failed, Some(e.clone())),
         };
         if let Some(note) = &note {
-            emit(
-                Stream::System,
-                format!("gantry: step `{}` {note}", step.name),
-            );
+            log.system(format!("gantry: step `{}` {note}", step.name));
         }
         let exit_code = end.exit_code();
         let ended = StepEnded {
@@ -223,7 +222,7 @@ async fn attempt_in(
                     gantry_docker::repository_name(&["gantry-build", &ctx.project, &artifact.name]),
                     ctx.run_id
                 );
-                let built = system_step(ctx, job, job_id, attempt, index, &step, |emit| {
+                let built = system_step(ctx, job, job_id, attempt, index, &step, &budget, |emit| {
                     build_with(&project_dir, build, &tag, emit)
                 })
                 .await;
@@ -239,10 +238,11 @@ async fn attempt_in(
             (Ok((stored, Some(image))), Some(push)) => {
                 let index = job.steps.len() + 2 * i + 1;
                 let step = format!("push image {}", artifact.name);
-                let pushed = system_step(ctx, job, job_id, attempt, index, &step, |emit| {
-                    push_image(ctx, &image, push, emit)
-                })
-                .await;
+                let pushed =
+                    system_step(ctx, job, job_id, attempt, index, &step, &budget, |emit| {
+                        push_image(ctx, &image, push, emit)
+                    })
+                    .await;
                 match pushed {
                     Ok(()) => Ok(stored),
                     Err(failed) => return failed,
@@ -329,6 +329,67 @@ async fn store_artifact(
     Ok((stored, Some(info.id)))
 }
 
+/// Where one step's lines go: numbered, into the run's log writer, the job's [`LogBudget`]
+/// deciding which of the step's own lines are kept; gantry's notes are always kept.
+struct StepLog {
+    logs: tokio::sync::mpsc::UnboundedSender<LogMsg>,
+    step_id: i64,
+    job: Arc<str>,
+    step: Arc<str>,
+    line_no: i64,
+    budget: Arc<Mutex<LogBudget>>,
+}
+
+impl StepLog {
+    fn new(
+        ctx: &RunContext,
+        step_id: i64,
+        job: Arc<str>,
+        step: Arc<str>,
+        budget: &Arc<Mutex<LogBudget>>,
+    ) -> Self {
+        Self {
+            logs: ctx.logs.clone(),
+            step_id,
+            job,
+            step,
+            line_no: 0,
+            budget: budget.clone(),
+        }
+    }
+
+    /// A line of the step's output (already masked).
+    fn line(&mut self, stream: Stream, text: String) {
+        let admit = self.budget.lock().expect("log budget").admit(text.len());
+        match admit {
+            Admit::Keep => self.send(stream, text),
+            Admit::Reached => {
+                let marker = self.budget.lock().expect("log budget").reached_text();
+                self.send(Stream::System, marker);
+            }
+            Admit::Drop => {}
+        }
+    }
+
+    /// A line of gantry's own.
+    fn system(&mut self, text: String) {
+        self.send(Stream::System, text);
+    }
+
+    fn send(&mut self, stream: Stream, text: String) {
+        self.line_no += 1;
+        let _ = self.logs.send(LogMsg::Line(LogLine {
+            step_id: self.step_id,
+            job: self.job.clone(),
+            step: self.step.clone(),
+            line: self.line_no,
+            at: crate::now_millis(),
+            stream,
+            text,
+        }));
+    }
+}
+
 /// How a step ended, recorded in the store and told to the observer.
 struct StepEnded {
     step_id: i64,
@@ -377,6 +438,7 @@ async fn system_step<F, Fut>(
     attempt: u32,
     index: usize,
     step: &str,
+    budget: &Arc<Mutex<LogBudget>>,
     work: F,
 ) -> Result<(), AttemptResult>
 where
@@ -397,21 +459,14 @@ where
     });
     let started = Instant::now();
     let job_name: Arc<str> = Arc::from(job.name.as_str());
-    let step_name: Arc<str> = Arc::from(step);
-    let logs = ctx.logs.clone();
-    let mut line_no = 0i64;
+    let mut log = StepLog::new(ctx, step_id, job_name, Arc::from(step), budget);
     let masker = ctx.masker.clone();
     let emit: Emit = Box::new(move |stream: Stream, text: String| {
-        line_no += 1;
-        let _ = logs.send(LogMsg::Line(LogLine {
-            step_id,
-            job: job_name.clone(),
-            step: step_name.clone(),
-            line: line_no,
-            at: crate::now_millis(),
-            stream,
-            text: masker.mask(&text).into_owned(),
-        }));
+        let text = masker.mask(&text).into_owned();
+        match stream {
+            Stream::System => log.system(text),
+            _ => log.line(stream, text),
+        }
     });
     let result = work(emit).await;
     let (status, exit_code) = match &result {

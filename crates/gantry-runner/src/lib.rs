@@ -14,6 +14,7 @@ pub mod events;
 pub mod execute;
 mod job;
 mod logs;
+pub use logs::DEFAULT_JOB_LOG_CAP;
 pub mod owner;
 pub mod process;
 

@@ -26,6 +26,92 @@ pub(crate) enum LogMsg {
 
 const BATCH: usize = 500;
 
+/// What a job's log keeps unless configured otherwise: 32 MiB of output.
+pub const DEFAULT_JOB_LOG_CAP: u64 = 32 * 1024 * 1024;
+
+/// A job's allowance of log bytes, across its steps (and attempts' steps gantry runs itself).
+/// Output past the cap is counted, not kept: the step keeps running, its log says where the
+/// cap was reached and how much was left out, and memory and storage stay bounded by the cap.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    cap: u64,
+    kept: u64,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+}
+
+/// What to do with a line.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Keep,
+    /// The first line over the cap: keep a marker saying so instead.
+    Reached,
+    Drop,
+}
+
+impl LogBudget {
+    pub fn new(cap: u64) -> Self {
+        Self {
+            cap,
+            kept: 0,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+        }
+    }
+
+    /// Counts a line of `len` bytes (its newline included).
+    pub fn admit(&mut self, len: usize) -> Admit {
+        let len = len as u64 + 1;
+        if self.dropped_lines == 0 && self.kept + len <= self.cap {
+            self.kept += len;
+            return Admit::Keep;
+        }
+        self.dropped_lines += 1;
+        self.dropped_bytes += len;
+        if self.dropped_lines == 1 {
+            Admit::Reached
+        } else {
+            Admit::Drop
+        }
+    }
+
+    /// (lines, bytes) left out so far.
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.dropped_lines, self.dropped_bytes)
+    }
+
+    /// The marker kept where the cap was reached.
+    pub fn reached_text(&self) -> String {
+        format!(
+            "gantry: this job's log reached its cap of {}; later output is counted, not kept (the steps keep running)",
+            human_bytes(self.cap)
+        )
+    }
+
+    /// The line kept at the end of a step that had output left out (`before`: dropped() when
+    /// the step started).
+    pub fn summary(&self, step: &str, before: (u64, u64)) -> Option<String> {
+        let (lines, bytes) = (self.dropped_lines - before.0, self.dropped_bytes - before.1);
+        (lines > 0).then(|| {
+            format!(
+                "gantry: step `{step}`: {lines} lines ({bytes} bytes) of output not kept: the job's log cap is {}",
+                human_bytes(self.cap)
+            )
+        })
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 pub(crate) fn spawn_writer(
     run: i64,
     state: Arc<dyn StateStore>,
@@ -77,4 +163,37 @@ async fn store(state: &dyn StateStore, batch: &mut Vec<NewLogLine>) {
         tracing::error!(error = %format!("{e:#}"), lines = batch.len(), "could not store log lines");
     }
     batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_keeps_lines_up_to_its_cap_then_counts_what_it_drops() {
+        let mut b = LogBudget::new(20);
+        // (line length, expected) — each line costs its length plus a newline.
+        for (len, want) in [
+            (9, Admit::Keep),    // 10
+            (8, Admit::Keep),    // 19
+            (1, Admit::Reached), // 21 > 20: the first over
+            (0, Admit::Drop),    // a line that would fit is still dropped: no holes
+            (100, Admit::Drop),
+        ] {
+            assert_eq!(b.admit(len), want, "{len}");
+        }
+        assert_eq!(b.dropped(), (3, 2 + 1 + 101));
+        assert_eq!(
+            b.summary("build", (1, 2)).as_deref(),
+            Some(
+                "gantry: step `build`: 2 lines (102 bytes) of output not kept: the job's log cap is 20 bytes"
+            )
+        );
+        assert_eq!(b.summary("build", b.dropped()), None);
+        assert!(
+            LogBudget::new(32 * 1024 * 1024)
+                .reached_text()
+                .contains("cap of 32 MiB")
+        );
+    }
 }

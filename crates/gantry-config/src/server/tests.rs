@@ -19,11 +19,13 @@ webhook_secret_env = "HELLO_WEBHOOK_SECRET"
 
 [runner]
 concurrency = 3
+max_job_log_bytes = 1048576
 "#,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.listen.port(), 8080);
     assert_eq!(cfg.concurrency, 3);
+    assert_eq!(cfg.max_job_log_bytes, 1024 * 1024);
     assert_eq!(cfg.projects[0].branches, ["main", "release/*"]);
     assert_eq!(cfg.projects[0].poll, Duration::from_secs(60));
     assert_eq!(

@@ -74,6 +74,7 @@ fn run_args(repo: &Path) -> RunArgs {
         secrets_file: None,
         keep_workspaces: false,
         kill_grace: Duration::from_secs(5),
+        max_job_log_bytes: gantry_runner::DEFAULT_JOB_LOG_CAP,
     }
 }
 

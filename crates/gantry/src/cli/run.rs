@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when a step times out or is cancelled
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub kill_grace: Duration,
+    /// The most bytes of output a job's log keeps (later output is counted, not kept)
+    #[arg(long, value_name = "BYTES", default_value_t = gantry_runner::DEFAULT_JOB_LOG_CAP)]
+    pub max_job_log_bytes: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -122,6 +125,7 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
                 );
                 o.jobs = args.jobs.unwrap_or(o.jobs);
                 o.keep_workspaces = args.keep_workspaces;
+                o.log_cap = args.max_job_log_bytes.max(1);
                 o
             },
             cancel_rx,

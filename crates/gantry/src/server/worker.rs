@@ -187,12 +187,13 @@ async fn prepare_and_run(
         subdir: None,
         trigger: run.trigger.clone(),
     };
-    let options = RunOptions::new(
+    let mut options = RunOptions::new(
         server.data_dir.join("work"),
         server.config.kill_grace,
         secrets,
         server.owner.clone(),
     );
+    options.log_cap = server.config.max_job_log_bytes;
     runner
         .execute_claimed(run.id, request, options, cancel_rx)
         .await

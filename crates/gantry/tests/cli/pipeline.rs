@@ -400,3 +400,48 @@ fn listing_into_a_closed_pipe_stops_quietly() {
         assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
     }
 }
+
+/// A job's log keeps up to its cap (`--max-job-log-bytes`), across its steps: then a marker,
+/// and at the end of each step the lines and bytes left out; the job itself runs to its end.
+#[test]
+fn a_job_log_stops_at_its_cap_and_says_how_much_it_left_out() {
+    let f = Fixture::new(
+        "//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: chatty
+        steps:
+          - name: loud
+            run: yes \"$(head -c 1023 /dev/zero | tr '\\0' x)\" | head -n 3000
+          - name: after
+            run: echo after > done.txt && cat done.txt
+",
+    );
+    let out = f.run(&["run", "--max-job-log-bytes", "1048576"]);
+    assert_eq!(out.code, 0, "{out}");
+    let logs = f.logs(1, "chatty");
+    // 1 MiB of 1 KiB lines (1023 characters and a newline): exactly 1024 kept.
+    let kept = logs
+        .lines()
+        .filter(|l| l.ends_with(&"x".repeat(1023)))
+        .count();
+    assert_eq!(kept, 1024, "kept lines");
+    assert!(
+        logs.contains(
+            "gantry: this job's log reached its cap of 1 MiB; later output is counted, not kept"
+        ),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("gantry: step `loud`: 1976 lines (2023424 bytes) of output not kept: the job's log cap is 1 MiB"),
+        "{}",
+        &logs[logs.len().saturating_sub(2000)..]
+    );
+    assert!(
+        logs.contains("gantry: step `after`: 1 lines (6 bytes) of output not kept"),
+        "the budget is the job's, not the step's: {}",
+        &logs[logs.len().saturating_sub(2000)..]
+    );
+    assert_eq!(job_status(&f.show(1), "chatty"), "succeeded");
+}
