@@ -6,7 +6,6 @@
 use super::{CliError, CliResult};
 use crate::cli::remote::client;
 use crate::client::Client;
-use crate::pipeline_at::load_pipeline;
 use crate::render::short_digest;
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
@@ -83,24 +82,40 @@ pub struct StatusArgs {
 }
 
 /// The project of the current repository: its pipeline's name, else the directory's name.
-fn project_here() -> Option<String> {
+/// The project of the working directory: the `name` in the nearest pipeline file of the working
+/// copy, from here up to the repository's root (true: a pipeline file names it), else the
+/// repository's directory name (false). Files only, no git process: every `gantry rollback`
+/// asks this.
+fn project_here() -> Option<(String, bool)> {
     let cwd = std::env::current_dir().ok()?;
-    let repo = gantry_git::Repo::open(&cwd).ok()?;
-    let root = repo.root().ok()?;
-    let head = repo.resolve("HEAD").ok()?;
-    if let Ok((_, checked)) = load_pipeline(&repo, &head.commit, None)
-        && let Some(name) = checked.pipeline.name
-    {
-        return Some(name);
+    let mut dir = cwd.as_path();
+    loop {
+        for file in gantry_config::PIPELINE_FILE_NAMES {
+            if let Ok(bytes) = std::fs::read(dir.join(file))
+                && let Ok(checked) = gantry_config::parse_pipeline_bytes(file, &bytes)
+                && let Some(name) = checked.pipeline.name
+            {
+                return Some((name, true));
+            }
+        }
+        let bare = dir.join("HEAD").is_file() && dir.join("objects").is_dir();
+        if dir.join(".git").exists() || bare {
+            let name = dir.file_name()?.to_string_lossy().into_owned();
+            return Some((
+                name.strip_suffix(".git")
+                    .map(str::to_string)
+                    .unwrap_or(name),
+                false,
+            ));
+        }
+        dir = dir.parent()?;
     }
-    let name = root.file_name()?.to_string_lossy().into_owned();
-    Some(
-        name.strip_suffix(".git")
-            .map(str::to_string)
-            .unwrap_or(name),
-    )
 }
 
+/// Which project a command acts on: `--project`; else the one whose repository the command runs
+/// in, when its pipeline file names it (even if another project is the only one with the
+/// environment so far: a deploy typed in one repository must never act on another); else the
+/// only project with the environment.
 async fn resolve_project(
     c: &Client,
     explicit: Option<String>,
@@ -108,6 +123,10 @@ async fn resolve_project(
 ) -> anyhow::Result<String> {
     if let Some(p) = explicit {
         return Ok(p);
+    }
+    let here = project_here();
+    if let Some((name, true)) = &here {
+        return Ok(name.clone());
     }
     let all = c.get("/api/environments?brief=true").await?;
     let mut with_env: Vec<String> = all
@@ -121,26 +140,19 @@ async fn resolve_project(
         .unwrap_or_default();
     with_env.sort();
     with_env.dedup();
-    // One project has it: that is the answer, wherever the command runs (reading the project
-    // of the working directory costs several git processes; only ambiguity needs it).
     if let [one] = with_env.as_slice() {
         return Ok(one.clone());
     }
-    if let Some(here) = project_here()
-        && (with_env.is_empty() || with_env.contains(&here))
+    if let Some((here, _)) = &here
+        && (with_env.is_empty() || with_env.contains(here))
     {
-        return Ok(here);
+        return Ok(here.clone());
     }
-    let mut projects = with_env.clone();
-    projects.dedup();
-    match projects.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Ok(project_here().ok_or_else(|| {
-            anyhow!(
-                "which project? name it with --project (no environment{} on the server yet)",
-                env.map(|e| format!(" `{e}`")).unwrap_or_default()
-            )
-        })?),
+    match with_env.as_slice() {
+        [] => bail!(
+            "which project? name it with --project (no environment{} on the server yet)",
+            env.map(|e| format!(" `{e}`")).unwrap_or_default()
+        ),
         many => bail!(
             "which project? several have environment `{}`: {}; name one with --project",
             env.unwrap_or("?"),

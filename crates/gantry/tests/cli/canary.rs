@@ -506,3 +506,89 @@ fn waves_go_in_order_and_stop_at_the_failing_wave() {
     );
     drop(server);
 }
+
+/// Two projects with an environment named alike, both in their bake: an alarm without the
+/// project is refused (409) naming both and touches neither; the project in the path rolls
+/// back that project alone.
+#[test]
+fn an_alarm_naming_no_project_is_refused_when_two_projects_share_the_environment_name() {
+    let bake = "    bake: 60s\n";
+    let mut env = Env::with(bake);
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v1);
+    // The second project: another repository, the same server and data directory.
+    let port = crate::support::free_port();
+    let other_spec = |version: &str| {
+        crate::deploy::spec(version, port, bake, Service::Healthy, false)
+            .replace("name: hello", "name: other")
+    };
+    let other = crate::support::Fixture::new(&other_spec("w1"));
+    let in_shared = |args: &[&str]| {
+        crate::support::Run::from(
+            other
+                .gantry(args)
+                .env("GANTRY_HOME", env.fx.data())
+                .output()
+                .unwrap(),
+        )
+    };
+    let out = in_shared(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    other.commit(&other_spec("w2"), "w2");
+    let out = in_shared(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let deploy =
+        |run: &str| in_shared(&["deploy", "production", "--artifact", "app", "--run", run]);
+    let out = deploy("3");
+    assert_eq!(out.code, 0, "{out}");
+    // Both projects now switch to a new release and bake it for a minute.
+    env.deploy_ok(v2);
+    let out = deploy("4");
+    assert_eq!(out.code, 0, "{out}");
+    let other_serving = || match crate::deploy::get(&format!("127.0.0.1:{port}"), "/") {
+        Ok((200, body, _)) => body.trim().trim_start_matches("hello from ").to_string(),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(env.serving(), "v2");
+    assert_eq!(
+        other_serving(),
+        "w2",
+        "{out}\n{}",
+        in_shared(&["status", "production"])
+    );
+
+    let r = env.server.api(
+        "POST",
+        "/api/environments/production/alarm",
+        r#"{"status":"firing","name":"checkout-5xx"}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body
+            .contains("environment `production` runs for projects hello, other"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("/api/projects/PROJECT/environments/production/alarm"),
+        "{}",
+        r.body
+    );
+    assert_eq!(env.serving(), "v2", "hello untouched");
+    assert_eq!(other_serving(), "w2", "other untouched");
+
+    let r = env.server.api(
+        "POST",
+        "/api/projects/other/environments/production/alarm",
+        r#"{"status":"firing","name":"checkout-5xx"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        wait_until(Duration::from_secs(10), || other_serving() == "w1"),
+        "other rolled back: {}",
+        other_serving()
+    );
+    assert_eq!(env.serving(), "v2", "hello still on its new release");
+}
