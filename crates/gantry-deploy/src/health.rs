@@ -89,6 +89,7 @@ pub async fn check_once(probe: &Probe<'_>) -> Observation {
                     env: probe.env,
                     deadline: Some(Instant::now() + ATTEMPT_LIMIT),
                     kill_grace: Duration::from_secs(1),
+                    sandbox: None,
                 },
                 &Masker::new(std::iter::empty::<&str>()),
                 |_, line| {

@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub owner: Option<String>,
     /// The most bytes of output a job's log keeps ([`crate::DEFAULT_JOB_LOG_CAP`]).
     pub log_cap: u64,
+    /// Steps run in this sandbox when set ([`crate::sandbox`]).
+    pub sandbox: Option<crate::sandbox::Sandbox>,
 }
 
 impl RunOptions {
@@ -75,6 +77,7 @@ impl RunOptions {
             secrets,
             owner: Some(owner),
             log_cap: crate::logs::DEFAULT_JOB_LOG_CAP,
+            sandbox: None,
         }
     }
 }
@@ -107,6 +110,7 @@ pub(crate) struct RunContext {
     pub kill_grace: Duration,
     pub keep_workspaces: bool,
     pub log_cap: u64,
+    pub sandbox: Option<crate::sandbox::Sandbox>,
     pub secrets: HashMap<String, SecretValue>,
     pub masker: Masker,
     pub state: Arc<dyn StateStore>,
@@ -244,6 +248,7 @@ impl Runner {
             kill_grace: opts.kill_grace,
             keep_workspaces: opts.keep_workspaces,
             log_cap: opts.log_cap,
+            sandbox: opts.sandbox,
             secrets: opts.secrets,
             masker,
             state: self.state.clone(),

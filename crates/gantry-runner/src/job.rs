@@ -39,6 +39,7 @@ pub(crate) async fn run_attempt(
         .work_dir
         .join(format!("{}-{attempt}", sanitize(&job.name)));
     let result = attempt_in(&ctx, &job, job_id, attempt, &workspace).await;
+    let _ = tokio::fs::remove_dir_all(tmp_of(&workspace)).await;
     if !ctx.keep_workspaces {
         let _ = tokio::fs::remove_dir_all(&workspace).await;
     }
@@ -101,6 +102,22 @@ async fn attempt_in(
     }
     let mut base_env = ctx.env_for(job, &project_dir, attempt);
     base_env.extend(secret_env);
+    // A sandboxed step's own places: its workspace, and a temporary directory beside it (the
+    // directories above the data directory are closed to it, /tmp among them in tests).
+    let sandbox = match &ctx.sandbox {
+        Some(sandbox) => {
+            let tmp = tmp_of(workspace);
+            if let Err(e) = std::fs::create_dir_all(&tmp) {
+                return AttemptResult::failed(format!(
+                    "preparing the step's temporary directory {}: {e}",
+                    tmp.display()
+                ));
+            }
+            set_env(&mut base_env, "TMPDIR", &tmp.display().to_string());
+            Some((sandbox, vec![workspace.to_path_buf(), tmp]))
+        }
+        None => None,
+    };
 
     let budget = Arc::new(Mutex::new(LogBudget::new(ctx.log_cap)));
     for (index, step) in job.steps.iter().enumerate() {
@@ -138,6 +155,7 @@ async fn attempt_in(
             env: &env,
             deadline: step_deadline,
             kill_grace: ctx.kill_grace,
+            sandbox: sandbox.as_ref().map(|(s, own)| (*s, own.clone())),
         };
         let mut log = StepLog::new(ctx, step_id, job_name.clone(), step_name, &budget);
         let dropped_before = budget.lock().expect("log budget").dropped();
@@ -570,6 +588,13 @@ async fn build_with(
         .build(archive, &dockerfile, tag, |l| emit(Stream::Stdout, l))
         .await
         .map(|_| ())
+}
+
+/// A workspace's private temporary directory, beside it.
+fn tmp_of(workspace: &Path) -> std::path::PathBuf {
+    let mut name = workspace.as_os_str().to_owned();
+    name.push(".tmp");
+    name.into()
 }
 
 fn signal_hint(sig: i32) -> &'static str {

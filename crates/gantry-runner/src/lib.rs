@@ -17,6 +17,7 @@ mod logs;
 pub use logs::DEFAULT_JOB_LOG_CAP;
 pub mod owner;
 pub mod process;
+pub mod sandbox;
 
 pub use events::{Observer, RunEvent};
 pub use execute::{RunOptions, RunOutcome, RunRequest, Runner};

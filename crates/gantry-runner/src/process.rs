@@ -31,6 +31,9 @@ pub struct StepSpec<'a> {
     pub env: &'a [(String, String)],
     pub deadline: Option<Instant>,
     pub kill_grace: Duration,
+    /// Applied to the step's shell (and so to all it starts) when set: what it may not reach,
+    /// and its own places (workspace, temporary directory).
+    pub sandbox: Option<(&'a crate::sandbox::Sandbox, Vec<std::path::PathBuf>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +58,7 @@ impl StepEnd {
 }
 
 #[allow(clippy::disallowed_methods)] // The one place steps are spawned.
-fn command(spec: &StepSpec<'_>) -> Command {
+fn command(spec: &StepSpec<'_>) -> std::io::Result<Command> {
     let mut cmd = Command::new("/bin/sh");
     // `-e`: a failing line of a multi-line step fails the step, as in every CI system.
     cmd.arg("-e")
@@ -69,15 +72,26 @@ fn command(spec: &StepSpec<'_>) -> Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // Built here, applied in the child between fork and exec (raw system calls only there).
+    let mut sandbox = match &spec.sandbox {
+        Some((sandbox, own)) => {
+            let own: Vec<&std::path::Path> = own.iter().map(|p| p.as_path()).collect();
+            Some(sandbox.prepare(&own)?)
+        }
+        None => None,
+    };
     // If gantry dies (even by kill -9), the step's shell gets SIGKILL instead of living on;
     // what it started is found and killed by the recovery at the next start.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if let Some(s) = sandbox.as_mut() {
+                s.apply()?;
+            }
             Ok(())
         });
     }
-    cmd
+    Ok(cmd)
 }
 
 fn signal_group(pgid: u32, sig: Signal) {
@@ -94,7 +108,7 @@ pub async fn run_step(
     if *cancel.borrow() {
         return StepEnd::Cancelled;
     }
-    let mut child = match command(spec).spawn() {
+    let mut child = match command(spec).and_then(|mut c| c.spawn()) {
         Ok(c) => c,
         Err(e) => return StepEnd::SpawnFailed(format!("could not start /bin/sh: {e}")),
     };

@@ -18,6 +18,7 @@ pub mod context;
 pub mod gc;
 pub mod pipeline_at;
 pub mod render;
+pub mod sandbox;
 pub mod secrets;
 pub mod server;
 pub mod server_deployer;

@@ -36,7 +36,7 @@ pub const ARTIFACTS_KEYS: &[&str] = &[
 pub const RETENTION_KEYS: &[&str] = &["keep_runs", "keep_younger_than", "interval"];
 pub const NOTIFY_KEYS: &[&str] = &["url", "on", "secret_env"];
 pub const PROJECT_KEYS: &[&str] = &["name", "repo", "branches", "poll", "webhook_secret_env"];
-pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace", "max_job_log_bytes"];
+pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace", "max_job_log_bytes", "sandbox"];
 pub const QUEUE_KEYS: &[&str] = &["supersede", "requeue_interrupted"];
 pub const WEBHOOK_KEYS: &[&str] = &["max_body_bytes"];
 
@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub kill_grace: Duration,
     /// The most bytes of output a job's log keeps; the rest is counted, not kept.
     pub max_job_log_bytes: u64,
+    /// Steps run sandboxed away from the data directory: `Some(true)` demands it (the server
+    /// refuses to start without Landlock), `Some(false)` turns it off, `None` (not written)
+    /// sandboxes when the kernel can.
+    pub sandbox: Option<bool>,
     /// A newer commit on a branch cancels that branch's older queued runs.
     pub supersede: bool,
     /// Runs found interrupted at start (the server died mid-run) are queued again as new runs.
@@ -123,6 +127,7 @@ impl Default for ServerConfig {
             concurrency: 2,
             kill_grace: Duration::from_secs(10),
             max_job_log_bytes: 32 * 1024 * 1024,
+            sandbox: None,
             supersede: true,
             requeue_interrupted: false,
             max_body_bytes: 1024 * 1024,
@@ -726,6 +731,11 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
                             "kill_grace" => {
                                 if let Some(d) = c.duration(v, &field) {
                                     cfg.kill_grace = d;
+                                }
+                            }
+                            "sandbox" => {
+                                if let Some(b) = c.bool(v, &field) {
+                                    cfg.sandbox = Some(b);
                                 }
                             }
                             "max_job_log_bytes" => {

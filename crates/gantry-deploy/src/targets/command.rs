@@ -40,6 +40,7 @@ async fn run_script(script: &str, r: &ReleaseContext, what: &str) -> anyhow::Res
             env: &vars,
             deadline: Some(tokio::time::Instant::now() + SCRIPT_LIMIT),
             kill_grace: Duration::from_secs(10),
+            sandbox: None,
         },
         &Masker::new(std::iter::empty::<&str>()),
         |_, line| {

@@ -75,6 +75,7 @@ fn run_args(repo: &Path) -> RunArgs {
         keep_workspaces: false,
         kill_grace: Duration::from_secs(5),
         max_job_log_bytes: gantry_runner::DEFAULT_JOB_LOG_CAP,
+        sandbox: false,
     }
 }
 

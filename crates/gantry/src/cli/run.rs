@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// The most bytes of output a job's log keeps (later output is counted, not kept)
     #[arg(long, value_name = "BYTES", default_value_t = gantry_runner::DEFAULT_JOB_LOG_CAP)]
     pub max_job_log_bytes: u64,
+    /// Run steps sandboxed (Landlock): they cannot read or write the data directory (its
+    /// database, keys, artifacts, other workspaces) or the secrets file
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -80,6 +84,15 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
 
     let ctx = Context::open(data_dir_for(data_dir, &root)).await?;
     let owner = OwnerLock::acquire(&ctx.lock_dir(), ctx.state.clone()).await?;
+    let sandbox = match args.sandbox {
+        true => Some(crate::sandbox::steps_sandbox(
+            &ctx.data_dir,
+            args.secrets_file.as_deref(),
+            true,
+        )?),
+        false => None,
+    }
+    .flatten();
     let style = if args.json {
         Style::Json
     } else if !args.plain && std::io::stderr().is_terminal() {
@@ -126,6 +139,7 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
                 o.jobs = args.jobs.unwrap_or(o.jobs);
                 o.keep_workspaces = args.keep_workspaces;
                 o.log_cap = args.max_job_log_bytes.max(1);
+                o.sandbox = sandbox;
                 o
             },
             cancel_rx,

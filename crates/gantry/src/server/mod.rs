@@ -76,6 +76,8 @@ pub struct Server {
     pub poll_errors: Mutex<HashMap<String, String>>,
     /// Carries out deployments (it reads pipelines through the mirrors, not the server).
     pub deploys: Arc<gantry_deploy::DeployManager>,
+    /// What steps run in (`[runner] sandbox`): None runs them unsandboxed.
+    pub sandbox: Option<gantry_runner::sandbox::Sandbox>,
 }
 
 use gantry_engine::ports::now_millis as now;
@@ -120,6 +122,7 @@ impl Server {
             mirrors,
             poll_errors: Mutex::new(HashMap::new()),
             deploys,
+            sandbox: None,
         }
     }
 

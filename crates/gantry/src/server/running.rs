@@ -55,7 +55,15 @@ impl Server {
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}");
         let metrics = Arc::new(Metrics::new());
-        let server = Arc::new(Server::new(
+        let sandbox = match config.sandbox {
+            Some(false) => None,
+            demand => crate::sandbox::steps_sandbox(
+                &data_dir,
+                config.secrets_file.as_deref(),
+                demand == Some(true),
+            )?,
+        };
+        let mut server = Server::new(
             config.clone(),
             data_dir.clone(),
             ctx.state.clone(),
@@ -63,7 +71,9 @@ impl Server {
             metrics.clone(),
             owner.name().to_string(),
             url.clone(),
-        ));
+        );
+        server.sandbox = sandbox;
+        let server = Arc::new(server);
         super::spawn_failure_notifications(server.clone(), &server.deploys);
         let lock_dir = ctx.lock_dir();
         for note in server

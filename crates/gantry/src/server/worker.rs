@@ -194,6 +194,7 @@ async fn prepare_and_run(
         server.owner.clone(),
     );
     options.log_cap = server.config.max_job_log_bytes;
+    options.sandbox = server.sandbox.clone();
     runner
         .execute_claimed(run.id, request, options, cancel_rx)
         .await

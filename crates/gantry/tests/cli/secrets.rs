@@ -175,3 +175,104 @@ fn the_data_directory_is_private_to_its_owner() {
     assert_eq!(mode, 0o700, "data directory mode {mode:o}");
     assert!(f.data().join("gantry.db").is_file());
 }
+
+/// A sandboxed step (`gantry run --sandbox`; the server's default) tries to read, write and
+/// list each of gantry's own files, the secrets file and another run's workspace: every try is
+/// refused, nothing is changed, and the step still does its own work (its workspace, `$TMPDIR`,
+/// the system, the repository beside the data directory).
+#[test]
+fn a_sandboxed_step_cannot_reach_gantrys_files_the_secrets_file_or_other_workspaces() {
+    let probe = |path: &str, what: &str| {
+        format!(
+            "          if cat {path} >/dev/null 2>&1; then echo LEAK-read-{what}; else echo denied-read-{what}; fi\n          if echo planted >> {path} 2>/dev/null; then echo LEAK-write-{what}; else echo denied-write-{what}; fi\n"
+        )
+    };
+    let f = Fixture::new("//- placeholder\n");
+    let data = f.data();
+    let secrets = f.scratch().join("secrets.env");
+    std::fs::write(&secrets, "API_KEY=sandbox-secret-value\n").unwrap();
+    // Run 1 leaves its workspace behind (--keep-workspaces): another job's files.
+    f.commit(
+        "//- gantry.yml\nstages:\n  - name: one\n    jobs:\n      - name: first\n        run: echo first-run-private > mine.txt\n",
+        "first",
+    );
+    let out = f.run(&["run", "--keep-workspaces"]);
+    assert_eq!(out.code, 0, "{out}");
+    let other = data.join("work/1/first-1/mine.txt");
+    assert!(other.is_file(), "{}", other.display());
+    std::fs::write(data.join("admin.token"), "planted-admin-token\n").unwrap();
+    std::fs::write(data.join("share.key"), "planted-share-key\n").unwrap();
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = ["gantry.db", "admin.token", "share.key"]
+        .iter()
+        .map(|n| (data.join(n), std::fs::read(data.join(n)).unwrap()))
+        .chain([
+            (other.clone(), std::fs::read(&other).unwrap()),
+            (secrets.clone(), std::fs::read(&secrets).unwrap()),
+        ])
+        .collect();
+
+    let d = data.display();
+    let mut script = String::new();
+    for (path, what) in [
+        (format!("{d}/gantry.db"), "db"),
+        (format!("{d}/admin.token"), "token"),
+        (format!("{d}/share.key"), "key"),
+        (other.display().to_string(), "workspace"),
+        (secrets.display().to_string(), "secrets"),
+    ] {
+        script.push_str(&probe(&path, what));
+    }
+    script.push_str(&format!(
+        "          if ls {d} >/dev/null 2>&1; then echo LEAK-list-data; else echo denied-list-data; fi
+          if touch {d}/new-file 2>/dev/null; then echo LEAK-create-data; else echo denied-create-data; fi
+          if rm -f {d}/admin.token 2>/dev/null && [ ! -e {d}/admin.token ]; then echo LEAK-remove-token; else echo denied-remove-token; fi
+          echo own > own.txt && cat own.txt
+          mktemp >/dev/null && echo tmp-ok
+          cat /etc/passwd >/dev/null && echo system-ok
+          cat {repo}/gantry.yml >/dev/null && echo repo-ok
+",
+        repo = f.repo().display()
+    ));
+    f.commit(
+        &format!("//- gantry.yml\nstages:\n  - name: two\n    jobs:\n      - name: probe\n        run: |\n{script}"),
+        "probe",
+    );
+    let out = f.run(&[
+        "run",
+        "--sandbox",
+        "--secrets-file",
+        secrets.to_str().unwrap(),
+    ]);
+    if !gantry_runner::sandbox::available() {
+        assert_ne!(out.code, 0, "{out}");
+        assert!(out.stderr.contains("this kernel has no Landlock"), "{out}");
+        return;
+    }
+    assert_eq!(out.code, 0, "{out}");
+    let logs = f.logs(2, "probe");
+    assert!(!logs.contains("LEAK"), "{logs}");
+    for what in [
+        "read-db",
+        "write-db",
+        "read-token",
+        "write-token",
+        "read-key",
+        "write-key",
+        "read-workspace",
+        "write-workspace",
+        "read-secrets",
+        "write-secrets",
+        "list-data",
+        "create-data",
+        "remove-token",
+    ] {
+        assert!(logs.contains(&format!("denied-{what}")), "{what}: {logs}");
+    }
+    for ok in ["own", "tmp-ok", "system-ok", "repo-ok"] {
+        assert!(logs.contains(ok), "{ok}: {logs}");
+    }
+    for (path, bytes) in before.iter().skip(1) {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{}", path.display());
+    }
+    assert!(!data.join("new-file").exists());
+}

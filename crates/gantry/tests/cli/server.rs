@@ -439,7 +439,10 @@ fn live_logs_over_sse_arrive_while_the_job_runs_and_resume() {
 #[test]
 fn kill_9_of_the_server_mid_run_then_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let pidfile = dir.path().join("grandchild");
+    // Outside the server's directory, which holds its data directory: sandboxed steps cannot
+    // create files beside it.
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("grandchild");
     let pipeline = format!(
         "stages:\n  - name: build\n    jobs:\n      - name: long\n        run: echo started; sh -c 'sleep 300 & echo $! > {p}; wait'\n",
         p = pidfile.display()
@@ -593,7 +596,9 @@ fn a_newer_commit_supersedes_a_queued_older_run_and_cancel_reaches_a_claimed_run
 #[test]
 fn the_poller_does_not_rerun_a_commit_a_webhook_queued_and_interrupted_runs_can_be_requeued() {
     let dir = tempfile::tempdir().unwrap();
-    let pidfile = dir.path().join("pid");
+    // Outside the server's directory, which holds its data directory (see above).
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pid");
     let pipeline = format!(
         "stages:\n  - name: a\n    jobs:\n      - name: x\n        run: echo $$ > {p}; sleep 300\n",
         p = pidfile.display()
