@@ -36,6 +36,8 @@ pub struct ServiceSpec {
     pub dir: PathBuf,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// Applied to the service (and all it starts) when set; its release directory is its own.
+    pub sandbox: Option<gantry_runner::sandbox::Sandbox>,
 }
 
 /// Something that happened to a supervised service.
@@ -128,9 +130,17 @@ fn command(spec: &ServiceSpec) -> std::io::Result<Command> {
         .stderr(log)
         .process_group(0)
         .kill_on_drop(false);
+    // Built here, applied in the child between fork and exec.
+    let mut sandbox = match &spec.sandbox {
+        Some(s) => Some(s.prepare(&[spec.dir.as_path()])?),
+        None => None,
+    };
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if let Some(s) = sandbox.as_mut() {
+                s.apply()?;
+            }
             Ok(())
         });
     }

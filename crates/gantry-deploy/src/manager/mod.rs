@@ -121,6 +121,8 @@ pub struct DeployManager {
     specs: Mutex<HashMap<(String, i64, String), EnvironmentSpec>>,
     /// A release failed (deploy, bake, canary): (project, environment, release number).
     failures: tokio::sync::broadcast::Sender<(String, String, i64)>,
+    /// What release processes run in (the server's steps sandbox), if anything.
+    sandbox: Mutex<Option<gantry_runner::sandbox::Sandbox>>,
 }
 
 impl DeployManager {
@@ -142,9 +144,16 @@ impl DeployManager {
             specs: Mutex::new(HashMap::new()),
             events: tx,
             failures: tokio::sync::broadcast::channel(64).0,
+            sandbox: Mutex::new(None),
         });
         tokio::spawn(record_service_events(manager.store.clone(), rx));
         manager
+    }
+
+    /// Release processes started from now on run in `sandbox` (set before any environment is
+    /// prepared: targets built earlier keep what they had).
+    pub fn set_sandbox(&self, sandbox: Option<gantry_runner::sandbox::Sandbox>) {
+        *self.sandbox.lock().expect("sandbox") = sandbox;
     }
 
     /// Releases failing from now on (for notifications): (project, environment, number).
@@ -227,7 +236,13 @@ impl DeployManager {
             match &*slot {
                 Some(t) if t.kind() == target_spec.kind() => t.clone(),
                 _ => {
-                    let t = targets::build(target_spec.kind(), &self.events, &self.root);
+                    let sandbox = self.sandbox.lock().expect("sandbox").clone();
+                    let t = targets::build(
+                        target_spec.kind(),
+                        &self.events,
+                        &self.root,
+                        sandbox.as_ref(),
+                    );
                     *slot = Some(t.clone());
                     t
                 }

@@ -93,9 +93,10 @@ pub fn build(
     kind: TargetKind,
     events: &mpsc::UnboundedSender<ServiceEvent>,
     root: &std::path::Path,
+    sandbox: Option<&gantry_runner::sandbox::Sandbox>,
 ) -> Arc<dyn Target> {
     match kind {
-        TargetKind::Process => Arc::new(ProcessTarget::new(events.clone())),
+        TargetKind::Process => Arc::new(ProcessTarget::new(events.clone(), sandbox.cloned())),
         TargetKind::Docker => Arc::new(DockerTarget::new(root, events.clone())),
         TargetKind::Command => Arc::new(CommandTarget),
         #[cfg(feature = "lambda")]

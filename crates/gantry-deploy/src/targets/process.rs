@@ -14,13 +14,19 @@ use tokio::sync::mpsc;
 pub struct ProcessTarget {
     services: Mutex<HashMap<i64, (Service, SocketAddr)>>,
     events: mpsc::UnboundedSender<ServiceEvent>,
+    /// What its services run in, if anything.
+    sandbox: Option<gantry_runner::sandbox::Sandbox>,
 }
 
 impl ProcessTarget {
-    pub fn new(events: mpsc::UnboundedSender<ServiceEvent>) -> Self {
+    pub fn new(
+        events: mpsc::UnboundedSender<ServiceEvent>,
+        sandbox: Option<gantry_runner::sandbox::Sandbox>,
+    ) -> Self {
         Self {
             services: Mutex::new(HashMap::new()),
             events,
+            sandbox,
         }
     }
 }
@@ -51,6 +57,7 @@ impl Target for ProcessTarget {
                 dir: r.dir.clone(),
                 env: vars,
                 log: r.log.clone(),
+                sandbox: self.sandbox.clone(),
             },
             self.events.clone(),
         );

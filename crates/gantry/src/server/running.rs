@@ -72,6 +72,7 @@ impl Server {
             owner.name().to_string(),
             url.clone(),
         );
+        server.deploys.set_sandbox(sandbox.clone());
         server.sandbox = sandbox;
         let server = Arc::new(server);
         super::spawn_failure_notifications(server.clone(), &server.deploys);

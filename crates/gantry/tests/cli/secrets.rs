@@ -276,3 +276,64 @@ fn a_sandboxed_step_cannot_reach_gantrys_files_the_secrets_file_or_other_workspa
     }
     assert!(!data.join("new-file").exists());
 }
+
+/// A release process of a sandboxed server cannot read gantry's files either, while serving
+/// from its own release directory.
+#[test]
+fn a_release_process_cannot_read_the_servers_admin_token() {
+    if !gantry_runner::sandbox::available() {
+        return; // The server warns and runs unsandboxed: the test above checks the refusal.
+    }
+    let port = crate::support::free_port();
+    let f = Fixture::new("//- placeholder\n");
+    let data = f.data();
+    let d = data.display();
+    f.commit(
+        &format!(
+            r#"//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: site
+        run: mkdir -p www && echo served > www/index.html
+        artifacts:
+          - name: app
+            path: www/
+environments:
+  production:
+    target:
+      process:
+        command: if cat {d}/admin.token; then echo LEAK-token; else echo denied-token; fi; if ls {d}/releases >/dev/null; then echo LEAK-list; else echo denied-list; fi; exec python3 -m http.server $PORT --bind 127.0.0.1 --directory www
+    health:
+      tcp: true
+      timeout: 10s
+      interval: 100ms
+    router:
+      listen: 127.0.0.1:{port}
+"#
+        ),
+        "serve",
+    );
+    let server =
+        crate::server_support::Served::start_with_data("listen = \"127.0.0.1:0\"\n", &data);
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = f.run(&["deploy", "production", "--artifact", "app", "--run", "1"]);
+    assert_eq!(out.code, 0, "{out}\n{}", server.log());
+    let (status, body, _) = crate::deploy::get(&format!("127.0.0.1:{port}"), "/").unwrap();
+    assert_eq!((status, body.trim()), (200, "served"));
+    // The project is named after the repository's directory (`repo`).
+    let log = std::fs::read_to_string(data.join("releases/repo/production/1.log")).unwrap();
+    assert!(log.contains("denied-token"), "{log}");
+    assert!(log.contains("denied-list"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("LEAK")), "{log}");
+    assert!(
+        !log.contains(
+            &std::fs::read_to_string(data.join("admin.token"))
+                .unwrap()
+                .trim()
+                .to_string()
+        ),
+        "{log}"
+    );
+}
