@@ -9,8 +9,13 @@
 //! wherever it stands in an encoded blob), hex (lower and upper case), upper and lower case,
 //! URL-encoded (`%2F`, `%2f`, `+` for spaces), JSON-escaped (`\"`, `\\`, `\/`, `\uXXXX`) and
 //! HTML-escaped (`&amp;`, `&quot;`, `&#39;`…). Not masked: other encodings (gzip, encryption,
-//! ROT13, …), a value printed in pieces (one character per line, or half on stdout and half
-//! on stderr: each stream is its own log), and shorter values in encoded form.
+//! ROT13, …), a value printed in pieces shorter than [`MIN_SPLIT_LEN`], and shorter values in
+//! encoded form.
+//!
+//! A value printed in two pieces that end up on two lines — half on stdout and half on stderr,
+//! which are split into lines each on its own — is caught at the lines' edges: a line that ends
+//! with the start of a value, or starts with its end, has that piece masked, when the piece
+//! has at least [`MIN_SPLIT_LEN`] characters (and the value at least [`MIN_ENCODED_LEN`]).
 
 use std::borrow::Cow;
 
@@ -22,11 +27,15 @@ pub const MIN_PIECE_LEN: usize = 3;
 /// Values shorter than this are masked only as written: encoded, a short value would match
 /// ordinary text.
 pub const MIN_ENCODED_LEN: usize = 6;
+/// A piece of a value at a line's edge shorter than this is not masked.
+pub const MIN_SPLIT_LEN: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     /// Longest first, so a value is masked whole before any of its pieces.
     patterns: Vec<String>,
+    /// Single-line values long enough to be looked for in pieces at line edges.
+    whole: Vec<String>,
     /// All patterns in one automaton: a line is scanned once to learn whether any is in it
     /// (most lines hold none), however many forms each secret has.
     any: Option<aho_corasick::AhoCorasick>,
@@ -35,6 +44,7 @@ pub struct Masker {
 impl Masker {
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
         let mut patterns: Vec<String> = Vec::new();
+        let mut whole: Vec<String> = Vec::new();
         let mut add = |p: String, min: usize| {
             if p.chars().count() >= min && !patterns.contains(&p) {
                 patterns.push(p);
@@ -58,6 +68,9 @@ impl Masker {
                 add(trimmed.replace('\'', "'\\''"), 1);
                 add(trimmed.replace('\'', "'\"'\"'"), 1);
             }
+            if trimmed.chars().count() >= MIN_ENCODED_LEN && !trimmed.contains(['\n', '\r']) {
+                whole.push(trimmed.to_string());
+            }
             if trimmed.chars().count() >= MIN_ENCODED_LEN {
                 for form in encoded_forms(trimmed) {
                     add(form, MIN_ENCODED_LEN);
@@ -68,7 +81,11 @@ impl Masker {
         let any = (!patterns.is_empty())
             .then(|| aho_corasick::AhoCorasick::new(&patterns).ok())
             .flatten();
-        Self { patterns, any }
+        Self {
+            patterns,
+            whole,
+            any,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,13 +99,21 @@ impl Masker {
 
     /// The line with every secret replaced by [`MASK`].
     pub fn mask<'a>(&self, line: &'a str) -> Cow<'a, str> {
-        if self.any.as_ref().is_some_and(|a| !a.is_match(line)) {
-            return Cow::Borrowed(line);
-        }
         let mut out = Cow::Borrowed(line);
-        for p in &self.patterns {
-            if out.contains(p.as_str()) {
-                out = Cow::Owned(out.replace(p.as_str(), MASK));
+        if !self.any.as_ref().is_some_and(|a| !a.is_match(line)) {
+            for p in &self.patterns {
+                if out.contains(p.as_str()) {
+                    out = Cow::Owned(out.replace(p.as_str(), MASK));
+                }
+            }
+        }
+        for v in &self.whole {
+            if let Some(k) = piece_at_end(&out, v) {
+                let keep = out.len() - k;
+                out = Cow::Owned(format!("{}{MASK}", &out[..keep]));
+            }
+            if let Some(k) = piece_at_start(&out, v) {
+                out = Cow::Owned(format!("{MASK}{}", &out[k..]));
             }
         }
         out
@@ -117,6 +142,33 @@ impl Masker {
         }
         cut
     }
+}
+
+/// The length in bytes of the longest start of `value` (at least [`MIN_SPLIT_LEN`] characters,
+/// not all of it) that `line` ends with.
+fn piece_at_end(line: &str, value: &str) -> Option<usize> {
+    let last = *line.as_bytes().last()?;
+    let bytes = value.as_bytes();
+    (1..value.len()).rev().find(|&k| {
+        bytes[k - 1] == last
+            && value.is_char_boundary(k)
+            && value[..k].chars().count() >= MIN_SPLIT_LEN
+            && line.ends_with(&value[..k])
+    })
+}
+
+/// The length in bytes of the longest end of `value` (at least [`MIN_SPLIT_LEN`] characters,
+/// not all of it) that `line` starts with.
+fn piece_at_start(line: &str, value: &str) -> Option<usize> {
+    let first = *line.as_bytes().first()?;
+    let bytes = value.as_bytes();
+    (1..value.len()).find_map(|i| {
+        (bytes[i] == first
+            && value.is_char_boundary(i)
+            && value[i..].chars().count() >= MIN_SPLIT_LEN
+            && line.starts_with(&value[i..]))
+        .then(|| value.len() - i)
+    })
 }
 
 /// The forms a value takes when a program encodes it (see the module's list).
@@ -389,6 +441,25 @@ mod tests {
             secret,
             "<b>s3cr3t/Value+with space&amp;&quot;quotes&quot;é</b>",
         );
+    }
+
+    #[test]
+    fn a_value_split_over_two_lines_is_masked_at_their_edges() {
+        let m = Masker::new(["hunter2-split-value"]);
+        // Half on stdout, half on stderr: two lines.
+        assert_eq!(m.mask("token: hunter2-s"), "token: ***");
+        assert_eq!(m.mask("plit-value and more"), "*** and more");
+        // Pieces too short to tell from ordinary text stay.
+        assert_eq!(m.mask("a hun"), "a hun");
+        assert_eq!(m.mask("lue."), "lue.");
+        // Whole values and ordinary lines are as before.
+        assert_eq!(m.mask("x hunter2-split-value y"), "x *** y");
+        assert_eq!(m.mask("nothing here"), "nothing here");
+        assert_eq!(m.mask(""), "");
+        // Multi-byte characters: pieces are cut on character boundaries.
+        let u = Masker::new(["pässwörd-geheim"]);
+        assert_eq!(u.mask("x pässw"), "x ***");
+        assert_eq!(u.mask("örd-geheim!"), "***!");
     }
 
     #[test]

@@ -24,6 +24,9 @@ stages:
             run: |
               printf '%s' \"${SPLIT_TOKEN%-value}\"; sleep 0.2; printf '%s\\n' '-value'
               printf '%s' \"$SPLIT_TOKEN\" | head -c 7; sleep 0.2; printf '%s\\n' \"$SPLIT_TOKEN\" | tail -c +8
+          - name: half on stdout, half on stderr
+            run: |
+              printf '%s' \"$SPLIT_TOKEN\" | head -c 9; sleep 0.2; printf '%s\\n' \"$SPLIT_TOKEN\" | tail -c +10 >&2
           - name: multi-line value
             run: printf '%s\\n' \"$MULTI_KEY\"; printf 'x%sy\\n' \"$MULTI_KEY\"
           - name: set -x
@@ -100,7 +103,8 @@ fn secret_values_appear_nowhere() {
         logs.lines().filter(|l| l.trim() == "***").count() >= 4,
         "the encoded forms were printed and masked:\n{logs}"
     );
-    let values: Vec<&str> = [SPLIT, MULTI_1, MULTI_2, QUOTED, "hunter2"]
+    // "plit-value": what the step that splits it over stdout and stderr prints on stderr.
+    let values: Vec<&str> = [SPLIT, MULTI_1, MULTI_2, QUOTED, "hunter2", "plit-value"]
         .into_iter()
         .chain(encoded)
         .collect();
