@@ -100,7 +100,7 @@ impl Masker {
     /// The line with every secret replaced by [`MASK`].
     pub fn mask<'a>(&self, line: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(line);
-        if !self.any.as_ref().is_some_and(|a| !a.is_match(line)) {
+        if self.any.as_ref().is_none_or(|a| a.is_match(line)) {
             for p in &self.patterns {
                 if out.contains(p.as_str()) {
                     out = Cow::Owned(out.replace(p.as_str(), MASK));
