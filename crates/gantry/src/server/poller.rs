@@ -3,34 +3,69 @@
 //! run for the head of every watched branch that changed since the last tick. The store's unique
 //! trigger key makes a head already queued (by an earlier poll, a webhook, or before a restart)
 //! a no-op.
+//!
+//! Many repositories must not poll in step: each project ticks at a phase of its own within its
+//! interval (from a hash of its name, so it is the same after a restart), its first poll comes
+//! within [`FIRST_POLL_WITHIN`] of the start, and at most [`AT_ONCE`] polls run at a time.
 
 use super::Server;
 use gantry_config::server::ProjectConfig;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// Polls (`git ls-remote` processes) running at once, however many projects there are.
+pub const AT_ONCE: usize = 8;
+/// Every project polls once within this of the server's start.
+pub const FIRST_POLL_WITHIN: Duration = Duration::from_secs(2);
+
+/// Where in each interval `name` polls: FNV-1a of the name, spread over the interval.
+fn phase(name: &str, every: Duration, within: Duration) -> Duration {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let span = every.min(within).as_millis().max(1) as u64;
+    Duration::from_millis((h ^ (h >> 32)) % span)
+}
+
 pub fn spawn_pollers(server: Arc<Server>) -> Vec<JoinHandle<()>> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+    let start = tokio::time::Instant::now();
     server
         .config
         .projects
         .iter()
         .filter(|p| !p.poll.is_zero())
         .map(|p| {
-            let (server, project) = (server.clone(), p.clone());
+            let (server, project, slots) = (server.clone(), p.clone(), slots.clone());
             tokio::spawn(async move {
                 let mut draining = server.draining.subscribe();
-                let mut tick = tokio::time::interval(project.poll);
+                let first = start + phase(&project.name, project.poll, FIRST_POLL_WITHIN);
+                let steady = phase(&project.name, project.poll, project.poll);
+                let mut first = Some(first);
+                let mut tick = tokio::time::interval_at(start + steady + project.poll, project.poll);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut last_seen: Vec<(String, String)> = Vec::new();
                 let mut failing = Failing::default();
                 loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = draining.changed() => return,
+                    match first.take() {
+                        Some(at) => tokio::select! {
+                            _ = tokio::time::sleep_until(at) => {}
+                            _ = draining.changed() => return,
+                        },
+                        None => tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = draining.changed() => return,
+                        },
                     }
                     if failing.skip() {
                         continue;
                     }
+                    let Ok(_slot) = slots.acquire().await else {
+                        return;
+                    };
                     match poll_once(&server, &project, &last_seen).await {
                         Ok(heads) => {
                             if failing.failures > 0 {
@@ -108,7 +143,28 @@ impl Failing {
 
 #[cfg(test)]
 mod tests {
-    use super::Failing;
+    use super::{Failing, phase};
+    use std::time::Duration;
+
+    #[test]
+    fn projects_poll_at_phases_of_their_own_within_the_interval() {
+        let every = Duration::from_secs(10);
+        let names: Vec<String> = (0..1000).map(|i| format!("project-{i}")).collect();
+        let phases: Vec<Duration> = names.iter().map(|n| phase(n, every, every)).collect();
+        assert!(phases.iter().all(|p| *p < every));
+        // Spread: each of the ten seconds holds between 5% and 15% of the projects.
+        for second in 0..10u64 {
+            let n = phases.iter().filter(|p| p.as_secs() == second).count();
+            assert!((50..=150).contains(&n), "second {second}: {n} projects");
+        }
+        // Stable across restarts, and the first poll comes soon.
+        assert_eq!(phase("web", every, every), phase("web", every, every));
+        assert!(phase("web", every, Duration::from_secs(2)) < Duration::from_secs(2));
+        assert!(
+            phase("web", Duration::from_millis(500), Duration::from_secs(2))
+                < Duration::from_millis(500)
+        );
+    }
 
     #[test]
     fn failed_polls_back_off_and_a_success_resets() {
