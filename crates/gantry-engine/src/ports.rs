@@ -455,6 +455,13 @@ pub trait RunStore: Send + Sync {
         limit: i64,
     ) -> anyhow::Result<Vec<LogRecord>>;
 
+    /// Removes the log lines of every run that finished before `before` (the runs, their
+    /// steps and diagnoses stay) and records when; returns (runs, lines) removed. Runs still
+    /// going are never touched.
+    async fn remove_logs_before(&self, before: Millis, at: Millis) -> anyhow::Result<(u64, u64)>;
+    /// When retention removed the run's log lines, if it did.
+    async fn logs_removed_at(&self, run: i64) -> anyhow::Result<Option<Millis>>;
+
     /// Keeps the diagnosis of a failed run (JSON, as `gantry why --json` prints it).
     async fn set_run_diagnosis(&self, run: i64, json: &str) -> anyhow::Result<()>;
     async fn run_diagnosis(&self, run: i64) -> anyhow::Result<Option<String>>;

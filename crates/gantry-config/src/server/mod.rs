@@ -33,7 +33,7 @@ pub const ARTIFACTS_KEYS: &[&str] = &[
     "timeout",
     "retries",
 ];
-pub const RETENTION_KEYS: &[&str] = &["keep_runs", "keep_younger_than", "interval"];
+pub const RETENTION_KEYS: &[&str] = &["keep_runs", "keep_younger_than", "interval", "logs"];
 pub const NOTIFY_KEYS: &[&str] = &["url", "on", "secret_env"];
 pub const PROJECT_KEYS: &[&str] = &["name", "repo", "branches", "poll", "webhook_secret_env"];
 pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace", "max_job_log_bytes", "sandbox"];
@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub keep_younger_than: Duration,
     /// How often the server applies retention (zero: never).
     pub retention_interval: Duration,
+    /// Log lines of runs that finished longer ago than this are removed (the runs stay);
+    /// `None`: logs are kept.
+    pub keep_logs: Option<Duration>,
     /// Where artifacts are kept; `None`: on local disk in the data directory.
     pub artifacts: Option<ArtifactsConfig>,
 }
@@ -137,6 +140,7 @@ impl Default for ServerConfig {
             notify: Vec::new(),
             keep_runs: 10,
             keep_younger_than: Duration::from_secs(7 * 86400),
+            keep_logs: None,
             retention_interval: Duration::from_secs(3600),
             artifacts: None,
         }
@@ -662,6 +666,11 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
                             "keep_younger_than" => {
                                 if let Some(d) = c.duration(v, &field) {
                                     cfg.keep_younger_than = d;
+                                }
+                            }
+                            "logs" => {
+                                if let Some(d) = c.duration(v, &field) {
+                                    cfg.keep_logs = Some(d);
                                 }
                             }
                             _ => {

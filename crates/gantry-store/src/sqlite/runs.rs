@@ -395,6 +395,40 @@ impl RunStore for SqliteStore {
         Ok(())
     }
 
+    async fn remove_logs_before(&self, before: Millis, at: Millis) -> Result<(u64, u64)> {
+        let mut tx = write_tx(&self.pool).await?;
+        let finished = "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1 \
+                        AND status NOT IN ('queued', 'running') AND logs_removed_at IS NULL";
+        let lines = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM log_lines WHERE step_id IN (SELECT s.id FROM steps s \
+             JOIN jobs j ON s.job_id = j.id WHERE j.run_id IN ({finished}))"
+        )))
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .context("removing old log lines")?
+        .rows_affected();
+        let runs = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET logs_removed_at = $2 WHERE id IN ({finished})"
+        )))
+        .bind(before)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((runs, lines))
+    }
+
+    async fn logs_removed_at(&self, run: i64) -> Result<Option<Millis>> {
+        let at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT logs_removed_at FROM runs WHERE id = $1")
+                .bind(run)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(at.flatten())
+    }
+
     async fn run_diagnosis(&self, run: i64) -> Result<Option<String>> {
         let d: Option<Option<String>> =
             sqlx::query_scalar("SELECT diagnosis FROM runs WHERE id = $1")

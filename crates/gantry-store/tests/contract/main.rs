@@ -7,8 +7,12 @@
 //! Everything here goes through the engine's ports (`Arc<dyn StateStore>`), never a backend's
 //! own methods, so a passing backend is a drop-in replacement.
 
-use gantry_engine::ports::{EnvLock, NewRelease, OwnerLease, QueuedRun, RunFilter, StateStore};
+use gantry_engine::ports::{
+    EnvLock, NewLogLine, NewRelease, NewRun, NewStage, OwnerLease, QueuedRun, RunFilter,
+    StateStore, Stream,
+};
 use gantry_engine::release::{ReleaseKind, ReleaseState};
+use gantry_model::{RunStatus, StepStatus};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -358,6 +362,73 @@ pub async fn owner_leases_renew_until_removed(store: Arc<dyn StateStore>) {
     assert!(!store.renew_owner(&lease.name, 91_000).await.unwrap());
 }
 
+/// A run with one job and one step that printed `lines` lines, finished at `finished`
+/// (still running when None).
+async fn run_with_log(store: &Arc<dyn StateStore>, lines: i64, finished: Option<i64>) -> i64 {
+    let ids = store
+        .create_run(NewRun {
+            project: "p".into(),
+            repo: "/srv/repo".into(),
+            commit: "0".repeat(40),
+            branch: Some("main".into()),
+            pipeline_file: "gantry.yml".into(),
+            trigger: "cli".into(),
+            status: RunStatus::Running,
+            created_at: 1,
+            owner: None,
+            stages: vec![NewStage {
+                name: "build".into(),
+                kind: "jobs",
+                jobs: vec![("job".into(), false)],
+            }],
+        })
+        .await
+        .unwrap();
+    let step = store
+        .start_step(ids.jobs[0][0], 1, 0, "step", 2)
+        .await
+        .unwrap();
+    let batch: Vec<NewLogLine> = (1..=lines)
+        .map(|line| NewLogLine {
+            step_id: step,
+            line,
+            at: 3,
+            stream: Stream::Stdout,
+            text: format!("line {line}"),
+        })
+        .collect();
+    store.append_logs(&batch).await.unwrap();
+    if let Some(at) = finished {
+        store
+            .finish_step(step, StepStatus::Succeeded, Some(0), at)
+            .await
+            .unwrap();
+        store
+            .set_run_status(ids.run, RunStatus::Succeeded, at, None)
+            .await
+            .unwrap();
+    }
+    ids.run
+}
+
+/// Log retention removes the lines of runs finished before the cutoff and says when, once;
+/// newer runs and runs still going keep theirs.
+pub async fn log_retention_removes_only_old_finished_runs_logs(store: Arc<dyn StateStore>) {
+    let old = run_with_log(&store, 30, Some(100)).await;
+    let newer = run_with_log(&store, 5, Some(500)).await;
+    let going = run_with_log(&store, 7, None).await;
+    assert_eq!(store.remove_logs_before(200, 1000).await.unwrap(), (1, 30));
+    assert!(store.logs(old, None, 0, 100).await.unwrap().is_empty());
+    assert_eq!(store.logs(newer, None, 0, 100).await.unwrap().len(), 5);
+    assert_eq!(store.logs(going, None, 0, 100).await.unwrap().len(), 7);
+    assert_eq!(store.logs_removed_at(old).await.unwrap(), Some(1000));
+    assert_eq!(store.logs_removed_at(newer).await.unwrap(), None);
+    // The run itself stays; a second sweep finds nothing more.
+    assert!(store.run_detail(old).await.unwrap().is_some());
+    assert_eq!(store.remove_logs_before(200, 2000).await.unwrap(), (0, 0));
+    assert_eq!(store.logs_removed_at(old).await.unwrap(), Some(1000));
+}
+
 /// `contract!(name => open)`: a module `name` with one test per clause of the contract, each
 /// on a fresh store that `open(dir)` makes in a temporary directory.
 macro_rules! contract {
@@ -370,7 +441,8 @@ macro_rules! contract {
                 leases_expire_and_only_expired_ones_are_taken_over,
                 owner_leases_renew_until_removed,
                 the_history_of_releases_only_grows,
-                paging_is_stable_while_runs_are_added);
+                paging_is_stable_while_runs_are_added,
+                log_retention_removes_only_old_finished_runs_logs);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(

@@ -298,5 +298,17 @@ pub async fn logs(args: LogsArgs, server: Option<String>, data_dir: Option<PathB
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    if after == 0
+        && let Source::Local(ctx) = &src
+        && let Some(at) = ctx.state.logs_removed_at(args.run).await?
+    {
+        eprintln!(
+            "run {}'s log was removed by log retention ([retention] logs) {} ago",
+            args.run,
+            gantry_model::duration::format_duration(Duration::from_millis(
+                (gantry_engine::ports::now_millis() - at).max(0) as u64
+            ))
+        );
+    }
     Ok(())
 }

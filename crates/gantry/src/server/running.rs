@@ -223,6 +223,17 @@ fn spawn_retention(server: Arc<Server>) -> Option<JoinHandle<()>> {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "retention failed"),
             }
+            if let Some(age) = server.config.keep_logs {
+                let now = gantry_engine::ports::now_millis();
+                let before = now - age.as_millis() as i64;
+                match server.store.remove_logs_before(before, now).await {
+                    Ok((runs, lines)) if runs > 0 => {
+                        tracing::info!(runs, lines, "log retention removed old runs' logs")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "log retention failed"),
+                }
+            }
         }
     }))
 }

@@ -725,3 +725,35 @@ fn a_failed_run_is_diagnosed_and_notified() {
     let d = s.api("GET", "/api/runs/1/diagnosis", "").json();
     assert_eq!(d["diagnosis"]["category"], "test-failure");
 }
+
+/// `[retention] logs`: a finished run's log lines go after that age (the run stays, with its
+/// steps), and `gantry logs` says why there is nothing to show.
+#[test]
+fn log_retention_removes_old_runs_logs_and_says_so() {
+    let f = crate::support::Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: build\n    jobs:\n      - name: say\n        run: echo a line to forget\n",
+    );
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(f.logs(1, "say").contains("a line to forget"));
+    let _server = Served::start_with_data(
+        "listen = \"127.0.0.1:0\"\n[retention]\ninterval = \"200ms\"\nlogs = \"1ms\"\n",
+        &f.data(),
+    );
+    let gone = || {
+        let out = f.run(&["logs", "1"]);
+        out.code == 0 && !out.stdout.contains("a line to forget")
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), gone),
+        "the log is still there"
+    );
+    let out = f.run(&["logs", "1"]);
+    assert!(
+        out.stderr
+            .contains("run 1's log was removed by log retention ([retention] logs)"),
+        "{out}"
+    );
+    // The run and its job are still there.
+    assert_eq!(crate::support::job_status(&f.show(1), "say"), "succeeded");
+}
