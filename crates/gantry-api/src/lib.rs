@@ -27,7 +27,9 @@ pub mod state;
 
 pub use error::{ApiError, ControlError};
 pub use routes::{ROUTE_TABLE, RouteInfo, router};
-pub use state::{AppState, Control, RouterSample, TriggerOutcome, TriggerRequest, TriggerSource};
+pub use state::{
+    AppState, Control, RouterSample, ShareKey, TriggerOutcome, TriggerRequest, TriggerSource,
+};
 
 /// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
 pub async fn serve(

@@ -131,6 +131,12 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "Create an API token (shown once)",
     ),
     route(
+        "POST",
+        "/api/share-key/rotate",
+        Token(Role::Admin),
+        "Replace the key share links are signed with: every link made before is refused from now on",
+    ),
+    route(
         "GET",
         "/a/{token}",
         Link,
@@ -256,6 +262,7 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("GET", "/api/artifacts") => get(handlers::list_artifacts),
         ("POST", "/api/artifacts/shares") => post(crate::shares::create),
         ("POST", "/api/shares/{id}/revoke") => post(crate::shares::revoke),
+        ("POST", "/api/share-key/rotate") => post(crate::shares::rotate_key),
         ("GET", "/api/environments") => get(crate::environments::list),
         ("GET", "/api/projects/{project}/environments/{environment}") => {
             get(crate::environments::status)

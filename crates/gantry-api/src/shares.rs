@@ -95,7 +95,7 @@ async fn verify(state: &AppState, token: &str) -> Result<ShareRecord, ApiError> 
     let share = state.store.share(id).await?.ok_or_else(refused)?;
     // A stable link's redirects carry their own short expiry; any other link its recorded one.
     if (!share.stable && share.expires_at != expires)
-        || mac(&state.share_key, id, expires, &share.digest)
+        || mac(&state.share_key.get(), id, expires, &share.digest)
             .verify_slice(&sig)
             .is_err()
     {
@@ -328,9 +328,9 @@ pub async fn create(
         })
         .await?;
     let path = if share.stable {
-        stable_path(&state.share_key, &share)
+        stable_path(&state.share_key.get(), &share)
     } else {
-        link_path(&state.share_key, &share)
+        link_path(&state.share_key.get(), &share)
     };
     Ok((
         StatusCode::CREATED,
@@ -358,7 +358,7 @@ pub async fn stable(
     };
     let share = state.store.share(id).await?.ok_or_else(refused)?;
     if !share.stable
-        || stable_mac(&state.share_key, id, &share.digest)
+        || stable_mac(&state.share_key.get(), id, &share.digest)
             .verify_slice(&sig)
             .is_err()
     {
@@ -385,7 +385,7 @@ pub async fn stable(
         format!(
             "{}{}",
             state.public_url,
-            signed_path(&state.share_key, &share, expires)
+            signed_path(&state.share_key.get(), &share, expires)
         )
     };
     Response::builder()
@@ -397,6 +397,16 @@ pub async fn stable(
 }
 
 /// `POST /api/shares/{id}/revoke`.
+/// `POST /api/share-key/rotate`: a new signing key; every link made before stops working.
+pub async fn rotate_key(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let key = state.control.rotate_share_key().await?;
+    state.share_key.set(key);
+    Ok(Json(json!({
+        "rotated": true,
+        "note": "every share link made before now is refused (403); make new ones with gantry artifact share"
+    })))
+}
+
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<i64>,

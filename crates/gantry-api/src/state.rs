@@ -17,10 +17,26 @@ pub struct AppState {
     /// Webhook bodies larger than this get 413.
     pub max_body_bytes: usize,
     pub artifacts: Arc<dyn gantry_engine::ports::ArtifactStore>,
-    /// The key share links are signed with (kept in the data directory).
-    pub share_key: Arc<[u8]>,
+    /// The key share links are signed with (kept in the data directory); rotating it makes
+    /// every link made before invalid.
+    pub share_key: Arc<ShareKey>,
     /// The server's own URL, for the links it hands out.
     pub public_url: String,
+}
+
+/// The share-link key as it is now: read for every link, replaced whole by a rotation.
+pub struct ShareKey(std::sync::RwLock<Arc<[u8]>>);
+
+impl ShareKey {
+    pub fn new(key: Vec<u8>) -> Self {
+        Self(std::sync::RwLock::new(key.into()))
+    }
+    pub fn get(&self) -> Arc<[u8]> {
+        self.0.read().expect("share key").clone()
+    }
+    pub fn set(&self, key: Vec<u8>) {
+        *self.0.write().expect("share key") = key.into();
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +145,9 @@ pub trait Control: Send + Sync {
         environment: &str,
         name: &str,
     ) -> Result<serde_json::Value, ControlError>;
+    /// Replaces the share-link key with a new one, kept where the old one was (written whole
+    /// or not at all); returns it.
+    async fn rotate_share_key(&self) -> Result<Vec<u8>, ControlError>;
     /// Why the latest failed release of the environment failed (`gantry why ENV --json`).
     async fn release_diagnosis(
         &self,

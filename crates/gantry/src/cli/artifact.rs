@@ -57,6 +57,9 @@ pub enum ArtifactCommand {
     },
     /// Revoke a share link (its id is printed by `share`)
     Revoke { id: i64 },
+    /// Replace the key share links are signed with: every link made before stops working
+    /// (admin token)
+    RotateShareKey,
     /// Pack and store paths of a directory as a job would, without recording an artifact
     /// (for benchmarks: prints the digest, size and whether anything new was stored)
     #[command(hide = true)]
@@ -229,6 +232,12 @@ pub async fn artifact(
             c.post(&format!("/api/shares/{id}/revoke"), json!({}))
                 .await?;
             println!("share {id} revoked");
+            Ok(())
+        }
+        ArtifactCommand::RotateShareKey => {
+            let c = super::remote::client(server.as_deref(), data_dir)?;
+            c.post("/api/share-key/rotate", json!({})).await?;
+            println!("the share-link key was replaced: every link made before now is refused");
             Ok(())
         }
         ArtifactCommand::Pin { which, reason } => {

@@ -30,6 +30,19 @@ pub fn share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(hex::decode(hex_part)?)
 }
 
+/// A new share-link key in place of the old one: written to a temporary file (mode 0600) and
+/// renamed over `share.key`, so a crash leaves the old key or the new one, never half of one.
+pub fn rotate_share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join("share.key");
+    let tmp = data_dir.join("share.key.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let key = generate_token();
+    let hex_part = key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX);
+    write_private(&tmp, hex_part)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(hex::decode(hex_part)?)
+}
+
 /// On first start, creates an admin token and keeps it in the data directory (mode 0600), so
 /// the CLI on this machine works without copying a token around.
 pub async fn ensure_admin_token(store: &dyn StateStore, data_dir: &Path) -> anyhow::Result<()> {

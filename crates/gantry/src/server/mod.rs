@@ -441,6 +441,10 @@ impl Control for Server {
         Ok(serde_json::json!(acted))
     }
 
+    async fn rotate_share_key(&self) -> Result<Vec<u8>, ControlError> {
+        keys::rotate_share_key(&self.data_dir).map_err(ControlError::from)
+    }
+
     async fn release_diagnosis(
         &self,
         project: &str,

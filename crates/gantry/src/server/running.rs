@@ -90,7 +90,9 @@ impl Server {
             metrics,
             max_body_bytes: config.max_body_bytes,
             artifacts: server.artifacts.clone(),
-            share_key: super::keys::share_key(&data_dir)?.into(),
+            share_key: Arc::new(gantry_api::ShareKey::new(super::keys::share_key(
+                &data_dir,
+            )?)),
             public_url: url.clone(),
         };
         // Written whole or not at all (temp file + rename): the CLI and scripts read it the

@@ -222,3 +222,79 @@ fn share_links_work_with_plain_curl_and_refuse_everything_else() {
         "{ls}"
     );
 }
+
+/// `gantry artifact rotate-share-key` (admin): every link made before — expiring and stable —
+/// is refused from then on, new links work, and the new key survives a restart. A viewer
+/// cannot rotate it.
+#[test]
+fn rotating_the_share_key_refuses_every_earlier_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "stages:\n  - name: build\n    jobs:\n      - name: make\n        run: echo hello > report.txt\n        artifacts:\n          - { name: report, path: report.txt }\n";
+    bare_repo(dir.path(), pipeline);
+    let mut s = Served::start_in(dir, &config("0s"));
+    let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(s.wait_finished(id), "succeeded");
+    let cli = |s: &Served, args: &[&str]| -> crate::support::Run {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .env("GANTRY_HOME", s.data())
+            .env_remove("GANTRY_SERVER")
+            .env_remove("GANTRY_TOKEN")
+            .output()
+            .unwrap()
+            .into()
+    };
+    let link = |s: &Served, extra: &[&str]| {
+        let mut args = vec!["artifact", "share", "report"];
+        args.extend_from_slice(extra);
+        let out = cli(s, &args);
+        assert_eq!(out.code, 0, "{out}");
+        out.stdout.trim().to_string()
+    };
+    let fetch = |url: &str| status_of(&curl(&[url]).0);
+    let old = link(&s, &["--expires", "1h"]);
+    let old_stable = link(&s, &["--stable"]);
+    assert_eq!(fetch(&old), 200);
+    assert_eq!(
+        status_of(&curl(&[&old_stable]).0) / 100,
+        3,
+        "stable links redirect"
+    );
+
+    // A viewer may not rotate it.
+    let viewer = s
+        .api("POST", "/api/tokens", r#"{"name": "v", "role": "viewer"}"#)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.request(
+        "POST",
+        "/api/share-key/rotate",
+        &[("Authorization", &format!("Bearer {viewer}"))],
+        b"{}",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(fetch(&old), 200);
+
+    let out = cli(&s, &["artifact", "rotate-share-key"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("every link made before now is refused"),
+        "{out}"
+    );
+    assert_eq!(fetch(&old), 403);
+    assert_eq!(fetch(&old_stable), 403);
+    let new = link(&s, &["--expires", "1h"]);
+    assert_eq!(fetch(&new), 200);
+
+    // After a restart (on another port: the links are the same but for the address).
+    let before = s.url.clone();
+    s.stop();
+    s.restart();
+    let here = |u: &str| u.replace(&before, &s.url);
+    assert_eq!(fetch(&here(&new)), 200, "the new key is the one kept");
+    assert_eq!(fetch(&here(&old)), 403);
+}
