@@ -263,10 +263,18 @@ impl Runner {
         let _ = done_rx.await;
         drop(logs);
         drop(ctx);
-        let _ = log_task.await;
-        let status = status?;
+        let log_failure = log_task.await.ok().flatten();
+        let mut status = status?;
+        // A run whose log could not be kept has not succeeded: what it printed is lost.
+        let error = log_failure.map(|e| {
+            status = RunStatus::Failed;
+            format!("the run's log could not be stored: {e}")
+        });
+        if let Some(e) = &error {
+            eprintln!("gantry: run {run_id}: {e}");
+        }
         self.state
-            .set_run_status(run_id, status, now(), None)
+            .set_run_status(run_id, status, now(), error.as_deref())
             .await?;
         if !opts.keep_workspaces {
             let _ = tokio::fs::remove_dir_all(opts.work_root.join(run_id.to_string())).await;

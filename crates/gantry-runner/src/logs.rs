@@ -116,10 +116,16 @@ pub(crate) fn spawn_writer(
     run: i64,
     state: Arc<dyn StateStore>,
     observer: Arc<dyn Observer>,
-) -> (mpsc::UnboundedSender<LogMsg>, tokio::task::JoinHandle<()>) {
+) -> (
+    mpsc::UnboundedSender<LogMsg>,
+    tokio::task::JoinHandle<Option<String>>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<LogMsg>();
     let handle = tokio::spawn(async move {
         let mut batch: Vec<NewLogLine> = Vec::new();
+        // The first failure to store lines (a full disk): later lines are not tried, so that
+        // what space is left records the run's end; the run is failed with it.
+        let mut failed: Option<String> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -136,31 +142,35 @@ pub(crate) fn spawn_writer(
                         });
                         batch.push(NewLogLine { step_id: l.step_id, line: l.line, at: l.at, stream: l.stream, text: l.text });
                         if batch.len() >= BATCH {
-                            store(&*state, &mut batch).await;
+                            store(&*state, &mut batch, &mut failed).await;
                         }
                     }
                     Some(LogMsg::Flush(done)) => {
-                        store(&*state, &mut batch).await;
+                        store(&*state, &mut batch, &mut failed).await;
                         let _ = done.send(());
                     }
                     None => {
-                        store(&*state, &mut batch).await;
+                        store(&*state, &mut batch, &mut failed).await;
                         break;
                     }
                 },
-                _ = tick.tick() => store(&*state, &mut batch).await,
+                _ = tick.tick() => store(&*state, &mut batch, &mut failed).await,
             }
         }
+        failed
     });
     (tx, handle)
 }
 
-async fn store(state: &dyn StateStore, batch: &mut Vec<NewLogLine>) {
-    if batch.is_empty() {
+async fn store(state: &dyn StateStore, batch: &mut Vec<NewLogLine>, failed: &mut Option<String>) {
+    if batch.is_empty() || failed.is_some() {
+        batch.clear();
         return;
     }
     if let Err(e) = state.append_logs(batch).await {
-        tracing::error!(error = %format!("{e:#}"), lines = batch.len(), "could not store log lines");
+        let error = format!("{e:#}");
+        tracing::error!(error = %error, lines = batch.len(), "could not store log lines; the run's later lines are not kept");
+        *failed = Some(error);
     }
     batch.clear();
 }

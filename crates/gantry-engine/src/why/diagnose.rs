@@ -351,6 +351,16 @@ mod tests {
             exit(1),
             Category::DiskFull,
         );
+        // Gantry's data directory full: the run's recorded error, not the steps' output.
+        let full = diagnose(
+            &["all good"],
+            vec![Fact::Error {
+                job: None,
+                text: "the run's log could not be stored: storing log lines: no space left on the file system of /srv/gantry (the data directory): error returned from database: (code: 13) database or disk is full; free space there, then run again".into(),
+            }],
+        );
+        assert_eq!(full.category, Category::DiskFull, "{full:?}");
+        assert_eq!(full.rule.as_deref(), Some("data-dir-full"), "{full:?}");
         check(
             &["curl: (7) Failed to connect to 127.0.0.1 port 1: Connection refused"],
             exit(7),

@@ -170,6 +170,9 @@ rules! {
     "aws-quota" => Quota, 92, ["CodeStorageExceededException", "LimitExceededException", "ServiceQuotaExceededException", "TooManyRequestsException", "Rate exceeded", "Throttling"],
         "An account limit of the cloud provider was reached (code storage, a quota, or a request rate).",
         "Delete what the account no longer needs (old Lambda versions: lower `keep`), ask for a higher quota, or retry later.";
+    "data-dir-full" => DiskFull, 97, ["(the data directory)"],
+        "Gantry's own data directory filled up: the run's log or state could not be stored (the steps themselves may have succeeded).",
+        "Free space on the file system of gantry's data directory (old runs' artifacts: `gantry gc`; old logs: `[retention] logs`), then run again.";
     "disk-full" => DiskFull, 95, ["No space left on device", "ENOSPC", "disk full", "Disk quota exceeded"],
         "The disk (or a quota) filled up while the step wrote to it.",
         "Free space on the runner (old workspaces, caches, docker images) or write somewhere larger.";

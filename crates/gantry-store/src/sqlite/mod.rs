@@ -29,7 +29,15 @@ mod runs;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file, for messages.
+    path: std::path::PathBuf,
+    /// Space set aside beside the database ([`RESERVE_BYTES`]), given back the first time the
+    /// file system is found full, so the failure itself can still be recorded.
+    reserve: std::path::PathBuf,
 }
+
+/// How much space the store keeps in reserve for recording that the disk is full.
+const RESERVE_BYTES: usize = 1024 * 1024;
 
 const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.branch, r.pipeline_file, \
      r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner";
@@ -46,6 +54,13 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A write that failed because the disk was full can leave its connection in a
+            // transaction SQLite already rolled back (sqlx's ROLLBACK then fails and its count
+            // stays up): such a connection is closed, never handed out again, or every later
+            // write would fail with "non-zero transaction depth" until restart.
+            .after_release(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options)
             .await
             .with_context(|| format!("opening the state database {}", path.display()))?;
@@ -53,7 +68,37 @@ impl SqliteStore {
             .run(&pool)
             .await
             .with_context(|| format!("migrating the state database {}", path.display()))?;
-        Ok(Self { pool })
+        let reserve = path.with_extension("db.reserve");
+        if !reserve.exists() {
+            // Best effort: a disk already full has nothing to set aside.
+            let _ = std::fs::write(&reserve, vec![0u8; RESERVE_BYTES]);
+        }
+        Ok(Self {
+            pool,
+            path: path.to_path_buf(),
+            reserve,
+        })
+    }
+
+    /// A write's error, said plainly when the file system is full (SQLITE_FULL): which file
+    /// system, and what to do; the reserve is given back so the failure can be recorded.
+    fn write_error(&self, e: sqlx::Error, what: &str) -> anyhow::Error {
+        let full = match &e {
+            sqlx::Error::Database(d) => {
+                d.code().as_deref() == Some("13") || d.message().contains("disk is full")
+            }
+            sqlx::Error::Io(io) => io.raw_os_error() == Some(28),
+            _ => false,
+        };
+        if !full {
+            return anyhow::Error::new(e).context(what.to_string());
+        }
+        let _ = std::fs::remove_file(&self.reserve);
+        let dir = self.path.parent().unwrap_or(&self.path);
+        anyhow::anyhow!(
+            "{what}: no space left on the file system of {} (the data directory): {e}; free space there, then run again",
+            dir.display()
+        )
     }
 }
 

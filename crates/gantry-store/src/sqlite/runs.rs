@@ -48,7 +48,7 @@ impl RunStore for SqliteStore {
         .bind(run)
         .execute(&self.pool)
         .await
-        .context("recording the run's status")?;
+        .map_err(|e| self.write_error(e, "recording the run's status"))?;
         Ok(())
     }
 
@@ -153,7 +153,10 @@ impl RunStore for SqliteStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut tx = write_tx(&self.pool).await?;
+        let what = "storing log lines";
+        let mut tx = write_tx(&self.pool)
+            .await
+            .map_err(|e| self.write_error(e, what))?;
         for l in lines {
             sqlx::query("INSERT INTO log_lines (step_id, line, at, stream, text) VALUES ($1, $2, $3, $4, $5)")
                 .bind(l.step_id)
@@ -163,9 +166,9 @@ impl RunStore for SqliteStore {
                 .bind(&l.text)
                 .execute(&mut *tx)
                 .await
-                .context("storing log lines")?;
+                .map_err(|e| self.write_error(e, what))?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(|e| self.write_error(e, what))?;
         Ok(())
     }
 

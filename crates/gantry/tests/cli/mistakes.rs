@@ -189,3 +189,78 @@ fn an_unwritable_data_directory_is_named_with_what_to_do() {
     assert!(!out.stderr.contains("unable to open database"), "{out}");
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "nothing made");
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped (the tests run as
+/// root, as `.ci/run` does).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+        SmallDisk { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remounting the tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The data directory's file system fills up while a job logs: the run fails saying where
+/// space ran out (not "succeeded" with its log lost, not a wedged database), `gantry why` puts
+/// it on gantry's side, and once there is space again the next run works.
+#[test]
+fn a_full_data_directory_fails_the_run_clearly_and_the_next_run_works() {
+    let disk = SmallDisk::new("3m");
+    let data = disk.dir.path().join("data");
+    let f = crate::support::Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: build\n    jobs:\n      - name: chatty\n        run: yes \"$(head -c 1023 /dev/zero | tr '\\0' x)\" | head -n 6000\n",
+    );
+    let run = |args: &[&str]| Run::from(f.gantry(args).env("GANTRY_HOME", &data).output().unwrap());
+    let out = run(&["run", "--plain"]);
+    assert_eq!(out.code, 1, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(&format!(
+            "the run's log could not be stored: storing log lines: no space left on the file system of {} (the data directory)",
+            data.display()
+        )),
+        "{}",
+        &text[text.len().saturating_sub(3000)..]
+    );
+    let why = run(&["why", "1"]);
+    assert!(why.stdout.contains("disk-full"), "{why}");
+    assert!(why.stdout.contains("gantry's data directory"), "{why}");
+
+    disk.resize("64m");
+    let out = run(&["run", "--plain"]);
+    assert_eq!(
+        out.code,
+        0,
+        "{}",
+        &out.stderr[out.stderr.len().saturating_sub(2000)..]
+    );
+    let listed = run(&["runs"]);
+    assert!(listed.stdout.contains("failed"), "{listed}");
+    assert!(listed.stdout.contains("succeeded"), "{listed}");
+}
