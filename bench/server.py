@@ -88,7 +88,9 @@ def pct(values, p):
 
 def bench_webhooks(gantry, pushes):
     base = tempfile.mkdtemp(prefix="gantry-bench-")
-    stamps = os.path.join(base, "stamps")
+    # Outside `base`, which holds the server's data directory: sandboxed steps cannot create
+    # files beside it.
+    stamps = os.path.join(tempfile.mkdtemp(prefix="gantry-bench-stamps-"), "stamps")
     bare = os.path.join(base, "hello.git")
     work = os.path.join(base, "work")
     git("init", "-q", "--bare", "-b", "main", bare, cwd=base)
@@ -179,12 +181,33 @@ def bench_polling(gantry, repos, seconds):
     time.sleep(12)
     s0, c0 = cpu_seconds(proc.pid)
     t0 = time.time()
-    time.sleep(seconds)
+    # Sampled every 0.2 s while measuring: the most `git ls-remote` processes at once, and the
+    # machine's highest 1-minute load average.
+    most, load_max = 0, 0.0
+    while time.time() - t0 < seconds:
+        most = max(most, ls_remotes())
+        with open("/proc/loadavg") as f:
+            load_max = max(load_max, float(f.read().split()[0]))
+        time.sleep(0.2)
     s1, c1 = cpu_seconds(proc.pid)
     elapsed = time.time() - t0
     rss = rss_kb(proc.pid)
     stop(proc)
-    return (s1 - s0), (c1 - c0), elapsed, rss
+    return (s1 - s0), (c1 - c0), elapsed, rss, most, load_max
+
+
+def ls_remotes():
+    n = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"ls-remote" in f.read():
+                    n += 1
+        except OSError:
+            pass
+    return n
 
 
 def main():
@@ -204,9 +227,10 @@ def main():
         print(f"(b) GET /api/runs [{name}] with {total} runs, 300 requests: p50 {statistics.median(times):.2f} ms, p95 {pct(times, 95):.2f} ms  (goal: p95 < 20 ms)")
     print(f"(c) idle RSS: {fresh / 1024:.1f} MiB fresh, {busy / 1024:.1f} MiB after (a) and (b)  (goal: < 40 MB)")
     if not args.skip_poll:
-        own, children, elapsed, rss = bench_polling(args.gantry, args.repos, args.seconds)
+        own, children, elapsed, rss, most, load_max = bench_polling(args.gantry, args.repos, args.seconds)
         print(f"(d) polling {args.repos} repositories every 10 s, over {elapsed:.0f} s: server {own:.2f} CPU-s, git children {children:.2f} CPU-s; "
-              f"total {100 * (own + children) / elapsed:.1f}% of one core; RSS {rss / 1024:.1f} MiB")
+              f"total {100 * (own + children) / elapsed:.1f}% of one core; RSS {rss / 1024:.1f} MiB; "
+              f"at most {most} ls-remote at once; highest 1-min load {load_max:.2f}")
 
 
 if __name__ == "__main__":

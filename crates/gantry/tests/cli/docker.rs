@@ -536,24 +536,8 @@ fn a_docker_canary_shares_users_stickily_through_the_router() {
 fn an_image_built_through_the_engine_api_deploys_and_a_broken_dockerfile_fails_the_job() {
     let name = format!("dk-api-{}", std::process::id());
     let port = free_port();
-    let pipeline = |dockerfile: &str| {
-        format!(
-            r#"//- gantry.yml
-name: {name}
-stages:
-  - name: build
-    jobs:
-      - name: image
-        run: |
-          mkdir -p ctx/www
-          cp /bin/busybox ctx/busybox
-          echo "hello from api" > ctx/www/index.html
-          cp Dockerfile ctx/Dockerfile
-        image:
-          name: app
-          context: ctx
-          file: ctx/Dockerfile
-environments:
+    let environment = format!(
+        "environments:
   production:
     target:
       docker:
@@ -566,10 +550,9 @@ environments:
     bake: 1s
     router:
       listen: 127.0.0.1:{port}
-//- Dockerfile
-{dockerfile}"#
-        )
-    };
+"
+    );
+    let pipeline = |file: &str| built_by_api(&name, "api", "", &environment, file);
     let turn = take_turn();
     let fx = Fixture::new(&pipeline(dockerfile(Image::Serves)));
     let mut web = Web {
@@ -629,26 +612,12 @@ fn an_image_pushed_to_a_registry_carries_the_run_and_commit_and_a_dead_registry_
     let (registry, reg) = crate::support::registry(dir.path());
     let repository = format!("127.0.0.1:{reg}/team/{name}");
     let pipeline = |version: &str, push: &str| {
-        format!(
-            r#"//- gantry.yml
-name: {name}
-stages:
-  - name: build
-    jobs:
-      - name: image
-        run: |
-          mkdir -p ctx/www
-          cp /bin/busybox ctx/busybox
-          echo "hello from {version}" > ctx/www/index.html
-          cp Dockerfile ctx/Dockerfile
-        image:
-          name: app
-          context: ctx
-          file: ctx/Dockerfile
-          push: {push}
-//- Dockerfile
-{dockerfile}"#,
-            dockerfile = dockerfile(Image::Serves)
+        built_by_api(
+            &name,
+            version,
+            &format!("          push: {push}\n"),
+            "",
+            dockerfile(Image::Serves),
         )
     };
     let fx = Fixture::new(&pipeline("v1", &repository));
@@ -718,6 +687,30 @@ stages:
         artifacts.stdout
     );
     drop(cleanup);
+}
+
+/// A project whose job builds `app` through the Engine API from a context serving `hello from
+/// VERSION`, with `image_keys` added to its `image:` and `rest` (environments) after the stages.
+fn built_by_api(name: &str, version: &str, image_keys: &str, rest: &str, file: &str) -> String {
+    format!(
+        r#"//- gantry.yml
+name: {name}
+stages:
+  - name: build
+    jobs:
+      - name: image
+        run: |
+          mkdir -p ctx/www
+          cp /bin/busybox ctx/busybox
+          echo "hello from {version}" > ctx/www/index.html
+          cp Dockerfile ctx/Dockerfile
+        image:
+          name: app
+          context: ctx
+          file: ctx/Dockerfile
+{image_keys}{rest}//- Dockerfile
+{file}"#
+    )
 }
 
 /// Removes, by id, the images of a test's project when dropped.

@@ -6,6 +6,18 @@ use crate::server_support::{Served, bare_repo, curl, curl_followed, status_of};
 use crate::support::wait_until;
 use std::time::Duration;
 
+/// The CLI on the server's machine: its data directory, the local admin token.
+fn gantry_of(s: &Served, args: &[&str]) -> crate::support::Run {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .env("GANTRY_HOME", s.data())
+        .env_remove("GANTRY_SERVER")
+        .env_remove("GANTRY_TOKEN")
+        .output()
+        .unwrap()
+        .into()
+}
+
 #[test]
 fn share_links_work_with_plain_curl_and_refuse_everything_else() {
     use sha2::{Digest, Sha256};
@@ -29,16 +41,7 @@ fn share_links_work_with_plain_curl_and_refuse_everything_else() {
         .clone();
 
     // The CLI prints a link; plain curl downloads it, sha256 matches the digest.
-    let cli = |args: &[&str]| -> crate::support::Run {
-        std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(args)
-            .env("GANTRY_HOME", s.data())
-            .env_remove("GANTRY_SERVER")
-            .env_remove("GANTRY_TOKEN")
-            .output()
-            .unwrap()
-            .into()
-    };
+    let cli = |args: &[&str]| gantry_of(&s, args);
     let shared = cli(&["artifact", "share", "site", "--expires", "10m"]);
     assert_eq!(shared.code, 0, "{shared}");
     let url = shared.stdout.trim().to_string();
@@ -236,16 +239,7 @@ fn rotating_the_share_key_refuses_every_earlier_link() {
         .as_i64()
         .unwrap();
     assert_eq!(s.wait_finished(id), "succeeded");
-    let cli = |s: &Served, args: &[&str]| -> crate::support::Run {
-        std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(args)
-            .env("GANTRY_HOME", s.data())
-            .env_remove("GANTRY_SERVER")
-            .env_remove("GANTRY_TOKEN")
-            .output()
-            .unwrap()
-            .into()
-    };
+    let cli = gantry_of;
     let link = |s: &Served, extra: &[&str]| {
         let mut args = vec!["artifact", "share", "report"];
         args.extend_from_slice(extra);
