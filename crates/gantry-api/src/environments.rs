@@ -169,6 +169,29 @@ pub async fn rollback(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub struct StopBody {
+    by: Option<String>,
+}
+
+/// `POST /api/projects/{project}/environments/{environment}/stop`.
+pub async fn stop(
+    State(state): State<AppState>,
+    Extension(token): Extension<TokenRecord>,
+    Path((project, environment)): Path<(String, String)>,
+    body: Option<Json<StopBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let by = who(&token, body.by.as_deref());
+    Ok(Json(
+        state
+            .control
+            .stop_environment(&project, &environment, &by)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct CanaryBody {
     #[serde(default)]
     full: bool,

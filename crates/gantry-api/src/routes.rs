@@ -238,6 +238,12 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         Token(Role::Deployer),
         "Roll back to the previous healthy release, or to release `to`",
     ),
+    route(
+        "POST",
+        "/api/projects/{project}/environments/{environment}/stop",
+        Token(Role::Deployer),
+        "Stop the environment on purpose: its router and releases; it stays stopped across restarts until the next deploy or rollback",
+    ),
 ];
 
 fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
@@ -294,6 +300,9 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         }
         ("POST", "/api/projects/{project}/environments/{environment}/rollback") => {
             post(crate::environments::rollback)
+        }
+        ("POST", "/api/projects/{project}/environments/{environment}/stop") => {
+            post(crate::environments::stop)
         }
         (m, p) => panic!("route {m} {p} is in the table but has no handler"),
     }

@@ -145,6 +145,14 @@ pub trait Control: Send + Sync {
         environment: &str,
         name: &str,
     ) -> Result<serde_json::Value, ControlError>;
+    /// Stops an environment on purpose: its router and releases; it stays stopped across
+    /// restarts until the next deploy or rollback.
+    async fn stop_environment(
+        &self,
+        project: &str,
+        environment: &str,
+        by: &str,
+    ) -> Result<serde_json::Value, ControlError>;
     /// Replaces the share-link key with a new one, kept where the old one was (written whole
     /// or not at all); returns it.
     async fn rotate_share_key(&self) -> Result<Vec<u8>, ControlError>;

@@ -5,6 +5,9 @@ use super::drive::{Drive, Guards};
 use super::*;
 use gantry_engine::deployment::Purpose;
 
+/// The release event that marks an environment stopped on purpose.
+const STOPPED_EVENT: &str = "stopped";
+
 impl DeployManager {
     /// At server start: services left by a dead gantry are killed, locks of dead owners
     /// released, deployments cut short marked `interrupted`, and every environment's live
@@ -60,6 +63,12 @@ impl DeployManager {
             let Some(live) = release::live(&history).cloned() else {
                 continue;
             };
+            if self.stopped(&live).await {
+                notes.push(format!(
+                    "{project}/{environment}: stopped on purpose (gantry stop); not started"
+                ));
+                continue;
+            }
             match self.restore(&live).await {
                 Ok(()) => notes.push(format!(
                     "{project}/{environment}: release {} serves again",
@@ -154,6 +163,64 @@ impl DeployManager {
     }
 
     /// Stops every router and service (server shutdown).
+    /// Whether the live release's environment was stopped on purpose since it went live.
+    async fn stopped(&self, live: &ReleaseRecord) -> bool {
+        self.store
+            .release_events(live.id)
+            .await
+            .ok()
+            .and_then(|events| events.last().map(|e| e.kind == STOPPED_EVENT))
+            .unwrap_or(false)
+    }
+
+    /// Stops an environment on purpose (`gantry stop ENV`): its router stops listening and
+    /// every release of it stops (containers too); the live release stays the live one in the
+    /// history, with an event saying who stopped it, and a restart of gantry leaves it stopped.
+    /// The next deploy or rollback starts it again. Returns what it did.
+    pub async fn stop_environment(
+        &self,
+        project: &str,
+        environment: &str,
+        by: &str,
+    ) -> Result<String> {
+        let history = self.store.releases(project, environment).await?;
+        let Some(live) = release::live(&history).cloned() else {
+            return Err(DeployError::NotFound(format!(
+                "{project}/{environment} has no live release to stop"
+            )));
+        };
+        let _lock = self
+            .lock(project, environment, &format!("stop by {by}"))
+            .await?;
+        let env = self
+            .envs
+            .lock()
+            .expect("envs")
+            .remove(&(project.to_string(), environment.to_string()));
+        let mut stopped = 0;
+        if let Some(env) = env {
+            let _local = env.work.lock().await;
+            if let Some(r) = env.router.lock().expect("router").take() {
+                r.stop();
+            }
+            let target = env.target.lock().expect("target").take();
+            if let Some(t) = target {
+                for source in env.running_sources() {
+                    t.stop(source).await;
+                    stopped += 1;
+                }
+            }
+            env.backends.lock().expect("backends").clear();
+        }
+        let text = format!(
+            "{project}/{environment} stopped by {by}: its router and {stopped} release process(es) stopped; nothing serves it until the next deploy or rollback"
+        );
+        self.store
+            .add_release_event(live.id, STOPPED_EVENT, &text, now_millis())
+            .await?;
+        Ok(text)
+    }
+
     pub async fn shutdown(&self) {
         let envs: Vec<Arc<Env>> = self.envs.lock().expect("envs").values().cloned().collect();
         for env in envs {

@@ -50,6 +50,13 @@ pub struct RollbackArgs {
 }
 
 #[derive(clap::Args)]
+pub struct StopArgs {
+    pub environment: String,
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+#[derive(clap::Args)]
 pub struct ReleasesArgs {
     pub environment: String,
     #[arg(long)]
@@ -253,6 +260,19 @@ pub async fn deploy(
         )
         .into()),
     }
+}
+
+pub async fn stop(args: StopArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
+    let c = client(server.as_deref(), data_dir)?;
+    let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
+    let body = c
+        .post(
+            &format!("{}/stop", env_path(&project, &args.environment)),
+            json!({ "by": who() }),
+        )
+        .await?;
+    println!("{}", body["message"].as_str().unwrap_or("stopped"));
+    Ok(())
 }
 
 pub async fn rollback(

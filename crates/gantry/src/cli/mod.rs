@@ -70,6 +70,9 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Roll an environment back to the previous healthy release (or --to one)
     Rollback(deploy::RollbackArgs),
+    /// Stop an environment on purpose: its router and releases stop, and stay stopped across
+    /// server restarts until the next deploy or rollback (stopping the server stops them too)
+    Stop(deploy::StopArgs),
     /// Promote the running canary to its next step (--full: to everyone)
     Promote(deploy::CanaryArgs),
     /// Abort the running canary: everyone back to stable
@@ -141,6 +144,7 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => block_on(artifact::gc(args, cli.data_dir)),
         Command::Deploy(args) => block_on(deploy::deploy(args, cli.server, cli.data_dir)),
         Command::Rollback(args) => block_on(deploy::rollback(args, cli.server, cli.data_dir)),
+        Command::Stop(args) => block_on(deploy::stop(args, cli.server, cli.data_dir)),
         Command::Promote(args) => {
             block_on(deploy::canary("promote", args, cli.server, cli.data_dir))
         }

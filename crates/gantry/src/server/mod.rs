@@ -441,6 +441,20 @@ impl Control for Server {
         Ok(serde_json::json!(acted))
     }
 
+    async fn stop_environment(
+        &self,
+        project: &str,
+        environment: &str,
+        by: &str,
+    ) -> Result<serde_json::Value, ControlError> {
+        let text = self
+            .deploys
+            .stop_environment(project, environment, by)
+            .await
+            .map_err(deploy::api_error)?;
+        Ok(serde_json::json!({ "stopped": true, "message": text }))
+    }
+
     async fn rotate_share_key(&self) -> Result<Vec<u8>, ControlError> {
         keys::rotate_share_key(&self.data_dir).map_err(ControlError::from)
     }

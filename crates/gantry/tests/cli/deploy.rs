@@ -811,3 +811,49 @@ impl Load {
         )
     }
 }
+
+/// `gantry stop production` stops the environment on purpose: the router stops listening and
+/// no release process is left; a restart of the server leaves it stopped; the next deploy
+/// starts it again.
+#[test]
+fn an_environment_stopped_on_purpose_stays_stopped_until_the_next_deploy() {
+    let mut env = Env::new();
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v1);
+    assert_eq!(env.serving(), "v1");
+    let out = env.gantry(&["stop", "production"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("hello/production stopped by"), "{out}");
+    assert!(env.serving().starts_with("error:"), "{}", env.serving());
+    assert!(
+        wait_until(Duration::from_secs(10), || release_processes(
+            &env.fx.data()
+        )
+        .is_empty()),
+        "release processes left: {:?}",
+        release_processes(&env.fx.data())
+    );
+    let events = env.gantry(&["releases", "production", "--events"]);
+    assert!(events.stdout.contains("stopped"), "{events}");
+
+    env.server.stop();
+    env.server.restart();
+    assert!(
+        env.server
+            .log()
+            .contains("hello/production: stopped on purpose (gantry stop); not started"),
+        "{}",
+        env.server.log()
+    );
+    assert!(env.serving().starts_with("error:"), "{}", env.serving());
+    assert!(release_processes(&env.fx.data()).is_empty());
+
+    env.deploy_ok(v2);
+    assert_eq!(env.serving(), "v2");
+    // Stopped again, a rollback starts the previous release and serves it.
+    assert_eq!(env.gantry(&["stop", "production"]).code, 0);
+    let out = env.gantry(&["rollback", "production"]);
+    assert_eq!(out.code, 0, "{out}\n{}", env.server.log());
+    assert_eq!(env.serving(), "v1");
+}
