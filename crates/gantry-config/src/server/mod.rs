@@ -12,6 +12,7 @@ use toml::de::{DeTable, DeValue};
 
 pub const TOP_KEYS: &[&str] = &[
     "listen",
+    "public_url",
     "data_dir",
     "projects",
     "runner",
@@ -43,6 +44,9 @@ pub const WEBHOOK_KEYS: &[&str] = &["max_body_bytes"];
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The URL users reach the server at (a proxy's, a stable name), for the links it hands
+    /// out; `None`: the address it listens on.
+    pub public_url: Option<String>,
     /// As written (relative paths are relative to the config file's directory).
     pub data_dir: Option<PathBuf>,
     pub projects: Vec<ProjectConfig>,
@@ -125,6 +129,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            public_url: None,
             data_dir: None,
             projects: Vec::new(),
             concurrency: 2,
@@ -637,6 +642,25 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
     let root_ref = root.get_ref();
     for (key, value) in c.table(root_ref, "", "the server configuration", TOP_KEYS) {
         match key {
+            "public_url" => {
+                if let Some(text) = c.string(value, key) {
+                    let url = text.trim_end_matches('/').to_string();
+                    let ok = ["http://", "https://"].iter().any(|p| {
+                        url.strip_prefix(p)
+                            .is_some_and(|r| !r.is_empty() && !r.contains(char::is_whitespace))
+                    });
+                    if ok {
+                        cfg.public_url = Some(url);
+                    } else {
+                        c.error(
+                            value.span(),
+                            key,
+                            format!("`{text}` is not a URL"),
+                            Some("write the URL users reach the server at, e.g. \"https://ci.example.com\"".into()),
+                        );
+                    }
+                }
+            }
             "listen" => {
                 if let Some(text) = c.string(value, key) {
                     match listen_address(&text) {

@@ -24,6 +24,7 @@ max_job_log_bytes = 1048576
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.listen.port(), 8080);
+    assert_eq!(cfg.public_url, None);
     assert_eq!(cfg.concurrency, 3);
     assert_eq!(cfg.max_job_log_bytes, 1024 * 1024);
     assert_eq!(cfg.projects[0].branches, ["main", "release/*"]);
@@ -135,4 +136,18 @@ fn syntax_errors_have_a_position() {
         .to_string();
     assert!(err.starts_with("gantry.toml:1:"), "{err}");
     assert!(err.contains("invalid TOML"), "{err}");
+}
+
+#[test]
+fn a_public_url_is_a_url() {
+    let cfg = parse_server_config("gantry.toml", "public_url = \"https://ci.example.com/\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.public_url.as_deref(), Some("https://ci.example.com"));
+    let err = parse_server_config("gantry.toml", "public_url = \"ci.example.com\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gantry.toml:1:14: error: public_url: `ci.example.com` is not a URL"),
+        "{err}"
+    );
 }

@@ -9,20 +9,28 @@ use gantry_model::Role;
 use std::io::Write;
 use std::path::Path;
 
+/// The shortest share-link key accepted: anything shorter could be guessed.
+const MIN_SHARE_KEY: usize = 16;
+
 /// The key share links are signed with: 32 random bytes, made on first start, kept (mode 0600)
 /// in the data directory so links survive restarts.
 pub fn share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = data_dir.join("share.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return hex::decode(text.trim())
-            .ok()
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                anyhow!(
-                    "{} is not a hex key; delete it to make a new one (old links stop working)",
-                    path.display()
-                )
-            });
+        let key = hex::decode(text.trim()).map_err(|_| {
+            anyhow!(
+                "{} is not a hex key; delete it to make a new one (old links stop working)",
+                path.display()
+            )
+        })?;
+        if key.len() < MIN_SHARE_KEY {
+            anyhow::bail!(
+                "{} holds a key of {} bytes: share links need at least {MIN_SHARE_KEY} (gantry makes 32); delete it to make a new one (old links stop working)",
+                path.display(),
+                key.len()
+            );
+        }
+        return Ok(key);
     }
     let key = generate_token();
     let hex_part = key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX);
@@ -79,4 +87,29 @@ fn write_private(path: &Path, line: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(f, "{line}")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_or_garbled_share_key_is_refused_and_a_made_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = share_key(dir.path()).unwrap();
+        assert_eq!(made.len(), 32);
+        assert_eq!(share_key(dir.path()).unwrap(), made, "kept across starts");
+        let rotated = rotate_share_key(dir.path()).unwrap();
+        assert_ne!(rotated, made);
+        assert_eq!(share_key(dir.path()).unwrap(), rotated);
+        std::fs::write(dir.path().join("share.key"), "ab\n").unwrap();
+        let e = share_key(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("holds a key of 1 bytes: share links need at least 16"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("share.key"), "not hex\n").unwrap();
+        let e = share_key(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is not a hex key"), "{e}");
+    }
 }

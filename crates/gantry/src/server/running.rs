@@ -93,7 +93,7 @@ impl Server {
             share_key: Arc::new(gantry_api::ShareKey::new(super::keys::share_key(
                 &data_dir,
             )?)),
-            public_url: url.clone(),
+            public_url: config.public_url.clone().unwrap_or_else(|| url.clone()),
         };
         // Written whole or not at all (temp file + rename): the CLI and scripts read it the
         // moment it appears.

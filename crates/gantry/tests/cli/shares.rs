@@ -292,3 +292,25 @@ fn rotating_the_share_key_refuses_every_earlier_link() {
     assert_eq!(fetch(&here(&new)), 200, "the new key is the one kept");
     assert_eq!(fetch(&here(&old)), 403);
 }
+
+/// `public_url`: the links the server hands out name it, not the address it listens on (a
+/// server on port 0 behind a proxy keeps its links across restarts).
+#[test]
+fn share_links_name_the_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "stages:\n  - name: build\n    jobs:\n      - name: make\n        run: echo hello > report.txt\n        artifacts:\n          - { name: report, path: report.txt }\n";
+    bare_repo(dir.path(), pipeline);
+    let toml = format!("public_url = \"https://ci.example.com/\"\n{}", config("0s"));
+    let s = Served::start_in(dir, &toml);
+    let id = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(s.wait_finished(id), "succeeded");
+    let out = gantry_of(&s, &["artifact", "share", "report"]);
+    assert_eq!(out.code, 0, "{out}");
+    let url = out.stdout.trim();
+    assert!(url.starts_with("https://ci.example.com/a/"), "{url}");
+    // The same link through the address the server listens on works.
+    let local = url.replace("https://ci.example.com", &s.url);
+    assert_eq!(status_of(&curl(&[&local]).0), 200);
+}
