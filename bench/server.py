@@ -120,6 +120,7 @@ def bench_webhooks(gantry, pushes):
         resp = conn.getresponse()
         resp.read()
         if resp.status != 201:
+            stop(proc)
             sys.exit(f"webhook {i}: {resp.status}")
         stamp = None
         for _ in range(20000):
@@ -132,6 +133,7 @@ def bench_webhooks(gantry, pushes):
                 break
             time.sleep(0.001)
         if stamp is None:
+            stop(proc)
             sys.exit(f"push {i}: the step never ran")
         latencies.append((stamp - t0) / 1e6)
 
