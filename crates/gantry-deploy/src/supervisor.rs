@@ -131,10 +131,11 @@ fn command(spec: &ServiceSpec) -> std::io::Result<Command> {
         .process_group(0)
         .kill_on_drop(false);
     // Built here, applied in the child between fork and exec.
-    let mut sandbox = match &spec.sandbox {
-        Some(s) => Some(s.prepare(&[spec.dir.as_path()])?),
-        None => None,
-    };
+    let mut sandbox = spec
+        .sandbox
+        .as_ref()
+        .map(|s| s.grants(&[spec.dir.as_path()]).prepare())
+        .transpose()?;
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;

@@ -114,7 +114,7 @@ async fn attempt_in(
                 ));
             }
             set_env(&mut base_env, "TMPDIR", &tmp.display().to_string());
-            Some((sandbox, vec![workspace.to_path_buf(), tmp]))
+            Some(sandbox.grants(&[workspace, &tmp]))
         }
         None => None,
     };
@@ -155,7 +155,7 @@ async fn attempt_in(
             env: &env,
             deadline: step_deadline,
             kill_grace: ctx.kill_grace,
-            sandbox: sandbox.as_ref().map(|(s, own)| (*s, own.clone())),
+            sandbox: sandbox.as_ref(),
         };
         let mut log = StepLog::new(ctx, step_id, job_name.clone(), step_name, &budget);
         let dropped_before = budget.lock().expect("log budget").dropped();

@@ -31,9 +31,8 @@ pub struct StepSpec<'a> {
     pub env: &'a [(String, String)],
     pub deadline: Option<Instant>,
     pub kill_grace: Duration,
-    /// Applied to the step's shell (and so to all it starts) when set: what it may not reach,
-    /// and its own places (workspace, temporary directory).
-    pub sandbox: Option<(&'a crate::sandbox::Sandbox, Vec<std::path::PathBuf>)>,
+    /// Applied to the step's shell (and so to all it starts) when set: what it may use.
+    pub sandbox: Option<&'a crate::sandbox::Grants>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,13 +72,7 @@ fn command(spec: &StepSpec<'_>) -> std::io::Result<Command> {
         .process_group(0)
         .kill_on_drop(true);
     // Built here, applied in the child between fork and exec (raw system calls only there).
-    let mut sandbox = match &spec.sandbox {
-        Some((sandbox, own)) => {
-            let own: Vec<&std::path::Path> = own.iter().map(|p| p.as_path()).collect();
-            Some(sandbox.prepare(&own)?)
-        }
-        None => None,
-    };
+    let mut sandbox = spec.sandbox.map(|g| g.prepare()).transpose()?;
     // If gantry dies (even by kill -9), the step's shell gets SIGKILL instead of living on;
     // what it started is found and killed by the recovery at the next start.
     unsafe {

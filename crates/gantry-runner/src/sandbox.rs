@@ -66,29 +66,39 @@ pub fn available() -> bool {
 }
 
 impl Sandbox {
-    /// The ruleset for a step whose own places are `own` (its workspace and temporary
-    /// directory): everything but the hidden paths, and `own` whole.
-    pub fn prepare(&self, own: &[&Path]) -> std::io::Result<Prepared> {
-        let all = AccessFs::from_all(ABI_TARGET);
-        let mut granted: Vec<PathBuf> = Vec::new();
+    /// What a step whose own places are `own` (its workspace and temporary directory) is
+    /// granted: everything but the hidden paths, and `own` whole. Walked once per job attempt;
+    /// each step builds its ruleset from it ([`Grants::prepare`]).
+    pub fn grants(&self, own: &[&Path]) -> Grants {
         let hidden: Vec<PathBuf> = self
             .hidden
             .iter()
             .map(|h| h.canonicalize().unwrap_or_else(|_| h.clone()))
             .collect();
+        let mut granted: Vec<PathBuf> = Vec::new();
         grant_all_but(Path::new("/"), &hidden, &mut granted);
-        for p in own {
-            granted.push(p.to_path_buf());
-        }
+        granted.extend(own.iter().map(|p| p.to_path_buf()));
+        Grants(granted)
+    }
+}
+
+/// The paths a sandboxed step may use, each with everything beneath it.
+#[derive(Debug, Clone)]
+pub struct Grants(Vec<PathBuf>);
+
+impl Grants {
+    /// The ruleset, ready to be applied in a step's process before it runs the step.
+    pub fn prepare(&self) -> std::io::Result<Prepared> {
+        let all = AccessFs::from_all(ABI_TARGET);
         let ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
             .handle_access(all)
             .and_then(|r| r.create())
             .map_err(|e| std::io::Error::other(format!("creating the step's sandbox: {e}")))?;
         let mut ruleset = ruleset.set_compatibility(CompatLevel::BestEffort);
-        for path in granted {
+        for path in &self.0 {
             // Gone since the walk (or unreadable): nothing to grant.
-            let Ok(fd) = PathFd::new(&path) else {
+            let Ok(fd) = PathFd::new(path) else {
                 continue;
             };
             let access = if path.is_dir() {

@@ -162,7 +162,6 @@ impl DeployManager {
         target.strays(&ctx, &kept).await
     }
 
-    /// Stops every router and service (server shutdown).
     /// Whether the live release's environment was stopped on purpose since it went live.
     async fn stopped(&self, live: &ReleaseRecord) -> bool {
         self.store
@@ -221,6 +220,7 @@ impl DeployManager {
         Ok(text)
     }
 
+    /// Stops every router and service (server shutdown).
     pub async fn shutdown(&self) {
         let envs: Vec<Arc<Env>> = self.envs.lock().expect("envs").values().cloned().collect();
         for env in envs {

@@ -475,7 +475,6 @@ async fn watcher(
     }
 }
 
-/// A port nobody listens on now (the kernel's choice).
 /// A short, stable name for a data directory (FNV-1a of its path), so that gantrys sharing an
 /// engine never take each other's containers.
 fn instance_of(root: &Path) -> String {

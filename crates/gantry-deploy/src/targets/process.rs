@@ -31,7 +31,6 @@ impl ProcessTarget {
     }
 }
 
-/// A port nobody listens on now (the kernel's choice).
 #[async_trait]
 impl Target for ProcessTarget {
     fn kind(&self) -> TargetKind {
