@@ -4,14 +4,16 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::types;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use gantry_engine::canary::CanaryAction;
 use gantry_engine::ports::{DeployRequest, TokenRecord};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Deserialize, Default)]
 pub struct ListQuery {
@@ -25,34 +27,36 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     if q.brief {
-        let names: Vec<Value> = state
+        let names: Vec<types::EnvName> = state
             .store
             .environments()
             .await?
             .into_iter()
             .filter(|(p, _)| q.project.as_ref().is_none_or(|want| want == p))
-            .map(|(project, environment)| json!({ "project": project, "environment": environment }))
+            .map(|(project, environment)| types::EnvName {
+                project,
+                environment,
+            })
             .collect();
-        return Ok(Json(Value::Array(names)));
+        return Ok(Json(names).into_response());
     }
-    Ok(Json(
-        state
-            .control
-            .environment_status(q.project.as_deref(), None)
-            .await?,
-    ))
+    let all = state
+        .control
+        .environment_statuses(q.project.as_deref())
+        .await?;
+    Ok(Json(all).into_response())
 }
 
 pub async fn status(
     State(state): State<AppState>,
     Path((project, environment)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::EnvStatus>, ApiError> {
     Ok(Json(
         state
             .control
-            .environment_status(Some(&project), Some(&environment))
+            .environment_status(&project, &environment)
             .await?,
     ))
 }
@@ -60,7 +64,7 @@ pub async fn status(
 pub async fn releases(
     State(state): State<AppState>,
     Path((project, environment)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<types::ReleaseHistory>>, ApiError> {
     Ok(Json(state.control.releases(&project, &environment).await?))
 }
 
@@ -76,23 +80,6 @@ pub async fn diagnosis(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployBody {
-    artifact: String,
-    run: Option<i64>,
-    digest: Option<String>,
-    #[serde(default)]
-    force: bool,
-    /// Answer only after the bake period passed (a pipeline's deploy stage does).
-    #[serde(default)]
-    wait: bool,
-    /// Who asked, as the client sees it (`run 12 (cli)`); recorded next to the token's name.
-    by: Option<String>,
-    /// Overrides the environment's bake for this deployment, in milliseconds.
-    bake_ms: Option<u64>,
-}
-
 fn who(token: &TokenRecord, by: Option<&str>) -> String {
     match by.map(str::trim).filter(|b| !b.is_empty()) {
         Some(b) => format!("{b} (token {})", token.name),
@@ -104,8 +91,8 @@ pub async fn deploy(
     State(state): State<AppState>,
     Extension(token): Extension<TokenRecord>,
     Path((project, environment)): Path<(String, String)>,
-    Json(body): Json<DeployBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Json(body): Json<types::DeployBody>,
+) -> Result<(StatusCode, Json<types::DeployOutcome>), ApiError> {
     if body.artifact.trim().is_empty() {
         return Err(ApiError::bad_request(
             "`artifact` names the artifact to deploy",
@@ -130,33 +117,24 @@ pub async fn deploy(
         requested_by: who(&token, body.by.as_deref()),
         bake_ms: body.bake_ms,
     };
-    let (ok, report) = state.control.deploy(request, body.wait).await?;
-    if ok {
-        Ok((StatusCode::OK, Json(report)))
+    let mut outcome = state.control.deploy(request, body.wait).await?;
+    if outcome.succeeded {
+        Ok((StatusCode::OK, Json(outcome)))
     } else {
-        let mut report = report;
-        let message = report["message"]
-            .as_str()
-            .unwrap_or("the deployment failed")
-            .to_string();
-        report["error"] = json!({ "code": "deploy_failed", "message": message });
-        Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)))
+        outcome.error = Some(types::ErrorDetail {
+            code: "deploy_failed".into(),
+            message: outcome.message.clone(),
+        });
+        Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(outcome)))
     }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackBody {
-    to: Option<i64>,
-    by: Option<String>,
 }
 
 pub async fn rollback(
     State(state): State<AppState>,
     Extension(token): Extension<TokenRecord>,
     Path((project, environment)): Path<(String, String)>,
-    body: Option<Json<RollbackBody>>,
-) -> Result<Json<Value>, ApiError> {
+    body: Option<Json<types::RollbackBody>>,
+) -> Result<Json<types::Release>, ApiError> {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let by = who(&token, body.by.as_deref());
     Ok(Json(
@@ -167,19 +145,13 @@ pub async fn rollback(
     ))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct StopBody {
-    by: Option<String>,
-}
-
 /// `POST /api/projects/{project}/environments/{environment}/stop`.
 pub async fn stop(
     State(state): State<AppState>,
     Extension(token): Extension<TokenRecord>,
     Path((project, environment)): Path<(String, String)>,
-    body: Option<Json<StopBody>>,
-) -> Result<Json<Value>, ApiError> {
+    body: Option<Json<types::StopBody>>,
+) -> Result<Json<types::Stopped>, ApiError> {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let by = who(&token, body.by.as_deref());
     Ok(Json(
@@ -190,14 +162,6 @@ pub async fn stop(
     ))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CanaryBody {
-    #[serde(default)]
-    full: bool,
-    by: Option<String>,
-}
-
 /// The route of one canary action (`promote`, `abort`, `pause`, `resume`): they differ only in
 /// what they ask of the canary; `promote` with `{"full": true}` sends everyone at once.
 pub fn canary(action: CanaryAction) -> MethodRouter<AppState> {
@@ -205,7 +169,7 @@ pub fn canary(action: CanaryAction) -> MethodRouter<AppState> {
         move |State(state): State<AppState>,
               Extension(token): Extension<TokenRecord>,
               Path((project, environment)): Path<(String, String)>,
-              body: Option<Json<CanaryBody>>| async move {
+              body: Option<Json<types::CanaryBody>>| async move {
             let body = body.map(|Json(b)| b).unwrap_or_default();
             let action = match action {
                 CanaryAction::Promote { .. } => CanaryAction::Promote { full: body.full },
@@ -260,7 +224,7 @@ pub async fn alarm(
     Path(environment): Path<String>,
     Query(q): Query<AlarmQuery>,
     Json(body): Json<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::AlarmOutcome>, ApiError> {
     fire(&state, q.project.as_deref(), &environment, &body).await
 }
 
@@ -269,7 +233,7 @@ pub async fn project_alarm(
     State(state): State<AppState>,
     Path((project, environment)): Path<(String, String)>,
     Json(body): Json<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::AlarmOutcome>, ApiError> {
     fire(&state, Some(&project), &environment, &body).await
 }
 
@@ -278,19 +242,28 @@ async fn fire(
     project: Option<&str>,
     environment: &str,
     body: &Value,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::AlarmOutcome>, ApiError> {
     let firing = firing_alarms(body)?;
     if firing.is_empty() {
-        return Ok(Json(json!({ "acted": [], "note": "nothing firing" })));
+        return Ok(Json(types::AlarmOutcome {
+            alarm: None,
+            acted: Vec::new(),
+            note: Some("nothing firing".into()),
+        }));
     }
     let name = firing.join(", ");
     let acted = state.control.alarm(project, environment, &name).await?;
-    Ok(Json(json!({ "alarm": name, "acted": acted })))
+    Ok(Json(types::AlarmOutcome {
+        alarm: Some(name),
+        acted,
+        note: None,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn alertmanager_and_plain_payloads_name_the_firing_alarms() {

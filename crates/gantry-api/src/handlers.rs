@@ -4,6 +4,7 @@
 use crate::auth::{generate_token, hash_token};
 use crate::error::ApiError;
 use crate::state::{AppState, TriggerRequest, TriggerSource};
+use crate::types;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -261,33 +262,30 @@ pub async fn diagnosis(
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<types::Cancelling>), ApiError> {
     state.control.cancel(id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run": id, "cancelling": true })),
+        Json(types::Cancelling {
+            run: id,
+            cancelling: true,
+        }),
     ))
 }
 
 pub async fn rerun(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<types::Rerun>), ApiError> {
     let run = state.control.rerun(id).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "run": run }))))
-}
-
-#[derive(Deserialize, Default)]
-pub struct TriggerBody {
-    branch: Option<String>,
-    rev: Option<String>,
+    Ok((StatusCode::CREATED, Json(types::Rerun { run })))
 }
 
 pub async fn trigger(
     State(state): State<AppState>,
     Path(project): Path<String>,
-    body: Option<Json<TriggerBody>>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: Option<Json<types::TriggerBody>>,
+) -> Result<(StatusCode, Json<types::TriggerOutcome>), ApiError> {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let outcome = state
         .control
@@ -298,23 +296,13 @@ pub async fn trigger(
             source: TriggerSource::Manual,
         })
         .await?;
-    let status = outcome.status();
-    Ok((
-        status,
-        Json(serde_json::to_value(outcome).map_err(anyhow::Error::from)?),
-    ))
-}
-
-#[derive(Deserialize)]
-pub struct NewToken {
-    name: String,
-    role: String,
+    Ok((outcome.status(), Json(outcome)))
 }
 
 pub async fn create_token(
     State(state): State<AppState>,
-    Json(body): Json<NewToken>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Json(body): Json<types::NewToken>,
+) -> Result<(StatusCode, Json<types::CreatedToken>), ApiError> {
     let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("a token needs a name"));
@@ -334,6 +322,10 @@ pub async fn create_token(
         })?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": record.name, "role": record.role, "token": token })),
+        Json(types::CreatedToken {
+            name: record.name,
+            role: record.role.to_string(),
+            token,
+        }),
     ))
 }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod routes;
 mod shares;
 pub mod state;
+pub mod types;
 
 pub use error::{ApiError, ControlError};
 pub use routes::{ROUTE_TABLE, RouteInfo, router};

@@ -6,6 +6,7 @@ use crate::auth;
 use crate::handlers;
 use crate::hooks;
 use crate::state::AppState;
+use crate::types::{self, SchemaFn, schema};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
@@ -25,12 +26,38 @@ pub enum Access {
     Link,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    Yes,
+    No,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RouteInfo {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
     pub summary: &'static str,
+    /// The JSON body it takes, if any, and whether it may be left out.
+    pub request: Option<(SchemaFn, Required)>,
+    /// The JSON body of its success answer, when it is one of [`crate::types`].
+    pub response: Option<SchemaFn>,
+}
+
+impl RouteInfo {
+    const fn takes(mut self, body: SchemaFn) -> Self {
+        self.request = Some((body, Required::Yes));
+        self
+    }
+    /// A body every field of which is optional: none at all is fine.
+    const fn may_take(mut self, body: SchemaFn) -> Self {
+        self.request = Some((body, Required::No));
+        self
+    }
+    const fn answers(mut self, body: SchemaFn) -> Self {
+        self.response = Some(body);
+        self
+    }
 }
 
 const fn route(
@@ -44,6 +71,8 @@ const fn route(
         path,
         access,
         summary,
+        request: None,
+        response: None,
     }
 }
 
@@ -75,7 +104,9 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/projects/{project}/trigger",
         Token(Role::Deployer),
         "Queue a run of a branch or revision",
-    ),
+    )
+    .may_take(schema::<types::TriggerBody>)
+    .answers(schema::<types::TriggerOutcome>),
     route(
         "GET",
         "/api/runs",
@@ -117,25 +148,30 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/runs/{id}/cancel",
         Token(Role::Deployer),
         "Cancel a queued or running run",
-    ),
+    )
+    .answers(schema::<types::Cancelling>),
     route(
         "POST",
         "/api/runs/{id}/rerun",
         Token(Role::Deployer),
         "Queue a new run of the same commit",
-    ),
+    )
+    .answers(schema::<types::Rerun>),
     route(
         "POST",
         "/api/tokens",
         Token(Role::Admin),
         "Create an API token (shown once)",
-    ),
+    )
+    .takes(schema::<types::NewToken>)
+    .answers(schema::<types::CreatedToken>),
     route(
         "POST",
         "/api/share-key/rotate",
         Token(Role::Admin),
         "Replace the key share links are signed with: every link made before is refused from now on",
-    ),
+    )
+    .answers(schema::<types::KeyRotated>),
     route(
         "GET",
         "/a/{token}",
@@ -159,31 +195,37 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/artifacts/shares",
         Token(Role::Deployer),
         "Create a share link to one artifact version (name and run, or digest; expires; stable; presign for an S3 presigned URL)",
-    ),
+    )
+    .takes(schema::<types::NewShare>)
+    .answers(schema::<types::ShareLink>),
     route(
         "POST",
         "/api/shares/{id}/revoke",
         Token(Role::Deployer),
         "Revoke a share link",
-    ),
+    )
+    .answers(schema::<types::Revoked>),
     route(
         "GET",
         "/api/environments",
         Token(Role::Viewer),
         "Status of every environment (optionally of one project): live and previous release, health, uptime",
-    ),
+    )
+    .answers(schema::<Vec<types::EnvStatus>>),
     route(
         "GET",
         "/api/projects/{project}/environments/{environment}",
         Token(Role::Viewer),
         "Status of one environment: live and previous release, health, uptime, lock",
-    ),
+    )
+    .answers(schema::<types::EnvStatus>),
     route(
         "GET",
         "/api/projects/{project}/environments/{environment}/releases",
         Token(Role::Viewer),
         "Releases of an environment with their history, newest first",
-    ),
+    )
+    .answers(schema::<Vec<types::ReleaseHistory>>),
     route(
         "GET",
         "/api/projects/{project}/environments/{environment}/diagnosis",
@@ -195,55 +237,71 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/projects/{project}/environments/{environment}/deploy",
         Token(Role::Deployer),
         "Deploy an artifact (name with run or digest; force; wait for the bake); 422 when the deployment failed",
-    ),
+    )
+    .takes(schema::<types::DeployBody>)
+    .answers(schema::<types::DeployOutcome>),
     route(
         "POST",
         "/api/projects/{project}/environments/{environment}/promote",
         Token(Role::Deployer),
         "Promote the running canary to its next step, or to everyone with {\"full\": true}",
-    ),
+    )
+    .may_take(schema::<types::CanaryBody>)
+    .answers(schema::<types::Done>),
     route(
         "POST",
         "/api/projects/{project}/environments/{environment}/abort",
         Token(Role::Deployer),
         "Abort the running canary: everyone back to stable, the canary's release failed",
-    ),
+    )
+    .may_take(schema::<types::CanaryBody>)
+    .answers(schema::<types::Done>),
     route(
         "POST",
         "/api/projects/{project}/environments/{environment}/pause",
         Token(Role::Deployer),
         "Pause the running canary (its share holds; analysis waits)",
-    ),
+    )
+    .may_take(schema::<types::CanaryBody>)
+    .answers(schema::<types::Done>),
     route(
         "POST",
         "/api/projects/{project}/environments/{environment}/resume",
         Token(Role::Deployer),
         "Resume a paused canary",
-    ),
+    )
+    .may_take(schema::<types::CanaryBody>)
+    .answers(schema::<types::Done>),
     route(
         "POST",
         "/api/projects/{project}/environments/{environment}/alarm",
         Token(Role::Deployer),
         "An alarm (Prometheus Alertmanager webhook, or {\"status\": \"firing\", \"name\"}): a firing one aborts the environment's canary or rolls back its release in its bake",
-    ),
+    )
+    .answers(schema::<types::AlarmOutcome>),
     route(
         "POST",
         "/api/environments/{environment}/alarm",
         Token(Role::Deployer),
         "The same alarm without the project: refused (409) when several projects have an environment of that name",
-    ),
+    )
+    .answers(schema::<types::AlarmOutcome>),
     route(
         "POST",
         "/api/projects/{project}/environments/{environment}/rollback",
         Token(Role::Deployer),
         "Roll back to the previous healthy release, or to release `to`",
-    ),
+    )
+    .may_take(schema::<types::RollbackBody>)
+    .answers(schema::<types::Release>),
     route(
         "POST",
         "/api/projects/{project}/environments/{environment}/stop",
         Token(Role::Deployer),
         "Stop the environment on purpose: its router and releases; it stays stopped across restarts until the next deploy or rollback",
-    ),
+    )
+    .may_take(schema::<types::StopBody>)
+    .answers(schema::<types::Stopped>),
 ];
 
 fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
@@ -377,8 +435,11 @@ async fn errors_as_json(response: axum::response::Response) -> axum::response::R
     answer
 }
 
-/// The OpenAPI 3.1 document of [`ROUTE_TABLE`].
+/// The OpenAPI 3.1 document of [`ROUTE_TABLE`], with the JSON Schema of every typed body in
+/// `components/schemas` (made from [`crate::types`] themselves).
 pub fn openapi_document() -> Value {
+    let mut generator = types::generator();
+    let error = types::schema::<types::ErrorBody>(&mut generator);
     let mut paths = serde_json::Map::new();
     for info in ROUTE_TABLE {
         let params: Vec<Value> = info
@@ -397,25 +458,33 @@ pub fn openapi_document() -> Value {
             Link => " Authenticated by the link's own signature; no token.".to_string(),
             Public => String::new(),
         };
-        let mut responses = serde_json::Map::new();
-        responses.insert("200".into(), json!({ "description": "OK" }));
-        if let Token(_) = info.access {
-            responses.insert(
-                "401".into(),
-                json!({ "$ref": "#/components/responses/Error" }),
-            );
-            responses.insert(
-                "403".into(),
-                json!({ "$ref": "#/components/responses/Error" }),
-            );
+        let mut ok = json!({ "description": "OK" });
+        if let Some(body) = info.response {
+            ok["content"] = json!({ "application/json": { "schema": body(&mut generator) } });
         }
-        let op = json!({
+        let mut responses = serde_json::Map::new();
+        responses.insert("200".into(), ok);
+        if let Token(_) = info.access {
+            for status in ["400", "401", "403", "404", "409"] {
+                responses.insert(
+                    status.into(),
+                    json!({ "$ref": "#/components/responses/Error" }),
+                );
+            }
+        }
+        let mut op = json!({
             "summary": info.summary,
             "description": format!("{}.{role}", info.summary),
             "parameters": params,
             "security": security,
             "responses": responses,
         });
+        if let Some((body, required)) = info.request {
+            op["requestBody"] = json!({
+                "required": required == Required::Yes,
+                "content": { "application/json": { "schema": body(&mut generator) } },
+            });
+        }
         let entry = paths
             .entry(info.path.to_string())
             .or_insert_with(|| json!({}));
@@ -428,12 +497,158 @@ pub fn openapi_document() -> Value {
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "responses": { "Error": {
-                "description": "An error",
-                "content": { "application/json": { "schema": {
-                    "type": "object",
-                    "properties": { "error": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } }
-                } } }
-            } }
+                "description": "A refusal: what is wrong, in `error.message`",
+                "content": { "application/json": { "schema": error } }
+            } },
+            "schemas": generator.take_definitions(true),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` in `v`, as written.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("$ref", Value::String(r)) => out.push(r.clone()),
+                        _ => refs(x, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_of_the_document_resolves() {
+        let doc = openapi_document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 20, "{all:?}");
+        for r in all {
+            let pointer = r.strip_prefix('#').expect("a local reference");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+    }
+
+    #[test]
+    fn typed_routes_carry_their_bodies() {
+        let doc = openapi_document();
+        let deploy =
+            &doc["paths"]["/api/projects/{project}/environments/{environment}/deploy"]["post"];
+        assert_eq!(deploy["requestBody"]["required"], true);
+        assert_eq!(
+            deploy["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/DeployBody"
+        );
+        assert_eq!(
+            deploy["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/DeployOutcome"
+        );
+        let body = &doc["components"]["schemas"]["DeployBody"];
+        assert_eq!(body["required"], json!(["artifact"]));
+        assert_eq!(body["additionalProperties"], false);
+        let rollback =
+            &doc["paths"]["/api/projects/{project}/environments/{environment}/rollback"]["post"];
+        assert_eq!(rollback["requestBody"]["required"], false);
+        let list = &doc["paths"]["/api/environments"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"];
+        assert_eq!(list["type"], "array");
+        assert_eq!(list["items"]["$ref"], "#/components/schemas/EnvStatus");
+        let state = &doc["components"]["schemas"]["ReleaseState"];
+        let names: Vec<&str> = state["oneOf"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v["const"].as_str()).collect())
+            .or_else(|| {
+                state["enum"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+            })
+            .unwrap_or_default();
+        assert!(names.contains(&"rolled-back"), "{state}");
+    }
+
+    /// The schema of a type names exactly the fields its values serialize with: a sample of
+    /// each answer, serialized, has every required property and none the schema lacks.
+    #[test]
+    fn schemas_describe_what_is_sent() {
+        let release = types::Release {
+            id: 1,
+            project: "p".into(),
+            environment: "e".into(),
+            number: 1,
+            kind: types::ReleaseKind::Deploy,
+            source: 1,
+            artifact: "app".into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            run_id: Some(3),
+            commit: None,
+            created_by: "cli".into(),
+            created_at: 1,
+            state: types::ReleaseState::Live,
+            reason: None,
+            live_at: Some(2),
+            ended_at: None,
+            retired_at: None,
+        };
+        let status = types::EnvStatus {
+            project: "p".into(),
+            environment: "e".into(),
+            target: Some("process".into()),
+            router: Some("127.0.0.1:1".into()),
+            live: Some(release.clone()),
+            previous: None,
+            health: "healthy".into(),
+            health_detail: None,
+            uptime_ms: Some(5),
+            restarts: Some(0),
+            pid: Some(9),
+            log: None,
+            running: vec![1],
+            lock: None,
+            canary: None,
+            traffic: Vec::new(),
+        };
+        let samples: Vec<(&str, Value)> = vec![
+            ("Release", serde_json::to_value(&release).unwrap()),
+            ("EnvStatus", serde_json::to_value(&status).unwrap()),
+            (
+                "DeployOutcome",
+                serde_json::to_value(types::DeployOutcome {
+                    release: Some(release.clone()),
+                    succeeded: false,
+                    message: "m".into(),
+                    error: Some(types::ErrorDetail {
+                        code: "deploy_failed".into(),
+                        message: "m".into(),
+                    }),
+                })
+                .unwrap(),
+            ),
+        ];
+        let doc = openapi_document();
+        for (name, value) in samples {
+            let schema = &doc["components"]["schemas"][name];
+            let props = schema["properties"].as_object().expect(name);
+            let sent = value.as_object().unwrap();
+            for key in sent.keys() {
+                assert!(
+                    props.contains_key(key),
+                    "{name}.{key} is sent but not in the schema"
+                );
+            }
+            for key in schema["required"].as_array().into_iter().flatten() {
+                assert!(
+                    sent.contains_key(key.as_str().unwrap()),
+                    "{name}.{key} is required but not sent"
+                );
+            }
+        }
+    }
 }

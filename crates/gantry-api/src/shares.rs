@@ -15,6 +15,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::types;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -26,8 +27,6 @@ use gantry_engine::ports::{ArtifactQuery, ShareRecord};
 const MAX_PRESIGN: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
 use gantry_model::duration::parse_duration;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use sha2::Sha256;
 
 fn mac(key: &[u8], id: i64, expires: i64, digest: &str) -> Hmac<Sha256> {
@@ -200,22 +199,6 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (a <= b && a < size).then_some((a, b))
 }
 
-#[derive(Deserialize)]
-pub struct NewShare {
-    /// Of this project only (artifact names are per project).
-    project: Option<String>,
-    name: Option<String>,
-    run: Option<i64>,
-    digest: Option<String>,
-    expires: Option<String>,
-    /// An S3 presigned URL (or, with `stable`, a stable link redirecting to fresh ones).
-    #[serde(default)]
-    presign: bool,
-    /// A link valid until revoked or the artifact is removed (`expires` does not apply).
-    #[serde(default)]
-    stable: bool,
-}
-
 /// The name a download is saved under: `name-<12 hex of the digest>[.tar.zst]`.
 fn download_name(artifact: &gantry_engine::ports::ArtifactRecord) -> String {
     let ext = if artifact.media_type == "application/vnd.gantry.tar+zstd" {
@@ -237,8 +220,8 @@ fn no_presign(state: &AppState) -> ApiError {
 /// `POST /api/artifacts/shares`: a new link to one artifact version.
 pub async fn create(
     State(state): State<AppState>,
-    Json(body): Json<NewShare>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Json(body): Json<types::NewShare>,
+) -> Result<(StatusCode, Json<types::ShareLink>), ApiError> {
     if body.name.is_none() && body.digest.is_none() {
         return Err(ApiError::bad_request(
             "name the artifact (`name`, optionally `run`) or give its `digest`",
@@ -291,12 +274,15 @@ pub async fn create(
             .ok_or_else(|| no_presign(&state))?;
         return Ok((
             StatusCode::CREATED,
-            Json(json!({
-                "url": url,
-                "presigned": true,
-                "digest": artifact.digest,
-                "expires_at": created + expires_in.as_millis() as i64,
-            })),
+            Json(types::ShareLink {
+                id: None,
+                url,
+                path: None,
+                digest: artifact.digest,
+                stable: false,
+                presigned: true,
+                expires_at: Some(created + expires_in.as_millis() as i64),
+            }),
         ));
     }
     if body.presign
@@ -334,14 +320,15 @@ pub async fn create(
     };
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": share.id,
-            "url": format!("{}{path}", state.public_url),
-            "path": path,
-            "digest": share.digest,
-            "stable": share.stable,
-            "expires_at": (!share.stable).then_some(share.expires_at),
-        })),
+        Json(types::ShareLink {
+            id: Some(share.id),
+            url: format!("{}{path}", state.public_url),
+            path: Some(path),
+            digest: share.digest,
+            stable: share.stable,
+            presigned: false,
+            expires_at: (!share.stable).then_some(share.expires_at),
+        }),
     ))
 }
 
@@ -396,25 +383,27 @@ pub async fn stable(
         .map_err(|e| anyhow::Error::from(e).into())
 }
 
-/// `POST /api/shares/{id}/revoke`.
 /// `POST /api/share-key/rotate`: a new signing key; every link made before stops working.
-pub async fn rotate_key(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn rotate_key(
+    State(state): State<AppState>,
+) -> Result<Json<types::KeyRotated>, ApiError> {
     let key = state.control.rotate_share_key().await?;
     state.share_key.set(key);
-    Ok(Json(json!({
-        "rotated": true,
-        "note": "every share link made before now is refused (403); make new ones with gantry artifact share"
-    })))
+    Ok(Json(types::KeyRotated {
+        rotated: true,
+        note: "every share link made before now is refused (403); make new ones with gantry artifact share".into(),
+    }))
 }
 
+/// `POST /api/shares/{id}/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::Revoked>, ApiError> {
     if !state.store.revoke_share(id, now()).await? {
         return Err(ApiError::not_found(format!("no share {id}")));
     }
-    Ok(Json(json!({ "id": id, "revoked": true })))
+    Ok(Json(types::Revoked { id, revoked: true }))
 }
 
 #[cfg(test)]

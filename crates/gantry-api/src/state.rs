@@ -4,6 +4,7 @@
 
 use crate::error::ControlError;
 use crate::metrics::Metrics;
+use crate::types;
 use async_trait::async_trait;
 use gantry_engine::ports::StateStore;
 use gantry_model::SecretValue;
@@ -56,18 +57,7 @@ pub struct TriggerRequest {
     pub source: TriggerSource,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TriggerOutcome {
-    /// The run: queued now, or the one this commit already has (a redelivered webhook); `None`
-    /// when there is none (the branch is not watched).
-    pub run: Option<i64>,
-    /// Whether this request queued it.
-    pub queued: bool,
-    pub commit: String,
-    pub branch: String,
-    /// Why nothing was queued (a run for this commit exists, branch not watched, ...).
-    pub reason: Option<String>,
-}
+pub use crate::types::TriggerOutcome;
 
 impl TriggerOutcome {
     /// 201 when a run was queued, 200 when the request was fine but queued nothing.
@@ -107,15 +97,15 @@ pub trait Control: Send + Sync {
     /// the project takes no webhooks.
     fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ControlError>;
 
-    // Environments (JSON shapes: see gantry-deploy's `EnvStatus`, `ReleaseHistory`).
+    // Environments: answers are the wire types of [`crate::types`].
 
-    /// Deploys; `Ok((true, report))` when traffic switched, `Ok((false, report))` when the
-    /// deployment ran and failed (traffic stayed or went back).
+    /// Deploys; `succeeded` says whether users were sent to it; a deployment that ran and
+    /// failed (traffic stayed or went back) is an outcome, not an error.
     async fn deploy(
         &self,
         request: gantry_engine::ports::DeployRequest,
         wait_bake: bool,
-    ) -> Result<(bool, serde_json::Value), ControlError>;
+    ) -> Result<types::DeployOutcome, ControlError>;
     /// Rolls back to the previous healthy release or to `to`; the new release.
     async fn rollback(
         &self,
@@ -123,13 +113,13 @@ pub trait Control: Send + Sync {
         environment: &str,
         to: Option<i64>,
         by: &str,
-    ) -> Result<serde_json::Value, ControlError>;
+    ) -> Result<types::Release, ControlError>;
     /// An environment's releases with their events, newest first.
     async fn releases(
         &self,
         project: &str,
         environment: &str,
-    ) -> Result<serde_json::Value, ControlError>;
+    ) -> Result<Vec<types::ReleaseHistory>, ControlError>;
     /// Passes `action` to the canary running in the environment.
     async fn canary_action(
         &self,
@@ -137,14 +127,14 @@ pub trait Control: Send + Sync {
         environment: &str,
         action: gantry_engine::canary::CanaryAction,
         by: &str,
-    ) -> Result<serde_json::Value, ControlError>;
+    ) -> Result<types::Done, ControlError>;
     /// A firing alarm named `name` about `environment` (of `project`, or any project).
     async fn alarm(
         &self,
         project: Option<&str>,
         environment: &str,
         name: &str,
-    ) -> Result<serde_json::Value, ControlError>;
+    ) -> Result<Vec<String>, ControlError>;
     /// Stops an environment on purpose: its router and releases; it stays stopped across
     /// restarts until the next deploy or rollback.
     async fn stop_environment(
@@ -152,7 +142,7 @@ pub trait Control: Send + Sync {
         project: &str,
         environment: &str,
         by: &str,
-    ) -> Result<serde_json::Value, ControlError>;
+    ) -> Result<types::Stopped, ControlError>;
     /// Replaces the share-link key with a new one, kept where the old one was (written whole
     /// or not at all); returns it.
     async fn rotate_share_key(&self) -> Result<Vec<u8>, ControlError>;
@@ -171,10 +161,15 @@ pub trait Control: Send + Sync {
     fn router_samples(&self) -> Vec<RouterSample> {
         Vec::new()
     }
-    /// Status of one environment, or (environment `None`) of all, optionally of one project.
+    /// Status of one environment.
     async fn environment_status(
         &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<types::EnvStatus, ControlError>;
+    /// Status of every environment with releases, or of one project's.
+    async fn environment_statuses(
+        &self,
         project: Option<&str>,
-        environment: Option<&str>,
-    ) -> Result<serde_json::Value, ControlError>;
+    ) -> Result<Vec<types::EnvStatus>, ControlError>;
 }

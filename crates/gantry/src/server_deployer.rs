@@ -2,11 +2,11 @@
 //! `GANTRY_SERVER`/`--server`, else the one recorded in the data directory). The run waits for
 //! the server's answer, bake included, and fails when the deployment fails or no server answers.
 
-use crate::client::Client;
-use anyhow::{Result, anyhow, bail};
+use crate::client::{Client, Refused};
+use anyhow::{Result, anyhow};
 use async_trait::async_trait;
+use gantry_api::types::DeployBody;
 use gantry_engine::ports::{DeployReport, DeployRequest, Deployer};
-use serde_json::json;
 use std::path::PathBuf;
 
 pub struct ServerDeployer {
@@ -21,30 +21,31 @@ impl Deployer for ServerDeployer {
     async fn deploy(&self, request: DeployRequest) -> Result<DeployReport> {
         let client = Client::resolve(self.explicit.as_deref(), &self.data_dir)
             .map_err(|e| anyhow!("no gantry server answers ({e}); {HOW_TO_START}"))?;
-        let path = format!(
-            "/api/projects/{}/environments/{}/deploy",
-            request.project, request.environment
-        );
-        let body = json!({
-            "artifact": request.artifact,
-            "run": request.run,
-            "digest": request.digest,
-            "force": request.force,
-            "wait": true,
-            "bake_ms": request.bake_ms,
-            "by": format!("{} (gantry run)", request.requested_by),
-        });
-        let (status, body) = client
-            .post_full(&path, body)
+        let body = DeployBody {
+            artifact: request.artifact.clone(),
+            run: request.run,
+            digest: request.digest.clone(),
+            force: request.force,
+            wait: true,
+            by: Some(format!("{} (gantry run)", request.requested_by)),
+            bake_ms: request.bake_ms,
+        };
+        let outcome = client
+            .deploy(&request.project, &request.environment, &body)
             .await
-            .map_err(|e| anyhow!("{e}; {HOW_TO_START}"))?;
-        match status {
-            200 | 422 => Ok(serde_json::from_value(body)?),
-            _ => bail!(
-                "the server at {} refused the deployment ({status}): {}",
-                client.base,
-                body["error"]["message"].as_str().unwrap_or("no details")
-            ),
-        }
+            .map_err(|e| match e.downcast_ref::<Refused>() {
+                Some(r) => anyhow!(
+                    "the server at {} refused the deployment ({}): {}",
+                    client.base,
+                    r.status.as_u16(),
+                    r.message
+                ),
+                None => anyhow!("{e}; {HOW_TO_START}"),
+            })?;
+        Ok(DeployReport {
+            release: outcome.release.map(Into::into),
+            succeeded: outcome.succeeded,
+            message: outcome.message,
+        })
     }
 }

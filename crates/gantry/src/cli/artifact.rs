@@ -6,6 +6,7 @@ use super::CliResult;
 use crate::context::Context;
 use crate::render::human_size;
 use anyhow::{Context as _, anyhow, bail};
+use gantry_api::types::NewShare;
 use gantry_engine::ports::ArtifactStore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -172,13 +173,19 @@ pub async fn artifact(
         } => {
             let c = super::remote::client(server.as_deref(), data_dir)?;
             let out = c
-                .post(
-                    "/api/artifacts/shares",
-                    json!({ "project": which.project, "name": which.name, "run": which.run, "digest": which.digest, "expires": expires, "stable": stable, "presign": presign }),
-                )
+                .share(&NewShare {
+                    project: which.project,
+                    name: which.name,
+                    run: which.run,
+                    digest: which.digest,
+                    expires: expires.clone(),
+                    stable,
+                    presign,
+                })
                 .await?;
-            let what = out["digest"].as_str().unwrap_or("?");
-            if out["presigned"] == true {
+            let what = &out.digest;
+            let id = out.id.map_or("?".to_string(), |i| i.to_string());
+            if out.presigned {
                 eprintln!(
                     "S3 presigned URL of {what} (expires in {}; it cannot be revoked):",
                     expires.as_deref().unwrap_or("1h")
@@ -186,17 +193,17 @@ pub async fn artifact(
             } else if stable {
                 eprintln!(
                     "stable link {} of {what} (valid until revoked or the artifact is removed; revoke with `gantry artifact revoke {}`):",
-                    out["id"], out["id"]
+                    id, id
                 );
             } else {
                 eprintln!(
                     "share {} of {what} (expires in {}; revoke with `gantry artifact revoke {}`):",
-                    out["id"],
+                    id,
                     expires.as_deref().unwrap_or("1h"),
-                    out["id"]
+                    id
                 );
             }
-            println!("{}", out["url"].as_str().unwrap_or(""));
+            println!("{}", out.url);
             Ok(())
         }
         ArtifactCommand::Verify { which } => {
@@ -229,14 +236,13 @@ pub async fn artifact(
         }
         ArtifactCommand::Revoke { id } => {
             let c = super::remote::client(server.as_deref(), data_dir)?;
-            c.post(&format!("/api/shares/{id}/revoke"), json!({}))
-                .await?;
+            c.revoke_share(id).await?;
             println!("share {id} revoked");
             Ok(())
         }
         ArtifactCommand::RotateShareKey => {
             let c = super::remote::client(server.as_deref(), data_dir)?;
-            c.post("/api/share-key/rotate", json!({})).await?;
+            c.rotate_share_key().await?;
             println!("the share-link key was replaced: every link made before now is refused");
             Ok(())
         }

@@ -160,13 +160,13 @@ async fn share_and_fetch(data: Option<PathBuf>) -> CliResult {
     use sha2::{Digest, Sha256};
     let client = super::remote::client(None, data)?;
     let share = client
-        .post(
-            "/api/artifacts/shares",
-            serde_json::json!({ "name": "app", "expires": "1h" }),
-        )
+        .share(&gantry_api::types::NewShare {
+            name: Some("app".into()),
+            expires: Some("1h".into()),
+            ..Default::default()
+        })
         .await?;
-    let url = share["url"].as_str().unwrap_or_default().to_string();
-    let digest = share["digest"].as_str().unwrap_or_default().to_string();
+    let (url, digest) = (share.url, share.digest);
     println!("gantry artifact share app  →  {url}");
     let answer = reqwest::get(&url)
         .await

@@ -8,7 +8,10 @@ use crate::cli::remote::client;
 use crate::client::Client;
 use crate::render::short_digest;
 use anyhow::{anyhow, bail};
-use serde_json::{Value, json};
+use gantry_api::types::{
+    DeployBody, EnvStatus, Release, ReleaseKind, ReleaseState, RollbackBody, StopBody, Window,
+};
+use gantry_engine::canary::CanaryAction;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -135,16 +138,13 @@ async fn resolve_project(
     if let Some((name, true)) = &here {
         return Ok(name.clone());
     }
-    let all = c.get("/api/environments?brief=true").await?;
-    let mut with_env: Vec<String> = all
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|s| env.is_none_or(|e| s["environment"] == e))
-                .filter_map(|s| s["project"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut with_env: Vec<String> = c
+        .environment_names()
+        .await?
+        .into_iter()
+        .filter(|n| env.is_none_or(|e| n.environment == e))
+        .map(|n| n.project)
+        .collect();
     with_env.sort();
     with_env.dedup();
     if let [one] = with_env.as_slice() {
@@ -168,6 +168,12 @@ async fn resolve_project(
     }
 }
 
+/// A wire answer as `--json` prints it: one line, as the server sent it.
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
 /// Who is asking, for the release's record: `alice (cli)`.
 fn who() -> String {
     match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
@@ -176,21 +182,17 @@ fn who() -> String {
     }
 }
 
-fn env_path(project: &str, env: &str) -> String {
-    format!("/api/projects/{project}/environments/{env}")
-}
-
-fn describe_release(r: &Value) -> String {
+fn describe_release(r: &Release) -> String {
     let mut s = format!(
         "release {} ({} {}",
-        r["number"],
-        r["artifact"].as_str().unwrap_or("?"),
-        short_digest(r["digest"].as_str().unwrap_or(""))
+        r.number,
+        r.artifact,
+        short_digest(&r.digest)
     );
-    if let Some(run) = r["run_id"].as_i64() {
+    if let Some(run) = r.run_id {
         s.push_str(&format!(", run {run}"));
     }
-    if let Some(c) = r["commit"].as_str() {
+    if let Some(c) = &r.commit {
         s.push_str(&format!(", commit {}", &c[..c.len().min(10)]));
     }
     s.push(')');
@@ -205,73 +207,58 @@ pub async fn deploy(
     let c = client(server.as_deref(), data_dir)?;
     let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
     let started = Instant::now();
-    let (status, body) = c
-        .post_full(
-            &format!("{}/deploy", env_path(&project, &args.environment)),
-            json!({
-                "artifact": args.artifact,
-                "run": args.run,
-                "digest": args.digest,
-                "force": args.force,
-                "wait": args.wait,
-                "by": who(),
-            }),
-        )
-        .await?;
+    let body = DeployBody {
+        artifact: args.artifact,
+        run: args.run,
+        digest: args.digest,
+        force: args.force,
+        wait: args.wait,
+        by: Some(who()),
+        bake_ms: None,
+    };
+    let outcome = c.deploy(&project, &args.environment, &body).await?;
     if args.json {
-        println!("{body}");
-        return if status == 200 {
+        print_json(&outcome)?;
+        return if outcome.succeeded {
             Ok(())
         } else {
             Err(CliError::silent(1))
         };
     }
-    match status {
-        200 => {
-            // A canary serves some users next to the live release; only a switch is "live".
-            let now = match body["release"]["state"].as_str() {
-                Some("canary") => "is a canary",
-                _ => "is live",
-            };
-            println!(
-                "{}: {} {now} ({} ms)",
-                args.environment,
-                describe_release(&body["release"]),
-                started.elapsed().as_millis()
-            );
-            println!("  {}", body["message"].as_str().unwrap_or(""));
-            Ok(())
-        }
-        422 if body["release"].is_object() => {
-            eprintln!(
-                "{}: deployment of {} failed; traffic stayed on the live release",
-                args.environment,
-                describe_release(&body["release"])
-            );
-            eprintln!(
-                "  {}",
-                body["message"].as_str().unwrap_or("").replace('\n', "\n  ")
-            );
-            Err(CliError::silent(1))
-        }
-        _ => Err(anyhow!(
-            "the server answered {status}: {}",
-            body["error"]["message"].as_str().unwrap_or("no details")
-        )
-        .into()),
+    let Some(release) = &outcome.release else {
+        return Err(anyhow!("the server answered without a release: {}", outcome.message).into());
+    };
+    if outcome.succeeded {
+        // A canary serves some users next to the live release; only a switch is "live".
+        let now = match release.state {
+            ReleaseState::Canary => "is a canary",
+            _ => "is live",
+        };
+        println!(
+            "{}: {} {now} ({} ms)",
+            args.environment,
+            describe_release(release),
+            started.elapsed().as_millis()
+        );
+        println!("  {}", outcome.message);
+        Ok(())
+    } else {
+        eprintln!(
+            "{}: deployment of {} failed; traffic stayed on the live release",
+            args.environment,
+            describe_release(release)
+        );
+        eprintln!("  {}", outcome.message.replace('\n', "\n  "));
+        Err(CliError::silent(1))
     }
 }
 
 pub async fn stop(args: StopArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
     let c = client(server.as_deref(), data_dir)?;
     let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
-    let body = c
-        .post(
-            &format!("{}/stop", env_path(&project, &args.environment)),
-            json!({ "by": who() }),
-        )
-        .await?;
-    println!("{}", body["message"].as_str().unwrap_or("stopped"));
+    let body = StopBody { by: Some(who()) };
+    let stopped = c.stop(&project, &args.environment, &body).await?;
+    println!("{}", stopped.message);
     Ok(())
 }
 
@@ -283,24 +270,20 @@ pub async fn rollback(
     let c = client(server.as_deref(), data_dir)?;
     let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
     let started = Instant::now();
-    let body = c
-        .post(
-            &format!("{}/rollback", env_path(&project, &args.environment)),
-            json!({
-                "to": args.to,
-                "by": who(),
-            }),
-        )
-        .await?;
+    let body = RollbackBody {
+        to: args.to,
+        by: Some(who()),
+    };
+    let release = c.rollback(&project, &args.environment, &body).await?;
     let took = started.elapsed().as_millis();
     if args.json {
-        println!("{body}");
+        print_json(&release)?;
     } else {
         println!(
             "{}: rolled back to release {}; now live as {} ({took} ms)",
             args.environment,
-            body["source"],
-            describe_release(&body)
+            release.source,
+            describe_release(&release)
         );
     }
     Ok(())
@@ -324,67 +307,52 @@ pub async fn releases(
 ) -> CliResult {
     let c = client(server.as_deref(), data_dir)?;
     let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
-    let body = c
-        .get(&format!(
-            "{}/releases",
-            env_path(&project, &args.environment)
-        ))
-        .await?;
+    let history = c.releases(&project, &args.environment).await?;
     if args.json {
-        println!("{body}");
+        print_json(&history)?;
         return Ok(());
     }
     println!(
         "{:<4} {:<12} {:<9} {:<22} {:<5} {:<10} {:<9} BY / REASON",
         "#", "STATE", "KIND", "ARTIFACT", "RUN", "COMMIT", "CREATED"
     );
-    for h in body.as_array().into_iter().flatten() {
-        let r = &h["release"];
-        let kind = match r["kind"].as_str() {
-            Some("rollback") => format!("-> {}", r["source"]),
-            _ => "deploy".to_string(),
+    for h in &history {
+        let r = &h.release;
+        let kind = match r.kind {
+            ReleaseKind::Rollback => format!("-> {}", r.source),
+            ReleaseKind::Deploy => "deploy".to_string(),
         };
-        let kept = if r["retired_at"].is_null() {
+        let kept = if r.retired_at.is_none() {
             ""
         } else {
             " (retired)"
         };
         println!(
             "{:<4} {:<12} {:<9} {:<22} {:<5} {:<10} {:<9} {}{}{}",
-            r["number"].to_string(),
-            r["state"].as_str().unwrap_or("?"),
+            r.number.to_string(),
+            r.state.as_str(),
             kind,
-            format!(
-                "{} {}",
-                r["artifact"].as_str().unwrap_or("?"),
-                short_digest(r["digest"].as_str().unwrap_or(""))
-            ),
-            r["run_id"]
-                .as_i64()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-            r["commit"]
-                .as_str()
+            format!("{} {}", r.artifact, short_digest(&r.digest)),
+            r.run_id.map(|n| n.to_string()).unwrap_or_default(),
+            r.commit
+                .as_deref()
                 .map(|c| &c[..c.len().min(10)])
                 .unwrap_or(""),
-            r["created_at"].as_i64().map(age).unwrap_or_default(),
-            r["created_by"].as_str().unwrap_or(""),
+            age(r.created_at),
+            r.created_by,
             kept,
-            r["reason"]
-                .as_str()
+            r.reason
+                .as_deref()
                 .map(|x| format!(" — {}", x.lines().next().unwrap_or("")))
                 .unwrap_or_default(),
         );
         if args.events {
-            for e in h["events"].as_array().into_iter().flatten() {
+            for e in &h.events {
                 println!(
                     "       {} {}: {}",
-                    e["at"].as_i64().map(age).unwrap_or_default(),
-                    e["kind"].as_str().unwrap_or(""),
-                    e["message"]
-                        .as_str()
-                        .unwrap_or("")
-                        .replace('\n', "\n         ")
+                    age(e.at),
+                    e.kind,
+                    e.message.replace('\n', "\n         ")
                 );
             }
         }
@@ -394,32 +362,29 @@ pub async fn releases(
 
 /// `gantry promote|abort|pause|resume ENV`.
 pub async fn canary(
-    action: &str,
+    action: CanaryAction,
     args: CanaryArgs,
     server: Option<String>,
     data_dir: Option<PathBuf>,
 ) -> CliResult {
     let c = client(server.as_deref(), data_dir)?;
     let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
-    let body = c
-        .post(
-            &format!("{}/{action}", env_path(&project, &args.environment)),
-            json!({ "full": args.full, "by": who() }),
-        )
+    let done = c
+        .canary(&project, &args.environment, action, Some(who()))
         .await?;
-    println!("{}", body["message"].as_str().unwrap_or("done"));
+    println!("{}", done.message);
     Ok(())
 }
 
-fn window(w: &Value) -> String {
-    let ms = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+fn window(w: &Window) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
     format!(
         "{} requests, 5xx {:.2}%, p50/p90/p99 {}/{}/{} ms",
-        w["requests"],
-        w["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-        ms(&w["p50_ms"]),
-        ms(&w["p90_ms"]),
-        ms(&w["p99_ms"])
+        w.requests,
+        w.error_rate * 100.0,
+        ms(w.p50_ms),
+        ms(w.p90_ms),
+        ms(w.p99_ms)
     )
 }
 
@@ -427,76 +392,73 @@ fn uptime(ms: u64) -> String {
     gantry_model::duration::format_duration(std::time::Duration::from_secs(ms / 1000))
 }
 
-fn print_status(s: &Value) {
+fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("-".to_string(), |x| x.to_string())
+}
+
+fn print_status(s: &EnvStatus) {
     println!(
         "{}/{}: {} target{}",
-        s["project"].as_str().unwrap_or("?"),
-        s["environment"].as_str().unwrap_or("?"),
-        s["target"].as_str().unwrap_or("unknown"),
-        s["router"]
-            .as_str()
+        s.project,
+        s.environment,
+        s.target.as_deref().unwrap_or("unknown"),
+        s.router
+            .as_deref()
             .map(|r| format!(", router http://{r}"))
             .unwrap_or_default()
     );
-    match s["live"].is_object() {
-        true => println!("  live:     {}", describe_release(&s["live"])),
-        false => println!("  live:     none"),
+    match &s.live {
+        Some(live) => println!("  live:     {}", describe_release(live)),
+        None => println!("  live:     none"),
     }
     println!(
         "  health:   {}{}",
-        s["health"].as_str().unwrap_or("unknown"),
-        s["health_detail"]
-            .as_str()
+        s.health,
+        s.health_detail
+            .as_deref()
             .map(|d| format!(" ({d})"))
             .unwrap_or_default()
     );
-    if let Some(ms) = s["uptime_ms"].as_u64() {
+    if let Some(ms) = s.uptime_ms {
         println!(
             "  uptime:   {} (pid {}, restarts {})",
             uptime(ms),
-            s["pid"],
-            s["restarts"]
+            or_dash(s.pid),
+            or_dash(s.restarts)
         );
     }
-    if s["previous"].is_object() {
+    if let Some(previous) = &s.previous {
         println!(
             "  previous: {} (gantry rollback goes here)",
-            describe_release(&s["previous"])
+            describe_release(previous)
         );
     }
-    if s["lock"].is_object() {
-        println!(
-            "  locked:   {} by {}",
-            s["lock"]["purpose"].as_str().unwrap_or("?"),
-            s["lock"]["owner"].as_str().unwrap_or("?")
-        );
+    if let Some(lock) = &s.lock {
+        println!("  locked:   {} by {}", lock.purpose, lock.owner);
     }
-    if s["canary"].is_object() {
-        let c = &s["canary"];
+    if let Some(c) = &s.canary {
         println!(
             "  canary:   release {} {} at {}% (step {} of {})",
-            c["release"],
-            c["state"].as_str().unwrap_or("?"),
-            c["percent"],
-            c["step"]
-                .as_u64()
-                .map_or("-".to_string(), |x| (x + 1).to_string()),
-            c["steps"]
+            c.release,
+            c.state,
+            c.percent,
+            or_dash(c.step.map(|x| x + 1)),
+            c.steps
         );
-        println!("            canary this step: {}", window(&c["canary"]));
-        println!("            stable this step: {}", window(&c["stable"]));
+        println!("            canary this step: {}", window(&c.canary));
+        println!("            stable this step: {}", window(&c.stable));
     }
-    for t in s["traffic"].as_array().into_iter().flatten() {
+    for t in &s.traffic {
         println!(
             "  traffic:  release {} ({}) last minute: {}; total {} requests, {} errors",
-            t["release"],
-            t["role"].as_str().unwrap_or("?"),
-            window(&t["last_minute"]),
-            t["total_requests"],
-            t["total_errors"]
+            t.release,
+            t.role,
+            window(&t.last_minute),
+            t.total_requests,
+            t.total_errors
         );
     }
-    if let Some(log) = s["log"].as_str() {
+    if let Some(log) = &s.log {
         println!("  log:      {log}");
     }
 }
@@ -507,36 +469,33 @@ pub async fn status(
     data_dir: Option<PathBuf>,
 ) -> CliResult {
     let c = client(server.as_deref(), data_dir)?;
-    let body = match &args.environment {
+    match &args.environment {
         Some(env) => {
             let project = resolve_project(&c, args.project, Some(env)).await?;
-            c.get(&env_path(&project, env)).await?
-        }
-        None => {
-            let path = match &args.project {
-                Some(p) => format!("/api/environments?project={p}"),
-                None => "/api/environments".to_string(),
-            };
-            c.get(&path).await?
-        }
-    };
-    if args.json {
-        println!("{body}");
-        return Ok(());
-    }
-    match body.as_array() {
-        Some(all) if all.is_empty() => println!(
-            "no environment has releases yet (deploy with `gantry deploy ENV --artifact NAME`)"
-        ),
-        Some(all) => {
-            for (i, s) in all.iter().enumerate() {
-                if i > 0 {
-                    println!();
-                }
-                print_status(s);
+            let one = c.environment(&project, env).await?;
+            if args.json {
+                print_json(&one)?;
+            } else {
+                print_status(&one);
             }
         }
-        None => print_status(&body),
+        None => {
+            let all = c.environments(args.project.as_deref()).await?;
+            if args.json {
+                print_json(&all)?;
+            } else if all.is_empty() {
+                println!(
+                    "no environment has releases yet (deploy with `gantry deploy ENV --artifact NAME`)"
+                );
+            } else {
+                for (i, s) in all.iter().enumerate() {
+                    if i > 0 {
+                        println!();
+                    }
+                    print_status(s);
+                }
+            }
+        }
     }
     Ok(())
 }

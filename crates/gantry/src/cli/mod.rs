@@ -13,6 +13,7 @@ pub mod serve;
 mod why;
 
 use clap::{Parser, Subcommand};
+use gantry_engine::canary::CanaryAction;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -145,12 +146,30 @@ pub fn main() -> ExitCode {
         Command::Deploy(args) => block_on(deploy::deploy(args, cli.server, cli.data_dir)),
         Command::Rollback(args) => block_on(deploy::rollback(args, cli.server, cli.data_dir)),
         Command::Stop(args) => block_on(deploy::stop(args, cli.server, cli.data_dir)),
-        Command::Promote(args) => {
-            block_on(deploy::canary("promote", args, cli.server, cli.data_dir))
-        }
-        Command::Abort(args) => block_on(deploy::canary("abort", args, cli.server, cli.data_dir)),
-        Command::Pause(args) => block_on(deploy::canary("pause", args, cli.server, cli.data_dir)),
-        Command::Resume(args) => block_on(deploy::canary("resume", args, cli.server, cli.data_dir)),
+        Command::Promote(args) => block_on(deploy::canary(
+            CanaryAction::Promote { full: args.full },
+            args,
+            cli.server,
+            cli.data_dir,
+        )),
+        Command::Abort(args) => block_on(deploy::canary(
+            CanaryAction::Abort,
+            args,
+            cli.server,
+            cli.data_dir,
+        )),
+        Command::Pause(args) => block_on(deploy::canary(
+            CanaryAction::Pause,
+            args,
+            cli.server,
+            cli.data_dir,
+        )),
+        Command::Resume(args) => block_on(deploy::canary(
+            CanaryAction::Resume,
+            args,
+            cli.server,
+            cli.data_dir,
+        )),
         Command::Releases(args) => block_on(deploy::releases(args, cli.server, cli.data_dir)),
         Command::Status(args) => block_on(deploy::status(args, cli.server, cli.data_dir)),
         Command::Route(args) => block_on(route::route(args)),

@@ -3,7 +3,7 @@
 use super::CliResult;
 use crate::client::Client;
 use crate::context::data_dir_here;
-use serde_json::json;
+use gantry_api::types::{NewToken, TriggerBody};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -47,24 +47,23 @@ pub async fn trigger(
     data_dir: Option<PathBuf>,
 ) -> CliResult {
     let c = client(server.as_deref(), data_dir)?;
-    let out = c
-        .post(
-            &format!("/api/projects/{}/trigger", args.project),
-            json!({ "branch": args.branch, "rev": args.rev }),
-        )
-        .await?;
+    let body = TriggerBody {
+        branch: args.branch,
+        rev: args.rev,
+    };
+    let out = c.trigger(&args.project, &body).await?;
     if args.json {
-        println!("{out}");
+        println!(
+            "{}",
+            serde_json::to_string(&out).map_err(anyhow::Error::from)?
+        );
     } else {
         println!(
             "queued run {} of {} at {} on {}",
-            out["run"],
+            out.run.map_or("?".to_string(), |r| r.to_string()),
             args.project,
-            out["commit"]
-                .as_str()
-                .map(crate::pipeline_at::short)
-                .unwrap_or("?"),
-            out["branch"].as_str().unwrap_or("?")
+            crate::pipeline_at::short(&out.commit),
+            out.branch
         );
     }
     Ok(())
@@ -76,8 +75,7 @@ pub async fn cancel(
     data_dir: Option<PathBuf>,
 ) -> CliResult {
     let c = client(server.as_deref(), data_dir)?;
-    c.post(&format!("/api/runs/{}/cancel", args.run), json!({}))
-        .await?;
+    c.cancel(args.run).await?;
     println!("cancelling run {}", args.run);
     Ok(())
 }
@@ -89,14 +87,11 @@ pub async fn token(
 ) -> CliResult {
     let TokenCommand::Create { name, role } = cmd;
     let c = client(server.as_deref(), data_dir)?;
-    let out = c
-        .post("/api/tokens", json!({ "name": name, "role": role }))
-        .await?;
+    let out = c.create_token(&NewToken { name, role }).await?;
     eprintln!(
         "token `{}` with role {} (shown once; keep it safe):",
-        out["name"].as_str().unwrap_or(""),
-        out["role"].as_str().unwrap_or("")
+        out.name, out.role
     );
-    println!("{}", out["token"].as_str().unwrap_or(""));
+    println!("{}", out.token);
     Ok(())
 }

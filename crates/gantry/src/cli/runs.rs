@@ -70,69 +70,23 @@ impl Source {
     async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRecord>> {
         match self {
             Source::Local(ctx) => ctx.state.list_runs(f).await,
-            Source::Remote(c) => {
-                let mut q = vec![format!("limit={}", f.limit)];
-                for (k, v) in [("project", &f.project), ("branch", &f.branch)] {
-                    if let Some(v) = v {
-                        q.push(format!("{k}={}", urlencode(v)));
-                    }
-                }
-                if let Some(s) = f.status {
-                    q.push(format!("status={s}"));
-                }
-                if let Some(b) = f.before {
-                    q.push(format!("before={b}"));
-                }
-                let v = c.get(&format!("/api/runs?{}", q.join("&"))).await?;
-                Ok(serde_json::from_value(v["runs"].clone())?)
-            }
+            Source::Remote(c) => c.runs(f).await,
         }
     }
 
     async fn run_detail(&self, id: i64) -> Result<Option<RunDetail>> {
         match self {
             Source::Local(ctx) => ctx.state.run_detail(id).await,
-            Source::Remote(c) => match c.get(&format!("/api/runs/{id}")).await {
-                Ok(v) => Ok(Some(serde_json::from_value(v)?)),
-                Err(e)
-                    if e.downcast_ref::<crate::client::Refused>()
-                        .is_some_and(|r| r.status == reqwest::StatusCode::NOT_FOUND) =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            },
+            Source::Remote(c) => c.run(id).await,
         }
     }
 
     async fn logs(&self, run: i64, job: Option<&str>, after: i64) -> Result<Vec<LogRecord>> {
         match self {
             Source::Local(ctx) => ctx.state.logs(run, job, after, 5000).await,
-            Source::Remote(c) => {
-                let job = job
-                    .map(|j| format!("&job={}", urlencode(j)))
-                    .unwrap_or_default();
-                let v = c
-                    .get(&format!(
-                        "/api/runs/{run}/logs?after={after}&limit=5000{job}"
-                    ))
-                    .await?;
-                Ok(serde_json::from_value(v["lines"].clone())?)
-            }
+            Source::Remote(c) => c.logs(run, job, after, 5000).await,
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 pub async fn runs(args: RunsArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
@@ -247,27 +201,19 @@ pub async fn logs(args: LogsArgs, server: Option<String>, data_dir: Option<PathB
     let several = args.job.is_none();
     if let (true, Source::Remote(c)) = (args.follow, &src) {
         // Live: server-sent events, resumed by the client if the connection drops.
-        let job = args
-            .job
-            .as_deref()
-            .map(|j| format!("?job={}", urlencode(j)))
-            .unwrap_or_default();
         let mut failed = None;
-        c.follow(
-            &format!("/api/runs/{}/logs/stream{job}", args.run),
-            |event, data| {
-                if event == "log" {
-                    if let Ok(l) = serde_json::from_str::<LogRecord>(data) {
-                        print_line(&l, args.json, several);
-                    }
-                } else if event == "end" {
-                    failed = serde_json::from_str::<serde_json::Value>(data)
-                        .ok()
-                        .and_then(|v| v["status"].as_str().map(str::to_string));
+        c.follow_logs(args.run, args.job.as_deref(), |event, data| {
+            if event == "log" {
+                if let Ok(l) = serde_json::from_str::<LogRecord>(data) {
+                    print_line(&l, args.json, several);
                 }
-                true
-            },
-        )
+            } else if event == "end" {
+                failed = serde_json::from_str::<serde_json::Value>(data)
+                    .ok()
+                    .and_then(|v| v["status"].as_str().map(str::to_string));
+            }
+            true
+        })
         .await?;
         return match failed.as_deref() {
             Some("succeeded") | None => Ok(()),

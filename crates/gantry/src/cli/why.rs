@@ -9,7 +9,7 @@ use crate::why::{
     render_release,
 };
 use anyhow::anyhow;
-use gantry_engine::ports::{ReleaseRecord, StateStore};
+use gantry_engine::ports::{ReleaseRecord, RunFilter, StateStore};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -40,20 +40,20 @@ pub async fn why(args: WhyArgs, server: Option<String>, data_dir: Option<PathBuf
             let id = match run_id {
                 Some(id) => id,
                 None => {
-                    let q = project
-                        .as_ref()
-                        .map(|p| format!("&project={p}"))
-                        .unwrap_or_default();
-                    let v = c
-                        .get(&format!("/api/runs?status=failed&limit=1{q}"))
-                        .await?;
-                    v["runs"][0]["id"]
-                        .as_i64()
+                    let filter = RunFilter {
+                        project: project.clone(),
+                        status: Some(gantry_model::RunStatus::Failed),
+                        limit: 1,
+                        ..RunFilter::default()
+                    };
+                    c.runs(&filter)
+                        .await?
+                        .first()
+                        .map(|r| r.id)
                         .ok_or_else(|| anyhow!("no failed run to explain"))?
                 }
             };
-            serde_json::from_value(c.get(&format!("/api/runs/{id}/diagnosis")).await?)
-                .map_err(anyhow::Error::from)?
+            c.diagnosis(id).await?
         }
         None => {
             let ctx = Context::open(data).await?;

@@ -7,7 +7,7 @@ use super::Mirrors;
 use crate::pipeline_at::{load_pipeline, short};
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
-use gantry_api::ControlError;
+use gantry_api::{ControlError, types};
 use gantry_deploy::{DeployError, DeployManager, ProjectSource};
 use gantry_engine::ports::{DeployReport, DeployRequest, Deployer, RunFilter, StateStore};
 use gantry_git::Repo;
@@ -139,6 +139,71 @@ pub fn api_error(e: DeployError) -> ControlError {
     }
 }
 
-pub fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ControlError> {
-    serde_json::to_value(v).map_err(|e| ControlError::from(anyhow::Error::from(e)))
+/// The wire form of a deployment's outcome.
+pub fn outcome(r: &DeployReport) -> types::DeployOutcome {
+    types::DeployOutcome {
+        release: r.release.as_ref().map(types::Release::from),
+        succeeded: r.succeeded,
+        message: r.message.clone(),
+        error: None,
+    }
+}
+
+fn window(w: &gantry_deploy::WindowView) -> types::Window {
+    types::Window {
+        requests: w.requests,
+        errors: w.errors,
+        error_rate: w.error_rate,
+        p50_ms: w.p50_ms,
+        p90_ms: w.p90_ms,
+        p99_ms: w.p99_ms,
+    }
+}
+
+/// The wire form of an environment's status.
+pub fn status(s: &gantry_deploy::EnvStatus) -> types::EnvStatus {
+    types::EnvStatus {
+        project: s.project.clone(),
+        environment: s.environment.clone(),
+        target: s.target.clone(),
+        router: s.router.clone(),
+        live: s.live.as_ref().map(types::Release::from),
+        previous: s.previous.as_ref().map(types::Release::from),
+        health: s.health.clone(),
+        health_detail: s.health_detail.clone(),
+        uptime_ms: s.uptime_ms,
+        restarts: s.restarts,
+        pid: s.pid,
+        log: s.log.clone(),
+        running: s.running.clone(),
+        lock: s.lock.as_ref().map(types::Lock::from),
+        canary: s.canary.as_ref().map(|c| types::Canary {
+            release: c.release,
+            state: c.state.clone(),
+            percent: c.percent,
+            step: c.step,
+            steps: c.steps,
+            canary: window(&c.canary),
+            stable: window(&c.stable),
+        }),
+        traffic: s
+            .traffic
+            .iter()
+            .map(|t| types::Traffic {
+                release: t.release,
+                role: t.role.clone(),
+                last_minute: window(&t.last_minute),
+                total_requests: t.total_requests,
+                total_errors: t.total_errors,
+            })
+            .collect(),
+    }
+}
+
+/// The wire form of a release with its events.
+pub fn history(h: &gantry_deploy::ReleaseHistory) -> types::ReleaseHistory {
+    types::ReleaseHistory {
+        release: (&h.release).into(),
+        events: h.events.iter().map(types::ReleaseEvent::from).collect(),
+    }
 }

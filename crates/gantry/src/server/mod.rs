@@ -16,7 +16,7 @@ mod worker;
 
 use anyhow::Result;
 use async_trait::async_trait;
-use gantry_api::{Control, ControlError, TriggerOutcome, TriggerRequest, TriggerSource};
+use gantry_api::{Control, ControlError, TriggerOutcome, TriggerRequest, TriggerSource, types};
 use gantry_config::server::{ProjectConfig, ServerConfig};
 use gantry_engine::ports::{QueuedRun, StateStore};
 use gantry_git::{Repo, branch_matches};
@@ -370,13 +370,13 @@ impl Control for Server {
         &self,
         request: gantry_engine::ports::DeployRequest,
         wait_bake: bool,
-    ) -> Result<(bool, serde_json::Value), ControlError> {
-        let manager = &self.deploys;
-        let report = manager
+    ) -> Result<types::DeployOutcome, ControlError> {
+        let report = self
+            .deploys
             .deploy(request, wait_bake)
             .await
             .map_err(deploy::api_error)?;
-        Ok((report.succeeded, deploy::json(&report)?))
+        Ok(deploy::outcome(&report))
     }
 
     async fn rollback(
@@ -385,22 +385,22 @@ impl Control for Server {
         environment: &str,
         to: Option<i64>,
         by: &str,
-    ) -> Result<serde_json::Value, ControlError> {
-        let manager = &self.deploys;
-        let release = manager
+    ) -> Result<types::Release, ControlError> {
+        let release = self
+            .deploys
             .rollback(project, environment, to, by)
             .await
             .map_err(deploy::api_error)?;
-        deploy::json(&release)
+        Ok((&release).into())
     }
 
     async fn releases(
         &self,
         project: &str,
         environment: &str,
-    ) -> Result<serde_json::Value, ControlError> {
-        let manager = &self.deploys;
-        let history = manager
+    ) -> Result<Vec<types::ReleaseHistory>, ControlError> {
+        let history = self
+            .deploys
             .history(project, environment)
             .await
             .map_err(deploy::api_error)?;
@@ -409,7 +409,7 @@ impl Control for Server {
                 "{project}/{environment} has no releases"
             )));
         }
-        deploy::json(&history)
+        Ok(history.iter().map(deploy::history).collect())
     }
 
     async fn canary_action(
@@ -418,13 +418,13 @@ impl Control for Server {
         environment: &str,
         action: gantry_deploy::CanaryAction,
         by: &str,
-    ) -> Result<serde_json::Value, ControlError> {
-        let manager = &self.deploys;
-        let message = manager
+    ) -> Result<types::Done, ControlError> {
+        let message = self
+            .deploys
             .canary_action(project, environment, action, by)
             .await
             .map_err(deploy::api_error)?;
-        Ok(serde_json::json!({ "message": message }))
+        Ok(types::Done { message })
     }
 
     async fn alarm(
@@ -432,13 +432,11 @@ impl Control for Server {
         project: Option<&str>,
         environment: &str,
         name: &str,
-    ) -> Result<serde_json::Value, ControlError> {
-        let manager = &self.deploys;
-        let acted = manager
+    ) -> Result<Vec<String>, ControlError> {
+        self.deploys
             .alarm(project, environment, name)
             .await
-            .map_err(deploy::api_error)?;
-        Ok(serde_json::json!(acted))
+            .map_err(deploy::api_error)
     }
 
     async fn stop_environment(
@@ -446,13 +444,16 @@ impl Control for Server {
         project: &str,
         environment: &str,
         by: &str,
-    ) -> Result<serde_json::Value, ControlError> {
-        let text = self
+    ) -> Result<types::Stopped, ControlError> {
+        let message = self
             .deploys
             .stop_environment(project, environment, by)
             .await
             .map_err(deploy::api_error)?;
-        Ok(serde_json::json!({ "stopped": true, "message": text }))
+        Ok(types::Stopped {
+            stopped: true,
+            message,
+        })
     }
 
     async fn rotate_share_key(&self) -> Result<Vec<u8>, ControlError> {
@@ -512,16 +513,27 @@ impl Control for Server {
 
     async fn environment_status(
         &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<types::EnvStatus, ControlError> {
+        let s = self
+            .deploys
+            .status(project, environment)
+            .await
+            .map_err(deploy::api_error)?;
+        Ok(deploy::status(&s))
+    }
+
+    async fn environment_statuses(
+        &self,
         project: Option<&str>,
-        environment: Option<&str>,
-    ) -> Result<serde_json::Value, ControlError> {
-        let manager = &self.deploys;
-        match (project, environment) {
-            (Some(p), Some(e)) => {
-                deploy::json(&manager.status(p, e).await.map_err(deploy::api_error)?)
-            }
-            (p, _) => deploy::json(&manager.statuses(p).await.map_err(deploy::api_error)?),
-        }
+    ) -> Result<Vec<types::EnvStatus>, ControlError> {
+        let all = self
+            .deploys
+            .statuses(project)
+            .await
+            .map_err(deploy::api_error)?;
+        Ok(all.iter().map(deploy::status).collect())
     }
 
     fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ControlError> {

@@ -1,8 +1,15 @@
 //! The CLI's HTTP client for a gantry server: which server (`--server`/`GANTRY_SERVER`, or the
 //! local one recorded in the data directory), which token (`GANTRY_TOKEN`, or the local admin
-//! token file), and JSON calls with the server's error messages passed through.
+//! token file), and JSON calls with the server's error messages passed through. The
+//! operations themselves, typed with the API's wire types, are in `api.rs`: commands call
+//! those, never a path.
+
+mod api;
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use gantry_api::types;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::Path;
 
@@ -67,42 +74,51 @@ impl Client {
         req
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+    /// Sends `req`; a success's body read as `T`, a refusal as [`Refused`].
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let (status, bytes) = self.exchange(req).await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes).into());
+        }
+        self.read(status, &bytes)
+    }
+
+    /// Sends `req` and hands back the status with the body, refusals included.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>)> {
         let resp = req
             .send()
             .await
             .map_err(|e| anyhow!("cannot reach the gantry server at {}: {e}", self.base))?;
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = body["error"]["message"]
-                .as_str()
-                .unwrap_or("no details")
-                .to_string();
-            return Err(Refused { status, message }.into());
-        }
-        Ok(body)
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| anyhow!("reading the answer of {}: {e}", self.base))?;
+        Ok((status, bytes.to_vec()))
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value> {
+    fn read<T: DeserializeOwned>(&self, status: reqwest::StatusCode, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).with_context(|| {
+            format!(
+                "the server at {} answered {status} with a body this gantry does not understand (another version?)",
+                self.base
+            )
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
-    /// POST that hands back the status with the body, errors included (for answers such as a
-    /// failed deployment's 422, whose body is a full report).
-    pub async fn post_full(&self, path: &str, body: Value) -> Result<(u16, Value)> {
-        let resp = self
-            .request(reqwest::Method::POST, path)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the gantry server at {}: {e}", self.base))?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.json().await.unwrap_or(Value::Null)))
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        self.send(self.request(reqwest::Method::POST, path).json(&body))
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
             .await
     }
 
@@ -126,11 +142,8 @@ impl Client {
                 .map_err(|e| anyhow!("cannot reach the gantry server at {}: {e}", self.base))?;
             if !resp.status().is_success() {
                 let status = resp.status();
-                let body: Value = resp.json().await.unwrap_or(Value::Null);
-                bail!(
-                    "the server answered {status}: {}",
-                    body["error"]["message"].as_str().unwrap_or("no details")
-                );
+                let bytes = resp.bytes().await.unwrap_or_default();
+                return Err(refused(status, &bytes).into());
             }
             let mut stream = resp.bytes_stream();
             let mut buf = String::new();
@@ -182,4 +195,19 @@ impl Client {
 pub struct Refused {
     pub status: reqwest::StatusCode,
     pub message: String,
+}
+
+impl Refused {
+    /// Whether `e` is the server saying "no such thing".
+    pub fn is_not_found(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Refused>()
+            .is_some_and(|r| r.status == reqwest::StatusCode::NOT_FOUND)
+    }
+}
+
+fn refused(status: reqwest::StatusCode, body: &[u8]) -> Refused {
+    let message = serde_json::from_slice::<types::ErrorBody>(body)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| "no details".to_string());
+    Refused { status, message }
 }
