@@ -40,11 +40,15 @@ pub struct ArtifactsQuery {
 pub async fn list_artifacts(
     State(state): State<AppState>,
     Query(q): Query<ArtifactsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::ArtifactPage<types::ArtifactListing>>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(
-        json!({ "artifacts": state.store.list_artifacts(q.project.as_deref(), q.run, limit).await? }),
-    ))
+    let listed = state
+        .store
+        .list_artifacts(q.project.as_deref(), q.run, limit)
+        .await?;
+    Ok(Json(types::ArtifactPage {
+        artifacts: listed.iter().map(Into::into).collect(),
+    }))
 }
 
 pub async fn healthz() -> Json<Value> {
@@ -77,20 +81,21 @@ pub async fn openapi() -> Json<Value> {
 
 /// The projects, each with `poll_error` when polling its repository fails now (a repository
 /// that is gone, a remote out of reach), so a broken project shows where people look.
-pub async fn projects(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn projects(State(state): State<AppState>) -> Result<Json<types::ProjectList>, ApiError> {
     let errors = state.control.poll_errors();
-    let projects: Vec<Value> = state
+    let projects = state
         .store
         .list_projects()
         .await?
         .into_iter()
-        .map(|p| {
-            let mut v = json!(p);
-            v["poll_error"] = json!(errors.get(&p.name));
-            v
+        .map(|p| types::Project {
+            poll_error: errors.get(&p.name).cloned(),
+            id: p.id,
+            name: p.name,
+            repo: p.repo,
         })
         .collect();
-    Ok(Json(json!({ "projects": projects })))
+    Ok(Json(types::ProjectList { projects }))
 }
 
 #[derive(Deserialize)]
@@ -105,7 +110,7 @@ pub struct RunsQuery {
 pub async fn runs(
     State(state): State<AppState>,
     Query(q): Query<RunsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::RunPage>, ApiError> {
     let status = q
         .status
         .as_deref()
@@ -127,28 +132,33 @@ pub async fn runs(
     let next = (runs.len() as i64 == limit)
         .then(|| runs.last().map(|r| r.id))
         .flatten();
-    Ok(Json(json!({ "runs": runs, "next_before": next })))
+    Ok(Json(types::RunPage {
+        runs: runs.iter().map(Into::into).collect(),
+        next_before: next,
+    }))
 }
 
 pub async fn run(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::RunDetail>, ApiError> {
     let detail = run_or_404(&state, id).await?;
-    let mut v = serde_json::to_value(detail).map_err(anyhow::Error::from)?;
+    let mut wire = types::RunDetail::from(&detail);
     // A failed run carries its diagnosis, made when it failed (see /api/runs/{id}/diagnosis).
     if let Some(d) = state.store.run_diagnosis(id).await? {
-        v["diagnosis"] = serde_json::from_str(&d).unwrap_or(Value::Null);
+        wire.diagnosis = serde_json::from_str(&d).ok();
     }
-    Ok(Json(v))
+    Ok(Json(wire))
 }
 
 pub async fn artifacts(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::ArtifactPage<types::Artifact>>, ApiError> {
     let detail = run_or_404(&state, id).await?;
-    Ok(Json(json!({ "artifacts": detail.artifacts })))
+    Ok(Json(types::ArtifactPage {
+        artifacts: detail.artifacts.iter().map(Into::into).collect(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -162,7 +172,7 @@ pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<i64>,
     Query(q): Query<LogsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::LogPage>, ApiError> {
     run_or_404(&state, id).await?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let lines = state
@@ -170,7 +180,10 @@ pub async fn logs(
         .logs(id, q.job.as_deref(), q.after.unwrap_or(0), limit)
         .await?;
     let next = lines.last().map(|l| l.id).or(q.after);
-    Ok(Json(json!({ "lines": lines, "next_after": next })))
+    Ok(Json(types::LogPage {
+        lines: lines.iter().map(Into::into).collect(),
+        next_after: next,
+    }))
 }
 
 /// Live logs as server-sent events: one `log` event per line (its id is the cursor, so a client
@@ -205,50 +218,49 @@ pub async fn logs_stream(
         pending: Default::default(),
         done: false,
     };
-    let stream = futures_util::stream::unfold(start, |mut f| async move {
-        loop {
-            if let Some(ev) = f.pending.pop_front() {
-                return Some((Ok(ev), f));
+    let stream =
+        futures_util::stream::unfold(start, |mut f| async move {
+            loop {
+                if let Some(ev) = f.pending.pop_front() {
+                    return Some((Ok(ev), f));
+                }
+                if f.done {
+                    return None;
+                }
+                // Read the status first: lines written before it said "finished" are all stored.
+                let status = match f.state.store.run_detail(f.run).await {
+                    Ok(Some(d)) => d.run.status,
+                    _ => return None,
+                };
+                let lines = f
+                    .state
+                    .store
+                    .logs(f.run, f.job.as_deref(), f.cursor, 500)
+                    .await
+                    .unwrap_or_default();
+                for l in &lines {
+                    let data = serde_json::to_string(&types::LogLine::from(l)).unwrap_or_default();
+                    f.pending.push_back(
+                        Event::default()
+                            .id(l.id.to_string())
+                            .event("log")
+                            .data(data),
+                    );
+                }
+                if let Some(last) = lines.last() {
+                    f.cursor = last.id;
+                    continue;
+                }
+                if status.is_finished() {
+                    f.done = true;
+                    f.pending.push_back(Event::default().event("end").data(
+                        serde_json::to_string(&types::LogEnd { status }).unwrap_or_default(),
+                    ));
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if f.done {
-                return None;
-            }
-            // Read the status first: lines written before it said "finished" are all stored.
-            let status = match f.state.store.run_detail(f.run).await {
-                Ok(Some(d)) => d.run.status,
-                _ => return None,
-            };
-            let lines = f
-                .state
-                .store
-                .logs(f.run, f.job.as_deref(), f.cursor, 500)
-                .await
-                .unwrap_or_default();
-            for l in &lines {
-                let data = serde_json::to_string(l).unwrap_or_default();
-                f.pending.push_back(
-                    Event::default()
-                        .id(l.id.to_string())
-                        .event("log")
-                        .data(data),
-                );
-            }
-            if let Some(last) = lines.last() {
-                f.cursor = last.id;
-                continue;
-            }
-            if status.is_finished() {
-                f.done = true;
-                f.pending.push_back(
-                    Event::default()
-                        .event("end")
-                        .data(json!({ "status": status }).to_string()),
-                );
-                continue;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

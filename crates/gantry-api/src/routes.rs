@@ -98,7 +98,7 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         Signature,
         "Push webhook (GitHub, GitLab, Gitea/Forgejo, or plain {ref, after})",
     ),
-    route("GET", "/api/projects", Token(Role::Viewer), "List projects"),
+    route("GET", "/api/projects", Token(Role::Viewer), "List projects").answers(schema::<types::ProjectList>),
     route(
         "POST",
         "/api/projects/{project}/trigger",
@@ -112,19 +112,22 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/runs",
         Token(Role::Viewer),
         "List runs, newest first (filters: project, branch, status; paged by before)",
-    ),
+    )
+    .answers(schema::<types::RunPage>),
     route(
         "GET",
         "/api/runs/{id}",
         Token(Role::Viewer),
         "A run with its stages, jobs, steps and artifacts",
-    ),
+    )
+    .answers(schema::<types::RunDetail>),
     route(
         "GET",
         "/api/runs/{id}/logs",
         Token(Role::Viewer),
         "Log lines of a run (optionally one job), after a cursor",
-    ),
+    )
+    .answers(schema::<types::LogPage>),
     route(
         "GET",
         "/api/runs/{id}/logs/stream",
@@ -136,7 +139,8 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/runs/{id}/artifacts",
         Token(Role::Viewer),
         "Artifacts of a run",
-    ),
+    )
+    .answers(schema::<types::ArtifactPage<types::Artifact>>),
     route(
         "GET",
         "/api/runs/{id}/diagnosis",
@@ -189,7 +193,8 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/artifacts",
         Token(Role::Viewer),
         "List artifacts, newest first, with project, branch, commit, job and pins (optionally of one project or run)",
-    ),
+    )
+    .answers(schema::<types::ArtifactPage<types::ArtifactListing>>),
     route(
         "POST",
         "/api/artifacts/shares",

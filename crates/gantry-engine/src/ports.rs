@@ -67,7 +67,7 @@ pub struct RunRecord {
     pub owner: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct StageRecord {
     pub id: i64,
     pub run_id: i64,
@@ -80,7 +80,7 @@ pub struct StageRecord {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct JobRecord {
     pub id: i64,
     pub run_id: i64,
@@ -96,7 +96,7 @@ pub struct JobRecord {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct StepRecord {
     pub id: i64,
     pub job_id: i64,
@@ -147,7 +147,7 @@ pub struct NewLogLine {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct LogRecord {
     /// Increases with every line stored: a cursor for following logs.
     pub id: i64,
@@ -160,7 +160,7 @@ pub struct LogRecord {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ArtifactRecord {
     pub id: i64,
     pub run_id: i64,
@@ -185,9 +185,8 @@ pub struct ArtifactQuery<'a> {
 }
 
 /// An artifact with where it came from and what keeps it: for listings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ArtifactListing {
-    #[serde(flatten)]
     pub artifact: ArtifactRecord,
     pub project: String,
     pub branch: Option<String>,
@@ -246,14 +245,14 @@ pub struct QueuedRun {
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ProjectRecord {
     pub id: i64,
     pub name: String,
     pub repo: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct TokenRecord {
     pub id: i64,
     pub name: String,
@@ -262,7 +261,7 @@ pub struct TokenRecord {
 }
 
 /// A share link of one artifact version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ShareRecord {
     pub id: i64,
     pub digest: String,
@@ -326,7 +325,7 @@ pub struct NewRelease {
 }
 
 /// Something that happened to a release: a state change, a health-check result, a crash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ReleaseEvent {
     pub release: i64,
     pub at: Millis,
@@ -336,7 +335,7 @@ pub struct ReleaseEvent {
 }
 
 /// Who holds an environment's deployment lock.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct EnvLock {
     pub project: String,
     pub environment: String,
@@ -349,7 +348,7 @@ pub struct EnvLock {
 }
 
 /// A deployment a pipeline's deploy stage asks for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct DeployRequest {
     pub project: String,
     pub environment: String,
@@ -359,12 +358,11 @@ pub struct DeployRequest {
     pub force: bool,
     pub requested_by: String,
     /// Overrides the environment's `bake` for this deployment (a deploy stage's `bake`).
-    #[serde(default)]
     pub bake_ms: Option<u64>,
 }
 
 /// How a deployment ended, for the run that asked for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct DeployReport {
     pub release: Option<ReleaseRecord>,
     pub succeeded: bool,
@@ -380,7 +378,7 @@ pub trait Deployer: Send + Sync {
 }
 
 /// A run with all its parts, for `gantry show`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct RunDetail {
     pub run: RunRecord,
     pub stages: Vec<StageRecord>,

@@ -4,9 +4,11 @@
 //! document cannot drift from what is sent).
 
 mod environments;
+mod records;
 mod runs;
 
 pub use environments::*;
+pub use records::*;
 pub use runs::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

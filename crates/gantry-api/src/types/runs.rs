@@ -106,3 +106,18 @@ pub struct KeyRotated {
     pub rotated: bool,
     pub note: String,
 }
+
+/// A project the server knows (`GET /api/projects`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub repo: String,
+    /// Why polling its repository fails now (a repository that is gone, a remote out of reach).
+    pub poll_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ProjectList {
+    pub projects: Vec<Project>,
+}

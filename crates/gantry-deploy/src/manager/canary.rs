@@ -11,7 +11,6 @@ use gantry_engine::canary::{CanaryAction, CanaryMachine, Command, Event, State, 
 use gantry_engine::ports::{ReleaseRecord, now_millis};
 use gantry_engine::release::ReleaseState;
 use gantry_model::{CanarySpec, EnvironmentSpec, UserKey};
-use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,7 +23,7 @@ enum Msg {
 }
 
 /// Measurements of one side, for status and the API.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct WindowView {
     pub requests: u64,
     pub errors: u64,
@@ -48,7 +47,7 @@ impl From<Window> for WindowView {
 }
 
 /// A running canary, as `gantry status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct CanaryView {
     pub release: i64,
     pub state: String,

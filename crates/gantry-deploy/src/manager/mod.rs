@@ -26,7 +26,6 @@ use gantry_engine::ports::{
 };
 use gantry_engine::release::{self, DeployCandidate, ReleaseKind, ReleaseState};
 use gantry_model::{EnvironmentSpec, Routing};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 use super::*;
 
 /// An environment's state for `gantry status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EnvStatus {
     pub project: String,
     pub environment: String,
@@ -27,7 +27,7 @@ pub struct EnvStatus {
     pub traffic: Vec<ReleaseTraffic>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ReleaseTraffic {
     pub release: i64,
     /// `stable`, `canary` or `fallback`.
@@ -38,7 +38,7 @@ pub struct ReleaseTraffic {
 }
 
 /// A release with what happened to it, for `gantry releases`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ReleaseHistory {
     pub release: ReleaseRecord,
     pub events: Vec<ReleaseEvent>,

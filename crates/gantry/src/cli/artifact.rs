@@ -278,7 +278,13 @@ pub async fn artifact(
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?
+                    serde_json::to_string_pretty(
+                        &list
+                            .iter()
+                            .map(gantry_api::types::ArtifactListing::from)
+                            .collect::<Vec<_>>()
+                    )
+                    .map_err(anyhow::Error::from)?
                 );
             } else if list.is_empty() {
                 println!("no artifacts yet");

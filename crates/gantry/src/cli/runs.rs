@@ -6,6 +6,7 @@ use crate::client::Client;
 use crate::context::{Context, data_dir_here};
 use crate::render::summary;
 use anyhow::{Result, anyhow};
+use gantry_api::types;
 use gantry_engine::ports::{LogRecord, RunDetail, RunFilter, RunRecord};
 use gantry_model::RunStatus;
 use gantry_model::duration::format_duration;
@@ -102,7 +103,8 @@ pub async fn runs(args: RunsArgs, server: Option<String>, data_dir: Option<PathB
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&runs).map_err(anyhow::Error::from)?
+            serde_json::to_string_pretty(&runs.iter().map(types::Run::from).collect::<Vec<_>>())
+                .map_err(anyhow::Error::from)?
         );
         return Ok(());
     }
@@ -161,7 +163,8 @@ pub async fn show(args: ShowArgs, server: Option<String>, data_dir: Option<PathB
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&detail).map_err(anyhow::Error::from)?
+            serde_json::to_string_pretty(&types::RunDetail::from(&detail))
+                .map_err(anyhow::Error::from)?
         );
         return Ok(());
     }
@@ -171,7 +174,7 @@ pub async fn show(args: ShowArgs, server: Option<String>, data_dir: Option<PathB
 
 fn print_line(l: &LogRecord, json: bool, several: bool) {
     if json {
-        if let Ok(s) = serde_json::to_string(l) {
+        if let Ok(s) = serde_json::to_string(&types::LogLine::from(l)) {
             println!("{s}");
         }
     } else if several {
@@ -201,22 +204,13 @@ pub async fn logs(args: LogsArgs, server: Option<String>, data_dir: Option<PathB
     let several = args.job.is_none();
     if let (true, Source::Remote(c)) = (args.follow, &src) {
         // Live: server-sent events, resumed by the client if the connection drops.
-        let mut failed = None;
-        c.follow_logs(args.run, args.job.as_deref(), |event, data| {
-            if event == "log" {
-                if let Ok(l) = serde_json::from_str::<LogRecord>(data) {
-                    print_line(&l, args.json, several);
-                }
-            } else if event == "end" {
-                failed = serde_json::from_str::<serde_json::Value>(data)
-                    .ok()
-                    .and_then(|v| v["status"].as_str().map(str::to_string));
-            }
-            true
-        })
-        .await?;
-        return match failed.as_deref() {
-            Some("succeeded") | None => Ok(()),
+        let end = c
+            .follow_logs(args.run, args.job.as_deref(), |l| {
+                print_line(&l, args.json, several)
+            })
+            .await?;
+        return match end {
+            Some(RunStatus::Succeeded) | None => Ok(()),
             Some(_) => Err(CliError::silent(1)),
         };
     }

@@ -5,25 +5,13 @@ use super::{Client, refused};
 use crate::why::Report;
 use anyhow::Result;
 use gantry_api::types::{
-    CanaryBody, Cancelling, CreatedToken, DeployBody, DeployOutcome, Done, EnvName, EnvStatus,
-    KeyRotated, NewShare, NewToken, Release, ReleaseHistory, Revoked, RollbackBody, ShareLink,
-    StopBody, Stopped, TriggerBody, TriggerOutcome,
+    self, CanaryBody, Cancelling, CreatedToken, DeployBody, DeployOutcome, Done, EnvName,
+    EnvStatus, KeyRotated, NewShare, NewToken, Release, ReleaseHistory, Revoked, RollbackBody,
+    ShareLink, StopBody, Stopped, TriggerBody, TriggerOutcome,
 };
 use gantry_engine::canary::CanaryAction;
 use gantry_engine::ports::{LogRecord, RunDetail, RunFilter, RunRecord};
-use serde::Deserialize;
-
-/// A page of runs as `GET /api/runs` sends it.
-#[derive(Deserialize)]
-struct RunPage {
-    runs: Vec<RunRecord>,
-}
-
-/// A page of log lines as `GET /api/runs/{id}/logs` sends it.
-#[derive(Deserialize)]
-struct LogPage {
-    lines: Vec<LogRecord>,
-}
+use gantry_model::RunStatus;
 
 /// Percent-encodes a path segment or query value.
 pub fn urlencode(s: &str) -> String {
@@ -167,14 +155,17 @@ impl Client {
         if let Some(b) = f.before {
             q.push(format!("before={b}"));
         }
-        let page: RunPage = self.get(&format!("/api/runs?{}", q.join("&"))).await?;
-        Ok(page.runs)
+        let page: types::RunPage = self.get(&format!("/api/runs?{}", q.join("&"))).await?;
+        Ok(page.runs.into_iter().map(Into::into).collect())
     }
 
     /// A run with its parts; `None` when the server has no such run.
     pub async fn run(&self, id: i64) -> Result<Option<RunDetail>> {
-        match self.get(&format!("/api/runs/{id}")).await {
-            Ok(detail) => Ok(Some(detail)),
+        match self
+            .get::<types::RunDetail>(&format!("/api/runs/{id}"))
+            .await
+        {
+            Ok(detail) => Ok(Some(detail.into())),
             Err(e) if super::Refused::is_not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -191,26 +182,47 @@ impl Client {
         let job = job
             .map(|j| format!("&job={}", urlencode(j)))
             .unwrap_or_default();
-        let page: LogPage = self
+        let page: types::LogPage = self
             .get(&format!(
                 "/api/runs/{run}/logs?after={after}&limit={limit}{job}"
             ))
             .await?;
-        Ok(page.lines)
+        Ok(page.lines.into_iter().map(Into::into).collect())
     }
 
-    /// Follows a run's live log (`log` and `end` events) until `on_event` says stop.
+    /// Follows a run's live log, handing each line to `on_line`, until the run has finished
+    /// and every line was sent; the run's final status (`None`: the stream ended without one).
     pub async fn follow_logs(
         &self,
         run: i64,
         job: Option<&str>,
-        on_event: impl FnMut(&str, &str) -> bool,
-    ) -> Result<()> {
+        mut on_line: impl FnMut(LogRecord),
+    ) -> Result<Option<RunStatus>> {
         let job = job
             .map(|j| format!("?job={}", urlencode(j)))
             .unwrap_or_default();
-        self.follow(&format!("/api/runs/{run}/logs/stream{job}"), on_event)
-            .await
+        let mut end = None;
+        self.follow(
+            &format!("/api/runs/{run}/logs/stream{job}"),
+            |event, data| {
+                match event {
+                    "log" => {
+                        if let Ok(l) = serde_json::from_str::<types::LogLine>(data) {
+                            on_line(l.into());
+                        }
+                    }
+                    "end" => {
+                        end = serde_json::from_str::<types::LogEnd>(data)
+                            .ok()
+                            .map(|e| e.status);
+                    }
+                    _ => {}
+                }
+                true
+            },
+        )
+        .await?;
+        Ok(end)
     }
 
     /// Why run `id` failed.

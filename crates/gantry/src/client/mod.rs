@@ -124,11 +124,7 @@ impl Client {
 
     /// Follows a server-sent event stream, calling `on_event(event, id, data)` for each event.
     /// Reconnects (bounded) with `Last-Event-ID` when the connection drops; stops at `end`.
-    pub async fn follow(
-        &self,
-        path: &str,
-        mut on_event: impl FnMut(&str, &str) -> bool,
-    ) -> Result<()> {
+    async fn follow(&self, path: &str, mut on_event: impl FnMut(&str, &str) -> bool) -> Result<()> {
         use futures_util::StreamExt;
         let mut last_id: Option<String> = None;
         for _attempt in 0..20 {
