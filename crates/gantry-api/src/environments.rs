@@ -71,7 +71,7 @@ pub async fn releases(
 pub async fn diagnosis(
     State(state): State<AppState>,
     Path((project, environment)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::ReleaseDiagnosis>, ApiError> {
     Ok(Json(
         state
             .control

@@ -267,7 +267,7 @@ pub async fn logs_stream(
 pub async fn diagnosis(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<types::RunDiagnosis>, ApiError> {
     Ok(Json(state.control.diagnose(id).await?))
 }
 

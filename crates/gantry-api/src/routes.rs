@@ -146,7 +146,8 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/runs/{id}/diagnosis",
         Token(Role::Viewer),
         "Why a failed run failed: category, evidence, fix, what changed since the last good run",
-    ),
+    )
+    .answers(schema::<types::RunDiagnosis>),
     route(
         "POST",
         "/api/runs/{id}/cancel",
@@ -236,7 +237,8 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
         "/api/projects/{project}/environments/{environment}/diagnosis",
         Token(Role::Viewer),
         "Why the environment's latest failed release failed: category, evidence (health checks, crash output, canary numbers), fix, what changed",
-    ),
+    )
+    .answers(schema::<types::ReleaseDiagnosis>),
     route(
         "POST",
         "/api/projects/{project}/environments/{environment}/deploy",
@@ -637,6 +639,46 @@ mod tests {
                 .unwrap(),
             ),
         ];
+        let run = types::Run {
+            id: 7,
+            project: "p".into(),
+            repo: "/r".into(),
+            commit: "c".repeat(40),
+            branch: Some("main".into()),
+            pipeline_file: "gantry.yml".into(),
+            trigger: "manual".into(),
+            status: gantry_model::RunStatus::Failed,
+            created_at: 1,
+            started_at: Some(2),
+            finished_at: Some(3),
+            error: None,
+            owner: None,
+        };
+        let diagnosis = types::RunDiagnosis {
+            run: run.clone(),
+            diagnosis: gantry_engine::why::Diagnosis {
+                category: gantry_engine::why::rules::Category::TestFailure,
+                sentence: "s".into(),
+                fix: "f".into(),
+                rule: Some("r".into()),
+                evidence: vec![gantry_engine::why::Evidence {
+                    job: Some("test".into()),
+                    step: Some("cargo test".into()),
+                    line: 3,
+                    text: "FAILED".into(),
+                }],
+                failing_tests: vec!["t".into()],
+            },
+            changes: Default::default(),
+        };
+        let mut samples = samples;
+        samples.push(("Run", serde_json::to_value(&run).unwrap()));
+        samples.push(("RunDiagnosis", serde_json::to_value(&diagnosis).unwrap()));
+        samples.push((
+            "Diagnosis",
+            serde_json::to_value(&diagnosis.diagnosis).unwrap(),
+        ));
+        samples.push(("Changes", serde_json::to_value(&diagnosis.changes).unwrap()));
         let doc = openapi_document();
         for (name, value) in samples {
             let schema = &doc["components"]["schemas"][name];

@@ -91,8 +91,8 @@ pub trait Control: Send + Sync {
     async fn cancel(&self, run: i64) -> Result<(), ControlError>;
     /// Queues a new run of the same project, branch and commit; returns its id.
     async fn rerun(&self, run: i64) -> Result<i64, ControlError>;
-    /// Why run `run` failed: the diagnosis report as JSON (`gantry why --json` prints the same).
-    async fn diagnose(&self, run: i64) -> Result<serde_json::Value, ControlError>;
+    /// Why run `run` failed (`gantry why --json` prints the same).
+    async fn diagnose(&self, run: i64) -> Result<types::RunDiagnosis, ControlError>;
     /// The webhook secret of a project: `Err(not_found)` for an unknown project, `Ok(None)` when
     /// the project takes no webhooks.
     fn webhook_secret(&self, project: &str) -> Result<Option<SecretValue>, ControlError>;
@@ -151,7 +151,7 @@ pub trait Control: Send + Sync {
         &self,
         project: &str,
         environment: &str,
-    ) -> Result<serde_json::Value, ControlError>;
+    ) -> Result<types::ReleaseDiagnosis, ControlError>;
     /// Why polling a project's repository fails now (the last error, while it fails), by
     /// project name; empty when every poll works.
     fn poll_errors(&self) -> std::collections::HashMap<String, String> {

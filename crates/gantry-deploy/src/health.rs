@@ -29,6 +29,8 @@ pub struct Probe<'a> {
     pub addr: Option<SocketAddr>,
     pub dir: &'a Path,
     pub env: &'a [(String, String)],
+    /// What a `command` check runs in (the release's sandbox grants), if anything.
+    pub sandbox: Option<&'a gantry_runner::sandbox::Grants>,
 }
 
 /// Runs the check once.
@@ -89,7 +91,7 @@ pub async fn check_once(probe: &Probe<'_>) -> Observation {
                     env: probe.env,
                     deadline: Some(Instant::now() + ATTEMPT_LIMIT),
                     kill_grace: Duration::from_secs(1),
-                    sandbox: None,
+                    sandbox: probe.sandbox,
                 },
                 &Masker::new(std::iter::empty::<&str>()),
                 |_, line| {

@@ -5,7 +5,6 @@
 use crate::release::{ReleaseKind, ReleaseState};
 use async_trait::async_trait;
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub type Millis = i64;
@@ -50,7 +49,7 @@ pub struct RunIds {
     pub jobs: Vec<Vec<i64>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct RunRecord {
     pub id: i64,
     pub project: String,
@@ -109,7 +108,8 @@ pub struct StepRecord {
     pub finished_at: Option<Millis>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Also the `stream` of `gantry run --json`'s log events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
@@ -280,7 +280,7 @@ pub struct ShareRecord {
 }
 
 /// One release of an environment (see `release.rs` for the vocabulary).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ReleaseRecord {
     pub id: i64,
     pub project: String,

@@ -9,11 +9,9 @@
 //! live and did not fail afterwards.
 
 use crate::ports::ReleaseRecord;
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseState {
     /// Being started and health-checked; not serving users yet.
     Deploying,
@@ -65,8 +63,7 @@ impl fmt::Display for ReleaseState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseKind {
     Deploy,
     Rollback,

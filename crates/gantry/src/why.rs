@@ -5,21 +5,17 @@
 //! versions printed in the logs).
 
 use anyhow::{Result, anyhow};
-use gantry_engine::ports::{ReleaseRecord, RunDetail, RunFilter, RunRecord, StateStore};
+use gantry_engine::ports::{ReleaseRecord, RunDetail, RunFilter, StateStore};
 use gantry_engine::release::ReleaseState;
 use gantry_engine::why::changes::{self, Changes};
-use gantry_engine::why::{Diagnoser, Diagnosis, Fact, rules};
+use gantry_engine::why::{Diagnoser, Fact, rules};
 use gantry_git::Repo;
 use gantry_model::{JobStatus, Pipeline, RunStatus, StepStatus};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    pub run: RunRecord,
-    pub diagnosis: Diagnosis,
-    pub changes: Changes,
-}
+/// Why a run failed: what `gantry why` prints, the API answers and the store keeps.
+pub type Report = gantry_api::types::RunDiagnosis;
 
 /// A file of the user's own rules:
 ///
@@ -189,21 +185,14 @@ pub async fn diagnose_run(
     }
     let changes = what_changed(store, repo, &detail, bad_tools, None).await?;
     Ok(Report {
-        run: detail.run,
+        run: (&detail.run).into(),
         diagnosis,
         changes,
     })
 }
 
 /// Why a release of an environment failed, compared with the release that was live then.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReleaseReport {
-    pub release: ReleaseRecord,
-    /// The healthy release before it (what it was compared with).
-    pub compared_to: Option<ReleaseRecord>,
-    pub diagnosis: Diagnosis,
-    pub changes: Changes,
-}
+pub type ReleaseReport = gantry_api::types::ReleaseDiagnosis;
 
 /// The latest failed (or interrupted) release of `project`/`environment`, if any.
 pub async fn latest_failed_release(
@@ -260,8 +249,8 @@ pub async fn diagnose_release(
         _ => Changes::default(),
     };
     Ok(ReleaseReport {
-        release: bad,
-        compared_to: good,
+        release: (&bad).into(),
+        compared_to: good.as_ref().map(Into::into),
         diagnosis,
         changes,
     })

@@ -6,12 +6,14 @@
 mod environments;
 mod records;
 mod runs;
+mod why;
 
 pub use environments::*;
 pub use records::*;
 pub use runs::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+pub use why::*;
 
 /// Every refusal: `{"error": {"code", "message"}}` with the HTTP status.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -119,7 +119,7 @@ pub struct RunDetail {
     pub artifacts: Vec<Artifact>,
     /// Why it failed, as `GET /api/runs/{id}/diagnosis` answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diagnosis: Option<serde_json::Value>,
+    pub diagnosis: Option<super::RunDiagnosis>,
 }
 
 impl From<&store::RunDetail> for RunDetail {

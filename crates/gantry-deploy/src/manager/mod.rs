@@ -298,6 +298,7 @@ impl DeployManager {
             previous,
             spec: spec.clone(),
             canary: false,
+            sandbox: self.sandbox.lock().expect("sandbox").clone(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The `command` target: the user's own deploy and rollback scripts, run in the release
 //! directory with `GANTRY_RELEASE`, `GANTRY_ARTIFACT` (the unpacked artifact's path),
 //! `GANTRY_DIGEST` and `GANTRY_PREVIOUS_RELEASE`. Their output goes to the release log. Nothing
-//! is supervised: the scripts switch traffic themselves.
+//! is supervised: the scripts switch traffic themselves. On a server that sandboxes steps the
+//! scripts run in the same sandbox (everything but gantry's own files).
 
 use super::{ReleaseContext, Running, Target};
 use anyhow::{Context, bail};
@@ -33,6 +34,7 @@ async fn run_script(script: &str, r: &ReleaseContext, what: &str) -> anyhow::Res
     let _ = writeln!(log, "--- {what} of release {} ---", r.number);
     let mut tail: Vec<String> = Vec::new();
     let (_keep, mut cancel) = tokio::sync::watch::channel(false);
+    let grants = r.grants();
     let end = run_step(
         &StepSpec {
             script,
@@ -40,7 +42,7 @@ async fn run_script(script: &str, r: &ReleaseContext, what: &str) -> anyhow::Res
             env: &vars,
             deadline: Some(tokio::time::Instant::now() + SCRIPT_LIMIT),
             kill_grace: Duration::from_secs(10),
-            sandbox: None,
+            sandbox: grants.as_ref(),
         },
         &Masker::new(std::iter::empty::<&str>()),
         |_, line| {

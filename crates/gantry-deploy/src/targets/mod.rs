@@ -49,9 +49,20 @@ pub struct ReleaseContext {
     /// release without moving users; the canary's steps then call
     /// [`set_share`](Target::set_share).
     pub canary: bool,
+    /// What the user's commands for this release (a `command` target's scripts, `command`
+    /// health checks) run in: the server's step sandbox, if it has one.
+    pub sandbox: Option<gantry_runner::sandbox::Sandbox>,
 }
 
 impl ReleaseContext {
+    /// The sandbox's grants for a command of this release: all but gantry's own files, and the
+    /// release's directory whole.
+    pub fn grants(&self) -> Option<gantry_runner::sandbox::Grants> {
+        self.sandbox
+            .as_ref()
+            .map(|s| s.grants(&[self.dir.as_path()]))
+    }
+
     /// Variables every target gives the user's commands.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = gantry_runner::execute::BASE_ENV

@@ -31,6 +31,7 @@ pub enum Fact {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Evidence {
     pub job: Option<String>,
     pub step: Option<String>,
@@ -40,6 +41,7 @@ pub struct Evidence {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Diagnosis {
     pub category: Category,
     pub sentence: String,
@@ -361,6 +363,20 @@ mod tests {
         );
         assert_eq!(full.category, Category::DiskFull, "{full:?}");
         assert_eq!(full.rule.as_deref(), Some("data-dir-full"), "{full:?}");
+        // The artifact store full: on gantry's side too, though the message has ENOSPC in it.
+        let store = diagnose(
+            &["built"],
+            vec![Fact::Error {
+                job: Some("build".into()),
+                text: "storing artifact app: no space left on the file system of /srv/gantry/artifacts (the artifact store): packing: No space left on device (os error 28); free space there (`gantry gc` removes what retention no longer keeps), then run again".into(),
+            }],
+        );
+        assert_eq!(store.category, Category::DiskFull, "{store:?}");
+        assert_eq!(
+            store.rule.as_deref(),
+            Some("artifact-store-full"),
+            "{store:?}"
+        );
         check(
             &["curl: (7) Failed to connect to 127.0.0.1 port 1: Connection refused"],
             exit(7),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Category {
     Permission,
@@ -173,6 +174,9 @@ rules! {
     "data-dir-full" => DiskFull, 97, ["(the data directory)"],
         "Gantry's own data directory filled up: the run's log or state could not be stored (the steps themselves may have succeeded).",
         "Free space on the file system of gantry's data directory (old runs' artifacts: `gantry gc`; old logs: `[retention] logs`), then run again.";
+    "artifact-store-full" => DiskFull, 97, ["(the artifact store)", "(the S3 artifact store's staging directory)"],
+        "Gantry's artifact store filled up: an artifact could not be stored (the steps themselves succeeded).",
+        "Free space on the file system of the artifact store (`gantry gc` removes what retention no longer keeps; lower `[retention]`), or move the store somewhere larger, then run again.";
     "disk-full" => DiskFull, 95, ["No space left on device", "ENOSPC", "disk full", "Disk quota exceeded"],
         "The disk (or a quota) filled up while the step wrote to it.",
         "Free space on the runner (old workspaces, caches, docker images) or write somewhere larger.";

@@ -30,6 +30,11 @@ impl LocalArtifactStore {
     }
 
     fn store_blocking(&self, workspace: &Path, paths: &[String]) -> Result<StoredArtifact> {
+        self.store_in_place(workspace, paths)
+            .map_err(|e| super::name_full_disk(e, &self.root, "the artifact store"))
+    }
+
+    fn store_in_place(&self, workspace: &Path, paths: &[String]) -> Result<StoredArtifact> {
         let staged = pack_staged(workspace, paths, &self.root.join("tmp"))?;
         let dest = self.object_path(&staged.digest)?;
         let newly_stored = !dest.exists();

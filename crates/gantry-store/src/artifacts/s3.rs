@@ -283,9 +283,13 @@ impl ArtifactStore for S3ArtifactStore {
         let staging = self.staging.clone();
         let workspace = workspace.to_path_buf();
         let paths = paths.to_vec();
-        let staged = tokio::task::spawn_blocking(move || pack_staged(&workspace, &paths, &staging))
-            .await
-            .context("the packing task failed")??;
+        let staged = tokio::task::spawn_blocking(move || {
+            pack_staged(&workspace, &paths, &staging).map_err(|e| {
+                super::name_full_disk(e, &staging, "the S3 artifact store's staging directory")
+            })
+        })
+        .await
+        .context("the packing task failed")??;
         let key = self.key(&staged.digest)?;
         let newly_stored = !self.exists(&staged.digest).await?;
         if newly_stored {

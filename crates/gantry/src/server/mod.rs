@@ -349,7 +349,7 @@ impl Control for Server {
         id.ok_or_else(|| ControlError::from(anyhow::anyhow!("the re-run was not queued")))
     }
 
-    async fn diagnose(&self, run: i64) -> Result<serde_json::Value, ControlError> {
+    async fn diagnose(&self, run: i64) -> Result<types::RunDiagnosis, ControlError> {
         let detail = self
             .store
             .run_detail(run)
@@ -358,7 +358,7 @@ impl Control for Server {
         let repo = self.mirror(&detail.run.project);
         let rules = crate::why::load_rules(self.config.why_rules.as_deref())?;
         match crate::why::diagnose_run(&*self.store, repo.as_ref(), run, rules).await {
-            Ok(report) => Ok(serde_json::to_value(report).map_err(anyhow::Error::from)?),
+            Ok(report) => Ok(report),
             Err(e) if e.is::<crate::why::NothingToExplain>() => {
                 Err(ControlError::conflict(e.to_string()))
             }
@@ -464,7 +464,7 @@ impl Control for Server {
         &self,
         project: &str,
         environment: &str,
-    ) -> Result<serde_json::Value, ControlError> {
+    ) -> Result<types::ReleaseDiagnosis, ControlError> {
         let release = crate::why::latest_failed_release(&*self.store, project, environment)
             .await?
             .ok_or_else(|| {
@@ -482,9 +482,7 @@ impl Control for Server {
             None => None,
         };
         let rules = crate::why::load_rules(self.config.why_rules.as_deref())?;
-        let report =
-            crate::why::diagnose_release(&*self.store, repo.as_ref(), release, rules).await?;
-        Ok(serde_json::to_value(report).map_err(anyhow::Error::from)?)
+        Ok(crate::why::diagnose_release(&*self.store, repo.as_ref(), release, rules).await?)
     }
 
     fn poll_errors(&self) -> HashMap<String, String> {

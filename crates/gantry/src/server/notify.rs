@@ -49,7 +49,7 @@ async fn after_run_inner(server: &Server, run: i64) -> anyhow::Result<()> {
     }
     let body = json!({
         "event": format!("run.{status}"),
-        "run": detail.run,
+        "run": gantry_api::types::Run::from(&detail.run),
         "url": format!("{}/api/runs/{run}", server.url),
         "diagnosis": diagnosis.get("diagnosis").cloned().unwrap_or(serde_json::Value::Null),
         "changes": diagnosis.get("changes").cloned().unwrap_or(serde_json::Value::Null),

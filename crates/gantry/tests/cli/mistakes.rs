@@ -199,12 +199,7 @@ struct SmallDisk {
 impl SmallDisk {
     fn new(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+        mount_tmpfs(dir.path(), size);
         SmallDisk { dir }
     }
 
@@ -224,6 +219,65 @@ impl Drop for SmallDisk {
             .arg(self.dir.path())
             .status();
     }
+}
+
+fn mount_tmpfs(at: &std::path::Path, size: &str) {
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+}
+
+/// A tmpfs mounted on `at` (an existing directory), unmounted when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Only the artifact store is full (the database has room): the job fails naming the store
+/// and its path, nothing half-made is left in the store or recorded, `gantry why` files it on
+/// gantry's side rather than blaming the step, and with space again the artifact is stored.
+#[test]
+fn a_full_artifact_store_is_named_and_blamed_on_gantry() {
+    let f = crate::support::Fixture::new(
+        "//- gantry.yml\nstages:\n  - name: build\n    jobs:\n      - name: pack\n        run: head -c 3000000 /dev/urandom > blob.bin\n        artifacts:\n          - name: blob\n            path: blob.bin\n",
+    );
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let store = data.join("artifacts");
+    std::fs::create_dir_all(&store).unwrap();
+    mount_tmpfs(&store, "1m");
+    let mounted = Mounted(store.clone());
+    let run = |args: &[&str]| Run::from(f.gantry(args).env("GANTRY_HOME", &data).output().unwrap());
+    let out = run(&["run", "--plain"]);
+    assert_eq!(out.code, 1, "{out}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(&format!(
+            "no space left on the file system of {} (the artifact store)",
+            store.display()
+        )),
+        "{text}"
+    );
+    let why = run(&["why", "1"]);
+    assert!(why.stdout.contains("disk-full"), "{why}");
+    assert!(why.stdout.contains("artifact store filled up"), "{why}");
+    assert!(!why.stdout.contains("while the step wrote"), "{why}");
+    let staged: Vec<_> = std::fs::read_dir(store.join("tmp")).unwrap().collect();
+    assert!(staged.is_empty(), "half-written staging files: {staged:?}");
+    let listed = run(&["artifact", "ls"]);
+    assert!(!listed.stdout.contains("blob"), "{listed}");
+
+    drop(mounted);
+    let out = run(&["run", "--plain"]);
+    assert_eq!(out.code, 0, "{out}");
+    let listed = run(&["artifact", "ls"]);
+    assert!(listed.stdout.contains("blob"), "{listed}");
 }
 
 /// The data directory's file system fills up while a job logs: the run fails saying where

@@ -341,3 +341,54 @@ environments:
         "{log}"
     );
 }
+
+/// A `command` target's deploy script and a `command` health check of a sandboxed server run
+/// in the same sandbox as steps: neither can read gantry's admin token. The check passes only
+/// when the read is refused, so the deploy itself says whether the check was sandboxed.
+#[test]
+fn command_target_scripts_and_health_commands_are_sandboxed_too() {
+    if !gantry_runner::sandbox::available() {
+        return; // The server warns and runs unsandboxed: the refusal test above covers it.
+    }
+    let f = Fixture::new("//- placeholder\n");
+    let data = f.data();
+    let d = data.display();
+    f.commit(
+        &format!(
+            r#"//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: site
+        run: mkdir -p www && echo v1 > www/index.html
+        artifacts:
+          - name: app
+            path: www/
+environments:
+  production:
+    target:
+      command:
+        deploy: if cat {d}/admin.token; then echo LEAK-token; else echo denied-token; fi; if ls {d} >/dev/null; then echo LEAK-list; else echo denied-list; fi; cp www/index.html served.html
+    health:
+      command: if cat {d}/admin.token >/dev/null 2>&1; then echo LEAK-check; exit 1; fi; test -f served.html
+      timeout: 10s
+      interval: 100ms
+"#
+        ),
+        "command target",
+    );
+    let server =
+        crate::server_support::Served::start_with_data("listen = \"127.0.0.1:0\"\n", &data);
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = f.run(&["deploy", "production", "--artifact", "app", "--run", "1"]);
+    assert_eq!(out.code, 0, "{out}\n{}", server.log());
+    let log = std::fs::read_to_string(data.join("releases/repo/production/1.log")).unwrap();
+    assert!(log.contains("denied-token"), "{log}");
+    assert!(log.contains("denied-list"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("LEAK")), "{log}");
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    assert!(!log.contains(token.trim()), "{log}");
+    let status = f.run(&["status", "production"]);
+    assert!(status.stdout.contains("health:   healthy"), "{status}");
+}
