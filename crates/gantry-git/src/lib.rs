@@ -9,6 +9,9 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod heads;
+pub use heads::{RemoteHeads, ls_remote};
+
 /// A local repository (bare or with a working copy).
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -518,84 +521,6 @@ mod mirror_tests {
         assert!(branch_matches("release/*", "release/1.0"));
         assert!(!branch_matches("release/*", "main"));
         assert!(branch_matches("*", "anything/at/all"));
-    }
-}
-
-/// The branches of a remote repository and where its HEAD points, read with one
-/// `git ls-remote` (no clone, no fetch): what a poll needs to notice new commits.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RemoteHeads {
-    pub default_branch: Option<String>,
-    pub heads: Vec<(String, String)>,
-}
-
-pub fn ls_remote(url: &str) -> Result<RemoteHeads> {
-    let mut cmd = git(Path::new("/"));
-    cmd.args(["ls-remote", "--symref", "--", url, "HEAD", "refs/heads/*"]);
-    let out = run(cmd, "listing the remote's branches")?;
-    if !out.status.success() {
-        bail!(
-            "reading the branches of {url} failed: {}",
-            stderr_text(&out)
-        );
-    }
-    let mut remote = RemoteHeads::default();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(rest) = line.strip_prefix("ref: ") {
-            if let Some((target, "HEAD")) = rest.split_once('\t') {
-                remote.default_branch = target.strip_prefix("refs/heads/").map(str::to_string);
-            }
-        } else if let Some((commit, name)) = line.split_once('\t')
-            && let Some(branch) = name.strip_prefix("refs/heads/")
-        {
-            remote.heads.push((branch.to_string(), commit.to_string()));
-        }
-    }
-    // HEAD of a bare repository may name a branch that was never pushed (then ls-remote does
-    // not list HEAD at all).
-    if remote
-        .default_branch
-        .as_ref()
-        .is_none_or(|d| !remote.heads.iter().any(|(b, _)| b == d))
-    {
-        remote.default_branch = match remote.heads.as_slice() {
-            [(only, _)] => Some(only.clone()),
-            _ => remote
-                .heads
-                .iter()
-                .find(|(b, _)| b == "main")
-                .map(|(b, _)| b.clone()),
-        };
-    }
-    Ok(remote)
-}
-
-#[cfg(test)]
-mod ls_remote_tests {
-    use super::*;
-
-    #[test]
-    fn reads_branches_and_default_without_cloning() {
-        let tmp = tempfile::tempdir().unwrap();
-        let bare = tmp.path().join("r.git");
-        crate::test_sh(
-            tmp.path(),
-            &format!(
-                "git init -q --bare {b} && git init -q -b main w && cd w && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m x && git push -q {b} main main:release/2",
-                b = bare.display()
-            ),
-        );
-        let r = ls_remote(bare.to_str().unwrap()).unwrap();
-        assert_eq!(
-            r.default_branch.as_deref(),
-            Some("main"),
-            "HEAD names master, which was never pushed"
-        );
-        assert_eq!(
-            r.heads.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
-            ["main", "release/2"]
-        );
-        assert!(ls_remote("/nonexistent/x.git").is_err());
     }
 }
 

@@ -1,5 +1,6 @@
-//! Pollers: one task per project with a `poll` interval. Each tick reads the remote's branches
-//! with one `git ls-remote` (no fetch: the worker fetches a commit when it runs it) and queues a
+//! Pollers: one task per project with a `poll` interval. Each tick reads the repository's
+//! branches — from its files when it is on this machine, else with one `git ls-remote`
+//! (`gantry_git::ls_remote`; no fetch: the worker fetches a commit when it runs it) — and queues a
 //! run for the head of every watched branch that changed since the last tick. The store's unique
 //! trigger key makes a head already queued (by an earlier poll, a webhook, or before a restart)
 //! a no-op.
@@ -14,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// Polls (`git ls-remote` processes) running at once, however many projects there are.
+/// Polls (at most this many `git ls-remote` processes) running at once, however many projects
+/// there are.
 pub const AT_ONCE: usize = 8;
 /// Every project polls once within this of the server's start.
 pub const FIRST_POLL_WITHIN: Duration = Duration::from_secs(2);
