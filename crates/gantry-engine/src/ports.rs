@@ -1,4 +1,5 @@
-//! The ports: small traits the adapters implement, and the records that cross them. The state
+//! The ports: small traits the adapters implement, and what crosses them (the records, which are
+//! nouns, live in `gantry_model::records` and are re-exported here). The state
 //! store has a SQLite implementation today and a PostgreSQL one next; nothing here assumes
 //! either. Timestamps are Unix milliseconds (UTC); ids are 64-bit integers the store assigns.
 
@@ -7,7 +8,11 @@ use async_trait::async_trait;
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use std::path::Path;
 
-pub type Millis = i64;
+pub use gantry_model::records::{
+    ArtifactListing, ArtifactRecord, EnvLock, JobRecord, LogRecord, Millis, OwnerLease,
+    ProjectRecord, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, ShareRecord, StageRecord,
+    StepRecord, Stream, TokenRecord,
+};
 
 /// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
 /// (The engine's pure code never calls it: times come in with events.)
@@ -49,93 +54,6 @@ pub struct RunIds {
     pub jobs: Vec<Vec<i64>>,
 }
 
-#[derive(Debug, Clone)]
-pub struct RunRecord {
-    pub id: i64,
-    pub project: String,
-    pub repo: String,
-    pub commit: String,
-    pub branch: Option<String>,
-    pub pipeline_file: String,
-    pub trigger: String,
-    pub status: RunStatus,
-    pub created_at: Millis,
-    pub started_at: Option<Millis>,
-    pub finished_at: Option<Millis>,
-    pub error: Option<String>,
-    pub owner: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StageRecord {
-    pub id: i64,
-    pub run_id: i64,
-    pub position: i64,
-    pub name: String,
-    pub kind: String,
-    pub status: StageStatus,
-    pub started_at: Option<Millis>,
-    pub finished_at: Option<Millis>,
-    pub note: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct JobRecord {
-    pub id: i64,
-    pub run_id: i64,
-    pub stage_id: i64,
-    pub position: i64,
-    pub name: String,
-    pub status: JobStatus,
-    pub attempt: i64,
-    pub allow_failure: bool,
-    pub exit_code: Option<i64>,
-    pub started_at: Option<Millis>,
-    pub finished_at: Option<Millis>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StepRecord {
-    pub id: i64,
-    pub job_id: i64,
-    pub attempt: i64,
-    pub position: i64,
-    pub name: String,
-    pub status: StepStatus,
-    pub exit_code: Option<i64>,
-    pub started_at: Option<Millis>,
-    pub finished_at: Option<Millis>,
-}
-
-/// Also the `stream` of `gantry run --json`'s log events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    Stdout,
-    Stderr,
-    /// Lines gantry itself writes into a step's log (retries, timeouts, kills).
-    System,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-            Stream::System => "system",
-        }
-    }
-
-    pub fn parse(s: &str) -> Stream {
-        match s {
-            "stdout" => Stream::Stdout,
-            "stderr" => Stream::Stderr,
-            _ => Stream::System,
-        }
-    }
-}
-
 /// One log line, already masked.
 #[derive(Debug, Clone)]
 pub struct NewLogLine {
@@ -147,34 +65,6 @@ pub struct NewLogLine {
     pub text: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct LogRecord {
-    /// Increases with every line stored: a cursor for following logs.
-    pub id: i64,
-    pub job: String,
-    pub attempt: i64,
-    pub step: String,
-    pub line: i64,
-    pub at: Millis,
-    pub stream: Stream,
-    pub text: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct ArtifactRecord {
-    pub id: i64,
-    pub run_id: i64,
-    pub job_id: i64,
-    pub name: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
-    pub size: i64,
-    pub media_type: String,
-    pub created_at: Millis,
-    /// When retention deleted its object (the row stays as history).
-    pub removed_at: Option<Millis>,
-}
-
 /// Which artifact: the newest one matching every field that is set.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ArtifactQuery<'a> {
@@ -182,18 +72,6 @@ pub struct ArtifactQuery<'a> {
     pub name: Option<&'a str>,
     pub run: Option<i64>,
     pub digest: Option<&'a str>,
-}
-
-/// An artifact with where it came from and what keeps it: for listings.
-#[derive(Debug, Clone)]
-pub struct ArtifactListing {
-    pub artifact: ArtifactRecord,
-    pub project: String,
-    pub branch: Option<String>,
-    pub commit: String,
-    pub job: String,
-    /// Why its content is kept whatever retention says (releases, pins by hand).
-    pub pins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -219,18 +97,6 @@ impl std::fmt::Display for Conflict {
 
 impl std::error::Error for Conflict {}
 
-/// An owner of runs (a `gantry run` process or a server) and its lease: renewed while it lives,
-/// so that any host can tell a dead owner's runs from a live one's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerLease {
-    pub name: String,
-    pub host: String,
-    pub pid: u32,
-    pub started_at: Millis,
-    /// Past this, the owner is taken for dead.
-    pub expires_at: Millis,
-}
-
 /// A run waiting in the queue: its pipeline is read when a worker takes it.
 #[derive(Debug, Clone)]
 pub struct QueuedRun {
@@ -243,69 +109,6 @@ pub struct QueuedRun {
     /// with the same key. `None` for manual triggers and re-runs.
     pub trigger_key: Option<String>,
     pub created_at: Millis,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProjectRecord {
-    pub id: i64,
-    pub name: String,
-    pub repo: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct TokenRecord {
-    pub id: i64,
-    pub name: String,
-    pub role: Role,
-    pub created_at: Millis,
-}
-
-/// A share link of one artifact version.
-#[derive(Debug, Clone)]
-pub struct ShareRecord {
-    pub id: i64,
-    pub digest: String,
-    /// The name the download is saved under.
-    pub file_name: String,
-    pub media_type: String,
-    pub expires_at: Millis,
-    pub revoked_at: Option<Millis>,
-    pub created_at: Millis,
-    pub created_by: String,
-    /// A stable link: valid until revoked or the artifact is gone; each visit is redirected to
-    /// a freshly signed short-lived URL.
-    pub stable: bool,
-    /// A stable link that redirects to an S3 presigned URL rather than gantry's own.
-    pub presign: bool,
-}
-
-/// One release of an environment (see `release.rs` for the vocabulary).
-#[derive(Debug, Clone)]
-pub struct ReleaseRecord {
-    pub id: i64,
-    pub project: String,
-    pub environment: String,
-    /// 1, 2, 3… per environment; the history only grows.
-    pub number: i64,
-    pub kind: ReleaseKind,
-    /// The deploy release whose directory serves this one (its own number for a deploy).
-    pub source: i64,
-    pub artifact: String,
-    pub digest: String,
-    pub run_id: Option<i64>,
-    pub commit: Option<String>,
-    /// Who asked: a token name, `cli`, or `run N`.
-    pub created_by: String,
-    pub created_at: Millis,
-    pub state: ReleaseState,
-    /// Why it is in its state, when that is not obvious (failures, rollbacks).
-    pub reason: Option<String>,
-    /// When traffic switched to it (first time).
-    pub live_at: Option<Millis>,
-    /// When it stopped being live.
-    pub ended_at: Option<Millis>,
-    /// When its directory was removed (it can no longer be rolled back to).
-    pub retired_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -322,29 +125,6 @@ pub struct NewRelease {
     pub created_by: String,
     pub created_at: Millis,
     pub reason: Option<String>,
-}
-
-/// Something that happened to a release: a state change, a health-check result, a crash.
-#[derive(Debug, Clone)]
-pub struct ReleaseEvent {
-    pub release: i64,
-    pub at: Millis,
-    /// `state`, `health`, `crash`, `router`, `note`.
-    pub kind: String,
-    pub message: String,
-}
-
-/// Who holds an environment's deployment lock.
-#[derive(Debug, Clone)]
-pub struct EnvLock {
-    pub project: String,
-    pub environment: String,
-    pub owner: String,
-    /// What the holder is doing, for the refusal message (`deploy of app (run 12) by cli`).
-    pub purpose: String,
-    pub acquired_at: Millis,
-    /// The lease: past this, the lock may be taken over.
-    pub expires_at: Millis,
 }
 
 /// A deployment a pipeline's deploy stage asks for.
@@ -375,16 +155,6 @@ pub struct DeployReport {
 #[async_trait]
 pub trait Deployer: Send + Sync {
     async fn deploy(&self, request: DeployRequest) -> anyhow::Result<DeployReport>;
-}
-
-/// A run with all its parts, for `gantry show`.
-#[derive(Debug, Clone)]
-pub struct RunDetail {
-    pub run: RunRecord,
-    pub stages: Vec<StageRecord>,
-    pub jobs: Vec<JobRecord>,
-    pub steps: Vec<StepRecord>,
-    pub artifacts: Vec<ArtifactRecord>,
 }
 
 /// The stores of gantry's state, one port per thing stored; every method of each is atomic (a

@@ -1,5 +1,5 @@
 //! The nouns of gantry, shared by every crate: what a pipeline is once it has been checked, and the
-//! statuses a run and its parts move through. No I/O, no parsing, no serde schema of any file:
+//! statuses a run and its parts move through, and the records the store keeps. No I/O, no parsing, no serde schema of any file:
 //! those live at the edges (`gantry-config` for the pipeline file, `gantry-api` for HTTP).
 //!
 //! Codemap:
@@ -8,12 +8,15 @@
 //! - [`status`]: `RunStatus`, `JobStatus`, `StepStatus`, and what ends a job.
 //! - [`secret`]: `SecretValue`, a string that never prints itself.
 //! - [`auth`]: `Role` of API tokens.
+//! - [`records`]: what the store keeps: runs and their parts, log lines, artifacts, releases
+//!   (`ReleaseState`, `ReleaseKind`) and their events, locks, owners, projects, tokens, shares.
 //! - [`duration`]: parsing and printing of `10m`, `1h30m`, `500ms`.
 
 pub mod auth;
 pub mod duration;
 pub mod environment;
 pub mod pipeline;
+pub mod records;
 pub mod secret;
 pub mod status;
 

@@ -168,6 +168,18 @@ async fn resolve_project(
     }
 }
 
+/// The server's client, and the project whose environment `environment` a command acts on.
+async fn environment_of(
+    server: Option<String>,
+    data_dir: Option<PathBuf>,
+    project: Option<String>,
+    environment: &str,
+) -> anyhow::Result<(Client, String)> {
+    let c = client(server.as_deref(), data_dir)?;
+    let project = resolve_project(&c, project, Some(environment)).await?;
+    Ok((c, project))
+}
+
 /// A wire answer as `--json` prints it: one line, as the server sent it.
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(v)?);
@@ -204,8 +216,7 @@ pub async fn deploy(
     server: Option<String>,
     data_dir: Option<PathBuf>,
 ) -> CliResult {
-    let c = client(server.as_deref(), data_dir)?;
-    let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
+    let (c, project) = environment_of(server, data_dir, args.project, &args.environment).await?;
     let started = Instant::now();
     let body = DeployBody {
         artifact: args.artifact,
@@ -254,8 +265,7 @@ pub async fn deploy(
 }
 
 pub async fn stop(args: StopArgs, server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
-    let c = client(server.as_deref(), data_dir)?;
-    let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
+    let (c, project) = environment_of(server, data_dir, args.project, &args.environment).await?;
     let body = StopBody { by: Some(who()) };
     let stopped = c.stop(&project, &args.environment, &body).await?;
     println!("{}", stopped.message);
@@ -267,8 +277,7 @@ pub async fn rollback(
     server: Option<String>,
     data_dir: Option<PathBuf>,
 ) -> CliResult {
-    let c = client(server.as_deref(), data_dir)?;
-    let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
+    let (c, project) = environment_of(server, data_dir, args.project, &args.environment).await?;
     let started = Instant::now();
     let body = RollbackBody {
         to: args.to,
@@ -305,8 +314,7 @@ pub async fn releases(
     server: Option<String>,
     data_dir: Option<PathBuf>,
 ) -> CliResult {
-    let c = client(server.as_deref(), data_dir)?;
-    let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
+    let (c, project) = environment_of(server, data_dir, args.project, &args.environment).await?;
     let history = c.releases(&project, &args.environment).await?;
     if args.json {
         print_json(&history)?;
@@ -367,8 +375,7 @@ pub async fn canary(
     server: Option<String>,
     data_dir: Option<PathBuf>,
 ) -> CliResult {
-    let c = client(server.as_deref(), data_dir)?;
-    let project = resolve_project(&c, args.project, Some(&args.environment)).await?;
+    let (c, project) = environment_of(server, data_dir, args.project, &args.environment).await?;
     let done = c
         .canary(&project, &args.environment, action, Some(who()))
         .await?;

@@ -281,42 +281,23 @@ fn a_sandboxed_step_cannot_reach_gantrys_files_the_secrets_file_or_other_workspa
     assert!(!data.join("new-file").exists());
 }
 
-/// A release process of a sandboxed server cannot read gantry's files either, while serving
-/// from its own release directory.
-#[test]
-fn a_release_process_cannot_read_the_servers_admin_token() {
+/// A sandboxed server that deployed release 1 of a one-page site to `production`, described by
+/// `environment` (`{data}` in it stands for the data directory), with the release's log. `None`
+/// without Landlock: the server warns and runs unsandboxed (the refusal test above covers it).
+fn deployed_in_sandbox(
+    environment: &str,
+) -> Option<(Fixture, crate::server_support::Served, String)> {
     if !gantry_runner::sandbox::available() {
-        return; // The server warns and runs unsandboxed: the test above checks the refusal.
+        return None;
     }
-    let port = crate::support::free_port();
     let f = Fixture::new("//- placeholder\n");
     let data = f.data();
-    let d = data.display();
+    let environment = environment.replace("{data}", &data.display().to_string());
     f.commit(
         &format!(
-            r#"//- gantry.yml
-stages:
-  - name: build
-    jobs:
-      - name: site
-        run: mkdir -p www && echo served > www/index.html
-        artifacts:
-          - name: app
-            path: www/
-environments:
-  production:
-    target:
-      process:
-        command: if cat {d}/admin.token; then echo LEAK-token; else echo denied-token; fi; if ls {d}/releases >/dev/null; then echo LEAK-list; else echo denied-list; fi; exec python3 -m http.server $PORT --bind 127.0.0.1 --directory www
-    health:
-      tcp: true
-      timeout: 10s
-      interval: 100ms
-    router:
-      listen: 127.0.0.1:{port}
-"#
+            "//- gantry.yml\nstages:\n  - name: build\n    jobs:\n      - name: site\n        run: mkdir -p www && echo served > www/index.html\n        artifacts:\n          - name: app\n            path: www/\nenvironments:\n  production:\n{environment}"
         ),
-        "serve",
+        "site",
     );
     let server =
         crate::server_support::Served::start_with_data("listen = \"127.0.0.1:0\"\n", &data);
@@ -324,22 +305,37 @@ environments:
     assert_eq!(out.code, 0, "{out}");
     let out = f.run(&["deploy", "production", "--artifact", "app", "--run", "1"]);
     assert_eq!(out.code, 0, "{out}\n{}", server.log());
-    let (status, body, _) = crate::deploy::get(&format!("127.0.0.1:{port}"), "/").unwrap();
-    assert_eq!((status, body.trim()), (200, "served"));
     // The project is named after the repository's directory (`repo`).
     let log = std::fs::read_to_string(data.join("releases/repo/production/1.log")).unwrap();
     assert!(log.contains("denied-token"), "{log}");
     assert!(log.contains("denied-list"), "{log}");
     assert!(!log.lines().any(|l| l.starts_with("LEAK")), "{log}");
-    assert!(
-        !log.contains(
-            &std::fs::read_to_string(data.join("admin.token"))
-                .unwrap()
-                .trim()
-                .to_string()
-        ),
-        "{log}"
-    );
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    assert!(!log.contains(token.trim()), "{log}");
+    Some((f, server, log))
+}
+
+/// A release process of a sandboxed server cannot read gantry's files either, while serving
+/// from its own release directory.
+#[test]
+fn a_release_process_cannot_read_the_servers_admin_token() {
+    let port = crate::support::free_port();
+    let Some(_served) = deployed_in_sandbox(&format!(
+        "    target:
+      process:
+        command: if cat {{data}}/admin.token; then echo LEAK-token; else echo denied-token; fi; if ls {{data}}/releases >/dev/null; then echo LEAK-list; else echo denied-list; fi; exec python3 -m http.server $PORT --bind 127.0.0.1 --directory www
+    health:
+      tcp: true
+      timeout: 10s
+      interval: 100ms
+    router:
+      listen: 127.0.0.1:{port}
+"
+    )) else {
+        return;
+    };
+    let (status, body, _) = crate::deploy::get(&format!("127.0.0.1:{port}"), "/").unwrap();
+    assert_eq!((status, body.trim()), (200, "served"));
 }
 
 /// A `command` target's deploy script and a `command` health check of a sandboxed server run
@@ -347,48 +343,18 @@ environments:
 /// when the read is refused, so the deploy itself says whether the check was sandboxed.
 #[test]
 fn command_target_scripts_and_health_commands_are_sandboxed_too() {
-    if !gantry_runner::sandbox::available() {
-        return; // The server warns and runs unsandboxed: the refusal test above covers it.
-    }
-    let f = Fixture::new("//- placeholder\n");
-    let data = f.data();
-    let d = data.display();
-    f.commit(
-        &format!(
-            r#"//- gantry.yml
-stages:
-  - name: build
-    jobs:
-      - name: site
-        run: mkdir -p www && echo v1 > www/index.html
-        artifacts:
-          - name: app
-            path: www/
-environments:
-  production:
-    target:
+    let Some((f, _server, _log)) = deployed_in_sandbox(
+        "    target:
       command:
-        deploy: if cat {d}/admin.token; then echo LEAK-token; else echo denied-token; fi; if ls {d} >/dev/null; then echo LEAK-list; else echo denied-list; fi; cp www/index.html served.html
+        deploy: if cat {data}/admin.token; then echo LEAK-token; else echo denied-token; fi; if ls {data} >/dev/null; then echo LEAK-list; else echo denied-list; fi; cp www/index.html served.html
     health:
-      command: if cat {d}/admin.token >/dev/null 2>&1; then echo LEAK-check; exit 1; fi; test -f served.html
+      command: if cat {data}/admin.token >/dev/null 2>&1; then echo LEAK-check; exit 1; fi; test -f served.html
       timeout: 10s
       interval: 100ms
-"#
-        ),
-        "command target",
-    );
-    let server =
-        crate::server_support::Served::start_with_data("listen = \"127.0.0.1:0\"\n", &data);
-    let out = f.run(&["run"]);
-    assert_eq!(out.code, 0, "{out}");
-    let out = f.run(&["deploy", "production", "--artifact", "app", "--run", "1"]);
-    assert_eq!(out.code, 0, "{out}\n{}", server.log());
-    let log = std::fs::read_to_string(data.join("releases/repo/production/1.log")).unwrap();
-    assert!(log.contains("denied-token"), "{log}");
-    assert!(log.contains("denied-list"), "{log}");
-    assert!(!log.lines().any(|l| l.starts_with("LEAK")), "{log}");
-    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-    assert!(!log.contains(token.trim()), "{log}");
+",
+    ) else {
+        return;
+    };
     let status = f.run(&["status", "production"]);
     assert!(status.stdout.contains("health:   healthy"), "{status}");
 }
