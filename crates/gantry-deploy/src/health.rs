@@ -92,6 +92,7 @@ pub async fn check_once(probe: &Probe<'_>) -> Observation {
                     deadline: Some(Instant::now() + ATTEMPT_LIMIT),
                     kill_grace: Duration::from_secs(1),
                     sandbox: probe.sandbox,
+                    backlog: None,
                 },
                 &Masker::new(std::iter::empty::<&str>()),
                 |_, line| {

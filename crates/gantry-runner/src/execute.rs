@@ -4,7 +4,7 @@
 
 use crate::events::{Observer, RunEvent};
 use crate::job::{AttemptResult, run_attempt, set_env};
-use crate::logs::{LogMsg, spawn_writer};
+use crate::logs::{LogSender, spawn_writer};
 use anyhow::{Context, Result};
 use gantry_engine::mask::Masker;
 use gantry_engine::ports::{
@@ -116,7 +116,7 @@ pub(crate) struct RunContext {
     pub state: Arc<dyn StateStore>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub observer: Arc<dyn Observer>,
-    pub logs: mpsc::UnboundedSender<LogMsg>,
+    pub logs: LogSender,
     pub cancel: watch::Receiver<bool>,
 }
 
@@ -258,9 +258,7 @@ impl Runner {
             cancel: cancel.clone(),
         });
         let status = self.drive(&ctx, &ids, cancel).await;
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let _ = logs.send(LogMsg::Flush(done_tx));
-        let _ = done_rx.await;
+        logs.flush().await;
         drop(logs);
         drop(ctx);
         let log_failure = log_task.await.ok().flatten();

@@ -4,7 +4,7 @@
 
 use crate::events::RunEvent;
 use crate::execute::RunContext;
-use crate::logs::{Admit, LogBudget, LogLine, LogMsg};
+use crate::logs::{Admit, LogBudget, LogLine};
 use crate::process::{StepEnd, StepSpec, run_step};
 use gantry_engine::ports::Stream;
 use gantry_engine::run::AttemptOutcome;
@@ -156,6 +156,7 @@ async fn attempt_in(
             deadline: step_deadline,
             kill_grace: ctx.kill_grace,
             sandbox: sandbox.as_ref(),
+            backlog: Some(ctx.logs.backlog()),
         };
         let mut log = StepLog::new(ctx, step_id, job_name.clone(), step_name, &budget);
         let dropped_before = budget.lock().expect("log budget").dropped();
@@ -350,7 +351,7 @@ async fn store_artifact(
 /// Where one step's lines go: numbered, into the run's log writer, the job's [`LogBudget`]
 /// deciding which of the step's own lines are kept; gantry's notes are always kept.
 struct StepLog {
-    logs: tokio::sync::mpsc::UnboundedSender<LogMsg>,
+    logs: crate::logs::LogSender,
     step_id: i64,
     job: Arc<str>,
     step: Arc<str>,
@@ -396,7 +397,7 @@ impl StepLog {
 
     fn send(&mut self, stream: Stream, text: String) {
         self.line_no += 1;
-        let _ = self.logs.send(LogMsg::Line(LogLine {
+        self.logs.line(LogLine {
             step_id: self.step_id,
             job: self.job.clone(),
             step: self.step.clone(),
@@ -404,7 +405,7 @@ impl StepLog {
             at: crate::now_millis(),
             stream,
             text,
-        }));
+        });
     }
 }
 

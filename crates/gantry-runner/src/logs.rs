@@ -1,8 +1,11 @@
 //! The log writer: one task per run that takes masked lines from every step, hands them to the
 //! observer at once, and stores them in batches (one transaction per batch, flushed at least
 //! every 100 ms), so chatty steps cost few writes and a crash loses at most the last moments.
+//! Lines on their way are counted ([`Backlog`]): past 8 MiB, steps are not read until the writer
+//! catches up, so a log of any size is stored in bounded memory.
 
 use crate::events::{Observer, RunEvent};
+use crate::process::Backlog;
 use gantry_engine::ports::{Millis, NewLogLine, StateStore, Stream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ pub(crate) struct LogLine {
     pub text: String,
 }
 
-pub(crate) enum LogMsg {
+enum LogMsg {
     Line(LogLine),
     /// Store everything received so far, then answer.
     Flush(oneshot::Sender<()>),
@@ -112,15 +115,49 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Bytes of lines on their way to the log writer past which steps stop being read.
+const BACKLOG_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// The way into a run's log writer, with the backlog it keeps of lines not yet taken.
+#[derive(Clone)]
+pub(crate) struct LogSender {
+    tx: mpsc::UnboundedSender<LogMsg>,
+    backlog: Arc<Backlog>,
+}
+
+impl LogSender {
+    pub fn line(&self, line: LogLine) {
+        let n = line.text.len() as u64;
+        self.backlog.add(n);
+        if self.tx.send(LogMsg::Line(line)).is_err() {
+            self.backlog.take(n);
+        }
+    }
+
+    /// Resolves once everything sent so far is stored.
+    pub async fn flush(&self) {
+        let (done, stored) = oneshot::channel();
+        if self.tx.send(LogMsg::Flush(done)).is_ok() {
+            let _ = stored.await;
+        }
+    }
+
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+}
+
 pub(crate) fn spawn_writer(
     run: i64,
     state: Arc<dyn StateStore>,
     observer: Arc<dyn Observer>,
-) -> (
-    mpsc::UnboundedSender<LogMsg>,
-    tokio::task::JoinHandle<Option<String>>,
-) {
+) -> (LogSender, tokio::task::JoinHandle<Option<String>>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<LogMsg>();
+    let backlog = Arc::new(Backlog::new(BACKLOG_LIMIT));
+    let sender = LogSender {
+        tx,
+        backlog: backlog.clone(),
+    };
     let handle = tokio::spawn(async move {
         let mut batch: Vec<NewLogLine> = Vec::new();
         // The first failure to store lines (a full disk): later lines are not tried, so that
@@ -132,6 +169,7 @@ pub(crate) fn spawn_writer(
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(LogMsg::Line(l)) => {
+                        backlog.take(l.text.len() as u64);
                         observer.event(&RunEvent::Log {
                             run,
                             job: l.job.to_string(),
@@ -159,7 +197,7 @@ pub(crate) fn spawn_writer(
         }
         failed
     });
-    (tx, handle)
+    (sender, handle)
 }
 
 async fn store(state: &dyn StateStore, batch: &mut Vec<NewLogLine>, failed: &mut Option<String>) {

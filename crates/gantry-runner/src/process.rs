@@ -25,6 +25,57 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// How long to wait for the output pipes to close after the step's group was killed.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// Output a step's lines were handed on as but their consumer (the run's log writer) has not
+/// taken yet. While it is over its limit, [`run_step`] stops reading the step's pipes, so a step
+/// that prints faster than its log can be stored waits on its own writes (back-pressure), and
+/// memory stays bounded however long the log.
+#[derive(Debug)]
+pub struct Backlog {
+    bytes: std::sync::atomic::AtomicU64,
+    limit: u64,
+    taken: tokio::sync::Notify,
+}
+
+impl Backlog {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            bytes: std::sync::atomic::AtomicU64::new(0),
+            limit,
+            taken: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// `n` bytes handed on.
+    pub fn add(&self, n: u64) {
+        self.bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `n` bytes taken by the consumer.
+    pub fn take(&self, n: u64) {
+        self.bytes
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        self.taken.notify_waiters();
+    }
+
+    pub fn over(&self) -> bool {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed) > self.limit
+    }
+
+    /// Resolves once the backlog is at or under its limit.
+    pub async fn room(&self) {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if !self.over() {
+                return;
+            }
+            taken.await;
+        }
+    }
+}
+
 pub struct StepSpec<'a> {
     pub script: &'a str,
     pub cwd: &'a Path,
@@ -33,6 +84,8 @@ pub struct StepSpec<'a> {
     pub kill_grace: Duration,
     /// Applied to the step's shell (and so to all it starts) when set: what it may use.
     pub sandbox: Option<&'a crate::sandbox::Grants>,
+    /// Where the step's lines wait to be stored, if anywhere: reading pauses while it is full.
+    pub backlog: Option<&'a Backlog>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,11 +210,13 @@ pub async fn run_step(
             Some((_, kill_at)) => *kill_at,
             None => spec.deadline.unwrap_or(far),
         };
+        let full = spec.backlog.is_some_and(Backlog::over);
         tokio::select! {
-            chunk = rx.recv(), if pipes_open => match chunk {
+            chunk = rx.recv(), if pipes_open && !full => match chunk {
                 Some((stream, bytes)) => feed(stream, &bytes, &mut on_line),
                 None => pipes_open = false,
             },
+            () = async { if let Some(b) = spec.backlog { b.room().await } }, if full => {}
             status = child.wait() => break status,
             _ = tokio::time::sleep_until(deadline) => match &stopping {
                 None => {

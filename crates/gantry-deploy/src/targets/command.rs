@@ -43,6 +43,7 @@ async fn run_script(script: &str, r: &ReleaseContext, what: &str) -> anyhow::Res
             deadline: Some(tokio::time::Instant::now() + SCRIPT_LIMIT),
             kill_grace: Duration::from_secs(10),
             sandbox: grants.as_ref(),
+            backlog: None,
         },
         &Masker::new(std::iter::empty::<&str>()),
         |_, line| {
