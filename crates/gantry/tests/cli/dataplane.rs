@@ -3,8 +3,9 @@
 //! naming the holder, and touches nothing of the first: its releases, router, history and
 //! `server.json` — checked under load, counting failed requests at the client.
 
-use crate::deploy::{Env, Load, Service};
+use crate::deploy::{Env, Service};
 use crate::server_support::release_processes;
+use crate::support::Load;
 use crate::support::wait_until;
 use std::process::{Command, Stdio};
 use std::time::Duration;

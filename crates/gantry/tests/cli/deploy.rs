@@ -4,11 +4,9 @@
 //! commit that changes the service's code.
 
 use crate::server_support::{Served, release_processes};
-use crate::support::{Fixture, Run, alive, wait_until};
+use crate::support::{Fixture, Load, Run, alive, wait_until};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 const HELLO: &str = include_str!("../../../../examples/hello/hello.py");
@@ -721,95 +719,6 @@ fn a_failed_deployment_is_sent_to_the_deploy_failed_webhooks_with_its_diagnosis(
     assert_eq!(v["release"]["number"], 2);
     assert_eq!(v["diagnosis"]["category"], "health-check");
     drop(server);
-}
-
-/// Clients sending `GET /` through `addr` with a fresh connection each, until finished,
-/// counting what succeeded (200) and what did not, and the longest wait between successes.
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    /// The longest time a client waited between two successes, in microseconds.
-    stall_us: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    pub fn start(addr: String, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let stall_us = Arc::new(AtomicU64::new(0));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, ok, failed, failures, stall, addr) = (
-                    stop.clone(),
-                    ok.clone(),
-                    failed.clone(),
-                    failures.clone(),
-                    stall_us.clone(),
-                    addr.clone(),
-                );
-                std::thread::spawn(move || {
-                    let mut last_ok = std::time::Instant::now();
-                    // Bounded: at most 200,000 requests per client.
-                    for _ in 0..200_000 {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        match get(&addr, "/") {
-                            Ok((200, _, _)) => {
-                                let gap = last_ok.elapsed().as_micros() as u64;
-                                stall.fetch_max(gap, Ordering::Relaxed);
-                                last_ok = std::time::Instant::now();
-                                ok.fetch_add(1, Ordering::Relaxed)
-                            }
-                            other => {
-                                failures.lock().unwrap().push(format!("{other:?}"));
-                                failed.fetch_add(1, Ordering::Relaxed)
-                            }
-                        };
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            failures,
-            stall_us,
-            threads,
-        }
-    }
-
-    /// Waits (bounded: 10 s) until `n` more requests than now have succeeded.
-    pub fn more(&self, n: u64) -> bool {
-        let target = self.ok.load(Ordering::Relaxed) + n;
-        wait_until(Duration::from_secs(10), || {
-            self.ok.load(Ordering::Relaxed) >= target
-        })
-    }
-
-    /// The longest a client has waited between two successes so far.
-    pub fn longest_stall(&self) -> Duration {
-        Duration::from_micros(self.stall_us.load(Ordering::Relaxed))
-    }
-
-    /// Stops the clients: (succeeded, failed, how the first failures went).
-    pub fn finish(self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let failures = self.failures.lock().unwrap();
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            failures.iter().take(10).cloned().collect(),
-        )
-    }
 }
 
 /// `gantry stop production` stops the environment on purpose: the router stops listening and

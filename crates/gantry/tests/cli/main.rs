@@ -2,7 +2,7 @@
 //! repositories in temp dirs, real processes, the real SQLite file.
 //!
 //! Modules:
-//! - `support`: repository fixtures, running the binary, process checks.
+//! - `support`: repository fixtures, running the binary, process checks, client load (`Load`).
 //! - `canary`: canaries through the real router: steps, analysis (5xx, p99, no traffic), named
 //!   users, the forcing header, stickiness, the share, promote/abort, alarms.
 //! - `check`: `gantry check` and `gantry schema`.
