@@ -29,8 +29,9 @@ pub struct Probe<'a> {
     pub addr: Option<SocketAddr>,
     pub dir: &'a Path,
     pub env: &'a [(String, String)],
-    /// What a `command` check runs in (the release's sandbox grants), if anything.
-    pub sandbox: Option<&'a gantry_runner::sandbox::Grants>,
+    /// What a `command` check runs in (the server's step sandbox, with `dir` the check's own),
+    /// if anything; other checks start no process and ignore it.
+    pub sandbox: Option<&'a gantry_runner::sandbox::Sandbox>,
 }
 
 /// Runs the check once.
@@ -82,6 +83,7 @@ pub async fn check_once(probe: &Probe<'_>) -> Observation {
             }
         }
         HealthCheck::Command { command } => {
+            let grants = probe.sandbox.map(|s| s.grants(&[probe.dir]));
             let mut lines = Vec::new();
             let (_tx, mut cancel) = tokio::sync::watch::channel(false);
             let end = run_step(
@@ -91,7 +93,7 @@ pub async fn check_once(probe: &Probe<'_>) -> Observation {
                     env: probe.env,
                     deadline: Some(Instant::now() + ATTEMPT_LIMIT),
                     kill_grace: Duration::from_secs(1),
-                    sandbox: probe.sandbox,
+                    sandbox: grants.as_ref(),
                     backlog: None,
                 },
                 &Masker::new(std::iter::empty::<&str>()),

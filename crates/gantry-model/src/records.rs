@@ -1,7 +1,9 @@
 //! The records of what gantry keeps — runs and their parts, log lines, artifacts, releases and
 //! their events, locks, owners, projects, tokens and shares — as the store hands them out and
-//! takes them in. Plain values, no I/O, and no serde (the wire form is `gantry-api`'s, the
-//! stored form the store's) except on `Stream`, which `gantry run --json`'s events carry.
+//! takes them in. Plain values, no I/O, and no serde on the records (the wire form is
+//! `gantry-api`'s, the stored form the store's); the words they hold — `ReleaseState`,
+//! `ReleaseKind`, like the statuses — and `Stream` (in `gantry run --json`'s events) are
+//! serialized as they are.
 //! Timestamps are Unix milliseconds (UTC); ids are 64-bit integers the store assigns.
 
 use crate::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
@@ -10,7 +12,9 @@ use std::fmt;
 /// Unix milliseconds (UTC).
 pub type Millis = i64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
 pub enum ReleaseState {
     /// Being started and health-checked; not serving users yet.
     Deploying,
@@ -62,7 +66,9 @@ impl fmt::Display for ReleaseState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
 pub enum ReleaseKind {
     Deploy,
     Rollback,

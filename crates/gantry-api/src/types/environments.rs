@@ -4,89 +4,10 @@
 
 use super::ErrorDetail;
 use gantry_engine::ports::{EnvLock, ReleaseRecord};
-use gantry_engine::release;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Where a release stands (see PRODUCT.md, "releases").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReleaseState {
-    /// Being started and health-checked; not serving users yet.
-    Deploying,
-    /// Serving a share of the users next to the live release.
-    Canary,
-    /// Serving users.
-    Live,
-    /// Did not become healthy, or crashed or alarmed during its bake.
-    Failed,
-    /// Was live; a rollback moved traffic away from it.
-    RolledBack,
-    /// Was live; a newer deployment replaced it.
-    Superseded,
-    /// Its deployment was cut short; traffic never reached it.
-    Interrupted,
-}
-
-impl ReleaseState {
-    pub fn as_str(self) -> &'static str {
-        release::ReleaseState::from(self).as_str()
-    }
-}
-
-impl From<ReleaseState> for release::ReleaseState {
-    fn from(s: ReleaseState) -> Self {
-        use ReleaseState as W;
-        use release::ReleaseState as E;
-        match s {
-            W::Deploying => E::Deploying,
-            W::Canary => E::Canary,
-            W::Live => E::Live,
-            W::Failed => E::Failed,
-            W::RolledBack => E::RolledBack,
-            W::Superseded => E::Superseded,
-            W::Interrupted => E::Interrupted,
-        }
-    }
-}
-
-impl From<release::ReleaseState> for ReleaseState {
-    fn from(s: release::ReleaseState) -> Self {
-        use release::ReleaseState as E;
-        match s {
-            E::Deploying => Self::Deploying,
-            E::Canary => Self::Canary,
-            E::Live => Self::Live,
-            E::Failed => Self::Failed,
-            E::RolledBack => Self::RolledBack,
-            E::Superseded => Self::Superseded,
-            E::Interrupted => Self::Interrupted,
-        }
-    }
-}
-
-impl std::fmt::Display for ReleaseState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A deploy (an artifact made into a release) or a rollback (an earlier release served again).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReleaseKind {
-    Deploy,
-    Rollback,
-}
-
-impl From<ReleaseKind> for release::ReleaseKind {
-    fn from(k: ReleaseKind) -> Self {
-        match k {
-            ReleaseKind::Deploy => release::ReleaseKind::Deploy,
-            ReleaseKind::Rollback => release::ReleaseKind::Rollback,
-        }
-    }
-}
+pub use gantry_model::records::{ReleaseKind, ReleaseState};
 
 /// One release of an environment.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -126,10 +47,7 @@ impl From<&ReleaseRecord> for Release {
             project: r.project.clone(),
             environment: r.environment.clone(),
             number: r.number,
-            kind: match r.kind {
-                release::ReleaseKind::Deploy => ReleaseKind::Deploy,
-                release::ReleaseKind::Rollback => ReleaseKind::Rollback,
-            },
+            kind: r.kind,
             source: r.source,
             artifact: r.artifact.clone(),
             digest: r.digest.clone(),
@@ -137,7 +55,7 @@ impl From<&ReleaseRecord> for Release {
             commit: r.commit.clone(),
             created_by: r.created_by.clone(),
             created_at: r.created_at,
-            state: r.state.into(),
+            state: r.state,
             reason: r.reason.clone(),
             live_at: r.live_at,
             ended_at: r.ended_at,
@@ -154,7 +72,7 @@ impl From<Release> for ReleaseRecord {
             project: r.project,
             environment: r.environment,
             number: r.number,
-            kind: r.kind.into(),
+            kind: r.kind,
             source: r.source,
             artifact: r.artifact,
             digest: r.digest,
@@ -162,7 +80,7 @@ impl From<Release> for ReleaseRecord {
             commit: r.commit,
             created_by: r.created_by,
             created_at: r.created_at,
-            state: r.state.into(),
+            state: r.state,
             reason: r.reason,
             live_at: r.live_at,
             ended_at: r.ended_at,

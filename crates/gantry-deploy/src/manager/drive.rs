@@ -166,13 +166,12 @@ impl DeployManager {
                             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                         }
                         let vars = d.ctx.env();
-                        let grants = d.ctx.grants();
                         let obs = health::check_once(&Probe {
                             check: &d.spec.health.check,
                             addr: d.addr,
                             dir: &d.ctx.dir,
                             env: &vars,
-                            sandbox: grants.as_ref(),
+                            sandbox: d.ctx.sandbox.as_ref(),
                         })
                         .await;
                         let running = d.target.running(d.rec.source);

@@ -125,7 +125,6 @@ impl DeployManager {
                 let spec = env.spec.lock().expect("spec").clone();
                 let ctx = self.context(l, None, &spec).await;
                 let vars = ctx.env();
-                let grants = ctx.grants();
                 let addr = t.running(l.source).and_then(|r| r.addr);
                 if t.routing() == Routing::Router && addr.is_none() {
                     ("unhealthy".to_string(), Some("not running".to_string()))
@@ -135,7 +134,7 @@ impl DeployManager {
                         addr,
                         dir: &ctx.dir,
                         env: &vars,
-                        sandbox: grants.as_ref(),
+                        sandbox: ctx.sandbox.as_ref(),
                     })
                     .await;
                     (

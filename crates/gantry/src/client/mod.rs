@@ -122,7 +122,7 @@ impl Client {
             .await
     }
 
-    /// Follows a server-sent event stream, calling `on_event(event, id, data)` for each event.
+    /// Follows a server-sent event stream, calling `on_event(event, data)` for each event.
     /// Reconnects (bounded) with `Last-Event-ID` when the connection drops; stops at `end`.
     async fn follow(&self, path: &str, mut on_event: impl FnMut(&str, &str) -> bool) -> Result<()> {
         use futures_util::StreamExt;

@@ -190,23 +190,39 @@ fn an_unwritable_data_directory_is_named_with_what_to_do() {
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "nothing made");
 }
 
-/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped (the tests run as
-/// root, as `.ci/run` does).
+/// A tmpfs of `size` mounted on a directory (a fresh one, or one given), unmounted when
+/// dropped (the tests run as root, as `.ci/run` does).
 struct SmallDisk {
-    dir: tempfile::TempDir,
+    at: std::path::PathBuf,
+    _fresh: Option<tempfile::TempDir>,
 }
 
 impl SmallDisk {
     fn new(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        mount_tmpfs(dir.path(), size);
-        SmallDisk { dir }
+        let mut disk = Self::on(dir.path(), size);
+        disk._fresh = Some(dir);
+        disk
+    }
+
+    /// Mounted on `at`, an existing directory.
+    fn on(at: &std::path::Path, size: &str) -> Self {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+        SmallDisk {
+            at: at.to_path_buf(),
+            _fresh: None,
+        }
     }
 
     fn resize(&self, size: &str) {
         let ok = std::process::Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
-            .arg(self.dir.path())
+            .arg(&self.at)
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "remounting the tmpfs");
@@ -215,27 +231,7 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn mount_tmpfs(at: &std::path::Path, size: &str) {
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(at)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
-}
-
-/// A tmpfs mounted on `at` (an existing directory), unmounted when dropped.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::process::Command::new("umount").arg(&self.at).status();
     }
 }
 
@@ -251,8 +247,7 @@ fn a_full_artifact_store_is_named_and_blamed_on_gantry() {
     let data = home.path().join("data");
     let store = data.join("artifacts");
     std::fs::create_dir_all(&store).unwrap();
-    mount_tmpfs(&store, "1m");
-    let mounted = Mounted(store.clone());
+    let disk = SmallDisk::on(&store, "1m");
     let run = |args: &[&str]| Run::from(f.gantry(args).env("GANTRY_HOME", &data).output().unwrap());
     let out = run(&["run", "--plain"]);
     assert_eq!(out.code, 1, "{out}");
@@ -273,7 +268,7 @@ fn a_full_artifact_store_is_named_and_blamed_on_gantry() {
     let listed = run(&["artifact", "ls"]);
     assert!(!listed.stdout.contains("blob"), "{listed}");
 
-    drop(mounted);
+    drop(disk);
     let out = run(&["run", "--plain"]);
     assert_eq!(out.code, 0, "{out}");
     let listed = run(&["artifact", "ls"]);
@@ -286,7 +281,7 @@ fn a_full_artifact_store_is_named_and_blamed_on_gantry() {
 #[test]
 fn a_full_data_directory_fails_the_run_clearly_and_the_next_run_works() {
     let disk = SmallDisk::new("3m");
-    let data = disk.dir.path().join("data");
+    let data = disk.at.join("data");
     let f = crate::support::Fixture::new(
         "//- gantry.yml\nstages:\n  - name: build\n    jobs:\n      - name: chatty\n        run: yes \"$(head -c 1023 /dev/zero | tr '\\0' x)\" | head -n 6000\n",
     );
