@@ -57,7 +57,7 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut text = state.metrics.render(&*state.store).await?;
-    let samples = state.control.router_samples();
+    let samples = state.control.router_samples().await;
     if !samples.is_empty() {
         let router = crate::metrics::render_router(&samples);
         match text.rfind("# EOF") {

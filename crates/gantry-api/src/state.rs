@@ -158,7 +158,7 @@ pub trait Control: Send + Sync {
         std::collections::HashMap::new()
     }
     /// What environments' routers measured, for `/metrics`.
-    fn router_samples(&self) -> Vec<RouterSample> {
+    async fn router_samples(&self) -> Vec<RouterSample> {
         Vec::new()
     }
     /// Status of one environment.

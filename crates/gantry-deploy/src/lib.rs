@@ -6,10 +6,12 @@
 //! switches atomically; [`stats`] keeps what it measured per release; [`kept`] records what was
 //! verified of a kept release, so a rollback compares instead of hashing.
 
+pub mod dataplane;
 pub mod health;
 pub mod kept;
 pub mod manager;
 pub mod router;
+pub mod shim;
 pub mod stats;
 pub mod supervisor;
 pub mod targets;

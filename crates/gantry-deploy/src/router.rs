@@ -278,6 +278,9 @@ impl RouteTable {
 pub struct Router {
     pub addr: SocketAddr,
     table: ArcSwap<RouteTable>,
+    /// Its listening sockets (the threads accept on copies of them): handed to a data plane
+    /// that takes over, so no connection waiting in a queue is lost.
+    sockets: Vec<std::net::TcpListener>,
     /// Client connections open now (a stopping router waits for them, bounded).
     connections: AtomicUsize,
     stop: watch::Sender<bool>,
@@ -320,14 +323,33 @@ impl Router {
         for _ in 1..threads {
             listeners.push(bind(addr)?);
         }
+        Self::start_on(listeners, measure)
+    }
+
+    /// Serves on sockets that listen already (bound by [`Router::start_with`], or handed over
+    /// by the data plane this one replaces), one router thread each.
+    pub fn start_on(
+        listeners: Vec<std::net::TcpListener>,
+        measure: bool,
+    ) -> anyhow::Result<Arc<Self>> {
+        let Some(first) = listeners.first() else {
+            anyhow::bail!("a router needs at least one listening socket");
+        };
+        let addr = first.local_addr()?;
+        let sockets = listeners
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()?;
         let router = Arc::new(Self {
             addr,
             table: ArcSwap::from_pointee(RouteTable::default()),
+            sockets,
             connections: AtomicUsize::new(0),
             stop: watch::channel(false).0,
             measure,
         });
         for (i, listener) in listeners.into_iter().enumerate() {
+            listener.set_nonblocking(true)?;
             let router = router.clone();
             std::thread::Builder::new()
                 .name(format!("gantry-router-{i}"))
@@ -360,6 +382,16 @@ impl Router {
 
     pub fn table(&self) -> Arc<RouteTable> {
         self.table.load_full()
+    }
+
+    /// Its listening sockets, for a process that takes over.
+    pub fn sockets(&self) -> &[std::net::TcpListener] {
+        &self.sockets
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
     }
 
     /// Stops accepting connections; open ones finish their current request.

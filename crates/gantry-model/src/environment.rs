@@ -204,10 +204,11 @@ impl TargetKind {
         }
     }
 
-    /// Whether its releases go on running while gantry is down (containers), so that a gantry
-    /// starting again adopts them as they are instead of starting them again.
+    /// Whether its releases go on running while gantry is down (containers; services under
+    /// their shims), so that a gantry starting again adopts them as they are instead of
+    /// starting them again.
     pub fn outlives_gantry(self) -> bool {
-        matches!(self, TargetKind::Docker)
+        matches!(self, TargetKind::Docker | TargetKind::Process)
     }
 }
 

@@ -189,12 +189,27 @@ pub fn kill_leftovers(prefix: &Path) -> usize {
 /// `GANTRY_WORKSPACE`, release services by `GANTRY_RELEASE_DIR`), so leftovers of a gantry that
 /// died are found whoever their parent is now.
 pub fn kill_by_env(var: &str, prefix: &Path) -> usize {
+    pids_by_env(var, prefix)
+        .into_iter()
+        .filter(|pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        })
+        .count()
+}
+
+/// The processes (other than this one) whose environment variable `var` names a path under
+/// `prefix`.
+pub fn pids_by_env(var: &str, prefix: &Path) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     let wanted = prefix.to_string_lossy().into_owned();
     let marker = format!("{var}=");
-    let mut killed = 0;
+    let mut out = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -214,15 +229,9 @@ pub fn kill_by_env(var: &str, prefix: &Path) -> usize {
                 PathBuf::from(String::from_utf8_lossy(v).into_owned()).starts_with(&wanted)
             })
         });
-        if hit
-            && nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .is_ok()
-        {
-            killed += 1;
+        if hit {
+            out.push(pid);
         }
     }
-    killed
+    out
 }

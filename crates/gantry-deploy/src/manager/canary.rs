@@ -5,7 +5,8 @@
 //! the driver through a channel. The environment's lock is held until the canary ends.
 
 use super::{DeployError, DeployManager, Env, Result};
-use crate::router::{Backend, CanaryRoute, RouteTable, Router, Users};
+use crate::dataplane::RouterLink;
+use crate::router::{Backend, CanaryRoute, RouteTable, Users};
 use crate::targets::{ReleaseContext, Target};
 use gantry_engine::canary::{CanaryAction, CanaryMachine, Command, Event, State, Window};
 use gantry_engine::ports::{ReleaseRecord, now_millis};
@@ -120,7 +121,7 @@ pub(super) enum Split {
 /// The two sides of a running canary and what moves traffic between them.
 enum Sides {
     Router {
-        router: Arc<Router>,
+        router: Arc<RouterLink>,
         stable: Arc<Backend>,
         fallback: Option<Arc<Backend>>,
         canary: Arc<Backend>,
@@ -147,16 +148,17 @@ impl Sides {
                 users,
                 ..
             } => {
-                router.set(RouteTable {
-                    stable: Some(stable.clone()),
-                    canary: Some(CanaryRoute {
-                        backend: canary.clone(),
-                        share: percent * 100,
-                        users: users.clone(),
-                    }),
-                    fallback: Some(stable.clone()),
-                });
-                Ok(())
+                router
+                    .set(RouteTable {
+                        stable: Some(stable.clone()),
+                        canary: Some(CanaryRoute {
+                            backend: canary.clone(),
+                            share: percent * 100,
+                            users: users.clone(),
+                        }),
+                        fallback: Some(stable.clone()),
+                    })
+                    .await
             }
             Sides::Target {
                 target,
@@ -183,8 +185,9 @@ impl Sides {
                 canary,
                 ..
             } => {
-                router.set(RouteTable::single(canary.clone(), Some(stable.clone())));
-                Ok(())
+                router
+                    .set(RouteTable::single(canary.clone(), Some(stable.clone())))
+                    .await
             }
             Sides::Target { .. } => self.set(100).await,
         }
@@ -199,24 +202,37 @@ impl Sides {
                 fallback,
                 ..
             } => {
-                router.set(RouteTable {
-                    stable: Some(stable.clone()),
-                    canary: None,
-                    fallback: fallback.clone(),
-                });
-                Ok(())
+                router
+                    .set(RouteTable {
+                        stable: Some(stable.clone()),
+                        canary: None,
+                        fallback: fallback.clone(),
+                    })
+                    .await
             }
             Sides::Target { .. } => self.set(0).await,
         }
     }
 
-    /// Both sides' measurements since `since`: the router's, or none.
-    fn windows(&self, since: i64, now: i64) -> (Window, Window) {
+    /// Both sides' measurements since `since`: the router's (taken in the data plane), or
+    /// none.
+    async fn windows(&self, since: i64) -> (Window, Window) {
         match self {
-            Sides::Router { stable, canary, .. } => (
-                canary.stats.window(since, now),
-                stable.stats.window(since, now),
-            ),
+            Sides::Router {
+                router,
+                stable,
+                canary,
+                ..
+            } => {
+                let all = router.measure(since).await.unwrap_or_default();
+                let side = |b: &Backend| {
+                    all.iter()
+                        .find(|m| m.release == b.release && m.addr == b.addr)
+                        .map(|m| m.window)
+                        .unwrap_or_default()
+                };
+                (side(canary), side(stable))
+            }
             Sides::Target { .. } => (Window::default(), Window::default()),
         }
     }
@@ -387,7 +403,7 @@ impl DeployManager {
                 .window_start()
                 .or(machine.serving_since())
                 .unwrap_or(now);
-            let (cw, sw) = sides.windows(since, now);
+            let (cw, sw) = sides.windows(since).await;
             {
                 let mut v = view.lock().expect("view");
                 v.state = machine.state().name().to_string();
@@ -421,7 +437,7 @@ impl DeployManager {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {
                     let now = now_millis();
                     let since = machine.window_start().unwrap_or(now);
-                    let (canary, stable) = sides.windows(since, now);
+                    let (canary, stable) = sides.windows(since).await;
                     queue.extend(machine.on(Event::Tick { now, canary, stable }));
                 }
             }
@@ -540,15 +556,15 @@ impl DeployManager {
     }
 
     /// What every environment's router measured per release: (project, environment, traffic).
-    pub fn router_traffic(&self) -> Vec<(String, String, super::ReleaseTraffic)> {
+    pub async fn router_traffic(&self) -> Vec<(String, String, super::ReleaseTraffic)> {
         let envs: Vec<Arc<Env>> = self.envs.lock().expect("envs").values().cloned().collect();
-        envs.iter()
-            .flat_map(|env| {
-                env.traffic()
-                    .into_iter()
-                    .map(|t| (env.project.clone(), env.name.clone(), t))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for env in envs {
+            for t in env.traffic().await {
+                out.push((env.project.clone(), env.name.clone(), t));
+            }
+        }
+        out
     }
 
     pub(super) fn canary_view(&self, env: &Env) -> Option<CanaryView> {

@@ -283,8 +283,11 @@ impl DeployManager {
                     .is_some_and(|b| source_of(b.release) == Some(previous));
                 let live_is_other = release::live(&history).is_some_and(|l| l.source != previous);
                 if still_fallback && live_is_other {
-                    if let Some(p) = table.primary().cloned() {
-                        router.set(RouteTable::single(p, None));
+                    if let Some(p) = table.primary().cloned()
+                        && let Err(e) = router.set(RouteTable::single(p, None)).await
+                    {
+                        tracing::warn!(error = %format!("{e:#}"), "dropping the fallback");
+                        return;
                     }
                     drain(&env, previous).await;
                     target.stop(previous).await;

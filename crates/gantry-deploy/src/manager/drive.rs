@@ -192,7 +192,10 @@ impl DeployManager {
                             .await;
                     }
                     Command::SetTraffic(traffic) => {
-                        self.set_traffic(&d, traffic);
+                        if let Err(e) = self.set_traffic(&d, traffic).await {
+                            // The data plane did not take it: users stay where they were.
+                            tracing::warn!(error = %format!("{e:#}"), "setting the route table");
+                        }
                         events.push_back(Event::TrafficSet { now: now_millis() });
                     }
                     Command::RecordSwitch { previous_becomes } => {
@@ -358,9 +361,9 @@ impl DeployManager {
     }
 
     /// Points the router as the machine asked.
-    fn set_traffic(&self, d: &Drive, traffic: Traffic) {
+    async fn set_traffic(&self, d: &Drive, traffic: Traffic) -> anyhow::Result<()> {
         let (Some(router), Some(addr)) = (d.env.router(), d.addr) else {
-            return;
+            return Ok(());
         };
         let table = router.table();
         let backend = || {
@@ -375,18 +378,23 @@ impl DeployManager {
         match traffic {
             Traffic::Switch => {
                 let fallback = table.primary().cloned();
-                router.set(RouteTable::single(backend(), fallback));
+                router.set(RouteTable::single(backend(), fallback)).await
             }
-            Traffic::Back => {
-                if let Some(old) = table.fallback.clone() {
-                    router.set(RouteTable::single(old, None));
-                }
-            }
+            Traffic::Back => match table.fallback.clone() {
+                Some(old) => router.set(RouteTable::single(old, None)).await,
+                None => Ok(()),
+            },
+            // Already serving it (adopted after a restart): the table stays as it is.
             Traffic::Only => match table.primary() {
-                Some(p) if p.release == d.rec.number => {
-                    router.set(RouteTable::single(p.clone(), None))
+                Some(p) if p.release == d.rec.number && p.addr == addr => {
+                    d.env
+                        .backends
+                        .lock()
+                        .expect("backends")
+                        .insert(d.rec.source, p.clone());
+                    Ok(())
                 }
-                _ => router.set(RouteTable::single(backend(), None)),
+                _ => router.set(RouteTable::single(backend(), None)).await,
             },
         }
     }

@@ -13,9 +13,10 @@
 //! The router is switched before the store records it: after a crash in between, the next start
 //! restores the router from the store, so an environment is always on the old or the new release.
 
+use crate::dataplane::{DataPlane, RouterLink};
 use crate::health::{self, Probe};
 use crate::kept::{self, Kept};
-use crate::router::{Backend, RouteTable, Router};
+use crate::router::{Backend, RouteTable};
 use crate::supervisor::{self, ServiceEvent};
 use crate::targets::{self, ReleaseContext, Target};
 use async_trait::async_trait;
@@ -73,7 +74,7 @@ struct Env {
     project: String,
     name: String,
     spec: Mutex<EnvironmentSpec>,
-    router: Mutex<Option<Arc<Router>>>,
+    router: Mutex<Option<Arc<RouterLink>>>,
     target: Mutex<Option<Arc<dyn Target>>>,
     backends: Mutex<HashMap<i64, Arc<Backend>>>,
     /// Serialises work on this environment inside this process (the store lock is for others).
@@ -101,7 +102,7 @@ impl Env {
     fn target(&self) -> Option<Arc<dyn Target>> {
         self.target.lock().expect("target").clone()
     }
-    fn router(&self) -> Option<Arc<Router>> {
+    fn router(&self) -> Option<Arc<RouterLink>> {
         self.router.lock().expect("router").clone()
     }
 }
@@ -122,6 +123,10 @@ pub struct DeployManager {
     failures: tokio::sync::broadcast::Sender<(String, String, i64)>,
     /// What release processes run in (the server's steps sandbox), if anything.
     sandbox: Mutex<Option<gantry_runner::sandbox::Sandbox>>,
+    /// Where the routers are: the data plane of the data directory.
+    plane: Arc<DataPlane>,
+    /// The gantry binary: releases run under `gantry shim`.
+    exe: PathBuf,
 }
 
 impl DeployManager {
@@ -131,6 +136,8 @@ impl DeployManager {
         source: Arc<dyn ProjectSource>,
         root: PathBuf,
         owner: String,
+        plane: Arc<DataPlane>,
+        exe: PathBuf,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let manager = Arc::new(Self {
@@ -144,6 +151,8 @@ impl DeployManager {
             events: tx,
             failures: tokio::sync::broadcast::channel(64).0,
             sandbox: Mutex::new(None),
+            plane,
+            exe,
         });
         tokio::spawn(record_service_events(manager.store.clone(), rx));
         manager
@@ -241,6 +250,7 @@ impl DeployManager {
                         &self.events,
                         &self.root,
                         sandbox.as_ref(),
+                        &self.exe,
                     );
                     *slot = Some(t.clone());
                     t
@@ -257,11 +267,13 @@ impl DeployManager {
                 None => true,
             };
             if moves {
-                let router = Router::start(wanted).await.map_err(DeployError::Internal)?;
-                if let Some(old) = current {
-                    router.set((*old.table()).clone());
-                    old.stop();
-                }
+                // The data plane moves it (the table goes along) or finds it listening.
+                let key = format!("{}/{}", env.project, env.name);
+                let router = self
+                    .plane
+                    .router(&key, wanted)
+                    .await
+                    .map_err(|e| DeployError::Internal(e.context("reaching the data plane")))?;
                 *env.router.lock().expect("router") = Some(router);
             }
         }
@@ -398,13 +410,22 @@ pub use gantry_engine::canary::CanaryAction;
 /// Waits (at most 10 s) until requests in flight to a release's backend have ended.
 async fn drain(env: &Env, source: i64) {
     let backend = env.backends.lock().expect("backends").get(&source).cloned();
-    if let Some(b) = backend {
-        for _ in 0..200 {
-            if b.inflight() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let (Some(b), Some(router)) = (backend, env.router()) else {
+        return;
+    };
+    for _ in 0..200 {
+        let busy = router
+            .measure(now_millis())
+            .await
+            .map(|all| {
+                all.iter()
+                    .any(|m| m.release == b.release && m.addr == b.addr && m.inflight > 0)
+            })
+            .unwrap_or(false);
+        if !busy {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,28 +1,36 @@
-//! Starting and stopping: putting environments back after gantry restarted, and stopping every
-//! router and service at shutdown.
+//! Starting and stopping: taking environments back after gantry restarted (their routers in
+//! the data plane and their releases under shims served all along: what runs is adopted, what
+//! does not is started again, what no kept release accounts for is stopped), and stopping an
+//! environment on purpose.
 
 use super::drive::{Drive, Guards};
 use super::*;
+use anyhow::Context as _;
 use gantry_engine::deployment::Purpose;
 
 /// The release event that marks an environment stopped on purpose.
 const STOPPED_EVENT: &str = "stopped";
 
 impl DeployManager {
-    /// At server start: services left by a dead gantry are killed, locks of dead owners
-    /// released, deployments cut short marked `interrupted`, and every environment's live
-    /// release started again behind its router. Returns what it did, for the log.
+    /// At server start: locks of dead owners released, deployments cut short marked
+    /// `interrupted`, every environment's live release adopted where it still runs (started
+    /// again where not) behind its router, and every release process that is not live stopped.
+    /// Returns what it did, for the log.
     pub async fn recover(
         self: &Arc<Self>,
         owner_gone: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Vec<String>> {
         let mut notes = Vec::new();
-        let killed = supervisor::kill_leftovers(&self.root);
-        if killed > 0 {
-            notes.push(format!(
-                "stopped {killed} release processes left by a previous gantry"
-            ));
-        }
+        // Whoever asks first starts the data plane: it serves the last tables at once.
+        let (pid, routed) = self
+            .plane
+            .hello()
+            .await
+            .context("reaching the data plane")?;
+        notes.push(format!(
+            "data plane pid {pid} routes {} environment(s)",
+            routed.len()
+        ));
         for lock in self.store.env_locks().await? {
             if lock.owner != self.owner && owner_gone(&lock.owner) {
                 self.store
@@ -69,7 +77,7 @@ impl DeployManager {
                 ));
                 continue;
             }
-            match self.restore(&live).await {
+            match self.restore(&live, &history).await {
                 Ok(()) => notes.push(format!(
                     "{project}/{environment}: release {} serves again",
                     live.number
@@ -86,10 +94,27 @@ impl DeployManager {
                     .map(|s| format!("{project}/{environment}: {s}")),
             );
         }
+        // What runs now and is not this server's: stopped, so nothing runs unknown.
+        let keep: Vec<(String, String, i64)> = self
+            .envs
+            .lock()
+            .expect("envs")
+            .values()
+            .flat_map(|e| {
+                e.running_sources()
+                    .into_iter()
+                    .map(|s| (e.project.clone(), e.name.clone(), s))
+            })
+            .collect();
+        notes.extend(targets::sweep(&self.root, &keep).await);
         Ok(notes)
     }
 
-    pub(super) async fn restore(&self, live: &ReleaseRecord) -> Result<()> {
+    pub(super) async fn restore(
+        &self,
+        live: &ReleaseRecord,
+        history: &[ReleaseRecord],
+    ) -> Result<()> {
         let spec = self
             .environment_at(&live.project, live.run_id, &live.environment)
             .await
@@ -117,15 +142,19 @@ impl DeployManager {
             target,
             rec: live.clone(),
             ctx,
-            spec,
+            spec: spec.clone(),
             live: None,
             from: None,
             reason: None,
             addr: adopted,
         };
         let plan = Self::plan(&d, Purpose::Restore, unpack, adopted.is_some());
+        let target = d.target.clone();
         if let Some(why) = self.drive(d, plan, None, Guards::default()).await.failure {
             return Err(DeployError::Conflict(why));
+        }
+        if adopted.is_some() {
+            self.settle_table(&env, &target, history, &spec).await;
         }
         let _ = self
             .store
@@ -141,6 +170,55 @@ impl DeployManager {
             )
             .await;
         Ok(())
+    }
+
+    /// The rest of the data plane's table after the live release was adopted: the fallback
+    /// (the previous release, kept running for an instant rollback) is taken over too when it
+    /// still runs, otherwise dropped; a canary the dead server was running is dropped (its
+    /// deployment was marked interrupted and its release stopped), so its users are back on
+    /// stable.
+    async fn settle_table(
+        &self,
+        env: &Arc<Env>,
+        target: &Arc<dyn Target>,
+        history: &[ReleaseRecord],
+        spec: &EnvironmentSpec,
+    ) {
+        let Some(router) = env.router() else { return };
+        let table = router.table();
+        let Some(stable) = table.stable.clone() else {
+            return;
+        };
+        let Some(fallback) = table
+            .fallback
+            .clone()
+            .filter(|f| f.release != stable.release || f.addr != stable.addr)
+        else {
+            if table.canary.is_some() {
+                let _ = router.set(RouteTable::single(stable, None)).await;
+            }
+            return;
+        };
+        let kept = history
+            .iter()
+            .find(|r| r.number == fallback.release && r.retired_at.is_none());
+        let mut adopted = false;
+        if let Some(rec) = kept {
+            let ctx = self.context(rec, None, spec).await;
+            if let Ok(Some(addr)) = target.adopt(&ctx).await
+                && addr == fallback.addr
+            {
+                env.backends
+                    .lock()
+                    .expect("backends")
+                    .insert(rec.source, fallback.clone());
+                adopted = true;
+            }
+        }
+        if !adopted || table.canary.is_some() {
+            let fallback = adopted.then_some(fallback);
+            let _ = router.set(RouteTable::single(stable, fallback)).await;
+        }
     }
 
     /// What the environment's target holds that no kept release accounts for.
@@ -199,8 +277,9 @@ impl DeployManager {
         let mut stopped = 0;
         if let Some(env) = env {
             let _local = env.work.lock().await;
-            if let Some(r) = env.router.lock().expect("router").take() {
-                r.stop();
+            let router = env.router.lock().expect("router").take();
+            if let Some(r) = router {
+                r.close().await?;
             }
             let target = env.target.lock().expect("target").take();
             if let Some(t) = target {
@@ -220,13 +299,11 @@ impl DeployManager {
         Ok(text)
     }
 
-    /// Stops every router and service (server shutdown).
+    /// At server shutdown: the routers (in the data plane) and the releases (under their
+    /// shims, or containers) go on serving; only this server's watchers stop.
     pub async fn shutdown(&self) {
         let envs: Vec<Arc<Env>> = self.envs.lock().expect("envs").values().cloned().collect();
         for env in envs {
-            if let Some(r) = env.router() {
-                r.stop();
-            }
             if let Some(t) = env.target() {
                 t.stop_all().await;
             }

@@ -46,12 +46,13 @@ pub struct ReleaseHistory {
 
 impl Env {
     /// What the router measured for each release it sends traffic to (each release once).
-    pub(super) fn traffic(&self) -> Vec<ReleaseTraffic> {
+    pub(super) async fn traffic(&self) -> Vec<ReleaseTraffic> {
         let Some(router) = self.router() else {
             return Vec::new();
         };
         let t = router.table();
         let now = now_millis();
+        let measured = router.measure(now - 60_000).await.unwrap_or_default();
         let sides = [
             ("stable", t.stable.clone()),
             ("canary", t.canary.as_ref().map(|c| c.backend.clone())),
@@ -63,13 +64,15 @@ impl Env {
             if out.iter().any(|x| x.release == b.release) {
                 continue;
             }
-            let (total_requests, total_errors) = b.stats.totals();
+            let m = measured
+                .iter()
+                .find(|m| m.release == b.release && m.addr == b.addr);
             out.push(ReleaseTraffic {
                 release: b.release,
                 role: role.to_string(),
-                last_minute: b.stats.window(now - 60_000, now).into(),
-                total_requests,
-                total_errors,
+                last_minute: m.map(|m| m.window).unwrap_or_default().into(),
+                total_requests: m.map_or(0, |m| m.total_requests),
+                total_errors: m.map_or(0, |m| m.total_errors),
             });
         }
         out
@@ -155,7 +158,10 @@ impl DeployManager {
             .await?
             .into_iter()
             .find(|l| l.project == project && l.environment == environment);
-        let traffic = env.as_ref().map(|e| e.traffic()).unwrap_or_default();
+        let traffic = match &env {
+            Some(e) => e.traffic().await,
+            None => Vec::new(),
+        };
         let canary = env.as_ref().and_then(|e| self.canary_view(e));
         Ok(EnvStatus {
             project: project.to_string(),

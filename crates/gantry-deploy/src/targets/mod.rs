@@ -15,7 +15,7 @@ pub use command::CommandTarget;
 pub use docker::DockerTarget;
 #[cfg(feature = "lambda")]
 pub use lambda::LambdaTarget;
-pub use process::ProcessTarget;
+pub use process::{ProcessTarget, sweep};
 
 use crate::supervisor::ServiceEvent;
 use async_trait::async_trait;
@@ -99,15 +99,17 @@ pub struct Running {
 
 /// Makes the target for a kind: the one place that knows which type carries out which kind.
 /// `events` receives what releases do by themselves (crashes), for the release history; `root`
-/// is the deployments' data directory (containers carry a name for it).
+/// is the deployments' data directory (containers carry a name for it); `exe` the gantry
+/// binary (services run under `gantry shim`).
 pub fn build(
     kind: TargetKind,
     events: &mpsc::UnboundedSender<ServiceEvent>,
     root: &std::path::Path,
     sandbox: Option<&gantry_runner::sandbox::Sandbox>,
+    exe: &std::path::Path,
 ) -> Arc<dyn Target> {
     match kind {
-        TargetKind::Process => Arc::new(ProcessTarget::new(events.clone(), sandbox.cloned())),
+        TargetKind::Process => Arc::new(ProcessTarget::new(events.clone(), sandbox.cloned(), exe)),
         TargetKind::Docker => Arc::new(DockerTarget::new(root, events.clone())),
         TargetKind::Command => Arc::new(CommandTarget),
         #[cfg(feature = "lambda")]
@@ -156,7 +158,8 @@ impl Target for Unavailable {
 ///    the address the release listens on, which need not answer yet — no user is sent there
 ///    before the manager's health checks pass. With [`Routing::Itself`] it makes the release
 ///    live by itself and returns `None`.
-/// 2. [`running`](Target::running) is a cheap look at memory (no I/O, no await): the manager
+/// 2. [`running`](Target::running) is a cheap look (memory, or one small local file; no
+///    await): the manager
 ///    calls it in its health and bake loops. `None` once the release is stopped.
 /// 3. [`roll_back`](Target::roll_back) is called only for [`Routing::Itself`]: move users from
 ///    `from` back to `to` (also after a failed `start` of `from`, which may have switched some
@@ -166,8 +169,8 @@ impl Target for Unavailable {
 /// 5. [`retire`](Target::retire) when a release leaves the kept ones: after `stop`, whatever
 ///    the target kept for it (a container, an image tag) goes. Never what a kept release needs.
 /// 6. [`stop_all`](Target::stop_all) at shutdown: afterwards nothing of this target runs —
-///    except for kinds that [outlive gantry](TargetKind::outlives_gantry) (containers), which
-///    go on serving and are adopted by the next gantry.
+///    except for kinds that [outlive gantry](TargetKind::outlives_gantry) (containers,
+///    services under their shims), which go on serving and are adopted by the next gantry.
 ///
 /// After gantry restarts, the manager first offers the live release to
 /// [`adopt`](Target::adopt) (kinds that outlive gantry: it takes over what still runs, without

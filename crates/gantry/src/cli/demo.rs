@@ -137,6 +137,7 @@ async fn demo_in(dir: &Path, args: &DemoArgs) -> CliResult {
     let mut waited = 0;
     while !server_file.is_file() {
         if server.is_finished() || waited > 300 {
+            stop_serving(&data).await;
             return Err(anyhow!("the demo's server did not start").into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -145,6 +146,8 @@ async fn demo_in(dir: &Path, args: &DemoArgs) -> CliResult {
     let outcome = the_story(&repo_dir, &data, &router).await;
     let _ = stop_tx.send(());
     let _ = server.await;
+    // Releases and routers outlive a server; the demo's go with it.
+    stop_serving(&data).await;
     outcome?;
     println!(
         "\ndemo finished in {:.0?}: build → test → deploy → second version → rollback → a broken version stopped by its health check.",
@@ -152,6 +155,12 @@ async fn demo_in(dir: &Path, args: &DemoArgs) -> CliResult {
     );
     println!("next: `gantry serve` in your own repository (README: \"Deploy and roll back\")");
     Ok(())
+}
+
+/// Stops what serves the demo's environments: every release's shim and the data plane.
+async fn stop_serving(data: &std::path::Path) {
+    gantry_deploy::targets::sweep(&data.join("releases"), &[]).await;
+    let _ = gantry_deploy::dataplane::stop(data).await;
 }
 
 /// `gantry artifact share app`, then a plain GET of the link, its sha256 compared with the

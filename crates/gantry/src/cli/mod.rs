@@ -3,6 +3,7 @@
 
 mod artifact;
 mod check;
+mod dataplane;
 mod demo;
 pub mod deploy;
 pub mod remote;
@@ -72,7 +73,8 @@ pub enum Command {
     /// Roll an environment back to the previous healthy release (or --to one)
     Rollback(deploy::RollbackArgs),
     /// Stop an environment on purpose: its router and releases stop, and stay stopped across
-    /// server restarts until the next deploy or rollback (stopping the server stops them too)
+    /// server restarts until the next deploy or rollback (stopping the server does not stop
+    /// them)
     Stop(deploy::StopArgs),
     /// Promote the running canary to its next step (--full: to everyone)
     Promote(deploy::CanaryArgs),
@@ -89,6 +91,12 @@ pub enum Command {
     /// gantry's router alone in front of two backends (for benchmarks)
     #[command(hide = true)]
     Route(route::RouteArgs),
+    /// The data plane of a data directory: every environment's router (gantry serve starts it)
+    #[command(hide = true)]
+    Dataplane(dataplane::DataplaneArgs),
+    /// The shim a release runs under (gantry starts it)
+    #[command(hide = true)]
+    Shim,
     /// Explain why a run failed: category, evidence, fix, and what changed since the last good run
     Why(why::WhyArgs),
 }
@@ -173,6 +181,8 @@ pub fn main() -> ExitCode {
         Command::Releases(args) => block_on(deploy::releases(args, cli.server, cli.data_dir)),
         Command::Status(args) => block_on(deploy::status(args, cli.server, cli.data_dir)),
         Command::Route(args) => block_on(route::route(args)),
+        Command::Dataplane(args) => block_on(dataplane::dataplane(args)),
+        Command::Shim => dataplane::shim(),
         Command::Why(args) => block_on(why::why(args, cli.server, cli.data_dir)),
     };
     match result {

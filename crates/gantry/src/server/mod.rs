@@ -107,6 +107,8 @@ impl Server {
             }),
             data_dir.join("releases"),
             owner.clone(),
+            gantry_deploy::dataplane::DataPlane::new(&data_dir, Some(gantry_exe())),
+            gantry_exe(),
         );
         Self {
             config,
@@ -489,9 +491,10 @@ impl Control for Server {
         self.poll_errors.lock().expect("poll errors").clone()
     }
 
-    fn router_samples(&self) -> Vec<gantry_api::RouterSample> {
+    async fn router_samples(&self) -> Vec<gantry_api::RouterSample> {
         self.deploys
             .router_traffic()
+            .await
             .into_iter()
             .map(|(project, environment, t)| gantry_api::RouterSample {
                 project,
@@ -549,4 +552,14 @@ impl Control for Server {
 /// The key that makes a commit of a branch start one run, however often it is delivered.
 fn trigger_key(project: &str, branch: &str, commit: &str) -> String {
     format!("{project}/{branch}/{commit}")
+}
+
+/// The gantry binary this server runs: the data plane and the releases' shims are started
+/// from it. (`/proc/self/exe` stays valid when the file is replaced by an upgrade.)
+fn gantry_exe() -> PathBuf {
+    let own = PathBuf::from("/proc/self/exe");
+    if own.exists() {
+        return own;
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gantry"))
 }

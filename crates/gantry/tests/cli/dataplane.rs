@@ -4,7 +4,7 @@
 //! `server.json` — checked under load, counting failed requests at the client.
 
 use crate::deploy::{Env, Service};
-use crate::server_support::release_processes;
+use crate::server_support::{data_planes, release_processes, shims};
 use crate::support::Load;
 use crate::support::wait_until;
 use std::process::{Command, Stdio};
@@ -83,4 +83,161 @@ fn a_second_server_on_a_held_data_directory_is_refused_and_touches_nothing() {
     let v2 = env.build("v2", Service::Healthy);
     env.deploy_ok(v2);
     assert_eq!(env.serving(), "v2");
+}
+
+/// The data plane's pid, as it records it.
+fn data_plane_pid(data: &std::path::Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data.join("dataplane.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["pid"].as_i64().map(|p| p as i32)
+}
+
+/// Load through one event: how many failed, and the longest a client waited.
+fn through(router: &str, what: &str, event: impl FnOnce()) {
+    let load = Load::start(router.to_string(), 2);
+    assert!(load.more(50), "{what}: the release answers before");
+    event();
+    assert!(load.more(200), "{what}: the release answers after");
+    let stall = load.longest_stall();
+    let (ok, failed, failures) = load.finish();
+    println!(
+        "{what}: {ok} requests succeeded, {failed} failed, longest wait between successes {stall:?}"
+    );
+    assert_eq!(failed, 0, "{what}: failed requests: {failures:?}");
+}
+
+/// Users are served through every way the control plane goes down: `kill -9` of the server
+/// (while it is down and after it is started again), a graceful stop and start (as for an
+/// upgrade of gantry), and the data plane itself replaced by a new process that takes its
+/// listening sockets. The releases are adopted, never started again, and the server deploys
+/// through the new data plane.
+#[test]
+fn users_are_served_while_the_server_crashes_restarts_and_the_data_plane_is_replaced() {
+    let mut env = Env::new();
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v1);
+    env.deploy_ok(v2);
+    let data = env.server.data();
+    let releases = release_processes(&data);
+    assert_eq!(releases.len(), 2, "live v2 and the previous v1 run");
+    let plane = data_plane_pid(&data).expect("a data plane runs");
+    let router = env.router();
+
+    through(&router, "kill -9 of the server, down", || {
+        env.server.kill9();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    assert_eq!(env.serving(), "v2");
+    through(&router, "the server started again after kill -9", || {
+        env.server.restart()
+    });
+    through(&router, "SIGTERM and a restart of the server", || {
+        env.server.stop();
+        env.server.restart();
+    });
+    assert_eq!(release_processes(&data), releases, "adopted, not restarted");
+    assert_eq!(data_plane_pid(&data), Some(plane));
+    let status = env.status();
+    assert_eq!(status["running"], serde_json::json!([1, 2]), "{status}");
+
+    let mut successor = None;
+    through(&router, "the data plane replaced (socket handover)", || {
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["dataplane", "--replace", "--data"])
+            .arg(&data)
+            .env("GANTRY_DATAPLANE", &data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        successor = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(30), || data_plane_pid(&data)
+                == Some(pid)
+                && !crate::support::alive(plane)),
+            "the new data plane took over"
+        );
+    });
+    let mut successor = successor.unwrap();
+    assert_eq!(release_processes(&data), releases);
+    // The server reaches the new data plane: a deploy switches through it.
+    let v3 = env.build("v3", Service::Healthy);
+    env.deploy_ok(v3);
+    assert_eq!(env.serving(), "v3");
+    crate::support::signal(successor.id() as i32, nix::sys::signal::Signal::SIGKILL);
+    let _ = successor.wait();
+}
+
+/// After `kill -9` of the server, of the data plane and of a release's shim, nothing of any
+/// release runs unknown: the next start brings the data plane back on its last table, adopts
+/// the live release, and stops what the killed shim left (a compound command's children).
+#[test]
+fn after_kill_9_of_everything_no_release_process_survives_unknown() {
+    let mut env = Env::new();
+    env.command = Some("cd dist && ./hello --port $PORT".into());
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v1);
+    env.deploy_ok(v2);
+    let data = env.server.data();
+    // Each release: its shim, the shell of the compound command and the service under it.
+    assert_eq!(shims(&data).len(), 2);
+    assert!(
+        release_processes(&data).len() >= 4,
+        "{:?}",
+        release_processes(&data)
+    );
+    let shim_of = |n: u32| -> i32 {
+        let path = data.join(format!("releases/hello/production/{n}.shim.json"));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["shim"].as_i64().unwrap() as i32
+    };
+    let live_shim = shim_of(2);
+    let previous_shim = shim_of(1);
+
+    env.server.kill9();
+    let plane = data_plane_pid(&data).unwrap();
+    crate::support::signal(plane, nix::sys::signal::Signal::SIGKILL);
+    crate::support::signal(previous_shim, nix::sys::signal::Signal::SIGKILL);
+    assert!(wait_until(Duration::from_secs(10), || {
+        !crate::support::alive(plane)
+    }));
+    // The previous release's service outlives its shim (a compound command's child).
+    let orphans: Vec<i32> = release_processes(&data);
+    assert!(orphans.len() >= 3, "{orphans:?}");
+
+    env.server.restart();
+    assert_eq!(env.serving(), "v2");
+    let planes = data_planes(&data);
+    assert_eq!(planes.len(), 1, "one data plane serves again: {planes:?}");
+    assert_eq!(data_plane_pid(&data), Some(planes[0]));
+    assert!(
+        wait_until(Duration::from_secs(10), || shims(&data) == vec![live_shim]),
+        "shims: {:?}",
+        shims(&data)
+    );
+    // Every release process left is the live release's, under its shim, in its group.
+    let group = |pid: i32| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).ok();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("releases/hello/production/2.shim.json")).unwrap(),
+    )
+    .unwrap();
+    let live_group = nix::unistd::Pid::from_raw(state["pid"].as_i64().unwrap() as i32);
+    assert!(
+        wait_until(Duration::from_secs(10), || release_processes(&data)
+            .iter()
+            .all(|p| group(*p) == Some(live_group))),
+        "left: {:?}",
+        release_processes(&data)
+    );
+    assert!(!release_processes(&data).is_empty());
+    let log = env.server.log();
+    assert!(
+        log.contains("killed") || log.contains("stopped release 1"),
+        "{log}"
+    );
 }

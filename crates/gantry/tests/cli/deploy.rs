@@ -120,6 +120,8 @@ pub struct Env {
     pub extra: String,
     /// Runs made so far (run ids count from 1).
     runs: i64,
+    /// The release's command, when not `./dist/hello --port $PORT`.
+    pub command: Option<String>,
 }
 
 impl Env {
@@ -137,6 +139,7 @@ impl Env {
             port,
             extra: extra.to_string(),
             runs: 0,
+            command: None,
         }
     }
 
@@ -146,10 +149,14 @@ impl Env {
 
     /// Commits version `version` of kind `kind` and builds it; returns the run id.
     pub fn build(&mut self, version: &str, kind: Service) -> i64 {
-        self.fx.commit(
-            &spec(version, self.port, &self.extra, kind, false),
-            &format!("version {version}"),
-        );
+        let mut file = spec(version, self.port, &self.extra, kind, false);
+        if let Some(c) = &self.command {
+            file = file.replace(
+                "command: ./dist/hello --port $PORT",
+                &format!("command: {c}"),
+            );
+        }
+        self.fx.commit(&file, &format!("version {version}"));
         let out = self.fx.run(&["run"]);
         assert_eq!(out.code, 0, "building {version}: {out}");
         self.runs += 1;
@@ -458,10 +465,18 @@ fn kill_9_during_a_deployment_then_restart_leaves_a_consistent_environment() {
     env.server.kill9();
     let _ = deploying.wait();
     env.server.restart();
-    // What the dead gantry left running was stopped; the live release runs again.
-    assert!(wait_until(Duration::from_secs(10), || {
-        services_before.iter().all(|p| !alive(*p))
-    }));
+    // The live release was adopted as it ran (nothing new started); what the interrupted
+    // deployment started was stopped.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let now = release_processes(&env.fx.data());
+            !now.is_empty()
+                && now.iter().all(|p| services_before.contains(p))
+                && services_before.iter().any(|p| !alive(*p))
+        }),
+        "before {services_before:?}, now {:?}",
+        release_processes(&env.fx.data())
+    );
     assert_eq!(env.serving(), "v1");
     let releases = env.releases();
     assert_eq!(

@@ -120,7 +120,7 @@ fn rollback_refuses_a_kept_release_whose_directory_changed_or_went_after_it_was_
 }
 
 #[test]
-fn rollback_to_an_older_kept_release_starts_it_again_and_a_stopped_server_leaves_nothing_running() {
+fn rollback_to_an_older_kept_release_starts_it_again_and_a_stopped_server_leaves_it_serving() {
     let mut env = Env::with("    keep: 3\n");
     let runs: Vec<i64> = (1..=3)
         .map(|i| env.build(&format!("v{i}"), Service::Healthy))
@@ -136,15 +136,23 @@ fn rollback_to_an_older_kept_release_starts_it_again_and_a_stopped_server_leaves
     let status = env.status();
     assert_eq!(status["live"]["source"], 1);
     assert_eq!(status["health"], "healthy");
-    assert!(!release_processes(&env.fx.data()).is_empty());
-    // A graceful stop stops the services too.
+    let running = release_processes(&env.fx.data());
+    assert!(!running.is_empty());
+    // A graceful stop of the server leaves the services serving (the data plane routes).
     env.server.stop();
+    assert_eq!(env.serving(), "v1");
+    assert_eq!(release_processes(&env.fx.data()), running);
+    // `gantry stop` is what stops them, and a restarted server adopted them first.
+    env.server.restart();
+    assert_eq!(release_processes(&env.fx.data()), running);
+    assert_eq!(env.gantry(&["stop", "production"]).code, 0);
     assert!(
         wait_until(Duration::from_secs(10), || release_processes(
             &env.fx.data()
         )
         .is_empty()),
-        "release services outlived the server"
+        "release services outlived gantry stop: {:?}",
+        release_processes(&env.fx.data())
     );
 }
 

@@ -297,8 +297,8 @@ impl Served {
 }
 
 impl Drop for Served {
-    /// Kills the server, then every release service it supervised (found by the release
-    /// directory in their environment, each killed by its pid).
+    /// Kills the server, then what outlives it: the data plane and the releases' shims and
+    /// services (found by the data directory in their environment, each killed by its pid).
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let pid = c.id() as i32;
@@ -306,6 +306,10 @@ impl Drop for Served {
                 signal(pid, Signal::SIGKILL);
             }
             let _ = c.wait();
+        }
+        // Shims first, so none starts its service again.
+        for pid in marked(&self.data(), &["GANTRY_SHIM", "GANTRY_DATAPLANE"]) {
+            signal(pid, Signal::SIGKILL);
         }
         for pid in release_processes(&self.data()) {
             signal(pid, Signal::SIGKILL);
@@ -315,7 +319,22 @@ impl Drop for Served {
 
 /// Processes whose `GANTRY_RELEASE_DIR` lies in the data directory `data`.
 pub fn release_processes(data: &Path) -> Vec<i32> {
-    let root = data.join("releases").display().to_string();
+    marked(data, &["GANTRY_RELEASE_DIR"])
+}
+
+/// The releases' shims of the data directory `data`.
+pub fn shims(data: &Path) -> Vec<i32> {
+    marked(data, &["GANTRY_SHIM"])
+}
+
+/// The data plane of the data directory `data`.
+pub fn data_planes(data: &Path) -> Vec<i32> {
+    marked(data, &["GANTRY_DATAPLANE"])
+}
+
+/// Processes (not zombies) with one of `vars` naming a path in the data directory `data`.
+pub fn marked(data: &Path, vars: &[&str]) -> Vec<i32> {
+    let root = data.display().to_string();
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;
@@ -324,12 +343,25 @@ pub fn release_processes(data: &Path) -> Vec<i32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if zombie {
+            continue;
+        }
         let Ok(environ) = std::fs::read(e.path().join("environ")) else {
             continue;
         };
         if environ.split(|b| *b == 0).any(|v| {
-            v.strip_prefix(b"GANTRY_RELEASE_DIR=")
-                .is_some_and(|d| String::from_utf8_lossy(d).starts_with(&root))
+            vars.iter().any(|var| {
+                v.strip_prefix(var.as_bytes())
+                    .and_then(|r| r.strip_prefix(b"="))
+                    .is_some_and(|d| String::from_utf8_lossy(d).starts_with(&root))
+            })
         }) {
             out.push(pid);
         }
