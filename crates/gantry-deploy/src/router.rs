@@ -283,6 +283,13 @@ pub struct Router {
     sockets: Vec<std::net::TcpListener>,
     /// Client connections open now (a stopping router waits for them, bounded).
     connections: AtomicUsize,
+    /// Handed over to another process: each open connection gets one more answer, marked
+    /// `Connection: close`, so its client reconnects — to the successor — without a request
+    /// lost to a connection closed under it.
+    retiring: std::sync::atomic::AtomicBool,
+    /// Router threads still accepting: once 0 (and no connection is open), nothing more can
+    /// arrive at this process.
+    accepting: AtomicUsize,
     stop: watch::Sender<bool>,
     /// Measure every answer per backend (off only to measure what measuring costs).
     measure: bool,
@@ -345,12 +352,17 @@ impl Router {
             table: ArcSwap::from_pointee(RouteTable::default()),
             sockets,
             connections: AtomicUsize::new(0),
+            retiring: std::sync::atomic::AtomicBool::new(false),
+            accepting: AtomicUsize::new(0),
             stop: watch::channel(false).0,
             measure,
         });
         for (i, listener) in listeners.into_iter().enumerate() {
             listener.set_nonblocking(true)?;
             let router = router.clone();
+            // Counted before the thread runs; the thread uncounts itself when it stops
+            // accepting (or could not start).
+            router.accepting.fetch_add(1, Ordering::AcqRel);
             std::thread::Builder::new()
                 .name(format!("gantry-router-{i}"))
                 .spawn(move || {
@@ -361,13 +373,17 @@ impl Router {
                         Ok(rt) => rt,
                         Err(e) => {
                             tracing::error!(error = %e, "the router could not start a runtime");
+                            router.accepting.fetch_sub(1, Ordering::AcqRel);
                             return;
                         }
                     };
                     rt.block_on(async move {
                         match TcpListener::from_std(listener) {
                             Ok(l) => accept_loop(router, l).await,
-                            Err(e) => tracing::error!(error = %e, "the router could not listen"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "the router could not listen");
+                                router.accepting.fetch_sub(1, Ordering::AcqRel);
+                            }
                         }
                     });
                 })?;
@@ -392,6 +408,19 @@ impl Router {
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Whether the router has stopped accepting on every thread and every connection it
+    /// accepted has ended.
+    pub fn drained(&self) -> bool {
+        self.accepting.load(Ordering::Acquire) == 0 && self.open_connections() == 0
+    }
+
+    /// Stops accepting connections (another process accepts on the same sockets now); each
+    /// open connection is closed after its next answer, or after 5 s idle.
+    pub fn retire(&self) {
+        self.retiring.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
     }
 
     /// Stops accepting connections; open ones finish their current request.
@@ -518,6 +547,11 @@ impl Router {
                     HeaderName::from_static("x-gantry-release"),
                     HeaderValue::from(backend.release),
                 );
+                if self.retiring.load(Ordering::Relaxed) {
+                    parts
+                        .headers
+                        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 // The in-flight count drops when the body has been sent (or dropped).
                 Ok(Response::from_parts(
                     parts,
@@ -611,13 +645,21 @@ async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    let retiring = router.retiring.load(Ordering::Acquire);
+                    if !retiring
+                        || tokio::time::timeout(Duration::from_secs(5), conn.as_mut())
+                            .await
+                            .is_err()
+                    {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
                 }
             }
             router.connections.fetch_sub(1, Ordering::AcqRel);
         });
     }
+    router.accepting.fetch_sub(1, Ordering::AcqRel);
     // Stopped: let open connections finish their current request (bounded), then end the thread.
     for _ in 0..100 {
         if router.connections.load(Ordering::Acquire) == 0 {

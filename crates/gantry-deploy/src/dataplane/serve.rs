@@ -369,7 +369,7 @@ async fn drain(plane: &Plane) {
         .cloned()
         .collect();
     for _ in 0..200 {
-        if routers.iter().all(|r| r.open_connections() == 0) {
+        if routers.iter().all(|r| r.drained()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -422,7 +422,7 @@ async fn hand_over(plane: Arc<Plane>, stream: UnixStream) {
         Ok(Ok(_)) => {
             eprintln!("gantry dataplane: handed over; draining");
             for r in plane.routers.lock().expect("routers").values() {
-                r.stop();
+                r.retire();
             }
             let _ = plane.done.send(true);
         }
