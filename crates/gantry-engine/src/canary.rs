@@ -225,6 +225,36 @@ impl CanaryMachine {
         }
     }
 
+    /// A canary taken over after gantry restarted: the router has served step `step`'s
+    /// `percent` since `since` all along (its table outlived gantry), so the machine goes on
+    /// observing that step — the same window, judged on the router's numbers since `since` —
+    /// without asking for a weight again. A step whose weight is not what the router serves
+    /// (or that is not a weight step) is entered afresh: the commands returned do that.
+    pub fn resume(
+        spec: CanarySpec,
+        step: usize,
+        percent: u32,
+        since: Millis,
+    ) -> (Self, Vec<Command>) {
+        let same = matches!(spec.steps.get(step),
+            Some(CanaryStep::Weight { percent: p, .. }) if (*p).min(100) == percent);
+        let mut m = Self {
+            spec,
+            state: State::Observing {
+                step,
+                percent,
+                since,
+            },
+            serving: percent,
+            serving_since: Some(since),
+        };
+        let mut out = Vec::new();
+        if !same {
+            m.enter(step, since, &mut out);
+        }
+        (m, out)
+    }
+
     /// When the router began serving the current share (for showing the step's numbers).
     pub fn serving_since(&self) -> Option<Millis> {
         self.serving_since

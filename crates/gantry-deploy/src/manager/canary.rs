@@ -12,6 +12,7 @@ use gantry_engine::canary::{CanaryAction, CanaryMachine, Command, Event, State, 
 use gantry_engine::ports::{ReleaseRecord, now_millis};
 use gantry_engine::release::ReleaseState;
 use gantry_model::{CanarySpec, EnvironmentSpec, UserKey};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,44 @@ use tokio::sync::{mpsc, oneshot};
 enum Msg {
     Action(CanaryAction, String),
     Alarm(String),
+}
+
+/// Where a canary's machine is, kept on disk while it runs (`<env dir>/canary.json`, written
+/// whole) so that a server started again after a crash goes on from there: the step it
+/// observes, the share the router serves, and since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub release: i64,
+    pub step: usize,
+    pub percent: u32,
+    pub since: i64,
+}
+
+impl DeployManager {
+    pub(super) fn progress_path(&self, project: &str, environment: &str) -> std::path::PathBuf {
+        self.root
+            .join(project)
+            .join(environment)
+            .join("canary.json")
+    }
+
+    /// The canary progress kept for the environment, if any.
+    pub(super) fn progress(&self, project: &str, environment: &str) -> Option<Progress> {
+        let text = std::fs::read(self.progress_path(project, environment)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn keep_progress(&self, env: &Env, p: &Progress) {
+        let path = self.progress_path(&env.project, &env.name);
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(p)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "keeping the canary's progress");
+        }
+    }
 }
 
 /// Measurements of one side, for status and the API.
@@ -251,7 +290,7 @@ impl DeployManager {
         rec: &ReleaseRecord,
         split: Split,
         spec: &EnvironmentSpec,
-        canary: CanarySpec,
+        (canary, resume): (CanarySpec, Option<Progress>),
         started: impl FnOnce() + Send,
     ) -> std::result::Result<String, String> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -271,9 +310,20 @@ impl DeployManager {
             done: Some(done_rx),
         });
         let outcome = self
-            .drive_canary(env, target, rec, split, spec, canary, rx, view, started)
+            .drive_canary(
+                env,
+                target,
+                rec,
+                split,
+                spec,
+                (canary, resume),
+                rx,
+                view,
+                started,
+            )
             .await;
         *env.canary.lock().expect("canary") = None;
+        let _ = std::fs::remove_file(self.progress_path(&env.project, &env.name));
         let _ = done_tx.send(());
         match outcome {
             Ok(o) => o,
@@ -289,7 +339,7 @@ impl DeployManager {
         rec: &ReleaseRecord,
         split: Split,
         spec: &EnvironmentSpec,
-        canary: CanarySpec,
+        (canary, resume): (CanarySpec, Option<Progress>),
         mut rx: mpsc::UnboundedReceiver<Msg>,
         view: Arc<Mutex<CanaryView>>,
         started: impl FnOnce() + Send,
@@ -324,17 +374,42 @@ impl DeployManager {
                 applied: Mutex::new(Some(0)),
             },
         };
-        self.store
-            .set_release_state(rec.id, ReleaseState::Canary, None, now_millis())
-            .await?;
-        // From the start, named users and the forcing header reach the canary (0% of the rest).
-        if let Err(e) = sides.set(0).await {
-            return Ok(Err(format!("the canary could not start: {e:#}")));
-        }
-        started();
         let steps = canary.steps.len();
-        let mut machine = CanaryMachine::new(canary);
-        let mut queue: VecDeque<Command> = machine.on(Event::Start { now: now_millis() }).into();
+        let (mut machine, first) = match resume {
+            // Taken over after a restart: the router served the step all along.
+            Some(p) => {
+                let _ = self
+                    .store
+                    .add_release_event(
+                        rec.id,
+                        "canary",
+                        &format!(
+                            "taken over after gantry restarted: step {} of {steps} at {}%, observed since the router began serving it",
+                            p.step + 1,
+                            p.percent
+                        ),
+                        now_millis(),
+                    )
+                    .await;
+                CanaryMachine::resume(canary, p.step, p.percent, p.since)
+            }
+            None => {
+                self.store
+                    .set_release_state(rec.id, ReleaseState::Canary, None, now_millis())
+                    .await?;
+                // From the start, named users and the forcing header reach the canary (0% of
+                // the rest).
+                if let Err(e) = sides.set(0).await {
+                    return Ok(Err(format!("the canary could not start: {e:#}")));
+                }
+                let mut m = CanaryMachine::new(canary);
+                let first = m.on(Event::Start { now: now_millis() });
+                (m, first)
+            }
+        };
+        started();
+        let mut queue: VecDeque<Command> = first.into();
+        let mut kept: Option<Progress> = None;
         loop {
             while let Some(cmd) = queue.pop_front() {
                 match cmd {
@@ -396,6 +471,23 @@ impl DeployManager {
                             rec.number
                         )));
                     }
+                }
+            }
+            if let State::Observing {
+                step,
+                percent,
+                since,
+            } = *machine.state()
+            {
+                let p = Progress {
+                    release: rec.number,
+                    step,
+                    percent,
+                    since,
+                };
+                if kept.as_ref() != Some(&p) {
+                    self.keep_progress(env, &p);
+                    kept = Some(p);
                 }
             }
             let now = now_millis();

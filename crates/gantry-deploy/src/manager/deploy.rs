@@ -128,6 +128,7 @@ impl DeployManager {
             from: None,
             reason: None,
             addr: None,
+            resume: None,
         };
         let plan = Self::plan(&d, Purpose::Deploy { canary }, true, false);
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -49,6 +49,8 @@ pub(super) struct Drive {
     pub reason: Option<String>,
     /// Where the release listens, once known (a kept release running already).
     pub addr: Option<SocketAddr>,
+    /// A canary taken over after a restart: where its machine was.
+    pub resume: Option<super::canary::Progress>,
 }
 
 /// How a deployment ended.
@@ -240,7 +242,13 @@ impl DeployManager {
                         let outcome = match (split, d.spec.canary.clone()) {
                             (Some(split), Some(canary)) => {
                                 self.run_canary(
-                                    &d.env, &d.target, &d.rec, split, &d.spec, canary, started,
+                                    &d.env,
+                                    &d.target,
+                                    &d.rec,
+                                    split,
+                                    &d.spec,
+                                    (canary, d.resume.clone()),
+                                    started,
                                 )
                                 .await
                             }

@@ -399,6 +399,7 @@ mod canary;
 mod deploy;
 mod drive;
 mod recover;
+mod resume;
 mod rollback;
 mod status;
 

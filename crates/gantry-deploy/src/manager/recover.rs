@@ -42,29 +42,15 @@ impl DeployManager {
                 ));
             }
         }
+        // A canary the data plane still serves goes on; every other deployment cut short is
+        // marked interrupted.
+        let mut resuming = Vec::new();
         for r in self.store.deploying_releases().await? {
-            let history = self.store.releases(&r.project, &r.environment).await?;
-            let live = release::live(&history).map(|l| l.number);
-            let reason = match live {
-                Some(l) => {
-                    format!("gantry stopped during this deployment; release {l} stayed live")
-                }
-                None => "gantry stopped during this deployment".to_string(),
-            };
-            self.store
-                .set_release_state(r.id, ReleaseState::Interrupted, Some(&reason), now_millis())
-                .await?;
-            if r.kind == ReleaseKind::Deploy {
-                let dir = self.release_dir(&r.project, &r.environment, r.number);
-                let _ = std::fs::remove_dir_all(&dir);
-                kept::remove(&dir);
-                let _ = self.store.unpin(&r.digest, &pin_reason(&r)).await;
-                self.store.mark_retired(r.id, now_millis()).await?;
+            if let Some(p) = self.resumable(&r).await {
+                resuming.push((r, p));
+                continue;
             }
-            notes.push(format!(
-                "release {} of {}/{} was interrupted: {reason}",
-                r.number, r.project, r.environment
-            ));
+            notes.push(self.interrupt(&r).await?);
         }
         for (project, environment) in self.store.environments().await? {
             let history = self.store.releases(&project, &environment).await?;
@@ -77,7 +63,10 @@ impl DeployManager {
                 ));
                 continue;
             }
-            match self.restore(&live, &history).await {
+            let canary_goes_on = resuming
+                .iter()
+                .any(|(r, _)| r.project == project && r.environment == environment);
+            match self.restore(&live, &history, canary_goes_on).await {
                 Ok(()) => notes.push(format!(
                     "{project}/{environment}: release {} serves again",
                     live.number
@@ -94,8 +83,29 @@ impl DeployManager {
                     .map(|s| format!("{project}/{environment}: {s}")),
             );
         }
+        let mut going_on = Vec::new();
+        for (r, p) in resuming {
+            let step = p.step + 1;
+            match self.resume_canary(&r, p).await {
+                Ok(()) => {
+                    notes.push(format!(
+                        "{}/{}: the canary of release {} goes on from step {step}",
+                        r.project, r.environment, r.number
+                    ));
+                    going_on.push((r.project.clone(), r.environment.clone(), r.source));
+                }
+                Err(e) => {
+                    notes.push(format!(
+                        "{}/{}: the canary of release {} could not be taken over: {e}",
+                        r.project, r.environment, r.number
+                    ));
+                    self.drop_canary(&r).await;
+                    notes.push(self.interrupt(&r).await?);
+                }
+            }
+        }
         // What runs now and is not this server's: stopped, so nothing runs unknown.
-        let keep: Vec<(String, String, i64)> = self
+        let mut keep: Vec<(String, String, i64)> = self
             .envs
             .lock()
             .expect("envs")
@@ -106,14 +116,43 @@ impl DeployManager {
                     .map(|s| (e.project.clone(), e.name.clone(), s))
             })
             .collect();
+        keep.extend(going_on);
         notes.extend(targets::sweep(&self.root, &keep).await);
         Ok(notes)
+    }
+
+    /// A deployment cut short by a stop of gantry: recorded `interrupted`, and a new deploy's
+    /// directory and pin removed. Returns the note for the log.
+    async fn interrupt(&self, r: &ReleaseRecord) -> Result<String> {
+        let history = self.store.releases(&r.project, &r.environment).await?;
+        let live = release::live(&history).map(|l| l.number);
+        let reason = match live {
+            Some(l) => {
+                format!("gantry stopped during this deployment; release {l} stayed live")
+            }
+            None => "gantry stopped during this deployment".to_string(),
+        };
+        self.store
+            .set_release_state(r.id, ReleaseState::Interrupted, Some(&reason), now_millis())
+            .await?;
+        if r.kind == ReleaseKind::Deploy {
+            let dir = self.release_dir(&r.project, &r.environment, r.number);
+            let _ = std::fs::remove_dir_all(&dir);
+            kept::remove(&dir);
+            let _ = self.store.unpin(&r.digest, &pin_reason(r)).await;
+            self.store.mark_retired(r.id, now_millis()).await?;
+        }
+        Ok(format!(
+            "release {} of {}/{} was interrupted: {reason}",
+            r.number, r.project, r.environment
+        ))
     }
 
     pub(super) async fn restore(
         &self,
         live: &ReleaseRecord,
         history: &[ReleaseRecord],
+        canary_goes_on: bool,
     ) -> Result<()> {
         let spec = self
             .environment_at(&live.project, live.run_id, &live.environment)
@@ -147,6 +186,7 @@ impl DeployManager {
             from: None,
             reason: None,
             addr: adopted,
+            resume: None,
         };
         let plan = Self::plan(&d, Purpose::Restore, unpack, adopted.is_some());
         let target = d.target.clone();
@@ -154,7 +194,8 @@ impl DeployManager {
             return Err(DeployError::Conflict(why));
         }
         if adopted.is_some() {
-            self.settle_table(&env, &target, history, &spec).await;
+            self.settle_table(&env, &target, history, &spec, canary_goes_on)
+                .await;
         }
         let _ = self
             .store
@@ -183,6 +224,7 @@ impl DeployManager {
         target: &Arc<dyn Target>,
         history: &[ReleaseRecord],
         spec: &EnvironmentSpec,
+        canary_goes_on: bool,
     ) {
         let Some(router) = env.router() else { return };
         let table = router.table();
@@ -194,7 +236,7 @@ impl DeployManager {
             .clone()
             .filter(|f| f.release != stable.release || f.addr != stable.addr)
         else {
-            if table.canary.is_some() {
+            if table.canary.is_some() && !canary_goes_on {
                 let _ = router.set(RouteTable::single(stable, None)).await;
             }
             return;
@@ -215,7 +257,7 @@ impl DeployManager {
                 adopted = true;
             }
         }
-        if !adopted || table.canary.is_some() {
+        if !adopted || (table.canary.is_some() && !canary_goes_on) {
             let fallback = adopted.then_some(fallback);
             let _ = router.set(RouteTable::single(stable, fallback)).await;
         }

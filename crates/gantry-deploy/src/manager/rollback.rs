@@ -111,6 +111,7 @@ impl DeployManager {
             from: Some(from),
             reason,
             addr: running,
+            resume: None,
         };
         let plan = Self::plan(
             &d,

@@ -396,3 +396,48 @@ fn analysis_without_limits_passes_with_enough_requests() {
         Verdict::Inconclusive(_)
     ));
 }
+
+#[test]
+fn a_resumed_canary_goes_on_observing_its_step_and_decides_only_on_analysis() {
+    // Taken over at step 2 (10%), served since 2m: no weight asked again.
+    let (mut m, cmds) = CanaryMachine::resume(spec(), 1, 10, 2 * MIN);
+    assert!(cmds.is_empty());
+    assert_eq!(
+        m.state(),
+        &State::Observing {
+            step: 1,
+            percent: 10,
+            since: 2 * MIN
+        }
+    );
+    assert_eq!(m.serving(), 10);
+    assert_eq!(m.window_start(), Some(2 * MIN));
+    // Before the step's pause ends, good numbers change nothing.
+    assert!(m.on(tick(6 * MIN, good(500))).is_empty());
+    // Too few requests at the end of the pause: no promotion, it waits for numbers.
+    assert!(weights(&m.on(tick(7 * MIN, good(10)))).is_empty());
+    assert!(matches!(m.state(), State::Observing { step: 1, .. }));
+    // Enough, and good: on to the approval step.
+    m.on(tick(7 * MIN + 1, good(500)));
+    assert!(matches!(m.state(), State::WaitingApproval { step: 2, .. }));
+
+    // Bad numbers after a resume abort it, as they would have before.
+    let (mut m, _) = CanaryMachine::resume(spec(), 1, 10, 2 * MIN);
+    let bad = Window {
+        requests: 500,
+        errors: 100,
+        ..good(500)
+    };
+    assert!(rolled_back(&m.on(tick(3 * MIN, bad))).is_some());
+
+    // A resume whose share does not match the step's weight asks for the step's weight.
+    let (m, cmds) = CanaryMachine::resume(spec(), 1, 50, 2 * MIN);
+    assert_eq!(weights(&cmds), vec![10]);
+    assert_eq!(
+        m.state(),
+        &State::Applying {
+            step: 1,
+            percent: 10
+        }
+    );
+}

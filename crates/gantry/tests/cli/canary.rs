@@ -41,14 +41,14 @@ pub fn get_with(addr: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, S
 }
 
 /// Clients sending requests as `users` (and some as `alice`) until stopped.
-struct Traffic {
+pub struct Traffic {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Traffic {
-    fn start(addr: String, users: usize) -> Self {
+    pub fn start(addr: String, users: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let threads = (0..2)
@@ -77,7 +77,7 @@ impl Traffic {
         }
     }
 
-    fn stop(self) -> u64 {
+    pub fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().unwrap();

@@ -241,3 +241,106 @@ fn after_kill_9_of_everything_no_release_process_survives_unknown() {
         "{log}"
     );
 }
+
+const CANARY: &str = "    strategy:
+      canary:
+        users: { header: X-User, allow: [alice] }
+        steps:
+          - weight: 10
+            pause: 6s
+          - weight: 50
+            pause: 1s
+        analysis:
+          max_error_rate: 0.05
+          max_p99_ms: 300
+          min_requests: 10
+          deadline: 10s
+";
+
+/// The side (release number) each of `users` is on now.
+fn sides(router: &str, users: &[String]) -> Vec<String> {
+    users
+        .iter()
+        .map(|u| {
+            crate::canary::get_with(router, &[("X-User", u)])
+                .map(|(_, release)| release)
+                .unwrap_or_else(|e| format!("error: {e}"))
+        })
+        .collect()
+}
+
+/// `kill -9` of the server while a canary serves 10% of users: while it is down every user
+/// keeps their side (the data plane serves the canary's table); started again, the server takes
+/// the canary over at the same step, and the router's numbers — which it measured all along —
+/// decide: the canary is promoted by analysis, not by the restart.
+#[test]
+fn a_canary_goes_on_from_its_step_after_kill_9_of_the_server() {
+    let mut env = Env::with(CANARY);
+    let v1 = env.build("v1", Service::Healthy);
+    let v2 = env.build("v2", Service::Healthy);
+    env.deploy_ok(v1);
+    let router = env.router();
+    let traffic = crate::canary::Traffic::start(router.clone(), 500);
+    let out = env.deploy(v2, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        wait_until(
+            Duration::from_secs(20),
+            || env.status()["canary"]["percent"] == 10
+        ),
+        "{}",
+        env.status()
+    );
+    let users: Vec<String> = (0..200).map(|i| format!("person-{i}")).collect();
+    let before = sides(&router, &users);
+    let on_canary = before.iter().filter(|s| *s == "2").count();
+    assert!(
+        (5..=45).contains(&on_canary),
+        "{on_canary} of 200 on the canary"
+    );
+    assert!(before.iter().all(|s| s == "1" || s == "2"), "{before:?}");
+
+    env.server.kill9();
+    assert_eq!(
+        sides(&router, &users),
+        before,
+        "sides moved while the server was down"
+    );
+    env.server.restart();
+    assert!(
+        env.server
+            .log()
+            .contains("the canary of release 2 goes on from step 1"),
+        "{}",
+        env.server.log()
+    );
+    let status = env.status();
+    assert_eq!(status["canary"]["percent"], 10, "{status}");
+    assert_eq!(status["canary"]["step"], 0, "{status}");
+    assert_eq!(sides(&router, &users), before, "sides moved at the restart");
+
+    // The analysis promotes it: step 2, then everyone.
+    assert!(
+        wait_until(Duration::from_secs(40), || env.releases()[0]["state"]
+            == "live"),
+        "{}",
+        env.gantry(&["releases", "production", "--events"])
+    );
+    traffic.stop();
+    assert_eq!(env.serving(), "v2");
+    let log = env.gantry(&["releases", "production", "--events"]).stdout;
+    println!("{log}");
+    assert_eq!(
+        log.matches("step 1 of 2: the router sends 10%").count(),
+        1,
+        "step 1 was not started again:\n{log}"
+    );
+    for seen in [
+        "taken over after gantry restarted: step 1 of 2 at 10%",
+        "step 1 passed analysis",
+        "step 2 of 2: the router sends 50%",
+        "step 2 passed analysis",
+    ] {
+        assert!(log.contains(seen), "missing `{seen}`:\n{log}");
+    }
+}
