@@ -7,13 +7,14 @@ requests back to back) run against the router for 4 s, the event happening 1 s i
   gantry   kill -9 of `gantry serve` (2 s down), its start again after the kill, SIGTERM and
            a start again (an upgrade of gantry), the data plane replaced by a new process
            (`gantry dataplane --replace`: the listening sockets are handed over), a second
-           `gantry serve` on the same data directory (refused).
+           `gantry serve` on the same data directory (refused); and, for contrast, kill -9 of
+           the data plane itself (the server starts a new one on the last tables: an outage).
   nginx    `nginx -s reload` in front of the same service.
   haproxy  a reload (`haproxy -sf OLDPID`, the documented soft reload) in front of it.
 
 Failed requests: wrk's socket errors (connect, read, write, timeout) and non-2xx answers, and
 the polling client's errors. Longest stall: the longest the polling client waited between two
-answers.
+successful answers.
 
 Needs: `cargo build --release`, Debian's nginx-light (or nginx), haproxy, wrk.
 Usage: bench/dataplane.py [--gantry target/release/gantry]
@@ -62,7 +63,8 @@ def measure(port, event):
     with poller.lock:
         answers = list(poller.answers)
     errors += sum(1 for _, b in answers if b.startswith("error"))
-    gaps = [b[0] - a[0] for a, b in zip(answers, answers[1:])]
+    ok = [a for a in answers if not a[1].startswith("error")]
+    gaps = [b[0] - a[0] for a, b in zip(ok, ok[1:])]
     return requests + len(answers), errors, max(gaps) * 1000 if gaps else float("nan")
 
 
@@ -130,6 +132,20 @@ def main():
                 time.sleep(0.02)
             raise RuntimeError("the new data plane did not take over")
 
+        def kill9_data_plane():
+            with open(os.path.join(data, "dataplane.json")) as f:
+                old = json.load(f)["pid"]
+            os.kill(old, signal.SIGKILL)
+            for _ in range(1500):
+                try:
+                    with open(os.path.join(data, "dataplane.json")) as f:
+                        if json.load(f)["pid"] != old:
+                            break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.02)
+            wait_port(g.port)
+
         def second_server():
             other = os.path.join(base, "second.toml")
             with open(other, "w") as f:
@@ -174,6 +190,7 @@ def main():
             ("gantry: SIGTERM + start of the server", g.port, sigterm_restart),
             ("gantry: data plane replaced (handover)", g.port, replace_data_plane),
             ("gantry: a second serve, refused", g.port, second_server),
+            ("gantry: kill -9 of the data plane (an outage)", g.port, kill9_data_plane),
             ("nginx -s reload", ngx.port, nginx_reload),
             ("haproxy -sf reload", hport, haproxy_reload),
         ]

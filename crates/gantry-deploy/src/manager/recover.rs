@@ -118,7 +118,31 @@ impl DeployManager {
             .collect();
         keep.extend(going_on);
         notes.extend(targets::sweep(&self.root, &keep).await);
+        self.watch_data_plane();
         Ok(notes)
+    }
+
+    /// While this server runs, a data plane that died (killed, out of memory) is started
+    /// again within a second: it comes back on its last tables, the releases never stopped.
+    fn watch_data_plane(&self) {
+        let plane = self.plane.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match plane.hello().await {
+                    Ok((pid, _)) => {
+                        if last.is_some_and(|l| l != pid) {
+                            tracing::warn!(pid, "the data plane was started again");
+                        }
+                        last = Some(pid);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "the data plane does not answer")
+                    }
+                }
+            }
+        });
     }
 
     /// A deployment cut short by a stop of gantry: recorded `interrupted`, and a new deploy's

@@ -344,3 +344,29 @@ fn a_canary_goes_on_from_its_step_after_kill_9_of_the_server() {
         assert!(log.contains(seen), "missing `{seen}`:\n{log}");
     }
 }
+
+/// `kill -9` of the data plane while the server runs: the server starts a new one within a
+/// second or so, which serves the last tables again; the releases were never stopped.
+#[test]
+fn a_killed_data_plane_is_started_again_on_its_last_table() {
+    let mut env = Env::new();
+    let v1 = env.build("v1", Service::Healthy);
+    env.deploy_ok(v1);
+    let data = env.server.data();
+    let releases = release_processes(&data);
+    let plane = data_plane_pid(&data).unwrap();
+    crate::support::signal(plane, nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(15), || data_plane_pid(&data)
+            .is_some_and(|p| p != plane && crate::support::alive(p))
+            && env.serving() == "v1"),
+        "serving: {}",
+        env.serving()
+    );
+    assert_eq!(
+        release_processes(&data),
+        releases,
+        "the release was not restarted"
+    );
+    assert_eq!(data_planes(&data).len(), 1);
+}
