@@ -256,3 +256,6 @@ pub enum Answer {
         error: String,
     },
 }
+
+#[cfg(test)]
+mod tests;

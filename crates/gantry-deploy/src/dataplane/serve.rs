@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 struct Plane {
@@ -58,6 +58,12 @@ pub async fn run(data: &Path, replace: bool) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&beside);
     let listener =
         UnixListener::bind(&beside).with_context(|| format!("binding {}", beside.display()))?;
+    // Only this user may connect (and so change routes), whatever the umask.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&beside, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", beside.display()))?;
+    }
     std::fs::rename(&beside, &path).with_context(|| format!("placing {}", path.display()))?;
     let lock = match (lock, predecessor) {
         (Some(lock), _) => lock,
@@ -210,8 +216,10 @@ async fn connection(plane: Arc<Plane>, stream: UnixStream) {
     let mut line = String::new();
     loop {
         line.clear();
-        match stream.read_line(&mut line).await {
+        // A request is a few hundred bytes; a line past 1 MiB is not one.
+        match (&mut stream).take(1 << 20).read_line(&mut line).await {
             Ok(0) | Err(_) => return,
+            Ok(_) if !line.ends_with('\n') => return,
             Ok(_) => {}
         }
         let answer = match serde_json::from_str::<Request>(&line) {
