@@ -5,8 +5,9 @@
 //! status and the last lines of output. Stopping sends SIGTERM to the group, then SIGKILL after
 //! a grace period.
 //!
-//! Services carry `PR_SET_PDEATHSIG=SIGKILL` and `GANTRY_RELEASE_DIR`, so if gantry dies they die
-//! with it and what they started is found by its environment at the next start.
+//! The loop runs in the release's shim ([`crate::shim`]), not in the server. Services carry
+//! `PR_SET_PDEATHSIG=SIGKILL` towards the shim and `GANTRY_RELEASE_DIR`, so if the shim dies they
+//! die with it and what they started is found by its environment at the next start.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -149,9 +150,9 @@ fn command(spec: &ServiceSpec) -> std::io::Result<Command> {
 }
 
 /// A simple command (`./app --port $PORT`) is run with `exec`, so the service itself is the
-/// child gantry supervises — and, through `PR_SET_PDEATHSIG`, dies with gantry. A compound one
-/// (pipes, `&&`, `;`, redirections, `cd`) runs as written; its processes are found and stopped by
-/// their environment at the next start if gantry dies.
+/// child the shim supervises — and, through `PR_SET_PDEATHSIG`, dies with its shim. A compound
+/// one (pipes, `&&`, `;`, redirections, `cd`) runs as written; its processes are found and
+/// stopped by their environment and process group at the next start if the shim dies.
 fn exec_form(command: &str) -> String {
     let trimmed = command.trim();
     let compound = trimmed
