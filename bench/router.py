@@ -8,6 +8,8 @@ one run, the same backends for everyone: two nginx server blocks serving a small
   nginx 90/10     wrk -> nginx (split_clients on $request_id, upstream keep-alive) -> backends
   gantry 90/10    wrk -> `gantry route` (the router deployments use, share 10%) -> backends
   gantry no-stats the same with per-release measuring off (what measuring costs)
+  gantry dataplane 90/10  wrk -> `gantry dataplane` (where deployments' routers live), its table
+                  set over its control socket as the server sets it
 
 (a) throughput: wrk -t2 -c50 for --seconds, --rounds rounds (every other one in reverse order),
     median requests/s and its ratio to direct;
@@ -131,7 +133,7 @@ def main():
         with open(os.path.join(d, "www", "index.html"), "w") as f:
             f.write("hello from the backend\n" * 4)
         stable, canary = free_port(), free_port()
-        ports = {name: free_port() for name in ("haproxy", "nginx", "gantry", "gantry-nostats")}
+        ports = {name: free_port() for name in ("haproxy", "nginx", "gantry", "gantry-nostats", "dataplane")}
         conf = os.path.join(d, "backends.conf")
         with open(conf, "w") as f:
             f.write(BACKENDS.format(dir=d, stable=stable, canary=canary))
@@ -153,11 +155,39 @@ def main():
         procs.append(subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry-nostats']}",
                                        "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
                                        "--share", "10", "--no-stats"], stdout=subprocess.DEVNULL))
+        # The data plane, as `gantry serve` drives it: listen, then a 90/10 table.
+        dp_data = os.path.join(d, "dp")
+        os.makedirs(dp_data)
+        procs.append(subprocess.Popen([args.gantry, "dataplane", "--data", dp_data],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        sock = os.path.join(dp_data, "dataplane.sock")
+        for _ in range(500):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.02)
+        import json
+        import socket as sk
+        c = sk.socket(sk.AF_UNIX)
+        c.connect(sock)
+        f = c.makefile("rw")
+
+        def ask(req):
+            f.write(json.dumps(req) + "\n")
+            f.flush()
+            return json.loads(f.readline())
+        ask({"op": "listen", "env": "bench/production", "addr": f"127.0.0.1:{ports['dataplane']}"})
+        table = {"stable": {"release": 1, "addr": f"127.0.0.1:{stable}"},
+                 "canary": {"backend": {"release": 2, "addr": f"127.0.0.1:{canary}"}, "share": 1000,
+                            "header": None, "cookie": None, "allow": []},
+                 "fallback": {"release": 1, "addr": f"127.0.0.1:{stable}"}}
+        answer = ask({"op": "set", "env": "bench/production", "table": table})
+        assert answer.get("answer") == "done", answer
         for p in [stable, canary, *ports.values()]:
             wait_port(p)
 
         targets = [("direct", stable), ("haproxy 90/10", ports["haproxy"]), ("nginx 90/10", ports["nginx"]),
-                   ("gantry 90/10", ports["gantry"]), ("gantry no-stats", ports["gantry-nostats"])]
+                   ("gantry 90/10", ports["gantry"]), ("gantry no-stats", ports["gantry-nostats"]),
+                   ("gantry dataplane 90/10", ports["dataplane"])]
         rps = {n: [] for n, _ in targets}
         lat = {n: [] for n, _ in targets}
         for round_no in range(args.rounds):
@@ -174,13 +204,13 @@ def main():
         direct_rps = statistics.median(rps["direct"])
         direct_p50 = statistics.median(lat["direct"])
         print(f"(a, b) {args.rounds} interleaved rounds of {args.seconds}s: wrk -t2 -c50 (throughput), wrk -t1 -c1 (latency)")
-        print(f"    {'':<16} {'req/s':>10} {'ratio':>7}   {'p50 ms':>8} {'added ms':>9}")
+        print(f"    {'':<22} {'req/s':>10} {'ratio':>7}   {'p50 ms':>8} {'added ms':>9}")
         added = {}
         for name, _ in targets:
             r = statistics.median(rps[name])
             p = statistics.median(lat[name])
             added[name] = p - direct_p50
-            print(f"    {name:<16} {r:>10.0f} {r / direct_rps:>7.2f}   {p:>8.3f} {added[name]:>9.3f}")
+            print(f"    {name:<22} {r:>10.0f} {r / direct_rps:>7.2f}   {p:>8.3f} {added[name]:>9.3f}")
         ha = added["haproxy 90/10"]
         print(f"    gantry's added latency / haproxy's: {added['gantry 90/10'] / ha:.2f}" if ha > 0 else "    haproxy added no measurable latency")
         cost = 1 - statistics.median(rps["gantry 90/10"]) / statistics.median(rps["gantry no-stats"])
