@@ -100,6 +100,44 @@ fn local_git_dir(url: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
+/// The git directory of a repository in `path` (a working copy's top, or a bare repository)
+/// whose files this reader understands.
+pub(crate) fn local_dir(path: &Path) -> Option<PathBuf> {
+    local_git_dir(path.to_str()?)
+}
+
+/// Where `HEAD` of the repository in `path` points, read from its files: the commit, and the
+/// branch when HEAD names one (`None` when detached). `None` when anything is not as this
+/// reader expects (an unborn branch, a symbolic branch, a linked worktree, reftable): ask git.
+pub(crate) fn head(path: &Path) -> Option<(String, Option<String>)> {
+    let dir = local_dir(path)?;
+    let head = std::fs::read_to_string(dir.join("HEAD")).ok()?;
+    let head = head.trim();
+    if is_object_id(head) {
+        return Some((head.to_string(), None));
+    }
+    let branch = head.strip_prefix("ref: refs/heads/")?;
+    if branch.ends_with(".lock") || branch.contains("..") {
+        return None;
+    }
+    let commit = match std::fs::read_to_string(dir.join("refs/heads").join(branch)) {
+        Ok(text) => {
+            let id = text.trim();
+            is_object_id(id).then(|| id.to_string())?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let packed = std::fs::read_to_string(dir.join("packed-refs")).ok()?;
+            let want = format!("refs/heads/{branch}");
+            packed.lines().find_map(|line| {
+                let (id, name) = line.split_once(' ')?;
+                (name == want && is_object_id(id)).then(|| id.to_string())
+            })?
+        }
+        Err(_) => return None,
+    };
+    Some((commit, Some(branch.to_string())))
+}
+
 fn is_object_id(s: &str) -> bool {
     matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -242,5 +280,51 @@ mod tests {
         assert_eq!(rt.default_branch.as_deref(), Some("main"));
         assert!(local_heads("https://example.invalid/x.git").is_none());
         assert!(local_heads("git@example.invalid:x.git").is_none());
+    }
+
+    /// HEAD read from the files is what git resolves: a branch in a loose ref, the same branch
+    /// once packed, a detached HEAD; an unborn branch goes to git (which says there is no
+    /// commit yet).
+    #[test]
+    #[allow(clippy::disallowed_methods)] // git itself, to compare with: gantry-git's to start.
+    fn head_is_read_from_the_files_as_git_resolves_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = tmp.path().join("w");
+        crate::test_sh(
+            tmp.path(),
+            "git init -q -b trunk w && cd w && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m x",
+        );
+        let git_says = |dir: &Path| -> (String, Option<String>) {
+            let out = |args: &[&str]| {
+                let o = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(dir)
+                    .args(args)
+                    .output()
+                    .unwrap();
+                o.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            };
+            (
+                out(&["rev-parse", "HEAD^{commit}"]).unwrap(),
+                out(&["symbolic-ref", "--quiet", "--short", "HEAD"]),
+            )
+        };
+        let loose = head(&w).expect("a loose branch is read");
+        assert_eq!(loose, git_says(&w));
+        assert_eq!(loose.1.as_deref(), Some("trunk"));
+        crate::test_sh(&w, "git pack-refs --all");
+        assert!(!w.join(".git/refs/heads/trunk").exists());
+        assert_eq!(head(&w).expect("a packed branch is read"), git_says(&w));
+        crate::test_sh(&w, "git checkout -q --detach");
+        let detached = head(&w).expect("a detached HEAD is read");
+        assert_eq!(detached, git_says(&w));
+        assert_eq!(detached.1, None);
+        crate::test_sh(tmp.path(), "git init -q -b empty u");
+        assert_eq!(head(&tmp.path().join("u")), None, "unborn: git decides");
+        let repo = crate::Repo::open(&tmp.path().join("u")).unwrap();
+        let err = repo.resolve("HEAD").unwrap_err().to_string();
+        assert!(err.contains("no commits yet"), "{err}");
     }
 }

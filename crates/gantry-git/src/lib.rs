@@ -100,6 +100,12 @@ impl Repo {
     }
 
     pub fn open(path: &Path) -> Result<Self> {
+        // A working copy's top or a bare repository, as its files show: no process.
+        if heads::local_dir(path).is_some() {
+            return Ok(Self {
+                path: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
+            });
+        }
         let mut cmd = git(path);
         cmd.args(["rev-parse", "--absolute-git-dir"]);
         let out = run(cmd, "opening the repository")?;
@@ -122,6 +128,9 @@ impl Repo {
 
     /// The top of the working copy, or the repository directory itself when bare.
     pub fn root(&self) -> Result<PathBuf> {
+        if self.path.join(".git").is_dir() && heads::local_dir(&self.path).is_some() {
+            return Ok(self.path.clone());
+        }
         let mut cmd = git(&self.path);
         cmd.args(["rev-parse", "--show-toplevel"]);
         let out = run(cmd, "finding the repository root")?;
@@ -138,6 +147,12 @@ impl Repo {
     pub fn resolve(&self, rev: &str) -> Result<Revision> {
         if rev.starts_with('-') {
             bail!("`{rev}` is not a revision");
+        }
+        // HEAD, the usual case, from the repository's files (what git would answer).
+        if rev == "HEAD"
+            && let Some((commit, branch)) = heads::head(&self.path)
+        {
+            return Ok(Revision { commit, branch });
         }
         let mut cmd = git(&self.path);
         cmd.args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
