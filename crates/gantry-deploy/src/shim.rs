@@ -133,44 +133,22 @@ pub async fn main(spec: ShimSpec) -> anyhow::Result<()> {
 
 /// Starts a shim for `spec`, detached (its own session), and waits (bounded: 5 s) until it
 /// has recorded itself.
-#[allow(clippy::disallowed_methods)] // Shims are started here only; services in supervisor.rs.
 pub async fn spawn(exe: &Path, spec: &ShimSpec) -> anyhow::Result<ShimState> {
-    use std::io::Write;
-    use std::os::unix::process::CommandExt;
-    let path = state_path(&spec.log);
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(state_path(&spec.log));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&spec.log)
         .with_context(|| format!("opening {}", spec.log.display()))?;
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = detached(exe, &log)?;
     cmd.arg("shim")
         .env_clear()
         .env(SHIM_VAR, &spec.dir)
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .current_dir(&spec.dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = cmd
-        .spawn()
+        .stdin(std::process::Stdio::piped());
+    let pid = spawn_detached(cmd, Some(&serde_json::to_vec(spec)?))
         .with_context(|| format!("starting the shim ({})", exe.display()))?;
-    let pid = child.id();
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&serde_json::to_vec(spec)?)?;
-    }
-    // Reaped when it ends; it does not end with us.
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
     for _ in 0..250 {
         if let Some(s) = read(&spec.log).filter(|s| s.shim == pid) {
             return Ok(s);
@@ -178,6 +156,41 @@ pub async fn spawn(exe: &Path, spec: &ShimSpec) -> anyhow::Result<ShimState> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!("the shim of release {} did not start", spec.release)
+}
+
+/// A command of the gantry binary `exe` that will run detached: in a session of its own (no
+/// terminal, no parent to die with), its output appended to `log`.
+#[allow(clippy::disallowed_methods)] // Shims and the data plane are started here only.
+pub(crate) fn detached(exe: &Path, log: &std::fs::File) -> std::io::Result<std::process::Command> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.stdout(log.try_clone()?).stderr(log.try_clone()?);
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    Ok(cmd)
+}
+
+/// Spawns a [`detached`] command, writes `input` to its standard input (then closes it), and
+/// reaps it on a thread when it ends — it does not end with us. Returns its pid.
+pub(crate) fn spawn_detached(
+    mut cmd: std::process::Command,
+    input: Option<&[u8]>,
+) -> std::io::Result<u32> {
+    use std::io::Write;
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        stdin.write_all(input)?;
+    }
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(pid)
 }
 
 /// The state of the release's shim, if one lives.

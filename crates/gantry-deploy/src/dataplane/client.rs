@@ -132,7 +132,7 @@ impl DataPlane {
         }))
     }
 
-    /// The environments routed now, each with its address and table.
+    /// The environment's address (if it has a router) and the table it serves.
     pub async fn table(&self, env: &str) -> anyhow::Result<(Option<SocketAddr>, TableWire)> {
         match self
             .call(&Request::Get {
@@ -161,36 +161,20 @@ async fn exchange(stream: &mut BufReader<UnixStream>, line: &str) -> anyhow::Res
 
 /// Starts a data plane for `data`, detached (its own session, no parent to die with): it
 /// outlives the server that started it.
-#[allow(clippy::disallowed_methods)] // The data plane process is started here only.
 fn start(exe: &Path, data: &Path) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(data.join("dataplane.log"))
         .context("opening dataplane.log")?;
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = crate::shim::detached(exe, &log)?;
     cmd.arg("dataplane")
         .arg("--data")
         .arg(data)
         .env(super::DATAPLANE_VAR, data)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = cmd
-        .spawn()
+        .stdin(std::process::Stdio::null());
+    crate::shim::spawn_detached(cmd, None)
         .with_context(|| format!("starting the data plane ({})", exe.display()))?;
-    // Reaped when it ends (a replaced data plane exits while this server runs).
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
     Ok(())
 }
 
@@ -252,21 +236,6 @@ impl RouterLink {
                 .collect()),
             other => bail!("unexpected answer {other:?}"),
         }
-    }
-
-    /// The measurements of one release (empty ones if the router has not seen it).
-    pub async fn measured(&self, release: i64, since: i64) -> Measured {
-        let all = self.measure(since).await.unwrap_or_default();
-        all.into_iter()
-            .find(|m| m.release == release)
-            .unwrap_or(Measured {
-                release,
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                window: Window::default(),
-                total_requests: 0,
-                total_errors: 0,
-                inflight: 0,
-            })
     }
 
     /// Stops the environment's router (nothing listens on its address afterwards).

@@ -138,12 +138,16 @@ async fn wait_for_lock(data: &Path) -> anyhow::Result<Flock<std::fs::File>> {
     bail!("the replaced data plane did not exit within 30 s")
 }
 
-fn holder(data: &Path) -> String {
+/// The pid `dataplane.json` names: the data plane serving the directory.
+fn info_pid(data: &Path) -> Option<u64> {
     std::fs::read_to_string(info_path(data))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| v["pid"].as_u64())
-        .map_or("pid unknown".into(), |p| format!("pid {p}"))
+}
+
+fn holder(data: &Path) -> String {
+    info_pid(data).map_or("pid unknown".into(), |p| format!("pid {p}"))
 }
 
 fn write_info(data: &Path) -> anyhow::Result<()> {
@@ -355,12 +359,7 @@ fn quit(plane: &Plane) {
     for r in plane.routers.lock().expect("routers").values() {
         r.stop();
     }
-    let own = std::fs::read_to_string(info_path(&plane.data))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["pid"].as_u64())
-        == Some(u64::from(std::process::id()));
-    if own {
+    if info_pid(&plane.data) == Some(u64::from(std::process::id())) {
         let _ = std::fs::remove_file(info_path(&plane.data));
         let _ = std::fs::remove_file(socket_path(&plane.data));
     }

@@ -490,19 +490,11 @@ impl DeployManager {
                     kept = Some(p);
                 }
             }
-            let now = now_millis();
-            let since = machine
-                .window_start()
-                .or(machine.serving_since())
-                .unwrap_or(now);
-            let (cw, sw) = sides.windows(since).await;
             {
                 let mut v = view.lock().expect("view");
                 v.state = machine.state().name().to_string();
                 v.percent = machine.serving();
                 v.step = step_of(machine.state());
-                v.canary = cw.into();
-                v.stable = sw.into();
             }
             tokio::select! {
                 msg = rx.recv() => {
@@ -527,9 +519,20 @@ impl DeployManager {
                     queue.extend(machine.on(event));
                 }
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    // One read of the data plane's numbers a tick, for the machine (which
+                    // judges them only while observing, when both windows start at the step)
+                    // and for the view.
                     let now = now_millis();
-                    let since = machine.window_start().unwrap_or(now);
+                    let since = machine
+                        .window_start()
+                        .or(machine.serving_since())
+                        .unwrap_or(now);
                     let (canary, stable) = sides.windows(since).await;
+                    {
+                        let mut v = view.lock().expect("view");
+                        v.canary = canary.into();
+                        v.stable = stable.into();
+                    }
                     queue.extend(machine.on(Event::Tick { now, canary, stable }));
                 }
             }

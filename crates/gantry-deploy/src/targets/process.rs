@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A release this target started or adopted.
@@ -186,7 +186,6 @@ impl Target for ProcessTarget {
 /// (`(project, environment, source)`), and every release process no live shim supervises.
 /// Returns what it stopped, for the log.
 pub async fn sweep(root: &Path, keep: &[(String, String, i64)]) -> Vec<String> {
-    let started = Instant::now();
     let mut notes = Vec::new();
     for (log, s) in shim::all(root) {
         let env = log.parent().unwrap_or(root);
@@ -214,6 +213,5 @@ pub async fn sweep(root: &Path, keep: &[(String, String, i64)]) -> Vec<String> {
             "killed {orphans} release processes no shim supervised (left by a shim killed by force)"
         ));
     }
-    tracing::debug!(took = ?started.elapsed(), "release processes swept");
     notes
 }
