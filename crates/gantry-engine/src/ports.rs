@@ -10,8 +10,8 @@ use std::path::Path;
 
 pub use gantry_model::records::{
     ArtifactListing, ArtifactRecord, EnvLock, JobRecord, LogRecord, Millis, OwnerLease,
-    ProjectRecord, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, ShareRecord, StageRecord,
-    StepRecord, Stream, TokenRecord,
+    ProjectRecord, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord, ShareRecord,
+    StageRecord, StepRecord, Stream, TokenRecord,
 };
 
 /// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
@@ -223,6 +223,26 @@ pub trait RunStore: Send + Sync {
         limit: i64,
     ) -> anyhow::Result<Vec<LogRecord>>;
 
+    /// Log lines of a run (optionally one job) with id less than `before` (`None`: from the
+    /// newest), newest first: the tail of a log, and pages back from it, without reading the
+    /// rest however long it is.
+    async fn logs_before(
+        &self,
+        run: i64,
+        job: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<LogRecord>>;
+    /// The id of line `line` (1-based) of step `step` of job `job` in the job's latest attempt
+    /// that has the step: where a diagnosis's evidence points into the log.
+    async fn log_line_id(
+        &self,
+        run: i64,
+        job: &str,
+        step: &str,
+        line: i64,
+    ) -> anyhow::Result<Option<i64>>;
+
     /// Removes the log lines of every run that finished before `before` (the runs, their
     /// steps and diagnoses stay) and records when; returns (runs, lines) removed. Runs still
     /// going are never touched.
@@ -274,7 +294,7 @@ pub trait QueueStore: Send + Sync {
     async fn count_runs_by_status(&self) -> anyhow::Result<Vec<(RunStatus, i64)>>;
 }
 
-/// Projects and API tokens (hashes only).
+/// Projects, API tokens (hashes only) and the dashboard's sessions (hashes of their cookies).
 #[async_trait]
 pub trait ProjectStore: Send + Sync {
     async fn upsert_project(&self, name: &str, repo: &str) -> anyhow::Result<ProjectRecord>;
@@ -288,6 +308,12 @@ pub trait ProjectStore: Send + Sync {
         at: Millis,
     ) -> anyhow::Result<TokenRecord>;
     async fn token_by_hash(&self, hash: &str) -> anyhow::Result<Option<TokenRecord>>;
+    /// Stores a new session (and forgets every expired one).
+    async fn create_session(&self, session: &SessionRecord) -> anyhow::Result<()>;
+    /// The session whose cookie hashes to `id_hash`, unless it has expired by `now`.
+    async fn session(&self, id_hash: &str, now: Millis) -> anyhow::Result<Option<SessionRecord>>;
+    /// Ends a session (logout); ending one that is gone is fine.
+    async fn remove_session(&self, id_hash: &str) -> anyhow::Result<()>;
 }
 
 /// The index of artifacts (the bytes are in the [`ArtifactStore`]), their share links and pins.

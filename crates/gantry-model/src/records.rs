@@ -232,6 +232,18 @@ pub struct TokenRecord {
     pub role: Role,
     pub created_at: Millis,
 }
+/// A dashboard session, made from an API token at the login form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The sha256 of the session's cookie (the cookie itself is never stored).
+    pub id_hash: String,
+    /// The hash of the token it was made from: the token's role is read anew every time.
+    pub token_hash: String,
+    /// What every form of the session sends back.
+    pub csrf: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
 /// A share link of one artifact version.
 #[derive(Debug, Clone)]
 pub struct ShareRecord {

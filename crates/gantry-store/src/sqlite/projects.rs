@@ -1,4 +1,4 @@
-//! Projects and API token hashes in SQLite (the `ProjectStore` port).
+//! Projects, API token hashes and dashboard sessions in SQLite (the `ProjectStore` port).
 
 use super::*;
 
@@ -72,5 +72,57 @@ impl ProjectStore for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        let mut tx = write_tx(&self.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(session.created_at)
+            .execute(&mut *tx)
+            .await
+            .context("forgetting expired sessions")?;
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, token_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.token_hash)
+        .bind(&session.csrf)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await
+        .context("storing the session")?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str, now: Millis) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query(
+            "SELECT id_hash, token_hash, csrf, created_at, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > $2",
+        )
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading a session")?;
+        row.map(|r| {
+            Ok(SessionRecord {
+                id_hash: r.try_get("id_hash")?,
+                token_hash: r.try_get("token_hash")?,
+                csrf: r.try_get("csrf")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn remove_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .context("ending a session")?;
+        Ok(())
     }
 }

@@ -372,20 +372,82 @@ impl RunStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .context("reading logs")?;
-        rows.iter()
-            .map(|r| -> Result<LogRecord> {
-                Ok(LogRecord {
-                    id: r.try_get("id")?,
-                    job: r.try_get("job")?,
-                    attempt: r.try_get("attempt")?,
-                    step: r.try_get("step")?,
-                    line: r.try_get("line")?,
-                    at: r.try_get("at")?,
-                    stream: Stream::parse(&r.try_get::<String, _>("stream")?),
-                    text: r.try_get("text")?,
-                })
-            })
-            .collect()
+        rows.iter().map(log_record).collect()
+    }
+
+    async fn logs_before(
+        &self,
+        run: i64,
+        job: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<LogRecord>> {
+        let steps: Vec<i64> = sqlx::query_scalar(
+            "SELECT st.id FROM steps st JOIN jobs j ON j.id = st.job_id WHERE j.run_id = $1 AND ($2 IS NULL OR j.name = $2)",
+        )
+        .bind(run)
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading logs")?;
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        // From the newest line of these steps (each found on the (step, id) index), down the
+        // primary key: a page costs the same at the end of a log of any length.
+        let mut end: Option<i64> = None;
+        for step in &steps {
+            let max: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(id) FROM log_lines WHERE step_id = $1")
+                    .bind(step)
+                    .fetch_one(&self.pool)
+                    .await?;
+            end = end.max(max);
+        }
+        let Some(end) = end else {
+            return Ok(Vec::new());
+        };
+        let below = before.map_or(end + 1, |b| b.min(end + 1));
+        let list = steps
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT l.id, j.name AS job, st.attempt, st.name AS step, l.line, l.at, l.stream, l.text \
+             FROM log_lines l JOIN steps st ON st.id = l.step_id JOIN jobs j ON j.id = st.job_id \
+             WHERE +l.step_id IN ({list}) AND l.id < $1 ORDER BY l.id DESC LIMIT $2"
+        )))
+        .bind(below)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading logs")?;
+        rows.iter().map(log_record).collect()
+    }
+
+    async fn log_line_id(&self, run: i64, job: &str, step: &str, line: i64) -> Result<Option<i64>> {
+        let step: Option<i64> = sqlx::query_scalar(
+            "SELECT st.id FROM steps st JOIN jobs j ON j.id = st.job_id \
+             WHERE j.run_id = $1 AND j.name = $2 AND st.name = $3 ORDER BY st.attempt DESC, st.id DESC LIMIT 1",
+        )
+        .bind(run)
+        .bind(job)
+        .bind(step)
+        .fetch_optional(&self.pool)
+        .await
+        .context("finding a log line")?;
+        let Some(step) = step else {
+            return Ok(None);
+        };
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM log_lines WHERE step_id = $1 AND line = $2 ORDER BY id LIMIT 1",
+        )
+        .bind(step)
+        .bind(line)
+        .fetch_optional(&self.pool)
+        .await
+        .context("finding a log line")?)
     }
 
     async fn set_run_diagnosis(&self, run: i64, json: &str) -> Result<()> {
@@ -440,4 +502,17 @@ impl RunStore for SqliteStore {
                 .await?;
         Ok(d.flatten())
     }
+}
+
+fn log_record(r: &sqlx::sqlite::SqliteRow) -> Result<LogRecord> {
+    Ok(LogRecord {
+        id: r.try_get("id")?,
+        job: r.try_get("job")?,
+        attempt: r.try_get("attempt")?,
+        step: r.try_get("step")?,
+        line: r.try_get("line")?,
+        at: r.try_get("at")?,
+        stream: Stream::parse(&r.try_get::<String, _>("stream")?),
+        text: r.try_get("text")?,
+    })
 }

@@ -9,7 +9,7 @@
 
 use gantry_engine::ports::{
     EnvLock, NewLogLine, NewRelease, NewRun, NewStage, OwnerLease, QueuedRun, RunFilter,
-    StateStore, Stream,
+    SessionRecord, StateStore, Stream,
 };
 use gantry_engine::release::{ReleaseKind, ReleaseState};
 use gantry_model::{RunStatus, StepStatus};
@@ -429,6 +429,87 @@ pub async fn log_retention_removes_only_old_finished_runs_logs(store: Arc<dyn St
     assert_eq!(store.logs_removed_at(old).await.unwrap(), Some(1000));
 }
 
+/// The tail of a log and pages back from it: newest first, each page below the last, lines of
+/// other runs never mixed in; a step's line number finds its id.
+pub async fn logs_page_back_from_the_tail(store: Arc<dyn StateStore>) {
+    let run = run_with_log(&store, 25, None).await;
+    let other = run_with_log(&store, 3, None).await;
+    let tail = store.logs_before(run, None, None, 10).await.unwrap();
+    let texts: Vec<&str> = tail.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts[0], "line 25");
+    assert_eq!(texts[9], "line 16");
+    let back = store
+        .logs_before(run, Some("job"), Some(tail[9].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(back[0].text, "line 15");
+    let rest = store
+        .logs_before(run, None, Some(back[9].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 5);
+    assert_eq!(rest[4].text, "line 1");
+    assert!(
+        store
+            .logs_before(run, None, Some(rest[4].id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .logs_before(run, Some("nope"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .logs_before(other, None, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let id = store.log_line_id(run, "job", "step", 16).await.unwrap();
+    assert_eq!(id, Some(tail[9].id));
+    assert_eq!(
+        store.log_line_id(run, "job", "step", 99).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.log_line_id(run, "job", "other", 1).await.unwrap(),
+        None
+    );
+}
+
+/// A session is found until it expires or is removed; making one forgets the expired.
+pub async fn sessions_live_until_they_expire_or_end(store: Arc<dyn StateStore>) {
+    let session = |id: &str, created_at, expires_at| SessionRecord {
+        id_hash: id.into(),
+        token_hash: "t".into(),
+        csrf: format!("csrf-{id}"),
+        created_at,
+        expires_at,
+    };
+    store.create_session(&session("a", 100, 200)).await.unwrap();
+    store.create_session(&session("b", 100, 500)).await.unwrap();
+    assert_eq!(
+        store.session("a", 199).await.unwrap(),
+        Some(session("a", 100, 200))
+    );
+    assert_eq!(store.session("a", 200).await.unwrap(), None);
+    assert_eq!(store.session("nope", 150).await.unwrap(), None);
+    // A new session at 300 forgets a (expired): it is not found even by an earlier clock.
+    store.create_session(&session("c", 300, 900)).await.unwrap();
+    assert_eq!(store.session("a", 150).await.unwrap(), None);
+    assert!(store.session("b", 400).await.unwrap().is_some());
+    store.remove_session("b").await.unwrap();
+    store.remove_session("b").await.unwrap();
+    assert_eq!(store.session("b", 400).await.unwrap(), None);
+    assert!(store.session("c", 400).await.unwrap().is_some());
+}
+
 /// `contract!(name => open)`: a module `name` with one test per clause of the contract, each
 /// on a fresh store that `open(dir)` makes in a temporary directory.
 macro_rules! contract {
@@ -442,7 +523,9 @@ macro_rules! contract {
                 owner_leases_renew_until_removed,
                 the_history_of_releases_only_grows,
                 paging_is_stable_while_runs_are_added,
-                log_retention_removes_only_old_finished_runs_logs);
+                log_retention_removes_only_old_finished_runs_logs,
+                logs_page_back_from_the_tail,
+                sessions_live_until_they_expire_or_end);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(
