@@ -1,6 +1,7 @@
 //! The HTTP face of gantry, and the only crate that knows HTTP and JSON: the REST API under
 //! `/api/`, push webhooks under `/hooks/`, live logs as server-sent events, token auth with
-//! roles, `/healthz`, Prometheus `/metrics`, and the OpenAPI document of it all.
+//! roles, `/healthz`, Prometheus `/metrics`, the OpenAPI document of it all, and the dashboard
+//! under `/ui/`.
 //!
 //! Codemap:
 //! - [`routes`]: the route table — every route with its method, role and summary; the router
@@ -14,6 +15,7 @@
 //!   what the server's operations answer with.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`state`]: what handlers share, and the `Control` port the server implements.
+//! - [`web`]: the dashboard: pages, sessions, CSRF, charts.
 
 pub mod auth;
 mod environments;
@@ -25,6 +27,7 @@ pub mod routes;
 mod shares;
 pub mod state;
 pub mod types;
+pub mod web;
 
 pub use error::{ApiError, ControlError};
 pub use routes::{ROUTE_TABLE, RouteInfo, router};
@@ -38,7 +41,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // The charts' sampler lives as long as the server answers.
+    let sampler = state.history.spawn(state.control.clone());
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    sampler.abort();
+    served
 }

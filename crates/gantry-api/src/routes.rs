@@ -390,6 +390,7 @@ pub fn router(state: AppState) -> Router {
         }
         app = app.route(info.path, method_router);
     }
+    app = app.merge(crate::web::routes());
     let fallback_state = state.clone();
     app.fallback(|| async { crate::ApiError::not_found("no such route; see /api/openapi.json") })
         .with_state(fallback_state)
@@ -409,7 +410,13 @@ async fn errors_as_json(response: axum::response::Response) -> axum::response::R
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    // The dashboard's pages answer errors as pages.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json || is_page {
         return response;
     }
     let code = match status {

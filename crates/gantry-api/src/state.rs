@@ -23,6 +23,8 @@ pub struct AppState {
     pub share_key: Arc<ShareKey>,
     /// The server's own URL, for the links it hands out.
     pub public_url: String,
+    /// The last hour of the routers' numbers, for the dashboard's charts.
+    pub history: Arc<crate::web::History>,
 }
 
 /// The share-link key as it is now: read for every link, replaced whole by a rotation.

@@ -94,6 +94,7 @@ impl Server {
                 &data_dir,
             )?)),
             public_url: config.public_url.clone().unwrap_or_else(|| url.clone()),
+            history: Default::default(),
         };
         // Written whole or not at all (temp file + rename): the CLI and scripts read it the
         // moment it appears.

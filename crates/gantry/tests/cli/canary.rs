@@ -103,7 +103,7 @@ const STEPS: &str = "    strategy:
           deadline: 3s
 ";
 
-const APPROVAL: &str = "    strategy:
+pub const APPROVAL: &str = "    strategy:
       canary:
         users: { header: X-User, allow: [alice] }
         steps:
@@ -115,7 +115,7 @@ const APPROVAL: &str = "    strategy:
 ";
 
 /// v1 live (blue/green: the first release has nothing to compare with), v2 built.
-fn with_v1_live(extra: &str, v2: Service) -> (Env, i64) {
+pub fn with_v1_live(extra: &str, v2: Service) -> (Env, i64) {
     let mut env = Env::with(extra);
     let v1 = env.build("v1", Service::Healthy);
     let v2 = env.build("v2", v2);

@@ -6,6 +6,8 @@
 //! - `canary`: canaries through the real router: steps, analysis (5xx, p99, no traffic), named
 //!   users, the forcing header, stickiness, the share, promote/abort, alarms.
 //! - `check`: `gantry check` and `gantry schema`.
+//! - `dashboard`: the web UI in Chromium (chromedriver): login, live logs, diagnosis links,
+//!   share links, rollback, canary, viewer refusals, axe-core; `browser` drives the browser.
 //! - `pipeline`: stages, parallel jobs, failures, allow_failure, retries, timeouts, environment.
 //! - `s3`: artifacts in an S3 bucket (moto_server): stored once, fetched by later stages, shared,
 //!   presigned, an upload cut off mid-way leaves nothing, gc deletes from the bucket.
@@ -32,9 +34,11 @@
 #![allow(clippy::disallowed_methods)] // Tests start the binary and helper processes.
 
 mod artifacts;
+mod browser;
 mod canary;
 mod check;
 mod crash;
+mod dashboard;
 mod dataplane;
 mod deploy;
 mod docker;
