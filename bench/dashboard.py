@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -211,6 +212,23 @@ def main():
                 print(f"| /ui/assets/{name} (cached a day) | | | | | {size:,} B |")
         finally:
             stop(proc, work)
+    # The environment pages, on an environment with two releases of examples/hello.
+    from deploy import Gantry
+    base = tempfile.mkdtemp(prefix="gantry-bench-dashboard-")
+    g = Gantry(args.gantry, base)
+    try:
+        data = os.path.join(g.repo, ".gantry")
+        url = json.load(open(os.path.join(data, "server.json")))["url"]
+        host, port = url.removeprefix("http://").split(":")
+        session = login(host, int(port), open(os.path.join(data, "admin.token")).read().strip())
+        env = "/ui/projects/hello/environments/production"
+        for name, path in [("environment (2 releases)", env),
+                           ("rollback confirmation", env + "/confirm?action=rollback")]:
+            f50, f95, w50, w95, size = measure(host, int(port), session, path)
+            print(f"| {name} | {f50:.2f} ms | {f95:.2f} ms | {w50:.2f} ms | {w95:.2f} ms | {size:,} B |")
+    finally:
+        g.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

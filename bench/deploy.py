@@ -188,11 +188,15 @@ class Gantry:
         return [self.gantry, "rollback", "production", "--to", "2"]
 
     def stop(self):
+        # Releases and the data plane outlive the server (issue 14): stop them on purpose.
+        self.g("stop", "production")
         self.server.terminate()
         try:
             self.server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.server.kill()
+        run([self.gantry, "dataplane", "--data", os.path.join(self.repo, ".gantry"), "--stop"],
+            env=self.env, check=False)
 
 
 # ---------------------------------------------------------------- nginx
