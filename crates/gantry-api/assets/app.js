@@ -28,6 +28,8 @@
         if (html === null) return;
         connection(true);
         var doc = new DOMParser().parseFromString(html, "text/html");
+        // A run that had no jobs yet when the page was made has them now: start its log.
+        if (!document.getElementById("log") && doc.getElementById("log")) { location.reload(); return; }
         document.querySelectorAll("[data-live][id]").forEach(function (el) {
           var fresh = doc.getElementById(el.id);
           if (!fresh || el.contains(document.activeElement)) return;

@@ -159,6 +159,16 @@ pub trait Control: Send + Sync {
     fn poll_errors(&self) -> std::collections::HashMap<String, String> {
         std::collections::HashMap::new()
     }
+    /// The subjects of `commits` of a project (whose repository `repo` names), those it can
+    /// find: the dashboard shows them beside runs.
+    async fn commit_subjects(
+        &self,
+        _project: &str,
+        _repo: &str,
+        _commits: &[String],
+    ) -> std::collections::HashMap<String, String> {
+        std::collections::HashMap::new()
+    }
     /// What environments' routers measured, for `/metrics`.
     async fn router_samples(&self) -> Vec<RouterSample> {
         Vec::new()

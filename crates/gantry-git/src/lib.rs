@@ -200,6 +200,20 @@ impl Repo {
         Ok(out.status.success().then_some(out.stdout))
     }
 
+    /// The subject (first line of the message) of `commit`; `None` when it is not here.
+    pub fn subject(&self, commit: &str) -> Result<Option<String>> {
+        if commit.starts_with('-') {
+            bail!("not a commit");
+        }
+        let mut cmd = git(&self.path);
+        cmd.args(["show", "-s", "--format=%s", commit, "--"]);
+        let out = run(cmd, "reading a commit's subject")?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    }
+
     /// `<short id> <subject>` of the commits reachable from `to` but not from `from`, newest
     /// first (at most `limit`). Empty when either commit is unknown.
     pub fn log_between(&self, from: &str, to: &str, limit: usize) -> Result<Vec<String>> {

@@ -55,4 +55,5 @@ pub fn routes() -> Router<AppState> {
             "/ui/projects/{project}/environments/{environment}/act",
             post(environment::act),
         )
+        .route("/ui/{*rest}", get(pages::not_found))
 }

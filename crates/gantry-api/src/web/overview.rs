@@ -28,6 +28,8 @@ pub struct BranchRow {
     pub run: i64,
     pub status: String,
     pub commit: String,
+    pub full_commit: String,
+    pub subject: String,
     pub trigger: String,
     pub when: String,
     pub duration: String,
@@ -85,6 +87,8 @@ fn branches(runs: &[RunRecord], now: i64) -> Vec<BranchRow> {
                 run: r.id,
                 status: r.status.to_string(),
                 commit: r.commit.chars().take(10).collect(),
+                full_commit: r.commit.clone(),
+                subject: String::new(),
                 trigger: r.trigger.clone(),
                 when: render::ago(r.created_at, now),
                 duration: run_duration(r, now),
@@ -115,9 +119,20 @@ pub async fn page(State(state): State<AppState>, visitor: Visitor) -> Response {
             })
             .await
             .unwrap_or_default();
+        let mut rows = branches(&runs, now);
+        let commits: Vec<String> = rows.iter().map(|b| b.full_commit.clone()).collect();
+        let subjects = state
+            .control
+            .commit_subjects(&p.name, &p.repo, &commits)
+            .await;
+        for row in &mut rows {
+            if let Some(s) = subjects.get(&row.full_commit) {
+                row.subject = s.clone();
+            }
+        }
         views.push(ProjectView {
             poll_error: errors.get(&p.name).cloned(),
-            branches: branches(&runs, now),
+            branches: rows,
             name: p.name,
             repo: p.repo,
         });

@@ -104,6 +104,11 @@ pub fn api_error_page(e: crate::ApiError) -> Response {
     error_page(e.status, &e.message)
 }
 
+/// Any other page of the dashboard (a session is needed to learn that it does not exist).
+pub async fn not_found(_visitor: Visitor) -> Response {
+    error_page(StatusCode::NOT_FOUND, "there is no such page")
+}
+
 pub async fn root() -> Redirect {
     Redirect::to("/ui")
 }

@@ -74,6 +74,8 @@ pub struct Server {
     pub mirrors: Arc<Mirrors>,
     /// The last poll error of each project whose polling fails now.
     pub poll_errors: Mutex<HashMap<String, String>>,
+    /// Subjects of commits already read (commits do not change), for the dashboard.
+    pub subjects: Mutex<HashMap<String, String>>,
     /// Carries out deployments (it reads pipelines through the mirrors, not the server).
     pub deploys: Arc<gantry_deploy::DeployManager>,
     /// What steps run in (`[runner] sandbox`): None runs them unsandboxed.
@@ -123,6 +125,7 @@ impl Server {
             draining: watch::channel(false).0,
             mirrors,
             poll_errors: Mutex::new(HashMap::new()),
+            subjects: Mutex::new(HashMap::new()),
             deploys,
             sandbox: None,
         }
@@ -489,6 +492,53 @@ impl Control for Server {
 
     fn poll_errors(&self) -> HashMap<String, String> {
         self.poll_errors.lock().expect("poll errors").clone()
+    }
+
+    async fn commit_subjects(
+        &self,
+        project: &str,
+        repo: &str,
+        commits: &[String],
+    ) -> HashMap<String, String> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let known = self.subjects.lock().expect("subjects");
+            for c in commits {
+                match known.get(c) {
+                    Some(s) => {
+                        found.insert(c.clone(), s.clone());
+                    }
+                    None => missing.push(c.clone()),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return found;
+        }
+        let Some(git) = self
+            .mirror(project)
+            .or_else(|| Repo::open(std::path::Path::new(repo)).ok())
+        else {
+            return found;
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            missing
+                .into_iter()
+                .filter_map(|c| git.subject(&c).ok().flatten().map(|s| (c, s)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut known = self.subjects.lock().expect("subjects");
+        if known.len() > 10_000 {
+            known.clear();
+        }
+        for (c, s) in read {
+            known.insert(c.clone(), s.clone());
+            found.insert(c, s);
+        }
+        found
     }
 
     async fn router_samples(&self) -> Vec<gantry_api::RouterSample> {

@@ -19,6 +19,8 @@ stages:
       - name: slow
         run: |
           for i in $(seq 1 150); do printf '\033[32mbuilding\033[0m part %s\n' "$i"; sleep 0.1; done
+      - name: long
+        run: seq 1 3000 | sed 's/^/long line /'
   - name: test
     jobs:
       - name: unit
@@ -154,8 +156,58 @@ fn log_in_watch_a_log_grow_and_follow_a_diagnosis_to_its_line() {
         assert!(b.url().await.contains("job=unit"));
         b.screenshot("run-diagnosis").await;
         accessible(&b, "run (failed)").await;
+        // A long log: the page carries its tail; earlier lines come on demand; search.
+        b.goto(&format!("{}/ui/runs/{run}?job=long", s.url)).await;
+        let count = "return document.querySelectorAll('#log-lines .ln').length";
+        let shown = b.js(count).await.as_u64().unwrap();
+        assert!((100..=500).contains(&shown), "{shown} lines on the page");
+        assert!(b.text("#log-lines").await.trim_end().ends_with("long line 3000"));
+        b.click("#log-earlier").await;
+        assert!(
+            b.wait_js(Duration::from_secs(10), &format!("{count} > {shown}"))
+                .await,
+            "no earlier lines came"
+        );
+        b.client
+            .find(fantoccini::Locator::Css("#log-search"))
+            .await
+            .unwrap()
+            .send_keys("line 2999")
+            .await
+            .unwrap();
+        assert!(
+            b.wait_js(
+                Duration::from_secs(5),
+                "return document.getElementById('log-count').textContent === '1 matching lines'"
+            )
+            .await,
+            "{}",
+            b.text("#log-count").await
+        );
+        b.screenshot("run-long-log-search").await;
+        // Re-run: a new run of the same commit, its page.
+        b.click("#rerun").await;
+        assert!(
+            b.wait_js(
+                Duration::from_secs(10),
+                &format!("return location.pathname === '/ui/runs/{}'", run + 1)
+            )
+            .await,
+            "{}",
+            b.url().await
+        );
+        s.api("POST", &format!("/api/runs/{}/cancel", run + 1), "");
         b.goto(&format!("{}/ui", s.url)).await;
-        assert!(b.text("#projects").await.contains("main"));
+        let projects = b.text("#projects").await;
+        assert!(projects.contains("main") && projects.contains("first"), "{projects}");
+        // On a phone: nothing wider than the screen.
+        b.client.set_window_size(390, 844).await.unwrap();
+        assert_eq!(
+            b.js("return document.documentElement.scrollWidth <= window.innerWidth").await,
+            true
+        );
+        b.screenshot("overview-phone").await;
+        b.client.set_window_size(1280, 900).await.unwrap();
         b.screenshot("overview").await;
         accessible(&b, "overview").await;
         // The whole log downloads; the page itself stays small.
@@ -167,7 +219,16 @@ fn log_in_watch_a_log_grow_and_follow_a_diagnosis_to_its_line() {
             &format!("{}/ui/runs/{run}/log.txt?job=slow", s.url),
         ]);
         assert_eq!(String::from_utf8_lossy(&log).lines().count(), 150);
-        for path in ["/ui".to_string(), format!("/ui/runs/{run}")] {
+        let r = s.request("GET", "/ui/no/such", &[("Cookie", &format!("gantry_session={cookie}"))], b"");
+        assert_eq!(r.status, 404);
+        assert!(r.body.contains("no such page"), "{}", r.body);
+        for path in [
+            "/ui".to_string(),
+            format!("/ui/runs/{run}"),
+            format!("/ui/runs/{run}?job=long"),
+            "/ui/artifacts".to_string(),
+            "/ui/login".to_string(),
+        ] {
             let w = weight(&s, &cookie, &path);
             assert!(w < 100 * 1024, "{path} weighs {w} bytes");
         }
@@ -197,7 +258,15 @@ fn log_in_watch_a_log_grow_and_follow_a_diagnosis_to_its_line() {
         assert!(b.url().await.ends_with("/ui"), "logged out by a restart: {}", b.url().await);
         // Logging out ends the session: the same cookie is sent to the login form.
         b.click(".who button").await;
-        assert!(b.url().await.contains("/ui/login"));
+        assert!(
+            b.wait_js(
+                Duration::from_secs(10),
+                "return location.pathname === '/ui/login'"
+            )
+            .await,
+            "{}",
+            b.url().await
+        );
         let r = s.request(
             "GET",
             "/ui",
