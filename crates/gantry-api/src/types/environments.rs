@@ -144,6 +144,8 @@ pub struct Canary {
     pub canary: Window,
     /// The stable release over the same time.
     pub stable: Window,
+    /// What the canary's analysis says of these numbers now.
+    pub analysis: String,
 }
 
 /// Traffic to one release through the environment's router.

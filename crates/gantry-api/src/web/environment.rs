@@ -51,6 +51,7 @@ pub struct CanaryView {
     pub canary: types::Window,
     pub stable: types::Window,
     pub paused: bool,
+    pub analysis: String,
 }
 
 #[derive(Template)]
@@ -209,6 +210,7 @@ pub async fn page_of(
         canary: c.canary.clone(),
         stable: c.stable.clone(),
         paused: c.state == "paused",
+        analysis: c.analysis.clone(),
     });
     let releases = history
         .iter()
@@ -530,6 +532,7 @@ mod tests {
                 steps: 3,
                 canary: Default::default(),
                 stable: Default::default(),
+                analysis: "within its limits".into(),
             }),
             traffic: vec![],
         }

@@ -98,6 +98,18 @@ pub struct CanaryView {
     /// Since the current step began.
     pub canary: WindowView,
     pub stable: WindowView,
+    /// What analysis says of those numbers now.
+    pub analysis: String,
+}
+
+/// A verdict of the canary's analysis, in words.
+fn verdict_text(v: gantry_engine::canary::Verdict) -> String {
+    use gantry_engine::canary::Verdict;
+    match v {
+        Verdict::Pass => "within its limits".into(),
+        Verdict::Fail(why) => why,
+        Verdict::Inconclusive(why) => format!("not enough to judge yet: {why}"),
+    }
 }
 
 pub(crate) struct CanaryHandle {
@@ -303,6 +315,7 @@ impl DeployManager {
             steps: canary.steps.len(),
             canary: WindowView::default(),
             stable: WindowView::default(),
+            analysis: "not started".into(),
         }));
         *env.canary.lock().expect("canary") = Some(CanaryHandle {
             tx,
@@ -375,6 +388,7 @@ impl DeployManager {
             },
         };
         let steps = canary.steps.len();
+        let analysis = canary.analysis.clone();
         let (mut machine, first) = match resume {
             // Taken over after a restart: the router served the step all along.
             Some(p) => {
@@ -532,6 +546,9 @@ impl DeployManager {
                         let mut v = view.lock().expect("view");
                         v.canary = canary.into();
                         v.stable = stable.into();
+                        v.analysis = verdict_text(gantry_engine::canary::analyze(
+                            &analysis, &canary, &stable,
+                        ));
                     }
                     queue.extend(machine.on(Event::Tick { now, canary, stable }));
                 }

@@ -185,6 +185,7 @@ pub fn status(s: &gantry_deploy::EnvStatus) -> types::EnvStatus {
             steps: c.steps,
             canary: window(&c.canary),
             stable: window(&c.stable),
+            analysis: c.analysis.clone(),
         }),
         traffic: s
             .traffic

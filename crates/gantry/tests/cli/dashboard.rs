@@ -200,6 +200,10 @@ fn log_in_watch_a_log_grow_and_follow_a_diagnosis_to_its_line() {
         b.goto(&format!("{}/ui", s.url)).await;
         let projects = b.text("#projects").await;
         assert!(projects.contains("main") && projects.contains("first"), "{projects}");
+        b.goto(&format!("{}/ui/no/such/page", s.url)).await;
+        assert!(b.text("#error-message").await.contains("no such page"));
+        accessible(&b, "error page").await;
+        b.goto(&format!("{}/ui", s.url)).await;
         // On a phone: nothing wider than the screen.
         b.client.set_window_size(390, 844).await.unwrap();
         assert_eq!(
@@ -412,6 +416,12 @@ fn a_canary_shows_its_share_and_numbers_and_a_viewer_gets_no_buttons() {
             b.text("#env-state").await
         );
         assert!(b.exists("svg.split rect.canary").await);
+        // What analysis says of the numbers now (no minimum of requests in this spec).
+        assert!(
+            b.text("#analysis").await.contains("within its limits"),
+            "{}",
+            b.text("#analysis").await
+        );
         b.screenshot("canary").await;
         accessible(&b, "environment (canary)").await;
         let admin_cookie = b.session_cookie().await;
