@@ -654,6 +654,7 @@ mod tests {
             branch: Some("main".into()),
             pipeline_file: "gantry.yml".into(),
             trigger: "manual".into(),
+            event: "manual".into(),
             status: gantry_model::RunStatus::Failed,
             created_at: 1,
             started_at: Some(2),

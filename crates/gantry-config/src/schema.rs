@@ -4,8 +4,9 @@
 use crate::check::{
     ANALYSIS_KEYS, ARTIFACT_KEYS, CANARY_KEYS, CANARY_STEP_KEYS, DEPLOY_KEYS, ENVIRONMENT_KEYS,
     HEALTH_KEYS, IMAGE_BUILD_KEYS, IMAGE_PUSH_KEYS, JOB_KEYS, MAX_RETRIES, ROUTER_KEYS, STAGE_KEYS,
-    STEP_KEYS, STRATEGY_KEYS, TOP_KEYS, USERS_KEYS,
+    STEP_KEYS, STRATEGY_KEYS, TOP_KEYS, USERS_KEYS, WHEN_KEYS,
 };
+use gantry_model::TriggerEvent;
 use serde_json::{Value, json};
 
 pub(crate) fn object(keys: &[&str], props: Value, required: &[&str]) -> Value {
@@ -112,10 +113,29 @@ pub fn pipeline_schema() -> Value {
         }),
         &["artifact"],
     );
+    let one_or_many = |item: Value| json!({ "oneOf": [item, { "type": "array", "minItems": 1, "uniqueItems": true, "items": item }] });
+    let events: Vec<&str> = TriggerEvent::ALL.iter().map(|e| e.as_str()).collect();
+    let when = object(
+        WHEN_KEYS,
+        json!({
+            "branch": one_or_many(json!({ "type": "string", "minLength": 1, "pattern": "^[^\\s]+$", "description": "A branch name; `*` matches any characters, `/` included" })),
+            "event": one_or_many(json!({ "enum": events, "description": "What started the run" })),
+        }),
+        &[],
+    );
+    let when = {
+        let mut w = when;
+        w["minProperties"] = json!(1);
+        w["description"] = json!(
+            "The stage runs only when every condition holds; otherwise it is skipped with the reason"
+        );
+        w
+    };
     let stage = object(
         STAGE_KEYS,
         json!({
             "name": name,
+            "when": when,
             "jobs": { "type": "array", "minItems": 1, "items": job },
             "deploy": deploy,
         }),

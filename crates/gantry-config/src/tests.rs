@@ -107,6 +107,9 @@ malformed! {
     command_target_with_http_check: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\nenvironments:\n  production:\n    target:\n      command:\n        deploy: ./deploy.sh\n    health:\n      http: /healthz\n";
     needs_of_other_projects_checked: "stages:\n  - name: build\n    jobs:\n      - name: link\n        run: make\n        needs:\n          - { project: libs }\n          - { project: libs, artifact: core, path: ../x, brnch: main }\n";
     needs_unknown_or_same_stage_artifacts: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        run: make\n        artifacts: [{ name: app, path: dist/ }]\n      - name: pack\n        run: make pack\n        needs: [app]\n  - name: test\n    jobs:\n      - name: unit\n        run: make test\n        needs: [ap]\n";
+    when_with_unknown_keys_and_events: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: deploy\n    when:\n      branches: main\n      event: [push, tags, merge_request]\n    jobs:\n      - name: d\n        run: ./deploy\n";
+    when_with_bad_branches: "stages:\n  - name: build\n    when: { branch: [] }\n    jobs:\n      - name: a\n        run: make\n  - name: test\n    when: { branch: [main, 'feature x', refs/heads/dev, main, ''] }\n    jobs:\n      - name: b\n        run: make test\n";
+    when_empty_or_not_a_mapping: "stages:\n  - name: build\n    when: {}\n    jobs:\n      - name: a\n        run: make\n  - name: test\n    when: main\n    jobs:\n      - name: b\n        run: make test\n  - name: lint\n    when: { event: [{ push: true }], branch: { main: 1 } }\n    jobs:\n      - name: c\n        run: make lint\n";
     many_errors_at_once: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        runn: make\n        timeout: forever\n  - name: test\n    jobs:\n      - name: unit\n        steps:\n          - nme: unit tests\n            run: make test\n        retries: many\n";
 }
 
@@ -164,6 +167,29 @@ fn the_documented_environment_parses() {
     assert_eq!(
         p.environments[0].health.check,
         gantry_model::HealthCheck::Tcp
+    );
+}
+
+#[test]
+fn when_rules_lower_into_the_stage() {
+    let p = parse_pipeline(
+        "gantry.yml",
+        "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: deploy\n    when: { branch: [main, \"release/*\"], event: push }\n    jobs:\n      - name: d\n        run: ./deploy\n  - name: any\n    when:\n      event: [manual, push]\n    jobs:\n      - name: e\n        run: 'true'\n",
+    )
+    .unwrap()
+    .pipeline;
+    assert_eq!(p.stages[0].when, None);
+    let when = p.stages[1].when.as_ref().unwrap();
+    assert_eq!(when.branches, ["main", "release/*"]);
+    assert_eq!(when.events, [gantry_model::TriggerEvent::Push]);
+    let when = p.stages[2].when.as_ref().unwrap();
+    assert!(when.branches.is_empty());
+    assert_eq!(
+        when.events,
+        [
+            gantry_model::TriggerEvent::Manual,
+            gantry_model::TriggerEvent::Push
+        ]
     );
 }
 

@@ -31,6 +31,8 @@ pub struct NewRun {
     pub pipeline_file: String,
     /// What started it: `cli`, `poll`, `webhook`, `manual`.
     pub trigger: String,
+    /// What `when:` rules judge (`push`, `manual`).
+    pub event: String,
     pub status: RunStatus,
     pub created_at: Millis,
     /// The owner lock of the process running it, for finding runs whose process died.
@@ -105,6 +107,8 @@ pub struct QueuedRun {
     pub commit: String,
     pub branch: Option<String>,
     pub trigger: String,
+    /// What `when:` rules judge (`push`, `manual`); a re-run keeps its original's.
+    pub event: String,
     /// `project/branch/commit` for runs from polls and webhooks: the store refuses a second run
     /// with the same key. `None` for manual triggers and re-runs.
     pub trigger_key: Option<String>,

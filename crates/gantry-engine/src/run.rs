@@ -4,6 +4,9 @@
 
 use gantry_model::{JobStatus, Pipeline, RunStatus, StageKind, StageStatus};
 
+pub mod rules;
+pub use rules::Trigger;
+
 /// A job by position: stage index and job index within the stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct JobRef {
@@ -72,6 +75,11 @@ pub enum Command {
         stage: usize,
         status: StageStatus,
     },
+    /// A stage whose `when:` does not hold for this run, with the reason; the run goes on.
+    StageNotApplicable {
+        stage: usize,
+        reason: String,
+    },
     FinishRun {
         status: RunStatus,
     },
@@ -94,6 +102,8 @@ enum StageState {
 #[derive(Debug, Clone)]
 pub struct RunMachine {
     stages: Vec<StageState>,
+    /// Why each stage does not apply to this run (`when:`), if it does not.
+    not_applicable: Vec<Option<String>>,
     entered: Vec<bool>,
     current: usize,
     cancelling: bool,
@@ -102,7 +112,18 @@ pub struct RunMachine {
 }
 
 impl RunMachine {
-    pub fn new(pipeline: &Pipeline) -> Self {
+    /// The machine of a run of `pipeline` started by `trigger` (the stages' `when:` rules are
+    /// judged against it).
+    pub fn new(pipeline: &Pipeline, trigger: &Trigger) -> Self {
+        let not_applicable = pipeline
+            .stages
+            .iter()
+            .map(|s| {
+                s.when
+                    .as_ref()
+                    .and_then(|r| rules::applies(r, trigger).err())
+            })
+            .collect();
         let stages = pipeline
             .stages
             .iter()
@@ -122,6 +143,7 @@ impl RunMachine {
         let entered = vec![false; pipeline.stages.len()];
         Self {
             stages,
+            not_applicable,
             entered,
             current: 0,
             cancelling: false,
@@ -202,11 +224,20 @@ impl RunMachine {
             self.finish(out);
             return;
         }
-        let Some(stage) = self.stages.get_mut(index) else {
+        if index >= self.stages.len() {
             self.finish(out);
             return;
-        };
+        }
         self.entered[index] = true;
+        if let Some(reason) = self.not_applicable[index].clone() {
+            out.push(Command::StageNotApplicable {
+                stage: index,
+                reason,
+            });
+            self.advance(out);
+            return;
+        }
+        let stage = &mut self.stages[index];
         out.push(Command::StartStage { stage: index });
         match stage {
             StageState::Jobs(jobs) => {

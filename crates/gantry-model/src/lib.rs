@@ -27,7 +27,8 @@ pub use environment::{
 };
 pub use pipeline::{
     ArtifactSpec, DeploySpec, EnvironmentSpec, ImageBuild, ImagePush, Job, Pipeline,
-    ProjectArtifact, Stage, StageKind, Step, image_repository,
+    ProjectArtifact, Rules, Stage, StageKind, Step, TriggerEvent, image_repository,
+    pattern_matches,
 };
 pub use secret::SecretValue;
 pub use status::{JobStatus, RunStatus, StageStatus, StepStatus};

@@ -23,6 +23,50 @@ pub struct Pipeline {
 pub struct Stage {
     pub name: String,
     pub kind: StageKind,
+    /// When the stage runs (`when:`); `None`: always.
+    pub when: Option<Rules>,
+}
+
+/// `when:` of a stage: it runs only when every condition given holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Branch patterns (`*` matches any characters, `/` included); empty: any branch.
+    pub branches: Vec<String>,
+    /// What started the run; empty: any.
+    pub events: Vec<TriggerEvent>,
+}
+
+/// What started a run, as rules name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerEvent {
+    /// A push to a branch (a webhook or a poll saw it).
+    Push,
+    /// A person or a script asked (`gantry trigger`, the API, the dashboard's re-run, `gantry run`).
+    Manual,
+}
+
+impl TriggerEvent {
+    pub const ALL: [TriggerEvent; 2] = [TriggerEvent::Push, TriggerEvent::Manual];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerEvent::Push => "push",
+            TriggerEvent::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// The event of a run from how it was queued (the run's `trigger`): webhooks and polls
+    /// saw a push, and a run requeued after a crash was one; everything else was asked for.
+    pub fn of_trigger(trigger: &str) -> Self {
+        match trigger {
+            "webhook" | "poll" | "requeue" => TriggerEvent::Push,
+            _ => TriggerEvent::Manual,
+        }
+    }
 }
 
 /// A stage either runs jobs (in parallel) or deploys an artifact.
@@ -177,5 +221,60 @@ mod image_tests {
         ] {
             assert_eq!(image_repository(image), repo, "{image}");
         }
+    }
+}
+
+/// Does `name` match `pattern`, where `*` stands for any characters (none, or `/` too)?
+/// Linear in the lengths (no backtracking blow-up, whatever a pipeline file writes).
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern_matches;
+
+    #[test]
+    fn patterns() {
+        let cases = [
+            ("main", "main", true),
+            ("main", "mainline", false),
+            ("release/*", "release/1.2", true),
+            ("release/*", "release/", true),
+            ("release/*", "releases/1", false),
+            ("*", "feature/a/b", true),
+            ("*-hotfix", "v1-hotfix", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+            ("", "", true),
+            ("", "x", false),
+        ];
+        for (p, n, want) in cases {
+            assert_eq!(pattern_matches(p, n), want, "{p} {n}");
+        }
+        // A hostile pattern against a long name stays linear.
+        let long = "a".repeat(10_000);
+        assert!(!pattern_matches(
+            &"*a".repeat(50).replace("*a*a", "*a*b"),
+            &long
+        ));
     }
 }

@@ -99,6 +99,8 @@ pub struct RunRecord {
     pub branch: Option<String>,
     pub pipeline_file: String,
     pub trigger: String,
+    /// What `when:` rules judge: `push` or `manual` ([`crate::TriggerEvent`]).
+    pub event: String,
     pub status: RunStatus,
     pub created_at: Millis,
     pub started_at: Option<Millis>,
@@ -106,6 +108,14 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub owner: Option<String>,
 }
+impl RunRecord {
+    /// The run's event, typed; a re-run or re-queue of this run keeps it.
+    pub fn event_kind(&self) -> crate::TriggerEvent {
+        crate::TriggerEvent::parse(&self.event)
+            .unwrap_or_else(|| crate::TriggerEvent::of_trigger(&self.trigger))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StageRecord {
     pub id: i64,

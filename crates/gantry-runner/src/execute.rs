@@ -42,6 +42,8 @@ pub struct RunRequest {
     /// root (a monorepo); steps run there and artifact paths are relative to it.
     pub subdir: Option<PathBuf>,
     pub trigger: String,
+    /// What started it, as `when:` rules see it.
+    pub event: gantry_model::TriggerEvent,
 }
 
 pub struct RunOptions {
@@ -103,6 +105,8 @@ pub(crate) struct RunContext {
     pub repo: Repo,
     pub commit: String,
     pub branch: Option<String>,
+    /// What started the run, for `when:` rules and `GANTRY_EVENT`.
+    pub event: gantry_model::TriggerEvent,
     pub subdir: Option<PathBuf>,
     pub pipeline: Pipeline,
     pub work_dir: PathBuf,
@@ -149,6 +153,7 @@ impl RunContext {
             ("GANTRY_PROJECT", self.project.clone()),
             ("GANTRY_COMMIT", self.commit.clone()),
             ("GANTRY_BRANCH", self.branch.clone().unwrap_or_default()),
+            ("GANTRY_EVENT", self.event.as_str().to_string()),
             ("GANTRY_STAGE", stage),
             ("GANTRY_JOB", job.name.clone()),
             ("GANTRY_ATTEMPT", attempt.to_string()),
@@ -189,6 +194,7 @@ impl Runner {
                 branch: req.revision.branch.clone(),
                 pipeline_file: req.pipeline_file.clone(),
                 trigger: req.trigger.clone(),
+                event: req.event.as_str().to_string(),
                 status: RunStatus::Running,
                 created_at: now(),
                 owner: opts.owner.clone(),
@@ -241,6 +247,7 @@ impl Runner {
             repo: req.repo,
             commit: req.revision.commit,
             branch: req.revision.branch,
+            event: req.event,
             subdir: req.subdir,
             pipeline: req.pipeline,
             work_dir: opts.work_root.join(run_id.to_string()),
@@ -291,7 +298,13 @@ impl Runner {
         ids: &RunIds,
         mut cancel: watch::Receiver<bool>,
     ) -> Result<RunStatus> {
-        let mut machine = RunMachine::new(&ctx.pipeline);
+        let mut machine = RunMachine::new(
+            &ctx.pipeline,
+            &gantry_engine::run::Trigger {
+                branch: ctx.branch.clone(),
+                event: ctx.event,
+            },
+        );
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         let mut lp = RunLoop {
             runner: self,
@@ -553,6 +566,27 @@ impl RunLoop<'_> {
                     stage: ctx.pipeline.stages[stage].name.clone(),
                     status,
                     note: note.map(str::to_string),
+                });
+            }
+            Command::StageNotApplicable { stage, reason } => {
+                state
+                    .set_stage_status(
+                        ids.stages[stage],
+                        StageStatus::Skipped,
+                        now(),
+                        Some(&reason),
+                    )
+                    .await?;
+                for job_id in &ids.jobs[stage] {
+                    state
+                        .set_job_status(*job_id, JobStatus::Skipped, 0, now(), None, None)
+                        .await?;
+                }
+                observer.event(&RunEvent::StageFinished {
+                    run: ctx.run_id,
+                    stage: ctx.pipeline.stages[stage].name.clone(),
+                    status: StageStatus::Skipped,
+                    note: Some(reason),
                 });
             }
             Command::FinishRun { .. } => {}

@@ -35,6 +35,9 @@ pub struct Run {
     pub pipeline_file: String,
     /// `manual`, `webhook`, `poll`, `rerun`, `cli`.
     pub trigger: String,
+    /// What `when:` rules judged: `push` or `manual`.
+    #[serde(default)]
+    pub event: String,
     pub status: RunStatus,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -43,7 +46,7 @@ pub struct Run {
     /// Who runs it (a server's or runner's owner name) while it runs.
     pub owner: Option<String>,
 }
-twins!(Run <=> store::RunRecord { id, project, repo, commit, branch, pipeline_file, trigger, status, created_at, started_at, finished_at, error, owner });
+twins!(Run <=> store::RunRecord { id, project, repo, commit, branch, pipeline_file, trigger, event, status, created_at, started_at, finished_at, error, owner });
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Stage {

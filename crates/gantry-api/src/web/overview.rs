@@ -193,6 +193,7 @@ mod tests {
             branch: Some(branch.into()),
             pipeline_file: "gantry.yml".into(),
             trigger: "push".into(),
+            event: "push".into(),
             status,
             created_at: 0,
             started_at: Some(0),

@@ -9,14 +9,17 @@
 //! - [`environments`]: environments, routers, health checks, and how their parts fit together.
 //! - [`targets`]: each target kind's keys and checks.
 //! - [`canary`]: canary strategies (users, steps, analysis).
+//! - [`rules`]: `when:` on stages (branches, events).
 //! - [`cross`]: checks across stages (unique names, artifacts made before they are used).
 
 mod canary;
 mod cross;
 mod environments;
+mod rules;
 mod stages;
 mod targets;
 
+pub use rules::WHEN_KEYS;
 pub use targets::target_schemas;
 
 use crate::diagnostic::{Diagnostic, Severity, suggest};
@@ -32,7 +35,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub const TOP_KEYS: &[&str] = &["name", "env", "pass_env", "stages", "environments"];
-pub const STAGE_KEYS: &[&str] = &["name", "jobs", "deploy"];
+pub const STAGE_KEYS: &[&str] = &["name", "when", "jobs", "deploy"];
 pub const JOB_KEYS: &[&str] = &[
     "name",
     "run",

@@ -99,10 +99,15 @@ impl Checker {
                 .deploy(deploy, &join(&path, "deploy"))
                 .map(StageKind::Deploy),
         };
+        let when = match fields.get("when") {
+            Some(n) => Some(self.when(n, &join(&path, "when"))?),
+            None => None,
+        };
         Some((
             Stage {
                 name: name?,
                 kind: kind?,
+                when,
             },
             node.clone(),
         ))

@@ -17,6 +17,7 @@ fn pipeline(shape: Shape) -> Pipeline {
         .enumerate()
         .map(|(i, s)| Stage {
             name: format!("s{i}"),
+            when: None,
             kind: match s {
                 Some(jobs) => StageKind::Jobs(
                     jobs.iter()
@@ -69,10 +70,19 @@ fn render(cmds: &[Command]) -> String {
             Command::FinishJob { job, status } => format!("job {}{} {status}", job.stage, job.job),
             Command::FinishStage { stage, status } => format!("end s{stage} {status}"),
             Command::SkipStage { stage, status } => format!("skip s{stage} {status}"),
+            Command::StageNotApplicable { stage, reason } => format!("n/a s{stage} ({reason})"),
             Command::FinishRun { status } => format!("run {status}"),
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A push to main: no rule of the tests' pipelines says otherwise.
+fn any_trigger() -> Trigger {
+    Trigger {
+        branch: Some("main".into()),
+        event: gantry_model::TriggerEvent::Push,
+    }
 }
 
 fn attempt(stage: usize, job: usize, attempt: u32, outcome: AttemptOutcome) -> Event {
@@ -85,7 +95,7 @@ fn attempt(stage: usize, job: usize, attempt: u32, outcome: AttemptOutcome) -> E
 
 /// Feeds the events in order and checks the commands each one produced.
 fn check(shape: Shape, script: &[(Event, &str)]) {
-    let mut m = RunMachine::new(&pipeline(shape));
+    let mut m = RunMachine::new(&pipeline(shape), &any_trigger());
     for (i, (event, expect)) in script.iter().enumerate() {
         let got = render(&m.on(event.clone()));
         assert_eq!(got, *expect, "after event {i}: {event:?}");
@@ -282,5 +292,73 @@ fn deploy_stages() {
                 "end s0 skipped, run succeeded",
             ),
         ],
+    );
+}
+
+/// `when:`: a stage that does not apply is passed over with its reason and the run goes on; a
+/// failure before it still skips it as before.
+#[test]
+fn stages_whose_rules_do_not_hold_are_passed_over() {
+    use gantry_model::{Rules, TriggerEvent};
+    let mut p = pipeline(&[
+        Some(&[("build", 0, false)]),
+        None,
+        Some(&[("after", 0, false)]),
+    ]);
+    p.stages[1].when = Some(Rules {
+        branches: vec!["main".into()],
+        events: vec![TriggerEvent::Push],
+    });
+    let cases = [
+        (
+            Trigger {
+                branch: Some("feature/x".into()),
+                event: TriggerEvent::Push,
+            },
+            "job 00 succeeded, end s0 succeeded, n/a s1 (when: branch `feature/x` is not one of main), stage s2, start 20#1",
+        ),
+        (
+            Trigger {
+                branch: Some("main".into()),
+                event: TriggerEvent::Manual,
+            },
+            "job 00 succeeded, end s0 succeeded, n/a s1 (when: event `manual` is not one of push), stage s2, start 20#1",
+        ),
+        (
+            Trigger {
+                branch: Some("main".into()),
+                event: TriggerEvent::Push,
+            },
+            "job 00 succeeded, end s0 succeeded, stage s1, deploy s1",
+        ),
+    ];
+    for (trigger, want) in cases {
+        let mut m = RunMachine::new(&p, &trigger);
+        assert_eq!(render(&m.on(Event::Start)), "stage s0, start 00#1");
+        assert_eq!(
+            render(&m.on(attempt(0, 0, 1, Succeeded))),
+            want,
+            "{trigger:?}"
+        );
+    }
+    let mut m = RunMachine::new(
+        &p,
+        &Trigger {
+            branch: Some("feature/x".into()),
+            event: TriggerEvent::Push,
+        },
+    );
+    m.on(Event::Start);
+    m.on(attempt(0, 0, 1, Succeeded));
+    assert_eq!(
+        render(&m.on(attempt(2, 0, 1, Succeeded))),
+        "job 20 succeeded, end s2 succeeded, run succeeded"
+    );
+    // A failure first: the stage is skipped for that, as any other.
+    let mut m = RunMachine::new(&p, &any_trigger());
+    m.on(Event::Start);
+    assert_eq!(
+        render(&m.on(attempt(0, 0, 1, Failed))),
+        "job 00 failed, end s0 failed, skip s1 skipped, skip s2 skipped, run failed"
     );
 }

@@ -40,7 +40,7 @@ pub struct SqliteStore {
 const RESERVE_BYTES: usize = 1024 * 1024;
 
 const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.branch, r.pipeline_file, \
-     r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner";
+     r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner, r.event";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
@@ -122,6 +122,13 @@ fn parse<T: FromStr<Err = String>>(s: String) -> Result<T> {
 }
 
 fn run_from(row: &SqliteRow) -> Result<RunRecord> {
+    let trigger: String = row.try_get("trigger_kind")?;
+    let mut event: String = row.try_get("event")?;
+    if event.is_empty() {
+        event = gantry_model::TriggerEvent::of_trigger(&trigger)
+            .as_str()
+            .to_string();
+    }
     Ok(RunRecord {
         id: row.try_get("id")?,
         project: row.try_get("project")?,
@@ -129,7 +136,8 @@ fn run_from(row: &SqliteRow) -> Result<RunRecord> {
         commit: row.try_get("commit_sha")?,
         branch: row.try_get("branch")?,
         pipeline_file: row.try_get("pipeline_file")?,
-        trigger: row.try_get("trigger_kind")?,
+        trigger,
+        event,
         status: parse(row.try_get("status")?)?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,

@@ -24,6 +24,7 @@ fn queued(project: &str, n: usize, key: Option<String>) -> QueuedRun {
         commit: format!("{n:040}"),
         branch: Some("main".into()),
         trigger: "poll".into(),
+        event: "push".into(),
         trigger_key: key,
         created_at: n as i64,
     }
@@ -373,6 +374,7 @@ async fn run_with_log(store: &Arc<dyn StateStore>, lines: i64, finished: Option<
             branch: Some("main".into()),
             pipeline_file: "gantry.yml".into(),
             trigger: "cli".into(),
+            event: "manual".into(),
             status: RunStatus::Running,
             created_at: 1,
             owner: None,

@@ -128,6 +128,7 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
                 pipeline_file: file_name,
                 subdir,
                 trigger: "cli".into(),
+                event: gantry_model::TriggerEvent::Manual,
             },
             {
                 let mut o = RunOptions::new(

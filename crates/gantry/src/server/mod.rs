@@ -20,7 +20,7 @@ use gantry_api::{Control, ControlError, TriggerOutcome, TriggerRequest, TriggerS
 use gantry_config::server::{ProjectConfig, ServerConfig};
 use gantry_engine::ports::{QueuedRun, StateStore};
 use gantry_git::{Repo, branch_matches};
-use gantry_model::{RunStatus, SecretValue};
+use gantry_model::{RunStatus, SecretValue, TriggerEvent};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -166,6 +166,7 @@ impl Server {
         branch: &str,
         commit: &str,
         trigger: &str,
+        event: TriggerEvent,
         dedupe: bool,
     ) -> Result<Option<i64>> {
         let key = dedupe.then(|| trigger_key(&project.name, branch, commit));
@@ -177,6 +178,7 @@ impl Server {
                 commit: commit.to_string(),
                 branch: Some(branch.to_string()),
                 trigger: trigger.to_string(),
+                event: event.as_str().to_string(),
                 trigger_key: key,
                 created_at: now(),
             })
@@ -244,7 +246,14 @@ impl Control for Server {
                     });
                 }
                 let queued = self
-                    .enqueue(&project, &branch, &commit, "webhook", true)
+                    .enqueue(
+                        &project,
+                        &branch,
+                        &commit,
+                        "webhook",
+                        TriggerEvent::Push,
+                        true,
+                    )
                     .await?;
                 let (run, reason) = match queued {
                     Some(id) => (Some(id), None),
@@ -286,7 +295,14 @@ impl Control for Server {
                     .map_err(anyhow::Error::from)?
                     .map_err(|e| ControlError::bad_request(format!("{e:#}")))?;
                 let run = self
-                    .enqueue(&project, &branch, &resolved.commit, "manual", false)
+                    .enqueue(
+                        &project,
+                        &branch,
+                        &resolved.commit,
+                        "manual",
+                        TriggerEvent::Manual,
+                        false,
+                    )
                     .await?;
                 Ok(TriggerOutcome {
                     queued: run.is_some(),
@@ -349,7 +365,7 @@ impl Control for Server {
             .clone();
         let branch = r.branch.clone().unwrap_or_default();
         let id = self
-            .enqueue(&project, &branch, &r.commit, "rerun", false)
+            .enqueue(&project, &branch, &r.commit, "rerun", r.event_kind(), false)
             .await?;
         id.ok_or_else(|| ControlError::from(anyhow::anyhow!("the re-run was not queued")))
     }

@@ -11,6 +11,7 @@
 
 use super::Server;
 use gantry_config::server::ProjectConfig;
+use gantry_model::TriggerEvent;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -110,7 +111,7 @@ async fn poll_once(
         let unchanged = last_seen.iter().any(|(b, c)| b == branch && c == commit);
         if !unchanged && server.watches(project, branch, remote.default_branch.as_deref()) {
             server
-                .enqueue(project, branch, commit, "poll", true)
+                .enqueue(project, branch, commit, "poll", TriggerEvent::Push, true)
                 .await?;
         }
     }

@@ -196,7 +196,14 @@ async fn requeue(server: &Server, recovered: &[i64]) -> Result<()> {
         };
         let branch = d.run.branch.clone().unwrap_or_default();
         if let Some(new) = server
-            .enqueue(&project, &branch, &d.run.commit, "requeue", false)
+            .enqueue(
+                &project,
+                &branch,
+                &d.run.commit,
+                "requeue",
+                d.run.event_kind(),
+                false,
+            )
             .await?
         {
             eprintln!("gantry: run {id} was interrupted; queued again as run {new}");

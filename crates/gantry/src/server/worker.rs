@@ -186,6 +186,7 @@ async fn prepare_and_run(
         pipeline_file: file,
         subdir: None,
         trigger: run.trigger.clone(),
+        event: run.event_kind(),
     };
     let mut options = RunOptions::new(
         server.data_dir.join("work"),

@@ -54,3 +54,4 @@ mod shares;
 mod support;
 mod tidy;
 mod why;
+mod workflows;

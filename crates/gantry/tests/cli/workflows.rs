@@ -1,0 +1,148 @@
+//! Pipelines as teams write them (issue 17): `when:` rules on stages, judged against the run's
+//! branch and what started it, through the real server, webhooks and a real repository.
+
+use crate::server_support::{Served, bare_repo};
+use std::path::Path;
+use std::process::Command;
+
+const PIPELINE: &str = "stages:
+  - name: test
+    jobs:
+      - name: unit
+        run: mkdir -p dist && echo \"tests pass on $GANTRY_BRANCH ($GANTRY_EVENT)\" | tee dist/report
+        artifacts:
+          - name: app
+            path: dist/
+  - name: production
+    when: { branch: [main, \"release/*\"], event: push }
+    deploy:
+      environment: production
+      artifact: app
+environments:
+  production:
+    target:
+      command:
+        deploy: echo \"deploy $GANTRY_RELEASE\" >> \"$OUT\"
+        env:
+          OUT: OUTFILE
+    health:
+      command: test -f dist/report
+";
+
+fn config() -> String {
+    "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\nbranches = [\"main\", \"feature/*\"]\npoll = \"0s\"\nwebhook_secret_env = \"HELLO_SECRET\"\n".to_string()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn push_hook(s: &Served, branch: &str, commit: &str) -> i64 {
+    let body = format!("{{\"ref\":\"refs/heads/{branch}\",\"after\":\"{commit}\"}}");
+    let sig = Served::github_signature(body.as_bytes());
+    let r = s.request(
+        "POST",
+        "/hooks/hello",
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Event", "push")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["run"].as_i64().unwrap()
+}
+
+fn stage(s: &Served, run: i64, name: &str) -> serde_json::Value {
+    let shown = s.run(run);
+    shown["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {shown}"))
+        .clone()
+}
+
+fn log_text(s: &Served, run: i64) -> String {
+    let log = s.api("GET", &format!("/api/runs/{run}/logs"), "").json();
+    log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap_or("").to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_feature_branch_push_runs_tests_and_skips_production_which_main_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    // Outside the server's directory, which holds its data directory (releases may not write
+    // there).
+    let scratch = tempfile::tempdir().unwrap();
+    let out_file = scratch.path().join("deploys.txt");
+    let pipeline = PIPELINE.replace("OUTFILE", &out_file.display().to_string());
+    let main = bare_repo(dir.path(), &pipeline);
+    let work = dir.path().join("work");
+    git(&work, &["checkout", "-q", "-b", "feature/login"]);
+    git(
+        &work,
+        &["commit", "-q", "--allow-empty", "-m", "login form"],
+    );
+    git(&work, &["push", "-q", "origin", "feature/login"]);
+    let feature = git(&work, &["rev-parse", "HEAD"]);
+    let s = Served::start_in(dir, &config());
+
+    let run = push_hook(&s, "feature/login", &feature);
+    assert_eq!(s.wait_finished(run), "succeeded", "{}", s.log());
+    assert_eq!(stage(&s, run, "test")["status"], "succeeded");
+    let skipped = stage(&s, run, "production");
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    assert_eq!(
+        skipped["note"], "when: branch `feature/login` is not one of main, release/*",
+        "{skipped}"
+    );
+    assert!(
+        log_text(&s, run).contains("tests pass on feature/login (push)"),
+        "{}",
+        log_text(&s, run)
+    );
+    assert!(!out_file.exists(), "a feature branch deployed");
+
+    // The same pipeline on main deploys.
+    let run = push_hook(&s, "main", &main);
+    assert_eq!(
+        s.wait_finished(run),
+        "succeeded",
+        "{}\n{}",
+        s.run(run),
+        log_text(&s, run)
+    );
+    assert_eq!(stage(&s, run, "production")["status"], "succeeded");
+    let deploys = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(deploys.lines().collect::<Vec<_>>(), ["deploy 1"]);
+
+    // Asked for by hand, main runs its tests, but the event rule keeps production as it is.
+    let r = s.api(
+        "POST",
+        "/api/projects/hello/trigger",
+        "{\"branch\":\"main\"}",
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    let run = r.json()["run"].as_i64().unwrap();
+    assert_eq!(s.wait_finished(run), "succeeded", "{}", s.log());
+    let skipped = stage(&s, run, "production");
+    assert_eq!(skipped["status"], "skipped");
+    assert_eq!(skipped["note"], "when: event `manual` is not one of push");
+    assert!(log_text(&s, run).contains("tests pass on main (manual)"));
+    let deploys = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(deploys.lines().count(), 1, "{deploys}");
+}
