@@ -1,5 +1,6 @@
 //! Push webhooks: `POST /hooks/{project}` with a GitHub, GitLab, Gitea/Forgejo or plain
-//! `{"ref", "after"}` payload. Authenticated by the project's secret only: an HMAC-SHA256 of the
+//! `{"ref", "after"}` payload. Other events (pull requests, issues, `workflow_run`, …) are
+//! answered 200 "ignored", by their event header, and start nothing. Authenticated by the project's secret only: an HMAC-SHA256 of the
 //! body (GitHub `X-Hub-Signature-256`, Gitea `X-Gitea-Signature`, Forgejo `X-Forgejo-Signature`,
 //! or gantry's `X-Gantry-Signature`), or GitLab's `X-Gitlab-Token`. Bad or missing: 401 and
 //! nothing starts. Comparisons are constant-time.
@@ -70,6 +71,37 @@ fn verify(headers: &HeaderMap, secret: &[u8], body: &[u8]) -> Result<&'static st
     Err("missing signature")
 }
 
+/// What a delivery is, by its event header (GitHub `X-GitHub-Event`, Gitea `X-Gitea-Event`,
+/// Forgejo `X-Forgejo-Event`, GitLab `X-Gitlab-Event`), never by the shape of its body: a
+/// `workflow_run` whose body carries a `ref` and an `after` is still not a push.
+#[derive(Debug, PartialEq, Eq)]
+enum Delivery {
+    /// A push, or a plain `{"ref", "after"}` delivery without an event header.
+    Push,
+    /// The forge checking the hook.
+    Ping,
+    /// Any other event, by the name the forge gave it.
+    Other(String),
+}
+
+impl Delivery {
+    fn of(headers: &HeaderMap) -> Self {
+        let event = [
+            "x-github-event",
+            "x-forgejo-event",
+            "x-gitea-event",
+            "x-gitlab-event",
+        ]
+        .into_iter()
+        .find_map(|name| header(headers, name));
+        match event.map(str::trim) {
+            None | Some("push" | "Push Hook") => Delivery::Push,
+            Some("ping") => Delivery::Ping,
+            Some(other) => Delivery::Other(other.chars().take(100).collect()),
+        }
+    }
+}
+
 pub async fn receive(
     State(state): State<AppState>,
     Path(project): Path<String>,
@@ -101,11 +133,19 @@ async fn handle(
     };
     let sender = verify(headers, secret.expose().as_bytes(), body)
         .map_err(|why| ApiError::unauthorized(format!("webhook refused: {why}")))?;
-    let event = header(headers, "x-github-event")
-        .or(header(headers, "x-gitea-event"))
-        .or(header(headers, "x-gitlab-event"));
-    if matches!(event, Some("ping")) {
-        return Ok((StatusCode::OK, Json(json!({ "ok": true, "event": "ping" }))));
+    match Delivery::of(headers) {
+        Delivery::Ping => {
+            return Ok((StatusCode::OK, Json(json!({ "ok": true, "event": "ping" }))));
+        }
+        Delivery::Other(event) => {
+            // Answered 2xx so that the forge does not list it as a failed delivery.
+            let reason = format!("`{event}` events start nothing: gantry runs pushes");
+            return Ok((
+                StatusCode::OK,
+                Json(json!({ "queued": false, "ignored": true, "event": event, "reason": reason })),
+            ));
+        }
+        Delivery::Push => {}
     }
     let payload: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
@@ -156,6 +196,51 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deliveries_are_told_apart_by_their_event_header() {
+        let cases: &[(&[(&str, &str)], Delivery)] = &[
+            (&[], Delivery::Push),
+            (&[("x-github-event", "push")], Delivery::Push),
+            (&[("x-github-event", "ping")], Delivery::Ping),
+            (
+                &[("x-github-event", "pull_request")],
+                Delivery::Other("pull_request".into()),
+            ),
+            (
+                &[("x-github-event", "workflow_run")],
+                Delivery::Other("workflow_run".into()),
+            ),
+            (&[("x-gitlab-event", "Push Hook")], Delivery::Push),
+            (
+                &[("x-gitlab-event", "Merge Request Hook")],
+                Delivery::Other("Merge Request Hook".into()),
+            ),
+            (
+                &[("x-gitlab-event", "Tag Push Hook")],
+                Delivery::Other("Tag Push Hook".into()),
+            ),
+            (&[("x-gitea-event", "push")], Delivery::Push),
+            (
+                &[
+                    ("x-forgejo-event", "pull_request"),
+                    ("x-gitea-event", "pull_request"),
+                ],
+                Delivery::Other("pull_request".into()),
+            ),
+            (
+                &[("x-forgejo-event", "push"), ("x-gitea-event", "push")],
+                Delivery::Push,
+            ),
+        ];
+        for (given, want) in cases {
+            let mut h = HeaderMap::new();
+            for (k, v) in *given {
+                h.insert(*k, v.parse().unwrap());
+            }
+            assert_eq!(&Delivery::of(&h), want, "{given:?}");
+        }
+    }
 
     #[test]
     fn github_documented_test_vector() {

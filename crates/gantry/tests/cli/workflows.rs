@@ -146,3 +146,67 @@ fn a_feature_branch_push_runs_tests_and_skips_production_which_main_deploys() {
     let deploys = std::fs::read_to_string(&out_file).unwrap();
     assert_eq!(deploys.lines().count(), 1, "{deploys}");
 }
+
+#[test]
+fn deliveries_other_than_pushes_are_answered_2xx_ignored_and_start_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let commit = bare_repo(dir.path(), crate::server::QUICK);
+    let s = Served::start_in(dir, &config());
+    // Shaped like a push (a `ref` and an `after`) but sent as another event: still not a push.
+    let workflow_run = format!(
+        "{{\"action\":\"completed\",\"ref\":\"refs/heads/main\",\"after\":\"{commit}\",\"workflow_run\":{{\"head_branch\":\"main\",\"head_sha\":\"{commit}\"}}}}"
+    );
+    let pull_request = format!(
+        "{{\"action\":\"opened\",\"number\":2,\"pull_request\":{{\"number\":2,\"head\":{{\"ref\":\"feature/login\",\"sha\":\"{commit}\"}},\"base\":{{\"ref\":\"main\"}}}}}}"
+    );
+    let merge_request = format!(
+        "{{\"object_kind\":\"merge_request\",\"event_type\":\"merge_request\",\"object_attributes\":{{\"iid\":1,\"source_branch\":\"feature/login\",\"target_branch\":\"main\",\"last_commit\":{{\"id\":\"{commit}\"}}}}}}"
+    );
+    let github = |event: &str, body: &str| {
+        let sig = Served::github_signature(body.as_bytes());
+        s.request(
+            "POST",
+            "/hooks/hello",
+            &[("X-Hub-Signature-256", &sig), ("X-GitHub-Event", event)],
+            body.as_bytes(),
+        )
+    };
+    let answers = [
+        ("workflow_run", github("workflow_run", &workflow_run)),
+        ("pull_request", github("pull_request", &pull_request)),
+        ("issues", github("issues", "{\"action\":\"opened\"}")),
+        (
+            "Merge Request Hook",
+            s.request(
+                "POST",
+                "/hooks/hello",
+                &[
+                    ("X-Gitlab-Token", "webhook-secret"),
+                    ("X-Gitlab-Event", "Merge Request Hook"),
+                ],
+                merge_request.as_bytes(),
+            ),
+        ),
+    ];
+    for (event, r) in &answers {
+        assert_eq!(r.status, 200, "{event}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["ignored"], true, "{event}: {}", r.body);
+        assert_eq!(v["queued"], false, "{event}: {}", r.body);
+        assert_eq!(v["event"], *event);
+    }
+    // Still signed: a bad signature on another event is refused, as on a push.
+    let r = s.request(
+        "POST",
+        "/hooks/hello",
+        &[
+            ("X-Hub-Signature-256", "sha256=00"),
+            ("X-GitHub-Event", "pull_request"),
+        ],
+        pull_request.as_bytes(),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(s.runs().is_empty(), "{:?}", s.runs());
+    // And the push itself still starts its run.
+    assert_eq!(s.wait_finished(push_hook(&s, "main", &commit)), "succeeded");
+}
