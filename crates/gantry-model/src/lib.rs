@@ -27,11 +27,10 @@ pub use environment::{
 };
 pub use pipeline::{
     ArtifactSpec, DeploySpec, EnvironmentSpec, ImageBuild, ImagePush, Job, Pipeline,
-    ProjectArtifact, Rules, Stage, StageKind, Step, TriggerEvent, image_repository,
-    pattern_matches,
+    ProjectArtifact, Rules, Stage, StageKind, Step, image_repository, pattern_matches,
 };
 pub use secret::SecretValue;
-pub use status::{JobStatus, RunStatus, StageStatus, StepStatus};
+pub use status::{JobStatus, RunStatus, StageStatus, StepStatus, TriggerEvent};
 
 /// Environment variable names gantry sets for every step; the pipeline file may not set them.
 pub const RESERVED_ENV_PREFIX: &str = "GANTRY_";

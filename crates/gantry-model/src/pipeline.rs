@@ -2,6 +2,7 @@
 //! runs from. Every name here has already been validated (unique, non-empty), so code that walks a
 //! `Pipeline` never has to re-check it.
 
+use crate::status::TriggerEvent;
 use std::time::Duration;
 
 pub use crate::environment::EnvironmentSpec;
@@ -34,39 +35,6 @@ pub struct Rules {
     pub branches: Vec<String>,
     /// What started the run; empty: any.
     pub events: Vec<TriggerEvent>,
-}
-
-/// What started a run, as rules name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TriggerEvent {
-    /// A push to a branch (a webhook or a poll saw it).
-    Push,
-    /// A person or a script asked (`gantry trigger`, the API, the dashboard's re-run, `gantry run`).
-    Manual,
-}
-
-impl TriggerEvent {
-    pub const ALL: [TriggerEvent; 2] = [TriggerEvent::Push, TriggerEvent::Manual];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TriggerEvent::Push => "push",
-            TriggerEvent::Manual => "manual",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.as_str() == s)
-    }
-
-    /// The event of a run from how it was queued (the run's `trigger`): webhooks and polls
-    /// saw a push, and a run requeued after a crash was one; everything else was asked for.
-    pub fn of_trigger(trigger: &str) -> Self {
-        match trigger {
-            "webhook" | "poll" | "requeue" => TriggerEvent::Push,
-            _ => TriggerEvent::Manual,
-        }
-    }
 }
 
 /// A stage either runs jobs (in parallel) or deploys an artifact.

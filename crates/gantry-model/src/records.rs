@@ -111,8 +111,9 @@ pub struct RunRecord {
 impl RunRecord {
     /// The run's event, typed; a re-run or re-queue of this run keeps it.
     pub fn event_kind(&self) -> crate::TriggerEvent {
-        crate::TriggerEvent::parse(&self.event)
-            .unwrap_or_else(|| crate::TriggerEvent::of_trigger(&self.trigger))
+        self.event
+            .parse()
+            .unwrap_or_else(|_| crate::TriggerEvent::of_trigger(&self.trigger))
     }
 }
 

@@ -108,6 +108,27 @@ impl JobStatus {
     }
 }
 
+status_enum!(
+    /// What started a run, as `when:` rules name it: `push` (a webhook or a poll saw one) or
+    /// `manual` (a person or a script asked: `gantry trigger`, the API, `gantry run`).
+    TriggerEvent {
+        Push => "push",
+        Manual => "manual",
+    }
+);
+
+impl TriggerEvent {
+    /// The event of a run recorded before runs kept theirs, from how it was queued (its
+    /// `trigger`): webhooks and polls saw a push, and a run requeued after a crash was one;
+    /// everything else was asked for.
+    pub fn of_trigger(trigger: &str) -> Self {
+        match trigger {
+            "webhook" | "poll" | "requeue" => TriggerEvent::Push,
+            _ => TriggerEvent::Manual,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +140,9 @@ mod tests {
         }
         for s in JobStatus::ALL {
             assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), *s);
+        }
+        for e in TriggerEvent::ALL {
+            assert_eq!(e.as_str().parse::<TriggerEvent>().unwrap(), *e);
         }
         assert!("bogus".parse::<StepStatus>().is_err());
     }

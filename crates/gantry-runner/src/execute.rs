@@ -433,6 +433,35 @@ impl RunLoop<'_> {
         DeployOutcome::Failed
     }
 
+    /// Records how a stage ended and why (its note), marks its jobs `jobs_as` when they never
+    /// ran, and tells the observer.
+    async fn end_stage(
+        &mut self,
+        stage: usize,
+        status: StageStatus,
+        note: Option<String>,
+        jobs_as: Option<JobStatus>,
+    ) -> Result<()> {
+        let (ctx, ids, state) = (self.ctx, self.ids, &self.runner.state);
+        state
+            .set_stage_status(ids.stages[stage], status, now(), note.as_deref())
+            .await?;
+        if let Some(job_status) = jobs_as {
+            for job_id in &ids.jobs[stage] {
+                state
+                    .set_job_status(*job_id, job_status, 0, now(), None, None)
+                    .await?;
+            }
+        }
+        self.runner.observer.event(&RunEvent::StageFinished {
+            run: ctx.run_id,
+            stage: ctx.pipeline.stages[stage].name.clone(),
+            status,
+            note,
+        });
+        Ok(())
+    }
+
     /// Carries out one command; may answer with a follow-up event (a deploy's outcome).
     async fn carry_out(&mut self, cmd: Command) -> Result<Option<Event>> {
         let (ctx, ids, state, observer) = (
@@ -537,57 +566,32 @@ impl RunLoop<'_> {
                     millis,
                 });
             }
-            Command::FinishStage { stage, status } | Command::SkipStage { stage, status } => {
-                let skipped = matches!(cmd, Command::SkipStage { .. });
+            Command::FinishStage { stage, status } => {
                 let deploy_note = self.deploy_notes.remove(&stage);
-                let note = match (&ctx.pipeline.stages[stage].kind, status, skipped) {
-                    (StageKind::Deploy(_), _, false) => deploy_note.as_deref(),
-                    (_, StageStatus::Skipped, true) => Some("an earlier stage failed"),
-                    (_, StageStatus::Cancelled, true) => Some("the run was cancelled"),
-                    _ => None,
+                let note = match ctx.pipeline.stages[stage].kind {
+                    StageKind::Deploy(_) => deploy_note,
+                    StageKind::Jobs(_) => None,
                 };
-                state
-                    .set_stage_status(ids.stages[stage], status, now(), note)
+                self.end_stage(stage, status, note, None).await?;
+            }
+            Command::SkipStage { stage, status } => {
+                self.deploy_notes.remove(&stage);
+                let (note, jobs_as) = if status == StageStatus::Cancelled {
+                    ("the run was cancelled", JobStatus::Cancelled)
+                } else {
+                    ("an earlier stage failed", JobStatus::Skipped)
+                };
+                self.end_stage(stage, status, Some(note.into()), Some(jobs_as))
                     .await?;
-                if skipped {
-                    let job_status = if status == StageStatus::Cancelled {
-                        JobStatus::Cancelled
-                    } else {
-                        JobStatus::Skipped
-                    };
-                    for job_id in &ids.jobs[stage] {
-                        state
-                            .set_job_status(*job_id, job_status, 0, now(), None, None)
-                            .await?;
-                    }
-                }
-                observer.event(&RunEvent::StageFinished {
-                    run: ctx.run_id,
-                    stage: ctx.pipeline.stages[stage].name.clone(),
-                    status,
-                    note: note.map(str::to_string),
-                });
             }
             Command::StageNotApplicable { stage, reason } => {
-                state
-                    .set_stage_status(
-                        ids.stages[stage],
-                        StageStatus::Skipped,
-                        now(),
-                        Some(&reason),
-                    )
-                    .await?;
-                for job_id in &ids.jobs[stage] {
-                    state
-                        .set_job_status(*job_id, JobStatus::Skipped, 0, now(), None, None)
-                        .await?;
-                }
-                observer.event(&RunEvent::StageFinished {
-                    run: ctx.run_id,
-                    stage: ctx.pipeline.stages[stage].name.clone(),
-                    status: StageStatus::Skipped,
-                    note: Some(reason),
-                });
+                self.end_stage(
+                    stage,
+                    StageStatus::Skipped,
+                    Some(reason),
+                    Some(JobStatus::Skipped),
+                )
+                .await?;
             }
             Command::FinishRun { .. } => {}
         }

@@ -25,71 +25,49 @@ impl Checker {
             }
             return None;
         }
-        let mut ok = true;
-        let mut rules = Rules::default();
-        if let Some(n) = fields.get("branch") {
-            let field = fields.field("branch");
-            match self.non_empty_list(n, &field, "branch") {
-                Some(items) => {
-                    for (i, (pattern, item)) in items.into_iter().enumerate() {
-                        let f = format!("{field}[{i}]");
-                        if let Some(problem) = branch_pattern_problem(&pattern) {
-                            self.error(&item, &f, problem, None);
-                            ok = false;
-                        } else if rules.branches.contains(&pattern) {
-                            self.error(&item, &f, format!("`{pattern}` is listed twice"), None);
-                            ok = false;
-                        } else {
-                            rules.branches.push(pattern);
-                        }
+        let branches = match fields.get("branch") {
+            Some(n) => self.conditions(n, &fields.field("branch"), "branch", |c, item, f, text| {
+                match branch_pattern_problem(text) {
+                    Some(problem) => {
+                        c.error(item, f, problem, None);
+                        None
                     }
+                    None => Some(text.to_string()),
                 }
-                None => ok = false,
-            }
-        }
-        if let Some(n) = fields.get("event") {
-            let field = fields.field("event");
-            match self.non_empty_list(n, &field, "event") {
-                Some(items) => {
-                    for (i, (name, item)) in items.into_iter().enumerate() {
-                        let f = format!("{field}[{i}]");
-                        match TriggerEvent::parse(&name) {
-                            Some(e) if rules.events.contains(&e) => {
-                                self.error(&item, &f, format!("`{name}` is listed twice"), None);
-                                ok = false;
-                            }
-                            Some(e) => rules.events.push(e),
-                            None => {
-                                let known: Vec<&str> =
-                                    TriggerEvent::ALL.iter().map(|e| e.as_str()).collect();
-                                let help = match suggest(&name, known.iter().copied()) {
-                                    Some(s) => format!("did you mean `{s}`?"),
-                                    None => format!("events are {}", known.join(", ")),
-                                };
-                                self.error(
-                                    &item,
-                                    &f,
-                                    format!("unknown event `{name}`"),
-                                    Some(help),
-                                );
-                                ok = false;
-                            }
-                        }
-                    }
+            }),
+            None => Some(Vec::new()),
+        };
+        let events = match fields.get("event") {
+            Some(n) => self.conditions(n, &fields.field("event"), "event", |c, item, f, text| {
+                let known = TriggerEvent::ALL.iter().map(|e| e.as_str());
+                let parsed = text.parse::<TriggerEvent>().ok();
+                if parsed.is_none() {
+                    let help = match suggest(text, known.clone()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("events are {}", known.collect::<Vec<_>>().join(", ")),
+                    };
+                    c.error(item, f, format!("unknown event `{text}`"), Some(help));
                 }
-                None => ok = false,
-            }
-        }
-        ok.then_some(rules)
+                parsed
+            }),
+            None => Some(Vec::new()),
+        };
+        Some(Rules {
+            branches: branches?,
+            events: events?,
+        })
     }
 
-    /// A string or a list of strings, refusing an empty list (it would match nothing).
-    fn non_empty_list(
+    /// One condition of `when`: a string or a non-empty list (an empty one would match
+    /// nothing), each item read by `read` (which reports its own problems and gives `None`),
+    /// none listed twice. `None` when anything was wrong.
+    fn conditions<T: PartialEq>(
         &mut self,
         node: &Node,
         field: &str,
         key: &str,
-    ) -> Option<Vec<(String, Node)>> {
+        mut read: impl FnMut(&mut Self, &Node, &str, &str) -> Option<T>,
+    ) -> Option<Vec<T>> {
         if matches!(&node.value, Value::Seq(items) if items.is_empty()) {
             self.error(
                 node,
@@ -101,7 +79,20 @@ impl Checker {
         }
         let before = self.diags.len();
         let items = self.string_list(node, field);
-        (self.diags.len() == before).then_some(items)
+        let mut ok = self.diags.len() == before;
+        let mut out = Vec::new();
+        for (i, (text, item)) in items.into_iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            match read(self, &item, &f, &text) {
+                Some(v) if out.contains(&v) => {
+                    self.error(&item, &f, format!("`{text}` is listed twice"), None);
+                    ok = false;
+                }
+                Some(v) => out.push(v),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 }
 

@@ -49,20 +49,11 @@ pub fn push(dir: &Path, pipeline: &str, message: &str) -> String {
     run_git(&work, &["add", "-A"]);
     run_git(&work, &["commit", "-q", "--allow-empty", "-m", message]);
     run_git(&work, &["push", "-q", "origin", "HEAD:main"]);
-    String::from_utf8(
-        Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(&work)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string()
+    run_git(&work, &["rev-parse", "HEAD"])
 }
 
-fn run_git(dir: &Path, args: &[&str]) {
+/// Runs git in `dir`, asserting it succeeds; returns what it printed, trimmed.
+pub fn run_git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -73,6 +64,7 @@ fn run_git(dir: &Path, args: &[&str]) {
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 impl Served {

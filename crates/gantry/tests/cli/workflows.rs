@@ -1,9 +1,7 @@
 //! Pipelines as teams write them (issue 17): `when:` rules on stages, judged against the run's
 //! branch and what started it, through the real server, webhooks and a real repository.
 
-use crate::server_support::{Served, bare_repo};
-use std::path::Path;
-use std::process::Command;
+use crate::server_support::{Served, bare_repo, run_git as git};
 
 const PIPELINE: &str = "stages:
   - name: test
@@ -31,20 +29,6 @@ environments:
 
 fn config() -> String {
     "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\nbranches = [\"main\", \"feature/*\"]\npoll = \"0s\"\nwebhook_secret_env = \"HELLO_SECRET\"\n".to_string()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn push_hook(s: &Served, branch: &str, commit: &str) -> i64 {
