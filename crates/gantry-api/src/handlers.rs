@@ -306,6 +306,7 @@ pub async fn trigger(
             branch: body.branch,
             rev: body.rev,
             source: TriggerSource::Manual,
+            vars: body.vars,
         })
         .await?;
     Ok((outcome.status(), Json(outcome)))

@@ -32,7 +32,8 @@ pub mod web;
 pub use error::{ApiError, ControlError};
 pub use routes::{ROUTE_TABLE, RouteInfo, router};
 pub use state::{
-    AppState, Control, RouterSample, ShareKey, TriggerOutcome, TriggerRequest, TriggerSource,
+    AppState, Control, PullRequestEvent, RouterSample, ShareKey, TriggerOutcome, TriggerRequest,
+    TriggerSource,
 };
 
 /// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.

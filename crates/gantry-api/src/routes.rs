@@ -655,6 +655,7 @@ mod tests {
             pipeline_file: "gantry.yml".into(),
             trigger: "manual".into(),
             event: "manual".into(),
+            vars: [("VERSION".to_string(), "1.2".to_string())].into(),
             status: gantry_model::RunStatus::Failed,
             created_at: 1,
             started_at: Some(2),

@@ -42,12 +42,30 @@ impl ShareKey {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TriggerSource {
-    /// A push webhook: deduplicated by project, branch and commit.
+    /// A push webhook of `branch`: deduplicated by project, branch and commit.
     Webhook,
+    /// A webhook of a pushed tag (named here; `branch` is `None`): deduplicated by project,
+    /// tag and commit. `rev` may be the tag object of an annotated tag.
+    Tag(String),
+    /// A pull (merge) request opened or updated: a run of its head commit (`rev`).
+    PullRequest(PullRequestEvent),
     /// `gantry trigger` or the API: always a new run.
     Manual,
+}
+
+/// What a forge said of a pull request, read from its delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestEvent {
+    /// Its number (GitHub, Gitea) or project-scoped id (GitLab's `iid`).
+    pub number: u64,
+    /// The branch it would merge into.
+    pub base: String,
+    /// Its own branch (in the fork, for one from a fork).
+    pub head: String,
+    /// Whether its branch lives in another repository than the one it targets.
+    pub fork: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +75,9 @@ pub struct TriggerRequest {
     /// A commit (webhooks) or any revision (manual); `None`: the branch's head.
     pub rev: Option<String>,
     pub source: TriggerSource,
+    /// Variables the run's steps see (manual runs only), checked by
+    /// [`gantry_model::vars::check_given`].
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 pub use crate::types::TriggerOutcome;

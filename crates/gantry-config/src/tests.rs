@@ -110,6 +110,9 @@ malformed! {
     when_with_unknown_keys_and_events: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: deploy\n    when:\n      branches: main\n      event: [push, tags, merge_request]\n    jobs:\n      - name: d\n        run: ./deploy\n";
     when_with_bad_branches: "stages:\n  - name: build\n    when: { branch: [] }\n    jobs:\n      - name: a\n        run: make\n  - name: test\n    when: { branch: [main, 'feature x', refs/heads/dev, main, ''] }\n    jobs:\n      - name: b\n        run: make test\n";
     when_empty_or_not_a_mapping: "stages:\n  - name: build\n    when: {}\n    jobs:\n      - name: a\n        run: make\n  - name: test\n    when: main\n    jobs:\n      - name: b\n        run: make test\n  - name: lint\n    when: { event: [{ push: true }], branch: { main: 1 } }\n    jobs:\n      - name: c\n        run: make lint\n";
+    when_branch_and_tag_together: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: release\n    when: { branch: main, tag: \"v*\" }\n    jobs:\n      - name: r\n        run: ./release\n";
+    when_tag_with_events_that_leave_tags_out: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: release\n    when:\n      tag: [\"v*\"]\n      event: [push, manual]\n    jobs:\n      - name: r\n        run: ./release\n";
+    when_with_bad_tags: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: release\n    when: { tag: [refs/tags/v1, 'v 2', '', \"v*\", \"v*\"], event: [tag, pr] }\n    jobs:\n      - name: r\n        run: ./release\n";
     many_errors_at_once: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        runn: make\n        timeout: forever\n  - name: test\n    jobs:\n      - name: unit\n        steps:\n          - nme: unit tests\n            run: make test\n        retries: many\n";
 }
 

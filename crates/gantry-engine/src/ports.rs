@@ -31,8 +31,10 @@ pub struct NewRun {
     pub pipeline_file: String,
     /// What started it: `cli`, `poll`, `webhook`, `manual`.
     pub trigger: String,
-    /// What `when:` rules judge (`push`, `manual`).
+    /// What `when:` rules judge (`push`, `tag`, `pull_request`, `manual`).
     pub event: String,
+    /// The run's own variables ([`gantry_model::RunRecord::vars`]).
+    pub vars: std::collections::BTreeMap<String, String>,
     pub status: RunStatus,
     pub created_at: Millis,
     /// The owner lock of the process running it, for finding runs whose process died.
@@ -107,8 +109,11 @@ pub struct QueuedRun {
     pub commit: String,
     pub branch: Option<String>,
     pub trigger: String,
-    /// What `when:` rules judge (`push`, `manual`); a re-run keeps its original's.
+    /// What `when:` rules judge (`push`, `tag`, `pull_request`, `manual`); a re-run keeps its
+    /// original's.
     pub event: String,
+    /// The run's own variables; a re-run keeps its original's.
+    pub vars: std::collections::BTreeMap<String, String>,
     /// `project/branch/commit` for runs from polls and webhooks: the store refuses a second run
     /// with the same key. `None` for manual triggers and re-runs.
     pub trigger_key: Option<String>,

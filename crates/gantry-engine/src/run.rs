@@ -118,11 +118,7 @@ impl RunMachine {
         let not_applicable = pipeline
             .stages
             .iter()
-            .map(|s| {
-                s.when
-                    .as_ref()
-                    .and_then(|r| rules::applies(r, trigger).err())
-            })
+            .map(|s| rules::stage_applies(s, trigger).err())
             .collect();
         let stages = pipeline
             .stages

@@ -25,6 +25,38 @@ pub fn ls_remote(url: &str) -> Result<RemoteHeads> {
     }
 }
 
+/// The tags of the repository at `url` and the commit each points at (an annotated tag
+/// peeled to its commit), sorted by name; no clone, no fetch. Asked with one `git ls-remote`:
+/// only projects that watch tags pay for it.
+pub fn ls_remote_tags(url: &str) -> Result<Vec<(String, String)>> {
+    let mut cmd = git(Path::new("/"));
+    cmd.args(["ls-remote", "--tags", "--", url]);
+    let out = run(cmd, "listing the remote's tags")?;
+    if !out.status.success() {
+        bail!("reading the tags of {url} failed: {}", stderr_text(&out));
+    }
+    let mut tags = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((id, name)) = line.split_once('\t') else {
+            continue;
+        };
+        let Some(tag) = name.strip_prefix("refs/tags/") else {
+            continue;
+        };
+        match tag.strip_suffix("^{}") {
+            // The peeled line follows its tag's: the commit wins over the tag object.
+            Some(tag) => {
+                tags.insert(tag.to_string(), id.to_string());
+            }
+            None => {
+                tags.entry(tag.to_string())
+                    .or_insert_with(|| id.to_string());
+            }
+        }
+    }
+    Ok(tags.into_iter().collect())
+}
+
 /// The branches as `git ls-remote` lists them.
 fn git_ls_remote(url: &str) -> Result<RemoteHeads> {
     let mut cmd = git(Path::new("/"));
@@ -229,6 +261,40 @@ mod tests {
             ["main", "release/2"]
         );
         assert!(ls_remote("/nonexistent/x.git").is_err());
+    }
+
+    /// Lightweight and annotated tags, each with the commit it names (not the tag object).
+    #[test]
+    #[allow(clippy::disallowed_methods)] // git itself, to compare with.
+    fn lists_tags_with_their_commits() {
+        let tmp = tempfile::tempdir().unwrap();
+        crate::test_sh(
+            tmp.path(),
+            "set -e
+             g='git -c user.email=a@b -c user.name=a'
+             git init -q -b main w && cd w
+             $g commit -q --allow-empty -m one && git tag light
+             $g commit -q --allow-empty -m two && $g tag -a -m annotated v1.0.0",
+        );
+        let w = tmp.path().join("w");
+        let commit = |rev: &str| {
+            let o = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&w)
+                .args(["rev-parse", &format!("{rev}^{{commit}}")])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let tags = ls_remote_tags(w.to_str().unwrap()).unwrap();
+        assert_eq!(
+            tags,
+            vec![
+                ("light".to_string(), commit("HEAD~1")),
+                ("v1.0.0".to_string(), commit("HEAD")),
+            ]
+        );
+        assert!(ls_remote_tags("/nonexistent/x.git").is_err());
     }
 
     /// Loose and packed refs (one branch in both, the loose one newer), nested names, a

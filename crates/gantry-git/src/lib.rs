@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod heads;
-pub use heads::{RemoteHeads, ls_remote};
+pub use heads::{RemoteHeads, ls_remote, ls_remote_tags};
 
 /// A local repository (bare or with a working copy).
 #[derive(Debug, Clone)]

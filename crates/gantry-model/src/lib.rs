@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod records;
 pub mod secret;
 pub mod status;
+pub mod vars;
 
 pub use auth::Role;
 pub use environment::{

@@ -33,6 +33,8 @@ pub struct Stage {
 pub struct Rules {
     /// Branch patterns (`*` matches any characters, `/` included); empty: any branch.
     pub branches: Vec<String>,
+    /// Tag patterns: the run must be of a tag that matches one; empty: no condition.
+    pub tags: Vec<String>,
     /// What started the run; empty: any.
     pub events: Vec<TriggerEvent>,
 }

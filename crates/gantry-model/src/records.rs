@@ -99,8 +99,12 @@ pub struct RunRecord {
     pub branch: Option<String>,
     pub pipeline_file: String,
     pub trigger: String,
-    /// What `when:` rules judge: `push` or `manual` ([`crate::TriggerEvent`]).
+    /// What `when:` rules judge: `push`, `tag`, `pull_request` or `manual`
+    /// ([`crate::TriggerEvent`]).
     pub event: String,
+    /// The run's own variables, which its steps see: `GANTRY_TAG` of a tag run, `GANTRY_PR`
+    /// and its base and head of a pull request's, and those given with `gantry trigger --var`.
+    pub vars: std::collections::BTreeMap<String, String>,
     pub status: RunStatus,
     pub created_at: Millis,
     pub started_at: Option<Millis>,

@@ -109,10 +109,14 @@ impl JobStatus {
 }
 
 status_enum!(
-    /// What started a run, as `when:` rules name it: `push` (a webhook or a poll saw one) or
-    /// `manual` (a person or a script asked: `gantry trigger`, the API, `gantry run`).
+    /// What started a run, as `when:` rules name it: `push` (a webhook or a poll saw a branch
+    /// move), `tag` (a watched tag was pushed), `pull_request` (a forge said a pull or merge
+    /// request was opened or updated) or `manual` (a person or a script asked: `gantry
+    /// trigger`, the API, `gantry run`).
     TriggerEvent {
         Push => "push",
+        Tag => "tag",
+        PullRequest => "pull_request",
         Manual => "manual",
     }
 );

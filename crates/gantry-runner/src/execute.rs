@@ -44,6 +44,9 @@ pub struct RunRequest {
     pub trigger: String,
     /// What started it, as `when:` rules see it.
     pub event: gantry_model::TriggerEvent,
+    /// The run's own variables (`GANTRY_TAG`, `GANTRY_PR`, `gantry trigger --var`): every step
+    /// sees them, over the pipeline's and the job's `env`.
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 pub struct RunOptions {
@@ -55,6 +58,9 @@ pub struct RunOptions {
     pub keep_workspaces: bool,
     /// Secret values by name (from gantry's environment or a secrets file).
     pub secrets: HashMap<String, SecretValue>,
+    /// Why this run gets no secrets at all (a pull request from a fork), said to a job that
+    /// asks for one; `None`: secrets are given.
+    pub secrets_withheld: Option<String>,
     /// The owner lock of this process, recorded with the run.
     pub owner: Option<String>,
     /// The most bytes of output a job's log keeps ([`crate::DEFAULT_JOB_LOG_CAP`]).
@@ -77,6 +83,7 @@ impl RunOptions {
             kill_grace,
             keep_workspaces: false,
             secrets,
+            secrets_withheld: None,
             owner: Some(owner),
             log_cap: crate::logs::DEFAULT_JOB_LOG_CAP,
             sandbox: None,
@@ -107,6 +114,7 @@ pub(crate) struct RunContext {
     pub branch: Option<String>,
     /// What started the run, for `when:` rules and `GANTRY_EVENT`.
     pub event: gantry_model::TriggerEvent,
+    pub vars: std::collections::BTreeMap<String, String>,
     pub subdir: Option<PathBuf>,
     pub pipeline: Pipeline,
     pub work_dir: PathBuf,
@@ -116,6 +124,7 @@ pub(crate) struct RunContext {
     pub log_cap: u64,
     pub sandbox: Option<crate::sandbox::Sandbox>,
     pub secrets: HashMap<String, SecretValue>,
+    pub secrets_withheld: Option<String>,
     pub masker: Masker,
     pub state: Arc<dyn StateStore>,
     pub artifacts: Arc<dyn ArtifactStore>,
@@ -140,6 +149,9 @@ impl RunContext {
         }
         set_env(&mut env, "CI", "true");
         for (k, v) in self.pipeline.env.iter().chain(job.env.iter()) {
+            set_env(&mut env, k, v);
+        }
+        for (k, v) in &self.vars {
             set_env(&mut env, k, v);
         }
         let stage = self
@@ -195,6 +207,7 @@ impl Runner {
                 pipeline_file: req.pipeline_file.clone(),
                 trigger: req.trigger.clone(),
                 event: req.event.as_str().to_string(),
+                vars: req.vars.clone(),
                 status: RunStatus::Running,
                 created_at: now(),
                 owner: opts.owner.clone(),
@@ -248,6 +261,7 @@ impl Runner {
             commit: req.revision.commit,
             branch: req.revision.branch,
             event: req.event,
+            vars: req.vars,
             subdir: req.subdir,
             pipeline: req.pipeline,
             work_dir: opts.work_root.join(run_id.to_string()),
@@ -257,6 +271,7 @@ impl Runner {
             log_cap: opts.log_cap,
             sandbox: opts.sandbox,
             secrets: opts.secrets,
+            secrets_withheld: opts.secrets_withheld,
             masker,
             state: self.state.clone(),
             artifacts: self.artifacts.clone(),
@@ -301,7 +316,13 @@ impl Runner {
         let mut machine = RunMachine::new(
             &ctx.pipeline,
             &gantry_engine::run::Trigger {
-                branch: ctx.branch.clone(),
+                // A pull request's branch, to rules, is the one it would merge into (as
+                // GitHub's `pull_request: branches:` filter reads it).
+                branch: ctx
+                    .branch
+                    .clone()
+                    .or_else(|| ctx.vars.get(gantry_model::vars::PR_BASE).cloned()),
+                tag: ctx.vars.get(gantry_model::vars::TAG).cloned(),
                 event: ctx.event,
             },
         );

@@ -61,6 +61,13 @@ async fn attempt_in(
     // Secrets first: a missing one fails the job before anything runs. A push's login is
     // checked here too, though only the push sees it.
     let logins = job.artifacts.iter().filter_map(|a| a.push.as_ref());
+    let mut asked = logins
+        .clone()
+        .filter_map(|p| p.password_secret.as_ref())
+        .chain(&job.secrets);
+    if let (Some(why), Some(name)) = (&ctx.secrets_withheld, asked.next()) {
+        return AttemptResult::failed(format!("secret `{name}` is withheld: {why}"));
+    }
     if let Some(name) = logins
         .filter_map(|p| p.password_secret.as_ref())
         .find(|name| !ctx.secrets.contains_key(*name))

@@ -35,9 +35,13 @@ pub struct Run {
     pub pipeline_file: String,
     /// `manual`, `webhook`, `poll`, `rerun`, `cli`.
     pub trigger: String,
-    /// What `when:` rules judged: `push` or `manual`.
+    /// What `when:` rules judged: `push`, `tag`, `pull_request` or `manual`.
     #[serde(default)]
     pub event: String,
+    /// The run's own variables, which its steps see (`GANTRY_TAG`, `GANTRY_PR`, …, and those
+    /// given with `gantry trigger --var`). Not secret: never put a secret in one.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
     pub status: RunStatus,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -46,7 +50,7 @@ pub struct Run {
     /// Who runs it (a server's or runner's owner name) while it runs.
     pub owner: Option<String>,
 }
-twins!(Run <=> store::RunRecord { id, project, repo, commit, branch, pipeline_file, trigger, event, status, created_at, started_at, finished_at, error, owner });
+twins!(Run <=> store::RunRecord { id, project, repo, commit, branch, pipeline_file, trigger, event, vars, status, created_at, started_at, finished_at, error, owner });
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Stage {

@@ -11,6 +11,10 @@ pub struct TriggerBody {
     pub branch: Option<String>,
     /// Any revision (default: the branch's head).
     pub rev: Option<String>,
+    /// Variables every step of the run sees (`gantry trigger --var K=V`): names of letters,
+    /// digits and `_`, not gantry's own (`GANTRY_*`, `CI`). Not secret: the run shows them.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// What a trigger or a push webhook did: 201 when it queued a run, 200 when it queued nothing.

@@ -194,6 +194,7 @@ mod tests {
             pipeline_file: "gantry.yml".into(),
             trigger: "push".into(),
             event: "push".into(),
+            vars: Default::default(),
             status,
             created_at: 0,
             started_at: Some(0),

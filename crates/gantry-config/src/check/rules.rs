@@ -1,13 +1,15 @@
-//! `when:` on a stage: which branches and which events it runs for.
+//! `when:` on a stage: which branches, tags and events it runs for.
 
 use super::*;
 use gantry_model::{Rules, TriggerEvent};
 
-pub const WHEN_KEYS: &[&str] = &["branch", "event"];
+pub const WHEN_KEYS: &[&str] = &["branch", "tag", "event"];
 
 impl Checker {
-    /// `when: { branch: pattern | [patterns], event: name | [names] }`. Every condition given
-    /// must hold; a list holds when any of its items does.
+    /// `when: { branch: pattern | [patterns], tag: pattern | [patterns], event: name | [names] }`.
+    /// Every condition given must hold; a list holds when any of its items does. Conditions
+    /// that can never hold together (a branch and a tag; a tag and events without `tag`) are
+    /// errors.
     pub(super) fn when(&mut self, node: &Node, path: &str) -> Option<Rules> {
         let what = "`when`";
         let fields = self.fields(node, path, what, WHEN_KEYS)?;
@@ -25,9 +27,9 @@ impl Checker {
             }
             return None;
         }
-        let branches = match fields.get("branch") {
-            Some(n) => self.conditions(n, &fields.field("branch"), "branch", |c, item, f, text| {
-                match branch_pattern_problem(text) {
+        let patterns = |c: &mut Self, key: &str| match fields.get(key) {
+            Some(n) => c.conditions(n, &fields.field(key), key, |c, item, f, text| {
+                match ref_pattern_problem(text, key) {
                     Some(problem) => {
                         c.error(item, f, problem, None);
                         None
@@ -37,14 +39,21 @@ impl Checker {
             }),
             None => Some(Vec::new()),
         };
+        let branches = patterns(self, "branch");
+        let tags = patterns(self, "tag");
         let events = match fields.get("event") {
             Some(n) => self.conditions(n, &fields.field("event"), "event", |c, item, f, text| {
                 let known = TriggerEvent::ALL.iter().map(|e| e.as_str());
                 let parsed = text.parse::<TriggerEvent>().ok();
                 if parsed.is_none() {
-                    let help = match suggest(text, known.clone()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!("events are {}", known.collect::<Vec<_>>().join(", ")),
+                    let lower = text.to_ascii_lowercase();
+                    let help = if ["pr", "merge_request", "pull-request", "mr"].contains(&lower.as_str()) {
+                        "did you mean `pull_request`? (GitLab's merge requests are pull_request runs too)".to_string()
+                    } else {
+                        match suggest(text, known.clone()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!("events are {}", known.collect::<Vec<_>>().join(", ")),
+                        }
                     };
                     c.error(item, f, format!("unknown event `{text}`"), Some(help));
                 }
@@ -52,10 +61,33 @@ impl Checker {
             }),
             None => Some(Vec::new()),
         };
-        Some(Rules {
+        let rules = Rules {
             branches: branches?,
+            tags: tags?,
             events: events?,
-        })
+        };
+        if let (Some(_), Some(tag)) = (fields.get("branch"), fields.get("tag")) {
+            self.error(
+                tag,
+                &fields.field("tag"),
+                "`branch` and `tag` never hold together: a run is of a branch or of a tag",
+                Some("write two stages, or keep one of the two".into()),
+            );
+            return None;
+        }
+        if let Some(event) = fields.get("event")
+            && !rules.tags.is_empty()
+            && !rules.events.contains(&TriggerEvent::Tag)
+        {
+            self.error(
+                event,
+                &fields.field("event"),
+                "a `tag` condition holds only for tag runs, and these events leave them out",
+                Some("add `tag` to the events, or leave `event` out".into()),
+            );
+            return None;
+        }
+        Some(rules)
     }
 
     /// One condition of `when`: a string or a non-empty list (an empty one would match
@@ -96,20 +128,27 @@ impl Checker {
     }
 }
 
-/// Why a branch pattern can never match a branch git allows, if it cannot.
-fn branch_pattern_problem(p: &str) -> Option<String> {
+/// Why a branch or tag pattern (`what`) can never match a name git allows, if it cannot.
+fn ref_pattern_problem(p: &str, what: &str) -> Option<String> {
     if p.trim().is_empty() {
-        return Some("a branch pattern may not be empty: write a name or `*`".into());
+        return Some(format!(
+            "a {what} pattern may not be empty: write a name or `*`"
+        ));
     }
     if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Some(format!(
-            "`{}` has a space or control character, which no branch name has",
+            "`{}` has a space or control character, which no {what} name has",
             p.escape_debug()
         ));
     }
     if p.starts_with("refs/") {
+        let example = if what == "tag" {
+            "`v1.2.0`, `v*`"
+        } else {
+            "`main`, `release/*`"
+        };
         return Some(format!(
-            "`{p}` is a full ref: write the branch name (`main`, `release/*`)"
+            "`{p}` is a full ref: write the {what} name ({example})"
         ));
     }
     None

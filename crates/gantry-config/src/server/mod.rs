@@ -36,7 +36,14 @@ pub const ARTIFACTS_KEYS: &[&str] = &[
 ];
 pub const RETENTION_KEYS: &[&str] = &["keep_runs", "keep_younger_than", "interval", "logs"];
 pub const NOTIFY_KEYS: &[&str] = &["url", "on", "secret_env"];
-pub const PROJECT_KEYS: &[&str] = &["name", "repo", "branches", "poll", "webhook_secret_env"];
+pub const PROJECT_KEYS: &[&str] = &[
+    "name",
+    "repo",
+    "branches",
+    "tags",
+    "poll",
+    "webhook_secret_env",
+];
 pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace", "max_job_log_bytes", "sandbox"];
 pub const QUEUE_KEYS: &[&str] = &["supersede", "requeue_interrupted"];
 pub const WEBHOOK_KEYS: &[&str] = &["max_body_bytes"];
@@ -117,6 +124,8 @@ pub struct ProjectConfig {
     pub repo: String,
     /// Patterns (`*` wildcard); empty means the repository's default branch.
     pub branches: Vec<String>,
+    /// Tag patterns whose pushes start runs (event `tag`, `GANTRY_TAG`); empty: none.
+    pub tags: Vec<String>,
     /// Zero: webhooks only.
     pub poll: Duration,
     pub webhook_secret_env: Option<String>,
@@ -286,12 +295,58 @@ impl Checker<'_> {
         }
     }
 
+    /// A list of branch or tag (`what`) name patterns.
+    fn patterns(
+        &mut self,
+        v: &Spanned<DeValue<'_>>,
+        field: &str,
+        what: &str,
+    ) -> Option<Vec<String>> {
+        let example = if what == "tag" {
+            "tags = [\"v*\"]"
+        } else {
+            "branches = [\"main\", \"release/*\"]"
+        };
+        let DeValue::Array(items) = v.get_ref() else {
+            self.error(
+                v.span(),
+                field,
+                format!(
+                    "expected a list of {what} names, found {}",
+                    kind(v.get_ref())
+                ),
+                Some(format!("for example {example}")),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            match self.string(item, &at) {
+                Some(p) if p.trim().is_empty() || p.starts_with("refs/") => {
+                    self.error(
+                        item.span(),
+                        &at,
+                        format!("`{p}` is not a {what} name or pattern"),
+                        Some(format!("write the short name, for example {example}")),
+                    );
+                    ok = false;
+                }
+                Some(p) => out.push(p),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
     fn project(&mut self, v: &Spanned<DeValue<'_>>, index: usize) -> Option<ProjectConfig> {
         let path = format!("projects[{index}]");
         let t = self.sub(v, &path)?;
         let mut name = None;
         let mut repo = None;
         let mut branches = Vec::new();
+        let mut tags = Vec::new();
         let mut poll = Duration::from_secs(60);
         let mut secret_env = None;
         let mut secret_env_at = None;
@@ -328,24 +383,13 @@ impl Checker<'_> {
                     }
                     None => ok = false,
                 },
-                "branches" => match value.get_ref() {
-                    DeValue::Array(items) => {
-                        for (i, item) in items.iter().enumerate() {
-                            match self.string(item, &format!("{field}[{i}]")) {
-                                Some(b) => branches.push(b),
-                                None => ok = false,
-                            }
-                        }
-                    }
-                    other => {
-                        self.error(
-                            value.span(),
-                            &field,
-                            format!("expected a list of branch names, found {}", kind(other)),
-                            Some("for example branches = [\"main\", \"release/*\"]".into()),
-                        );
-                        ok = false;
-                    }
+                "branches" => match self.patterns(value, &field, "branch") {
+                    Some(p) => branches = p,
+                    None => ok = false,
+                },
+                "tags" => match self.patterns(value, &field, "tag") {
+                    Some(p) => tags = p,
+                    None => ok = false,
                 },
                 "poll" => match self.duration(value, &field) {
                     Some(d) => poll = d,
@@ -393,6 +437,7 @@ impl Checker<'_> {
             name: name?,
             repo: repo?,
             branches,
+            tags,
             poll,
             webhook_secret_env: secret_env,
             webhook_secret_env_at: secret_env_at,

@@ -36,6 +36,33 @@ max_job_log_bytes = 1048576
 }
 
 #[test]
+fn tags_are_patterns_like_branches() {
+    let cfg = parse_server_config(
+        "gantry.toml",
+        "[[projects]]\nname = \"a\"\nrepo = \"/x\"\ntags = [\"v*\", \"release-*\"]\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.projects[0].tags, ["v*", "release-*"]);
+    assert!(cfg.projects[0].branches.is_empty());
+    let err = parse_server_config(
+        "gantry.toml",
+        "[[projects]]\nname = \"a\"\nrepo = \"/x\"\ntags = \"v*\"\nbranches = [\"refs/heads/main\", \"\"]\n[[projects]]\nname = \"b\"\nrepo = \"/y\"\ntags = [\"refs/tags/v1\", 2]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "gantry.toml:4:8: error: projects[0].tags: expected a list of tag names, found a string",
+        "for example tags = [\"v*\"]",
+        "gantry.toml:5:13: error: projects[0].branches[0]: `refs/heads/main` is not a branch name or pattern",
+        "projects[0].branches[1]: `` is not a branch name or pattern",
+        "gantry.toml:9:9: error: projects[1].tags[0]: `refs/tags/v1` is not a tag name or pattern",
+        "projects[1].tags[1]: expected a string, found an integer",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
 fn every_error_at_once() {
     let err = parse_server_config(
         "gantry.toml",

@@ -1,13 +1,38 @@
 //! `when:` rules: whether a stage applies to a run, and if not, why (the reason is recorded as
-//! the skipped stage's note).
+//! the skipped stage's note). A deploy stage never applies to a pull request's run unless its
+//! `when:` names the `pull_request` event: code nobody has merged does not reach users by
+//! default.
 
-use gantry_model::{Rules, TriggerEvent, pattern_matches};
+use gantry_model::{Rules, Stage, StageKind, TriggerEvent, pattern_matches};
 
-/// What rules are judged against: the run's branch and what started it.
+/// What rules are judged against: the run's branch or tag and what started it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger {
     pub branch: Option<String>,
+    /// The tag of a tag run.
+    pub tag: Option<String>,
     pub event: TriggerEvent,
+}
+
+/// `Ok` when `stage` runs in a run started by `trigger`; else why not.
+pub fn stage_applies(stage: &Stage, trigger: &Trigger) -> Result<(), String> {
+    let names_pull_requests = stage
+        .when
+        .as_ref()
+        .is_some_and(|r| r.events.contains(&TriggerEvent::PullRequest));
+    if matches!(stage.kind, StageKind::Deploy(_))
+        && trigger.event == TriggerEvent::PullRequest
+        && !names_pull_requests
+    {
+        return Err(
+            "a deploy stage does not run for a pull request unless its when: names event pull_request"
+                .into(),
+        );
+    }
+    match &stage.when {
+        Some(rules) => applies(rules, trigger),
+        None => Ok(()),
+    }
 }
 
 /// `Ok` when every condition of `rules` holds for `trigger`; else the first that does not, in
@@ -19,6 +44,14 @@ pub fn applies(rules: &Rules, trigger: &Trigger) -> Result<(), String> {
             Some(b) if rules.branches.iter().any(|p| pattern_matches(p, b)) => {}
             Some(b) => return Err(format!("when: branch `{b}` is not one of {listed}")),
             None => return Err(format!("when: the run has no branch (wants {listed})")),
+        }
+    }
+    if !rules.tags.is_empty() {
+        let listed = rules.tags.join(", ");
+        match &trigger.tag {
+            Some(t) if rules.tags.iter().any(|p| pattern_matches(p, t)) => {}
+            Some(t) => return Err(format!("when: tag `{t}` is not one of {listed}")),
+            None => return Err(format!("when: the run is not of a tag (wants {listed})")),
         }
     }
     if !rules.events.is_empty() && !rules.events.contains(&trigger.event) {
@@ -36,9 +69,14 @@ pub fn applies(rules: &Rules, trigger: &Trigger) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn strings(of: &[&str]) -> Vec<String> {
+        of.iter().map(|s| s.to_string()).collect()
+    }
+
     fn rules(branches: &[&str], events: &[TriggerEvent]) -> Rules {
         Rules {
-            branches: branches.iter().map(|s| s.to_string()).collect(),
+            branches: strings(branches),
+            tags: Vec::new(),
             events: events.to_vec(),
         }
     }
@@ -46,8 +84,89 @@ mod tests {
     fn trigger(branch: Option<&str>, event: TriggerEvent) -> Trigger {
         Trigger {
             branch: branch.map(str::to_string),
+            tag: None,
             event,
         }
+    }
+
+    fn tagged(tag: &str) -> Trigger {
+        Trigger {
+            branch: None,
+            tag: Some(tag.into()),
+            event: TriggerEvent::Tag,
+        }
+    }
+
+    #[test]
+    fn tag_rules_as_a_table() {
+        use TriggerEvent::{Push, Tag};
+        let on_tags = |tags: &[&str], events: &[TriggerEvent]| Rules {
+            tags: strings(tags),
+            ..rules(&[], events)
+        };
+        let cases: &[(Rules, Trigger, Result<(), &str>)] = &[
+            (on_tags(&["v*"], &[]), tagged("v1.2.0"), Ok(())),
+            (on_tags(&[], &[Tag]), tagged("anything"), Ok(())),
+            (
+                on_tags(&["v*"], &[]),
+                tagged("nightly"),
+                Err("when: tag `nightly` is not one of v*"),
+            ),
+            (
+                on_tags(&["v*", "release-*"], &[]),
+                trigger(Some("main"), Push),
+                Err("when: the run is not of a tag (wants v*, release-*)"),
+            ),
+            (
+                on_tags(&[], &[Push]),
+                tagged("v1"),
+                Err("when: event `tag` is not one of push"),
+            ),
+            (
+                rules(&["main"], &[]),
+                tagged("v1"),
+                Err("when: the run has no branch (wants main)"),
+            ),
+        ];
+        for (r, t, want) in cases {
+            assert_eq!(applies(r, t), want.map_err(str::to_string), "{r:?} {t:?}");
+        }
+    }
+
+    #[test]
+    fn deploy_stages_skip_pull_requests_unless_their_rules_name_them() {
+        use TriggerEvent::{PullRequest, Push};
+        use gantry_model::{DeploySpec, Stage, StageKind};
+        let deploy = |when: Option<Rules>| Stage {
+            name: "production".into(),
+            kind: StageKind::Deploy(DeploySpec {
+                environments: vec!["production".into()],
+                artifact: "app".into(),
+                bake: None,
+            }),
+            when,
+        };
+        let jobs = Stage {
+            name: "test".into(),
+            kind: StageKind::Jobs(Vec::new()),
+            when: None,
+        };
+        let pr = trigger(None, PullRequest);
+        let refused = "a deploy stage does not run for a pull request unless its when: names event pull_request";
+        assert_eq!(stage_applies(&jobs, &pr), Ok(()));
+        assert_eq!(stage_applies(&deploy(None), &pr), Err(refused.into()));
+        assert_eq!(
+            stage_applies(&deploy(Some(rules(&[], &[Push]))), &pr).unwrap_err(),
+            refused
+        );
+        assert_eq!(
+            stage_applies(&deploy(Some(rules(&[], &[Push, PullRequest]))), &pr),
+            Ok(())
+        );
+        assert_eq!(
+            stage_applies(&deploy(None), &trigger(Some("main"), Push)),
+            Ok(())
+        );
     }
 
     #[test]

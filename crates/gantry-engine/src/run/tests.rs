@@ -81,6 +81,7 @@ fn render(cmds: &[Command]) -> String {
 fn any_trigger() -> Trigger {
     Trigger {
         branch: Some("main".into()),
+        tag: None,
         event: gantry_model::TriggerEvent::Push,
     }
 }
@@ -307,12 +308,14 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
     ]);
     p.stages[1].when = Some(Rules {
         branches: vec!["main".into()],
+        tags: Vec::new(),
         events: vec![TriggerEvent::Push],
     });
     let cases = [
         (
             Trigger {
                 branch: Some("feature/x".into()),
+                tag: None,
                 event: TriggerEvent::Push,
             },
             "job 00 succeeded, end s0 succeeded, n/a s1 (when: branch `feature/x` is not one of main), stage s2, start 20#1",
@@ -320,6 +323,7 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
         (
             Trigger {
                 branch: Some("main".into()),
+                tag: None,
                 event: TriggerEvent::Manual,
             },
             "job 00 succeeded, end s0 succeeded, n/a s1 (when: event `manual` is not one of push), stage s2, start 20#1",
@@ -327,9 +331,18 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
         (
             Trigger {
                 branch: Some("main".into()),
+                tag: None,
                 event: TriggerEvent::Push,
             },
             "job 00 succeeded, end s0 succeeded, stage s1, deploy s1",
+        ),
+        (
+            Trigger {
+                branch: None,
+                tag: None,
+                event: TriggerEvent::PullRequest,
+            },
+            "job 00 succeeded, end s0 succeeded, n/a s1 (a deploy stage does not run for a pull request unless its when: names event pull_request), stage s2, start 20#1",
         ),
     ];
     for (trigger, want) in cases {
@@ -345,6 +358,7 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
         &p,
         &Trigger {
             branch: Some("feature/x".into()),
+            tag: None,
             event: TriggerEvent::Push,
         },
     );

@@ -40,7 +40,7 @@ pub struct SqliteStore {
 const RESERVE_BYTES: usize = 1024 * 1024;
 
 const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.branch, r.pipeline_file, \
-     r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner, r.event";
+     r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner, r.event, r.vars";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
@@ -121,6 +121,11 @@ fn parse<T: FromStr<Err = String>>(s: String) -> Result<T> {
     T::from_str(&s).map_err(|e| anyhow::anyhow!("corrupt state: {e}"))
 }
 
+/// A run's variables as the `vars` column keeps them.
+fn vars_json(vars: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(vars).expect("a map of strings serialises")
+}
+
 fn run_from(row: &SqliteRow) -> Result<RunRecord> {
     let trigger: String = row.try_get("trigger_kind")?;
     let mut event: String = row.try_get("event")?;
@@ -129,6 +134,9 @@ fn run_from(row: &SqliteRow) -> Result<RunRecord> {
             .as_str()
             .to_string();
     }
+    let vars: String = row.try_get("vars")?;
+    let vars = serde_json::from_str(&vars)
+        .map_err(|e| anyhow::anyhow!("corrupt state: the variables of a run: {e}"))?;
     Ok(RunRecord {
         id: row.try_get("id")?,
         project: row.try_get("project")?,
@@ -138,6 +146,7 @@ fn run_from(row: &SqliteRow) -> Result<RunRecord> {
         pipeline_file: row.try_get("pipeline_file")?,
         trigger,
         event,
+        vars,
         status: parse(row.try_get("status")?)?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,

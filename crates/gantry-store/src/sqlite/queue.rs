@@ -61,8 +61,8 @@ impl QueueStore for SqliteStore {
         let mut tx = write_tx(&self.pool).await?;
         let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, trigger_key, event) \
-             VALUES ($1, $2, $3, '', $4, 'queued', $5, $6, $7) ON CONFLICT (trigger_key) DO NOTHING RETURNING id",
+            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, trigger_key, event, vars) \
+             VALUES ($1, $2, $3, '', $4, 'queued', $5, $6, $7, $8) ON CONFLICT (trigger_key) DO NOTHING RETURNING id",
         )
         .bind(project)
         .bind(&run.commit)
@@ -71,6 +71,7 @@ impl QueueStore for SqliteStore {
         .bind(run.created_at)
         .bind(&run.trigger_key)
         .bind(&run.event)
+        .bind(vars_json(&run.vars))
         .fetch_optional(&mut *tx)
         .await
         .context("queueing the run")?;

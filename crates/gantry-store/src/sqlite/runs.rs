@@ -9,8 +9,8 @@ impl RunStore for SqliteStore {
         let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
         let started = (run.status == RunStatus::Running).then_some(run.created_at);
         let run_id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, started_at, owner, event) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, started_at, owner, event, vars) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(project)
         .bind(&run.commit)
@@ -22,6 +22,7 @@ impl RunStore for SqliteStore {
         .bind(started)
         .bind(&run.owner)
         .bind(&run.event)
+        .bind(vars_json(&run.vars))
         .fetch_one(&mut *tx)
         .await
         .context("recording the run")?;

@@ -25,6 +25,7 @@ fn queued(project: &str, n: usize, key: Option<String>) -> QueuedRun {
         branch: Some("main".into()),
         trigger: "poll".into(),
         event: "push".into(),
+        vars: Default::default(),
         trigger_key: key,
         created_at: n as i64,
     }
@@ -375,6 +376,7 @@ async fn run_with_log(store: &Arc<dyn StateStore>, lines: i64, finished: Option<
             pipeline_file: "gantry.yml".into(),
             trigger: "cli".into(),
             event: "manual".into(),
+            vars: Default::default(),
             status: RunStatus::Running,
             created_at: 1,
             owner: None,
@@ -512,6 +514,35 @@ pub async fn sessions_live_until_they_expire_or_end(store: Arc<dyn StateStore>) 
     assert!(store.session("c", 400).await.unwrap().is_some());
 }
 
+/// A queued run keeps its event and variables through the claim, and a re-read.
+pub async fn runs_keep_their_event_and_variables(store: Arc<dyn StateStore>) {
+    let mut run = queued("p", 1, Some("p/tags/v1.0.0/1".into()));
+    run.branch = None;
+    run.event = "tag".into();
+    run.vars = [
+        ("GANTRY_TAG".to_string(), "v1.0.0".to_string()),
+        ("NOTE".to_string(), "quotes \" and 'ünïcode'".to_string()),
+    ]
+    .into();
+    let id = store.enqueue_run(run.clone()).await.unwrap().unwrap();
+    let claimed = store.claim_next_run("c", 10).await.unwrap().unwrap();
+    assert_eq!(claimed.id, id);
+    assert_eq!(claimed.event, "tag");
+    assert_eq!(claimed.branch, None);
+    assert_eq!(claimed.vars, run.vars);
+    let read = store.run_detail(id).await.unwrap().unwrap().run;
+    assert_eq!(read.vars, run.vars);
+    assert_eq!(read.event_kind(), gantry_model::TriggerEvent::Tag);
+    // A run without variables reads as an empty map.
+    let plain = store
+        .enqueue_run(queued("p", 2, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let read = store.run_detail(plain).await.unwrap().unwrap().run;
+    assert!(read.vars.is_empty());
+}
+
 /// `contract!(name => open)`: a module `name` with one test per clause of the contract, each
 /// on a fresh store that `open(dir)` makes in a temporary directory.
 macro_rules! contract {
@@ -527,7 +558,8 @@ macro_rules! contract {
                 paging_is_stable_while_runs_are_added,
                 log_retention_removes_only_old_finished_runs_logs,
                 logs_page_back_from_the_tail,
-                sessions_live_until_they_expire_or_end);
+                sessions_live_until_they_expire_or_end,
+                runs_keep_their_event_and_variables);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(

@@ -16,8 +16,21 @@ pub struct TriggerArgs {
     /// Revision (default: the branch's head)
     #[arg(long)]
     pub rev: Option<String>,
+    /// A variable every step of the run sees, as NAME=value (repeatable). Not for secrets:
+    /// the run shows its variables.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = given_var)]
+    pub vars: Vec<(String, String)>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--var NAME=value`, checked as the server will check it.
+fn given_var(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=value"))?;
+    gantry_model::vars::check_given(name, value)?;
+    Ok((name.to_string(), value.to_string()))
 }
 
 #[derive(clap::Args)]
@@ -50,6 +63,7 @@ pub async fn trigger(
     let body = TriggerBody {
         branch: args.branch,
         rev: args.rev,
+        vars: args.vars.into_iter().collect(),
     };
     let out = c.trigger(&args.project, &body).await?;
     if args.json {

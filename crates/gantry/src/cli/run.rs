@@ -129,6 +129,7 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
                 subdir,
                 trigger: "cli".into(),
                 event: gantry_model::TriggerEvent::Manual,
+                vars: Default::default(),
             },
             {
                 let mut o = RunOptions::new(

@@ -12,11 +12,12 @@ mod mirrors;
 mod notify;
 mod poller;
 mod running;
+mod triggers;
 mod worker;
 
 use anyhow::Result;
 use async_trait::async_trait;
-use gantry_api::{Control, ControlError, TriggerOutcome, TriggerRequest, TriggerSource, types};
+use gantry_api::{Control, ControlError, TriggerOutcome, TriggerRequest, types};
 use gantry_config::server::{ProjectConfig, ServerConfig};
 use gantry_engine::ports::{QueuedRun, StateStore};
 use gantry_git::{Repo, branch_matches};
@@ -29,6 +30,7 @@ use tokio::sync::{Notify, watch};
 pub use mirrors::Mirrors;
 pub use poller::spawn_pollers;
 pub use running::RunningServer;
+pub use triggers::Order;
 
 /// Sends failed releases to the `deploy-failed` notification webhooks, as they happen.
 pub fn spawn_failure_notifications(server: Arc<Server>, manager: &gantry_deploy::DeployManager) {
@@ -158,34 +160,39 @@ impl Server {
         project.branches.iter().any(|p| branch_matches(p, branch))
     }
 
-    /// Queues a run of `commit` on `branch`; returns the run id, or `None` when a run for this
-    /// project, branch and commit exists already (deduplicated by the store's constraint).
-    pub async fn enqueue(
-        &self,
-        project: &ProjectConfig,
-        branch: &str,
-        commit: &str,
-        trigger: &str,
-        event: TriggerEvent,
-        dedupe: bool,
-    ) -> Result<Option<i64>> {
-        let key = dedupe.then(|| trigger_key(&project.name, branch, commit));
+    /// Queues a run as `order` says; returns the run id, or `None` when the order's key is
+    /// taken already (a run for this project, ref and commit exists: the store's constraint).
+    pub async fn enqueue(&self, project: &ProjectConfig, order: Order) -> Result<Option<i64>> {
+        let Order {
+            branch,
+            commit,
+            trigger,
+            event,
+            vars,
+            key,
+        } = order;
         let id = self
             .store
             .enqueue_run(QueuedRun {
                 project: project.name.clone(),
                 repo: project.repo.clone(),
-                commit: commit.to_string(),
-                branch: Some(branch.to_string()),
+                commit: commit.clone(),
+                branch: branch.clone(),
                 trigger: trigger.to_string(),
                 event: event.as_str().to_string(),
+                vars,
                 trigger_key: key,
                 created_at: now(),
             })
             .await?;
         if let Some(id) = id {
-            tracing::info!(project = %project.name, branch, commit, run = id, trigger, "run queued");
-            if self.config.supersede {
+            tracing::info!(project = %project.name, ?branch, commit, run = id, trigger, event = event.as_str(), "run queued");
+            // A newer commit on a branch makes its older queued runs moot (a tag's run or a
+            // pull request's is never superseded this way).
+            if let Some(branch) = branch.as_deref()
+                && self.config.supersede
+                && event == TriggerEvent::Push
+            {
                 let superseded = self
                     .store
                     .supersede_queued(&project.name, branch, id, now())
@@ -207,112 +214,7 @@ impl Server {
 #[async_trait]
 impl Control for Server {
     async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ControlError> {
-        let project = self
-            .project(&request.project)
-            .ok_or_else(|| ControlError::not_found(format!("no project `{}`", request.project)))?
-            .clone();
-        match request.source {
-            TriggerSource::Webhook => {
-                let branch = request.branch.clone().unwrap_or_default();
-                let commit = request.rev.clone().unwrap_or_default();
-                let default = if project.branches.is_empty() {
-                    self.mirror(&project.name).and_then(|m| m.default_branch())
-                } else {
-                    None
-                };
-                if project.branches.is_empty() && default.is_none() {
-                    // No mirror yet to know the default branch: fetch one.
-                    let repo = self
-                        .fetch_mirror(&project)
-                        .await
-                        .map_err(|e| ControlError::unavailable(format!("{e:#}")))?;
-                    let default = repo.default_branch();
-                    if !self.watches(&project, &branch, default.as_deref()) {
-                        return Ok(TriggerOutcome {
-                            run: None,
-                            queued: false,
-                            commit,
-                            branch,
-                            reason: Some("branch not watched".into()),
-                        });
-                    }
-                } else if !self.watches(&project, &branch, default.as_deref()) {
-                    return Ok(TriggerOutcome {
-                        run: None,
-                        queued: false,
-                        commit,
-                        branch,
-                        reason: Some("branch not watched".into()),
-                    });
-                }
-                let queued = self
-                    .enqueue(
-                        &project,
-                        &branch,
-                        &commit,
-                        "webhook",
-                        TriggerEvent::Push,
-                        true,
-                    )
-                    .await?;
-                let (run, reason) = match queued {
-                    Some(id) => (Some(id), None),
-                    None => {
-                        let key = trigger_key(&project.name, &branch, &commit);
-                        let existing = self.store.run_by_trigger_key(&key).await?;
-                        let reason = match existing {
-                            Some(id) => format!("run {id} is this commit's run already"),
-                            None => "a run for this commit exists already".to_string(),
-                        };
-                        (existing, Some(reason))
-                    }
-                };
-                Ok(TriggerOutcome {
-                    run,
-                    queued: queued.is_some(),
-                    commit,
-                    branch,
-                    reason,
-                })
-            }
-            TriggerSource::Manual => {
-                let repo = self.fetch_mirror(&project).await.map_err(|e| {
-                    ControlError::unavailable(format!("fetching {}: {e:#}", project.repo))
-                })?;
-                let first_literal = project.branches.iter().find(|b| !b.contains('*')).cloned();
-                let branch = match (&request.branch, first_literal) {
-                    (Some(b), _) => b.clone(),
-                    (None, Some(b)) => b,
-                    (None, None) => repo.default_branch().ok_or_else(|| {
-                        ControlError::bad_request(
-                            "the repository has no default branch: name one with `branch`",
-                        )
-                    })?,
-                };
-                let rev = request.rev.clone().unwrap_or_else(|| branch.clone());
-                let resolved = tokio::task::spawn_blocking(move || repo.resolve(&rev))
-                    .await
-                    .map_err(anyhow::Error::from)?
-                    .map_err(|e| ControlError::bad_request(format!("{e:#}")))?;
-                let run = self
-                    .enqueue(
-                        &project,
-                        &branch,
-                        &resolved.commit,
-                        "manual",
-                        TriggerEvent::Manual,
-                        false,
-                    )
-                    .await?;
-                Ok(TriggerOutcome {
-                    queued: run.is_some(),
-                    run,
-                    commit: resolved.commit,
-                    branch,
-                    reason: None,
-                })
-            }
-        }
+        self.take_trigger(request).await
     }
 
     async fn cancel(&self, run: i64) -> Result<(), ControlError> {
@@ -363,10 +265,7 @@ impl Control for Server {
                 ControlError::conflict(format!("project `{}` is not served here", r.project))
             })?
             .clone();
-        let branch = r.branch.clone().unwrap_or_default();
-        let id = self
-            .enqueue(&project, &branch, &r.commit, "rerun", r.event_kind(), false)
-            .await?;
+        let id = self.enqueue(&project, Order::again(&r, "rerun")).await?;
         id.ok_or_else(|| ControlError::from(anyhow::anyhow!("the re-run was not queued")))
     }
 
@@ -613,11 +512,6 @@ impl Control for Server {
             .filter(|v| !v.is_empty())
             .map(SecretValue::new))
     }
-}
-
-/// The key that makes a commit of a branch start one run, however often it is delivered.
-fn trigger_key(project: &str, branch: &str, commit: &str) -> String {
-    format!("{project}/{branch}/{commit}")
 }
 
 /// The gantry binary this server runs: the data plane and the releases' shims are started

@@ -5,13 +5,19 @@
 //! trigger key makes a head already queued (by an earlier poll, a webhook, or before a restart)
 //! a no-op.
 //!
+//! A project that watches tags (`tags = ["v*"]`) lists them too, and queues a run for each
+//! watched tag that is new or moved. Which tags it has seen is kept in the data directory
+//! (`poll/<project>.tags`), so that a restart neither misses a tag pushed meanwhile nor runs
+//! old ones again; the first poll ever takes the tags already there as seen (adding `tags` to
+//! a project must not deploy every release it ever tagged).
+//!
 //! Many repositories must not poll in step: each project ticks at a phase of its own within its
 //! interval (from a hash of its name, so it is the same after a restart), its first poll comes
 //! within [`FIRST_POLL_WITHIN`] of the start, and at most [`AT_ONCE`] polls run at a time.
 
+use super::Order;
 use super::Server;
 use gantry_config::server::ProjectConfig;
-use gantry_model::TriggerEvent;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -111,11 +117,68 @@ async fn poll_once(
         let unchanged = last_seen.iter().any(|(b, c)| b == branch && c == commit);
         if !unchanged && server.watches(project, branch, remote.default_branch.as_deref()) {
             server
-                .enqueue(project, branch, commit, "poll", TriggerEvent::Push, true)
+                .enqueue(project, Order::push(&project.name, branch, commit, "poll"))
                 .await?;
         }
     }
+    if !project.tags.is_empty() {
+        poll_tags(server, project).await?;
+    }
     Ok(remote.heads)
+}
+
+/// Queues the watched tags that are new or moved since the ones recorded as seen.
+async fn poll_tags(server: &Arc<Server>, project: &ProjectConfig) -> anyhow::Result<()> {
+    let url = project.repo.clone();
+    let tags = tokio::task::spawn_blocking(move || gantry_git::ls_remote_tags(&url)).await??;
+    let seen_file = server
+        .data_dir
+        .join("poll")
+        .join(format!("{}.tags", project.name));
+    let seen: Option<Vec<(String, String)>> = match std::fs::read_to_string(&seen_file) {
+        Ok(text) => Some(
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(c, t)| (t.to_string(), c.to_string()))
+                .collect(),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(anyhow::Error::from(e).context(format!("reading {}", seen_file.display())));
+        }
+    };
+    match &seen {
+        None => {
+            tracing::info!(project = %project.name, tags = tags.len(), "first look at the tags: those there now are taken as seen");
+        }
+        Some(seen) => {
+            for (tag, commit) in &tags {
+                let known = seen.iter().any(|(t, c)| t == tag && c == commit);
+                if !known
+                    && project
+                        .tags
+                        .iter()
+                        .any(|p| gantry_model::pattern_matches(p, tag))
+                {
+                    server
+                        .enqueue(project, Order::tag(&project.name, tag, commit, "poll"))
+                        .await?;
+                }
+            }
+        }
+    }
+    if seen.as_ref() != Some(&tags) {
+        let text: String = tags.iter().map(|(t, c)| format!("{c} {t}\n")).collect();
+        // Whole or not at all: a crash mid-write must not lose what was seen.
+        let partial = seen_file.with_extension("tags.partial");
+        std::fs::create_dir_all(server.data_dir.join("poll"))
+            .and_then(|()| std::fs::write(&partial, text))
+            .and_then(|()| std::fs::rename(&partial, &seen_file))
+            .map_err(|e| {
+                anyhow::Error::from(e).context(format!("writing {}", seen_file.display()))
+            })?;
+    }
+    Ok(())
 }
 
 /// Consecutive failed polls of a project: each one doubles the ticks skipped before the next

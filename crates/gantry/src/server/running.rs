@@ -194,16 +194,8 @@ async fn requeue(server: &Server, recovered: &[i64]) -> Result<()> {
         let Some(project) = server.project(&d.run.project).cloned() else {
             continue;
         };
-        let branch = d.run.branch.clone().unwrap_or_default();
         if let Some(new) = server
-            .enqueue(
-                &project,
-                &branch,
-                &d.run.commit,
-                "requeue",
-                d.run.event_kind(),
-                false,
-            )
+            .enqueue(&project, super::Order::again(&d.run, "requeue"))
             .await?
         {
             eprintln!("gantry: run {id} was interrupted; queued again as run {new}");

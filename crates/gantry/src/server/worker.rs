@@ -161,10 +161,20 @@ async fn prepare_and_run(
         Err(e) => return fail(e.message()).await,
     };
     let pipeline = checked.pipeline;
-    let secrets = load_secrets(
-        server.config.secrets_file.as_deref(),
-        &pipeline.secret_names(),
-    )?;
+    // A pull request from a fork runs code that nobody who may push has read: no secrets.
+    let from_fork = run
+        .vars
+        .get(gantry_model::vars::PR_FORK)
+        .map(String::as_str)
+        == Some("true");
+    let secrets = if from_fork {
+        Default::default()
+    } else {
+        load_secrets(
+            server.config.secrets_file.as_deref(),
+            &pipeline.secret_names(),
+        )?
+    };
     let runner = Runner {
         state: server.store.clone(),
         artifacts: server.artifacts.clone(),
@@ -187,6 +197,7 @@ async fn prepare_and_run(
         subdir: None,
         trigger: run.trigger.clone(),
         event: run.event_kind(),
+        vars: run.vars.clone(),
     };
     let mut options = RunOptions::new(
         server.data_dir.join("work"),
@@ -195,6 +206,10 @@ async fn prepare_and_run(
         server.owner.clone(),
     );
     options.log_cap = server.config.max_job_log_bytes;
+    if from_fork {
+        options.secrets_withheld =
+            Some("this run is of a pull request from a fork, and those get no secrets".into());
+    }
     options.sandbox = server.sandbox.clone();
     runner
         .execute_claimed(run.id, request, options, cancel_rx)

@@ -159,6 +159,7 @@ fn a_run_owned_on_another_host_is_interrupted_only_once_its_lease_has_passed() {
                 branch: Some("main".into()),
                 trigger: "poll".into(),
                 event: "push".into(),
+                vars: Default::default(),
                 trigger_key: None,
                 created_at: now_millis(),
             })

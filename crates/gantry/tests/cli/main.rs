@@ -42,6 +42,7 @@ mod dashboard;
 mod dataplane;
 mod deploy;
 mod docker;
+mod forges;
 mod lambda;
 mod mistakes;
 mod pipeline;

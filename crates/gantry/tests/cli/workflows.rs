@@ -140,11 +140,12 @@ fn deliveries_other_than_pushes_are_answered_2xx_ignored_and_start_nothing() {
     let workflow_run = format!(
         "{{\"action\":\"completed\",\"ref\":\"refs/heads/main\",\"after\":\"{commit}\",\"workflow_run\":{{\"head_branch\":\"main\",\"head_sha\":\"{commit}\"}}}}"
     );
-    let pull_request = format!(
-        "{{\"action\":\"opened\",\"number\":2,\"pull_request\":{{\"number\":2,\"head\":{{\"ref\":\"feature/login\",\"sha\":\"{commit}\"}},\"base\":{{\"ref\":\"main\"}}}}}}"
+    // Reviews and comments carry a pull request's head too, and are not pull request events.
+    let review = format!(
+        "{{\"action\":\"submitted\",\"number\":2,\"pull_request\":{{\"number\":2,\"head\":{{\"ref\":\"feature/login\",\"sha\":\"{commit}\"}},\"base\":{{\"ref\":\"main\"}}}}}}"
     );
-    let merge_request = format!(
-        "{{\"object_kind\":\"merge_request\",\"event_type\":\"merge_request\",\"object_attributes\":{{\"iid\":1,\"source_branch\":\"feature/login\",\"target_branch\":\"main\",\"last_commit\":{{\"id\":\"{commit}\"}}}}}}"
+    let note = format!(
+        "{{\"object_kind\":\"note\",\"event_type\":\"note\",\"merge_request\":{{\"iid\":1,\"source_branch\":\"feature/login\",\"target_branch\":\"main\",\"last_commit\":{{\"id\":\"{commit}\"}}}}}}"
     );
     let github = |event: &str, body: &str| {
         let sig = Served::github_signature(body.as_bytes());
@@ -157,18 +158,21 @@ fn deliveries_other_than_pushes_are_answered_2xx_ignored_and_start_nothing() {
     };
     let answers = [
         ("workflow_run", github("workflow_run", &workflow_run)),
-        ("pull_request", github("pull_request", &pull_request)),
+        (
+            "pull_request_review",
+            github("pull_request_review", &review),
+        ),
         ("issues", github("issues", "{\"action\":\"opened\"}")),
         (
-            "Merge Request Hook",
+            "Note Hook",
             s.request(
                 "POST",
                 "/hooks/hello",
                 &[
                     ("X-Gitlab-Token", "webhook-secret"),
-                    ("X-Gitlab-Event", "Merge Request Hook"),
+                    ("X-Gitlab-Event", "Note Hook"),
                 ],
-                merge_request.as_bytes(),
+                note.as_bytes(),
             ),
         ),
     ];
@@ -187,7 +191,7 @@ fn deliveries_other_than_pushes_are_answered_2xx_ignored_and_start_nothing() {
             ("X-Hub-Signature-256", "sha256=00"),
             ("X-GitHub-Event", "pull_request"),
         ],
-        pull_request.as_bytes(),
+        review.as_bytes(),
     );
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(s.runs().is_empty(), "{:?}", s.runs());

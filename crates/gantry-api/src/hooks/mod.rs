@@ -1,9 +1,13 @@
-//! Push webhooks: `POST /hooks/{project}` with a GitHub, GitLab, Gitea/Forgejo or plain
-//! `{"ref", "after"}` payload. Other events (pull requests, issues, `workflow_run`, …) are
-//! answered 200 "ignored", by their event header, and start nothing. Authenticated by the project's secret only: an HMAC-SHA256 of the
-//! body (GitHub `X-Hub-Signature-256`, Gitea `X-Gitea-Signature`, Forgejo `X-Forgejo-Signature`,
-//! or gantry's `X-Gantry-Signature`), or GitLab's `X-Gitlab-Token`. Bad or missing: 401 and
-//! nothing starts. Comparisons are constant-time.
+//! Webhooks: `POST /hooks/{project}` with a GitHub, GitLab, Gitea/Forgejo or plain
+//! `{"ref", "after"}` payload. Pushes of branches and tags start runs of the project's watched
+//! branches and tags; pull (merge) request deliveries start runs of their head commit (event
+//! `pull_request`); every other event (issues, `workflow_run`, …) is answered 200 "ignored" by
+//! its event header and starts nothing. Authenticated by the project's secret only: an
+//! HMAC-SHA256 of the body (GitHub `X-Hub-Signature-256`, Gitea `X-Gitea-Signature`, Forgejo
+//! `X-Forgejo-Signature`, or gantry's `X-Gantry-Signature`), or GitLab's `X-Gitlab-Token`. Bad
+//! or missing: 401 and nothing starts. Comparisons are constant-time.
+
+mod payloads;
 
 use crate::error::ApiError;
 use crate::state::{AppState, TriggerRequest, TriggerSource};
@@ -13,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use hmac::{Hmac, KeyInit, Mac};
+use payloads::{PullAction, Pushed, Shape};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -76,8 +81,11 @@ fn verify(headers: &HeaderMap, secret: &[u8], body: &[u8]) -> Result<&'static st
 /// `workflow_run` whose body carries a `ref` and an `after` is still not a push.
 #[derive(Debug, PartialEq, Eq)]
 enum Delivery {
-    /// A push, or a plain `{"ref", "after"}` delivery without an event header.
+    /// A push (of a branch or a tag), or a plain `{"ref", "after"}` delivery without an event
+    /// header.
     Push,
+    /// A pull (merge) request event, in the shape of its forge.
+    PullRequest(Shape),
     /// The forge checking the hook.
     Ping,
     /// Any other event, by the name the forge gave it.
@@ -93,11 +101,15 @@ impl Delivery {
             "x-gitlab-event",
         ]
         .into_iter()
-        .find_map(|name| header(headers, name));
-        match event.map(str::trim) {
-            None | Some("push" | "Push Hook") => Delivery::Push,
-            Some("ping") => Delivery::Ping,
-            Some(other) => Delivery::Other(other.chars().take(100).collect()),
+        .find_map(|name| header(headers, name).map(|v| (name, v.trim())));
+        match event {
+            None | Some((_, "push" | "Push Hook" | "Tag Push Hook")) => Delivery::Push,
+            Some((_, "ping")) => Delivery::Ping,
+            Some(("x-gitlab-event", "Merge Request Hook")) => Delivery::PullRequest(Shape::GitLab),
+            Some((name, "pull_request")) if name != "x-gitlab-event" => {
+                Delivery::PullRequest(Shape::GitHub)
+            }
+            Some((_, other)) => Delivery::Other(other.chars().take(100).collect()),
         }
     }
 }
@@ -133,55 +145,62 @@ async fn handle(
     };
     let sender = verify(headers, secret.expose().as_bytes(), body)
         .map_err(|why| ApiError::unauthorized(format!("webhook refused: {why}")))?;
-    match Delivery::of(headers) {
+    let delivery = Delivery::of(headers);
+    let ignored = |event: &str, reason: String| {
+        // Answered 2xx so that the forge does not list it as a failed delivery.
+        Ok((
+            StatusCode::OK,
+            Json(json!({ "queued": false, "ignored": true, "event": event, "reason": reason })),
+        ))
+    };
+    let shape = match delivery {
         Delivery::Ping => {
             return Ok((StatusCode::OK, Json(json!({ "ok": true, "event": "ping" }))));
         }
         Delivery::Other(event) => {
-            // Answered 2xx so that the forge does not list it as a failed delivery.
-            let reason = format!("`{event}` events start nothing: gantry runs pushes");
-            return Ok((
-                StatusCode::OK,
-                Json(json!({ "queued": false, "ignored": true, "event": event, "reason": reason })),
-            ));
+            let reason =
+                format!("`{event}` events start nothing: gantry runs pushes and pull requests");
+            return ignored(&event, reason);
         }
-        Delivery::Push => {}
-    }
+        Delivery::PullRequest(shape) => Some(shape),
+        Delivery::Push => None,
+    };
     let payload: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    let git_ref = payload["ref"]
-        .as_str()
-        .ok_or_else(|| ApiError::bad_request("the payload has no `ref`"))?;
-    let after = payload["after"]
-        .as_str()
-        .or(payload["checkout_sha"].as_str())
-        .ok_or_else(|| ApiError::bad_request("the payload has no `after` commit"))?;
-    let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
-        return Ok((
-            StatusCode::OK,
-            Json(json!({ "queued": false, "reason": format!("`{git_ref}` is not a branch") })),
-        ));
+    let (branch, rev, source) = match shape {
+        Some(shape) => {
+            match payloads::pull_request(&payload, shape).map_err(ApiError::bad_request)? {
+                PullAction::Run { pr, commit } => (None, commit, TriggerSource::PullRequest(pr)),
+                PullAction::Ignore(reason) => return ignored("pull_request", reason),
+            }
+        }
+        None => match payloads::pushed(&payload).map_err(ApiError::bad_request)? {
+            Pushed::Branch { branch, commit } => (Some(branch), commit, TriggerSource::Webhook),
+            Pushed::Tag { tag, commit } => (None, commit, TriggerSource::Tag(tag)),
+            Pushed::Deleted => {
+                return Ok((
+                    StatusCode::OK,
+                    Json(json!({ "queued": false, "reason": "the branch or tag was deleted" })),
+                ));
+            }
+            Pushed::Other(git_ref) => {
+                return Ok((
+                    StatusCode::OK,
+                    Json(
+                        json!({ "queued": false, "reason": format!("`{git_ref}` is not a branch or a tag") }),
+                    ),
+                ));
+            }
+        },
     };
-    if after.chars().all(|c| c == '0') {
-        return Ok((
-            StatusCode::OK,
-            Json(json!({ "queued": false, "reason": "the branch was deleted" })),
-        ));
-    }
-    // A full id only: the run's key is (project, branch, commit), and an abbreviated id would
-    // not match the one the poller sees for the same commit.
-    if !matches!(after.len(), 40 | 64) || !after.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(format!(
-            "`{after}` is not a full commit id (40 or 64 hex digits)"
-        )));
-    }
     let outcome = state
         .control
         .trigger(TriggerRequest {
             project: project.to_string(),
-            branch: Some(branch.to_string()),
-            rev: Some(after.to_string()),
-            source: TriggerSource::Webhook,
+            branch,
+            rev: Some(rev),
+            source,
+            vars: Default::default(),
         })
         .await?;
     let status = outcome.status();
@@ -205,7 +224,11 @@ mod tests {
             (&[("x-github-event", "ping")], Delivery::Ping),
             (
                 &[("x-github-event", "pull_request")],
-                Delivery::Other("pull_request".into()),
+                Delivery::PullRequest(Shape::GitHub),
+            ),
+            (
+                &[("x-github-event", "pull_request_review")],
+                Delivery::Other("pull_request_review".into()),
             ),
             (
                 &[("x-github-event", "workflow_run")],
@@ -214,11 +237,12 @@ mod tests {
             (&[("x-gitlab-event", "Push Hook")], Delivery::Push),
             (
                 &[("x-gitlab-event", "Merge Request Hook")],
-                Delivery::Other("Merge Request Hook".into()),
+                Delivery::PullRequest(Shape::GitLab),
             ),
+            (&[("x-gitlab-event", "Tag Push Hook")], Delivery::Push),
             (
-                &[("x-gitlab-event", "Tag Push Hook")],
-                Delivery::Other("Tag Push Hook".into()),
+                &[("x-gitlab-event", "Note Hook")],
+                Delivery::Other("Note Hook".into()),
             ),
             (&[("x-gitea-event", "push")], Delivery::Push),
             (
@@ -226,7 +250,7 @@ mod tests {
                     ("x-forgejo-event", "pull_request"),
                     ("x-gitea-event", "pull_request"),
                 ],
-                Delivery::Other("pull_request".into()),
+                Delivery::PullRequest(Shape::GitHub),
             ),
             (
                 &[("x-forgejo-event", "push"), ("x-gitea-event", "push")],
