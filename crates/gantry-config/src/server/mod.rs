@@ -43,7 +43,9 @@ pub const PROJECT_KEYS: &[&str] = &[
     "tags",
     "poll",
     "webhook_secret_env",
+    "status",
 ];
+pub const STATUS_KEYS: &[&str] = &["forge", "api_url", "repo", "token_env", "context"];
 pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace", "max_job_log_bytes", "sandbox"];
 pub const QUEUE_KEYS: &[&str] = &["supersede", "requeue_interrupted"];
 pub const WEBHOOK_KEYS: &[&str] = &["max_body_bytes"];
@@ -132,6 +134,35 @@ pub struct ProjectConfig {
     /// Where `webhook_secret_env` is written (`gantry.toml:LINE:COL`), for errors found when
     /// the server starts (the variable is not set).
     pub webhook_secret_env_at: Option<String>,
+    /// Where runs' states are posted as commit statuses (`[projects.status]`).
+    pub status: Option<StatusConfig>,
+}
+
+/// Which forge's commit status API a project's statuses go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    GitHub,
+    GitLab,
+    /// Gitea and Forgejo (the same API).
+    Gitea,
+}
+
+/// `[projects.status]`: post each run's state (pending, then success or failure, with a link
+/// to the run) to the forge's commit status API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub forge: Forge,
+    /// The API's base: `https://api.github.com` (default for GitHub),
+    /// `https://gitlab.com/api/v4` (default for GitLab), `https://HOST/api/v1` for Gitea.
+    pub api_url: String,
+    /// `owner/name` (GitHub, Gitea); the project's path or numeric id (GitLab).
+    pub repo: String,
+    /// The variable holding the token (never the token itself).
+    pub token_env: String,
+    /// Where `token_env` is written, for the error when it is not set at start.
+    pub token_env_at: String,
+    /// The status's name on the forge (default `gantry`).
+    pub context: String,
 }
 
 impl Default for ServerConfig {
@@ -350,6 +381,7 @@ impl Checker<'_> {
         let mut poll = Duration::from_secs(60);
         let mut secret_env = None;
         let mut secret_env_at = None;
+        let mut status = None;
         let mut ok = true;
         for (key, value) in self.table(t, &path, "a project", PROJECT_KEYS) {
             let field = format!("{path}.{key}");
@@ -389,6 +421,10 @@ impl Checker<'_> {
                 },
                 "tags" => match self.patterns(value, &field, "tag") {
                     Some(p) => tags = p,
+                    None => ok = false,
+                },
+                "status" => match self.status(value, &field) {
+                    Some(s) => status = Some(s),
                     None => ok = false,
                 },
                 "poll" => match self.duration(value, &field) {
@@ -441,6 +477,7 @@ impl Checker<'_> {
             poll,
             webhook_secret_env: secret_env,
             webhook_secret_env_at: secret_env_at,
+            status,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! The `[artifacts]` table (where artifacts are kept) and the `[[notify]]` tables (webhooks for
-//! finished runs and failed releases) of the server's configuration.
+//! The `[artifacts]` table (where artifacts are kept), the `[[notify]]` tables (webhooks for
+//! finished runs and failed releases) and a project's `status` table (commit statuses posted to
+//! its forge) of the server's configuration.
 
 use super::*;
 
@@ -92,6 +93,110 @@ impl Checker<'_> {
             ok = false;
         }
         ok.then_some(cfg)
+    }
+
+    pub(super) fn status(&mut self, v: &Spanned<DeValue<'_>>, path: &str) -> Option<StatusConfig> {
+        let t = self.sub(v, path)?;
+        let (mut forge, mut api_url, mut repo, mut token_env, mut token_env_at) =
+            (None, None, None, None, String::new());
+        let mut context = "gantry".to_string();
+        let mut ok = true;
+        for (key, value) in self.table(t, path, "a project's `status`", STATUS_KEYS) {
+            let field = format!("{path}.{key}");
+            let Some(text) = self.string(value, &field) else {
+                ok = false;
+                continue;
+            };
+            let mut bad = |c: &mut Self, message: String, help: &str| {
+                c.error(value.span(), &field, message, Some(help.to_string()));
+                ok = false;
+            };
+            match key {
+                "forge" => match text.as_str() {
+                    "github" => forge = Some(Forge::GitHub),
+                    "gitlab" => forge = Some(Forge::GitLab),
+                    "gitea" | "forgejo" => forge = Some(Forge::Gitea),
+                    other => bad(
+                        self,
+                        format!("`{other}` is not a forge gantry posts statuses to"),
+                        "use github, gitlab, gitea or forgejo",
+                    ),
+                },
+                "api_url" if text.starts_with("http://") || text.starts_with("https://") => {
+                    api_url = Some(text.trim_end_matches('/').to_string())
+                }
+                "api_url" => bad(
+                    self,
+                    format!("`{text}` is not an http:// or https:// URL"),
+                    "for example api_url = \"https://gitea.example.com/api/v1\"",
+                ),
+                "repo" if !text.trim().is_empty() && !text.contains(char::is_whitespace) => {
+                    repo = Some(text)
+                }
+                "repo" => bad(
+                    self,
+                    format!("`{text}` is not a repository"),
+                    "write owner/name (GitLab: the project's path or id)",
+                ),
+                "token_env"
+                    if !text.is_empty()
+                        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    let at = self.pos(value.span().start);
+                    token_env_at = format!("{}:{}:{}", self.file, at.line, at.col);
+                    token_env = Some(text)
+                }
+                "token_env" => bad(
+                    self,
+                    format!("`{text}` is not an environment variable name"),
+                    "name the variable that holds the token; the token itself never goes in this file",
+                ),
+                "context" if !text.trim().is_empty() && text.len() <= 100 => context = text,
+                _ => bad(
+                    self,
+                    "a status context is 1 to 100 characters".into(),
+                    "for example context = \"gantry/ci\"",
+                ),
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let missing: Vec<&str> = [
+            ("forge", forge.is_none()),
+            ("repo", repo.is_none()),
+            ("token_env", token_env.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(k, m)| m.then_some(k))
+        .collect();
+        let forge_default = match forge {
+            Some(Forge::GitHub) => Some("https://api.github.com"),
+            Some(Forge::GitLab) => Some("https://gitlab.com/api/v4"),
+            _ => None,
+        };
+        if !missing.is_empty() || (api_url.is_none() && forge_default.is_none() && forge.is_some())
+        {
+            let mut missing = missing;
+            if api_url.is_none() && forge == Some(Forge::Gitea) {
+                missing.push("api_url");
+            }
+            self.error(
+                v.span(),
+                path,
+                format!("a project's `status` needs {}", missing.join(", ")),
+                Some("for example status = { forge = \"github\", repo = \"owner/name\", token_env = \"GITHUB_TOKEN\" }".into()),
+            );
+            return None;
+        }
+        Some(StatusConfig {
+            forge: forge?,
+            api_url: api_url.or(forge_default.map(str::to_string))?,
+            repo: repo?,
+            token_env: token_env?,
+            token_env_at,
+            context,
+        })
     }
 
     pub(super) fn notify(

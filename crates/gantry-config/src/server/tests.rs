@@ -36,6 +36,44 @@ max_job_log_bytes = 1048576
 }
 
 #[test]
+fn commit_statuses_per_project() {
+    let cfg = parse_server_config(
+        "gantry.toml",
+        "[[projects]]\nname = \"a\"\nrepo = \"/x\"\nstatus = { forge = \"github\", repo = \"acme/web\", token_env = \"GH_TOKEN\" }\n\n[[projects]]\nname = \"b\"\nrepo = \"/y\"\n[projects.status]\nforge = \"forgejo\"\napi_url = \"https://code.example.com/api/v1/\"\nrepo = \"acme/api\"\ntoken_env = \"FORGEJO_TOKEN\"\ncontext = \"ci/gantry\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = cfg.projects[0].status.as_ref().unwrap();
+    assert_eq!(a.forge, Forge::GitHub);
+    assert_eq!(a.api_url, "https://api.github.com");
+    assert_eq!(
+        (a.repo.as_str(), a.context.as_str()),
+        ("acme/web", "gantry")
+    );
+    assert_eq!(a.token_env_at, "gantry.toml:4:61");
+    let b = cfg.projects[1].status.as_ref().unwrap();
+    assert_eq!(b.forge, Forge::Gitea);
+    assert_eq!(b.api_url, "https://code.example.com/api/v1");
+    assert_eq!(b.context, "ci/gantry");
+    let err = parse_server_config(
+        "gantry.toml",
+        "[[projects]]\nname = \"a\"\nrepo = \"/x\"\nstatus = { forge = \"bitbucket\", repo = \"a b\", token_env = \"ghp_123-abc\", contxt = \"x\" }\n[[projects]]\nname = \"b\"\nrepo = \"/y\"\nstatus = { forge = \"gitea\", repo = \"o/n\", token_env = \"T\" }\n[[projects]]\nname = \"c\"\nrepo = \"/z\"\nstatus = { repo = \"o/n\" }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "gantry.toml:4:20: error: projects[0].status.forge: `bitbucket` is not a forge gantry posts statuses to",
+        "projects[0].status.repo: `a b` is not a repository",
+        "projects[0].status.token_env: `ghp_123-abc` is not an environment variable name",
+        "projects[0].status.contxt: unknown key `contxt`",
+        "did you mean `context`?",
+        "gantry.toml:8:10: error: projects[1].status: a project's `status` needs api_url",
+        "projects[2].status: a project's `status` needs forge, token_env",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
 fn tags_are_patterns_like_branches() {
     let cfg = parse_server_config(
         "gantry.toml",

@@ -94,6 +94,20 @@ pub async fn serve_until(
             .into());
         }
     }
+    // So are the tokens of commit statuses.
+    for p in &config.projects {
+        if let Some(s) = &p.status
+            && std::env::var(&s.token_env).map_or(true, |v| v.is_empty())
+        {
+            return Err(anyhow!(
+                "{}: project `{}`: status.token_env names `{}`, which is not set in gantry's environment: set it, or remove the project's status table to post no commit statuses",
+                s.token_env_at,
+                p.name,
+                s.token_env
+            )
+            .into());
+        }
+    }
     // One server per data directory: a directory a live server holds is refused before
     // anything else, with nothing of the first server touched.
     let mut lock = match data_dir.is_dir() {

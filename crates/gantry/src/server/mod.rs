@@ -12,6 +12,7 @@ mod mirrors;
 mod notify;
 mod poller;
 mod running;
+pub mod statuses;
 mod triggers;
 mod worker;
 
@@ -82,6 +83,8 @@ pub struct Server {
     pub deploys: Arc<gantry_deploy::DeployManager>,
     /// What steps run in (`[runner] sandbox`): None runs them unsandboxed.
     pub sandbox: Option<gantry_runner::sandbox::Sandbox>,
+    /// Posts runs' states to the projects' forges.
+    pub statuses: statuses::Statuses,
 }
 
 use gantry_engine::ports::now_millis as now;
@@ -114,7 +117,9 @@ impl Server {
             gantry_deploy::dataplane::DataPlane::new(&data_dir, Some(gantry_exe())),
             gantry_exe(),
         );
+        let statuses = statuses::Statuses::start(&config.projects, &url);
         Self {
+            statuses,
             config,
             data_dir,
             store,
@@ -186,6 +191,8 @@ impl Server {
             })
             .await?;
         if let Some(id) = id {
+            self.statuses
+                .post(&project.name, id, &commit, statuses::Phase::Queued);
             tracing::info!(project = %project.name, ?branch, commit, run = id, trigger, event = event.as_str(), "run queued");
             // A newer commit on a branch makes its older queued runs moot (a tag's run or a
             // pull request's is never superseded this way).
@@ -198,6 +205,10 @@ impl Server {
                     .supersede_queued(&project.name, branch, id, now())
                     .await?;
                 for old in superseded {
+                    if let Some(d) = self.store.run_detail(old).await? {
+                        let phase = statuses::Phase::Finished(RunStatus::Cancelled);
+                        self.statuses.post(&project.name, old, &d.run.commit, phase);
+                    }
                     tracing::info!(
                         run = old,
                         by = id,
@@ -226,6 +237,9 @@ impl Control for Server {
         match detail.run.status {
             RunStatus::Queued => {
                 if self.store.cancel_queued(run, now()).await? {
+                    let phase = statuses::Phase::Finished(RunStatus::Cancelled);
+                    self.statuses
+                        .post(&detail.run.project, run, &detail.run.commit, phase);
                     return Ok(());
                 }
                 // Claimed meanwhile: fall through to the running case.

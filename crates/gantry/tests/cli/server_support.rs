@@ -70,13 +70,21 @@ pub fn run_git(dir: &Path, args: &[&str]) -> String {
 impl Served {
     /// A server with `config` (its `gantry.toml`) in a fresh directory prepared by `prepare`.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        Self::start_in_env(dir, config, &[])
+    }
+
+    /// The same, with `env` added to the server's environment.
+    pub fn start_in_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
         std::fs::write(dir.path().join("gantry.toml"), config).unwrap();
         let mut s = Served {
             dir,
             child: None,
             url: String::new(),
             data_dir: None,
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.restart();
         s
