@@ -85,8 +85,10 @@ pub fn pipeline_schema() -> Value {
             "retries": { "type": "integer", "minimum": 0, "maximum": MAX_RETRIES },
             "allow_failure": { "type": "boolean" },
             "artifacts": { "type": "array", "items": artifact },
-            "needs": { "description": "Artifacts to unpack into the job's directory before its steps: names of earlier stages' artifacts, or another project's newest succeeded artifact", "type": "array", "items": { "oneOf": [
+            "needs": { "description": "Jobs to wait for (it starts as soon as they succeed, whatever its stage, and gets their artifacts) and artifacts to unpack into the job's directory before its steps: a job's name, an earlier stage's artifact's name, `{ job }` or `{ artifact }` to say which, or another project's newest succeeded artifact", "type": ["array", "string"], "items": { "oneOf": [
                 { "type": "string" },
+                { "type": "object", "additionalProperties": false, "required": ["job"], "properties": { "job": { "type": "string", "description": "A job of this pipeline (a matrix job: all its combinations)" } } },
+                { "type": "object", "additionalProperties": false, "required": ["artifact"], "properties": { "artifact": { "type": "string", "description": "An artifact of an earlier stage of this run" } } },
                 { "type": "object", "additionalProperties": false, "required": ["project", "artifact"], "properties": {
                     "project": { "type": "string" },
                     "artifact": { "type": "string" },
@@ -94,6 +96,17 @@ pub fn pipeline_schema() -> Value {
                     "path": { "type": "string", "description": "Where a single-file artifact is written (default: its name)" }
                 } }
             ] } },
+            "matrix": {
+                "description": "One job per combination of the values, named `job (v1, v2)`; steps see each value as a variable named by its key. `${key}` in an artifact's name is replaced",
+                "type": "object",
+                "minProperties": 1,
+                "properties": {
+                    "exclude": { "type": "array", "items": { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } } },
+                    "include": { "type": "array", "items": { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } } }
+                },
+                "additionalProperties": { "type": "array", "minItems": 1, "uniqueItems": true, "items": { "type": ["string", "number", "boolean"] } },
+                "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }
+            },
             "image": object(IMAGE_BUILD_KEYS, json!({
                 "name": name,
                 "context": { "type": "string", "description": "The build context, relative to the job's directory (default .)" },

@@ -113,6 +113,11 @@ malformed! {
     when_branch_and_tag_together: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: release\n    when: { branch: main, tag: \"v*\" }\n    jobs:\n      - name: r\n        run: ./release\n";
     when_tag_with_events_that_leave_tags_out: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: release\n    when:\n      tag: [\"v*\"]\n      event: [push, manual]\n    jobs:\n      - name: r\n        run: ./release\n";
     when_with_bad_tags: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n  - name: release\n    when: { tag: [refs/tags/v1, 'v 2', '', \"v*\", \"v*\"], event: [tag, pr] }\n    jobs:\n      - name: r\n        run: ./release\n";
+    needs_naming_a_job_and_an_artifact: "stages:\n  - name: build\n    jobs:\n      - name: app\n        run: make\n        artifacts: [{ name: app, path: dist/ }]\n  - name: test\n    jobs:\n      - name: unit\n        run: make test\n        needs: [app]\n      - name: lint\n        run: make lint\n        needs: [{ job: app, artifact: app }, { job: ap }, { artifact: app, branch: main }]\n";
+    needs_in_a_cycle: "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make a\n        needs: [c]\n      - name: b\n        run: make b\n        needs: [a]\n      - name: c\n        run: make c\n        needs: [b]\n      - name: self\n        run: make self\n        needs: [self]\n";
+    matrix_malformed: "stages:\n  - name: test\n    jobs:\n      - name: a\n        run: make\n        matrix: [3.11, 3.12]\n      - name: b\n        run: make\n        matrix: { python: [], 9os: [x], GANTRY_X: [y] }\n      - name: c\n        run: make\n        matrix: { python: [\"3.11\", \"3.11\", [x]] }\n      - name: d\n        run: make\n        matrix: {}\n";
+    matrix_exclude_and_include_checked: "stages:\n  - name: test\n    jobs:\n      - name: t\n        run: make\n        matrix:\n          python: [\"3.11\", \"3.12\"]\n          os: [debian, alpine]\n          exclude:\n            - { python: \"3.10\", os: debian }\n            - { pyton: \"3.11\" }\n          include:\n            - { python: \"3.13\" }\n            - { python: \"3.11\", os: debian }\n";
+    matrix_too_big_or_all_excluded: "stages:\n  - name: test\n    jobs:\n      - name: big\n        run: make\n        matrix: { a: [1, 2, 3, 4, 5, 6, 7, 8], b: [1, 2, 3, 4, 5, 6, 7, 8], c: [1, 2, 3, 4, 5] }\n      - name: none\n        run: make\n        matrix:\n          a: [x]\n          exclude: [{ a: x }]\n";
     many_errors_at_once: "stages:\n  - name: build\n    jobs:\n      - name: compile\n        runn: make\n        timeout: forever\n  - name: test\n    jobs:\n      - name: unit\n        steps:\n          - nme: unit tests\n            run: make test\n        retries: many\n";
 }
 
@@ -170,6 +175,74 @@ fn the_documented_environment_parses() {
     assert_eq!(
         p.environments[0].health.check,
         gantry_model::HealthCheck::Tcp
+    );
+}
+
+#[test]
+fn a_matrix_expands_and_needs_name_jobs_or_artifacts() {
+    let p = parse_pipeline(
+        "gantry.yml",
+        "stages:\n  - name: build\n    jobs:\n      - name: compile\n        run: make\n        artifacts: [{ name: app, path: dist/ }]\n      - name: docs\n        run: make docs\n  - name: test\n    jobs:\n      - name: test\n        run: make test\n        matrix:\n          python: [\"3.11\", \"3.12\"]\n          os: [debian, alpine/3]\n          exclude:\n            - { python: \"3.12\", os: alpine/3 }\n        artifacts: [{ name: \"report-${python}-${os}\", path: report.xml }]\n        needs: [compile]\n      - name: publish\n        run: ./publish\n        needs: [test, { artifact: app }]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .pipeline;
+    let StageKind::Jobs(jobs) = &p.stages[1].kind else {
+        panic!("jobs")
+    };
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "test (3.11, debian)",
+            "test (3.11, alpine-3)",
+            "test (3.12, debian)",
+            "publish"
+        ]
+    );
+    let cell = jobs[1].matrix.as_ref().unwrap();
+    assert_eq!(cell.of, "test");
+    assert_eq!(
+        cell.values,
+        [
+            ("python".to_string(), "3.11".to_string()),
+            ("os".to_string(), "alpine/3".to_string())
+        ]
+    );
+    assert_eq!(jobs[1].artifacts[0].name, "report-3.11-alpine-3");
+    // `compile` is a job: waited for, its artifact `app` given.
+    assert_eq!(jobs[0].after, ["compile"]);
+    assert_eq!(jobs[0].needs, ["app"]);
+    // `test` stands for its three combinations.
+    assert_eq!(
+        jobs[3].after,
+        [
+            "test (3.11, debian)",
+            "test (3.11, alpine-3)",
+            "test (3.12, debian)"
+        ]
+    );
+    assert_eq!(
+        jobs[3].needs,
+        [
+            "app",
+            "report-3.11-debian",
+            "report-3.11-alpine-3",
+            "report-3.12-debian"
+        ]
+    );
+    // A pipeline of yesterday means what it meant: `needs: [app]` is the artifact.
+    let old = parse_pipeline(
+        "gantry.yml",
+        "stages:\n  - name: build\n    jobs:\n      - name: compile\n        run: make\n        artifacts: [{ name: app, path: dist/ }]\n  - name: test\n    jobs:\n      - name: unit\n        run: make test\n        needs: [app]\n",
+    )
+    .unwrap()
+    .pipeline;
+    let StageKind::Jobs(jobs) = &old.stages[1].kind else {
+        panic!("jobs")
+    };
+    assert_eq!(
+        (jobs[0].needs.as_slice(), jobs[0].after.len()),
+        (&["app".to_string()][..], 0)
     );
 }
 

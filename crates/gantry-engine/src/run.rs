@@ -90,6 +90,15 @@ struct JobState {
     retries: u32,
     allow_failure: bool,
     status: JobStatus,
+    /// The jobs it waits for (`needs: [job]`); empty: it starts with its stage.
+    after: Vec<JobRef>,
+}
+
+impl JobState {
+    /// Has it ended in a way that lets the jobs waiting for it start?
+    fn lets_through(&self) -> bool {
+        self.status == JobStatus::Succeeded || (self.status.is_failure() && self.allow_failure)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -99,12 +108,23 @@ enum StageState {
 }
 
 /// The state of one run. Build it with [`RunMachine::new`], then feed [`Event::Start`].
+///
+/// Stages run in order: the cursor (`current`) enters a stage when the one before it has
+/// ended. A job that waits for other jobs (`needs: [job]`) is the exception: it starts as soon
+/// as they have let it through, even before the cursor reaches its stage, and is skipped when
+/// one of them failed. Once the run has failed or is being cancelled no job starts (a retry of
+/// a running job's attempt still does), and the run ends when nothing runs any more.
 #[derive(Debug, Clone)]
 pub struct RunMachine {
     stages: Vec<StageState>,
     /// Why each stage does not apply to this run (`when:`), if it does not.
     not_applicable: Vec<Option<String>>,
+    /// The cursor has reached the stage.
     entered: Vec<bool>,
+    /// `StartStage` was said (the cursor reached it, or a job of it started early).
+    started: Vec<bool>,
+    /// `FinishStage`, `SkipStage` or `StageNotApplicable` was said.
+    ended: Vec<bool>,
     current: usize,
     cancelling: bool,
     failed: bool,
@@ -120,6 +140,19 @@ impl RunMachine {
             .iter()
             .map(|s| rules::stage_applies(s, trigger).err())
             .collect();
+        let position: std::collections::HashMap<&str, JobRef> = pipeline
+            .stages
+            .iter()
+            .enumerate()
+            .flat_map(|(stage, s)| match &s.kind {
+                StageKind::Jobs(jobs) => jobs
+                    .iter()
+                    .enumerate()
+                    .map(|(job, j)| (j.name.as_str(), JobRef { stage, job }))
+                    .collect::<Vec<_>>(),
+                StageKind::Deploy(_) => Vec::new(),
+            })
+            .collect();
         let stages = pipeline
             .stages
             .iter()
@@ -130,17 +163,25 @@ impl RunMachine {
                             retries: j.retries,
                             allow_failure: j.allow_failure,
                             status: JobStatus::Pending,
+                            // The checker made sure every name is a job's.
+                            after: j
+                                .after
+                                .iter()
+                                .filter_map(|name| position.get(name.as_str()).copied())
+                                .collect(),
                         })
                         .collect(),
                 ),
                 StageKind::Deploy(_) => StageState::Deploy { done: false },
             })
             .collect();
-        let entered = vec![false; pipeline.stages.len()];
+        let n = pipeline.stages.len();
         Self {
             stages,
             not_applicable,
-            entered,
+            entered: vec![false; n],
+            started: vec![false; n],
+            ended: vec![false; n],
             current: 0,
             cancelling: false,
             failed: false,
@@ -162,8 +203,7 @@ impl RunMachine {
             Event::Cancel => {
                 if !self.cancelling {
                     self.cancelling = true;
-                    let any_running = self.running_jobs() > 0;
-                    if any_running {
+                    if self.running_jobs() > 0 {
                         out.push(Command::CancelRunningJobs);
                     } else if !self.deploy_in_progress() {
                         self.finish(&mut out);
@@ -190,6 +230,7 @@ impl RunMachine {
                         StageStatus::Failed
                     }
                 };
+                self.ended[stage] = true;
                 out.push(Command::FinishStage { stage, status });
                 self.advance(&mut out);
             }
@@ -204,28 +245,41 @@ impl RunMachine {
         ) && self.entered.get(self.current) == Some(&true)
     }
 
-    fn running_jobs(&self) -> usize {
-        match self.stages.get(self.current) {
-            Some(StageState::Jobs(jobs)) => jobs
-                .iter()
-                .filter(|j| j.status == JobStatus::Running)
-                .count(),
-            _ => 0,
+    fn jobs(&self, stage: usize) -> &[JobState] {
+        match &self.stages[stage] {
+            StageState::Jobs(jobs) => jobs,
+            StageState::Deploy { .. } => &[],
         }
+    }
+
+    fn job(&self, r: JobRef) -> &JobState {
+        &self.jobs(r.stage)[r.job]
+    }
+
+    fn job_mut(&mut self, r: JobRef) -> Option<&mut JobState> {
+        match self.stages.get_mut(r.stage) {
+            Some(StageState::Jobs(jobs)) => jobs.get_mut(r.job),
+            _ => None,
+        }
+    }
+
+    /// Jobs running in any stage (jobs that wait for jobs may run ahead of the cursor).
+    fn running_jobs(&self) -> usize {
+        (0..self.stages.len())
+            .flat_map(|s| self.jobs(s))
+            .filter(|j| j.status == JobStatus::Running)
+            .count()
     }
 
     fn enter_stage(&mut self, index: usize, out: &mut Vec<Command>) {
         self.current = index;
-        if self.cancelling || self.failed {
-            self.finish(out);
-            return;
-        }
-        if index >= self.stages.len() {
-            self.finish(out);
+        if self.cancelling || self.failed || index >= self.stages.len() {
+            self.finish_when_idle(out);
             return;
         }
         self.entered[index] = true;
         if let Some(reason) = self.not_applicable[index].clone() {
+            self.ended[index] = true;
             out.push(Command::StageNotApplicable {
                 stage: index,
                 reason,
@@ -233,22 +287,80 @@ impl RunMachine {
             self.advance(out);
             return;
         }
-        let stage = &mut self.stages[index];
-        out.push(Command::StartStage { stage: index });
-        match stage {
-            StageState::Jobs(jobs) => {
-                for (j, job) in jobs.iter_mut().enumerate() {
-                    job.status = JobStatus::Running;
-                    out.push(Command::StartJob {
-                        job: JobRef {
-                            stage: index,
-                            job: j,
-                        },
-                        attempt: 1,
-                    });
-                }
+        if !self.started[index] {
+            self.started[index] = true;
+            out.push(Command::StartStage { stage: index });
+        }
+        match self.stages[index] {
+            StageState::Jobs(_) => {
+                self.start_ready(out);
+                self.end_current_if_done(out);
             }
             StageState::Deploy { .. } => out.push(Command::StartDeploy { stage: index }),
+        }
+    }
+
+    /// Starts every pending job that may start now: its stage is entered (or it waits for
+    /// jobs, which have all let it through), and its stage applies to the run. First skips the
+    /// jobs that wait for a job that will never let them through.
+    fn start_ready(&mut self, out: &mut Vec<Command>) {
+        self.skip_blocked(out);
+        if self.cancelling || self.failed {
+            return;
+        }
+        for stage in 0..self.stages.len() {
+            if self.not_applicable[stage].is_some() || self.ended[stage] {
+                continue;
+            }
+            for job in 0..self.jobs(stage).len() {
+                let r = JobRef { stage, job };
+                let state = self.job(r);
+                let ready = state.status == JobStatus::Pending
+                    && (self.entered[stage] || !state.after.is_empty())
+                    && state.after.iter().all(|a| self.job(*a).lets_through());
+                if !ready {
+                    continue;
+                }
+                if !self.started[stage] {
+                    self.started[stage] = true;
+                    out.push(Command::StartStage { stage });
+                }
+                if let Some(j) = self.job_mut(r) {
+                    j.status = JobStatus::Running;
+                }
+                out.push(Command::StartJob { job: r, attempt: 1 });
+            }
+        }
+    }
+
+    /// Skips (transitively) the pending jobs that wait for a job that ended without letting
+    /// them through, or that sits in a stage that does not apply.
+    fn skip_blocked(&mut self, out: &mut Vec<Command>) {
+        loop {
+            let mut skipped = None;
+            'find: for stage in 0..self.stages.len() {
+                for job in 0..self.jobs(stage).len() {
+                    let state = self.job(JobRef { stage, job });
+                    let blocked = state.status == JobStatus::Pending
+                        && state.after.iter().any(|a| {
+                            let dep = self.job(*a);
+                            let ended = dep.status.is_finished() && !dep.lets_through();
+                            ended || self.not_applicable[a.stage].is_some()
+                        });
+                    if blocked {
+                        skipped = Some(JobRef { stage, job });
+                        break 'find;
+                    }
+                }
+            }
+            let Some(r) = skipped else { return };
+            if let Some(j) = self.job_mut(r) {
+                j.status = JobStatus::Skipped;
+            }
+            out.push(Command::FinishJob {
+                job: r,
+                status: JobStatus::Skipped,
+            });
         }
     }
 
@@ -259,14 +371,8 @@ impl RunMachine {
         outcome: AttemptOutcome,
         out: &mut Vec<Command>,
     ) {
-        if job.stage != self.current {
-            return;
-        }
         let cancelling = self.cancelling;
-        let Some(StageState::Jobs(jobs)) = self.stages.get_mut(job.stage) else {
-            return;
-        };
-        let Some(state) = jobs.get_mut(job.job) else {
+        let Some(state) = self.job_mut(job) else {
             return;
         };
         if state.status != JobStatus::Running {
@@ -288,36 +394,66 @@ impl RunMachine {
             AttemptOutcome::TimedOut => JobStatus::TimedOut,
         };
         state.status = status;
+        let fails_run = status.is_failure() && !state.allow_failure;
         out.push(Command::FinishJob { job, status });
-        if jobs.iter().any(|j| j.status == JobStatus::Running) {
-            return;
-        }
-        let stage_failed = jobs
-            .iter()
-            .any(|j| j.status.is_failure() && !j.allow_failure);
-        let stage_cancelled = jobs.iter().any(|j| j.status == JobStatus::Cancelled);
-        let stage_status = if stage_failed {
-            StageStatus::Failed
-        } else if stage_cancelled || self.cancelling {
-            StageStatus::Cancelled
-        } else {
-            StageStatus::Succeeded
-        };
-        if stage_failed {
+        if fails_run {
             self.failed = true;
         }
-        if stage_cancelled {
+        if status == JobStatus::Cancelled {
             self.cancelling = true;
         }
+        self.start_ready(out);
+        self.end_current_if_done(out);
+        if self.finished.is_none() && (self.failed || self.cancelling) {
+            self.finish_when_idle(out);
+        }
+    }
+
+    /// Ends the cursor's stage when all its jobs have ended, and moves on.
+    fn end_current_if_done(&mut self, out: &mut Vec<Command>) {
+        let index = self.current;
+        if index >= self.stages.len() || !self.entered[index] || self.ended[index] {
+            return;
+        }
+        let StageState::Jobs(jobs) = &self.stages[index] else {
+            return;
+        };
+        if jobs.iter().any(|j| !j.status.is_finished()) {
+            return;
+        }
+        let status = Self::stage_status(jobs, self.cancelling);
+        self.ended[index] = true;
         out.push(Command::FinishStage {
-            stage: job.stage,
-            status: stage_status,
+            stage: index,
+            status,
         });
         self.advance(out);
     }
 
+    fn stage_status(jobs: &[JobState], cancelling: bool) -> StageStatus {
+        if jobs
+            .iter()
+            .any(|j| j.status.is_failure() && !j.allow_failure)
+        {
+            StageStatus::Failed
+        } else if jobs.iter().any(|j| j.status == JobStatus::Cancelled) || cancelling {
+            StageStatus::Cancelled
+        } else if !jobs.is_empty() && jobs.iter().all(|j| j.status == JobStatus::Skipped) {
+            StageStatus::Skipped
+        } else {
+            StageStatus::Succeeded
+        }
+    }
+
     fn advance(&mut self, out: &mut Vec<Command>) {
         self.enter_stage(self.current + 1, out);
+    }
+
+    /// Ends the run once no job runs any more (jobs ahead of the cursor may still run).
+    fn finish_when_idle(&mut self, out: &mut Vec<Command>) {
+        if self.finished.is_none() && self.running_jobs() == 0 && !self.deploy_in_progress() {
+            self.finish(out);
+        }
     }
 
     fn finish(&mut self, out: &mut Vec<Command>) {
@@ -333,11 +469,39 @@ impl RunMachine {
         } else {
             StageStatus::Skipped
         };
-        for stage in (0..self.stages.len()).filter(|i| !self.entered[*i]) {
-            out.push(Command::SkipStage {
-                stage,
-                status: skipped,
-            });
+        for stage in 0..self.stages.len() {
+            if self.ended[stage] {
+                continue;
+            }
+            if self.started[stage] {
+                // Some of its jobs ran ahead: the rest never will.
+                let pending: Vec<usize> = (0..self.jobs(stage).len())
+                    .filter(|j| self.jobs(stage)[*j].status == JobStatus::Pending)
+                    .collect();
+                for job in pending {
+                    let r = JobRef { stage, job };
+                    if let Some(j) = self.job_mut(r) {
+                        j.status = JobStatus::Skipped;
+                    }
+                    out.push(Command::FinishJob {
+                        job: r,
+                        status: JobStatus::Skipped,
+                    });
+                }
+                let jobs = self.jobs(stage);
+                let some_skipped = jobs.iter().any(|j| j.status == JobStatus::Skipped);
+                let status = match Self::stage_status(jobs, self.cancelling) {
+                    StageStatus::Succeeded if some_skipped => StageStatus::Skipped,
+                    other => other,
+                };
+                out.push(Command::FinishStage { stage, status });
+            } else {
+                out.push(Command::SkipStage {
+                    stage,
+                    status: skipped,
+                });
+            }
+            self.ended[stage] = true;
         }
         self.finished = Some(status);
         out.push(Command::FinishRun { status });

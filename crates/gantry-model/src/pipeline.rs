@@ -69,6 +69,21 @@ pub struct Job {
     /// Artifacts of other projects this job uses: the newest of a succeeded run, unpacked the
     /// same way.
     pub needs_from: Vec<ProjectArtifact>,
+    /// Jobs this job waits for, by name (`needs: [job]`): it starts as soon as they have
+    /// succeeded (or failed with `allow_failure`), whether or not the stages before its own
+    /// have ended, and is skipped when one of them fails. Empty: it starts with its stage.
+    pub after: Vec<String>,
+    /// The combination of its matrix this job is, when it is one (`matrix:`).
+    pub matrix: Option<MatrixCell>,
+}
+
+/// One combination of a job's `matrix`: the job as written, and the values (in the matrix's key
+/// order) that its steps see as variables and its name shows: `test (3.12, debian)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixCell {
+    /// The job's name as written.
+    pub of: String,
+    pub values: Vec<(String, String)>,
 }
 
 /// `needs: [{ project: libs, artifact: core, branch: main, path: vendor/core.tar }]`.

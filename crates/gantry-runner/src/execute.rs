@@ -151,6 +151,10 @@ impl RunContext {
         for (k, v) in self.pipeline.env.iter().chain(job.env.iter()) {
             set_env(&mut env, k, v);
         }
+        // A matrix job's combination, over the job's own `env`.
+        for (k, v) in job.matrix.iter().flat_map(|m| &m.values) {
+            set_env(&mut env, k, v);
+        }
         for (k, v) in &self.vars {
             set_env(&mut env, k, v);
         }

@@ -44,22 +44,12 @@ impl Checker {
                     // Needs resolve against earlier stages only: check them before this
                     // stage's own artifacts join the map.
                     let stage_node = &node;
+                    let job_nodes = job_nodes_of(stage_node, jobs);
                     for (j, job) in jobs.iter().enumerate() {
-                        let needs_node = find_key_value(stage_node, "jobs")
-                            .and_then(|n| match &n.value {
-                                Value::Seq(items) => items.get(j),
-                                _ => None,
-                            })
-                            .and_then(|n| find_key_value(n, "needs"));
-                        for (k, need) in job.needs.iter().enumerate() {
+                        let needs_node = job_nodes[j].and_then(|n| find_key_value(n, "needs"));
+                        for need in &job.needs {
                             let need_node = needs_node
-                                .and_then(|n| match &n.value {
-                                    Value::Seq(items) => items
-                                        .iter()
-                                        .filter(|i| !matches!(i.value, Value::Map(_)))
-                                        .nth(k),
-                                    _ => Some(n),
-                                })
+                                .and_then(|n| need_item(n, need))
                                 .unwrap_or(stage_node);
                             let field = format!("stages[{}].jobs[{}].needs", stage.name, job.name);
                             self.artifact_ref(
@@ -73,12 +63,8 @@ impl Checker {
                             );
                         }
                     }
-                    let job_nodes = find_key_value(&node, "jobs").and_then(|n| match &n.value {
-                        Value::Seq(items) => Some(items),
-                        _ => None,
-                    });
                     for (j, job) in jobs.iter().enumerate() {
-                        let job_node = job_nodes.and_then(|n| n.get(j));
+                        let job_node = job_nodes[j];
                         let jname_node = job_node
                             .and_then(|n| find_key_value(n, "name"))
                             .unwrap_or(&node);
@@ -148,6 +134,48 @@ impl Checker {
     }
 }
 
+/// The node each job was written as: the n-th job written with a name is the n-th such item
+/// (a matrix's combinations are one item).
+fn job_nodes_of<'n>(stage: &'n Node, jobs: &[Job]) -> Vec<Option<&'n Node>> {
+    let items: &[Node] = match find_key_value(stage, "jobs").map(|n| &n.value) {
+        Some(Value::Seq(items)) => items,
+        _ => &[],
+    };
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for (j, job) in jobs.iter().enumerate() {
+        let written = job
+            .matrix
+            .as_ref()
+            .map_or(job.name.as_str(), |m| m.of.as_str());
+        let same_group = j > 0
+            && job.matrix.is_some()
+            && jobs[j - 1].matrix.as_ref().map(|m| m.of.as_str()) == Some(written);
+        let nth = seen.entry(written).or_insert(0);
+        if !same_group {
+            *nth += 1;
+        }
+        let node = items
+            .iter()
+            .filter(|i| find_key_value(i, "name").and_then(Node::as_scalar) == Some(written))
+            .nth(*nth - 1);
+        out.push(node);
+    }
+    out
+}
+
+/// The item of a `needs` list that names artifact `name` (plainly or as `{ artifact: … }`).
+fn need_item<'n>(needs: &'n Node, name: &str) -> Option<&'n Node> {
+    match &needs.value {
+        Value::Seq(items) => items.iter().find(|i| {
+            i.as_scalar() == Some(name)
+                || (find_key_value(i, "project").is_none()
+                    && find_key_value(i, "artifact").and_then(Node::as_scalar) == Some(name))
+        }),
+        _ => Some(needs),
+    }
+}
+
 impl Checker {
     /// Checks that artifact `name`, used by a deploy or a job of stage `stage`, is produced by an
     /// earlier stage (`known`: artifacts of earlier stages; `later`: all, with their stage).
@@ -170,9 +198,13 @@ impl Checker {
                 node,
                 field,
                 format!("artifact `{name}` is produced by this or a later stage"),
-                Some(format!(
-                    "{user} can only use artifacts of stages before its own"
-                )),
+                Some(if user == "a job" {
+                    format!(
+                        "{user} can only use artifacts of stages before its own, or wait for the job that makes it: `needs: [that-job]`"
+                    )
+                } else {
+                    format!("{user} can only use artifacts of stages before its own")
+                }),
             );
             return;
         }

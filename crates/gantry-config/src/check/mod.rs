@@ -11,10 +11,14 @@
 //! - [`canary`]: canary strategies (users, steps, analysis).
 //! - [`rules`]: `when:` on stages (branches, events).
 //! - [`cross`]: checks across stages (unique names, artifacts made before they are used).
+//! - [`graph`]: `needs` on jobs (the job graph), its cycles.
+//! - [`matrix`]: `matrix:` on jobs, expanded into one job per combination.
 
 mod canary;
 mod cross;
 mod environments;
+mod graph;
+mod matrix;
 mod rules;
 mod stages;
 mod targets;
@@ -49,12 +53,13 @@ pub const JOB_KEYS: &[&str] = &[
     "artifacts",
     "needs",
     "image",
+    "matrix",
 ];
 pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file", "push"];
 pub const IMAGE_PUSH_KEYS: &[&str] = &["to", "username", "password_secret"];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];
 pub const ARTIFACT_KEYS: &[&str] = &["name", "path", "image", "push"];
-pub const NEED_KEYS: &[&str] = &["project", "artifact", "branch", "path"];
+pub const NEED_KEYS: &[&str] = &["project", "artifact", "branch", "path", "job"];
 pub const DEPLOY_KEYS: &[&str] = &["environment", "environments", "artifact", "bake"];
 pub const ENVIRONMENT_KEYS: &[&str] = &[
     "target",
@@ -83,6 +88,8 @@ pub const MAX_RETRIES: u32 = 10;
 #[derive(Default)]
 pub(crate) struct Checker {
     pub diags: Vec<Diagnostic>,
+    /// The jobs and artifacts the file names (read first, for `needs`).
+    names: graph::Names,
 }
 
 /// A mapping whose keys were checked against a table; lookups return the value node.

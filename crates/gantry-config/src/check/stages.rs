@@ -15,6 +15,7 @@ impl Checker {
             return None;
         }
         let top = self.fields(root, "", "the pipeline file", TOP_KEYS)?;
+        self.names = graph::Names::scan(root);
         let name = top.some("name").and_then(|n| self.name(n, "name"));
         let env = top
             .some("env")
@@ -57,7 +58,8 @@ impl Checker {
                 ),
             },
         }
-        let stages = self.cross_check(stages, &environments);
+        let mut stages = self.cross_check(stages, &environments);
+        self.job_graph(&mut stages, root);
         let has_errors = self.diags.iter().any(|d| d.severity == Severity::Error);
         (!has_errors).then_some(Pipeline {
             name,
@@ -144,15 +146,18 @@ impl Checker {
                 return None;
             }
         };
-        let jobs: Vec<Option<Job>> = items
+        let jobs: Vec<Option<Vec<Job>>> = items
             .iter()
             .enumerate()
             .map(|(i, item)| self.job(item, &named_path(path, item, i)))
             .collect();
-        jobs.into_iter().collect()
+        jobs.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(|j| j.into_iter().flatten().collect())
     }
 
-    pub(super) fn job(&mut self, node: &Node, path: &str) -> Option<Job> {
+    /// A job as written: one job, or one per combination of its `matrix`.
+    pub(super) fn job(&mut self, node: &Node, path: &str) -> Option<Vec<Job>> {
         let fields = self.fields(node, path, "a job", JOB_KEYS)?;
         let name = self
             .required(&fields, node, "name", "a job")
@@ -227,11 +232,14 @@ impl Checker {
                 _ => {}
             }
         }
-        let (needs, needs_from) = fields
+        let (needs, needs_from, after) = fields
             .some("needs")
             .map(|n| self.needs(n, &field("needs")))
             .unwrap_or_default();
-        Some(Job {
+        let matrix = fields
+            .some("matrix")
+            .map(|n| self.matrix(n, &field("matrix")));
+        let job = Job {
             name: name?,
             steps: steps?,
             env,
@@ -243,7 +251,13 @@ impl Checker {
             artifacts: artifacts?,
             needs,
             needs_from,
-        })
+            after,
+            matrix: None,
+        };
+        match matrix {
+            None => Some(vec![job]),
+            Some(cells) => Some(super::matrix::expand(job, cells?)),
+        }
     }
 
     pub(super) fn run_text(&mut self, node: &Node, field: &str) -> Option<String> {
@@ -323,67 +337,106 @@ impl Checker {
         ok.then_some(out)
     }
 
-    /// `needs`: names of this run's artifacts, and `{ project, artifact, branch, path }` for
-    /// another project's.
+    /// `needs`: names of jobs to wait for and of this run's artifacts ([`graph`]), `{ job }`
+    /// and `{ artifact }` to say which, and `{ project, artifact, branch, path }` for another
+    /// project's artifact. Returns the artifacts, the other projects' artifacts and the jobs.
     pub(super) fn needs(
         &mut self,
         node: &Node,
         field: &str,
-    ) -> (Vec<String>, Vec<ProjectArtifact>) {
-        let Value::Seq(items) = &node.value else {
+    ) -> (Vec<String>, Vec<ProjectArtifact>, Vec<String>) {
+        let one = [node.clone()];
+        let items: &[Node] = match &node.value {
+            Value::Seq(items) => items,
             // One name alone is still a list of names.
-            return (self.names_list(node, field, false), Vec::new());
+            _ => &one,
         };
         let mut names: Vec<String> = Vec::new();
+        let mut jobs: Vec<String> = Vec::new();
         let mut external = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let f = format!("{field}[{i}]");
-            if !matches!(item.value, Value::Map(_)) {
-                if let Some(name) = self.string(item, &f) {
-                    if names.contains(&name) {
-                        self.error(item, &f, format!("`{name}` is listed twice"), None);
-                    } else {
-                        names.push(name);
+            let need = match &item.value {
+                Value::Map(_) => {
+                    let job = find_key_value(item, "job");
+                    let project = find_key_value(item, "project");
+                    match (job, project, find_key_value(item, "artifact")) {
+                        (Some(j), None, None) => {
+                            let _ = self.fields(item, &f, "a job to wait for", &["job"]);
+                            self.need_job(j, &format!("{f}.job"))
+                        }
+                        (Some(j), _, _) => {
+                            self.error(
+                                j,
+                                &format!("{f}.job"),
+                                "`job` stands alone: a need is a job, or an artifact",
+                                Some(
+                                    "write the job and the artifact as two items of `needs`".into(),
+                                ),
+                            );
+                            None
+                        }
+                        (None, None, Some(a)) => {
+                            let _ = self.fields(item, &f, "an artifact of this run", &["artifact"]);
+                            self.name(a, &format!("{f}.artifact"))
+                                .map(graph::Need::Artifact)
+                        }
+                        _ => {
+                            external.extend(self.project_need(item, &f));
+                            continue;
+                        }
                     }
                 }
-                continue;
-            }
-            let what = "an artifact of another project";
-            let Some(fields) = self.fields(item, &f, what, NEED_KEYS) else {
-                continue;
+                _ => self
+                    .string(item, &f)
+                    .and_then(|name| self.need_by_name(item, &f, name)),
             };
-            let project = self
-                .required(&fields, item, "project", what)
-                .and_then(|n| self.name(n, &fields.field("project")));
-            let artifact = self
-                .required(&fields, item, "artifact", what)
-                .and_then(|n| self.name(n, &fields.field("artifact")));
-            let branch = fields
-                .some("branch")
-                .and_then(|n| self.string(n, &fields.field("branch")));
-            let path = fields.some("path").and_then(|n| {
-                let p = self.string(n, &fields.field("path"))?;
-                if let Some(problem) = path_problem(&p) {
-                    self.error(
-                        n,
-                        &fields.field("path"),
-                        format!("path `{p}` {problem}"),
-                        Some("paths are relative to the job's workspace".into()),
-                    );
-                    return None;
-                }
-                Some(p)
-            });
-            if let (Some(project), Some(artifact)) = (project, artifact) {
-                external.push(ProjectArtifact {
-                    project,
-                    artifact,
-                    branch,
-                    path,
-                });
+            let (list, name) = match need {
+                Some(graph::Need::Job(n)) => (&mut jobs, n),
+                Some(graph::Need::Artifact(n)) => (&mut names, n),
+                None => continue,
+            };
+            if list.contains(&name) {
+                self.error(item, &f, format!("`{name}` is listed twice"), None);
+            } else {
+                list.push(name);
             }
         }
-        (names, external)
+        (names, external, jobs)
+    }
+
+    /// `{ project, artifact, branch, path }`: another project's artifact.
+    fn project_need(&mut self, item: &Node, f: &str) -> Option<ProjectArtifact> {
+        let what = "an artifact of another project";
+        let fields = self.fields(item, f, what, NEED_KEYS)?;
+        let project = self
+            .required(&fields, item, "project", what)
+            .and_then(|n| self.name(n, &fields.field("project")));
+        let artifact = self
+            .required(&fields, item, "artifact", what)
+            .and_then(|n| self.name(n, &fields.field("artifact")));
+        let branch = fields
+            .some("branch")
+            .and_then(|n| self.string(n, &fields.field("branch")));
+        let path = fields.some("path").and_then(|n| {
+            let p = self.string(n, &fields.field("path"))?;
+            if let Some(problem) = path_problem(&p) {
+                self.error(
+                    n,
+                    &fields.field("path"),
+                    format!("path `{p}` {problem}"),
+                    Some("paths are relative to the job's workspace".into()),
+                );
+                return None;
+            }
+            Some(p)
+        });
+        Some(ProjectArtifact {
+            project: project?,
+            artifact: artifact?,
+            branch,
+            path,
+        })
     }
 
     pub(super) fn artifacts(&mut self, node: &Node, path: &str) -> Option<Vec<ArtifactSpec>> {

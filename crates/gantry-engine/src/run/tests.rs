@@ -38,6 +38,8 @@ fn pipeline(shape: Shape) -> Pipeline {
                             artifacts: vec![],
                             needs: vec![],
                             needs_from: vec![],
+                            after: vec![],
+                            matrix: None,
                         })
                         .collect(),
                 ),
@@ -374,5 +376,157 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
     assert_eq!(
         render(&m.on(attempt(0, 0, 1, Failed))),
         "job 00 failed, end s0 failed, skip s1 skipped, skip s2 skipped, run failed"
+    );
+}
+
+/// `pipeline(shape)` with `after` set: (stage, job) waits for the named jobs.
+fn with_after(shape: Shape, after: &[((usize, usize), &[&str])]) -> Pipeline {
+    let mut p = pipeline(shape);
+    for ((stage, job), names) in after {
+        if let StageKind::Jobs(jobs) = &mut p.stages[*stage].kind {
+            jobs[*job].after = names.iter().map(|n| n.to_string()).collect();
+        }
+    }
+    p
+}
+
+fn script(p: &Pipeline, steps: &[(Event, &str)]) {
+    let mut m = RunMachine::new(p, &any_trigger());
+    for (i, (event, want)) in steps.iter().enumerate() {
+        assert_eq!(render(&m.on(event.clone())), *want, "step {i}: {event:?}");
+    }
+}
+
+#[test]
+fn a_job_that_waits_for_a_job_starts_when_it_is_done_not_when_its_stage_is() {
+    let p = with_after(
+        &[
+            Some(&[("a", 0, false), ("b", 0, false)]),
+            Some(&[("c", 0, false), ("d", 0, false)]),
+        ],
+        &[((1, 0), &["a"])],
+    );
+    script(
+        &p,
+        &[
+            (Event::Start, "stage s0, start 00#1, start 01#1"),
+            // c starts as soon as a is done, while b still runs; its stage starts with it.
+            (
+                attempt(0, 0, 1, Succeeded),
+                "job 00 succeeded, stage s1, start 10#1",
+            ),
+            (
+                attempt(0, 1, 1, Succeeded),
+                "job 01 succeeded, end s0 succeeded, start 11#1",
+            ),
+            (attempt(1, 0, 1, Succeeded), "job 10 succeeded"),
+            (
+                attempt(1, 1, 1, Succeeded),
+                "job 11 succeeded, end s1 succeeded, run succeeded",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn waiting_inside_a_stage_and_through_allow_failure() {
+    let p = with_after(
+        &[Some(&[("a", 0, true), ("b", 0, false), ("c", 0, false)])],
+        &[((0, 1), &["a"]), ((0, 2), &["b"])],
+    );
+    script(
+        &p,
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            // a may fail: b goes on.
+            (attempt(0, 0, 1, Failed), "job 00 failed, start 01#1"),
+            (attempt(0, 1, 1, Succeeded), "job 01 succeeded, start 02#1"),
+            (
+                attempt(0, 2, 1, Succeeded),
+                "job 02 succeeded, end s0 succeeded, run succeeded",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_failed_job_skips_what_waits_for_it_and_the_run_ends_when_nothing_runs() {
+    let p = with_after(
+        &[
+            Some(&[("a", 0, false), ("b", 0, false), ("c", 0, false)]),
+            Some(&[("d", 0, false)]),
+            Some(&[("e", 0, false)]),
+        ],
+        &[((0, 1), &["a"]), ((1, 0), &["c"]), ((2, 0), &["b"])],
+    );
+    script(
+        &p,
+        &[
+            (Event::Start, "stage s0, start 00#1, start 02#1"),
+            // d runs ahead of the cursor.
+            (
+                attempt(0, 2, 1, Succeeded),
+                "job 02 succeeded, stage s1, start 10#1",
+            ),
+            // a fails: b (waiting for a) is skipped, and so is e (waiting for b); d still runs.
+            (
+                attempt(0, 0, 1, Failed),
+                "job 00 failed, job 01 skipped, job 20 skipped, end s0 failed",
+            ),
+            (
+                attempt(1, 0, 1, Succeeded),
+                "job 10 succeeded, end s1 succeeded, skip s2 skipped, run failed",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_job_waiting_on_a_stage_that_does_not_apply_is_skipped() {
+    use gantry_model::{Rules, TriggerEvent};
+    let mut p = with_after(
+        &[Some(&[("a", 0, false)]), Some(&[("b", 0, false)])],
+        &[((1, 0), &["a"])],
+    );
+    p.stages[0].when = Some(Rules {
+        events: vec![TriggerEvent::Manual],
+        ..Rules::default()
+    });
+    script(
+        &p,
+        &[(
+            Event::Start,
+            "n/a s0 (when: event `push` is not one of manual), stage s1, job 10 skipped, end s1 skipped, run succeeded",
+        )],
+    );
+}
+
+#[test]
+fn cancel_reaches_jobs_running_ahead() {
+    let p = with_after(
+        &[
+            Some(&[("a", 0, false), ("b", 0, false)]),
+            Some(&[("c", 0, false)]),
+        ],
+        &[((1, 0), &["a"])],
+    );
+    script(
+        &p,
+        &[
+            (Event::Start, "stage s0, start 00#1, start 01#1"),
+            (
+                attempt(0, 0, 1, Succeeded),
+                "job 00 succeeded, stage s1, start 10#1",
+            ),
+            (Event::Cancel, "cancel-jobs"),
+            (
+                attempt(0, 1, 1, Cancelled),
+                "job 01 cancelled, end s0 cancelled",
+            ),
+            (
+                attempt(1, 0, 1, Cancelled),
+                "job 10 cancelled, end s1 cancelled, run cancelled",
+            ),
+        ],
     );
 }

@@ -198,3 +198,96 @@ fn deliveries_other_than_pushes_are_answered_2xx_ignored_and_start_nothing() {
     // And the push itself still starts its run.
     assert_eq!(s.wait_finished(push_hook(&s, "main", &commit)), "succeeded");
 }
+
+/// A job graph and a matrix through `gantry run`: `package` waits for `compile` only, so it
+/// starts (and gets `compile`'s artifact) while `slow` — in the stage before its own — still
+/// runs; a 2×2 matrix less one exclusion runs three jobs, each seeing its values; `report`
+/// waits for all three.
+#[test]
+fn a_needs_graph_job_starts_before_its_stage_mates_end_and_a_matrix_runs_each_combination() {
+    let f = crate::support::Fixture::new(
+        "//- gantry.yml
+stages:
+  - name: build
+    jobs:
+      - name: compile
+        run: mkdir -p dist && echo built > dist/app.txt
+        artifacts: [{ name: app, path: dist/ }]
+      - name: slow
+        run: sleep 3 && echo slow done
+  - name: ship
+    jobs:
+      - name: package
+        needs: [compile]
+        run: cat dist/app.txt && echo packaged
+      - name: test
+        matrix:
+          python: [\"3.11\", \"3.12\"]
+          os: [debian, alpine]
+          exclude:
+            - { python: \"3.12\", os: alpine }
+        run: echo \"testing python=$python os=$os as $GANTRY_JOB\"
+      - name: report
+        needs: [test]
+        run: echo all tested
+",
+    );
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let shown = f.show(1);
+    let job = |name: &str| -> serde_json::Value {
+        shown["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap_or_else(|| panic!("no job {name} in {shown}"))
+            .clone()
+    };
+    let (package, slow) = (job("package"), job("slow"));
+    assert_eq!(package["status"], "succeeded");
+    // Started before its stage-mate of the stage before, `slow`, ended.
+    assert!(
+        package["started_at"].as_i64().unwrap() < slow["finished_at"].as_i64().unwrap(),
+        "package {package}\nslow {slow}"
+    );
+    assert!(
+        package["finished_at"].as_i64().unwrap() < slow["finished_at"].as_i64().unwrap(),
+        "package {package}\nslow {slow}"
+    );
+    let tests: Vec<String> = shown["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["name"].as_str().unwrap().starts_with("test ("))
+        .map(|j| {
+            assert_eq!(j["status"], "succeeded", "{j}");
+            j["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        tests,
+        [
+            "test (3.11, debian)",
+            "test (3.11, alpine)",
+            "test (3.12, debian)"
+        ]
+    );
+    let logs = f.run(&["logs", "1"]).stdout;
+    assert!(
+        logs.contains("built"),
+        "package got compile's artifact: {logs}"
+    );
+    assert!(
+        logs.contains("testing python=3.11 os=alpine as test (3.11, alpine)"),
+        "{logs}"
+    );
+    assert!(!logs.contains("python=3.12 os=alpine"), "{logs}");
+    let report = job("report");
+    for t in &tests {
+        assert!(
+            report["started_at"].as_i64().unwrap() >= job(t)["finished_at"].as_i64().unwrap(),
+            "report started before {t} ended"
+        );
+    }
+}
