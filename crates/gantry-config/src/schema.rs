@@ -133,7 +133,7 @@ pub fn pipeline_schema() -> Value {
         json!({
             "branch": one_or_many(json!({ "type": "string", "minLength": 1, "pattern": "^[^\\s]+$", "description": "A branch name; `*` matches any characters, `/` included" })),
             "tag": one_or_many(json!({ "type": "string", "minLength": 1, "pattern": "^[^\\s]+$", "description": "A tag name (the run must be of a tag); `*` matches any characters" })),
-            "event": one_or_many(json!({ "enum": events, "description": "What started the run: push, tag, pull_request or manual. A deploy stage runs for pull requests only when this names pull_request" })),
+            "event": one_or_many(json!({ "enum": events, "description": "What started the run: push, tag, pull_request, schedule or manual. A deploy stage runs for pull requests only when this names pull_request" })),
         }),
         &[],
     );

@@ -111,12 +111,13 @@ impl JobStatus {
 status_enum!(
     /// What started a run, as `when:` rules name it: `push` (a webhook or a poll saw a branch
     /// move), `tag` (a watched tag was pushed), `pull_request` (a forge said a pull or merge
-    /// request was opened or updated) or `manual` (a person or a script asked: `gantry
-    /// trigger`, the API, `gantry run`).
+    /// request was opened or updated), `schedule` (a project's schedule fired) or `manual` (a
+    /// person or a script asked: `gantry trigger`, the API, `gantry run`).
     TriggerEvent {
         Push => "push",
         Tag => "tag",
         PullRequest => "pull_request",
+        Schedule => "schedule",
         Manual => "manual",
     }
 );

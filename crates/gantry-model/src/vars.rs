@@ -12,6 +12,11 @@ pub const PR_HEAD: &str = "GANTRY_PR_HEAD";
 /// `true` when the pull request comes from a fork: such a run gets no secrets.
 pub const PR_FORK: &str = "GANTRY_PR_FORK";
 
+/// The schedule (its cron expression) that started a run.
+pub const SCHEDULE: &str = "GANTRY_SCHEDULE";
+/// The tick of the schedule that started a run, in RFC 3339 (UTC).
+pub const SCHEDULED_AT: &str = "GANTRY_SCHEDULED_AT";
+
 /// The most variables one trigger may give, and the longest value.
 pub const MAX_GIVEN: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 4096;

@@ -44,7 +44,9 @@ pub const PROJECT_KEYS: &[&str] = &[
     "poll",
     "webhook_secret_env",
     "status",
+    "schedules",
 ];
+pub const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "branch", "vars"];
 pub const STATUS_KEYS: &[&str] = &["forge", "api_url", "repo", "token_env", "context"];
 pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace", "max_job_log_bytes", "sandbox"];
 pub const QUEUE_KEYS: &[&str] = &["supersede", "requeue_interrupted"];
@@ -136,6 +138,22 @@ pub struct ProjectConfig {
     pub webhook_secret_env_at: Option<String>,
     /// Where runs' states are posted as commit statuses (`[projects.status]`).
     pub status: Option<StatusConfig>,
+    /// Runs started by the clock (`[[projects.schedules]]`).
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// `schedules = [{ cron = "0 3 * * *", timezone = "Europe/Berlin", branch = "main" }]`: a run
+/// of the branch's head at each tick (event `schedule`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// Five fields (minute hour day month weekday), or six with seconds first; checked.
+    pub cron: String,
+    /// An IANA time zone (`UTC`, `Europe/Berlin`): ticks are read on its wall clock.
+    pub timezone: String,
+    /// `None`: the project's first branch named without `*`, else the repository's default.
+    pub branch: Option<String>,
+    /// Variables the scheduled runs' steps see.
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// Which forge's commit status API a project's statuses go to.
@@ -382,6 +400,7 @@ impl Checker<'_> {
         let mut secret_env = None;
         let mut secret_env_at = None;
         let mut status = None;
+        let mut schedules = Vec::new();
         let mut ok = true;
         for (key, value) in self.table(t, &path, "a project", PROJECT_KEYS) {
             let field = format!("{path}.{key}");
@@ -425,6 +444,10 @@ impl Checker<'_> {
                 },
                 "status" => match self.status(value, &field) {
                     Some(s) => status = Some(s),
+                    None => ok = false,
+                },
+                "schedules" => match self.schedules(value, &field) {
+                    Some(s) => schedules = s,
                     None => ok = false,
                 },
                 "poll" => match self.duration(value, &field) {
@@ -478,6 +501,7 @@ impl Checker<'_> {
             webhook_secret_env: secret_env,
             webhook_secret_env_at: secret_env_at,
             status,
+            schedules,
         })
     }
 }
@@ -732,7 +756,9 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
     }
 }
 
+mod schedules;
 mod tables;
+pub use schedules::{parse_cron, time_zone};
 
 #[cfg(test)]
 mod tests;

@@ -74,6 +74,45 @@ fn commit_statuses_per_project() {
 }
 
 #[test]
+fn schedules_are_checked_where_they_are_written() {
+    let cfg = parse_server_config(
+        "gantry.toml",
+        "[[projects]]\nname = \"a\"\nrepo = \"/x\"\nschedules = [\n  { cron = \"0 3 * * *\", timezone = \"Europe/Berlin\" },\n  { cron = \"*/30 * * * * *\", timezone = \"UTC\", branch = \"release\", vars = { NIGHTLY = \"1\" } },\n]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = &cfg.projects[0].schedules;
+    assert_eq!(s.len(), 2);
+    assert_eq!(
+        (
+            s[0].cron.as_str(),
+            s[0].timezone.as_str(),
+            s[0].branch.as_deref()
+        ),
+        ("0 3 * * *", "Europe/Berlin", None)
+    );
+    assert_eq!(s[1].branch.as_deref(), Some("release"));
+    assert_eq!(s[1].vars["NIGHTLY"], "1");
+    let err = parse_server_config(
+        "gantry.toml",
+        "[[projects]]\nname = \"a\"\nrepo = \"/x\"\nschedules = [\n  { cron = \"0 3 * *\", timezone = \"UTC\" },\n  { cron = \"0 25 * * *\", timezone = \"Mars/Olympus\" },\n  { cron = \"0 3 * * *\" },\n  { cron = \"0 3 * * *\", timezone = \"UTC\", branch = \"release/*\", vars = { GANTRY_TAG = \"v1\" }, when = 1 },\n]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "gantry.toml:5:12: error: projects[0].schedules[0].cron: `0 3 * *` has 4 fields",
+        "projects[0].schedules[1].cron: `0 25 * * *` is not a cron expression",
+        "gantry.toml:6:37: error: projects[0].schedules[1].timezone: `Mars/Olympus` is not a time zone gantry knows",
+        "projects[0].schedules[2]: a schedule needs timezone",
+        "the time zone is never guessed",
+        "projects[0].schedules[3].branch: `release/*` is not a branch name",
+        "projects[0].schedules[3].vars.GANTRY_TAG: `GANTRY_TAG` is gantry's own variable",
+        "projects[0].schedules[3].when: unknown key `when`",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
 fn tags_are_patterns_like_branches() {
     let cfg = parse_server_config(
         "gantry.toml",

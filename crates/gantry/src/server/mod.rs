@@ -12,6 +12,7 @@ mod mirrors;
 mod notify;
 mod poller;
 mod running;
+pub mod schedules;
 pub mod statuses;
 mod triggers;
 mod worker;

@@ -111,7 +111,8 @@ impl Server {
         }
         let retention = spawn_retention(server.clone());
         let workers = spawn_workers(server.clone());
-        let pollers = spawn_pollers(server.clone());
+        let mut pollers = spawn_pollers(server.clone());
+        pollers.extend(super::schedules::spawn_schedules(server.clone()));
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(gantry_api::serve(listener, state, async move {
             let _ = stop_http_rx.await;

@@ -49,6 +49,7 @@ mod pipeline;
 mod recorder;
 mod rollback;
 mod s3;
+mod schedules;
 mod secrets;
 mod server;
 mod server_support;
