@@ -86,6 +86,9 @@ pub enum ControlError {
     /// Something the server needs is out of reach for now (a repository's remote).
     #[error("{0}")]
     Unavailable(String),
+    /// The token is valid but may not do this (a role an approval stage does not name).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -106,6 +109,9 @@ impl ControlError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::Unavailable(message.into())
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(message.into())
+    }
 }
 
 /// The one mapping of the server's refusals to HTTP.
@@ -117,6 +123,7 @@ impl From<ControlError> for ApiError {
             ControlError::BadRequest(m) => ApiError::bad_request(m),
             ControlError::Invalid(m) => ApiError::unprocessable(m),
             ControlError::Unavailable(m) => ApiError::unavailable(m),
+            ControlError::Forbidden(m) => ApiError::forbidden(m),
             ControlError::Internal(e) => ApiError::from(e),
         }
     }

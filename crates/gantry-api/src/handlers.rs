@@ -293,6 +293,14 @@ pub async fn rerun(
     Ok((StatusCode::CREATED, Json(types::Rerun { run })))
 }
 
+pub async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    axum::Extension(token): axum::Extension<gantry_engine::ports::TokenRecord>,
+) -> Result<Json<types::Approved>, ApiError> {
+    Ok(Json(state.control.approve(id, &token).await?))
+}
+
 pub async fn trigger(
     State(state): State<AppState>,
     Path(project): Path<String>,

@@ -164,6 +164,14 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
     .answers(schema::<types::Rerun>),
     route(
         "POST",
+        "/api/runs/{id}/approve",
+        // The least role; the stage names the roles that may approve it, checked then.
+        Token(Role::Viewer),
+        "Approve the approval stage a run waits at (the stage's `roles` say which tokens may)",
+    )
+    .answers(schema::<types::Approved>),
+    route(
+        "POST",
         "/api/tokens",
         Token(Role::Admin),
         "Create an API token (shown once)",
@@ -327,6 +335,7 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("GET", "/api/runs/{id}/diagnosis") => get(handlers::diagnosis),
         ("POST", "/api/runs/{id}/cancel") => post(handlers::cancel),
         ("POST", "/api/runs/{id}/rerun") => post(handlers::rerun),
+        ("POST", "/api/runs/{id}/approve") => post(handlers::approve),
         ("POST", "/api/tokens") => post(handlers::create_token),
         ("GET", "/a/{token}") => get(crate::shares::download),
         ("GET", "/s/{token}") => get(crate::shares::stable),

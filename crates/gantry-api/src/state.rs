@@ -114,6 +114,13 @@ pub trait Control: Send + Sync {
     async fn cancel(&self, run: i64) -> Result<(), ControlError>;
     /// Queues a new run of the same project, branch and commit; returns its id.
     async fn rerun(&self, run: i64) -> Result<i64, ControlError>;
+    /// Approves the approval stage run `run` waits at, as `token`, when the token's role is one
+    /// the stage names (or higher): 409 when it waits for none, 403 for a role too low.
+    async fn approve(
+        &self,
+        run: i64,
+        token: &gantry_engine::ports::TokenRecord,
+    ) -> Result<types::Approved, ControlError>;
     /// Why run `run` failed (`gantry why --json` prints the same).
     async fn diagnose(&self, run: i64) -> Result<types::RunDiagnosis, ControlError>;
     /// The webhook secret of a project: `Err(not_found)` for an unknown project, `Ok(None)` when

@@ -152,6 +152,11 @@ pub fn pipeline_schema() -> Value {
             "when": when,
             "jobs": { "type": "array", "minItems": 1, "items": job },
             "deploy": deploy,
+            "approval": object(crate::check::APPROVAL_KEYS, json!({
+                "roles": { "type": "array", "minItems": 1, "uniqueItems": true, "items": { "enum": ["viewer", "deployer", "admin"] }, "description": "Roles whose tokens may approve (a higher role may too); default deployer" },
+                "timeout": duration,
+                "supersede": { "type": "boolean", "description": "A newer run of the branch at this stage ends this run's wait (default true)" }
+            }), &[]),
         }),
         &["name"],
     );

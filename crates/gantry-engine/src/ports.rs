@@ -166,6 +166,34 @@ pub trait Deployer: Send + Sync {
     async fn deploy(&self, request: DeployRequest) -> anyhow::Result<DeployReport>;
 }
 
+/// A run waiting at an approval stage.
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest {
+    pub run: i64,
+    pub project: String,
+    pub branch: Option<String>,
+    /// The stage's name, which a newer run's wait must share to supersede this one.
+    pub stage: String,
+    pub spec: gantry_model::ApprovalSpec,
+}
+
+/// How a wait ended, and who or what ended it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalDecision {
+    Approved { by: String, at: Millis },
+    TimedOut,
+    Superseded { by_run: i64 },
+}
+
+/// Gives the runner's approval stages their decision: in the server, approvals by API tokens
+/// (`POST /api/runs/{id}/approve`). Lifecycle: `wait` is called once per approval stage of a
+/// run and returns when the stage is decided; dropping the future (the run was cancelled)
+/// withdraws the request.
+#[async_trait]
+pub trait Approvals: Send + Sync {
+    async fn wait(&self, request: ApprovalRequest) -> anyhow::Result<ApprovalDecision>;
+}
+
 /// The stores of gantry's state, one port per thing stored; every method of each is atomic (a
 /// crash between two calls leaves the state of the first) and keeps uniqueness in the schema,
 /// not in the caller. A backend implements all five; [`StateStore`] is their union, so code

@@ -44,7 +44,23 @@ pub enum Event {
         stage: usize,
         outcome: DeployOutcome,
     },
+    ApprovalDecided {
+        stage: usize,
+        outcome: ApprovalOutcome,
+    },
     Cancel,
+}
+
+/// How an approval stage's wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    Approved,
+    /// Nobody approved within the timeout: the stage fails.
+    TimedOut,
+    /// A newer run of the branch waits at the same stage: this run is cancelled.
+    Superseded,
+    /// Nothing here gives approvals (a local `gantry run`): the stage and the rest are skipped.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +74,10 @@ pub enum Command {
         attempt: u32,
     },
     StartDeploy {
+        stage: usize,
+    },
+    /// Hold the run until the approval stage is decided (`Event::ApprovalDecided`).
+    AwaitApproval {
         stage: usize,
     },
     /// Stop every running job (TERM, grace, KILL); each then reports `Cancelled`.
@@ -105,6 +125,7 @@ impl JobState {
 enum StageState {
     Jobs(Vec<JobState>),
     Deploy { done: bool },
+    Approval,
 }
 
 /// The state of one run. Build it with [`RunMachine::new`], then feed [`Event::Start`].
@@ -128,6 +149,8 @@ pub struct RunMachine {
     current: usize,
     cancelling: bool,
     failed: bool,
+    /// The stages after the current one are not run (an approval nothing here can give).
+    halted: bool,
     finished: Option<RunStatus>,
 }
 
@@ -150,7 +173,7 @@ impl RunMachine {
                     .enumerate()
                     .map(|(job, j)| (j.name.as_str(), JobRef { stage, job }))
                     .collect::<Vec<_>>(),
-                StageKind::Deploy(_) => Vec::new(),
+                StageKind::Deploy(_) | StageKind::Approval(_) => Vec::new(),
             })
             .collect();
         let stages = pipeline
@@ -173,6 +196,7 @@ impl RunMachine {
                         .collect(),
                 ),
                 StageKind::Deploy(_) => StageState::Deploy { done: false },
+                StageKind::Approval(_) => StageState::Approval,
             })
             .collect();
         let n = pipeline.stages.len();
@@ -185,6 +209,7 @@ impl RunMachine {
             current: 0,
             cancelling: false,
             failed: false,
+            halted: false,
             finished: None,
         }
     }
@@ -234,8 +259,41 @@ impl RunMachine {
                 out.push(Command::FinishStage { stage, status });
                 self.advance(&mut out);
             }
+            Event::ApprovalDecided { stage, outcome } => {
+                let waiting = stage == self.current
+                    && matches!(self.stages.get(stage), Some(StageState::Approval))
+                    && self.entered[stage]
+                    && !self.ended[stage];
+                if !waiting {
+                    return out;
+                }
+                let status = match outcome {
+                    ApprovalOutcome::Approved => StageStatus::Succeeded,
+                    ApprovalOutcome::TimedOut => {
+                        self.failed = true;
+                        StageStatus::Failed
+                    }
+                    ApprovalOutcome::Superseded => {
+                        self.cancelling = true;
+                        StageStatus::Cancelled
+                    }
+                    ApprovalOutcome::Unavailable => {
+                        self.halted = true;
+                        StageStatus::Skipped
+                    }
+                };
+                self.ended[stage] = true;
+                out.push(Command::FinishStage { stage, status });
+                self.advance(&mut out);
+            }
         }
         out
+    }
+
+    /// Is there an approval stage before `stage` that has not been decided? Nothing after it
+    /// may start early.
+    fn gate_before(&self, stage: usize) -> bool {
+        (0..stage).any(|i| matches!(self.stages[i], StageState::Approval) && !self.ended[i])
     }
 
     fn deploy_in_progress(&self) -> bool {
@@ -248,7 +306,7 @@ impl RunMachine {
     fn jobs(&self, stage: usize) -> &[JobState] {
         match &self.stages[stage] {
             StageState::Jobs(jobs) => jobs,
-            StageState::Deploy { .. } => &[],
+            StageState::Deploy { .. } | StageState::Approval => &[],
         }
     }
 
@@ -273,7 +331,7 @@ impl RunMachine {
 
     fn enter_stage(&mut self, index: usize, out: &mut Vec<Command>) {
         self.current = index;
-        if self.cancelling || self.failed || index >= self.stages.len() {
+        if self.cancelling || self.failed || self.halted || index >= self.stages.len() {
             self.finish_when_idle(out);
             return;
         }
@@ -297,6 +355,7 @@ impl RunMachine {
                 self.end_current_if_done(out);
             }
             StageState::Deploy { .. } => out.push(Command::StartDeploy { stage: index }),
+            StageState::Approval => out.push(Command::AwaitApproval { stage: index }),
         }
     }
 
@@ -316,7 +375,8 @@ impl RunMachine {
                 let r = JobRef { stage, job };
                 let state = self.job(r);
                 let ready = state.status == JobStatus::Pending
-                    && (self.entered[stage] || !state.after.is_empty())
+                    && (self.entered[stage]
+                        || (!state.after.is_empty() && !self.gate_before(stage)))
                     && state.after.iter().all(|a| self.job(*a).lets_through());
                 if !ready {
                     continue;
@@ -473,7 +533,15 @@ impl RunMachine {
             if self.ended[stage] {
                 continue;
             }
-            if self.started[stage] {
+            if self.started[stage] && !matches!(self.stages[stage], StageState::Jobs(_)) {
+                // An approval that was waiting when the run was cancelled.
+                let status = if self.cancelling {
+                    StageStatus::Cancelled
+                } else {
+                    StageStatus::Skipped
+                };
+                out.push(Command::FinishStage { stage, status });
+            } else if self.started[stage] {
                 // Some of its jobs ran ahead: the rest never will.
                 let pending: Vec<usize> = (0..self.jobs(stage).len())
                     .filter(|j| self.jobs(stage)[*j].status == JobStatus::Pending)

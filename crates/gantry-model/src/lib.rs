@@ -27,8 +27,9 @@ pub use environment::{
     LambdaTarget, RouterSpec, Routing, TargetKind, TargetSpec, UserKey, UserSpec,
 };
 pub use pipeline::{
-    ArtifactSpec, DeploySpec, EnvironmentSpec, ImageBuild, ImagePush, Job, MatrixCell, Pipeline,
-    ProjectArtifact, Rules, Stage, StageKind, Step, image_repository, pattern_matches,
+    ApprovalSpec, ArtifactSpec, DeploySpec, EnvironmentSpec, ImageBuild, ImagePush, Job,
+    MatrixCell, Pipeline, ProjectArtifact, Rules, Stage, StageKind, Step, image_repository,
+    pattern_matches,
 };
 pub use secret::SecretValue;
 pub use status::{JobStatus, RunStatus, StageStatus, StepStatus, TriggerEvent};

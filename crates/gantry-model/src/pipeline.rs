@@ -39,11 +39,29 @@ pub struct Rules {
     pub events: Vec<TriggerEvent>,
 }
 
-/// A stage either runs jobs (in parallel) or deploys an artifact.
+/// A stage runs jobs (in parallel), deploys an artifact, or holds the run for an approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageKind {
     Jobs(Vec<Job>),
     Deploy(DeploySpec),
+    Approval(ApprovalSpec),
+}
+
+/// `approval: { roles: [deployer], timeout: 24h }`: the run waits here until a token with one
+/// of the roles (or a higher one) approves it; no approval within `timeout` fails the stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSpec {
+    pub roles: Vec<crate::Role>,
+    pub timeout: Duration,
+    /// A newer run of the same branch waiting at this stage ends this run's wait (cancelled).
+    pub supersede: bool,
+}
+
+impl ApprovalSpec {
+    /// May a token with `role` approve? Any listed role, or a higher one.
+    pub fn allows(&self, role: crate::Role) -> bool {
+        self.roles.iter().any(|r| role.allows(*r))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +188,7 @@ impl Pipeline {
             .enumerate()
             .flat_map(|(i, stage)| match &stage.kind {
                 StageKind::Jobs(jobs) => jobs.iter().map(move |j| (i, j)).collect::<Vec<_>>(),
-                StageKind::Deploy(_) => Vec::new(),
+                StageKind::Deploy(_) | StageKind::Approval(_) => Vec::new(),
             })
     }
 

@@ -8,9 +8,12 @@ use crate::logs::{LogSender, spawn_writer};
 use anyhow::{Context, Result};
 use gantry_engine::mask::Masker;
 use gantry_engine::ports::{
-    ArtifactStore, DeployRequest, Deployer, NewRun, NewStage, RunIds, StateStore,
+    ApprovalDecision, ApprovalRequest, Approvals, ArtifactStore, DeployRequest, Deployer, NewRun,
+    NewStage, RunIds, StateStore,
 };
-use gantry_engine::run::{AttemptOutcome, Command, DeployOutcome, Event, JobRef, RunMachine};
+use gantry_engine::run::{
+    ApprovalOutcome, AttemptOutcome, Command, DeployOutcome, Event, JobRef, RunMachine,
+};
 use gantry_engine::waves::{self, WavesMachine};
 use gantry_git::{Repo, Revision};
 use gantry_model::{Job, JobStatus, Pipeline, RunStatus, SecretValue, StageKind, StageStatus};
@@ -103,6 +106,8 @@ pub struct Runner {
     pub observer: Arc<dyn Observer>,
     /// Carries out deploy stages (the server's deploy manager, or a client of the server).
     pub deployer: Option<Arc<dyn Deployer>>,
+    /// Decides approval stages (the server); `None`: an approval stage ends the run there.
+    pub approvals: Option<Arc<dyn Approvals>>,
 }
 
 /// What every job of a run shares.
@@ -339,7 +344,7 @@ impl Runner {
             slots: Arc::new(Semaphore::new(ctx.jobs)),
             job_started: HashMap::new(),
             last_attempt: HashMap::new(),
-            deploy_notes: HashMap::new(),
+            stage_notes: HashMap::new(),
         };
         let mut pending: VecDeque<Event> = VecDeque::from([Event::Start]);
         // A cancel that came before the run started is seen now; later ones through `changed`.
@@ -386,8 +391,9 @@ struct RunLoop<'a> {
     job_started: HashMap<JobRef, Instant>,
     /// The latest attempt of each job and how it ended.
     last_attempt: HashMap<JobRef, (u32, AttemptResult)>,
-    /// What each deploy stage's deployments said, for the stage's note.
-    deploy_notes: HashMap<usize, String>,
+    /// What each deploy stage's deployments said, or how an approval was decided: the stage's
+    /// note.
+    stage_notes: HashMap<usize, String>,
 }
 
 impl RunLoop<'_> {
@@ -413,14 +419,14 @@ impl RunLoop<'_> {
         {
             Ok(Some(a)) => a.digest,
             Ok(None) => {
-                self.deploy_notes.insert(
+                self.stage_notes.insert(
                     stage,
                     format!("run {} made no artifact `{}`", ctx.run_id, spec.artifact),
                 );
                 return DeployOutcome::Failed;
             }
             Err(e) => {
-                self.deploy_notes.insert(stage, format!("{e:#}"));
+                self.stage_notes.insert(stage, format!("{e:#}"));
                 return DeployOutcome::Failed;
             }
         };
@@ -450,12 +456,93 @@ impl RunLoop<'_> {
                     pending.extend(waves.on(waves::Event::WaveEnded(ended)));
                 }
                 waves::Command::Finish { outcome, notes } => {
-                    self.deploy_notes.insert(stage, notes.join("\n"));
+                    self.stage_notes.insert(stage, notes.join("\n"));
                     return outcome;
                 }
             }
         }
         DeployOutcome::Failed
+    }
+
+    /// Holds the run at approval stage `stage` until it is decided (or the run is cancelled),
+    /// the wait said in the stage's note while it lasts and how it ended after.
+    async fn await_approval(&mut self, stage: usize) -> Result<Option<Event>> {
+        let ctx = self.ctx;
+        let StageKind::Approval(spec) = &ctx.pipeline.stages[stage].kind else {
+            return Ok(None);
+        };
+        let Some(approvals) = self.runner.approvals.clone() else {
+            self.stage_notes.insert(
+                stage,
+                "not approved: approvals are given by the server (gantry serve); the stages after it did not run".into(),
+            );
+            return Ok(Some(Event::ApprovalDecided {
+                stage,
+                outcome: ApprovalOutcome::Unavailable,
+            }));
+        };
+        let roles: Vec<&str> = spec.roles.iter().map(|r| r.as_str()).collect();
+        let waiting = format!(
+            "waiting for approval by a {} token, for {} (gantry approve {})",
+            roles.join(" or "),
+            gantry_model::duration::format_duration(spec.timeout),
+            ctx.run_id
+        );
+        self.runner
+            .state
+            .set_stage_status(
+                self.ids.stages[stage],
+                StageStatus::Running,
+                now(),
+                Some(&waiting),
+            )
+            .await?;
+        let request = ApprovalRequest {
+            run: ctx.run_id,
+            project: ctx.project.clone(),
+            branch: ctx.branch.clone(),
+            stage: ctx.pipeline.stages[stage].name.clone(),
+            spec: spec.clone(),
+        };
+        let mut cancel = ctx.cancel.clone();
+        let cancelled = async move {
+            while !*cancel.borrow() {
+                if cancel.changed().await.is_err() {
+                    // The sender is gone: nothing will cancel any more; wait on.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let decision = tokio::select! {
+            d = approvals.wait(request) => d?,
+            () = cancelled => {
+                self.stage_notes.insert(stage, "the run was cancelled while it waited for approval".into());
+                return Ok(Some(Event::Cancel));
+            }
+        };
+        let (note, outcome) = match decision {
+            ApprovalDecision::Approved { by, at } => (
+                format!(
+                    "approved by {by} at {}",
+                    jiff::Timestamp::from_millisecond(at)
+                        .map_or_else(|_| at.to_string(), |t| t.to_string())
+                ),
+                ApprovalOutcome::Approved,
+            ),
+            ApprovalDecision::TimedOut => (
+                format!(
+                    "not approved within {}",
+                    gantry_model::duration::format_duration(spec.timeout)
+                ),
+                ApprovalOutcome::TimedOut,
+            ),
+            ApprovalDecision::Superseded { by_run } => (
+                format!("superseded by run {by_run}, which waits at this stage now"),
+                ApprovalOutcome::Superseded,
+            ),
+        };
+        self.stage_notes.insert(stage, note);
+        Ok(Some(Event::ApprovalDecided { stage, outcome }))
     }
 
     /// Records how a stage ended and why (its note), marks its jobs `jobs_as` when they never
@@ -563,6 +650,7 @@ impl RunLoop<'_> {
                 let outcome = self.deploy(stage).await;
                 return Ok(Some(Event::DeployFinished { stage, outcome }));
             }
+            Command::AwaitApproval { stage } => return self.await_approval(stage).await,
             Command::CancelRunningJobs => {
                 // Every running step watches the cancel flag and stops its process group itself.
             }
@@ -592,15 +680,15 @@ impl RunLoop<'_> {
                 });
             }
             Command::FinishStage { stage, status } => {
-                let deploy_note = self.deploy_notes.remove(&stage);
+                let stage_note = self.stage_notes.remove(&stage);
                 let note = match ctx.pipeline.stages[stage].kind {
-                    StageKind::Deploy(_) => deploy_note,
+                    StageKind::Deploy(_) | StageKind::Approval(_) => stage_note,
                     StageKind::Jobs(_) => None,
                 };
                 self.end_stage(stage, status, note, None).await?;
             }
             Command::SkipStage { stage, status } => {
-                self.deploy_notes.remove(&stage);
+                self.stage_notes.remove(&stage);
                 let (note, jobs_as) = if status == StageStatus::Cancelled {
                     ("the run was cancelled", JobStatus::Cancelled)
                 } else {
@@ -643,6 +731,11 @@ fn plan_of(pipeline: &Pipeline) -> Vec<NewStage> {
                 kind: "deploy",
                 jobs: Vec::new(),
             },
+            StageKind::Approval(_) => NewStage {
+                name: s.name.clone(),
+                kind: "approval",
+                jobs: Vec::new(),
+            },
         })
         .collect()
 }
@@ -650,6 +743,8 @@ fn plan_of(pipeline: &Pipeline) -> Vec<NewStage> {
 fn job_of(pipeline: &Pipeline, job: JobRef) -> &Job {
     match &pipeline.stages[job.stage].kind {
         StageKind::Jobs(jobs) => &jobs[job.job],
-        StageKind::Deploy(_) => unreachable!("the run machine only starts jobs of job stages"),
+        StageKind::Deploy(_) | StageKind::Approval(_) => {
+            unreachable!("the run machine only starts jobs of job stages")
+        }
     }
 }

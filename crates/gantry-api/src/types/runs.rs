@@ -44,6 +44,17 @@ pub struct Rerun {
     pub run: i64,
 }
 
+/// The answer of `POST /api/runs/{id}/approve`: who approved which stage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Approved {
+    pub run: i64,
+    pub stage: String,
+    /// The approving token's name.
+    pub by: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+}
+
 /// `POST /api/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NewToken {

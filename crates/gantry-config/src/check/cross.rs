@@ -127,6 +127,7 @@ impl Checker {
                         }
                     }
                 }
+                StageKind::Approval(_) => {}
             }
             out.push(stage);
         }

@@ -143,7 +143,7 @@ impl Checker {
             .iter()
             .flat_map(|s| match &s.kind {
                 StageKind::Jobs(jobs) => jobs.iter().map(|j| (s.name.as_str(), j)).collect(),
-                StageKind::Deploy(_) => Vec::new(),
+                StageKind::Deploy(_) | StageKind::Approval(_) => Vec::new(),
             })
             .collect();
         let jobs: Vec<&Job> = owners.iter().map(|(_, j)| *j).collect();

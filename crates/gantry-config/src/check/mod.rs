@@ -39,7 +39,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub const TOP_KEYS: &[&str] = &["name", "env", "pass_env", "stages", "environments"];
-pub const STAGE_KEYS: &[&str] = &["name", "when", "jobs", "deploy"];
+pub const STAGE_KEYS: &[&str] = &["name", "when", "jobs", "deploy", "approval"];
+pub const APPROVAL_KEYS: &[&str] = &["roles", "timeout", "supersede"];
 pub const JOB_KEYS: &[&str] = &[
     "name",
     "run",

@@ -76,28 +76,38 @@ impl Checker {
         let name = self
             .required(&fields, node, "name", "a stage")
             .and_then(|n| self.name(n, &fields.field("name")));
+        let kinds = ["jobs", "deploy", "approval"];
+        let given: Vec<(&str, &Node)> = kinds
+            .iter()
+            .filter_map(|k| fields.get(k).map(|n| (*k, n)))
+            .collect();
+        if let [(first, _), (second, node2), ..] = given.as_slice() {
+            self.error(
+                node2,
+                &join(&path, second),
+                format!("a stage has one of `jobs`, `deploy` or `approval`: this one has `{first}` and `{second}`"),
+                Some(format!("move the `{second}` into a stage of its own")),
+            );
+        }
         let kind = match (fields.get("jobs"), fields.get("deploy")) {
-            (Some(_), Some(deploy)) => {
-                self.error(
-                    deploy,
-                    &join(&path, "deploy"),
-                    "a stage has either `jobs` or `deploy`, not both",
-                    Some("move the deploy into a stage of its own".into()),
-                );
-                None
-            }
+            _ if given.len() > 1 => None,
+            (None, None) if fields.get("approval").is_some() => fields
+                .get("approval")
+                .and_then(|n| self.approval(n, &join(&path, "approval")))
+                .map(StageKind::Approval),
             (None, None) => {
-                if !fields
-                    .suggested
-                    .iter()
-                    .any(|k| *k == "jobs" || *k == "deploy")
-                {
-                    self.error(node, &path, "a stage needs `jobs` or `deploy`", None);
+                if !fields.suggested.iter().any(|k| kinds.contains(k)) {
+                    self.error(
+                        node,
+                        &path,
+                        "a stage needs `jobs`, `deploy` or `approval`",
+                        None,
+                    );
                 }
                 None
             }
-            (Some(jobs), None) => self.jobs(jobs, &join(&path, "jobs")).map(StageKind::Jobs),
-            (None, Some(deploy)) => self
+            (Some(jobs), _) => self.jobs(jobs, &join(&path, "jobs")).map(StageKind::Jobs),
+            (_, Some(deploy)) => self
                 .deploy(deploy, &join(&path, "deploy"))
                 .map(StageKind::Deploy),
         };
@@ -258,6 +268,77 @@ impl Checker {
             None => Some(vec![job]),
             Some(cells) => Some(super::matrix::expand(job, cells?)),
         }
+    }
+
+    /// `approval: { roles: [deployer], timeout: 24h, supersede: true }` (every key optional).
+    fn approval(&mut self, node: &Node, path: &str) -> Option<gantry_model::ApprovalSpec> {
+        if node.value == Value::Null {
+            return Some(gantry_model::ApprovalSpec {
+                roles: vec![gantry_model::Role::Deployer],
+                timeout: Duration::from_secs(24 * 3600),
+                supersede: true,
+            });
+        }
+        let fields = self.fields(node, path, "an approval", APPROVAL_KEYS)?;
+        let roles = match fields.some("roles") {
+            None => Some(vec![gantry_model::Role::Deployer]),
+            Some(n) => {
+                let before = self.diags.len();
+                let mut roles = Vec::new();
+                for (i, (text, item)) in self
+                    .string_list(n, &fields.field("roles"))
+                    .into_iter()
+                    .enumerate()
+                {
+                    let f = format!("{}[{i}]", fields.field("roles"));
+                    match text.parse::<gantry_model::Role>() {
+                        Ok(r) if roles.contains(&r) => {
+                            self.error(&item, &f, format!("`{text}` is listed twice"), None)
+                        }
+                        Ok(r) => roles.push(r),
+                        Err(_) => {
+                            let help = suggest(&text, ["viewer", "deployer", "admin"])
+                                .map(|s| format!("did you mean `{s}`?"))
+                                .unwrap_or_else(|| "roles are viewer, deployer and admin".into());
+                            self.error(&item, &f, format!("`{text}` is not a role"), Some(help));
+                        }
+                    }
+                }
+                if roles.is_empty() && self.diags.len() == before {
+                    self.error(
+                        n,
+                        &fields.field("roles"),
+                        "an empty `roles` list lets nobody approve",
+                        Some("leave `roles` out for deployer (and admin)".into()),
+                    );
+                }
+                (self.diags.len() == before).then_some(roles)
+            }
+        };
+        let timeout = match fields.some("timeout") {
+            None => Some(Duration::from_secs(24 * 3600)),
+            Some(n) => match self.duration(n, &fields.field("timeout")) {
+                Some(d) if d.is_zero() || d > Duration::from_secs(30 * 86400) => {
+                    self.error(
+                        n,
+                        &fields.field("timeout"),
+                        "an approval waits more than nothing and at most 30d",
+                        None,
+                    );
+                    None
+                }
+                other => other,
+            },
+        };
+        let supersede = match fields.some("supersede") {
+            None => Some(true),
+            Some(n) => self.bool(n, &fields.field("supersede")),
+        };
+        Some(gantry_model::ApprovalSpec {
+            roles: roles?,
+            timeout: timeout?,
+            supersede: supersede?,
+        })
     }
 
     pub(super) fn run_text(&mut self, node: &Node, field: &str) -> Option<String> {

@@ -68,6 +68,7 @@ fn render(cmds: &[Command]) -> String {
                 format!("start {}{}#{attempt}", job.stage, job.job)
             }
             Command::StartDeploy { stage } => format!("deploy s{stage}"),
+            Command::AwaitApproval { stage } => format!("await s{stage}"),
             Command::CancelRunningJobs => "cancel-jobs".into(),
             Command::FinishJob { job, status } => format!("job {}{} {status}", job.stage, job.job),
             Command::FinishStage { stage, status } => format!("end s{stage} {status}"),
@@ -526,6 +527,99 @@ fn cancel_reaches_jobs_running_ahead() {
             (
                 attempt(1, 0, 1, Cancelled),
                 "job 10 cancelled, end s1 cancelled, run cancelled",
+            ),
+        ],
+    );
+}
+
+/// `pipeline(shape)` with stage `gate` turned into an approval stage.
+fn with_gate(shape: Shape, gate: usize) -> Pipeline {
+    let mut p = pipeline(shape);
+    p.stages[gate].kind = StageKind::Approval(gantry_model::ApprovalSpec {
+        roles: vec![gantry_model::Role::Deployer],
+        timeout: std::time::Duration::from_secs(60),
+        supersede: true,
+    });
+    p
+}
+
+fn decided(stage: usize, outcome: ApprovalOutcome) -> Event {
+    Event::ApprovalDecided { stage, outcome }
+}
+
+#[test]
+fn an_approval_stage_holds_the_run_until_it_is_decided() {
+    let shape: Shape = &[
+        Some(&[("build", 0, false)]),
+        None,
+        Some(&[("ship", 0, false)]),
+    ];
+    let start = [
+        (Event::Start, "stage s0, start 00#1"),
+        (
+            attempt(0, 0, 1, Succeeded),
+            "job 00 succeeded, end s0 succeeded, stage s1, await s1",
+        ),
+    ];
+    let cases: [(Event, &str); 5] = [
+        (
+            decided(1, ApprovalOutcome::Approved),
+            "end s1 succeeded, stage s2, start 20#1",
+        ),
+        (
+            decided(1, ApprovalOutcome::TimedOut),
+            "end s1 failed, skip s2 skipped, run failed",
+        ),
+        (
+            decided(1, ApprovalOutcome::Superseded),
+            "end s1 cancelled, skip s2 cancelled, run cancelled",
+        ),
+        (
+            decided(1, ApprovalOutcome::Unavailable),
+            "end s1 skipped, skip s2 skipped, run succeeded",
+        ),
+        (
+            Event::Cancel,
+            "end s1 cancelled, skip s2 cancelled, run cancelled",
+        ),
+    ];
+    for (event, want) in cases {
+        let mut m = RunMachine::new(&with_gate(shape, 1), &any_trigger());
+        for (e, w) in &start {
+            assert_eq!(render(&m.on(e.clone())), *w);
+        }
+        assert_eq!(render(&m.on(event.clone())), want, "{event:?}");
+        // A decision that comes late, or twice, changes nothing.
+        assert_eq!(render(&m.on(decided(1, ApprovalOutcome::Approved))), "");
+    }
+}
+
+#[test]
+fn no_job_runs_ahead_of_an_undecided_approval() {
+    let mut p = with_gate(
+        &[
+            Some(&[("build", 0, false), ("slow", 0, false)]),
+            None,
+            Some(&[("ship", 0, false)]),
+        ],
+        1,
+    );
+    if let StageKind::Jobs(jobs) = &mut p.stages[2].kind {
+        jobs[0].after = vec!["build".into()];
+    }
+    script(
+        &p,
+        &[
+            (Event::Start, "stage s0, start 00#1, start 01#1"),
+            // `ship` waits for `build` only, but the approval stands between them.
+            (attempt(0, 0, 1, Succeeded), "job 00 succeeded"),
+            (
+                attempt(0, 1, 1, Succeeded),
+                "job 01 succeeded, end s0 succeeded, stage s1, await s1",
+            ),
+            (
+                decided(1, ApprovalOutcome::Approved),
+                "end s1 succeeded, stage s2, start 20#1",
             ),
         ],
     );

@@ -60,6 +60,8 @@ pub enum Command {
     Trigger(remote::TriggerArgs),
     /// Cancel a queued or running run on the server
     Cancel(remote::CancelArgs),
+    /// Approve the approval stage a run waits at (the token's role must be one it names)
+    Approve(remote::ApproveArgs),
     /// Manage API tokens on the server
     #[command(subcommand)]
     Token(remote::TokenCommand),
@@ -148,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => block_on(serve::serve(args, cli.data_dir)),
         Command::Trigger(args) => block_on(remote::trigger(args, cli.server, cli.data_dir)),
         Command::Cancel(args) => block_on(remote::cancel(args, cli.server, cli.data_dir)),
+        Command::Approve(args) => block_on(remote::approve(args, cli.server, cli.data_dir)),
         Command::Token(cmd) => block_on(remote::token(cmd, cli.server, cli.data_dir)),
         Command::Artifact(cmd) => block_on(artifact::artifact(cmd, cli.server, cli.data_dir)),
         Command::Gc(args) => block_on(artifact::gc(args, cli.data_dir)),

@@ -38,6 +38,12 @@ pub struct CancelArgs {
     pub run: i64,
 }
 
+#[derive(clap::Args)]
+pub struct ApproveArgs {
+    /// The run waiting at an approval stage
+    pub run: i64,
+}
+
 #[derive(clap::Subcommand)]
 pub enum TokenCommand {
     /// Create an API token; it is printed once
@@ -91,6 +97,17 @@ pub async fn cancel(
     let c = client(server.as_deref(), data_dir)?;
     c.cancel(args.run).await?;
     println!("cancelling run {}", args.run);
+    Ok(())
+}
+
+pub async fn approve(
+    args: ApproveArgs,
+    server: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> CliResult {
+    let c = client(server.as_deref(), data_dir)?;
+    let a = c.approve(args.run).await?;
+    println!("approved stage {} of run {} as {}", a.stage, a.run, a.by);
     Ok(())
 }
 

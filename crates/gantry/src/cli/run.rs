@@ -109,6 +109,8 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
             explicit: server,
             data_dir: ctx.data_dir.clone(),
         })),
+        // Approvals are the server's: a local run stops at an approval stage.
+        approvals: None,
     };
 
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);

@@ -136,6 +136,12 @@ impl Client {
         .await
     }
 
+    /// Approves the approval stage `run` waits at.
+    pub async fn approve(&self, run: i64) -> Result<gantry_api::types::Approved> {
+        self.post(&format!("/api/runs/{run}/approve"), &serde_json::json!({}))
+            .await
+    }
+
     pub async fn cancel(&self, run: i64) -> Result<Cancelling> {
         self.post(&format!("/api/runs/{run}/cancel"), &serde_json::json!({}))
             .await

@@ -5,6 +5,7 @@
 //! directory's keys (`keys.rs`). Runs wait in the state store's queue; nothing is kept only in memory except
 //! the cancel switches of the runs this process is running.
 
+pub mod approvals;
 pub mod deploy;
 mod keys;
 pub mod lock;
@@ -86,6 +87,13 @@ pub struct Server {
     pub sandbox: Option<gantry_runner::sandbox::Sandbox>,
     /// Posts runs' states to the projects' forges.
     pub statuses: statuses::Statuses,
+    /// Runs waiting at approval stages.
+    pub approvals: approvals::Waits,
+    /// Runs whose worker handed the queue to a new one (they wait for an approval): the
+    /// worker ends with the run.
+    pub released: Mutex<std::collections::HashSet<i64>>,
+    /// The workers started that way, awaited at shutdown like the first ones.
+    pub extra_workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 use gantry_engine::ports::now_millis as now;
@@ -121,6 +129,9 @@ impl Server {
         let statuses = statuses::Statuses::start(&config.projects, &url);
         Self {
             statuses,
+            approvals: approvals::Waits::default(),
+            released: Mutex::new(Default::default()),
+            extra_workers: Mutex::new(Vec::new()),
             config,
             data_dir,
             store,
@@ -282,6 +293,17 @@ impl Control for Server {
             .clone();
         let id = self.enqueue(&project, Order::again(&r, "rerun")).await?;
         id.ok_or_else(|| ControlError::from(anyhow::anyhow!("the re-run was not queued")))
+    }
+
+    async fn approve(
+        &self,
+        run: i64,
+        token: &gantry_engine::ports::TokenRecord,
+    ) -> Result<types::Approved, ControlError> {
+        if self.store.run_detail(run).await?.is_none() {
+            return Err(ControlError::not_found(format!("no run {run}")));
+        }
+        self.approvals.approve(run, token)
     }
 
     async fn diagnose(&self, run: i64) -> Result<types::RunDiagnosis, ControlError> {

@@ -171,6 +171,11 @@ impl RunningServer {
         for w in self.workers {
             let _ = w.await;
         }
+        let extra: Vec<_> =
+            std::mem::take(&mut *server.extra_workers.lock().expect("extra workers"));
+        for w in extra {
+            let _ = w.await;
+        }
         let _ = self.stop_http.send(());
         let _ = self.http.await;
         server.deploys.shutdown().await;

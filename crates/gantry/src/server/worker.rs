@@ -51,6 +51,20 @@ impl Observer for ServerObserver {
     }
 }
 
+/// Hands the queue of the worker running `run` to a new worker (the run waits for an approval
+/// and should not keep others waiting); that worker ends when `run` does. Once per run.
+pub fn release(server: &Arc<Server>, run: i64) {
+    if !server.released.lock().expect("released").insert(run) {
+        return;
+    }
+    let handle = tokio::spawn(work(server.clone()));
+    server
+        .extra_workers
+        .lock()
+        .expect("extra workers")
+        .push(handle);
+}
+
 pub fn spawn_workers(server: Arc<Server>) -> Vec<JoinHandle<()>> {
     (0..server.config.concurrency)
         .map(|_| {
@@ -101,6 +115,10 @@ async fn work(server: Arc<Server>) {
                 }
                 // Diagnose and notify off the worker: the next run need not wait for it.
                 tokio::spawn(super::notify::after_run(server.clone(), id));
+                if server.released.lock().expect("released").remove(&id) {
+                    // A new worker took the queue while this run waited for an approval.
+                    return;
+                }
             }
             Ok(None) => {
                 tokio::select! {
@@ -197,6 +215,9 @@ async fn prepare_and_run(
         }),
         deployer: Some(Arc::new(super::deploy::InProcessDeployer {
             manager: server.deploys.clone(),
+        })),
+        approvals: Some(Arc::new(super::approvals::RunApprovals {
+            server: server.clone(),
         })),
     };
     let request = RunRequest {

@@ -33,6 +33,7 @@
 
 #![allow(clippy::disallowed_methods)] // Tests start the binary and helper processes.
 
+mod approvals;
 mod artifacts;
 mod browser;
 mod canary;
