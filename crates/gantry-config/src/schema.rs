@@ -72,6 +72,26 @@ pub fn pipeline_schema() -> Value {
     );
     let mut artifact = artifact;
     artifact["oneOf"] = json!([{ "required": ["path"] }, { "required": ["image"] }]);
+    let one_or_many = |item: Value| json!({ "oneOf": [item, { "type": "array", "minItems": 1, "uniqueItems": true, "items": item }] });
+    let events: Vec<&str> = TriggerEvent::ALL.iter().map(|e| e.as_str()).collect();
+    let when = object(
+        WHEN_KEYS,
+        json!({
+            "branch": one_or_many(json!({ "type": "string", "minLength": 1, "pattern": "^[^\\s]+$", "description": "A branch name; `*` matches any characters, `/` included" })),
+            "tag": one_or_many(json!({ "type": "string", "minLength": 1, "pattern": "^[^\\s]+$", "description": "A tag name (the run must be of a tag); `*` matches any characters" })),
+            "event": one_or_many(json!({ "enum": events, "description": "What started the run: push, tag, pull_request, schedule or manual. A deploy stage runs for pull requests only when this names pull_request" })),
+        }),
+        &[],
+    );
+    let when = {
+        let mut w = when;
+        w["minProperties"] = json!(1);
+        w["description"] = json!(
+            "The stage runs only when every condition holds; otherwise it is skipped with the reason"
+        );
+        w
+    };
+    let condition = json!({ "type": "string", "minLength": 1, "description": "An expression over the run's variables that must hold: $VAR, 'text', ==, !=, !, &&, || and ( ); an unset variable is empty, and an operand alone holds when not empty" });
     let job = object(
         JOB_KEYS,
         json!({
@@ -96,6 +116,8 @@ pub fn pipeline_schema() -> Value {
                     "path": { "type": "string", "description": "Where a single-file artifact is written (default: its name)" }
                 } }
             ] } },
+            "when": when.clone(),
+            "if": condition.clone(),
             "matrix": {
                 "description": "One job per combination of the values, named `job (v1, v2)`; steps see each value as a variable named by its key. `${key}` in an artifact's name is replaced",
                 "type": "object",
@@ -126,30 +148,12 @@ pub fn pipeline_schema() -> Value {
         }),
         &["artifact"],
     );
-    let one_or_many = |item: Value| json!({ "oneOf": [item, { "type": "array", "minItems": 1, "uniqueItems": true, "items": item }] });
-    let events: Vec<&str> = TriggerEvent::ALL.iter().map(|e| e.as_str()).collect();
-    let when = object(
-        WHEN_KEYS,
-        json!({
-            "branch": one_or_many(json!({ "type": "string", "minLength": 1, "pattern": "^[^\\s]+$", "description": "A branch name; `*` matches any characters, `/` included" })),
-            "tag": one_or_many(json!({ "type": "string", "minLength": 1, "pattern": "^[^\\s]+$", "description": "A tag name (the run must be of a tag); `*` matches any characters" })),
-            "event": one_or_many(json!({ "enum": events, "description": "What started the run: push, tag, pull_request, schedule or manual. A deploy stage runs for pull requests only when this names pull_request" })),
-        }),
-        &[],
-    );
-    let when = {
-        let mut w = when;
-        w["minProperties"] = json!(1);
-        w["description"] = json!(
-            "The stage runs only when every condition holds; otherwise it is skipped with the reason"
-        );
-        w
-    };
     let stage = object(
         STAGE_KEYS,
         json!({
             "name": name,
             "when": when,
+            "if": condition,
             "jobs": { "type": "array", "minItems": 1, "items": job },
             "deploy": deploy,
             "approval": object(crate::check::APPROVAL_KEYS, json!({

@@ -95,6 +95,11 @@ pub enum Command {
         stage: usize,
         status: StageStatus,
     },
+    /// A job whose `when:` or `if:` does not hold for this run, with the reason: skipped.
+    JobNotApplicable {
+        job: JobRef,
+        reason: String,
+    },
     /// A stage whose `when:` does not hold for this run, with the reason; the run goes on.
     StageNotApplicable {
         stage: usize,
@@ -112,6 +117,8 @@ struct JobState {
     status: JobStatus,
     /// The jobs it waits for (`needs: [job]`); empty: it starts with its stage.
     after: Vec<JobRef>,
+    /// Why its `when:` / `if:` does not hold for this run, if it does not.
+    not_applicable: Option<String>,
 }
 
 impl JobState {
@@ -192,6 +199,10 @@ impl RunMachine {
                                 .iter()
                                 .filter_map(|name| position.get(name.as_str()).copied())
                                 .collect(),
+                            not_applicable: j
+                                .when
+                                .as_ref()
+                                .and_then(|r| rules::applies(r, trigger).err()),
                         })
                         .collect(),
                 ),
@@ -367,6 +378,7 @@ impl RunMachine {
         if self.cancelling || self.failed {
             return;
         }
+        let mut skipped_one = false;
         for stage in 0..self.stages.len() {
             if self.not_applicable[stage].is_some() || self.ended[stage] {
                 continue;
@@ -381,15 +393,28 @@ impl RunMachine {
                 if !ready {
                     continue;
                 }
+                let not_applicable = state.not_applicable.clone();
                 if !self.started[stage] {
                     self.started[stage] = true;
                     out.push(Command::StartStage { stage });
+                }
+                if let Some(reason) = not_applicable {
+                    if let Some(j) = self.job_mut(r) {
+                        j.status = JobStatus::Skipped;
+                    }
+                    out.push(Command::JobNotApplicable { job: r, reason });
+                    skipped_one = true;
+                    continue;
                 }
                 if let Some(j) = self.job_mut(r) {
                     j.status = JobStatus::Running;
                 }
                 out.push(Command::StartJob { job: r, attempt: 1 });
             }
+        }
+        // What waited for a job that does not apply is skipped in turn.
+        if skipped_one {
+            self.start_ready(out);
         }
     }
 

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod duration;
 pub mod environment;
+pub mod expr;
 pub mod pipeline;
 pub mod records;
 pub mod secret;

@@ -37,6 +37,8 @@ pub struct Rules {
     pub tags: Vec<String>,
     /// What started the run; empty: any.
     pub events: Vec<TriggerEvent>,
+    /// `if:`: an expression over the run's variables that must hold.
+    pub condition: Option<crate::expr::Condition>,
 }
 
 /// A stage runs jobs (in parallel), deploys an artifact, or holds the run for an approval.
@@ -93,6 +95,8 @@ pub struct Job {
     pub after: Vec<String>,
     /// The combination of its matrix this job is, when it is one (`matrix:`).
     pub matrix: Option<MatrixCell>,
+    /// When the job runs (`when:` and `if:` on the job); `None`: whenever its stage does.
+    pub when: Option<Rules>,
 }
 
 /// One combination of a job's `matrix`: the job as written, and the values (in the matrix's key

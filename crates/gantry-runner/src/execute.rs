@@ -139,6 +139,21 @@ pub(crate) struct RunContext {
 }
 
 impl RunContext {
+    /// What an `if:` reads: the run's own variables and gantry's, as every step sees them.
+    fn rule_vars(&self) -> std::collections::BTreeMap<String, String> {
+        let mut vars = self.vars.clone();
+        for (k, v) in [
+            ("GANTRY_RUN", self.run_id.to_string()),
+            ("GANTRY_PROJECT", self.project.clone()),
+            ("GANTRY_COMMIT", self.commit.clone()),
+            ("GANTRY_BRANCH", self.branch.clone().unwrap_or_default()),
+            ("GANTRY_EVENT", self.event.as_str().to_string()),
+        ] {
+            vars.insert(k.to_string(), v);
+        }
+        vars
+    }
+
     /// The environment of a job's steps, before step variables and secrets.
     pub fn env_for(&self, job: &Job, workspace: &Path, attempt: u32) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = Vec::new();
@@ -333,6 +348,7 @@ impl Runner {
                     .or_else(|| ctx.vars.get(gantry_model::vars::PR_BASE).cloned()),
                 tag: ctx.vars.get(gantry_model::vars::TAG).cloned(),
                 event: ctx.event,
+                vars: ctx.rule_vars(),
             },
         );
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -696,6 +712,29 @@ impl RunLoop<'_> {
                 };
                 self.end_stage(stage, status, Some(note.into()), Some(jobs_as))
                     .await?;
+            }
+            Command::JobNotApplicable { job, reason } => {
+                let spec = job_of(&ctx.pipeline, job);
+                state
+                    .set_job_status(
+                        ids.jobs[job.stage][job.job],
+                        JobStatus::Skipped,
+                        0,
+                        now(),
+                        None,
+                        Some(&reason),
+                    )
+                    .await?;
+                observer.event(&RunEvent::JobFinished {
+                    run: ctx.run_id,
+                    stage: ctx.pipeline.stages[job.stage].name.clone(),
+                    job: spec.name.clone(),
+                    status: JobStatus::Skipped,
+                    attempts: 0,
+                    allow_failure: spec.allow_failure,
+                    error: Some(reason),
+                    millis: 0,
+                });
             }
             Command::StageNotApplicable { stage, reason } => {
                 self.end_stage(

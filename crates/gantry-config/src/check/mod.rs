@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub const TOP_KEYS: &[&str] = &["name", "env", "pass_env", "stages", "environments"];
-pub const STAGE_KEYS: &[&str] = &["name", "when", "jobs", "deploy", "approval"];
+pub const STAGE_KEYS: &[&str] = &["name", "when", "if", "jobs", "deploy", "approval"];
 pub const APPROVAL_KEYS: &[&str] = &["roles", "timeout", "supersede"];
 pub const JOB_KEYS: &[&str] = &[
     "name",
@@ -55,6 +55,8 @@ pub const JOB_KEYS: &[&str] = &[
     "needs",
     "image",
     "matrix",
+    "when",
+    "if",
 ];
 pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file", "push"];
 pub const IMAGE_PUSH_KEYS: &[&str] = &["to", "username", "password_secret"];

@@ -1,4 +1,5 @@
-//! `when:` on a stage: which branches, tags and events it runs for.
+//! `when:` and `if:` on a stage or a job: which branches, tags and events it runs for, and an
+//! expression over the run's variables ([`gantry_model::expr`]).
 
 use super::*;
 use gantry_model::{Rules, TriggerEvent};
@@ -65,6 +66,7 @@ impl Checker {
             branches: branches?,
             tags: tags?,
             events: events?,
+            condition: None,
         };
         if let (Some(_), Some(tag)) = (fields.get("branch"), fields.get("tag")) {
             self.error(
@@ -88,6 +90,85 @@ impl Checker {
             return None;
         }
         Some(rules)
+    }
+
+    /// `when:` and `if:` of a stage or a job, together: `None` when neither is written (or
+    /// either is wrong, which is reported).
+    pub(super) fn rules_of(
+        &mut self,
+        when: Option<&Node>,
+        cond: Option<&Node>,
+        path: &str,
+    ) -> Result<Option<Rules>, ()> {
+        // Both are checked, so that the problems of both are said.
+        let rules = when.map(|n| self.when(n, &join(path, "when")));
+        let condition = cond.map(|n| self.condition(n, &join(path, "if")));
+        match (rules, condition) {
+            (Some(None), _) | (_, Some(None)) => Err(()),
+            (None, None) => Ok(None),
+            (rules, condition) => Ok(Some(Rules {
+                condition: condition.flatten(),
+                ..rules.flatten().unwrap_or_default()
+            })),
+        }
+    }
+
+    /// `if: "$GANTRY_BRANCH == 'main'"`: parsed, its problems at their column, and every
+    /// `$GANTRY_*` it reads one that gantry sets.
+    fn condition(&mut self, node: &Node, field: &str) -> Option<gantry_model::expr::Condition> {
+        use gantry_model::expr::{Condition, Expr, KNOWN};
+        let Value::Scalar { text, plain } = &node.value else {
+            self.error(
+                node,
+                field,
+                format!(
+                    "`if` is an expression in a string, found {}",
+                    node.kind_name()
+                ),
+                Some("for example if: \"$GANTRY_BRANCH == 'main'\"".into()),
+            );
+            return None;
+        };
+        // Where character `at` of the text is in the file (a quoted one starts after its quote).
+        let at = |at: usize| {
+            let mut n = node.clone();
+            n.pos.col += at + usize::from(!*plain);
+            n.width = 1;
+            n
+        };
+        let expr = match Expr::parse(text) {
+            Ok(e) => e,
+            Err(e) => {
+                self.error(
+                    &at(e.at),
+                    field,
+                    format!("in `if`: {}", e.message),
+                    Some("the language: $VAR, 'text', ==, !=, !, &&, || and ( )".into()),
+                );
+                return None;
+            }
+        };
+        let mut ok = true;
+        for var in expr.vars() {
+            if var.starts_with("GANTRY_") && !KNOWN.contains(&var) {
+                let offset = text.find(&format!("${var}")).unwrap_or(0);
+                let help = match suggest(var, KNOWN.iter().copied()) {
+                    Some(s) => format!("did you mean `${s}`?"),
+                    None => format!("gantry sets {}", KNOWN.join(", ")),
+                };
+                self.error(
+                    &at(offset),
+                    field,
+                    format!("`${var}` is not a variable gantry sets"),
+                    Some(help),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| Condition {
+            text: text.clone(),
+            expr,
+        })
     }
 
     /// One condition of `when`: a string or a non-empty list (an empty one would match

@@ -111,10 +111,9 @@ impl Checker {
                 .deploy(deploy, &join(&path, "deploy"))
                 .map(StageKind::Deploy),
         };
-        let when = match fields.get("when") {
-            Some(n) => Some(self.when(n, &join(&path, "when"))?),
-            None => None,
-        };
+        let when = self
+            .rules_of(fields.get("when"), fields.get("if"), &path)
+            .ok()?;
         Some((
             Stage {
                 name: name?,
@@ -249,6 +248,7 @@ impl Checker {
         let matrix = fields
             .some("matrix")
             .map(|n| self.matrix(n, &field("matrix")));
+        let when = self.rules_of(fields.get("when"), fields.get("if"), path);
         let job = Job {
             name: name?,
             steps: steps?,
@@ -263,6 +263,7 @@ impl Checker {
             needs_from,
             after,
             matrix: None,
+            when: when.ok()?,
         };
         match matrix {
             None => Some(vec![job]),

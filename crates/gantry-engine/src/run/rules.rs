@@ -5,13 +5,15 @@
 
 use gantry_model::{Rules, Stage, StageKind, TriggerEvent, pattern_matches};
 
-/// What rules are judged against: the run's branch or tag and what started it.
+/// What rules are judged against: the run's branch or tag, what started it, and the variables
+/// an `if:` reads (the run's own, as its steps see them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger {
     pub branch: Option<String>,
     /// The tag of a tag run.
     pub tag: Option<String>,
     pub event: TriggerEvent,
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// `Ok` when `stage` runs in a run started by `trigger`; else why not.
@@ -54,6 +56,11 @@ pub fn applies(rules: &Rules, trigger: &Trigger) -> Result<(), String> {
             None => return Err(format!("when: the run is not of a tag (wants {listed})")),
         }
     }
+    if let Some(c) = &rules.condition
+        && !c.expr.holds(&trigger.vars)
+    {
+        return Err(format!("if: `{}` does not hold", c.text));
+    }
     if !rules.events.is_empty() && !rules.events.contains(&trigger.event) {
         let listed: Vec<&str> = rules.events.iter().map(|e| e.as_str()).collect();
         return Err(format!(
@@ -78,6 +85,7 @@ mod tests {
             branches: strings(branches),
             tags: Vec::new(),
             events: events.to_vec(),
+            condition: None,
         }
     }
 
@@ -86,6 +94,7 @@ mod tests {
             branch: branch.map(str::to_string),
             tag: None,
             event,
+            vars: Default::default(),
         }
     }
 
@@ -94,6 +103,7 @@ mod tests {
             branch: None,
             tag: Some(tag.into()),
             event: TriggerEvent::Tag,
+            vars: Default::default(),
         }
     }
 
@@ -131,6 +141,26 @@ mod tests {
         for (r, t, want) in cases {
             assert_eq!(applies(r, t), want.map_err(str::to_string), "{r:?} {t:?}");
         }
+    }
+
+    #[test]
+    fn if_conditions_read_the_run_variables() {
+        let cond = |text: &str| Rules {
+            condition: Some(gantry_model::expr::Condition {
+                text: text.into(),
+                expr: gantry_model::expr::Expr::parse(text).unwrap(),
+            }),
+            ..Rules::default()
+        };
+        let mut t = trigger(Some("main"), TriggerEvent::Push);
+        t.vars.insert("GANTRY_BRANCH".into(), "main".into());
+        assert_eq!(applies(&cond("$GANTRY_BRANCH == 'main'"), &t), Ok(()));
+        assert_eq!(
+            applies(&cond("$DEPLOY == 'yes'"), &t),
+            Err("if: `$DEPLOY == 'yes'` does not hold".into())
+        );
+        t.vars.insert("DEPLOY".into(), "yes".into());
+        assert_eq!(applies(&cond("$DEPLOY == 'yes'"), &t), Ok(()));
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn pipeline(shape: Shape) -> Pipeline {
                             needs_from: vec![],
                             after: vec![],
                             matrix: None,
+                            when: None,
                         })
                         .collect(),
                 ),
@@ -74,6 +75,9 @@ fn render(cmds: &[Command]) -> String {
             Command::FinishStage { stage, status } => format!("end s{stage} {status}"),
             Command::SkipStage { stage, status } => format!("skip s{stage} {status}"),
             Command::StageNotApplicable { stage, reason } => format!("n/a s{stage} ({reason})"),
+            Command::JobNotApplicable { job, reason } => {
+                format!("n/a {}{} ({reason})", job.stage, job.job)
+            }
             Command::FinishRun { status } => format!("run {status}"),
         })
         .collect::<Vec<_>>()
@@ -86,6 +90,7 @@ fn any_trigger() -> Trigger {
         branch: Some("main".into()),
         tag: None,
         event: gantry_model::TriggerEvent::Push,
+        vars: Default::default(),
     }
 }
 
@@ -313,6 +318,7 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
         branches: vec!["main".into()],
         tags: Vec::new(),
         events: vec![TriggerEvent::Push],
+        condition: None,
     });
     let cases = [
         (
@@ -320,6 +326,7 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
                 branch: Some("feature/x".into()),
                 tag: None,
                 event: TriggerEvent::Push,
+                vars: Default::default(),
             },
             "job 00 succeeded, end s0 succeeded, n/a s1 (when: branch `feature/x` is not one of main), stage s2, start 20#1",
         ),
@@ -328,6 +335,7 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
                 branch: Some("main".into()),
                 tag: None,
                 event: TriggerEvent::Manual,
+                vars: Default::default(),
             },
             "job 00 succeeded, end s0 succeeded, n/a s1 (when: event `manual` is not one of push), stage s2, start 20#1",
         ),
@@ -336,6 +344,7 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
                 branch: Some("main".into()),
                 tag: None,
                 event: TriggerEvent::Push,
+                vars: Default::default(),
             },
             "job 00 succeeded, end s0 succeeded, stage s1, deploy s1",
         ),
@@ -344,6 +353,7 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
                 branch: None,
                 tag: None,
                 event: TriggerEvent::PullRequest,
+                vars: Default::default(),
             },
             "job 00 succeeded, end s0 succeeded, n/a s1 (a deploy stage does not run for a pull request unless its when: names event pull_request), stage s2, start 20#1",
         ),
@@ -363,6 +373,7 @@ fn stages_whose_rules_do_not_hold_are_passed_over() {
             branch: Some("feature/x".into()),
             tag: None,
             event: TriggerEvent::Push,
+            vars: Default::default(),
         },
     );
     m.on(Event::Start);
@@ -620,6 +631,38 @@ fn no_job_runs_ahead_of_an_undecided_approval() {
             (
                 decided(1, ApprovalOutcome::Approved),
                 "end s1 succeeded, stage s2, start 20#1",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_job_whose_rules_do_not_hold_is_skipped_and_so_is_what_waits_for_it() {
+    use gantry_model::{Rules, TriggerEvent};
+    let mut p = with_after(
+        &[Some(&[
+            ("unit", 0, false),
+            ("nightly", 0, false),
+            ("report", 0, false),
+        ])],
+        &[((0, 2), &["nightly"])],
+    );
+    if let StageKind::Jobs(jobs) = &mut p.stages[0].kind {
+        jobs[1].when = Some(Rules {
+            events: vec![TriggerEvent::Schedule],
+            ..Rules::default()
+        });
+    }
+    script(
+        &p,
+        &[
+            (
+                Event::Start,
+                "stage s0, start 00#1, n/a 01 (when: event `push` is not one of schedule), job 02 skipped",
+            ),
+            (
+                attempt(0, 0, 1, Succeeded),
+                "job 00 succeeded, end s0 succeeded, run succeeded",
             ),
         ],
     );

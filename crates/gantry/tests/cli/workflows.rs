@@ -291,3 +291,48 @@ stages:
         );
     }
 }
+
+/// Rules on jobs: `if:` over the run's variables and `when:`, judged per job; a job that does
+/// not apply is skipped with the reason, and so is the job that waits for it.
+#[test]
+fn jobs_whose_rules_do_not_hold_are_skipped_with_the_reason() {
+    let f = crate::support::Fixture::new(
+        "//- gantry.yml
+stages:
+  - name: test
+    jobs:
+      - name: unit
+        run: echo unit on $GANTRY_BRANCH
+      - name: main-only
+        if: \"$GANTRY_BRANCH == 'main' && $GANTRY_EVENT == 'manual'\"
+        run: echo main only
+      - name: pushes-only
+        when: { event: push }
+        run: echo should not run
+      - name: after-pushes
+        needs: [pushes-only]
+        run: echo should not run either
+",
+    );
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let shown = f.show(1);
+    let job = |name: &str| -> serde_json::Value {
+        shown["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap_or_else(|| panic!("no job {name} in {shown}"))
+            .clone()
+    };
+    assert_eq!(job("unit")["status"], "succeeded");
+    assert_eq!(job("main-only")["status"], "succeeded");
+    let skipped = job("pushes-only");
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    assert_eq!(skipped["error"], "when: event `manual` is not one of push");
+    assert_eq!(job("after-pushes")["status"], "skipped");
+    let logs = f.run(&["logs", "1"]).stdout;
+    assert!(logs.contains("main only"), "{logs}");
+    assert!(!logs.contains("should not run"), "{logs}");
+}
