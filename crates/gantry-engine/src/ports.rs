@@ -43,11 +43,20 @@ pub struct NewRun {
     pub stages: Vec<NewStage>,
 }
 
+/// A job of a new run's plan.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub name: String,
+    pub allow_failure: bool,
+    /// The jobs it waits for (`needs: [job]`), for the run's graph.
+    pub waits_for: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewStage {
     pub name: String,
     pub kind: &'static str,
-    pub jobs: Vec<(String, bool)>,
+    pub jobs: Vec<NewJob>,
 }
 
 /// The ids the store gave a new run and its parts, by position.

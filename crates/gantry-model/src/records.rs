@@ -147,6 +147,8 @@ pub struct JobRecord {
     pub started_at: Option<Millis>,
     pub finished_at: Option<Millis>,
     pub error: Option<String>,
+    /// The jobs it waits for (`needs: [job]`).
+    pub waits_for: Vec<String>,
 }
 #[derive(Debug, Clone)]
 pub struct StepRecord {

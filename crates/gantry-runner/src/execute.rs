@@ -8,8 +8,8 @@ use crate::logs::{LogSender, spawn_writer};
 use anyhow::{Context, Result};
 use gantry_engine::mask::Masker;
 use gantry_engine::ports::{
-    ApprovalDecision, ApprovalRequest, Approvals, ArtifactStore, DeployRequest, Deployer, NewRun,
-    NewStage, RunIds, StateStore,
+    ApprovalDecision, ApprovalRequest, Approvals, ArtifactStore, DeployRequest, Deployer, NewJob,
+    NewRun, NewStage, RunIds, StateStore,
 };
 use gantry_engine::run::{
     ApprovalOutcome, AttemptOutcome, Command, DeployOutcome, Event, JobRef, RunMachine,
@@ -762,7 +762,11 @@ fn plan_of(pipeline: &Pipeline) -> Vec<NewStage> {
                 kind: "jobs",
                 jobs: jobs
                     .iter()
-                    .map(|j| (j.name.clone(), j.allow_failure))
+                    .map(|j| NewJob {
+                        name: j.name.clone(),
+                        allow_failure: j.allow_failure,
+                        waits_for: j.after.clone(),
+                    })
                     .collect(),
             },
             StageKind::Deploy(_) => NewStage {

@@ -301,7 +301,7 @@ pub fn summary(d: &RunDetail) -> String {
         if jobs.is_empty() {
             rows.push([
                 stage.name.clone(),
-                "(deploy)".into(),
+                format!("({})", stage.kind),
                 stage.status.to_string(),
                 "-".into(),
                 span(stage.started_at, stage.finished_at),
@@ -313,7 +313,15 @@ pub fn summary(d: &RunDetail) -> String {
             if j.status.is_failure() && j.allow_failure {
                 status.push_str(" (allowed)");
             }
-            let detail = j.error.clone().unwrap_or_default();
+            let mut detail = j.error.clone().unwrap_or_default();
+            if !j.waits_for.is_empty() {
+                let waits = format!("waits for {}", j.waits_for.join(", "));
+                detail = if detail.is_empty() {
+                    waits
+                } else {
+                    format!("{waits}; {detail}")
+                };
+            }
             rows.push([
                 stage.name.clone(),
                 j.name.clone(),

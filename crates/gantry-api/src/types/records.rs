@@ -82,8 +82,11 @@ pub struct Job {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
+    /// The jobs it waits for (`needs: [job]`): the run's graph.
+    #[serde(default)]
+    pub waits_for: Vec<String>,
 }
-twins!(Job <=> store::JobRecord { id, run_id, stage_id, position, name, status, attempt, allow_failure, exit_code, started_at, finished_at, error });
+twins!(Job <=> store::JobRecord { id, run_id, stage_id, position, name, status, attempt, allow_failure, exit_code, started_at, finished_at, error, waits_for });
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Step {

@@ -66,6 +66,8 @@ fn fit_oldest(mut lines: Vec<LogRecord>) -> (Vec<LogRecord>, bool) {
 
 pub struct JobView {
     pub name: String,
+    /// "waits for a, b" when it waits for jobs.
+    pub waits_for: String,
     pub status: String,
     pub duration: String,
     pub href: String,
@@ -232,6 +234,11 @@ pub async fn page_impl(state: AppState, visitor: Visitor, id: i64, q: RunQuery) 
                 .iter()
                 .filter(|j| j.stage_id == s.id)
                 .map(|j| JobView {
+                    waits_for: if j.waits_for.is_empty() {
+                        String::new()
+                    } else {
+                        format!("waits for {}", j.waits_for.join(", "))
+                    },
                     href: job_link(id, &j.name),
                     selected: job.as_deref() == Some(j.name.as_str()),
                     name: j.name.clone(),

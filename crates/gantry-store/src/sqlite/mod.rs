@@ -193,10 +193,11 @@ async fn insert_plan(
         .fetch_one(&mut **tx)
         .await?;
         let mut job_ids = Vec::new();
-        for (jpos, (name, allow_failure)) in stage.jobs.iter().enumerate() {
+        for (jpos, job) in stage.jobs.iter().enumerate() {
+            let (name, allow_failure) = (&job.name, &job.allow_failure);
             let job_id: i64 = sqlx::query_scalar(
-                "INSERT INTO jobs (run_id, stage_id, position, name, status, allow_failure) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                "INSERT INTO jobs (run_id, stage_id, position, name, status, allow_failure, waits_for) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
             .bind(run_id)
             .bind(stage_id)
@@ -204,6 +205,7 @@ async fn insert_plan(
             .bind(name)
             .bind(JobStatus::Pending.as_str())
             .bind(*allow_failure)
+            .bind(serde_json::to_string(&job.waits_for).expect("a list of names serialises"))
             .fetch_one(&mut **tx)
             .await?;
             job_ids.push(job_id);

@@ -278,6 +278,8 @@ impl RunStore for SqliteStore {
                 started_at: r.try_get("started_at")?,
                 finished_at: r.try_get("finished_at")?,
                 error: r.try_get("error")?,
+                waits_for: serde_json::from_str(&r.try_get::<String, _>("waits_for")?)
+                    .map_err(|e| anyhow::anyhow!("corrupt state: the needs of a job: {e}"))?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -383,7 +383,11 @@ async fn run_with_log(store: &Arc<dyn StateStore>, lines: i64, finished: Option<
             stages: vec![NewStage {
                 name: "build".into(),
                 kind: "jobs",
-                jobs: vec![("job".into(), false)],
+                jobs: vec![gantry_engine::ports::NewJob {
+                    name: "job".into(),
+                    allow_failure: false,
+                    waits_for: vec!["build".into()],
+                }],
             }],
         })
         .await
@@ -541,6 +545,10 @@ pub async fn runs_keep_their_event_and_variables(store: Arc<dyn StateStore>) {
         .unwrap();
     let read = store.run_detail(plain).await.unwrap().unwrap().run;
     assert!(read.vars.is_empty());
+    // A planned job keeps the jobs it waits for.
+    let planned = run_with_log(&store, 0, None).await;
+    let detail = store.run_detail(planned).await.unwrap().unwrap();
+    assert_eq!(detail.jobs[0].waits_for, ["build"]);
 }
 
 /// `contract!(name => open)`: a module `name` with one test per clause of the contract, each

@@ -283,7 +283,10 @@ stages:
         "{logs}"
     );
     assert!(!logs.contains("python=3.12 os=alpine"), "{logs}");
+    // The graph is kept with the run (the run page shows it as "waits for …").
+    assert_eq!(package["waits_for"], serde_json::json!(["compile"]));
     let report = job("report");
+    assert_eq!(report["waits_for"], serde_json::json!(tests));
     for t in &tests {
         assert!(
             report["started_at"].as_i64().unwrap() >= job(t)["finished_at"].as_i64().unwrap(),
