@@ -284,14 +284,17 @@ mod tests {
             Ok(Pushed::Other("refs/notes/x".into()))
         );
         assert!(pushed(&push("refs/heads/main", "abc")).is_err());
-        // GitLab's Tag Push Hook names the commit in `checkout_sha`.
-        let gitlab_tag = serde_json::json!({"object_kind": "tag_push", "ref": "refs/tags/v2", "checkout_sha": c});
+        // GitLab's Tag Push Hook (its documented sample) names the commit in `checkout_sha`.
         assert_eq!(
-            pushed(&gitlab_tag),
+            pushed(&sample("gitlab-tag_push.json")),
             Ok(Pushed::Tag {
-                tag: "v2".into(),
-                commit: c
+                tag: "v1.0.0".into(),
+                commit: "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7".into()
             })
         );
+        let mut deleted = sample("gitlab-tag_push.json");
+        deleted["after"] = "0".repeat(40).into();
+        deleted["checkout_sha"] = serde_json::Value::Null;
+        assert_eq!(pushed(&deleted), Ok(Pushed::Deleted));
     }
 }
