@@ -54,6 +54,107 @@ pub(super) enum Need {
 }
 
 impl Checker {
+    /// `needs`: names of jobs to wait for and of this run's artifacts ([`graph`]), `{ job }`
+    /// and `{ artifact }` to say which, and `{ project, artifact, branch, path }` for another
+    /// project's artifact. Returns the artifacts, the other projects' artifacts and the jobs.
+    pub(super) fn needs(
+        &mut self,
+        node: &Node,
+        field: &str,
+    ) -> (Vec<String>, Vec<ProjectArtifact>, Vec<String>) {
+        let one = [node.clone()];
+        let items: &[Node] = match &node.value {
+            Value::Seq(items) => items,
+            // One name alone is still a list of names.
+            _ => &one,
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut jobs: Vec<String> = Vec::new();
+        let mut external = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            let need = match &item.value {
+                Value::Map(_) => {
+                    let job = find_key_value(item, "job");
+                    let project = find_key_value(item, "project");
+                    match (job, project, find_key_value(item, "artifact")) {
+                        (Some(j), None, None) => {
+                            let _ = self.fields(item, &f, "a job to wait for", &["job"]);
+                            self.need_job(j, &format!("{f}.job"))
+                        }
+                        (Some(j), _, _) => {
+                            self.error(
+                                j,
+                                &format!("{f}.job"),
+                                "`job` stands alone: a need is a job, or an artifact",
+                                Some(
+                                    "write the job and the artifact as two items of `needs`".into(),
+                                ),
+                            );
+                            None
+                        }
+                        (None, None, Some(a)) => {
+                            let _ = self.fields(item, &f, "an artifact of this run", &["artifact"]);
+                            self.name(a, &format!("{f}.artifact")).map(Need::Artifact)
+                        }
+                        _ => {
+                            external.extend(self.project_need(item, &f));
+                            continue;
+                        }
+                    }
+                }
+                _ => self
+                    .string(item, &f)
+                    .and_then(|name| self.need_by_name(item, &f, name)),
+            };
+            let (list, name) = match need {
+                Some(Need::Job(n)) => (&mut jobs, n),
+                Some(Need::Artifact(n)) => (&mut names, n),
+                None => continue,
+            };
+            if list.contains(&name) {
+                self.error(item, &f, format!("`{name}` is listed twice"), None);
+            } else {
+                list.push(name);
+            }
+        }
+        (names, external, jobs)
+    }
+
+    /// `{ project, artifact, branch, path }`: another project's artifact.
+    fn project_need(&mut self, item: &Node, f: &str) -> Option<ProjectArtifact> {
+        let what = "an artifact of another project";
+        let fields = self.fields(item, f, what, NEED_KEYS)?;
+        let project = self
+            .required(&fields, item, "project", what)
+            .and_then(|n| self.name(n, &fields.field("project")));
+        let artifact = self
+            .required(&fields, item, "artifact", what)
+            .and_then(|n| self.name(n, &fields.field("artifact")));
+        let branch = fields
+            .some("branch")
+            .and_then(|n| self.string(n, &fields.field("branch")));
+        let path = fields.some("path").and_then(|n| {
+            let p = self.string(n, &fields.field("path"))?;
+            if let Some(problem) = path_problem(&p) {
+                self.error(
+                    n,
+                    &fields.field("path"),
+                    format!("path `{p}` {problem}"),
+                    Some("paths are relative to the job's workspace".into()),
+                );
+                return None;
+            }
+            Some(p)
+        });
+        Some(ProjectArtifact {
+            project: project?,
+            artifact: artifact?,
+            branch,
+            path,
+        })
+    }
+
     /// Reads a plain `needs` item: a job's name or an artifact's.
     pub(super) fn need_by_name(&mut self, item: &Node, field: &str, name: String) -> Option<Need> {
         let job = self.names.jobs.contains(&name);
