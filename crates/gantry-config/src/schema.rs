@@ -118,6 +118,11 @@ pub fn pipeline_schema() -> Value {
             ] } },
             "when": when.clone(),
             "if": condition.clone(),
+            "cache": { "type": "array", "maxItems": 8, "items": object(crate::check::CACHE_KEYS, json!({
+                "key": { "type": "string", "minLength": 1, "description": "Text with {{ hash('file', …) }} parts: the hash of those files of the workspace" },
+                "paths": { "type": ["array", "string"], "items": { "type": "string" }, "description": "Files, directories or globs relative to the job's directory" },
+                "restore_keys": { "type": "array", "items": { "type": "string", "minLength": 1 }, "description": "Prefixes tried in order when no cache has the key: the newest match is restored" }
+            }), &["key", "paths"]) },
             "matrix": {
                 "description": "One job per combination of the values, named `job (v1, v2)`; steps see each value as a variable named by its key. `${key}` in an artifact's name is replaced",
                 "type": "object",

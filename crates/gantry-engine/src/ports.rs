@@ -9,9 +9,9 @@ use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use std::path::Path;
 
 pub use gantry_model::records::{
-    ArtifactListing, ArtifactRecord, EnvLock, JobRecord, LogRecord, Millis, OwnerLease,
-    ProjectRecord, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord, ShareRecord,
-    StageRecord, StepRecord, Stream, TokenRecord,
+    ArtifactListing, ArtifactRecord, CacheRecord, EnvLock, JobRecord, LogRecord, Millis,
+    OwnerLease, ProjectRecord, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord,
+    ShareRecord, StageRecord, StepRecord, Stream, TokenRecord,
 };
 
 /// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
@@ -411,8 +411,24 @@ pub trait ArtifactIndex: Send + Sync {
     ) -> anyhow::Result<Vec<ArtifactRecord>>;
     /// Marks artifact rows removed (their history stays).
     async fn mark_removed(&self, ids: &[i64], at: Millis) -> anyhow::Result<()>;
-    /// Whether any artifact row not removed still refers to `digest`.
+    /// Whether any artifact row not removed, or any cache, still refers to `digest`.
     async fn digest_in_use(&self, digest: &str) -> anyhow::Result<bool>;
+
+    /// The cache of `project` under `key`, else the newest whose key starts with the first of
+    /// `prefixes` that any key starts with.
+    async fn find_cache(
+        &self,
+        project: &str,
+        key: &str,
+        prefixes: &[String],
+    ) -> anyhow::Result<Option<CacheRecord>>;
+    /// Records a cache; `false` (nothing changed) when the project has one under the key.
+    async fn save_cache(&self, cache: &CacheRecord) -> anyhow::Result<bool>;
+    async fn touch_cache(&self, id: i64, at: Millis) -> anyhow::Result<()>;
+    /// The caches of `project` (all projects' when `None`), least recently used first.
+    async fn caches(&self, project: Option<&str>) -> anyhow::Result<Vec<CacheRecord>>;
+    /// Forgets a cache (its object is the caller's to delete when nothing else uses it).
+    async fn remove_cache(&self, id: i64) -> anyhow::Result<()>;
 }
 
 /// Releases of environments (the history only grows), their events, and deployment locks with

@@ -13,6 +13,7 @@
 //! - [`duration`]: parsing and printing of `10m`, `1h30m`, `500ms`.
 
 pub mod auth;
+pub mod cache;
 pub mod duration;
 pub mod environment;
 pub mod expr;

@@ -97,6 +97,8 @@ pub struct Job {
     pub matrix: Option<MatrixCell>,
     /// When the job runs (`when:` and `if:` on the job); `None`: whenever its stage does.
     pub when: Option<Rules>,
+    /// What it keeps between runs (`cache:`): restored before its steps, saved after.
+    pub caches: Vec<crate::cache::CacheSpec>,
 }
 
 /// One combination of a job's `matrix`: the job as written, and the values (in the matrix's key

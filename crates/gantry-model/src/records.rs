@@ -214,6 +214,20 @@ pub struct ArtifactRecord {
     /// When retention deleted its object (the row stays as history).
     pub removed_at: Option<Millis>,
 }
+/// A job cache kept for a project under a key (`cache:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRecord {
+    pub id: i64,
+    pub project: String,
+    pub key: String,
+    /// `sha256:<hex>` of its object in the artifact store.
+    pub digest: String,
+    pub size: i64,
+    pub media_type: String,
+    pub created_at: Millis,
+    pub last_used_at: Millis,
+}
+
 /// An artifact with where it came from and what keeps it: for listings.
 #[derive(Debug, Clone)]
 pub struct ArtifactListing {

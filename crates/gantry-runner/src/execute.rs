@@ -64,6 +64,8 @@ pub struct RunOptions {
     /// Why this run gets no secrets at all (a pull request from a fork), said to a job that
     /// asks for one; `None`: secrets are given.
     pub secrets_withheld: Option<String>,
+    /// The most bytes one project's caches keep ([`crate::cache::DEFAULT_CAP_BYTES`]).
+    pub cache_cap: u64,
     /// The owner lock of this process, recorded with the run.
     pub owner: Option<String>,
     /// The most bytes of output a job's log keeps ([`crate::DEFAULT_JOB_LOG_CAP`]).
@@ -87,6 +89,7 @@ impl RunOptions {
             keep_workspaces: false,
             secrets,
             secrets_withheld: None,
+            cache_cap: crate::cache::DEFAULT_CAP_BYTES,
             owner: Some(owner),
             log_cap: crate::logs::DEFAULT_JOB_LOG_CAP,
             sandbox: None,
@@ -130,6 +133,7 @@ pub(crate) struct RunContext {
     pub sandbox: Option<crate::sandbox::Sandbox>,
     pub secrets: HashMap<String, SecretValue>,
     pub secrets_withheld: Option<String>,
+    pub cache_cap: u64,
     pub masker: Masker,
     pub state: Arc<dyn StateStore>,
     pub artifacts: Arc<dyn ArtifactStore>,
@@ -296,6 +300,7 @@ impl Runner {
             sandbox: opts.sandbox,
             secrets: opts.secrets,
             secrets_withheld: opts.secrets_withheld,
+            cache_cap: opts.cache_cap,
             masker,
             state: self.state.clone(),
             artifacts: self.artifacts.clone(),

@@ -107,6 +107,22 @@ async fn attempt_in(
     if let Err(e) = unpack_needs(ctx, job, &project_dir).await {
         return AttemptResult::failed(e);
     }
+    // With caches, gantry's own step `restore caches` comes first and `save caches` last.
+    let first = usize::from(!job.caches.is_empty());
+    let budget = Arc::new(Mutex::new(LogBudget::new(ctx.log_cap)));
+    let mut restored = None;
+    if first == 1 {
+        let step = "restore caches";
+        let dir = project_dir.clone();
+        let done = system_step(ctx, job, job_id, attempt, 0, step, &budget, |emit| async {
+            restored = Some(crate::cache::restore(ctx, job, &dir, emit).await);
+            Ok(())
+        })
+        .await;
+        if let Err(failed) = done {
+            return failed;
+        }
+    }
     let mut base_env = ctx.env_for(job, &project_dir, attempt);
     base_env.extend(secret_env);
     // A sandboxed step's own places: its workspace, and a temporary directory beside it (the
@@ -126,8 +142,8 @@ async fn attempt_in(
         None => None,
     };
 
-    let budget = Arc::new(Mutex::new(LogBudget::new(ctx.log_cap)));
     for (index, step) in job.steps.iter().enumerate() {
+        let index = index + first;
         let step_name: Arc<str> = Arc::from(step.name.as_str());
         let step_id = match ctx
             .state
@@ -241,7 +257,7 @@ async fn attempt_in(
     for (i, artifact) in job.artifacts.iter().enumerate() {
         let built = match &artifact.build {
             Some(build) => {
-                let index = job.steps.len() + 2 * i;
+                let index = first + job.steps.len() + 2 * i;
                 let step = format!("build image {}", artifact.name);
                 let tag = format!(
                     "{}:run-{}",
@@ -262,7 +278,7 @@ async fn attempt_in(
         let stored = store_artifact(ctx, &project_dir, artifact, built.as_deref()).await;
         let stored = match (stored, &artifact.push) {
             (Ok((stored, Some(image))), Some(push)) => {
-                let index = job.steps.len() + 2 * i + 1;
+                let index = first + job.steps.len() + 2 * i + 1;
                 let step = format!("push image {}", artifact.name);
                 let pushed =
                     system_step(ctx, job, job_id, attempt, index, &step, &budget, |emit| {
@@ -304,6 +320,27 @@ async fn attempt_in(
                 });
             }
             Err(e) => return AttemptResult::failed(format!("artifact `{}`: {e:#}", artifact.name)),
+        }
+    }
+    if let Some(restored) = &restored {
+        let index = first + job.steps.len() + 2 * job.artifacts.len();
+        let dir = project_dir.clone();
+        let saved = system_step(
+            ctx,
+            job,
+            job_id,
+            attempt,
+            index,
+            "save caches",
+            &budget,
+            |emit| async {
+                crate::cache::save(ctx, job, &dir, restored, ctx.cache_cap, emit).await;
+                Ok(())
+            },
+        )
+        .await;
+        if let Err(failed) = saved {
+            return failed;
         }
     }
     AttemptResult {
@@ -452,7 +489,7 @@ impl StepEnded {
 }
 
 /// Where a step gantry runs itself writes its output: masked, numbered lines of the job's log.
-type Emit = Box<dyn FnMut(Stream, String) + Send>;
+use crate::cache::Emit;
 
 /// A step gantry runs itself after the job's steps (`build image NAME`, `push image NAME`):
 /// recorded, reported and logged exactly like the job's own steps; its error fails the attempt.

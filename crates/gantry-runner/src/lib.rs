@@ -10,6 +10,7 @@
 //! - [`events`]: what a run reports to whoever watches it (terminal, JSON, later the API).
 //! - [`owner`]: the lock a live runner holds, and recovery of runs whose runner died.
 
+pub mod cache;
 pub mod events;
 pub mod execute;
 mod job;

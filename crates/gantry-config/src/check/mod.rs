@@ -12,8 +12,10 @@
 //! - [`rules`]: `when:` on stages (branches, events).
 //! - [`cross`]: checks across stages (unique names, artifacts made before they are used).
 //! - [`graph`]: `needs` on jobs (the job graph), its cycles.
+//! - [`caches`]: `cache:` on jobs (keys, paths, restore keys).
 //! - [`matrix`]: `matrix:` on jobs, expanded into one job per combination.
 
+mod caches;
 mod canary;
 mod cross;
 mod environments;
@@ -23,6 +25,7 @@ mod rules;
 mod stages;
 mod targets;
 
+pub use caches::CACHE_KEYS;
 pub use rules::WHEN_KEYS;
 pub use targets::target_schemas;
 
@@ -57,6 +60,7 @@ pub const JOB_KEYS: &[&str] = &[
     "matrix",
     "when",
     "if",
+    "cache",
 ];
 pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file", "push"];
 pub const IMAGE_PUSH_KEYS: &[&str] = &["to", "username", "password_secret"];

@@ -249,6 +249,10 @@ impl Checker {
             .some("matrix")
             .map(|n| self.matrix(n, &field("matrix")));
         let when = self.rules_of(fields.get("when"), fields.get("if"), path);
+        let caches = fields
+            .some("cache")
+            .map(|n| self.caches(n, &field("cache")))
+            .unwrap_or(Some(Vec::new()));
         let job = Job {
             name: name?,
             steps: steps?,
@@ -264,6 +268,7 @@ impl Checker {
             after,
             matrix: None,
             when: when.ok()?,
+            caches: caches?,
         };
         match matrix {
             None => Some(vec![job]),

@@ -34,7 +34,13 @@ pub const ARTIFACTS_KEYS: &[&str] = &[
     "timeout",
     "retries",
 ];
-pub const RETENTION_KEYS: &[&str] = &["keep_runs", "keep_younger_than", "interval", "logs"];
+pub const RETENTION_KEYS: &[&str] = &[
+    "keep_runs",
+    "keep_younger_than",
+    "interval",
+    "logs",
+    "cache_bytes",
+];
 pub const NOTIFY_KEYS: &[&str] = &["url", "on", "secret_env"];
 pub const PROJECT_KEYS: &[&str] = &[
     "name",
@@ -83,6 +89,8 @@ pub struct ServerConfig {
     pub notify: Vec<NotifyConfig>,
     /// Artifacts of the newest N runs of each project and branch are kept.
     pub keep_runs: i64,
+    /// The most bytes one project's job caches keep (least recently used removed first).
+    pub cache_bytes: u64,
     /// Artifacts younger than this are kept.
     pub keep_younger_than: Duration,
     /// How often the server applies retention (zero: never).
@@ -202,6 +210,7 @@ impl Default for ServerConfig {
             why_rules: None,
             notify: Vec::new(),
             keep_runs: 10,
+            cache_bytes: 5 * 1024 * 1024 * 1024,
             keep_younger_than: Duration::from_secs(7 * 86400),
             keep_logs: None,
             retention_interval: Duration::from_secs(3600),
@@ -636,6 +645,11 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
                             "logs" => {
                                 if let Some(d) = c.duration(v, &field) {
                                     cfg.keep_logs = Some(d);
+                                }
+                            }
+                            "cache_bytes" => {
+                                if let Some(n) = c.int(v, &field, 0, i64::MAX) {
+                                    cfg.cache_bytes = n as u64;
                                 }
                             }
                             _ => {

@@ -184,13 +184,14 @@ fn listen_takes_host_names_and_says_when_a_port_is_out_of_range() {
 fn retention_and_notifications() {
     let cfg = parse_server_config(
         "gantry.toml",
-        "[retention]\nkeep_runs = 3\nkeep_younger_than = \"2d\"\ninterval = \"10m\"\nlogs = \"30d\"\n[[notify]]\nurl = \"http://127.0.0.1:9/x\"\non = [\"failed\", \"succeeded\"]\n",
+        "[retention]\nkeep_runs = 3\nkeep_younger_than = \"2d\"\ninterval = \"10m\"\nlogs = \"30d\"\ncache_bytes = 1073741824\n[[notify]]\nurl = \"http://127.0.0.1:9/x\"\non = [\"failed\", \"succeeded\"]\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.keep_runs, 3);
     assert_eq!(cfg.keep_younger_than, Duration::from_secs(2 * 86400));
     assert_eq!(cfg.retention_interval, Duration::from_secs(600));
     assert_eq!(cfg.keep_logs, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(cfg.cache_bytes, 1 << 30);
     assert_eq!(cfg.notify[0].on, ["failed", "succeeded"]);
     let err = parse_server_config(
         "gantry.toml",

@@ -41,6 +41,7 @@ fn pipeline(shape: Shape) -> Pipeline {
                             after: vec![],
                             matrix: None,
                             when: None,
+                            caches: vec![],
                         })
                         .collect(),
                 ),

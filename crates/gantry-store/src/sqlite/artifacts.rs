@@ -1,4 +1,4 @@
-//! The artifact index, share links and pins in SQLite (the `ArtifactIndex` port).
+//! The artifact index, share links, pins and job caches in SQLite (the `ArtifactIndex` port).
 
 use super::*;
 
@@ -233,11 +233,101 @@ impl ArtifactIndex for SqliteStore {
 
     async fn digest_in_use(&self, digest: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM artifacts WHERE digest = $1 AND removed_at IS NULL",
+            "SELECT (SELECT COUNT(*) FROM artifacts WHERE digest = $1 AND removed_at IS NULL) \
+             + (SELECT COUNT(*) FROM caches WHERE digest = $1)",
         )
         .bind(digest)
         .fetch_one(&self.pool)
         .await?;
         Ok(n > 0)
     }
+
+    async fn find_cache(
+        &self,
+        project: &str,
+        key: &str,
+        prefixes: &[String],
+    ) -> Result<Option<CacheRecord>> {
+        let exact = sqlx::query("SELECT * FROM caches WHERE project = $1 AND key = $2")
+            .bind(project)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = exact {
+            return Ok(Some(cache_from(&row)?));
+        }
+        for prefix in prefixes {
+            // A prefix match without LIKE's wildcards: `_` and `%` in keys are literal.
+            let row = sqlx::query(
+                "SELECT * FROM caches WHERE project = $1 AND substr(key, 1, length($2)) = $2 \
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+            )
+            .bind(project)
+            .bind(prefix)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                return Ok(Some(cache_from(&row)?));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn save_cache(&self, c: &CacheRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO caches (project, key, digest, size, media_type, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (project, key) DO NOTHING",
+        )
+        .bind(&c.project)
+        .bind(&c.key)
+        .bind(&c.digest)
+        .bind(c.size)
+        .bind(&c.media_type)
+        .bind(c.created_at)
+        .bind(c.last_used_at)
+        .execute(&self.pool)
+        .await
+        .context("recording a cache")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_cache(&self, id: i64, at: Millis) -> Result<()> {
+        sqlx::query("UPDATE caches SET last_used_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn caches(&self, project: Option<&str>) -> Result<Vec<CacheRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM caches WHERE ($1 IS NULL OR project = $1) ORDER BY last_used_at, id",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(cache_from).collect()
+    }
+
+    async fn remove_cache(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM caches WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn cache_from(row: &SqliteRow) -> Result<CacheRecord> {
+    Ok(CacheRecord {
+        id: row.try_get("id")?,
+        project: row.try_get("project")?,
+        key: row.try_get("key")?,
+        digest: row.try_get("digest")?,
+        size: row.try_get("size")?,
+        media_type: row.try_get("media_type")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
 }

@@ -6,10 +6,11 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    ArtifactIndex, ArtifactListing, ArtifactQuery, ArtifactRecord, Conflict, JobRecord, LogRecord,
-    Millis, NewLogLine, NewRun, NewStage, OwnerLease, ProjectRecord, ProjectStore, QueueStore,
-    QueuedRun, RunDetail, RunFilter, RunIds, RunRecord, RunStore, SessionRecord, ShareRecord,
-    StageRecord, StateStore, StepRecord, StoredArtifact, Stream, TokenRecord,
+    ArtifactIndex, ArtifactListing, ArtifactQuery, ArtifactRecord, CacheRecord, Conflict,
+    JobRecord, LogRecord, Millis, NewLogLine, NewRun, NewStage, OwnerLease, ProjectRecord,
+    ProjectStore, QueueStore, QueuedRun, RunDetail, RunFilter, RunIds, RunRecord, RunStore,
+    SessionRecord, ShareRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
+    TokenRecord,
 };
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use sqlx::sqlite::{

@@ -551,6 +551,97 @@ pub async fn runs_keep_their_event_and_variables(store: Arc<dyn StateStore>) {
     assert_eq!(detail.jobs[0].waits_for, ["build"]);
 }
 
+/// Caches: eight jobs saving one key at once keep one; lookups by key, then by prefix (the
+/// newest), literal `_` and `%`; caches count as users of their objects.
+pub async fn caches_keep_one_per_key_and_are_found_by_prefix(store: Arc<dyn StateStore>) {
+    let cache = |key: &str, digest: &str, at: i64| gantry_engine::ports::CacheRecord {
+        id: 0,
+        project: "p".into(),
+        key: key.into(),
+        digest: digest.into(),
+        size: 10,
+        media_type: "application/vnd.gantry.tar+zstd".into(),
+        created_at: at,
+        last_used_at: at,
+    };
+    let saves = (0..8).map(|i| {
+        let store = store.clone();
+        let c = cache("cargo-aa", &format!("sha256:{i:064}"), 1);
+        tokio::spawn(async move { store.save_cache(&c).await.unwrap() })
+    });
+    let mut kept = 0;
+    for s in saves {
+        kept += usize::from(s.await.unwrap());
+    }
+    assert_eq!(kept, 1, "one save wins");
+    assert!(
+        store
+            .save_cache(&cache("cargo-bb", "sha256:b", 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_cache(&cache("cargo_%x", "sha256:c", 9))
+            .await
+            .unwrap()
+    );
+    let exact = store
+        .find_cache("p", "cargo-aa", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exact.key, "cargo-aa");
+    let by_prefix = store
+        .find_cache("p", "cargo-zz", &["nothing-".into(), "cargo-".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        by_prefix.key, "cargo-bb",
+        "the newest of the first prefix that has one"
+    );
+    // `_` and `%` are not wildcards.
+    assert!(
+        store
+            .find_cache("p", "x", &["cargo_%".into()])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .find_cache("p", "x", &["cargo%".into()])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_cache("other", "cargo-aa", &["cargo-".into()])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.digest_in_use("sha256:b").await.unwrap());
+    store.touch_cache(exact.id, 100).await.unwrap();
+    let lru: Vec<String> = store
+        .caches(Some("p"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(
+        lru,
+        ["cargo-bb", "cargo_%x", "cargo-aa"],
+        "least recently used first"
+    );
+    store.remove_cache(exact.id).await.unwrap();
+    assert_eq!(store.caches(None).await.unwrap().len(), 2);
+    assert!(!store.digest_in_use(&exact.digest).await.unwrap());
+}
+
 /// `contract!(name => open)`: a module `name` with one test per clause of the contract, each
 /// on a fresh store that `open(dir)` makes in a temporary directory.
 macro_rules! contract {
@@ -567,7 +658,8 @@ macro_rules! contract {
                 log_retention_removes_only_old_finished_runs_logs,
                 logs_page_back_from_the_tail,
                 sessions_live_until_they_expire_or_end,
-                runs_keep_their_event_and_variables);
+                runs_keep_their_event_and_variables,
+                caches_keep_one_per_key_and_are_found_by_prefix);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(

@@ -2,6 +2,7 @@
 //! Exit codes: 0 success; 1 a failed run, a failed check or an error; 2 bad usage; 130 cancelled.
 
 mod artifact;
+mod cache;
 mod check;
 mod dataplane;
 mod demo;
@@ -70,6 +71,9 @@ pub enum Command {
     Artifact(artifact::ArtifactCommand),
     /// Apply retention: remove old artifacts that are not pinned
     Gc(artifact::GcArgs),
+    /// Job caches: list, remove
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Deploy an artifact to an environment (through the server)
     Deploy(deploy::DeployArgs),
     /// Roll an environment back to the previous healthy release (or --to one)
@@ -154,6 +158,7 @@ pub fn main() -> ExitCode {
         Command::Token(cmd) => block_on(remote::token(cmd, cli.server, cli.data_dir)),
         Command::Artifact(cmd) => block_on(artifact::artifact(cmd, cli.server, cli.data_dir)),
         Command::Gc(args) => block_on(artifact::gc(args, cli.data_dir)),
+        Command::Cache(cmd) => block_on(cache::cache(cmd, cli.data_dir)),
         Command::Deploy(args) => block_on(deploy::deploy(args, cli.server, cli.data_dir)),
         Command::Rollback(args) => block_on(deploy::rollback(args, cli.server, cli.data_dir)),
         Command::Stop(args) => block_on(deploy::stop(args, cli.server, cli.data_dir)),

@@ -241,6 +241,7 @@ async fn prepare_and_run(
         server.owner.clone(),
     );
     options.log_cap = server.config.max_job_log_bytes;
+    options.cache_cap = server.config.cache_bytes;
     if from_fork {
         options.secrets_withheld =
             Some("this run is of a pull request from a fork, and those get no secrets".into());

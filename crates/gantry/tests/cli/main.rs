@@ -36,6 +36,7 @@
 mod approvals;
 mod artifacts;
 mod browser;
+mod caches;
 mod canary;
 mod check;
 mod crash;
