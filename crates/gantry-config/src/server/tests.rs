@@ -256,3 +256,21 @@ fn a_public_url_is_a_url() {
         "{err}"
     );
 }
+
+/// The `gantry.toml` the README shows is a valid one, with what it says in it.
+#[test]
+fn the_readme_example_parses() {
+    let readme = include_str!("../../../../README.md");
+    let start = readme
+        .find("```toml\n")
+        .expect("the README shows a gantry.toml")
+        + 8;
+    let end = start + readme[start..].find("```").expect("the block ends");
+    let cfg =
+        parse_server_config("README.md", &readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    let p = &cfg.projects[0];
+    assert_eq!(p.tags, ["v*"]);
+    assert_eq!(p.status.as_ref().map(|s| s.forge), Some(Forge::GitHub));
+    assert_eq!(p.schedules.len(), 2);
+    assert_eq!(cfg.cache_bytes, 5 * 1024 * 1024 * 1024);
+}
