@@ -325,6 +325,15 @@ pub trait QueueStore: Send + Sync {
         newer: i64,
         at: Millis,
     ) -> anyhow::Result<Vec<i64>>;
+    /// Cancels queued runs older than `newer` whose trigger key starts with `prefix` (the older
+    /// commits of one pull request: `project/pulls/N/`), saying `why`; returns their ids.
+    async fn supersede_queued_by_key(
+        &self,
+        prefix: &str,
+        newer: i64,
+        why: &str,
+        at: Millis,
+    ) -> anyhow::Result<Vec<i64>>;
     /// Takes the oldest queued run, atomically (two workers never take the same run), marking it
     /// running and owned by `owner`.
     async fn claim_next_run(&self, owner: &str, at: Millis) -> anyhow::Result<Option<RunRecord>>;

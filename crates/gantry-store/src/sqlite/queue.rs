@@ -113,6 +113,29 @@ impl QueueStore for SqliteStore {
         Ok(ids)
     }
 
+    async fn supersede_queued_by_key(
+        &self,
+        prefix: &str,
+        newer: i64,
+        why: &str,
+        at: Millis,
+    ) -> Result<Vec<i64>> {
+        // A prefix compared as text: `_` and `%` in project names are not wildcards.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE runs SET status = 'cancelled', finished_at = $1, error = $2 \
+             WHERE status = 'queued' AND id < $3 AND trigger_key IS NOT NULL \
+             AND substr(trigger_key, 1, length($4)) = $4 RETURNING id",
+        )
+        .bind(at)
+        .bind(why)
+        .bind(newer)
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .context("superseding queued runs")?;
+        Ok(ids)
+    }
+
     async fn claim_next_run(&self, owner: &str, at: Millis) -> Result<Option<RunRecord>> {
         // One statement: the guard `status = 'queued'` makes a second claimer update nothing.
         // (PostgreSQL will add `FOR UPDATE SKIP LOCKED` to the sub-select.)

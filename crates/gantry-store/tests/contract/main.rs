@@ -642,6 +642,45 @@ pub async fn caches_keep_one_per_key_and_are_found_by_prefix(store: Arc<dyn Stat
     assert!(!store.digest_in_use(&exact.digest).await.unwrap());
 }
 
+/// Superseding by key prefix: only queued, older runs whose key starts with the prefix (as
+/// text: `_` is no wildcard).
+pub async fn queued_runs_are_superseded_by_key_prefix(store: Arc<dyn StateStore>) {
+    let keyed = |n: usize, key: &str| queued("p_1", n, Some(key.to_string()));
+    let a = store
+        .enqueue_run(keyed(1, "p_1/pulls/7/a"))
+        .await
+        .unwrap()
+        .unwrap();
+    let b = store
+        .enqueue_run(keyed(2, "p_1/pulls/70/b"))
+        .await
+        .unwrap()
+        .unwrap();
+    let c = store
+        .enqueue_run(keyed(3, "pX1/pulls/7/c"))
+        .await
+        .unwrap()
+        .unwrap();
+    let d = store
+        .enqueue_run(keyed(4, "p_1/pulls/7/d"))
+        .await
+        .unwrap()
+        .unwrap();
+    let gone = store
+        .supersede_queued_by_key("p_1/pulls/7/", d, "superseded by a newer commit", 5)
+        .await
+        .unwrap();
+    assert_eq!(gone, [a]);
+    let status = |id| {
+        let store = store.clone();
+        async move { store.run_detail(id).await.unwrap().unwrap().run.status }
+    };
+    assert_eq!(status(a).await, RunStatus::Cancelled);
+    for kept in [b, c, d] {
+        assert_eq!(status(kept).await, RunStatus::Queued, "run {kept}");
+    }
+}
+
 /// `contract!(name => open)`: a module `name` with one test per clause of the contract, each
 /// on a fresh store that `open(dir)` makes in a temporary directory.
 macro_rules! contract {
@@ -659,7 +698,8 @@ macro_rules! contract {
                 logs_page_back_from_the_tail,
                 sessions_live_until_they_expire_or_end,
                 runs_keep_their_event_and_variables,
-                caches_keep_one_per_key_and_are_found_by_prefix);
+                caches_keep_one_per_key_and_are_found_by_prefix,
+                queued_runs_are_superseded_by_key_prefix);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(

@@ -188,6 +188,11 @@ impl Server {
             vars,
             key,
         } = order;
+        // `project/pulls/N/` of a pull request's run: its older commits' runs share it.
+        let pull_request = match (event, key.as_deref().and_then(|k| k.rsplit_once('/'))) {
+            (TriggerEvent::PullRequest, Some((prefix, _))) => Some(format!("{prefix}/")),
+            _ => None,
+        };
         let id = self
             .store
             .enqueue_run(QueuedRun {
@@ -206,8 +211,21 @@ impl Server {
             self.statuses
                 .post(&project.name, id, &commit, statuses::Phase::Queued);
             tracing::info!(project = %project.name, ?branch, commit, run = id, trigger, event = event.as_str(), "run queued");
-            // A newer commit on a branch makes its older queued runs moot (a tag's run or a
-            // pull request's is never superseded this way).
+            // A newer commit of a pull request makes its older commits' queued runs moot.
+            if let Some(prefix) = pull_request.as_deref()
+                && self.config.supersede
+            {
+                let why = format!("superseded by run {id}, a newer commit of the pull request");
+                let superseded = self
+                    .store
+                    .supersede_queued_by_key(prefix, id, &why, now())
+                    .await?;
+                for old in superseded {
+                    tracing::info!(run = old, by = id, "queued pull request run superseded");
+                }
+            }
+            // A newer commit on a branch makes its older queued runs moot (a tag's run is never
+            // superseded this way).
             if let Some(branch) = branch.as_deref()
                 && self.config.supersede
                 && event == TriggerEvent::Push
