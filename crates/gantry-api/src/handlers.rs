@@ -298,7 +298,9 @@ pub async fn approve(
     Path(id): Path<i64>,
     axum::Extension(token): axum::Extension<gantry_engine::ports::TokenRecord>,
 ) -> Result<Json<types::Approved>, ApiError> {
-    Ok(Json(state.control.approve(id, &token).await?))
+    Ok(Json(
+        state.control.approve(id, &token.name, token.role).await?,
+    ))
 }
 
 pub async fn trigger(

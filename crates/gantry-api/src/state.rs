@@ -114,12 +114,14 @@ pub trait Control: Send + Sync {
     async fn cancel(&self, run: i64) -> Result<(), ControlError>;
     /// Queues a new run of the same project, branch and commit; returns its id.
     async fn rerun(&self, run: i64) -> Result<i64, ControlError>;
-    /// Approves the approval stage run `run` waits at, as `token`, when the token's role is one
-    /// the stage names (or higher): 409 when it waits for none, 403 for a role too low.
+    /// Approves the approval stage run `run` waits at, as the token named `by` with `role`,
+    /// when the role is one the stage names (or higher): 409 when it waits for none, 403 for a
+    /// role too low.
     async fn approve(
         &self,
         run: i64,
-        token: &gantry_engine::ports::TokenRecord,
+        by: &str,
+        role: gantry_model::Role,
     ) -> Result<types::Approved, ControlError>;
     /// Why run `run` failed (`gantry why --json` prints the same).
     async fn diagnose(&self, run: i64) -> Result<types::RunDiagnosis, ControlError>;

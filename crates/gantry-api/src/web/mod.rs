@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/runs/{id}/log.txt", get(run::download))
         .route("/ui/runs/{id}/cancel", post(run::cancel))
         .route("/ui/runs/{id}/rerun", post(run::rerun))
+        .route("/ui/runs/{id}/approve", post(run::approve))
         .route("/ui/artifacts", get(artifacts::page_of))
         .route("/ui/shares", post(artifacts::create))
         .route("/ui/shares/{id}/revoke", post(artifacts::revoke))

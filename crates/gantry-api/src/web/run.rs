@@ -119,6 +119,8 @@ struct RunPage {
     error: Option<String>,
     finished: bool,
     can_deploy: bool,
+    /// The approval stage the run waits at, and what its note says.
+    waiting: Option<(String, String)>,
     stages: Vec<StageView>,
     job: Option<String>,
     job_query: String,
@@ -313,6 +315,15 @@ pub async fn page_impl(state: AppState, visitor: Visitor, id: i64, q: RunQuery) 
             error: run.error.clone(),
             finished: run.status.is_finished(),
             can_deploy: visitor.can_deploy(),
+            waiting: detail
+                .stages
+                .iter()
+                .find(|s| {
+                    s.kind == "approval"
+                        && s.status == gantry_model::StageStatus::Running
+                        && !run.status.is_finished()
+                })
+                .map(|s| (s.name.clone(), s.note.clone().unwrap_or_default())),
             stages,
             job_query: job.as_deref().map(render::url_encode).unwrap_or_default(),
             job,
@@ -555,6 +566,22 @@ pub async fn cancel(
     }
     match state.control.cancel(id).await {
         Ok(()) => Redirect::to(&format!("/ui/runs/{id}")).into_response(),
+        Err(e) => api_error_page(e.into()),
+    }
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    // Any role may ask; the stage's roles decide.
+    if let Err(r) = visitor.check(&form.csrf, Role::Viewer) {
+        return r.into_response();
+    }
+    match state.control.approve(id, &visitor.name, visitor.role).await {
+        Ok(_) => Redirect::to(&format!("/ui/runs/{id}")).into_response(),
         Err(e) => api_error_page(e.into()),
     }
 }

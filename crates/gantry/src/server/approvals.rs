@@ -8,7 +8,7 @@
 use super::Server;
 use async_trait::async_trait;
 use gantry_api::{ControlError, types};
-use gantry_engine::ports::{ApprovalDecision, ApprovalRequest, Approvals, TokenRecord, now_millis};
+use gantry_engine::ports::{ApprovalDecision, ApprovalRequest, Approvals, now_millis};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -55,22 +55,27 @@ impl Waits {
         self.waiting.lock().expect("approval waits").remove(&run);
     }
 
-    /// Approves the stage `run` waits at, as `token`.
-    pub fn approve(&self, run: i64, token: &TokenRecord) -> Result<types::Approved, ControlError> {
+    /// Approves the stage `run` waits at, as the token named `by` with `role`.
+    pub fn approve(
+        &self,
+        run: i64,
+        by: &str,
+        role: gantry_model::Role,
+    ) -> Result<types::Approved, ControlError> {
         let mut waiting = self.waiting.lock().expect("approval waits");
         let Some(w) = waiting.get(&run) else {
             return Err(ControlError::conflict(format!(
                 "run {run} is not waiting for an approval here"
             )));
         };
-        if !w.request.spec.allows(token.role) {
+        if !w.request.spec.allows(role) {
             let roles: Vec<&str> = w.request.spec.roles.iter().map(|r| r.as_str()).collect();
             return Err(ControlError::forbidden(format!(
                 "approving stage `{}` of run {run} needs a {} token; token `{}` is {}",
                 w.request.stage,
                 roles.join(" or "),
-                token.name,
-                token.role
+                by,
+                role
             )));
         }
         let w = waiting.remove(&run).expect("looked up above");
@@ -78,14 +83,14 @@ impl Waits {
         let stage = w.request.stage.clone();
         // The run may have ended meanwhile (cancelled): then nobody listens, and that is fine.
         let _ = w.decide.send(ApprovalDecision::Approved {
-            by: token.name.clone(),
+            by: by.to_string(),
             at,
         });
-        tracing::info!(run, stage, by = %token.name, "approved");
+        tracing::info!(run, stage, by, "approved");
         Ok(types::Approved {
             run,
             stage,
-            by: token.name.clone(),
+            by: by.to_string(),
             at,
         })
     }

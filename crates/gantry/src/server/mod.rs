@@ -316,12 +316,13 @@ impl Control for Server {
     async fn approve(
         &self,
         run: i64,
-        token: &gantry_engine::ports::TokenRecord,
+        by: &str,
+        role: gantry_model::Role,
     ) -> Result<types::Approved, ControlError> {
         if self.store.run_detail(run).await?.is_none() {
             return Err(ControlError::not_found(format!("no run {run}")));
         }
-        self.approvals.approve(run, token)
+        self.approvals.approve(run, by, role)
     }
 
     async fn diagnose(&self, run: i64) -> Result<types::RunDiagnosis, ControlError> {

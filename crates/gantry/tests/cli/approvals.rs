@@ -187,11 +187,33 @@ fn an_approval_times_out_and_a_newer_run_supersedes_a_waiting_one() {
         format!("superseded by run {second}, which waits at this stage now")
     );
     assert!(wait_until(Duration::from_secs(30), || waiting(&s, second)));
-    let r = approve(&s, second, &s.token());
-    assert_eq!(
-        r.status, 200,
-        "an admin may approve what a deployer may: {}",
-        r.body
-    );
+    // Approved from the run's page, by an admin (who may approve what a deployer may).
+    crate::browser::runtime().block_on(async {
+        let b = crate::browser::Browser::start().await;
+        b.login(&s.url, &s.token()).await;
+        b.goto(&format!("{}/ui/runs/{second}", s.url)).await;
+        assert!(b.exists("#approve").await, "no approve button");
+        let said = b.text(".waiting").await;
+        assert!(
+            said.contains("approve-prod") && said.contains("waiting for approval"),
+            "{said}"
+        );
+        b.click("#approve").await;
+        assert!(
+            b.wait_js(
+                Duration::from_secs(30),
+                "return document.getElementById('run-status').textContent.trim() === 'succeeded'"
+            )
+            .await,
+            "the page did not show the run succeeding"
+        );
+        assert!(!b.exists("#approve").await);
+        b.close().await;
+    });
     assert_eq!(s.wait_finished(second), "succeeded");
+    let gate = stage(&s, second, "approve-prod");
+    assert!(
+        gate["note"].as_str().unwrap().starts_with("approved by "),
+        "{gate}"
+    );
 }
