@@ -113,6 +113,21 @@ pub struct RunRecord {
     pub owner: Option<String>,
 }
 impl RunRecord {
+    /// What the run is of, in words: its branch, `tag v1.2.0`, `pull request #7`, or
+    /// `(detached)`.
+    pub fn lane(&self) -> String {
+        if let Some(b) = self.branch.as_deref().filter(|b| !b.is_empty()) {
+            return b.to_string();
+        }
+        if let Some(t) = self.vars.get(crate::vars::TAG) {
+            return format!("tag {t}");
+        }
+        if let Some(n) = self.vars.get(crate::vars::PR) {
+            return format!("pull request #{n}");
+        }
+        "(detached)".to_string()
+    }
+
     /// The run's event, typed; a re-run or re-queue of this run keeps it.
     pub fn event_kind(&self) -> crate::TriggerEvent {
         self.event
@@ -350,4 +365,37 @@ pub struct RunDetail {
     pub jobs: Vec<JobRecord>,
     pub steps: Vec<StepRecord>,
     pub artifacts: Vec<ArtifactRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_says_what_it_is_of() {
+        let run = |branch: Option<&str>, vars: &[(&str, &str)]| RunRecord {
+            id: 1,
+            project: "p".into(),
+            repo: "/r".into(),
+            commit: "c".into(),
+            branch: branch.map(str::to_string),
+            pipeline_file: String::new(),
+            trigger: "webhook".into(),
+            event: "push".into(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            status: crate::RunStatus::Queued,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            owner: None,
+        };
+        assert_eq!(run(Some("main"), &[]).lane(), "main");
+        assert_eq!(run(None, &[("GANTRY_TAG", "v1.2.0")]).lane(), "tag v1.2.0");
+        assert_eq!(run(None, &[("GANTRY_PR", "7")]).lane(), "pull request #7");
+        assert_eq!(run(Some(""), &[]).lane(), "(detached)");
+    }
 }

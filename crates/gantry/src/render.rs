@@ -350,10 +350,10 @@ pub fn summary(d: &RunDetail) -> String {
         span(r.started_at.or(Some(r.created_at)), r.finished_at),
         r.project,
         &r.commit[..r.commit.len().min(10)],
-        r.branch
-            .as_deref()
-            .map(|b| format!(" on {b}"))
-            .unwrap_or_default()
+        match r.lane().as_str() {
+            "(detached)" => String::new(),
+            lane => format!(" on {lane}"),
+        }
     );
     if let Some(e) = &r.error {
         out.push_str(&format!("  {e}\n"));

@@ -73,7 +73,7 @@ fn branches(runs: &[RunRecord], now: i64) -> Vec<BranchRow> {
     let mut rows: Vec<BranchRow> = Vec::new();
     // Newest first: the first run of a branch is its latest.
     for r in runs {
-        let branch = r.branch.clone().unwrap_or_else(|| "(detached)".into());
+        let branch = r.lane();
         let cell = RunCell {
             id: r.id,
             status: r.status.to_string(),

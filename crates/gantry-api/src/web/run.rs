@@ -307,7 +307,7 @@ pub async fn page_impl(state: AppState, visitor: Visitor, id: i64, q: RunQuery) 
             ),
             id,
             project: run.project.clone(),
-            branch: run.branch.clone().unwrap_or_else(|| "(detached)".into()),
+            branch: run.lane(),
             commit: run.commit.clone(),
             trigger: run.trigger.clone(),
             status: run.status.to_string(),
