@@ -134,12 +134,19 @@ pub fn pipeline_schema() -> Value {
                 "additionalProperties": { "type": "array", "minItems": 1, "uniqueItems": true, "items": { "type": ["string", "number", "boolean"] } },
                 "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }
             },
-            "image": object(IMAGE_BUILD_KEYS, json!({
-                "name": name,
-                "context": { "type": "string", "description": "The build context, relative to the job's directory (default .)" },
-                "file": { "type": "string", "description": "The Dockerfile, inside the context (default Dockerfile)" },
-                "push": push
-            }), &["name"]),
+            "image": { "oneOf": [
+                { "type": "string", "minLength": 1, "description": "The image the job's steps run in, a fresh container per step, the workspace at /workspace" },
+                object(IMAGE_BUILD_KEYS, json!({
+                    "name": name,
+                    "context": { "type": "string", "description": "The build context, relative to the job's directory (default .)" },
+                    "file": { "type": "string", "description": "The Dockerfile, inside the context (default Dockerfile)" },
+                    "push": push
+                }), &["name"])
+            ] },
+            "resources": object(crate::check::RESOURCES_KEYS, json!({
+                "memory": { "type": "string", "description": "Memory limit of the job's containers: 64m, 1g, 512k or bytes" },
+                "cpus": { "type": "string", "description": "CPUs of the job's containers: 0.5, 1, 2" }
+            }), &[]),
         }),
         &["name"],
     );

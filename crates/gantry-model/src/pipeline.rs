@@ -99,6 +99,17 @@ pub struct Job {
     pub when: Option<Rules>,
     /// What it keeps between runs (`cache:`): restored before its steps, saved after.
     pub caches: Vec<crate::cache::CacheSpec>,
+    /// The image its steps run in (`image: NAME`); `None`: on the host.
+    pub container: Option<JobContainer>,
+}
+
+/// `image: alpine:3` on a job, with `resources: { memory: 512m, cpus: 1 }`: each step runs in a
+/// fresh container of the image, the job's directory bound at `/workspace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobContainer {
+    pub image: String,
+    pub memory_bytes: Option<u64>,
+    pub nano_cpus: Option<u64>,
 }
 
 /// One combination of a job's `matrix`: the job as written, and the values (in the matrix's key

@@ -5,11 +5,12 @@
 use crate::events::{Observer, RunEvent};
 use crate::job::{AttemptResult, run_attempt, set_env};
 use crate::logs::{LogSender, spawn_writer};
+use crate::plan::{job_of, plan_of};
 use anyhow::{Context, Result};
 use gantry_engine::mask::Masker;
 use gantry_engine::ports::{
-    ApprovalDecision, ApprovalRequest, Approvals, ArtifactStore, DeployRequest, Deployer, NewJob,
-    NewRun, NewStage, RunIds, StateStore,
+    ApprovalDecision, ApprovalRequest, Approvals, ArtifactStore, DeployRequest, Deployer, NewRun,
+    RunIds, StateStore,
 };
 use gantry_engine::run::{
     ApprovalOutcome, AttemptOutcome, Command, DeployOutcome, Event, JobRef, RunMachine,
@@ -134,6 +135,8 @@ pub(crate) struct RunContext {
     pub secrets: HashMap<String, SecretValue>,
     pub secrets_withheld: Option<String>,
     pub cache_cap: u64,
+    /// The owner lock of this process: step containers carry it.
+    pub owner: Option<String>,
     pub masker: Masker,
     pub state: Arc<dyn StateStore>,
     pub artifacts: Arc<dyn ArtifactStore>,
@@ -301,6 +304,7 @@ impl Runner {
             secrets: opts.secrets,
             secrets_withheld: opts.secrets_withheld,
             cache_cap: opts.cache_cap,
+            owner: opts.owner.clone(),
             masker,
             state: self.state.clone(),
             artifacts: self.artifacts.clone(),
@@ -753,46 +757,5 @@ impl RunLoop<'_> {
             Command::FinishRun { .. } => {}
         }
         Ok(None)
-    }
-}
-
-/// The stages and jobs of a pipeline, as the state store records them.
-fn plan_of(pipeline: &Pipeline) -> Vec<NewStage> {
-    pipeline
-        .stages
-        .iter()
-        .map(|s| match &s.kind {
-            StageKind::Jobs(jobs) => NewStage {
-                name: s.name.clone(),
-                kind: "jobs",
-                jobs: jobs
-                    .iter()
-                    .map(|j| NewJob {
-                        name: j.name.clone(),
-                        allow_failure: j.allow_failure,
-                        waits_for: j.after.clone(),
-                    })
-                    .collect(),
-            },
-            StageKind::Deploy(_) => NewStage {
-                name: s.name.clone(),
-                kind: "deploy",
-                jobs: Vec::new(),
-            },
-            StageKind::Approval(_) => NewStage {
-                name: s.name.clone(),
-                kind: "approval",
-                jobs: Vec::new(),
-            },
-        })
-        .collect()
-}
-
-fn job_of(pipeline: &Pipeline, job: JobRef) -> &Job {
-    match &pipeline.stages[job.stage].kind {
-        StageKind::Jobs(jobs) => &jobs[job.job],
-        StageKind::Deploy(_) | StageKind::Approval(_) => {
-            unreachable!("the run machine only starts jobs of job stages")
-        }
     }
 }

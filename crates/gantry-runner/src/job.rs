@@ -142,6 +142,19 @@ async fn attempt_in(
         None => None,
     };
 
+    // A job with `image:` reaches its engine once, before its first step.
+    let engine = match &job.container {
+        Some(c) => match gantry_docker::Engine::connect(None).await {
+            Ok(e) => Some(e),
+            Err(e) => {
+                return AttemptResult::failed(format!(
+                    "the steps run in image {}, and the container engine is out of reach: {e:#}",
+                    c.image
+                ));
+            }
+        },
+        None => None,
+    };
     for (index, step) in job.steps.iter().enumerate() {
         let index = index + first;
         let step_name: Arc<str> = Arc::from(step.name.as_str());
@@ -184,13 +197,43 @@ async fn attempt_in(
         let mut log = StepLog::new(ctx, step_id, job_name.clone(), step_name, &budget);
         let dropped_before = budget.lock().expect("log budget").dropped();
         let step_started = Instant::now();
-        let end = run_step(
-            &spec,
-            &ctx.masker,
-            |stream, text| log.line(stream, text),
-            &mut cancel,
-        )
-        .await;
+        let mut oom = crate::container::MemoryKill::No;
+        let end = match (&job.container, &engine) {
+            (Some(container), Some(engine)) => {
+                let in_container = crate::container::ContainerStep {
+                    container,
+                    name: format!("gantry-run{}-{}-{attempt}-{index}", ctx.run_id, job_id),
+                    script: &step.run,
+                    workspace,
+                    subdir: ctx.subdir.as_deref(),
+                    env: &crate::container::step_env(&env),
+                    deadline: step_deadline,
+                    kill_grace: ctx.kill_grace,
+                    run: ctx.run_id,
+                    job: &job.name,
+                    owner: ctx.owner.as_deref(),
+                };
+                let (end, killed) = crate::container::run_step(
+                    engine,
+                    &in_container,
+                    &ctx.masker,
+                    |stream, text| log.line(stream, text),
+                    &mut cancel,
+                )
+                .await;
+                oom = killed;
+                end
+            }
+            _ => {
+                run_step(
+                    &spec,
+                    &ctx.masker,
+                    |stream, text| log.line(stream, text),
+                    &mut cancel,
+                )
+                .await
+            }
+        };
         let summary = budget
             .lock()
             .expect("log budget")
@@ -198,7 +241,9 @@ async fn attempt_in(
         if let Some(summary) = summary {
             log.system(summary);
         }
+        let memory = oom.note(job.container.as_ref());
         let (status, note) = match &end {
+            _ if memory.is_some() => (StepStatus::Failed, memory),
             StepEnd::Exited(0) => (StepStatus::Succeeded, None),
             StepEnd::Exited(code) => (StepStatus::Failed, Some(format!("exited with code {code}"))),
             StepEnd::Signaled(sig) => (

@@ -11,10 +11,12 @@
 //! - [`owner`]: the lock a live runner holds, and recovery of runs whose runner died.
 
 pub mod cache;
+pub mod container;
 pub mod events;
 pub mod execute;
 mod job;
 mod logs;
+mod plan;
 pub use logs::DEFAULT_JOB_LOG_CAP;
 pub mod owner;
 pub mod process;

@@ -172,6 +172,16 @@ pub async fn recover(
                 "killed step processes left by a dead runner"
             );
         }
+        if let Some(owner) = &run.owner {
+            let containers = crate::container::remove_leftovers(run.id, owner).await;
+            if containers > 0 {
+                tracing::warn!(
+                    run = run.id,
+                    containers,
+                    "removed step containers left by a dead runner"
+                );
+            }
+        }
         state.mark_interrupted(run.id, crate::now_millis()).await?;
         let _ = std::fs::remove_dir_all(&workspace_prefix);
         recovered.push(run.id);

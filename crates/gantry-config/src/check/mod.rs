@@ -13,10 +13,12 @@
 //! - [`cross`]: checks across stages (unique names, artifacts made before they are used).
 //! - [`graph`]: `needs` on jobs (the job graph), its cycles.
 //! - [`caches`]: `cache:` on jobs (keys, paths, restore keys).
+//! - [`container`]: `image:` (a name) and `resources:` on jobs.
 //! - [`matrix`]: `matrix:` on jobs, expanded into one job per combination.
 
 mod caches;
 mod canary;
+mod container;
 mod cross;
 mod environments;
 mod graph;
@@ -61,7 +63,9 @@ pub const JOB_KEYS: &[&str] = &[
     "when",
     "if",
     "cache",
+    "resources",
 ];
+pub const RESOURCES_KEYS: &[&str] = &["memory", "cpus"];
 pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file", "push"];
 pub const IMAGE_PUSH_KEYS: &[&str] = &["to", "username", "password_secret"];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];

@@ -183,7 +183,13 @@ impl Checker {
                 None
             }
             // A job may only build an image.
-            (None, None) if fields.get("image").is_some() => Some(Vec::new()),
+            (None, None)
+                if fields
+                    .get("image")
+                    .is_some_and(|n| matches!(n.value, Value::Map(_))) =>
+            {
+                Some(Vec::new())
+            }
             (None, None) => {
                 if !fields
                     .suggested
@@ -234,7 +240,14 @@ impl Checker {
             .some("artifacts")
             .map(|n| self.artifacts(n, &field("artifacts")))
             .unwrap_or(Some(Vec::new()));
-        if let Some(image) = fields.some("image") {
+        // `image: NAME` runs the steps in that image; `image: { name, context, … }` builds one.
+        let scalar = |n: &&Node| matches!(n.value, Value::Scalar { .. });
+        let container = self.job_container(
+            fields.some("image").filter(scalar),
+            fields.some("resources"),
+            path,
+        );
+        if let Some(image) = fields.some("image").filter(|n| !scalar(n)) {
             match (self.image_build(image, &field("image")), &mut artifacts) {
                 (Some(built), Some(list)) => list.push(built),
                 (None, _) => artifacts = None,
@@ -269,6 +282,7 @@ impl Checker {
             matrix: None,
             when: when.ok()?,
             caches: caches?,
+            container: container.ok()?,
         };
         match matrix {
             None => Some(vec![job]),

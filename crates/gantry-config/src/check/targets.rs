@@ -462,7 +462,7 @@ impl Checker {
 }
 
 /// `64m`, `1g`, `512k`, `1048576` → bytes; `None` if it is not one, or under the engine's 6 MiB.
-fn memory_bytes(text: &str) -> Option<u64> {
+pub(super) fn memory_bytes(text: &str) -> Option<u64> {
     let t = text.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (number, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -481,7 +481,7 @@ fn memory_bytes(text: &str) -> Option<u64> {
 }
 
 /// `0.5` → 500_000_000 (the engine's NanoCPUs); `None` unless 0 < cpus <= 1024.
-fn nano_cpus(text: &str) -> Option<u64> {
+pub(super) fn nano_cpus(text: &str) -> Option<u64> {
     let cpus: f64 = text.trim().parse().ok()?;
     (cpus > 0.0 && cpus <= 1024.0 && cpus.is_finite()).then(|| (cpus * 1e9).round() as u64)
 }

@@ -42,6 +42,7 @@ fn pipeline(shape: Shape) -> Pipeline {
                             matrix: None,
                             when: None,
                             caches: vec![],
+                            container: None,
                         })
                         .collect(),
                 ),

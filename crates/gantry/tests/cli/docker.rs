@@ -43,7 +43,7 @@ fn dockerfile(kind: Image) -> &'static str {
 /// of this module take turns.
 static PODMAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+pub fn take_turn() -> std::sync::MutexGuard<'static, ()> {
     PODMAN
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

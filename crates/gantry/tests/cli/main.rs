@@ -45,6 +45,7 @@ mod dataplane;
 mod deploy;
 mod docker;
 mod forges;
+mod job_containers;
 mod lambda;
 mod mistakes;
 mod pipeline;
