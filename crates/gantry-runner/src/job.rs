@@ -142,8 +142,25 @@ async fn attempt_in(
         None => None,
     };
 
-    // A job with `image:` reaches its engine once, before its first step.
-    let engine = match &job.container {
+    // A job with `image:` reaches its engine once, before its first step. An image an earlier
+    // job of this run built (its artifact's name) is that run's build.
+    let container = job.container.as_ref().map(|c| {
+        let built = ctx
+            .pipeline
+            .jobs()
+            .flat_map(|(_, j)| &j.artifacts)
+            .any(|a| a.build.is_some() && a.name == c.image);
+        let mut c = c.clone();
+        if built {
+            c.image = format!(
+                "{}:run-{}",
+                gantry_docker::repository_name(&["gantry-build", &ctx.project, &c.image]),
+                ctx.run_id
+            );
+        }
+        c
+    });
+    let engine = match &container {
         Some(c) => match gantry_docker::Engine::connect(None).await {
             Ok(e) => Some(e),
             Err(e) => {
@@ -198,7 +215,7 @@ async fn attempt_in(
         let dropped_before = budget.lock().expect("log budget").dropped();
         let step_started = Instant::now();
         let mut oom = crate::container::MemoryKill::No;
-        let end = match (&job.container, &engine) {
+        let end = match (&container, &engine) {
             (Some(container), Some(engine)) => {
                 let in_container = crate::container::ContainerStep {
                     container,

@@ -191,3 +191,41 @@ stages:
     assert_eq!(f.show(1)["run"]["status"], "interrupted");
     remove_image(tag);
 }
+
+#[test]
+fn a_job_runs_in_the_image_an_earlier_job_of_the_run_built() {
+    let _turn = crate::docker::take_turn();
+    let f = Fixture::new(
+        "//- gantry.yml
+name: jc-built
+stages:
+  - name: build
+    jobs:
+      - name: make-image
+        run: cp /bin/busybox ctx/busybox
+        image: { name: steps-image, context: ctx, file: ctx/Dockerfile }
+  - name: test
+    jobs:
+      - name: inside
+        image: steps-image
+        run: echo \"inside $(cat /marker)\"
+//- ctx/Dockerfile
+FROM scratch
+COPY busybox /bin/busybox
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]
+COPY marker /marker
+//- ctx/marker
+the image of make-image
+",
+    );
+    let out = f.run(&["run"]);
+    let logs = f.run(&["logs", "1"]).stdout;
+    assert_eq!(out.code, 0, "{out}\n{logs}");
+    assert!(logs.contains("inside the image of make-image"), "{logs}");
+    for tag in ["run-1", &f.git(&["rev-parse", "--short=12", "HEAD"])] {
+        remove_image(&format!(
+            "localhost/gantry-build/jc-built/steps-image:{tag}"
+        ));
+        remove_image(&format!("gantry-build/jc-built/steps-image:{tag}"));
+    }
+}
