@@ -223,9 +223,6 @@ the image of make-image
     assert_eq!(out.code, 0, "{out}\n{logs}");
     assert!(logs.contains("inside the image of make-image"), "{logs}");
     for tag in ["run-1", &f.git(&["rev-parse", "--short=12", "HEAD"])] {
-        remove_image(&format!(
-            "localhost/gantry-build/jc-built/steps-image:{tag}"
-        ));
-        remove_image(&format!("gantry-build/jc-built/steps-image:{tag}"));
+        remove_image(&format!("gantry-build-jc-built-steps-image:{tag}"));
     }
 }
