@@ -143,6 +143,13 @@ pub fn pipeline_schema() -> Value {
                     "push": push
                 }), &["name"])
             ] },
+            "services": { "type": "array", "description": "Containers beside a job with `image:`, on its network, reached by their names", "items": object(crate::check::SERVICE_KEYS, json!({
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9-]{0,62}$", "description": "The host name the steps reach it by" },
+                "image": { "type": "string", "minLength": 1 },
+                "env": env.clone(),
+                "health": object(crate::check::SERVICE_HEALTH_KEYS, json!({ "tcp": { "type": "integer", "minimum": 1, "maximum": 65535, "description": "A port that must accept connections before the steps start" } }), &[]),
+                "timeout": duration
+            }), &["name", "image"]) },
             "resources": object(crate::check::RESOURCES_KEYS, json!({
                 "memory": { "type": "string", "description": "Memory limit of the job's containers: 64m, 1g, 512k or bytes" },
                 "cpus": { "type": "string", "description": "CPUs of the job's containers: 0.5, 1, 2" }

@@ -43,6 +43,9 @@ pub const LABEL_STEP_OWNER: &str = "gantry.step-owner";
 pub const LABEL_RUN: &str = "gantry.run";
 pub const LABEL_JOB: &str = "gantry.job";
 
+mod steps;
+pub use steps::StepContainerSpec;
+
 const SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/podman/podman.sock"];
 
 /// What an image artifact says of its image (`image.json`).
@@ -120,22 +123,6 @@ pub struct ContainerSpec {
     pub labels: Vec<(String, String)>,
     /// Overrides the image's command.
     pub command: Option<Vec<String>>,
-}
-
-/// A container that runs one step of a job: no ports, the workspace bound in, and removed by
-/// its runner when the step ends.
-#[derive(Debug, Clone, Default)]
-pub struct StepContainerSpec {
-    pub name: String,
-    pub image: String,
-    pub command: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: String,
-    /// `host:container` binds.
-    pub binds: Vec<String>,
-    pub memory_bytes: Option<i64>,
-    pub nano_cpus: Option<i64>,
-    pub labels: Vec<(String, String)>,
 }
 
 /// One Docker Engine API endpoint.
@@ -457,69 +444,6 @@ impl Engine {
             .await
             .map_err(|e| self.fail(&format!("creating container {}", spec.name), e))?;
         Ok(created.id)
-    }
-
-    /// Creates a step's container (not started).
-    pub async fn create_step(&self, spec: &StepContainerSpec) -> Result<String> {
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            cmd: Some(spec.command.clone()),
-            // The step's command as given, whatever the image's entrypoint is.
-            entrypoint: Some(Vec::new()),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(spec.labels.iter().cloned().collect()),
-            working_dir: Some(spec.working_dir.clone()),
-            host_config: Some(HostConfig {
-                binds: Some(spec.binds.clone()),
-                memory: spec.memory_bytes,
-                // No swap beyond the limit: a breach is an OOM kill, not a crawl.
-                memory_swap: spec.memory_bytes,
-                nano_cpus: spec.nano_cpus,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_container(
-                Some(
-                    CreateContainerOptionsBuilder::default()
-                        .name(&spec.name)
-                        .build(),
-                ),
-                body,
-            )
-            .await
-            .map_err(|e| {
-                self.fail(
-                    &format!("creating container {} from {}", spec.name, spec.image),
-                    e,
-                )
-            })?;
-        Ok(created.id)
-    }
-
-    /// The container's output from its start, as it comes: `(is_stderr, bytes)` chunks, until
-    /// it exits.
-    pub fn follow(
-        &self,
-        id: &str,
-    ) -> impl futures_util::Stream<Item = Result<(bool, Vec<u8>)>> + Send + 'static {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .follow(true)
-            .build();
-        let host = self.host.clone();
-        self.docker
-            .logs(id, Some(options))
-            .map(move |chunk| match chunk {
-                Ok(bollard::container::LogOutput::StdErr { message }) => {
-                    Ok((true, message.to_vec()))
-                }
-                Ok(other) => Ok((false, other.into_bytes().to_vec())),
-                Err(e) => Err(anyhow!("reading a container's output from {host}: {e}")),
-            })
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {

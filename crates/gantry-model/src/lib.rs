@@ -30,8 +30,8 @@ pub use environment::{
 };
 pub use pipeline::{
     ApprovalSpec, ArtifactSpec, DeploySpec, EnvironmentSpec, ImageBuild, ImagePush, Job,
-    JobContainer, MatrixCell, Pipeline, ProjectArtifact, Rules, Stage, StageKind, Step,
-    image_repository, pattern_matches,
+    JobContainer, MatrixCell, Pipeline, ProjectArtifact, Rules, ServiceSpec, Stage, StageKind,
+    Step, image_repository, pattern_matches,
 };
 pub use secret::SecretValue;
 pub use status::{JobStatus, RunStatus, StageStatus, StepStatus, TriggerEvent};

@@ -101,6 +101,22 @@ pub struct Job {
     pub caches: Vec<crate::cache::CacheSpec>,
     /// The image its steps run in (`image: NAME`); `None`: on the host.
     pub container: Option<JobContainer>,
+    /// Containers started beside the job, on its network (`services:`).
+    pub services: Vec<ServiceSpec>,
+}
+
+/// `services: [{ name: db, image: postgres:16, env: {…}, health: { tcp: 5432 } }]`: a container
+/// beside the job, reachable by `name` on the job's network, healthy before the first step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    /// The port that must accept a TCP connection before the steps start; `None`: started is
+    /// enough.
+    pub tcp: Option<u16>,
+    /// How long it may take to become healthy.
+    pub timeout: Duration,
 }
 
 /// `image: alpine:3` on a job, with `resources: { memory: 512m, cpus: 1 }`: each step runs in a

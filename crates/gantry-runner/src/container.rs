@@ -17,6 +17,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// The start of the names of one attempt's containers and network: unique on the engine, as
+/// the runner's owner lock is (`gantry-owner-1234-56789-r3-j7-a1`).
+pub(crate) fn names_of(owner: Option<&str>, run: i64, job_id: i64, attempt: u32) -> String {
+    let owner: String = owner
+        .unwrap_or("local")
+        .trim_end_matches(".lock")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("gantry-{owner}-r{run}-j{job_id}-a{attempt}")
+}
+
 /// Where the workspace is inside a step's container.
 pub const WORKSPACE: &str = "/workspace";
 
@@ -34,6 +46,8 @@ pub struct ContainerStep<'a> {
     pub run: i64,
     pub job: &'a str,
     pub owner: Option<&'a str>,
+    /// The job's network, beside its services.
+    pub network: Option<&'a str>,
 }
 
 /// How the engine's memory limit showed in a step's end.
@@ -117,6 +131,8 @@ pub async fn run_step(
         memory_bytes: step.container.memory_bytes.map(|b| b as i64),
         nano_cpus: step.container.nano_cpus.map(|n| n as i64),
         labels,
+        network: step.network.map(str::to_string),
+        aliases: Vec::new(),
     };
     let id = match engine.create_step(&spec).await {
         Ok(id) => id,
@@ -227,5 +243,9 @@ pub async fn remove_leftovers(run: i64, owner: &str) -> usize {
             removed += 1;
         }
     }
+    // The networks of its jobs' services, once their containers are gone.
+    let _ = engine
+        .remove_networks(&[(LABEL_RUN, run.as_str()), (LABEL_STEP_OWNER, owner)])
+        .await;
     removed
 }

@@ -4,6 +4,7 @@
 
 use crate::events::RunEvent;
 use crate::execute::RunContext;
+use crate::images::{build_with, push_image, store_artifact};
 use crate::logs::{Admit, LogBudget, LogLine};
 use crate::process::{StepEnd, StepSpec, run_step};
 use gantry_engine::ports::Stream;
@@ -172,286 +173,283 @@ async fn attempt_in(
         },
         None => None,
     };
-    for (index, step) in job.steps.iter().enumerate() {
-        let index = index + first;
-        let step_name: Arc<str> = Arc::from(step.name.as_str());
-        let step_id = match ctx
-            .state
-            .start_step(job_id, attempt, index, &step.name, crate::now_millis())
+    // Services beside the job, on its network, until this attempt ends.
+    let names = crate::container::names_of(ctx.owner.as_deref(), ctx.run_id, job_id, attempt);
+    let services = match (&engine, job.services.is_empty()) {
+        (Some(engine), false) => {
+            let prefix = names.clone();
+            match crate::services::Services::start(
+                engine,
+                &job.services,
+                ctx.run_id,
+                &job.name,
+                ctx.owner.as_deref(),
+                &prefix,
+            )
             .await
-        {
-            Ok(id) => id,
-            Err(e) => {
-                return AttemptResult::failed(format!("recording step `{}`: {e:#}", step.name));
+            {
+                Ok(s) => Some(s),
+                Err(e) => return AttemptResult::failed(e),
             }
-        };
-        ctx.observer.event(&RunEvent::StepStarted {
-            run: ctx.run_id,
-            job: job.name.clone(),
-            attempt,
-            step: step.name.clone(),
-            index,
-        });
-        let mut env = base_env.clone();
-        for (k, v) in &step.env {
-            set_env(&mut env, k, v);
         }
-        let step_deadline = match (deadline, step.timeout) {
-            (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
-            (Some(d), None) => Some(d),
-            (None, Some(t)) => Some(Instant::now() + t),
-            (None, None) => None,
-        };
-        let spec = StepSpec {
-            script: &step.run,
-            cwd: &project_dir,
-            env: &env,
-            deadline: step_deadline,
-            kill_grace: ctx.kill_grace,
-            sandbox: sandbox.as_ref(),
-            backlog: Some(ctx.logs.backlog()),
-        };
-        let mut log = StepLog::new(ctx, step_id, job_name.clone(), step_name, &budget);
-        let dropped_before = budget.lock().expect("log budget").dropped();
-        let step_started = Instant::now();
-        let mut oom = crate::container::MemoryKill::No;
-        let end = match (&container, &engine) {
-            (Some(container), Some(engine)) => {
-                let in_container = crate::container::ContainerStep {
-                    container,
-                    name: format!("gantry-run{}-{}-{attempt}-{index}", ctx.run_id, job_id),
-                    script: &step.run,
-                    workspace,
-                    subdir: ctx.subdir.as_deref(),
-                    env: &crate::container::step_env(&env),
-                    deadline: step_deadline,
-                    kill_grace: ctx.kill_grace,
-                    run: ctx.run_id,
-                    job: &job.name,
-                    owner: ctx.owner.as_deref(),
-                };
-                let (end, killed) = crate::container::run_step(
-                    engine,
-                    &in_container,
-                    &ctx.masker,
-                    |stream, text| log.line(stream, text),
-                    &mut cancel,
-                )
-                .await;
-                oom = killed;
-                end
-            }
-            _ => {
-                run_step(
-                    &spec,
-                    &ctx.masker,
-                    |stream, text| log.line(stream, text),
-                    &mut cancel,
-                )
+        _ => None,
+    };
+    // Every way out of the steps comes back here, so the services are always removed.
+    let result = async {
+        for (index, step) in job.steps.iter().enumerate() {
+            let index = index + first;
+            let step_name: Arc<str> = Arc::from(step.name.as_str());
+            let step_id = match ctx
+                .state
+                .start_step(job_id, attempt, index, &step.name, crate::now_millis())
                 .await
-            }
-        };
-        let summary = budget
-            .lock()
-            .expect("log budget")
-            .summary(&step.name, dropped_before);
-        if let Some(summary) = summary {
-            log.system(summary);
-        }
-        let memory = oom.note(job.container.as_ref());
-        let (status, note) = match &end {
-            _ if memory.is_some() => (StepStatus::Failed, memory),
-            StepEnd::Exited(0) => (StepStatus::Succeeded, None),
-            StepEnd::Exited(code) => (StepStatus::Failed, Some(format!("exited with code {code}"))),
-            StepEnd::Signaled(sig) => (
-                StepStatus::Failed,
-                Some(format!("killed by signal {sig}{}", signal_hint(*sig))),
-            ),
-            StepEnd::TimedOut => {
-                let limit = if step_deadline == deadline {
-                    job.timeout
-                } else {
-                    step.timeout
-                };
-                let limit = limit
-                    .map(gantry_model::duration::format_duration)
-                    .unwrap_or_default();
-                (
-                    StepStatus::TimedOut,
-                    Some(format!(
-                        "timed out after {limit}; its process group was stopped"
-                    )),
-                )
-            }
-            StepEnd::Cancelled => (
-                StepStatus::Cancelled,
-                Some("cancelled; its process group was stopped".to_string()),
-            ),
-            StepEnd::SpawnFailed(e) => (StepStatus::Failed, Some(e.clone())),
-        };
-        if let Some(note) = &note {
-            log.system(format!("gantry: step `{}` {note}", step.name));
-        }
-        let exit_code = end.exit_code();
-        let ended = StepEnded {
-            step_id,
-            attempt,
-            status,
-            exit_code,
-            started: step_started,
-        };
-        ended.record(ctx, job, &step.name).await;
-        if status != StepStatus::Succeeded {
-            let outcome = match status {
-                StepStatus::TimedOut => AttemptOutcome::TimedOut,
-                StepStatus::Cancelled => AttemptOutcome::Cancelled,
-                _ => AttemptOutcome::Failed,
-            };
-            return AttemptResult {
-                outcome,
-                exit_code,
-                error: note.map(|n| format!("step `{}` {n}", step.name)),
-            };
-        }
-    }
-
-    // Each artifact may add two steps of gantry's own, numbered after the job's: its build, its push.
-    for (i, artifact) in job.artifacts.iter().enumerate() {
-        let built = match &artifact.build {
-            Some(build) => {
-                let index = first + job.steps.len() + 2 * i;
-                let step = format!("build image {}", artifact.name);
-                let tag = format!(
-                    "{}:run-{}",
-                    gantry_docker::repository_name(&["gantry-build", &ctx.project, &artifact.name]),
-                    ctx.run_id
-                );
-                let built = system_step(ctx, job, job_id, attempt, index, &step, &budget, |emit| {
-                    build_with(&project_dir, build, &tag, emit)
-                })
-                .await;
-                match built {
-                    Ok(()) => Some(tag),
-                    Err(failed) => return failed,
+            {
+                Ok(id) => id,
+                Err(e) => {
+                    return AttemptResult::failed(format!("recording step `{}`: {e:#}", step.name));
                 }
+            };
+            ctx.observer.event(&RunEvent::StepStarted {
+                run: ctx.run_id,
+                job: job.name.clone(),
+                attempt,
+                step: step.name.clone(),
+                index,
+            });
+            let mut env = base_env.clone();
+            for (k, v) in &step.env {
+                set_env(&mut env, k, v);
             }
-            None => None,
-        };
-        let stored = store_artifact(ctx, &project_dir, artifact, built.as_deref()).await;
-        let stored = match (stored, &artifact.push) {
-            (Ok((stored, Some(image))), Some(push)) => {
-                let index = first + job.steps.len() + 2 * i + 1;
-                let step = format!("push image {}", artifact.name);
-                let pushed =
-                    system_step(ctx, job, job_id, attempt, index, &step, &budget, |emit| {
-                        push_image(ctx, &image, push, emit)
-                    })
+            let step_deadline = match (deadline, step.timeout) {
+                (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
+                (Some(d), None) => Some(d),
+                (None, Some(t)) => Some(Instant::now() + t),
+                (None, None) => None,
+            };
+            let spec = StepSpec {
+                script: &step.run,
+                cwd: &project_dir,
+                env: &env,
+                deadline: step_deadline,
+                kill_grace: ctx.kill_grace,
+                sandbox: sandbox.as_ref(),
+                backlog: Some(ctx.logs.backlog()),
+            };
+            let mut log = StepLog::new(ctx, step_id, job_name.clone(), step_name, &budget);
+            let dropped_before = budget.lock().expect("log budget").dropped();
+            let step_started = Instant::now();
+            let mut oom = crate::container::MemoryKill::No;
+            let end = match (&container, &engine) {
+                (Some(container), Some(engine)) => {
+                    let in_container = crate::container::ContainerStep {
+                        container,
+                        name: format!("{names}-s{index}"),
+                        script: &step.run,
+                        workspace,
+                        subdir: ctx.subdir.as_deref(),
+                        env: &crate::container::step_env(&env),
+                        deadline: step_deadline,
+                        kill_grace: ctx.kill_grace,
+                        run: ctx.run_id,
+                        job: &job.name,
+                        owner: ctx.owner.as_deref(),
+                        network: services.as_ref().map(|s| s.network.as_str()),
+                    };
+                    let (end, killed) = crate::container::run_step(
+                        engine,
+                        &in_container,
+                        &ctx.masker,
+                        |stream, text| log.line(stream, text),
+                        &mut cancel,
+                    )
                     .await;
-                match pushed {
-                    Ok(()) => Ok(stored),
-                    Err(failed) => return failed,
+                    oom = killed;
+                    end
                 }
-            }
-            (stored, _) => stored.map(|(stored, _)| stored),
-        };
-        match stored {
-            Ok(stored) => {
-                if let Err(e) = ctx
-                    .state
-                    .record_artifact(
-                        ctx.run_id,
-                        job_id,
-                        &artifact.name,
-                        &stored,
-                        crate::now_millis(),
+                _ => {
+                    run_step(
+                        &spec,
+                        &ctx.masker,
+                        |stream, text| log.line(stream, text),
+                        &mut cancel,
                     )
                     .await
-                {
-                    return AttemptResult::failed(format!(
-                        "recording artifact `{}`: {e:#}",
-                        artifact.name
-                    ));
                 }
-                ctx.observer.event(&RunEvent::ArtifactStored {
-                    run: ctx.run_id,
-                    job: job.name.clone(),
-                    name: artifact.name.clone(),
-                    digest: stored.digest.clone(),
-                    size: stored.size,
-                    newly_stored: stored.newly_stored,
-                });
+            };
+            let summary = budget
+                .lock()
+                .expect("log budget")
+                .summary(&step.name, dropped_before);
+            if let Some(summary) = summary {
+                log.system(summary);
             }
-            Err(e) => return AttemptResult::failed(format!("artifact `{}`: {e:#}", artifact.name)),
+            let memory = oom.note(job.container.as_ref());
+            let (status, note) = match &end {
+                _ if memory.is_some() => (StepStatus::Failed, memory),
+                StepEnd::Exited(0) => (StepStatus::Succeeded, None),
+                StepEnd::Exited(code) => {
+                    (StepStatus::Failed, Some(format!("exited with code {code}")))
+                }
+                StepEnd::Signaled(sig) => (
+                    StepStatus::Failed,
+                    Some(format!("killed by signal {sig}{}", signal_hint(*sig))),
+                ),
+                StepEnd::TimedOut => {
+                    let limit = if step_deadline == deadline {
+                        job.timeout
+                    } else {
+                        step.timeout
+                    };
+                    let limit = limit
+                        .map(gantry_model::duration::format_duration)
+                        .unwrap_or_default();
+                    (
+                        StepStatus::TimedOut,
+                        Some(format!(
+                            "timed out after {limit}; its process group was stopped"
+                        )),
+                    )
+                }
+                StepEnd::Cancelled => (
+                    StepStatus::Cancelled,
+                    Some("cancelled; its process group was stopped".to_string()),
+                ),
+                StepEnd::SpawnFailed(e) => (StepStatus::Failed, Some(e.clone())),
+            };
+            if let Some(note) = &note {
+                log.system(format!("gantry: step `{}` {note}", step.name));
+            }
+            let exit_code = end.exit_code();
+            let ended = StepEnded {
+                step_id,
+                attempt,
+                status,
+                exit_code,
+                started: step_started,
+            };
+            ended.record(ctx, job, &step.name).await;
+            if status != StepStatus::Succeeded {
+                let outcome = match status {
+                    StepStatus::TimedOut => AttemptOutcome::TimedOut,
+                    StepStatus::Cancelled => AttemptOutcome::Cancelled,
+                    _ => AttemptOutcome::Failed,
+                };
+                return AttemptResult {
+                    outcome,
+                    exit_code,
+                    error: note.map(|n| format!("step `{}` {n}", step.name)),
+                };
+            }
         }
-    }
-    if let Some(restored) = &restored {
-        let index = first + job.steps.len() + 2 * job.artifacts.len();
-        let dir = project_dir.clone();
-        let saved = system_step(
-            ctx,
-            job,
-            job_id,
-            attempt,
-            index,
-            "save caches",
-            &budget,
-            |emit| async {
-                crate::cache::save(ctx, job, &dir, restored, ctx.cache_cap, emit).await;
-                Ok(())
-            },
-        )
-        .await;
-        if let Err(failed) = saved {
-            return failed;
-        }
-    }
-    AttemptResult {
-        outcome: AttemptOutcome::Succeeded,
-        exit_code: Some(0),
-        error: None,
-    }
-}
 
-/// Stores one declared artifact: its files, or the image the steps built — saved from the Docker
-/// engine as an archive beside its description, stored like any artifact, and tagged
-/// `<repo>:run-<N>` and `<repo>:<commit>` in the engine so the run's image is easy to find.
-/// Returns the image's id for an image artifact.
-async fn store_artifact(
-    ctx: &RunContext,
-    project_dir: &Path,
-    artifact: &gantry_model::ArtifactSpec,
-    built: Option<&str>,
-) -> anyhow::Result<(gantry_engine::ports::StoredArtifact, Option<String>)> {
-    use anyhow::Context;
-    let Some(image) = built.or(artifact.image.as_deref()) else {
-        let stored = ctx.artifacts.store(project_dir, &artifact.paths).await?;
-        return Ok((stored, None));
-    };
-    let engine = gantry_docker::Engine::connect(None).await?;
-    // Staged next to the workspace (same file system), removed whatever happens.
-    let staging = tempfile::Builder::new()
-        .prefix(".gantry-image-")
-        .tempdir_in(&ctx.work_dir)
-        .with_context(|| format!("staging the image in {}", ctx.work_dir.display()))?;
-    let info = engine.save(image, staging.path()).await?;
-    let stored = ctx
-        .artifacts
-        .store(
-            staging.path(),
-            &[
-                gantry_docker::ARCHIVE.to_string(),
-                gantry_docker::DESCRIPTION.to_string(),
-            ],
-        )
-        .await?;
-    let repo = gantry_model::image_repository(image);
-    let short: String = ctx.commit.chars().take(12).collect();
-    for tag in [format!("run-{}", ctx.run_id), short] {
-        if let Err(e) = engine.tag(&info.id, repo, &tag).await {
-            tracing::warn!(error = %format!("{e:#}"), "tagging the run's image");
+        // Each artifact may add two steps of gantry's own, numbered after the job's: its build, its push.
+        for (i, artifact) in job.artifacts.iter().enumerate() {
+            let built = match &artifact.build {
+                Some(build) => {
+                    let index = first + job.steps.len() + 2 * i;
+                    let step = format!("build image {}", artifact.name);
+                    let tag = format!(
+                        "{}:run-{}",
+                        gantry_docker::repository_name(&[
+                            "gantry-build",
+                            &ctx.project,
+                            &artifact.name
+                        ]),
+                        ctx.run_id
+                    );
+                    let built =
+                        system_step(ctx, job, job_id, attempt, index, &step, &budget, |emit| {
+                            build_with(&project_dir, build, &tag, emit)
+                        })
+                        .await;
+                    match built {
+                        Ok(()) => Some(tag),
+                        Err(failed) => return failed,
+                    }
+                }
+                None => None,
+            };
+            let stored = store_artifact(ctx, &project_dir, artifact, built.as_deref()).await;
+            let stored = match (stored, &artifact.push) {
+                (Ok((stored, Some(image))), Some(push)) => {
+                    let index = first + job.steps.len() + 2 * i + 1;
+                    let step = format!("push image {}", artifact.name);
+                    let pushed =
+                        system_step(ctx, job, job_id, attempt, index, &step, &budget, |emit| {
+                            push_image(ctx, &image, push, emit)
+                        })
+                        .await;
+                    match pushed {
+                        Ok(()) => Ok(stored),
+                        Err(failed) => return failed,
+                    }
+                }
+                (stored, _) => stored.map(|(stored, _)| stored),
+            };
+            match stored {
+                Ok(stored) => {
+                    if let Err(e) = ctx
+                        .state
+                        .record_artifact(
+                            ctx.run_id,
+                            job_id,
+                            &artifact.name,
+                            &stored,
+                            crate::now_millis(),
+                        )
+                        .await
+                    {
+                        return AttemptResult::failed(format!(
+                            "recording artifact `{}`: {e:#}",
+                            artifact.name
+                        ));
+                    }
+                    ctx.observer.event(&RunEvent::ArtifactStored {
+                        run: ctx.run_id,
+                        job: job.name.clone(),
+                        name: artifact.name.clone(),
+                        digest: stored.digest.clone(),
+                        size: stored.size,
+                        newly_stored: stored.newly_stored,
+                    });
+                }
+                Err(e) => {
+                    return AttemptResult::failed(format!("artifact `{}`: {e:#}", artifact.name));
+                }
+            }
+        }
+        if let Some(restored) = &restored {
+            let index = first + job.steps.len() + 2 * job.artifacts.len();
+            let dir = project_dir.clone();
+            let saved = system_step(
+                ctx,
+                job,
+                job_id,
+                attempt,
+                index,
+                "save caches",
+                &budget,
+                |emit| async {
+                    crate::cache::save(ctx, job, &dir, restored, ctx.cache_cap, emit).await;
+                    Ok(())
+                },
+            )
+            .await;
+            if let Err(failed) = saved {
+                return failed;
+            }
+        }
+        AttemptResult {
+            outcome: AttemptOutcome::Succeeded,
+            exit_code: Some(0),
+            error: None,
         }
     }
-    Ok((stored, Some(info.id)))
+    .await;
+    if let Some(services) = services {
+        services.stop().await;
+    }
+    result
 }
 
 /// Where one step's lines go: numbered, into the run's log writer, the job's [`LogBudget`]
@@ -612,89 +610,6 @@ where
             ctx.masker.mask(&format!("{e:#}"))
         ))
     })
-}
-
-/// Tags the stored image `run-N` and with the commit in the push's repository and pushes both,
-/// logged in with the push's secret when it names one.
-async fn push_image(
-    ctx: &RunContext,
-    image: &str,
-    push: &gantry_model::ImagePush,
-    mut emit: Emit,
-) -> anyhow::Result<()> {
-    let password = match &push.password_secret {
-        Some(name) => match ctx.secrets.get(name) {
-            Some(v) => Some(v.expose().to_string()),
-            None => anyhow::bail!("the registry password secret `{name}` is not set"),
-        },
-        None => None,
-    };
-    let login = push.username.as_deref().zip(password.as_deref());
-    let engine = gantry_docker::Engine::connect(None).await?;
-    let short: String = ctx.commit.chars().take(12).collect();
-    for tag in [format!("run-{}", ctx.run_id), short] {
-        let reference = format!("{}:{tag}", push.repository);
-        emit(Stream::System, format!("gantry: pushing {reference}"));
-        engine.tag(image, &push.repository, &tag).await?;
-        let digest = engine
-            .push(&push.repository, &tag, login, |l| emit(Stream::Stdout, l))
-            .await?;
-        let digest = digest.map(|d| format!(" as {d}")).unwrap_or_default();
-        emit(
-            Stream::System,
-            format!("gantry: pushed {reference}{digest}"),
-        );
-    }
-    Ok(())
-}
-
-/// The context as a tar archive (symlinks kept as links), sent to the engine's build.
-async fn build_with(
-    project_dir: &Path,
-    build: &gantry_model::ImageBuild,
-    tag: &str,
-    mut emit: impl FnMut(Stream, String) + Send,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let context = project_dir.join(&build.context);
-    let file = project_dir.join(&build.file);
-    let Ok(inside) = file.strip_prefix(&context) else {
-        anyhow::bail!(
-            "the Dockerfile {} is not inside the build context {}",
-            build.file,
-            build.context
-        );
-    };
-    if !file.is_file() {
-        anyhow::bail!(
-            "the Dockerfile {} does not exist in the job's directory",
-            build.file
-        );
-    }
-    let dockerfile = inside.to_string_lossy().into_owned();
-    let dir = context.clone();
-    let archive = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-        let mut b = tar::Builder::new(Vec::new());
-        b.follow_symlinks(false);
-        b.append_dir_all(".", &dir)
-            .with_context(|| format!("packing the build context {}", dir.display()))?;
-        Ok(b.into_inner()?)
-    })
-    .await??;
-    emit(
-        Stream::System,
-        format!(
-            "gantry: building {tag} from {} (context {}, {} KiB)",
-            build.file,
-            build.context,
-            archive.len() / 1024
-        ),
-    );
-    let engine = gantry_docker::Engine::connect(None).await?;
-    engine
-        .build(archive, &dockerfile, tag, |l| emit(Stream::Stdout, l))
-        .await
-        .map(|_| ())
 }
 
 /// A workspace's private temporary directory, beside it.

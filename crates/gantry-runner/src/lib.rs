@@ -14,6 +14,7 @@ pub mod cache;
 pub mod container;
 pub mod events;
 pub mod execute;
+mod images;
 mod job;
 mod logs;
 mod plan;
@@ -21,6 +22,7 @@ pub use logs::DEFAULT_JOB_LOG_CAP;
 pub mod owner;
 pub mod process;
 pub mod sandbox;
+mod services;
 
 pub use events::{Observer, RunEvent};
 pub use execute::{RunOptions, RunOutcome, RunRequest, Runner};

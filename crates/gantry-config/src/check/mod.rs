@@ -28,6 +28,7 @@ mod stages;
 mod targets;
 
 pub use caches::CACHE_KEYS;
+pub use container::{SERVICE_HEALTH_KEYS, SERVICE_KEYS};
 pub use rules::WHEN_KEYS;
 pub use targets::target_schemas;
 
@@ -64,6 +65,7 @@ pub const JOB_KEYS: &[&str] = &[
     "if",
     "cache",
     "resources",
+    "services",
 ];
 pub const RESOURCES_KEYS: &[&str] = &["memory", "cpus"];
 pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file", "push"];

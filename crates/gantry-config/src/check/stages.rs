@@ -247,6 +247,13 @@ impl Checker {
             fields.some("resources"),
             path,
         );
+        let services = fields
+            .some("services")
+            .map(|n| {
+                let in_image = fields.some("image").is_some_and(|n| scalar(&n));
+                self.services(n, &field("services"), in_image)
+            })
+            .unwrap_or(Some(Vec::new()));
         if let Some(image) = fields.some("image").filter(|n| !scalar(n)) {
             match (self.image_build(image, &field("image")), &mut artifacts) {
                 (Some(built), Some(list)) => list.push(built),
@@ -283,6 +290,7 @@ impl Checker {
             when: when.ok()?,
             caches: caches?,
             container: container.ok()?,
+            services: services?,
         };
         match matrix {
             None => Some(vec![job]),

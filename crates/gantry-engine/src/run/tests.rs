@@ -43,6 +43,7 @@ fn pipeline(shape: Shape) -> Pipeline {
                             when: None,
                             caches: vec![],
                             container: None,
+                            services: vec![],
                         })
                         .collect(),
                 ),

@@ -226,3 +226,105 @@ the image of make-image
         remove_image(&format!("gantry-build-jc-built-steps-image:{tag}"));
     }
 }
+
+/// The networks (of services) of run `run`.
+fn networks(run: i64) -> Vec<String> {
+    let out = Command::new("podman")
+        .args(["network", "ls", "-q", "--filter"])
+        .arg(format!("label=gantry.run={run}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn a_service_container_answers_the_job_by_name_and_is_gone_after_it() {
+    let _turn = crate::docker::take_turn();
+    let steps = "localhost/gantry-test-svc-steps:1";
+    busybox_image(steps);
+    // A web server image (which never listens on 5432).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         RUN [\"/bin/sh\", \"-c\", \"mkdir -p /www && echo served by the service > /www/index.html\"]\n\
+         ENTRYPOINT [\"/bin/httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    )
+    .unwrap();
+    let web = "localhost/gantry-test-svc-web:1";
+    let out = Command::new("podman")
+        .args(["build", "-q", "-t", web])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = Fixture::new(&format!(
+        "//- gantry.yml
+stages:
+  - name: test
+    jobs:
+      - name: uses-web
+        image: {steps}
+        services:
+          - name: web
+            image: {web}
+            health: {{ tcp: 8080 }}
+        run: wget -q -O - http://web:8080/index.html
+      - name: broken
+        image: {steps}
+        services:
+          - name: db
+            image: {web}
+            health: {{ tcp: 5432 }}
+            timeout: 5s
+        run: echo never
+"
+    ));
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let logs = f.run(&["logs", "1"]).stdout;
+    assert!(logs.contains("served by the service"), "{logs}");
+    let shown = f.show(1);
+    let job = |name: &str| -> serde_json::Value {
+        shown["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(job("uses-web")["status"], "succeeded", "{shown}");
+    let broken = job("broken");
+    assert_eq!(broken["status"], "failed", "{broken}");
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("service `db` was not healthy within 5s"),
+        "{broken}"
+    );
+    assert!(!logs.contains("never"), "{logs}");
+    // Removed with the job: containers and networks.
+    assert!(
+        wait_until(Duration::from_secs(30), || step_containers(1, "uses-web")
+            .is_empty()
+            && step_containers(1, "broken").is_empty()
+            && networks(1).is_empty()),
+        "left: {:?} {:?} {:?}",
+        step_containers(1, "uses-web"),
+        step_containers(1, "broken"),
+        networks(1)
+    );
+    remove_image(steps);
+    remove_image(web);
+}
