@@ -259,6 +259,7 @@ pub fn pipeline_schema() -> Value {
             "name": name,
             "env": env,
             "pass_env": names,
+            "image": { "type": "string", "minLength": 1, "description": "The image every job's steps run in when the job names none" },
             "stages": { "type": "array", "minItems": 1, "items": stage },
             "environments": { "type": ["object", "null"], "additionalProperties": environment },
         }),

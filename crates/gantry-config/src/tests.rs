@@ -251,6 +251,32 @@ fn a_matrix_expands_and_needs_name_jobs_or_artifacts() {
 }
 
 #[test]
+fn the_pipelines_image_is_every_jobs_that_names_none() {
+    let p = parse_pipeline(
+        "gantry.yml",
+        "image: rust:1.82\nstages:\n  - name: build\n    jobs:\n      - name: a\n        run: cargo build\n        resources: { memory: 1g }\n        services: [{ name: db, image: postgres:16 }]\n      - name: b\n        image: alpine:3\n        run: make\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .pipeline;
+    let jobs: Vec<_> = p.jobs().map(|(_, j)| j.clone()).collect();
+    let a = jobs[0].container.as_ref().unwrap();
+    assert_eq!(
+        (a.image.as_str(), a.memory_bytes),
+        ("rust:1.82", Some(1 << 30))
+    );
+    assert_eq!(jobs[0].services[0].name, "db");
+    assert_eq!(jobs[1].container.as_ref().unwrap().image, "alpine:3");
+    // Without one, a job stays on the host.
+    let host = parse_pipeline(
+        "gantry.yml",
+        "stages:\n  - name: b\n    jobs:\n      - name: a\n        run: make\n",
+    )
+    .unwrap()
+    .pipeline;
+    assert!(host.jobs().all(|(_, j)| j.container.is_none()));
+}
+
+#[test]
 fn when_rules_lower_into_the_stage() {
     let p = parse_pipeline(
         "gantry.yml",

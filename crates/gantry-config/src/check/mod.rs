@@ -44,7 +44,7 @@ use gantry_model::{
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub const TOP_KEYS: &[&str] = &["name", "env", "pass_env", "stages", "environments"];
+pub const TOP_KEYS: &[&str] = &["name", "env", "pass_env", "image", "stages", "environments"];
 pub const STAGE_KEYS: &[&str] = &["name", "when", "if", "jobs", "deploy", "approval"];
 pub const APPROVAL_KEYS: &[&str] = &["roles", "timeout", "supersede"];
 pub const JOB_KEYS: &[&str] = &[
@@ -103,6 +103,8 @@ pub(crate) struct Checker {
     pub diags: Vec<Diagnostic>,
     /// The jobs and artifacts the file names (read first, for `needs`).
     names: graph::Names,
+    /// The pipeline's `image:`: the image of every job that names none.
+    pipeline_image: Option<String>,
 }
 
 /// A mapping whose keys were checked against a table; lookups return the value node.

@@ -16,6 +16,19 @@ impl Checker {
         }
         let top = self.fields(root, "", "the pipeline file", TOP_KEYS)?;
         self.names = graph::Names::scan(root);
+        self.pipeline_image = top.some("image").and_then(|n| {
+            let name = self.string(n, "image")?;
+            if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.error(
+                    n,
+                    "image",
+                    format!("`{name}` is not an image name"),
+                    Some("the image every job's steps run in, for example image: alpine:3".into()),
+                );
+                return None;
+            }
+            Some(name)
+        });
         let name = top.some("name").and_then(|n| self.name(n, "name"));
         let env = top
             .some("env")
@@ -250,7 +263,8 @@ impl Checker {
         let services = fields
             .some("services")
             .map(|n| {
-                let in_image = fields.some("image").is_some_and(|n| scalar(&n));
+                let in_image = fields.some("image").is_some_and(|n| scalar(&n))
+                    || self.pipeline_image.is_some();
                 self.services(n, &field("services"), in_image)
             })
             .unwrap_or(Some(Vec::new()));
