@@ -112,10 +112,11 @@ fn window_text(w: &types::Window) -> String {
     let p99 = w
         .p99_ms
         .map_or_else(|| "—".into(), |p| format!("{p:.1} ms"));
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     format!(
-        "{} requests, {} errors ({:.1}%), p99 {p99}",
-        w.requests,
-        w.errors,
+        "{}, {} ({:.1}%), p99 {p99}",
+        plural(w.requests, "request", "requests"),
+        plural(w.errors, "error", "errors"),
         w.error_rate * 100.0
     )
 }
@@ -506,6 +507,26 @@ mod tests {
             ended_at: None,
             retired_at: None,
         }
+    }
+
+    #[test]
+    fn windows_say_one_request_and_many() {
+        let w = |requests, errors| types::Window {
+            requests,
+            errors,
+            error_rate: 0.0,
+            p50_ms: None,
+            p90_ms: None,
+            p99_ms: Some(1.5),
+        };
+        assert_eq!(
+            window_text(&w(1, 1)),
+            "1 request, 1 error (0.0%), p99 1.5 ms"
+        );
+        assert_eq!(
+            window_text(&w(2, 0)),
+            "2 requests, 0 errors (0.0%), p99 1.5 ms"
+        );
     }
 
     fn status(canary: Option<u32>) -> types::EnvStatus {
