@@ -497,18 +497,6 @@ impl Repo {
     }
 }
 
-/// Does a branch name match a pattern of `branches` (`*` matches any run of characters)?
-pub fn branch_matches(pattern: &str, branch: &str) -> bool {
-    fn go(p: &[u8], b: &[u8]) -> bool {
-        match p.split_first() {
-            None => b.is_empty(),
-            Some((b'*', rest)) => (0..=b.len()).any(|i| go(rest, &b[i..])),
-            Some((c, rest)) => b.first() == Some(c) && go(rest, &b[1..]),
-        }
-    }
-    go(pattern.as_bytes(), branch.as_bytes())
-}
-
 #[cfg(test)]
 mod mirror_tests {
     use super::*;
@@ -542,14 +530,6 @@ mod mirror_tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cloning /nonexistent/repo failed"), "{err}");
-    }
-
-    #[test]
-    fn branch_patterns() {
-        assert!(branch_matches("main", "main"));
-        assert!(branch_matches("release/*", "release/1.0"));
-        assert!(!branch_matches("release/*", "main"));
-        assert!(branch_matches("*", "anything/at/all"));
     }
 }
 

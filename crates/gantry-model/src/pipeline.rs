@@ -302,6 +302,10 @@ mod tests {
             ("a*b*c", "aXbY", false),
             ("", "", true),
             ("", "x", false),
+            // What gantry.toml's `branches` patterns matched before they shared this matcher.
+            ("release/*", "release/1.0", true),
+            ("release/*", "main", false),
+            ("*", "anything/at/all", true),
         ];
         for (p, n, want) in cases {
             assert_eq!(pattern_matches(p, n), want, "{p} {n}");

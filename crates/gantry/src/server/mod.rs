@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use gantry_api::{Control, ControlError, TriggerOutcome, TriggerRequest, types};
 use gantry_config::server::{ProjectConfig, ServerConfig};
 use gantry_engine::ports::{QueuedRun, StateStore};
-use gantry_git::{Repo, branch_matches};
+use gantry_git::Repo;
 use gantry_model::{RunStatus, SecretValue, TriggerEvent};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -174,7 +174,10 @@ impl Server {
         if project.branches.is_empty() {
             return default_branch == Some(branch);
         }
-        project.branches.iter().any(|p| branch_matches(p, branch))
+        project
+            .branches
+            .iter()
+            .any(|p| gantry_model::pattern_matches(p, branch))
     }
 
     /// Queues a run as `order` says; returns the run id, or `None` when the order's key is

@@ -1,4 +1,4 @@
-//! What happens after a server run ends: a failed run is diagnosed (the same report `gantry why`
+//! What happens after a server run ends: its commit status is posted, a failed run is diagnosed (the same report `gantry why`
 //! prints) and the diagnosis kept with the run; then each configured notification webhook whose
 //! `on` list holds the run's status gets `POST url` with a JSON body (signed with
 //! `X-Gantry-Signature: sha256=<hmac>` when a secret is configured), tried up to three times.
@@ -25,6 +25,13 @@ async fn after_run_inner(server: &Server, run: i64) -> anyhow::Result<()> {
         return Ok(());
     };
     let status = detail.run.status;
+    // Before the diagnosis, which may take a while: the forge learns how the run ended first.
+    if status.is_finished() {
+        let phase = super::statuses::Phase::Finished(status);
+        server
+            .statuses
+            .post(&detail.run.project, run, &detail.run.commit, phase);
+    }
     let mut diagnosis = serde_json::Value::Null;
     if matches!(status, RunStatus::Failed | RunStatus::Interrupted) {
         let rules = crate::why::load_rules(server.config.why_rules.as_deref())?;

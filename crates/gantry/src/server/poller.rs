@@ -57,6 +57,8 @@ pub fn spawn_pollers(server: Arc<Server>) -> Vec<JoinHandle<()>> {
                 let mut tick = tokio::time::interval_at(start + steady + project.poll, project.poll);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut last_seen: Vec<(String, String)> = Vec::new();
+                // The tags seen, once read from the data directory (then kept here).
+                let mut tags_seen: Option<Vec<(String, String)>> = None;
                 let mut failing = Failing::default();
                 loop {
                     match first.take() {
@@ -75,7 +77,7 @@ pub fn spawn_pollers(server: Arc<Server>) -> Vec<JoinHandle<()>> {
                     let Ok(_slot) = slots.acquire().await else {
                         return;
                     };
-                    match poll_once(&server, &project, &last_seen).await {
+                    match poll_once(&server, &project, &last_seen, &mut tags_seen).await {
                         Ok(heads) => {
                             if failing.failures > 0 {
                                 tracing::warn!(project = %project.name, after = failing.failures, "polling works again");
@@ -110,6 +112,7 @@ async fn poll_once(
     server: &Arc<Server>,
     project: &ProjectConfig,
     last_seen: &[(String, String)],
+    tags_seen: &mut Option<Vec<(String, String)>>,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let url = project.repo.clone();
     let remote = tokio::task::spawn_blocking(move || gantry_git::ls_remote(&url)).await??;
@@ -122,30 +125,28 @@ async fn poll_once(
         }
     }
     if !project.tags.is_empty() {
-        poll_tags(server, project).await?;
+        poll_tags(server, project, tags_seen).await?;
     }
     Ok(remote.heads)
 }
 
 /// Queues the watched tags that are new or moved since the ones recorded as seen.
-async fn poll_tags(server: &Arc<Server>, project: &ProjectConfig) -> anyhow::Result<()> {
+/// Queues the watched tags that are new or moved since the ones seen: `cache`, else (at the
+/// first poll of this process) the data directory's record; writes the record when it changed.
+async fn poll_tags(
+    server: &Arc<Server>,
+    project: &ProjectConfig,
+    cache: &mut Option<Vec<(String, String)>>,
+) -> anyhow::Result<()> {
     let url = project.repo.clone();
     let tags = tokio::task::spawn_blocking(move || gantry_git::ls_remote_tags(&url)).await??;
     let seen_file = server
         .data_dir
         .join("poll")
         .join(format!("{}.tags", project.name));
-    let seen: Option<Vec<(String, String)>> = match std::fs::read_to_string(&seen_file) {
-        Ok(text) => Some(
-            text.lines()
-                .filter_map(|l| l.split_once(' '))
-                .map(|(c, t)| (t.to_string(), c.to_string()))
-                .collect(),
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(anyhow::Error::from(e).context(format!("reading {}", seen_file.display())));
-        }
+    let seen: Option<Vec<(String, String)>> = match cache.take() {
+        Some(kept) => Some(kept),
+        None => read_seen(&seen_file)?,
     };
     match &seen {
         None => {
@@ -178,7 +179,22 @@ async fn poll_tags(server: &Arc<Server>, project: &ProjectConfig) -> anyhow::Res
                 anyhow::Error::from(e).context(format!("writing {}", seen_file.display()))
             })?;
     }
+    *cache = Some(tags);
     Ok(())
+}
+
+/// The tags recorded as seen; `None` when gantry never looked at the project's tags.
+fn read_seen(file: &std::path::Path) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(Some(
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(c, t)| (t.to_string(), c.to_string()))
+                .collect(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("reading {}", file.display()))),
+    }
 }
 
 /// Consecutive failed polls of a project: each one doubles the ticks skipped before the next

@@ -87,10 +87,8 @@ async fn work(server: Arc<Server>) {
         {
             Ok(Some(run)) => {
                 let id = run.id;
-                let (project, commit) = (run.project.clone(), run.commit.clone());
-                server
-                    .statuses
-                    .post(&project, id, &commit, super::statuses::Phase::Running);
+                let phase = super::statuses::Phase::Running;
+                server.statuses.post(&run.project, id, &run.commit, phase);
                 if let Err(e) = process(&server, run).await {
                     tracing::error!(run = id, error = %format!("{e:#}"), "run failed to execute");
                     let _ = server
@@ -103,17 +101,8 @@ async fn work(server: Arc<Server>) {
                         )
                         .await;
                 }
-                match server.store.run_detail(id).await {
-                    Ok(Some(d)) if d.run.status.is_finished() => {
-                        let phase = super::statuses::Phase::Finished(d.run.status);
-                        server.statuses.post(&project, id, &commit, phase);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(run = id, error = %format!("{e:#}"), "the run's state could not be read for its commit status");
-                    }
-                }
-                // Diagnose and notify off the worker: the next run need not wait for it.
+                // Its commit status, diagnosis and notifications off the worker: the next run
+                // need not wait for them.
                 tokio::spawn(super::notify::after_run(server.clone(), id));
                 if server.released.lock().expect("released").remove(&id) {
                     // A new worker took the queue while this run waited for an approval.

@@ -44,17 +44,6 @@ fn trigger(s: &Served, project: &str) -> i64 {
     r.json()["run"].as_i64().unwrap()
 }
 
-fn stage(s: &Served, run: i64, name: &str) -> serde_json::Value {
-    let shown = s.run(run);
-    shown["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["name"] == name)
-        .unwrap_or_else(|| panic!("no stage {name} in {shown}"))
-        .clone()
-}
-
 fn waiting(s: &Served, run: i64) -> bool {
     let shown = s.run(run);
     let Some(gate) = shown["stages"]
@@ -104,9 +93,9 @@ fn an_approval_gate_holds_the_run_until_a_deployer_approves_and_refuses_a_viewer
         "{}",
         s.run(run)
     );
-    let note = stage(&s, run, "approve-prod")["note"].clone();
+    let note = s.stage(run, "approve-prod")["note"].clone();
     assert!(note.as_str().unwrap().contains("deployer"), "{note}");
-    assert_eq!(stage(&s, run, "ship")["status"], "pending");
+    assert_eq!(s.stage(run, "ship")["status"], "pending");
     // The only worker is free for another project's run while this one waits.
     let quick = trigger(&s, "other");
     assert_eq!(s.wait_finished(quick), "succeeded");
@@ -139,7 +128,7 @@ fn an_approval_gate_holds_the_run_until_a_deployer_approves_and_refuses_a_viewer
         "{out}"
     );
     assert_eq!(s.wait_finished(run), "succeeded", "{}", s.run(run));
-    let gate = stage(&s, run, "approve-prod");
+    let gate = s.stage(run, "approve-prod");
     assert_eq!(gate["status"], "succeeded");
     assert!(
         gate["note"]
@@ -148,7 +137,7 @@ fn an_approval_gate_holds_the_run_until_a_deployer_approves_and_refuses_a_viewer
             .starts_with("approved by release-manager at 20"),
         "{gate}"
     );
-    assert_eq!(stage(&s, run, "ship")["status"], "succeeded");
+    assert_eq!(s.stage(run, "ship")["status"], "succeeded");
     let log = s.api("GET", &format!("/api/runs/{run}/logs"), "").body;
     assert!(log.contains("shipped after approval"), "{log}");
     // Approving again: nothing waits.
@@ -171,10 +160,10 @@ fn an_approval_times_out_and_a_newer_run_supersedes_a_waiting_one() {
 
     let timed_out = trigger(&s, "hello");
     assert_eq!(s.wait_finished(timed_out), "failed", "{}", s.run(timed_out));
-    let gate = stage(&s, timed_out, "approve-prod");
+    let gate = s.stage(timed_out, "approve-prod");
     assert_eq!(gate["status"], "failed");
     assert_eq!(gate["note"], "not approved within 2s");
-    assert_eq!(stage(&s, timed_out, "ship")["status"], "skipped");
+    assert_eq!(s.stage(timed_out, "ship")["status"], "skipped");
 
     // A longer gate; two runs of main: the second supersedes the first at the gate.
     push(s.dir.path(), &pipeline("1m"), "longer gate");
@@ -183,7 +172,7 @@ fn an_approval_times_out_and_a_newer_run_supersedes_a_waiting_one() {
     let second = trigger(&s, "hello");
     assert_eq!(s.wait_finished(first), "cancelled", "{}", s.run(first));
     assert_eq!(
-        stage(&s, first, "approve-prod")["note"],
+        s.stage(first, "approve-prod")["note"],
         format!("superseded by run {second}, which waits at this stage now")
     );
     assert!(wait_until(Duration::from_secs(30), || waiting(&s, second)));
@@ -211,7 +200,7 @@ fn an_approval_times_out_and_a_newer_run_supersedes_a_waiting_one() {
         b.close().await;
     });
     assert_eq!(s.wait_finished(second), "succeeded");
-    let gate = stage(&s, second, "approve-prod");
+    let gate = s.stage(second, "approve-prod");
     assert!(
         gate["note"].as_str().unwrap().starts_with("approved by "),
         "{gate}"

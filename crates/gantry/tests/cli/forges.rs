@@ -55,39 +55,6 @@ fn github(s: &Served, event: &str, body: &str) -> crate::server_support::Respons
     )
 }
 
-fn stage(s: &Served, run: i64, name: &str) -> serde_json::Value {
-    let shown = s.run(run);
-    shown["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["name"] == name)
-        .unwrap_or_else(|| panic!("no stage {name} in {shown}"))
-        .clone()
-}
-
-fn job(s: &Served, run: i64, name: &str) -> serde_json::Value {
-    let shown = s.run(run);
-    shown["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["name"] == name)
-        .unwrap_or_else(|| panic!("no job {name} in {shown}"))
-        .clone()
-}
-
-fn log_text(s: &Served, run: i64) -> String {
-    let log = s.api("GET", &format!("/api/runs/{run}/logs"), "").json();
-    log["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["text"].as_str().unwrap_or("").to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn a_watched_tag_deploys_with_gantry_tag_and_an_unwatched_one_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,7 +86,7 @@ fn a_watched_tag_deploys_with_gantry_tag_and_an_unwatched_one_starts_nothing() {
         "succeeded",
         "{}\n{}",
         s.run(run),
-        log_text(&s, run)
+        s.log_text(run)
     );
     let shown = s.run(run);
     assert_eq!(shown["run"]["event"], "tag", "{shown}");
@@ -127,11 +94,11 @@ fn a_watched_tag_deploys_with_gantry_tag_and_an_unwatched_one_starts_nothing() {
     assert_eq!(shown["run"]["vars"]["GANTRY_TAG"], "v1.0.0", "{shown}");
     assert!(shown["run"]["branch"].is_null(), "{shown}");
     assert!(
-        log_text(&s, run).contains("saw event=tag tag=v1.0.0 pr="),
+        s.log_text(run).contains("saw event=tag tag=v1.0.0 pr="),
         "{}",
-        log_text(&s, run)
+        s.log_text(run)
     );
-    assert_eq!(stage(&s, run, "production")["status"], "succeeded");
+    assert_eq!(s.stage(run, "production")["status"], "succeeded");
     let deploys = std::fs::read_to_string(&out_file).unwrap();
     assert_eq!(deploys.lines().collect::<Vec<_>>(), ["deploy 1"]);
 
@@ -156,7 +123,7 @@ fn a_watched_tag_deploys_with_gantry_tag_and_an_unwatched_one_starts_nothing() {
     let run = r.json()["run"].as_i64().unwrap();
     assert_eq!(s.wait_finished(run), "succeeded");
     assert_eq!(
-        stage(&s, run, "production")["note"],
+        s.stage(run, "production")["note"],
         "when: the run is not of a tag (wants v*)"
     );
     assert_eq!(s.runs().len(), 2, "{:?}", s.runs());
@@ -280,11 +247,11 @@ fn a_pull_request_runs_its_head_without_secrets_from_a_fork_and_never_deploys() 
     assert_eq!(r.status, 201, "{}", r.body);
     let run = r.json()["run"].as_i64().unwrap();
     let fork_run = run;
-    assert_eq!(s.wait_finished(run), "succeeded", "{}", log_text(&s, run));
+    assert_eq!(s.wait_finished(run), "succeeded", "{}", s.log_text(run));
     let shown = s.run(run);
     assert_eq!(shown["run"]["event"], "pull_request");
     assert_eq!(shown["run"]["commit"], head.as_str());
-    let log = log_text(&s, run);
+    let log = s.log_text(run);
     assert!(
         log.contains(
             "saw event=pull_request tag= pr=7 feature/login into main fork=true token=none"
@@ -292,7 +259,7 @@ fn a_pull_request_runs_its_head_without_secrets_from_a_fork_and_never_deploys() 
         "{log}"
     );
     assert!(!log.contains("s3cr3t-value"), "{log}");
-    let publish = job(&s, run, "publish");
+    let publish = s.job(run, "publish");
     assert_eq!(publish["status"], "failed", "{publish}");
     assert!(
         publish["error"].as_str().unwrap_or_default().contains(
@@ -300,7 +267,7 @@ fn a_pull_request_runs_its_head_without_secrets_from_a_fork_and_never_deploys() 
         ),
         "{publish}"
     );
-    let production = stage(&s, run, "production");
+    let production = s.stage(run, "production");
     assert_eq!(production["status"], "skipped", "{production}");
     assert_eq!(
         production["note"],
@@ -327,10 +294,10 @@ fn a_pull_request_runs_its_head_without_secrets_from_a_fork_and_never_deploys() 
     let r = github(&s, "pull_request", &gh.to_string());
     assert_eq!(r.status, 201, "{}", r.body);
     let run = r.json()["run"].as_i64().unwrap();
-    assert_eq!(s.wait_finished(run), "succeeded", "{}", log_text(&s, run));
-    assert_eq!(job(&s, run, "publish")["status"], "succeeded");
-    assert!(log_text(&s, run).contains("fork=false"));
-    assert_eq!(stage(&s, run, "production")["status"], "skipped");
+    assert_eq!(s.wait_finished(run), "succeeded", "{}", s.log_text(run));
+    assert_eq!(s.job(run, "publish")["status"], "succeeded");
+    assert!(s.log_text(run).contains("fork=false"));
+    assert_eq!(s.stage(run, "production")["status"], "skipped");
     assert!(!out_file.exists(), "a pull request deployed");
 
     // GitLab's sample; then a closed one, and one into a branch nobody watches.
@@ -408,16 +375,17 @@ fn gantry_trigger_var_gives_the_run_variables_a_rerun_keeps_and_refuses_gantrys_
     assert_eq!(s.wait_finished(run), "succeeded");
     // Over the pipeline's own `env`, as a person asking for this run means.
     assert!(
-        log_text(&s, run).contains("version=1.2.3 note=a = b event=manual"),
+        s.log_text(run)
+            .contains("version=1.2.3 note=a = b event=manual"),
         "{}",
-        log_text(&s, run)
+        s.log_text(run)
     );
     assert_eq!(s.run(run)["run"]["vars"]["VERSION"], "1.2.3");
     let rerun = s.api("POST", &format!("/api/runs/{run}/rerun"), "");
     assert_eq!(rerun.status, 201, "{}", rerun.body);
     let again = rerun.json()["run"].as_i64().unwrap();
     assert_eq!(s.wait_finished(again), "succeeded");
-    assert!(log_text(&s, again).contains("version=1.2.3 note=a = b"));
+    assert!(s.log_text(again).contains("version=1.2.3 note=a = b"));
 
     // Nobody may pretend a run is of a tag or of a fork's pull request, by CLI or API.
     for (args, said) in [

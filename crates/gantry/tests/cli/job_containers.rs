@@ -29,20 +29,25 @@ fn busybox_image(tag: &str) {
     );
 }
 
-/// The containers (any state) of gantry's steps of run `run` of this data directory's runs.
-fn step_containers(run: i64, job: &str) -> Vec<String> {
-    let out = Command::new("podman")
-        .args(["ps", "-a", "-q", "--filter"])
-        .arg(format!("label=gantry.run={run}"))
-        .arg("--filter")
-        .arg(format!("label=gantry.job={job}"))
-        .output()
-        .unwrap();
+/// The ids podman lists for `args` (`ps -a -q --filter …`), one per line.
+fn podman_ids(args: &[String]) -> Vec<String> {
+    let out = Command::new("podman").args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
         .filter(|l| !l.is_empty())
         .collect()
+}
+
+/// The containers (any state) of gantry's steps and services of run `run`'s job `job`.
+fn step_containers(run: i64, job: &str) -> Vec<String> {
+    podman_ids(&[
+        "ps".into(),
+        "-a".into(),
+        "-q".into(),
+        format!("--filter=label=gantry.run={run}"),
+        format!("--filter=label=gantry.job={job}"),
+    ])
 }
 
 fn remove_image(tag: &str) {
@@ -87,15 +92,7 @@ the workspace
         "the host's HOME reached the container: {logs}"
     );
     let shown = f.show(1);
-    let job = |name: &str| -> serde_json::Value {
-        shown["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let job = |name: &str| crate::support::named(&shown, "jobs", name);
     assert_eq!(job("inside")["status"], "succeeded", "{shown}");
     assert_eq!(job("stubborn")["status"], "timed_out", "{shown}");
     assert!(logs.contains("waiting"), "{logs}");
@@ -229,16 +226,12 @@ the image of make-image
 
 /// The networks (of services) of run `run`.
 fn networks(run: i64) -> Vec<String> {
-    let out = Command::new("podman")
-        .args(["network", "ls", "-q", "--filter"])
-        .arg(format!("label=gantry.run={run}"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect()
+    podman_ids(&[
+        "network".into(),
+        "ls".into(),
+        "-q".into(),
+        format!("--filter=label=gantry.run={run}"),
+    ])
 }
 
 #[test]
@@ -294,15 +287,7 @@ stages:
     let logs = f.run(&["logs", "1"]).stdout;
     assert!(logs.contains("served by the service"), "{logs}");
     let shown = f.show(1);
-    let job = |name: &str| -> serde_json::Value {
-        shown["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let job = |name: &str| crate::support::named(&shown, "jobs", name);
     assert_eq!(job("uses-web")["status"], "succeeded", "{shown}");
     let broken = job("broken");
     assert_eq!(broken["status"], "failed", "{broken}");

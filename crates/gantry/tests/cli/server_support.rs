@@ -256,6 +256,28 @@ impl Served {
         r.json()
     }
 
+    /// Stage `name` of run `run`, as the API shows it.
+    pub fn stage(&self, run: i64, name: &str) -> serde_json::Value {
+        crate::support::named(&self.run(run), "stages", name)
+    }
+
+    /// Job `name` of run `run`, as the API shows it.
+    pub fn job(&self, run: i64, name: &str) -> serde_json::Value {
+        crate::support::named(&self.run(run), "jobs", name)
+    }
+
+    /// The text of run `run`'s stored log lines, one per line.
+    pub fn log_text(&self, run: i64) -> String {
+        let log = self.api("GET", &format!("/api/runs/{run}/logs"), "").json();
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["text"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Queues a run of `hello` by hand and waits (bounded) until its first log line is stored.
     pub fn trigger_and_wait_for_output(&self) -> i64 {
         let id = self.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]

@@ -384,3 +384,15 @@ impl Load {
         )
     }
 }
+
+/// The item of `shown[list]` (a run as `gantry show --json` or the API shows it: `stages`,
+/// `jobs`) named `name`.
+pub fn named(shown: &serde_json::Value, list: &str, name: &str) -> serde_json::Value {
+    shown[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {shown}"))
+        .iter()
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list} of {shown}"))
+        .clone()
+}

@@ -44,28 +44,6 @@ fn push_hook(s: &Served, branch: &str, commit: &str) -> i64 {
     r.json()["run"].as_i64().unwrap()
 }
 
-fn stage(s: &Served, run: i64, name: &str) -> serde_json::Value {
-    let shown = s.run(run);
-    shown["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["name"] == name)
-        .unwrap_or_else(|| panic!("no stage {name} in {shown}"))
-        .clone()
-}
-
-fn log_text(s: &Served, run: i64) -> String {
-    let log = s.api("GET", &format!("/api/runs/{run}/logs"), "").json();
-    log["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["text"].as_str().unwrap_or("").to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn a_feature_branch_push_runs_tests_and_skips_production_which_main_deploys() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,17 +65,18 @@ fn a_feature_branch_push_runs_tests_and_skips_production_which_main_deploys() {
 
     let run = push_hook(&s, "feature/login", &feature);
     assert_eq!(s.wait_finished(run), "succeeded", "{}", s.log());
-    assert_eq!(stage(&s, run, "test")["status"], "succeeded");
-    let skipped = stage(&s, run, "production");
+    assert_eq!(s.stage(run, "test")["status"], "succeeded");
+    let skipped = s.stage(run, "production");
     assert_eq!(skipped["status"], "skipped", "{skipped}");
     assert_eq!(
         skipped["note"], "when: branch `feature/login` is not one of main, release/*",
         "{skipped}"
     );
     assert!(
-        log_text(&s, run).contains("tests pass on feature/login (push)"),
+        s.log_text(run)
+            .contains("tests pass on feature/login (push)"),
         "{}",
-        log_text(&s, run)
+        s.log_text(run)
     );
     assert!(!out_file.exists(), "a feature branch deployed");
 
@@ -108,9 +87,9 @@ fn a_feature_branch_push_runs_tests_and_skips_production_which_main_deploys() {
         "succeeded",
         "{}\n{}",
         s.run(run),
-        log_text(&s, run)
+        s.log_text(run)
     );
-    assert_eq!(stage(&s, run, "production")["status"], "succeeded");
+    assert_eq!(s.stage(run, "production")["status"], "succeeded");
     let deploys = std::fs::read_to_string(&out_file).unwrap();
     assert_eq!(deploys.lines().collect::<Vec<_>>(), ["deploy 1"]);
 
@@ -123,10 +102,10 @@ fn a_feature_branch_push_runs_tests_and_skips_production_which_main_deploys() {
     assert!(r.status == 201 || r.status == 200, "{}", r.body);
     let run = r.json()["run"].as_i64().unwrap();
     assert_eq!(s.wait_finished(run), "succeeded", "{}", s.log());
-    let skipped = stage(&s, run, "production");
+    let skipped = s.stage(run, "production");
     assert_eq!(skipped["status"], "skipped");
     assert_eq!(skipped["note"], "when: event `manual` is not one of push");
-    assert!(log_text(&s, run).contains("tests pass on main (manual)"));
+    assert!(s.log_text(run).contains("tests pass on main (manual)"));
     let deploys = std::fs::read_to_string(&out_file).unwrap();
     assert_eq!(deploys.lines().count(), 1, "{deploys}");
 }
@@ -235,15 +214,7 @@ stages:
     let out = f.run(&["run"]);
     assert_eq!(out.code, 0, "{out}");
     let shown = f.show(1);
-    let job = |name: &str| -> serde_json::Value {
-        shown["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["name"] == name)
-            .unwrap_or_else(|| panic!("no job {name} in {shown}"))
-            .clone()
-    };
+    let job = |name: &str| crate::support::named(&shown, "jobs", name);
     let (package, slow) = (job("package"), job("slow"));
     assert_eq!(package["status"], "succeeded");
     // Started before its stage-mate of the stage before, `slow`, ended.
@@ -320,15 +291,7 @@ stages:
     let out = f.run(&["run"]);
     assert_eq!(out.code, 0, "{out}");
     let shown = f.show(1);
-    let job = |name: &str| -> serde_json::Value {
-        shown["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["name"] == name)
-            .unwrap_or_else(|| panic!("no job {name} in {shown}"))
-            .clone()
-    };
+    let job = |name: &str| crate::support::named(&shown, "jobs", name);
     assert_eq!(job("unit")["status"], "succeeded");
     assert_eq!(job("main-only")["status"], "succeeded");
     let skipped = job("pushes-only");
