@@ -85,7 +85,40 @@ fn shard_index() -> usize {
     INDEX.with(|i| *i)
 }
 
+/// The wall clock at `at`, in milliseconds since the epoch, from a reading of the wall clock
+/// this thread took at most a second before (one monotonic reading per request, not two
+/// clocks).
+fn wall_ms(at: std::time::Instant) -> i64 {
+    use std::cell::Cell;
+    use std::time::Instant;
+    thread_local! {
+        static BASE: Cell<Option<(Instant, i64)>> = const { Cell::new(None) };
+    }
+    BASE.with(|base| {
+        if let Some((mono, wall)) = base.get()
+            && let Some(since) = at.checked_duration_since(mono)
+            && since.as_millis() < 1_000
+        {
+            return wall + since.as_millis() as i64;
+        }
+        let (mono, wall) = (Instant::now(), gantry_engine::ports::now_millis());
+        base.set(Some((mono, wall)));
+        wall - mono.saturating_duration_since(at).as_millis() as i64
+    })
+}
+
 impl Stats {
+    /// A request sent at `started` and answered (or not) at `answered`.
+    pub fn record_at(
+        &self,
+        started: std::time::Instant,
+        answered: std::time::Instant,
+        error: bool,
+    ) {
+        let latency = answered.saturating_duration_since(started).as_micros() as u64;
+        self.record(wall_ms(answered), latency, error);
+    }
+
     /// One request answered (or not) at `now_ms` after `latency_us`.
     pub fn record(&self, now_ms: i64, latency_us: u64, error: bool) {
         let shard = &self.shards[shard_index()];
