@@ -152,9 +152,12 @@ def main():
                                    "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
                                    "--share", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(gantry)
-        procs.append(subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry-nostats']}",
-                                       "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
-                                       "--share", "10", "--no-stats"], stdout=subprocess.DEVNULL))
+        # Started exactly as the measuring one is (pipes on standard input and output), so the
+        # two differ in measuring alone.
+        nostats = subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry-nostats']}",
+                                    "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
+                                    "--share", "10", "--no-stats"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(nostats)
         # The data plane, as `gantry serve` drives it: listen, then a 90/10 table.
         dp_data = os.path.join(d, "dp")
         os.makedirs(dp_data)
