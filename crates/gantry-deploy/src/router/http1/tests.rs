@@ -1,3 +1,6 @@
+//! The head rewriting, framing and chunk scanning of [`super`], as tables: what goes in, what
+//! the router writes, and what it keeps of each message.
+
 use super::*;
 
 const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
