@@ -65,6 +65,12 @@ impl RequestInfo {
     pub fn replayable(&self) -> bool {
         matches!(self.framing, Framing::None | Framing::Length(0))
     }
+
+    /// An answer of the router's own ends the connection when the client asked for that, or
+    /// when the request's body was left unread.
+    pub fn closes_after_own_answer(&self) -> bool {
+        !self.keep_alive || !self.replayable()
+    }
 }
 
 fn is_token_listed(list: &[u8], name: &str) -> bool {
@@ -72,13 +78,26 @@ fn is_token_listed(list: &[u8], name: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
-/// Whether `name` is a hop-by-hop field, or one the `Connection` fields name.
-fn connection_only(name: &str, fields: Fields<'_, '_>) -> bool {
+/// Whether the `Connection` fields name any field (beyond `close` and `keep-alive`, which
+/// are no fields): rare, so a message's fields are checked against them only then.
+fn connection_names_fields(fields: Fields<'_, '_>) -> bool {
+    fields
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|b| *b == b','))
+        .map(|t| t.trim_ascii())
+        .any(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+}
+
+/// Whether `name` is a hop-by-hop field, or (when `named` says there are such) one the
+/// `Connection` fields name.
+fn connection_only(name: &str, fields: Fields<'_, '_>, named: bool) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || fields
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| is_token_listed(h.value, name))
+        || (named
+            && fields
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .any(|h| is_token_listed(h.value, name)))
 }
 
 fn connection_has(fields: Fields<'_, '_>, token: &str) -> bool {
@@ -170,8 +189,9 @@ pub fn forward_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
     let mut forwarded = false;
+    let named = connection_names_fields(fields);
     for h in fields {
-        if connection_only(h.name, fields)
+        if connection_only(h.name, fields, named)
             || h.name.eq_ignore_ascii_case(FORCE_HEADER)
             || (expect_continue && h.name.eq_ignore_ascii_case("expect"))
         {
@@ -265,8 +285,9 @@ pub fn forward_response(
     let close = close || !req.keep_alive || framing == Framing::UntilClose || dechunk;
     out.clear();
     let _ = write!(out, "HTTP/1.1 {code} {}\r\n", resp.reason.unwrap_or(""));
+    let named = connection_names_fields(fields);
     for h in fields {
-        if connection_only(h.name, fields)
+        if connection_only(h.name, fields, named)
             || h.name.eq_ignore_ascii_case(FORCE_HEADER)
             || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
         {
@@ -382,9 +403,7 @@ impl Chunks {
                     _ => {}
                 },
                 SizeLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
+                    expect(b, b'\n')?;
                     self.state = if self.size == 0 {
                         TrailerStart
                     } else {
@@ -404,18 +423,8 @@ impl Chunks {
                     };
                     continue;
                 }
-                DataCr => {
-                    if b != b'\r' {
-                        return Err(BadChunk);
-                    }
-                    self.state = DataLf;
-                }
-                DataLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.state = Size;
-                }
+                DataCr => self.state = expect(b, b'\r').map(|()| DataLf)?,
+                DataLf => self.state = expect(b, b'\n').map(|()| Size)?,
                 TrailerStart => {
                     self.state = if b == b'\r' { EndLf } else { TrailerLine };
                 }
@@ -424,16 +433,9 @@ impl Chunks {
                         self.state = TrailerLf;
                     }
                 }
-                TrailerLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.state = TrailerStart;
-                }
+                TrailerLf => self.state = expect(b, b'\n').map(|()| TrailerStart)?,
                 EndLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
+                    expect(b, b'\n')?;
                     self.state = Done;
                     return Ok(i + 1);
                 }
@@ -443,6 +445,11 @@ impl Chunks {
         }
         Ok(i)
     }
+}
+
+/// The one byte a chunked body must have here.
+fn expect(b: u8, want: u8) -> Result<(), BadChunk> {
+    if b == want { Ok(()) } else { Err(BadChunk) }
 }
 
 #[cfg(test)]

@@ -174,14 +174,11 @@ impl Conn {
                     let routed = route(router, &req, self.peer, &mut self.out);
                     self.cbuf.drain(..len);
                     return match routed {
-                        Ok((info, Some((backend, fallback)))) => {
-                            self.exchange(router, client, backend, fallback, info).await
-                        }
+                        Ok((info, Some(to))) => self.exchange(router, client, to, info).await,
                         Ok((info, None)) => {
-                            let close = !info.keep_alive || !info.replayable();
-                            let text =
-                                "gantry router: no release is live in this environment yet\n";
-                            self.answer(client, 503, text, close).await
+                            let text = "no release is live in this environment yet";
+                            self.answer(client, 503, text, info.closes_after_own_answer())
+                                .await
                         }
                         Err(refused) => {
                             self.answer(client, refused.status, refused.why, true).await
@@ -209,7 +206,7 @@ impl Conn {
         }
     }
 
-    /// A short answer of the router's own.
+    /// A short answer of the router's own: `text`, named as the router's.
     async fn answer(
         &mut self,
         client: &mut TcpStream,
@@ -217,26 +214,25 @@ impl Conn {
         text: &str,
         close: bool,
     ) -> Next {
-        let text = if text.ends_with('\n') {
-            std::borrow::Cow::Borrowed(text)
-        } else {
-            std::borrow::Cow::Owned(format!("gantry router: {text}\n"))
-        };
-        http1::plain(status, &text, close, &mut self.out);
+        http1::plain(
+            status,
+            &format!("gantry router: {text}\n"),
+            close,
+            &mut self.out,
+        );
         match client.write_all(&self.out).await {
             Ok(()) if !close => Next::Again,
             _ => Next::Close,
         }
     }
 
-    /// Sends the request (its head is in `out`) to `backend` — or, when that release is down
-    /// and the request can be sent again, to `fallback` — and passes the answer back.
+    /// Sends the request (its head is in `out`) to its release — or, when that release is
+    /// down and the request can be sent again, to the fallback — and passes the answer back.
     async fn exchange(
         &mut self,
         router: &Router,
         client: &mut TcpStream,
-        backend: Arc<Backend>,
-        fallback: Option<Arc<Backend>>,
+        to: Target,
         info: RequestInfo,
     ) -> Next {
         if info.expect_continue
@@ -248,46 +244,31 @@ impl Conn {
             return Next::Close;
         }
         // Counted in flight from before it is sent (a release is not stopped under it).
-        let guard = Inflight::new(backend);
-        let (guard, sent) = match self.send(router, client, guard.backend(), &info).await {
-            Ok(sent) => (guard, sent),
+        let guard = Inflight::new(to.backend);
+        let (connect_failed, why) = match self.send(router, client, guard.backend(), &info).await {
+            Ok(sent) => return self.pass_answer(client, guard, sent).await,
             Err(Failed::Client) => return Next::Close,
-            Err(first) => {
-                let (connect_failed, why) = match first {
-                    Failed::Connect(why) => (true, why),
-                    Failed::NoAnswer(why) => (false, why),
-                    Failed::Client => unreachable!("handled above"),
-                };
-                let release = guard.backend().release;
-                drop(guard);
-                // A request without a body goes to the previous release instead: any such
-                // request if the connection was refused (the release never saw it), and an
-                // idempotent one if no answer came (the release died under it).
-                let resent = match fallback {
-                    Some(f) if info.replayable() && (connect_failed || info.idempotent) => {
-                        let guard = Inflight::new(f);
-                        match self.send(router, client, guard.backend(), &info).await {
-                            Ok(sent) => Some((guard, sent)),
-                            Err(Failed::Client) => return Next::Close,
-                            Err(_) => None,
-                        }
-                    }
-                    _ => None,
-                };
-                match resent {
-                    Some(ok) => ok,
-                    None => {
-                        let text =
-                            format!("gantry router: release {release} did not answer: {why}\n");
-                        let close = !info.keep_alive || !info.replayable();
-                        return self.answer(client, 502, &text, close).await;
-                    }
-                }
-            }
+            Err(Failed::Connect(why)) => (true, why),
+            Err(Failed::NoAnswer(why)) => (false, why),
         };
-        let next = self.pass_answer(client, guard.backend(), sent).await;
+        let release = guard.backend().release;
         drop(guard);
-        next
+        // A request without a body goes to the previous release instead: any such request if
+        // the connection was refused (the release never saw it), and an idempotent one if no
+        // answer came (the release died under it).
+        if let Some(fallback) = to.fallback
+            && (connect_failed || info.idempotent)
+        {
+            let guard = Inflight::new(fallback);
+            match self.send(router, client, guard.backend(), &info).await {
+                Ok(sent) => return self.pass_answer(client, guard, sent).await,
+                Err(Failed::Client) => return Next::Close,
+                Err(_) => {}
+            }
+        }
+        let text = format!("release {release} did not answer: {why}");
+        self.answer(client, 502, &text, info.closes_after_own_answer())
+            .await
     }
 
     /// Sends the request to one release and reads its answer's head, which is left in `ubuf`
@@ -305,9 +286,10 @@ impl Conn {
             return result;
         }
         match &result {
-            Ok(sent) => backend
-                .stats
-                .record_at(started, sent.at, sent.info.status >= 500),
+            Ok(sent) => {
+                let error = sent.head.info.status >= 500;
+                backend.stats.record_at(started, sent.head.at, error);
+            }
             Err(Failed::Client) => {}
             Err(_) => backend.stats.record_at(started, Instant::now(), true),
         }
@@ -347,7 +329,7 @@ impl Conn {
             let mut body_done = true;
             if !replayable {
                 // The body bytes that came with the head go out in the same write.
-                let (ready, done) = body_part(&self.cbuf, &mut left);
+                let (ready, done) = body_part(&self.cbuf, &mut left, |_| {});
                 body_done = done.map_err(|()| Failed::Client)?;
                 self.out.extend_from_slice(&self.cbuf[..ready]);
                 self.cbuf.drain(..ready);
@@ -367,10 +349,12 @@ impl Conn {
                 .read_head(router, client, &mut up, info, backend.release, !body_sent)
                 .await
             {
-                Ok(mut sent) => {
-                    sent.up = Some(up);
-                    sent.body_sent = body_sent;
-                    return Ok(sent);
+                Ok(head) => {
+                    return Ok(Sent {
+                        head,
+                        up,
+                        body_sent,
+                    });
                 }
                 // Nothing came back on a kept connection: it was closed under us; again on a
                 // new one.
@@ -397,7 +381,7 @@ impl Conn {
                 Ok(0) | Err(_) => return Err(Failed::Client),
                 Ok(_) => {}
             }
-            let (n, done) = body_part(&self.cbuf, &mut left);
+            let (n, done) = body_part(&self.cbuf, &mut left, |_| {});
             let done = done.map_err(|()| Failed::Client)?;
             if up.write_all(&self.cbuf[..n]).await.is_err() {
                 return Ok(false);
@@ -419,7 +403,7 @@ impl Conn {
         info: &RequestInfo,
         release: i64,
         body_incomplete: bool,
-    ) -> Result<Sent, ReadHead> {
+    ) -> Result<Head, ReadHead> {
         self.ubuf.clear();
         loop {
             if !self.ubuf.is_empty() {
@@ -449,12 +433,10 @@ impl Conn {
                             self.ubuf.drain(..len);
                             continue;
                         }
-                        return Ok(Sent {
+                        return Ok(Head {
                             info: out?,
-                            head: len,
+                            len,
                             at,
-                            up: None,
-                            body_sent: true,
                         });
                     }
                     Ok(httparse::Status::Partial) if self.ubuf.len() < MAX_HEAD => {}
@@ -476,35 +458,29 @@ impl Conn {
     }
 
     /// Passes the answer on: its head (in `out`, with the release named) and body, as the
-    /// release sends it. Keeps the release's connection when the answer ended cleanly.
-    async fn pass_answer(&mut self, client: &mut TcpStream, backend: &Backend, sent: Sent) -> Next {
+    /// release sends it. Keeps the release's connection when the answer ended cleanly; the
+    /// release is counted in flight (`guard`) until then.
+    async fn pass_answer(&mut self, client: &mut TcpStream, guard: Inflight, sent: Sent) -> Next {
         let Sent {
-            info: resp,
             head,
-            up,
+            mut up,
             body_sent,
-            ..
         } = sent;
-        let Some(mut up) = up else {
-            return Next::Close;
-        };
+        let resp = head.info;
         let mut left = BodyLeft::new(resp.framing);
-        let mut chunks = Chunks::default();
-        let mut start = head;
+        let mut start = head.len;
         let mut first = true;
         loop {
             let avail = &self.ubuf[start..];
-            let (used, finished) = if resp.dechunk {
-                let out = &mut self.out;
-                match chunks.feed(avail, |data| out.extend_from_slice(data)) {
-                    Ok(n) => (n, chunks.done()),
-                    Err(_) => return Next::Close,
+            let out = &mut self.out;
+            // An HTTP/1.0 client gets the chunks' contents only.
+            let (used, finished) = match body_part(avail, &mut left, |data| {
+                if resp.dechunk {
+                    out.extend_from_slice(data);
                 }
-            } else {
-                match body_part(avail, &mut left) {
-                    (n, Ok(done)) => (n, done),
-                    (_, Err(())) => return Next::Close,
-                }
+            }) {
+                (n, Ok(done)) => (n, done),
+                (_, Err(())) => return Next::Close,
             };
             let written = if resp.dechunk {
                 client.write_all(&self.out).await
@@ -522,7 +498,7 @@ impl Conn {
             if finished {
                 // The connection can carry another request if nothing more came on it.
                 if resp.reusable && body_sent && start + used == self.ubuf.len() {
-                    give(backend.addr, up);
+                    give(guard.backend().addr, up);
                 }
                 break;
             }
@@ -539,14 +515,28 @@ impl Conn {
     }
 }
 
-/// An answer's head, read.
-struct Sent {
+/// Where a routed request goes.
+struct Target {
+    backend: Arc<Backend>,
+    /// Where it goes instead when the release is down (only for a request without a body).
+    fallback: Option<Arc<Backend>>,
+}
+
+/// An answer's head, read: it is the first `len` bytes of `ubuf`, and `out` holds the head
+/// written for the client.
+struct Head {
     info: ResponseInfo,
-    /// Its length in `ubuf`.
-    head: usize,
+    len: usize,
     /// When it was read.
     at: Instant,
-    up: Option<TcpStream>,
+}
+
+/// A request sent, and its answer's head read.
+struct Sent {
+    head: Head,
+    /// The connection to the release, its body still to come.
+    up: TcpStream,
+    /// The whole request body reached the release.
     body_sent: bool,
 }
 
@@ -577,15 +567,19 @@ impl BodyLeft {
 }
 
 /// How many bytes of `avail` belong to the body, and whether it ends with them (`Err` for a
-/// chunked body that cannot be followed).
-fn body_part(avail: &[u8], left: &mut BodyLeft) -> (usize, Result<bool, ()>) {
+/// chunked body that cannot be followed); `data` is given a chunked body's contents.
+fn body_part(
+    avail: &[u8],
+    left: &mut BodyLeft,
+    data: impl FnMut(&[u8]),
+) -> (usize, Result<bool, ()>) {
     match left {
         BodyLeft::Length(n) => {
             let k = (*n).min(avail.len() as u64);
             *n -= k;
             (k as usize, Ok(*n == 0))
         }
-        BodyLeft::Chunks(c) => match c.feed(avail, |_| {}) {
+        BodyLeft::Chunks(c) => match c.feed(avail, data) {
             Ok(k) => (k, Ok(c.done())),
             Err(_) => (0, Err(())),
         },
@@ -595,13 +589,12 @@ fn body_part(avail: &[u8], left: &mut BodyLeft) -> (usize, Result<bool, ()>) {
 
 /// Parses what the router needs of a request, writes the head for the release into `out`,
 /// and picks the release (and the one to fall back to).
-#[allow(clippy::type_complexity)]
 fn route(
     router: &Router,
     req: &httparse::Request<'_, '_>,
     peer: SocketAddr,
     out: &mut Vec<u8>,
-) -> Result<(RequestInfo, Option<(Arc<Backend>, Option<Arc<Backend>>)>), http1::Refusal> {
+) -> Result<(RequestInfo, Option<Target>), http1::Refusal> {
     let table = router.table.load();
     let n = COUNTER.with(|c| {
         let n = c.get();
@@ -618,5 +611,6 @@ fn route(
         .as_ref()
         .filter(|f| info.replayable() && f.addr != backend.addr)
         .cloned();
-    Ok((info, Some((backend.clone(), fallback))))
+    let backend = backend.clone();
+    Ok((info, Some(Target { backend, fallback })))
 }
