@@ -4,6 +4,8 @@
 //! When the shell exits, whatever it left running in its group is killed too, so a background
 //! child can neither outlive its step nor hold the log pipe open.
 //!
+//! A step that is not sandboxed starts without a fork of gantry ([`spawn`]).
+//!
 //! This module, the release supervisor (gantry-deploy) and the git adapter are the only places
 //! that start processes (clippy.toml).
 
@@ -19,6 +21,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+mod spawn;
 
 /// Longest line kept whole; longer output is stored in pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -109,6 +113,61 @@ impl StepEnd {
     }
 }
 
+/// A step's shell, however it was started.
+enum Child {
+    /// Started without a fork ([`spawn`]): every step that is not sandboxed.
+    Spawned(spawn::Spawned),
+    /// Forked, for code of its own between fork and exec (the Landlock sandbox, whose crate may
+    /// allocate there), or where the kernel cannot give a pidfd at clone (before Linux 5.2).
+    Forked(tokio::process::Child),
+}
+
+type Output = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+impl Child {
+    fn start(spec: &StepSpec<'_>) -> std::io::Result<Self> {
+        if spec.sandbox.is_none() {
+            match spawn::spawn(&["-e", "-c", spec.script], spec.env, spec.cwd) {
+                Ok(s) => return Ok(Child::Spawned(s)),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        command(spec)?.spawn().map(Child::Forked)
+    }
+
+    fn id(&self) -> u32 {
+        match self {
+            Child::Spawned(s) => s.id(),
+            Child::Forked(c) => c.id().unwrap_or(0),
+        }
+    }
+
+    fn outputs(&mut self) -> [Option<(Stream, Output)>; 2] {
+        fn boxed<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Output {
+            Box::new(r)
+        }
+        match self {
+            Child::Spawned(s) => [
+                s.stdout.take().map(|r| (Stream::Stdout, boxed(r))),
+                s.stderr.take().map(|r| (Stream::Stderr, boxed(r))),
+            ],
+            Child::Forked(c) => [
+                c.stdout.take().map(|r| (Stream::Stdout, boxed(r))),
+                c.stderr.take().map(|r| (Stream::Stderr, boxed(r))),
+            ],
+        }
+    }
+
+    /// Cancel-safe.
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Child::Spawned(s) => s.wait().await,
+            Child::Forked(c) => c.wait().await,
+        }
+    }
+}
+
 #[allow(clippy::disallowed_methods)] // The one place steps are spawned.
 fn command(spec: &StepSpec<'_>) -> std::io::Result<Command> {
     let mut cmd = Command::new("/bin/sh");
@@ -154,39 +213,24 @@ pub async fn run_step(
     if *cancel.borrow() {
         return StepEnd::Cancelled;
     }
-    let mut child = match command(spec).and_then(|mut c| c.spawn()) {
+    let mut child = match Child::start(spec) {
         Ok(c) => c,
         Err(e) => return StepEnd::SpawnFailed(format!("could not start /bin/sh: {e}")),
     };
-    let pgid = child.id().unwrap_or(0);
+    let pgid = child.id();
     let (tx, mut rx) = mpsc::channel::<(Stream, Vec<u8>)>(64);
-    let mut readers = 0;
-    if let Some(mut out) = child.stdout.take() {
-        readers += 1;
+    for (stream, mut out) in child.outputs().into_iter().flatten() {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 16 * 1024];
             while let Ok(n) = out.read(&mut buf).await {
-                if n == 0 || tx.send((Stream::Stdout, buf[..n].to_vec())).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    if let Some(mut err) = child.stderr.take() {
-        readers += 1;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = err.read(&mut buf).await {
-                if n == 0 || tx.send((Stream::Stderr, buf[..n].to_vec())).await.is_err() {
+                if n == 0 || tx.send((stream, buf[..n].to_vec())).await.is_err() {
                     break;
                 }
             }
         });
     }
     drop(tx);
-    let _ = readers;
 
     let mut out_lines = LineSplitter::new(MAX_LINE);
     let mut err_lines = LineSplitter::new(MAX_LINE);
