@@ -73,6 +73,9 @@ pub struct RunOptions {
     pub log_cap: u64,
     /// Steps run in this sandbox when set ([`crate::sandbox`]).
     pub sandbox: Option<crate::sandbox::Sandbox>,
+    /// A checkout of the run's commit begun before the run (`gantry run`); the first job
+    /// to start takes it instead of exporting ([`crate::prefetch`]).
+    pub prefetched: Option<Arc<crate::prefetch::Prefetch>>,
 }
 
 impl RunOptions {
@@ -94,6 +97,7 @@ impl RunOptions {
             owner: Some(owner),
             log_cap: crate::logs::DEFAULT_JOB_LOG_CAP,
             sandbox: None,
+            prefetched: None,
         }
     }
 }
@@ -132,6 +136,7 @@ pub(crate) struct RunContext {
     pub keep_workspaces: bool,
     pub log_cap: u64,
     pub sandbox: Option<crate::sandbox::Sandbox>,
+    pub prefetched: Option<Arc<crate::prefetch::Prefetch>>,
     pub secrets: HashMap<String, SecretValue>,
     pub secrets_withheld: Option<String>,
     pub cache_cap: u64,
@@ -301,6 +306,7 @@ impl Runner {
             keep_workspaces: opts.keep_workspaces,
             log_cap: opts.log_cap,
             sandbox: opts.sandbox,
+            prefetched: opts.prefetched,
             secrets: opts.secrets,
             secrets_withheld: opts.secrets_withheld,
             cache_cap: opts.cache_cap,

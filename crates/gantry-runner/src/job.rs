@@ -89,14 +89,23 @@ async fn attempt_in(
         }
     }
 
-    let repo = ctx.repo.clone();
-    let commit = ctx.commit.clone();
-    let ws = workspace.to_path_buf();
-    let exported = tokio::task::spawn_blocking(move || repo.export(&commit, &ws)).await;
-    match exported {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return AttemptResult::failed(format!("preparing the workspace: {e:#}")),
-        Err(e) => return AttemptResult::failed(format!("preparing the workspace: {e}")),
+    let prefetched = match &ctx.prefetched {
+        Some(p) => p.place(&ctx.commit, workspace).await,
+        None => None,
+    };
+    let exported = match prefetched {
+        Some(placed) => placed,
+        None => {
+            let repo = ctx.repo.clone();
+            let commit = ctx.commit.clone();
+            let ws = workspace.to_path_buf();
+            tokio::task::spawn_blocking(move || repo.export(&commit, &ws))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")))
+        }
+    };
+    if let Err(e) = exported {
+        return AttemptResult::failed(format!("preparing the workspace: {e:#}"));
     }
 
     // Steps run in the project's directory: the checkout's root, or the subdirectory holding

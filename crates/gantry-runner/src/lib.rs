@@ -9,6 +9,7 @@
 //! - [`process`]: one step as a process group: spawn, stream output, time out, kill.
 //! - [`events`]: what a run reports to whoever watches it (terminal, JSON, later the API).
 //! - [`owner`]: the lock a live runner holds, and recovery of runs whose runner died.
+//! - [`prefetch`]: the checkout `gantry run` begins before its run is recorded.
 
 pub mod cache;
 pub mod container;
@@ -18,6 +19,7 @@ mod images;
 mod job;
 mod logs;
 mod plan;
+pub mod prefetch;
 pub use logs::DEFAULT_JOB_LOG_CAP;
 pub mod owner;
 pub mod process;

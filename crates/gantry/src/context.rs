@@ -24,6 +24,13 @@ pub struct Context {
 impl Context {
     /// Opens the data directory (creating it), its database, and recovers orphaned runs.
     pub async fn open(data_dir: PathBuf) -> Result<Self> {
+        Self::open_prepared(Self::prepare(data_dir)?).await
+    }
+
+    /// The first half of [`Context::open`], with no database yet: the data directory made
+    /// (private, writable, ignored by git) and its absolute path. `gantry run` starts its
+    /// checkout into it before the database is open.
+    pub fn prepare(data_dir: PathBuf) -> Result<PathBuf> {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         // Absolute from here on: workspaces and git commands run in other directories.
@@ -59,6 +66,11 @@ impl Context {
         if !ignore.exists() {
             let _ = std::fs::write(&ignore, "*\n");
         }
+        Ok(data_dir)
+    }
+
+    /// The second half of [`Context::open`], on a directory [`Context::prepare`] made.
+    pub async fn open_prepared(data_dir: PathBuf) -> Result<Self> {
         let url = format!("sqlite://{}", data_dir.join("gantry.db").display());
         let state = gantry_store::open_state(&url).await?;
         let recovered =
@@ -66,6 +78,10 @@ impl Context {
         // Packing or downloading that a killed process left half done.
         gantry_store::artifacts::pack::clean_staging(
             &data_dir.join("artifacts/tmp"),
+            std::time::Duration::from_secs(3600),
+        );
+        let _ = gantry_runner::prefetch::clean_stale(
+            &data_dir.join("work"),
             std::time::Duration::from_secs(3600),
         );
         for id in &recovered {

@@ -8,6 +8,7 @@ use anyhow::anyhow;
 use gantry_git::Repo;
 use gantry_model::RunStatus;
 use gantry_runner::owner::OwnerLock;
+use gantry_runner::prefetch::Prefetch;
 use gantry_runner::{RunOptions, RunRequest, Runner};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -60,17 +61,80 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
     let repo = Repo::open(&repo_path)?;
     let revision = repo.resolve(&args.rev)?;
     let root = repo.root()?;
-    let subdir = project_subdir(&root, &repo_path);
-
-    let (file_name, checked) = match load_pipeline(&repo, &revision.commit, subdir.as_deref()) {
-        Ok(found) => found,
-        Err(LoadError::Invalid(diags)) => {
-            eprint!("{diags}");
-            eprintln!("(pipeline file at commit {})", short(&revision.commit));
-            return Err(CliError::silent(1));
-        }
-        Err(e) => return Err(CliError::from(anyhow!(e.message()))),
+    // The commit's tree is exported while the pipeline file is read and the database opened:
+    // the first job finds its workspace ready (`gantry_runner::prefetch`).
+    let data_dir = Context::prepare(data_dir_for(data_dir, &root))?;
+    let prefetch = Arc::new(Prefetch::start(
+        &repo,
+        &revision.commit,
+        &data_dir.join("work"),
+    ));
+    let at = Start {
+        repo_path,
+        repo,
+        revision,
+        root,
+        data_dir,
+        prefetch: prefetch.clone(),
     };
+    let result = run_at(args, server, at).await;
+    prefetch.discard().await;
+    result
+}
+
+/// Where a run starts: the repository, its commit, the data directory, the checkout under way.
+struct Start {
+    repo_path: PathBuf,
+    repo: Repo,
+    revision: gantry_git::Revision,
+    root: PathBuf,
+    data_dir: PathBuf,
+    prefetch: Arc<Prefetch>,
+}
+
+async fn run_at(args: RunArgs, server: Option<String>, at: Start) -> CliResult {
+    let Start {
+        repo_path,
+        repo,
+        revision,
+        root,
+        data_dir,
+        prefetch,
+    } = at;
+    let subdir = project_subdir(&root, &repo_path);
+    let loading = {
+        let (repo, commit, subdir) = (repo.clone(), revision.commit.clone(), subdir.clone());
+        tokio::task::spawn_blocking(move || load_pipeline(&repo, &commit, subdir.as_deref()))
+    };
+    // The database is opened and this process's owner lock taken meanwhile.
+    let opening = async {
+        let ctx = Context::open_prepared(data_dir).await?;
+        match OwnerLock::acquire(&ctx.lock_dir(), ctx.state.clone()).await {
+            Ok(owner) => Ok((ctx, owner)),
+            Err(e) => {
+                ctx.state.close().await;
+                Err(e)
+            }
+        }
+    };
+    let (loaded, opened) = tokio::join!(loading, opening);
+    let loaded = loaded.map_err(|e| anyhow!("reading the pipeline file: {e}"))?;
+    let (file_name, checked) = match loaded {
+        Ok(found) => found,
+        Err(e) => {
+            if let Ok((ctx, owner)) = opened {
+                drop(owner);
+                ctx.state.close().await;
+            }
+            if let LoadError::Invalid(diags) = e {
+                eprint!("{diags}");
+                eprintln!("(pipeline file at commit {})", short(&revision.commit));
+                return Err(CliError::silent(1));
+            }
+            return Err(CliError::from(anyhow!(e.message())));
+        }
+    };
+    let (ctx, owner) = opened?;
     if !checked.warnings.items.is_empty() && !args.json {
         eprint!("{}", checked.warnings);
     }
@@ -79,11 +143,17 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
         .name
         .clone()
         .unwrap_or_else(|| project_name(&root.join(subdir.clone().unwrap_or_default())));
-    let secrets =
-        crate::secrets::load_secrets(args.secrets_file.as_deref(), &pipeline.secret_names())?;
+    let secrets = match crate::secrets::load_secrets(
+        args.secrets_file.as_deref(),
+        &pipeline.secret_names(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.state.close().await;
+            return Err(e.into());
+        }
+    };
 
-    let ctx = Context::open(data_dir_for(data_dir, &root)).await?;
-    let owner = OwnerLock::acquire(&ctx.lock_dir(), ctx.state.clone()).await?;
     let sandbox = match args.sandbox {
         true => Some(crate::sandbox::steps_sandbox(
             &ctx.data_dir,
@@ -144,6 +214,7 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
                 o.keep_workspaces = args.keep_workspaces;
                 o.log_cap = args.max_job_log_bytes.max(1);
                 o.sandbox = sandbox;
+                o.prefetched = Some(prefetch);
                 o
             },
             cancel_rx,
