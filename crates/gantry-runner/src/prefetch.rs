@@ -125,20 +125,43 @@ pub fn clean_stale(work_root: &Path, age: Duration) -> Result<usize> {
 mod tests {
     use super::*;
 
-    fn repo_with_two_commits(dir: &Path) -> (Repo, String, String) {
-        let repo = Repo::init(dir).unwrap();
+    /// A repository of two commits (`a.txt` "one", then "two") and a work root, in `_tmp`
+    /// (bound by name in each test: left to `..`, it would be removed at once).
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        repo: Repo,
+        first: String,
+        head: String,
+        work: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("repo");
+        let repo = Repo::init(&dir).unwrap();
         std::fs::write(dir.join("a.txt"), "one\n").unwrap();
         let first = repo.commit_all("first").unwrap();
         std::fs::write(dir.join("a.txt"), "two\n").unwrap();
-        let second = repo.commit_all("second").unwrap();
-        (repo, first, second)
+        let head = repo.commit_all("second").unwrap();
+        let work = tmp.path().join("work");
+        Fixture {
+            _tmp: tmp,
+            repo,
+            first,
+            head,
+            work,
+        }
     }
 
     #[tokio::test]
     async fn the_first_job_gets_the_tree_and_a_second_asks_git_itself() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (repo, _, head) = repo_with_two_commits(&tmp.path().join("repo"));
-        let work = tmp.path().join("work");
+        let Fixture {
+            _tmp,
+            repo,
+            head,
+            work,
+            ..
+        } = fixture();
         let prefetch = Prefetch::start(&repo, &head, &work);
         let ws = work.join("1/build-1");
         prefetch.place(&head, &ws).await.unwrap().unwrap();
@@ -161,9 +184,14 @@ mod tests {
 
     #[tokio::test]
     async fn another_commit_is_not_handed_over_and_discard_removes_the_tree() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (repo, first, head) = repo_with_two_commits(&tmp.path().join("repo"));
-        let work = tmp.path().join("work");
+        let Fixture {
+            _tmp,
+            repo,
+            first,
+            head,
+            work,
+            ..
+        } = fixture();
         let prefetch = Prefetch::start(&repo, &head, &work);
         assert!(prefetch.place(&first, &work.join("1/a-1")).await.is_none());
         prefetch.discard().await;
@@ -174,9 +202,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_export_is_the_jobs_error_and_leaves_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (repo, _, _) = repo_with_two_commits(&tmp.path().join("repo"));
-        let work = tmp.path().join("work");
+        let Fixture {
+            _tmp, repo, work, ..
+        } = fixture();
         let missing = "0".repeat(40);
         let prefetch = Prefetch::start(&repo, &missing, &work);
         let err = prefetch
@@ -191,9 +219,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_workspace_that_is_taken_falls_back_to_an_export_of_its_own() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (repo, _, head) = repo_with_two_commits(&tmp.path().join("repo"));
-        let work = tmp.path().join("work");
+        let Fixture {
+            _tmp,
+            repo,
+            head,
+            work,
+            ..
+        } = fixture();
         let ws = work.join("1/a-1");
         std::fs::create_dir_all(&ws).unwrap();
         std::fs::write(ws.join("left.txt"), "x").unwrap();

@@ -81,7 +81,7 @@ impl Context {
             std::time::Duration::from_secs(3600),
         );
         let _ = gantry_runner::prefetch::clean_stale(
-            &data_dir.join("work"),
+            &work_root(&data_dir),
             std::time::Duration::from_secs(3600),
         );
         for id in &recovered {
@@ -174,7 +174,7 @@ impl Context {
     }
 
     pub fn work_root(&self) -> PathBuf {
-        self.data_dir.join("work")
+        work_root(&self.data_dir)
     }
 
     pub fn lock_dir(&self) -> PathBuf {
@@ -186,6 +186,11 @@ impl Context {
 pub fn data_dir_here(explicit: Option<PathBuf>) -> Result<PathBuf> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     Ok(data_dir_for(explicit, &cwd))
+}
+
+/// Where the workspaces of the data directory `data_dir` are made.
+pub fn work_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("work")
 }
 
 /// The data directory: `--data-dir`/`GANTRY_HOME`, else `.gantry/` at the root of the repository

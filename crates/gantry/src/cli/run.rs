@@ -1,7 +1,7 @@
 //! `gantry run [REPO] [--rev REV]`: runs a repository's pipeline at a commit on this machine.
 
 use super::{CliError, CliResult};
-use crate::context::{Context, data_dir_for};
+use crate::context::{Context, data_dir_for, work_root};
 use crate::pipeline_at::{LoadError, load_pipeline, short};
 use crate::render::{Renderer, Style};
 use anyhow::anyhow;
@@ -67,7 +67,7 @@ pub async fn run(args: RunArgs, server: Option<String>, data_dir: Option<PathBuf
     let prefetch = Arc::new(Prefetch::start(
         &repo,
         &revision.commit,
-        &data_dir.join("work"),
+        &work_root(&data_dir),
     ));
     let at = Start {
         repo_path,
