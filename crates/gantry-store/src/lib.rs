@@ -1,17 +1,18 @@
-//! Adapters for gantry's state and artifacts: the [`sqlite::SqliteStore`] implementation of the
+//! Adapters for gantry's state and artifacts: the [`sql::SqlStore`] implementation of the
 //! engine's store ports (`RunStore`, `QueueStore`, `ProjectStore`, `ArtifactIndex`,
-//! `ReleaseStore`; together `StateStore`), and the artifact stores (local disk and S3) of its
-//! `ArtifactStore` port. A PostgreSQL backend slots in next to SQLite: a module implementing
-//! the five ports, its migrations, a scheme in [`open_state`], and one line in the contract
+//! `ReleaseStore`; together `StateStore`) on SQLite or PostgreSQL, and the artifact stores
+//! (local disk and S3) of its `ArtifactStore` port. Both state backends pass the same contract
 //! suite (`tests/contract/main.rs`).
 //!
 //! Codemap:
-//! - [`sqlite`]: the SQLite state store (WAL, migrations in `migrations/sqlite`), one file per
-//!   port.
+//! - [`sql`]: the state store, one file per port; SQLite (WAL, `migrations/sqlite`) and
+//!   PostgreSQL (`migrations/postgres`) share its SQL.
 //! - [`artifacts`]: packing (tar.zst, hashed while written), the local and S3 content stores.
 
 pub mod artifacts;
-pub mod sqlite;
+pub mod sql;
+
+pub use sql::{Backend, redact_url};
 
 use anyhow::{Result, bail};
 use gantry_engine::ports::StateStore;
@@ -19,17 +20,28 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Opens the state store a URL names: `sqlite://PATH` (a file, made with its migrations if it
-/// is new). The error for any other URL says which schemes there are.
+/// is new) or `postgres://…` (a database, migrated to this version's schema). The error for
+/// any other URL says which schemes there are.
 pub async fn open_state(url: &str) -> Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(open_sql(url).await?))
+}
+
+/// [`open_state`], keeping the concrete store (for copying state between backends).
+pub async fn open_sql(url: &str) -> Result<sql::SqlStore> {
     match url.split_once("://") {
-        Some(("sqlite", path)) if !path.is_empty() => {
-            Ok(Arc::new(sqlite::SqliteStore::open(Path::new(path)).await?))
-        }
+        Some(("sqlite", path)) if !path.is_empty() => sql::SqlStore::open(Path::new(path)).await,
         Some(("sqlite", _)) => bail!("`{url}` names no file: write sqlite:///path/to/gantry.db"),
+        Some(("postgres" | "postgresql", rest)) if !rest.is_empty() => {
+            sql::SqlStore::open_postgres(url).await
+        }
         Some((scheme, _)) => bail!(
-            "`{url}`: state stores of kind `{scheme}` are not available in this version of gantry (there is sqlite://PATH)"
+            "`{}`: there are no state stores of kind `{scheme}` (there are sqlite://PATH and postgres://USER@HOST/DATABASE)",
+            redact_url(url)
         ),
-        None => bail!("`{url}` is not a state store URL: write sqlite://PATH"),
+        None => bail!(
+            "`{}` is not a state store URL: write sqlite://PATH or postgres://USER@HOST/DATABASE",
+            redact_url(url)
+        ),
     }
 }
 
@@ -41,7 +53,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("g.db").display());
         assert!(super::open_state(&url).await.is_ok());
         for (url, says) in [
-            ("postgres://db/gantry", "kind `postgres` are not available"),
+            ("mysql://db/gantry", "no state stores of kind `mysql`"),
             ("sqlite://", "names no file"),
             ("gantry.db", "not a state store URL"),
         ] {

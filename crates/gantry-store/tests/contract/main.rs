@@ -706,16 +706,27 @@ macro_rules! contract {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $clause() {
             let dir = tempfile::tempdir().unwrap();
-            let store = $open(dir.path()).await;
-            super::$clause(store).await
+            let (store, _database) = $open(dir.path()).await;
+            super::$clause(store.clone()).await;
+            store.close().await;
         }
     )*};
 }
 
-async fn open_sqlite(dir: &Path) -> Arc<dyn StateStore> {
+async fn open_sqlite(dir: &Path) -> (Arc<dyn StateStore>, Option<pg::TestDatabase>) {
     let url = format!("sqlite://{}", dir.join("gantry.db").display());
-    gantry_store::open_state(&url).await.unwrap()
+    (gantry_store::open_state(&url).await.unwrap(), None)
 }
+
+/// A fresh database of the cluster `GANTRY_TEST_POSTGRES` names (`.ci/run` starts one), dropped
+/// when the test ends.
+async fn open_postgres(_dir: &Path) -> (Arc<dyn StateStore>, Option<pg::TestDatabase>) {
+    let db = pg::TestDatabase::create().await;
+    (gantry_store::open_state(&db.url).await.unwrap(), Some(db))
+}
+
+mod pg;
 
 // The backends: one line each.
 contract!(sqlite => super::open_sqlite);
+contract!(postgres => super::open_postgres);

@@ -1,10 +1,10 @@
-//! The run queue in SQLite (the `QueueStore` port): one run per trigger key (a unique index),
-//! claimed by one atomic `UPDATE … RETURNING`.
+//! The run queue (the `QueueStore` port): one run per trigger key (a unique index), claimed by
+//! one atomic `UPDATE … RETURNING` (with `FOR UPDATE SKIP LOCKED` on PostgreSQL).
 
 use super::*;
 
 #[async_trait]
-impl QueueStore for SqliteStore {
+impl QueueStore for SqlStore {
     async fn register_owner(&self, o: &OwnerLease) -> Result<()> {
         sqlx::query(
             "INSERT INTO owners (name, host, pid, started_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
@@ -58,7 +58,7 @@ impl QueueStore for SqliteStore {
     }
 
     async fn enqueue_run(&self, run: QueuedRun) -> Result<Option<i64>> {
-        let mut tx = write_tx(&self.pool).await?;
+        let mut tx = self.write_tx().await?;
         let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO runs (project_id, commit_sha, branch, pipeline_file, trigger_kind, status, created_at, trigger_key, event, vars) \
@@ -138,12 +138,19 @@ impl QueueStore for SqliteStore {
 
     async fn claim_next_run(&self, owner: &str, at: Millis) -> Result<Option<RunRecord>> {
         // One statement: the guard `status = 'queued'` makes a second claimer update nothing.
-        // (PostgreSQL will add `FOR UPDATE SKIP LOCKED` to the sub-select.)
-        let id: Option<i64> = sqlx::query_scalar(
+        // PostgreSQL: the sub-select locks the row it picks and skips rows others have locked,
+        // so claimers racing on several servers each take a different run instead of queueing
+        // behind one.
+        let pick = match self.backend {
+            Backend::Sqlite => "SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1",
+            Backend::Postgres => {
+                "SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            }
+        };
+        let id: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
             "UPDATE runs SET status = 'running', owner = $1, started_at = $2 \
-             WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1) AND status = 'queued' \
-             RETURNING id",
-        )
+             WHERE id = ({pick}) AND status = 'queued' RETURNING id"
+        )))
         .bind(owner)
         .bind(at)
         .fetch_optional(&self.pool)
@@ -161,7 +168,7 @@ impl QueueStore for SqliteStore {
         pipeline_file: &str,
         stages: &[NewStage],
     ) -> Result<RunIds> {
-        let mut tx = write_tx(&self.pool).await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE runs SET pipeline_file = $1 WHERE id = $2")
             .bind(pipeline_file)
             .bind(run)

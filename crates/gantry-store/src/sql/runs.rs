@@ -1,11 +1,11 @@
-//! Runs, their stages, jobs, steps, logs and diagnoses in SQLite (the `RunStore` port).
+//! Runs, their stages, jobs, steps, logs and diagnoses (the `RunStore` port).
 
 use super::*;
 
 #[async_trait]
-impl RunStore for SqliteStore {
+impl RunStore for SqlStore {
     async fn create_run(&self, run: NewRun) -> Result<RunIds> {
-        let mut tx = write_tx(&self.pool).await?;
+        let mut tx = self.write_tx().await?;
         let project = upsert_project_in(&mut *tx, &run.project, &run.repo).await?;
         let started = (run.status == RunStatus::Running).then_some(run.created_at);
         let run_id: i64 = sqlx::query_scalar(
@@ -156,7 +156,8 @@ impl RunStore for SqliteStore {
             return Ok(());
         }
         let what = "storing log lines";
-        let mut tx = write_tx(&self.pool)
+        let mut tx = self
+            .write_tx()
             .await
             .map_err(|e| self.write_error(e, what))?;
         for l in lines {
@@ -175,7 +176,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn mark_interrupted(&self, run: i64, at: Millis) -> Result<()> {
-        let mut tx = write_tx(&self.pool).await?;
+        let mut tx = self.write_tx().await?;
         let unfinished = "('pending', 'running', 'queued')";
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE steps SET status = 'interrupted', finished_at = $1 \
@@ -258,7 +259,10 @@ impl RunStore for SqliteStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let jobs = sqlx::query(
-            "SELECT j.* FROM jobs j JOIN stages s ON s.id = j.stage_id WHERE j.run_id = $1 ORDER BY s.position, j.position",
+            "SELECT j.id, j.run_id, j.stage_id, j.position, j.name, j.status, j.attempt, \
+             CAST(j.allow_failure AS INTEGER) AS allow_failure, j.exit_code, j.started_at, j.finished_at, \
+             j.error, j.waits_for FROM jobs j JOIN stages s ON s.id = j.stage_id WHERE j.run_id = $1 \
+             ORDER BY s.position, j.position",
         )
         .bind(run)
         .fetch_all(&self.pool)
@@ -273,7 +277,7 @@ impl RunStore for SqliteStore {
                 name: r.try_get("name")?,
                 status: parse(r.try_get("status")?)?,
                 attempt: r.try_get("attempt")?,
-                allow_failure: r.try_get("allow_failure")?,
+                allow_failure: flag(r, "allow_failure")?,
                 exit_code: r.try_get("exit_code")?,
                 started_at: r.try_get("started_at")?,
                 finished_at: r.try_get("finished_at")?,
@@ -465,7 +469,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn remove_logs_before(&self, before: Millis, at: Millis) -> Result<(u64, u64)> {
-        let mut tx = write_tx(&self.pool).await?;
+        let mut tx = self.write_tx().await?;
         let finished = "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1 \
                         AND status NOT IN ('queued', 'running') AND logs_removed_at IS NULL";
         let lines = sqlx::query(AssertSqlSafe(format!(
@@ -508,7 +512,7 @@ impl RunStore for SqliteStore {
     }
 }
 
-fn log_record(r: &sqlx::sqlite::SqliteRow) -> Result<LogRecord> {
+fn log_record(r: &AnyRow) -> Result<LogRecord> {
     Ok(LogRecord {
         id: r.try_get("id")?,
         job: r.try_get("job")?,

@@ -1,9 +1,9 @@
-//! The artifact index, share links, pins and job caches in SQLite (the `ArtifactIndex` port).
+//! The artifact index, share links, pins and job caches (the `ArtifactIndex` port).
 
 use super::*;
 
 #[async_trait]
-impl ArtifactIndex for SqliteStore {
+impl ArtifactIndex for SqlStore {
     async fn record_artifact(
         &self,
         run: i64,
@@ -122,8 +122,8 @@ impl ArtifactIndex for SqliteStore {
         .bind(share.expires_at)
         .bind(share.created_at)
         .bind(&share.created_by)
-        .bind(share.stable)
-        .bind(share.presign)
+        .bind(i64::from(share.stable))
+        .bind(i64::from(share.presign))
         .fetch_one(&self.pool)
         .await
         .context("recording the share link")?;
@@ -148,8 +148,8 @@ impl ArtifactIndex for SqliteStore {
                 revoked_at: r.try_get("revoked_at")?,
                 created_at: r.try_get("created_at")?,
                 created_by: r.try_get("created_by")?,
-                stable: r.try_get("stable")?,
-                presign: r.try_get("presign")?,
+                stable: flag(&r, "stable")?,
+                presign: flag(&r, "presign")?,
             })
         })
         .transpose()
@@ -217,7 +217,7 @@ impl ArtifactIndex for SqliteStore {
     }
 
     async fn mark_removed(&self, ids: &[i64], at: Millis) -> Result<()> {
-        let mut tx = write_tx(&self.pool).await?;
+        let mut tx = self.write_tx().await?;
         for id in ids {
             sqlx::query(
                 "UPDATE artifacts SET removed_at = $1 WHERE id = $2 AND removed_at IS NULL",
@@ -319,7 +319,7 @@ impl ArtifactIndex for SqliteStore {
     }
 }
 
-fn cache_from(row: &SqliteRow) -> Result<CacheRecord> {
+fn cache_from(row: &AnyRow) -> Result<CacheRecord> {
     Ok(CacheRecord {
         id: row.try_get("id")?,
         project: row.try_get("project")?,

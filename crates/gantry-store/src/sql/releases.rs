@@ -1,18 +1,18 @@
-//! Releases, their events and the per-environment deployment lock, for [`super::SqliteStore`].
+//! Releases, their events and the per-environment deployment lock, for [`super::SqlStore`].
 //! The store's `ReleaseStore` methods (at the end) call these; each is one statement or one
 //! transaction.
 
-use super::{SqliteStore, write_tx};
+use super::SqlStore;
 use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use gantry_engine::ports::{
     EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord, ReleaseStore,
 };
 use gantry_engine::release::{ReleaseKind, ReleaseState};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
-fn release_from(row: &SqliteRow) -> Result<ReleaseRecord> {
+fn release_from(row: &AnyRow) -> Result<ReleaseRecord> {
     let kind: String = row.try_get("kind")?;
     let state: String = row.try_get("state")?;
     Ok(ReleaseRecord {
@@ -38,7 +38,7 @@ fn release_from(row: &SqliteRow) -> Result<ReleaseRecord> {
     })
 }
 
-fn lock_from(row: &SqliteRow) -> Result<EnvLock> {
+fn lock_from(row: &AnyRow) -> Result<EnvLock> {
     Ok(EnvLock {
         project: row.try_get("project")?,
         environment: row.try_get("environment")?,
@@ -50,7 +50,7 @@ fn lock_from(row: &SqliteRow) -> Result<EnvLock> {
 }
 
 async fn event(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     release: i64,
     kind: &str,
     message: &str,
@@ -75,8 +75,8 @@ fn state_message(state: ReleaseState, reason: Option<&str>) -> String {
     }
 }
 
-pub async fn create(pool: &SqlitePool, r: NewRelease) -> Result<ReleaseRecord> {
-    let mut tx = write_tx(pool).await?;
+pub async fn create(s: &SqlStore, r: NewRelease) -> Result<ReleaseRecord> {
+    let mut tx = s.write_tx().await?;
     let number: i64 = sqlx::query_scalar(
         "SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE project = $1 AND environment = $2",
     )
@@ -130,13 +130,13 @@ fn short(digest: &str) -> &str {
 }
 
 pub async fn set_state(
-    pool: &SqlitePool,
+    s: &SqlStore,
     id: i64,
     state: ReleaseState,
     reason: Option<&str>,
     at: Millis,
 ) -> Result<()> {
-    let mut tx = write_tx(pool).await?;
+    let mut tx = s.write_tx().await?;
     let ends = matches!(
         state,
         ReleaseState::Failed | ReleaseState::RolledBack | ReleaseState::Superseded
@@ -160,13 +160,13 @@ pub async fn set_state(
 }
 
 pub async fn switch_live(
-    pool: &SqlitePool,
+    s: &SqlStore,
     to: i64,
     previous: ReleaseState,
     reason: Option<&str>,
     at: Millis,
 ) -> Result<()> {
-    let mut tx = write_tx(pool).await?;
+    let mut tx = s.write_tx().await?;
     let target = sqlx::query("SELECT * FROM releases WHERE id = $1")
         .bind(to)
         .fetch_one(&mut *tx)
@@ -209,20 +209,20 @@ pub async fn switch_live(
 }
 
 pub async fn add_event(
-    pool: &SqlitePool,
+    s: &SqlStore,
     release: i64,
     kind: &str,
     message: &str,
     at: Millis,
 ) -> Result<()> {
-    let mut tx = write_tx(pool).await?;
+    let mut tx = s.write_tx().await?;
     event(&mut tx, release, kind, message, at).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub async fn mark_retired(pool: &SqlitePool, id: i64, at: Millis) -> Result<()> {
-    let mut tx = write_tx(pool).await?;
+pub async fn mark_retired(s: &SqlStore, id: i64, at: Millis) -> Result<()> {
+    let mut tx = s.write_tx().await?;
     sqlx::query("UPDATE releases SET retired_at = $1 WHERE id = $2 AND retired_at IS NULL")
         .bind(at)
         .bind(id)
@@ -240,26 +240,22 @@ pub async fn mark_retired(pool: &SqlitePool, id: i64, at: Millis) -> Result<()> 
     Ok(())
 }
 
-pub async fn list(
-    pool: &SqlitePool,
-    project: &str,
-    environment: &str,
-) -> Result<Vec<ReleaseRecord>> {
+pub async fn list(s: &SqlStore, project: &str, environment: &str) -> Result<Vec<ReleaseRecord>> {
     let rows = sqlx::query(
         "SELECT * FROM releases WHERE project = $1 AND environment = $2 ORDER BY number DESC",
     )
     .bind(project)
     .bind(environment)
-    .fetch_all(pool)
+    .fetch_all(&s.pool)
     .await
     .context("listing releases")?;
     rows.iter().map(release_from).collect()
 }
 
-pub async fn events(pool: &SqlitePool, release: i64) -> Result<Vec<ReleaseEvent>> {
+pub async fn events(s: &SqlStore, release: i64) -> Result<Vec<ReleaseEvent>> {
     let rows = sqlx::query("SELECT * FROM release_events WHERE release_id = $1 ORDER BY id")
         .bind(release)
-        .fetch_all(pool)
+        .fetch_all(&s.pool)
         .await?;
     rows.iter()
         .map(|r| {
@@ -273,26 +269,26 @@ pub async fn events(pool: &SqlitePool, release: i64) -> Result<Vec<ReleaseEvent>
         .collect()
 }
 
-pub async fn environments(pool: &SqlitePool) -> Result<Vec<(String, String)>> {
+pub async fn environments(s: &SqlStore) -> Result<Vec<(String, String)>> {
     let rows = sqlx::query(
         "SELECT DISTINCT project, environment FROM releases ORDER BY project, environment",
     )
-    .fetch_all(pool)
+    .fetch_all(&s.pool)
     .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("project")?, r.try_get("environment")?)))
         .collect()
 }
 
-pub async fn deploying(pool: &SqlitePool) -> Result<Vec<ReleaseRecord>> {
+pub async fn deploying(s: &SqlStore) -> Result<Vec<ReleaseRecord>> {
     let rows =
         sqlx::query("SELECT * FROM releases WHERE state IN ('deploying', 'canary') ORDER BY id")
-            .fetch_all(pool)
+            .fetch_all(&s.pool)
             .await?;
     rows.iter().map(release_from).collect()
 }
 
-pub async fn acquire_lock(pool: &SqlitePool, lock: &EnvLock) -> Result<Result<(), EnvLock>> {
+pub async fn acquire_lock(s: &SqlStore, lock: &EnvLock) -> Result<Result<(), EnvLock>> {
     // Insert, or take over an expired lease; the row that comes back says who holds it now.
     let row = sqlx::query(
         "INSERT INTO environment_locks (project, environment, owner, purpose, acquired_at, expires_at) \
@@ -308,7 +304,7 @@ pub async fn acquire_lock(pool: &SqlitePool, lock: &EnvLock) -> Result<Result<()
     .bind(&lock.purpose)
     .bind(lock.acquired_at)
     .bind(lock.expires_at)
-    .fetch_optional(pool)
+    .fetch_optional(&s.pool)
     .await
     .context("taking the deployment lock")?;
     if row.is_some() {
@@ -318,17 +314,17 @@ pub async fn acquire_lock(pool: &SqlitePool, lock: &EnvLock) -> Result<Result<()
         sqlx::query("SELECT * FROM environment_locks WHERE project = $1 AND environment = $2")
             .bind(&lock.project)
             .bind(&lock.environment)
-            .fetch_optional(pool)
+            .fetch_optional(&s.pool)
             .await?;
     match holder {
         Some(h) => Ok(Err(lock_from(&h)?)),
         // Released in between: try once more.
-        None => Box::pin(acquire_lock(pool, lock)).await,
+        None => Box::pin(acquire_lock(s, lock)).await,
     }
 }
 
 pub async fn renew_lock(
-    pool: &SqlitePool,
+    s: &SqlStore,
     project: &str,
     environment: &str,
     owner: &str,
@@ -341,13 +337,13 @@ pub async fn renew_lock(
     .bind(project)
     .bind(environment)
     .bind(owner)
-    .execute(pool)
+    .execute(&s.pool)
     .await?;
     Ok(done.rows_affected() > 0)
 }
 
 pub async fn release_lock(
-    pool: &SqlitePool,
+    s: &SqlStore,
     project: &str,
     environment: &str,
     owner: &str,
@@ -358,22 +354,22 @@ pub async fn release_lock(
     .bind(project)
     .bind(environment)
     .bind(owner)
-    .execute(pool)
+    .execute(&s.pool)
     .await?;
     Ok(())
 }
 
-pub async fn locks(pool: &SqlitePool) -> Result<Vec<EnvLock>> {
+pub async fn locks(s: &SqlStore) -> Result<Vec<EnvLock>> {
     let rows = sqlx::query("SELECT * FROM environment_locks ORDER BY project, environment")
-        .fetch_all(pool)
+        .fetch_all(&s.pool)
         .await?;
     rows.iter().map(lock_from).collect()
 }
 
 #[async_trait]
-impl ReleaseStore for SqliteStore {
+impl ReleaseStore for SqlStore {
     async fn create_release(&self, release: NewRelease) -> Result<ReleaseRecord> {
-        create(&self.pool, release).await
+        create(self, release).await
     }
 
     async fn set_release_state(
@@ -383,7 +379,7 @@ impl ReleaseStore for SqliteStore {
         reason: Option<&str>,
         at: Millis,
     ) -> Result<()> {
-        set_state(&self.pool, id, state, reason, at).await
+        set_state(self, id, state, reason, at).await
     }
 
     async fn switch_live(
@@ -393,7 +389,7 @@ impl ReleaseStore for SqliteStore {
         reason: Option<&str>,
         at: Millis,
     ) -> Result<()> {
-        switch_live(&self.pool, to, previous, reason, at).await
+        switch_live(self, to, previous, reason, at).await
     }
 
     async fn add_release_event(
@@ -403,31 +399,31 @@ impl ReleaseStore for SqliteStore {
         message: &str,
         at: Millis,
     ) -> Result<()> {
-        add_event(&self.pool, release, kind, message, at).await
+        add_event(self, release, kind, message, at).await
     }
 
     async fn mark_retired(&self, id: i64, at: Millis) -> Result<()> {
-        mark_retired(&self.pool, id, at).await
+        mark_retired(self, id, at).await
     }
 
     async fn releases(&self, project: &str, environment: &str) -> Result<Vec<ReleaseRecord>> {
-        list(&self.pool, project, environment).await
+        list(self, project, environment).await
     }
 
     async fn release_events(&self, release: i64) -> Result<Vec<ReleaseEvent>> {
-        events(&self.pool, release).await
+        events(self, release).await
     }
 
     async fn environments(&self) -> Result<Vec<(String, String)>> {
-        environments(&self.pool).await
+        environments(self).await
     }
 
     async fn deploying_releases(&self) -> Result<Vec<ReleaseRecord>> {
-        deploying(&self.pool).await
+        deploying(self).await
     }
 
     async fn acquire_env_lock(&self, lock: &EnvLock) -> Result<Result<(), EnvLock>> {
-        acquire_lock(&self.pool, lock).await
+        acquire_lock(self, lock).await
     }
 
     async fn renew_env_lock(
@@ -437,14 +433,14 @@ impl ReleaseStore for SqliteStore {
         owner: &str,
         expires_at: Millis,
     ) -> Result<bool> {
-        renew_lock(&self.pool, project, environment, owner, expires_at).await
+        renew_lock(self, project, environment, owner, expires_at).await
     }
 
     async fn release_env_lock(&self, project: &str, environment: &str, owner: &str) -> Result<()> {
-        release_lock(&self.pool, project, environment, owner).await
+        release_lock(self, project, environment, owner).await
     }
 
     async fn env_locks(&self) -> Result<Vec<EnvLock>> {
-        locks(&self.pool).await
+        locks(self).await
     }
 }

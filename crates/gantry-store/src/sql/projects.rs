@@ -1,9 +1,9 @@
-//! Projects, API token hashes and dashboard sessions in SQLite (the `ProjectStore` port).
+//! Projects, API token hashes and dashboard sessions (the `ProjectStore` port).
 
 use super::*;
 
 #[async_trait]
-impl ProjectStore for SqliteStore {
+impl ProjectStore for SqlStore {
     async fn upsert_project(&self, name: &str, repo: &str) -> Result<ProjectRecord> {
         let id = upsert_project_in(&self.pool, name, repo).await?;
         Ok(ProjectRecord {
@@ -75,7 +75,7 @@ impl ProjectStore for SqliteStore {
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
-        let mut tx = write_tx(&self.pool).await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(session.created_at)
             .execute(&mut *tx)

@@ -1,7 +1,16 @@
-//! The SQLite state store. One file in the data directory, WAL journal (readers never block the
-//! writer; a kill -9 at any moment leaves the last committed transaction), foreign keys on, and
-//! migrations embedded from `migrations/sqlite`. Queries are portable SQL with `$n` parameters,
-//! so the PostgreSQL store can share their text.
+//! The SQL state store, on SQLite or PostgreSQL through sqlx's `Any` driver: one body of
+//! portable SQL (`$n` parameters, `RETURNING`, `ON CONFLICT`) for both, with the few places they
+//! differ named by [`Backend`]: how a writing transaction begins, how the queue is claimed, what
+//! a full disk looks like, and each one's migrations (`migrations/sqlite`, `migrations/postgres`).
+//!
+//! SQLite: one file in the data directory, WAL journal (readers never block the writer; a kill
+//! -9 at any moment leaves the last committed transaction), foreign keys on. PostgreSQL: a
+//! database shared by every server; a transaction that reads before it writes takes one
+//! transaction-level advisory lock first, so writers are serialised exactly as SQLite's
+//! `BEGIN IMMEDIATE` serialises them, and uniqueness rules stay constraints of the schema.
+//!
+//! Flags are stored as integers 0/1 and read back through [`flag`]: the `Any` driver reads no
+//! SQLite boolean column.
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -13,11 +22,9 @@ use gantry_engine::ports::{
     TokenRecord,
 };
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AssertSqlSafe, Executor, Row};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,14 +35,27 @@ mod queue;
 mod releases;
 mod runs;
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-    /// The database file, for messages.
-    path: std::path::PathBuf,
-    /// Space set aside beside the database ([`RESERVE_BYTES`]), given back the first time the
-    /// file system is found full, so the failure itself can still be recorded.
-    reserve: std::path::PathBuf,
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    /// What the store is, for messages: the SQLite file, or the PostgreSQL URL without its
+    /// password.
+    name: String,
+    /// SQLite: space set aside beside the database ([`RESERVE_BYTES`]), given back the first
+    /// time the file system is found full, so the failure itself can still be recorded.
+    reserve: Option<std::path::PathBuf>,
 }
+
+/// Which database engine a [`SqlStore`] speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The key of the advisory lock PostgreSQL writers take (see the module's documentation):
+/// "gantry" in ASCII.
+const WRITE_LOCK_KEY: i64 = 0x6761_6e74_7279;
 
 /// How much space the store keeps in reserve for recording that the disk is full.
 const RESERVE_BYTES: usize = 1024 * 1024;
@@ -43,26 +63,34 @@ const RESERVE_BYTES: usize = 1024 * 1024;
 const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.branch, r.pipeline_file, \
      r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner, r.event, r.vars";
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A write that failed because the disk was full can leave its connection in a
-            // transaction SQLite already rolled back (sqlx's ROLLBACK then fails and its count
-            // stays up): such a connection is closed, never handed out again, or every later
-            // write would fail with "non-zero transaction depth" until restart.
-            .after_release(|conn, _| {
-                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        sqlx::any::install_default_drivers();
+        let text = path
+            .to_str()
+            .with_context(|| format!("the state database path {} is not UTF-8", path.display()))?;
+        // Percent-encoded: `?`, `#` and `%` are part of the file's name, not of the URL.
+        let mut url = String::from("sqlite://");
+        for c in text.chars() {
+            match c {
+                '%' | '?' | '#' => url.push_str(&format!("%{:02X}", c as u32)),
+                c => url.push(c),
+            }
+        }
+        url.push_str("?mode=rwc");
+        let pool = pool_options(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
             })
-            .connect_with(options)
+            .connect(&url)
             .await
             .with_context(|| format!("opening the state database {}", path.display()))?;
         sqlx::migrate!("./migrations/sqlite")
@@ -76,17 +104,73 @@ impl SqliteStore {
         }
         Ok(Self {
             pool,
-            path: path.to_path_buf(),
-            reserve,
+            backend: Backend::Sqlite,
+            name: path.display().to_string(),
+            reserve: Some(reserve),
         })
+    }
+
+    /// Connects to the PostgreSQL database `url` names (`postgres://user@host:port/db`; the
+    /// password from the URL, `PGPASSWORD` or `~/.pgpass`, as libpq finds it) and applies
+    /// pending migrations. Messages name the URL without its password.
+    pub async fn open_postgres(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let name = redact_url(url);
+        let pool = pool_options(8)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "connecting to the state database {name}: {}",
+                    redact_error(&e, url)
+                )
+            })?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the state database {name}"))?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+            name,
+            reserve: None,
+        })
+    }
+
+    /// Which engine this store speaks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a transaction that writes. SQLite: `BEGIN IMMEDIATE`, which takes the write lock
+    /// at once, waiting up to the busy timeout for it (a deferred transaction that reads first
+    /// and writes later fails at once with "database is locked" when another connection wrote
+    /// in between: SQLite cannot wait there, its snapshot is stale). PostgreSQL: `BEGIN`, then
+    /// the store's advisory lock for the transaction, the same one writer at a time across
+    /// every server.
+    async fn write_tx(&self) -> sqlx::Result<sqlx::Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// A write's error, said plainly when the file system is full (SQLITE_FULL): which file
     /// system, and what to do; the reserve is given back so the failure can be recorded.
     fn write_error(&self, e: sqlx::Error, what: &str) -> anyhow::Error {
         let full = match &e {
+            // SQLITE_FULL; PostgreSQL's disk_full.
             sqlx::Error::Database(d) => {
-                d.code().as_deref() == Some("13") || d.message().contains("disk is full")
+                matches!(d.code().as_deref(), Some("13") | Some("53100"))
+                    || d.message().contains("disk is full")
             }
             sqlx::Error::Io(io) => io.raw_os_error() == Some(28),
             _ => false,
@@ -94,8 +178,15 @@ impl SqliteStore {
         if !full {
             return anyhow::Error::new(e).context(what.to_string());
         }
-        let _ = std::fs::remove_file(&self.reserve);
-        let dir = self.path.parent().unwrap_or(&self.path);
+        let Some(reserve) = &self.reserve else {
+            return anyhow::anyhow!(
+                "{what}: the state database {} has no space left on its server's disk: {e}",
+                self.name
+            );
+        };
+        let _ = std::fs::remove_file(reserve);
+        let path = Path::new(&self.name);
+        let dir = path.parent().unwrap_or(path);
         anyhow::anyhow!(
             "{what}: no space left on the file system of {} (the data directory): {e}; free space there, then run again",
             dir.display()
@@ -103,16 +194,55 @@ impl SqliteStore {
     }
 }
 
-/// Begins a transaction that takes the write lock at once (`BEGIN IMMEDIATE`), waiting up to the
-/// busy timeout for it. A deferred transaction that reads first and writes later fails at once
-/// with "database is locked" when another connection wrote in between (SQLite cannot wait there:
-/// its snapshot is stale), so every transaction that writes begins this way.
-async fn write_tx(pool: &SqlitePool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    pool.begin_with("BEGIN IMMEDIATE").await
+/// The pool both engines share the settings of: `max` connections, and a connection that a
+/// failed write left inside a transaction closed rather than reused. (A write that failed
+/// because the disk was full can leave its connection in a transaction SQLite already rolled
+/// back: sqlx's ROLLBACK then fails and its count stays up, and every later write on it would
+/// fail with "non-zero transaction depth" until restart.)
+fn pool_options(max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
+}
+
+/// `url` with its password (if any) replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A connection error's text with any password of `url` in it replaced.
+fn redact_error(e: &sqlx::Error, url: &str) -> String {
+    let text = e.to_string();
+    match url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|a| a.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+    {
+        Some((_, password)) if !password.is_empty() => text.replace(password, "***"),
+        _ => text,
+    }
+}
+
+/// A flag column (0 or 1) as a bool.
+fn flag(row: &AnyRow, column: &str) -> Result<bool> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
 }
 
 #[async_trait]
-impl StateStore for SqliteStore {
+impl StateStore for SqlStore {
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -127,7 +257,7 @@ fn vars_json(vars: &std::collections::BTreeMap<String, String>) -> String {
     serde_json::to_string(vars).expect("a map of strings serialises")
 }
 
-fn run_from(row: &SqliteRow) -> Result<RunRecord> {
+fn run_from(row: &AnyRow) -> Result<RunRecord> {
     let trigger: String = row.try_get("trigger_kind")?;
     let mut event: String = row.try_get("event")?;
     if event.is_empty() {
@@ -157,7 +287,7 @@ fn run_from(row: &SqliteRow) -> Result<RunRecord> {
     })
 }
 
-fn artifact_from(row: &SqliteRow) -> Result<ArtifactRecord> {
+fn artifact_from(row: &AnyRow) -> Result<ArtifactRecord> {
     Ok(ArtifactRecord {
         id: row.try_get("id")?,
         run_id: row.try_get("run_id")?,
@@ -173,7 +303,7 @@ fn artifact_from(row: &SqliteRow) -> Result<ArtifactRecord> {
 
 /// Inserts the stages and jobs of a run (all pending) inside `tx`.
 async fn insert_plan(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, Any>,
     run_id: i64,
     stages: &[NewStage],
 ) -> Result<RunIds> {
@@ -205,7 +335,7 @@ async fn insert_plan(
             .bind(jpos as i64)
             .bind(name)
             .bind(JobStatus::Pending.as_str())
-            .bind(*allow_failure)
+            .bind(i64::from(*allow_failure))
             .bind(serde_json::to_string(&job.waits_for).expect("a list of names serialises"))
             .fetch_one(&mut **tx)
             .await?;
@@ -217,7 +347,7 @@ async fn insert_plan(
     Ok(ids)
 }
 
-async fn upsert_project_in<'e, E: sqlx::SqliteExecutor<'e>>(
+async fn upsert_project_in<'e, E: sqlx::Executor<'e, Database = Any>>(
     e: E,
     name: &str,
     repo: &str,
@@ -240,7 +370,7 @@ mod tests {
     use gantry_engine::ports::{NewRelease, ReleaseStore};
     use gantry_engine::release::ReleaseKind;
     use sqlx::Connection;
-    use sqlx::sqlite::SqliteConnection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
     /// Another connection (another gantry process, say) holds the write lock for 300 ms while
     /// the store records a release, which reads the next number before it writes. The store
@@ -250,7 +380,7 @@ mod tests {
     async fn a_write_waits_for_another_connections_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gantry.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = SqlStore::open(&path).await.unwrap();
         let mut other = SqliteConnection::connect_with(
             &SqliteConnectOptions::new()
                 .filename(&path)
