@@ -12,7 +12,7 @@
 pub mod artifacts;
 pub mod sql;
 
-pub use sql::{Backend, redact_url};
+use sql::redact_url;
 
 use anyhow::{Result, bail};
 use gantry_engine::ports::StateStore;

@@ -48,7 +48,7 @@ pub struct SqlStore {
 
 /// Which database engine a [`SqlStore`] speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     Sqlite,
     Postgres,
 }
@@ -138,11 +138,6 @@ impl SqlStore {
         })
     }
 
-    /// Which engine this store speaks to.
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Begins a transaction that writes. SQLite: `BEGIN IMMEDIATE`, which takes the write lock
     /// at once, waiting up to the busy timeout for it (a deferred transaction that reads first
     /// and writes later fails at once with "database is locked" when another connection wrote
@@ -163,8 +158,9 @@ impl SqlStore {
         }
     }
 
-    /// A write's error, said plainly when the file system is full (SQLITE_FULL): which file
-    /// system, and what to do; the reserve is given back so the failure can be recorded.
+    /// A write's error, said plainly when the disk is full (SQLITE_FULL, PostgreSQL's
+    /// disk_full): which file system, and what to do; SQLite's reserve is given back so the
+    /// failure can be recorded.
     fn write_error(&self, e: sqlx::Error, what: &str) -> anyhow::Error {
         let full = match &e {
             // SQLITE_FULL; PostgreSQL's disk_full.
@@ -207,17 +203,19 @@ fn pool_options(max: u32) -> AnyPoolOptions {
         })
 }
 
+/// The password of a `scheme://user:password@host/…` URL, if it has one.
+fn password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
 /// `url` with its password (if any) replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
+pub(crate) fn redact_url(url: &str) -> String {
+    match password(url) {
+        Some(p) => url.replacen(&format!(":{p}@"), ":***@", 1),
         None => url.to_string(),
     }
 }
@@ -225,14 +223,9 @@ pub fn redact_url(url: &str) -> String {
 /// A connection error's text with any password of `url` in it replaced.
 fn redact_error(e: &sqlx::Error, url: &str) -> String {
     let text = e.to_string();
-    match url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|a| a.rsplit_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-    {
-        Some((_, password)) if !password.is_empty() => text.replace(password, "***"),
-        _ => text,
+    match password(url) {
+        Some(p) => text.replace(p, "***"),
+        None => text,
     }
 }
 
@@ -367,6 +360,24 @@ async fn upsert_project_in<'e, E: sqlx::Executor<'e, Database = Any>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_urls_password_never_reaches_a_message() {
+        for (url, shown) in [
+            (
+                "postgres://gantry:s3cr%40t@db:5432/gantry",
+                "postgres://gantry:***@db:5432/gantry",
+            ),
+            ("postgres://gantry@db/gantry", "postgres://gantry@db/gantry"),
+            ("postgres://db/gantry", "postgres://db/gantry"),
+            ("postgres://u:p@ss@db/g", "postgres://u:***@db/g"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let e = sqlx::Error::Configuration("bad password s3cr%40t for gantry".into());
+        let text = redact_error(&e, "postgres://gantry:s3cr%40t@db/gantry");
+        assert!(!text.contains("s3cr"), "{text}");
+    }
     use gantry_engine::ports::{NewRelease, ReleaseStore};
     use gantry_engine::release::ReleaseKind;
     use sqlx::Connection;
