@@ -347,7 +347,15 @@ pub trait QueueStore: Send + Sync {
     /// Cancels a run if it is still queued; returns whether it was.
     async fn cancel_queued(&self, run: i64, at: Millis) -> anyhow::Result<bool>;
     async fn count_runs_by_status(&self) -> anyhow::Result<Vec<(RunStatus, i64)>>;
+    /// Wake-ups for idle queue workers from every process sharing the store: the stream yields
+    /// whenever a run may have been queued (by this process or another), and once after its
+    /// connection was lost and made again (a signal may have been missed meanwhile). It ends
+    /// when the store is closed. `None`: this store has no such signal; workers poll.
+    async fn queue_signals(&self) -> anyhow::Result<Option<Signals>>;
 }
+
+/// A stream of wake-ups (see [`QueueStore::queue_signals`]).
+pub type Signals = std::pin::Pin<Box<dyn futures_core::Stream<Item = ()> + Send>>;
 
 /// Projects, API tokens (hashes only) and the dashboard's sessions (hashes of their cookies).
 #[async_trait]

@@ -11,8 +11,10 @@
 
 pub mod artifacts;
 pub mod sql;
+#[doc(hidden)]
+pub mod testing;
 
-use sql::redact_url;
+pub use sql::redact_url;
 
 use anyhow::{Result, bail};
 use gantry_engine::ports::StateStore;

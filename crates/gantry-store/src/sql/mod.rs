@@ -30,10 +30,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod artifacts;
+mod copy;
 mod projects;
 mod queue;
 mod releases;
 mod runs;
+
+pub use copy::CopyReport;
 
 pub struct SqlStore {
     pool: AnyPool,
@@ -44,6 +47,9 @@ pub struct SqlStore {
     /// SQLite: space set aside beside the database ([`RESERVE_BYTES`]), given back the first
     /// time the file system is found full, so the failure itself can still be recorded.
     reserve: Option<std::path::PathBuf>,
+    /// PostgreSQL: the URL connected to (password included, never shown), for the
+    /// connection that listens for queue signals.
+    url: Option<String>,
 }
 
 /// Which database engine a [`SqlStore`] speaks to.
@@ -107,6 +113,7 @@ impl SqlStore {
             backend: Backend::Sqlite,
             name: path.display().to_string(),
             reserve: Some(reserve),
+            url: None,
         })
     }
 
@@ -135,6 +142,7 @@ impl SqlStore {
             backend: Backend::Postgres,
             name,
             reserve: None,
+            url: Some(url.to_string()),
         })
     }
 
@@ -213,7 +221,7 @@ fn password(url: &str) -> Option<&str> {
 }
 
 /// `url` with its password (if any) replaced by `***`, for messages and logs.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match password(url) {
         Some(p) => url.replacen(&format!(":{p}@"), ":***@", 1),
         None => url.to_string(),

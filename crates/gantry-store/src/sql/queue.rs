@@ -2,6 +2,10 @@
 //! one atomic `UPDATE … RETURNING` (with `FOR UPDATE SKIP LOCKED` on PostgreSQL).
 
 use super::*;
+use gantry_engine::ports::Signals;
+
+/// The channel a queued run is announced on (PostgreSQL `NOTIFY`).
+const QUEUE_CHANNEL: &str = "gantry_queue";
 
 #[async_trait]
 impl QueueStore for SqlStore {
@@ -75,6 +79,13 @@ impl QueueStore for SqlStore {
         .fetch_optional(&mut *tx)
         .await
         .context("queueing the run")?;
+        if id.is_some() && self.backend == Backend::Postgres {
+            // Delivered to every listening server when the transaction commits.
+            sqlx::query(AssertSqlSafe(format!("NOTIFY {QUEUE_CHANNEL}")))
+                .execute(&mut *tx)
+                .await
+                .context("signalling the queued run")?;
+        }
         tx.commit().await?;
         Ok(id)
     }
@@ -198,5 +209,42 @@ impl QueueStore for SqlStore {
         rows.iter()
             .map(|r| Ok((parse(r.try_get("status")?)?, r.try_get("n")?)))
             .collect()
+    }
+
+    async fn queue_signals(&self) -> Result<Option<Signals>> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(url)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "listening for queued runs on {}: {}",
+                    self.name,
+                    redact_error(&e, url)
+                )
+            })?;
+        listener
+            .listen(QUEUE_CHANNEL)
+            .await
+            .with_context(|| format!("listening for queued runs on {}", self.name))?;
+        let pool = self.pool.clone();
+        let stream =
+            futures_util::stream::unfold((listener, pool), |(mut listener, pool)| async move {
+                if pool.is_closed() {
+                    return None;
+                }
+                match listener.try_recv().await {
+                    // A notification, or the connection lost (`None`; the next call makes it
+                    // again): either way the queue is worth a look.
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for queued runs");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                Some(((), (listener, pool)))
+            });
+        Ok(Some(Box::pin(stream)))
     }
 }

@@ -721,11 +721,13 @@ async fn open_sqlite(dir: &Path) -> (Arc<dyn StateStore>, Option<pg::TestDatabas
 /// A fresh database of the cluster `GANTRY_TEST_POSTGRES` names (`.ci/run` starts one), dropped
 /// when the test ends.
 async fn open_postgres(_dir: &Path) -> (Arc<dyn StateStore>, Option<pg::TestDatabase>) {
-    let db = pg::TestDatabase::create().await;
+    let db = pg::TestDatabase::create();
     (gantry_store::open_state(&db.url).await.unwrap(), Some(db))
 }
 
-mod pg;
+use gantry_store::testing as pg;
+
+mod shared;
 
 // The backends: one line each.
 contract!(sqlite => super::open_sqlite);

@@ -79,7 +79,7 @@ impl Server {
         let lock_dir = ctx.lock_dir();
         for note in server
             .deploys
-            .recover(|name| gantry_runner::owner::owner_is_gone(&lock_dir, name))
+            .recover(|name| gantry_runner::owner::released_here(&lock_dir, name))
             .await?
         {
             eprintln!("gantry: {note}");
@@ -113,6 +113,16 @@ impl Server {
         let workers = spawn_workers(server.clone());
         let mut pollers = spawn_pollers(server.clone());
         pollers.extend(super::schedules::spawn_schedules(server.clone()));
+        // Runs queued by other servers sharing the store wake this one's workers too.
+        if let Some(mut signals) = ctx.state.queue_signals().await? {
+            let server = server.clone();
+            pollers.push(tokio::spawn(async move {
+                use futures_util::StreamExt;
+                while signals.next().await.is_some() {
+                    server.queued.notify_one();
+                }
+            }));
+        }
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(gantry_api::serve(listener, state, async move {
             let _ = stop_http_rx.await;
