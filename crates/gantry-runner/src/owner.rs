@@ -97,14 +97,24 @@ pub fn this_host() -> String {
 }
 
 /// Whether the owner `name` is gone, as `store` and this host see it: its lease has passed
-/// (any host), or it ran on this host and its lock can be taken; an owner with no lease row is
-/// judged by its lock file alone (a missing file: gone).
+/// (any host), or it ran on this host and its lock file here can be taken; an owner with no
+/// lease row is judged by its lock file alone (a missing file: gone).
 pub async fn owner_gone(store: &dyn StateStore, lock_dir: &Path, name: &str) -> Result<bool> {
     Ok(match store.owner(name).await? {
         Some(lease) if lease.host != this_host() => lease.expires_at < crate::now_millis(),
-        Some(lease) => lease.expires_at < crate::now_millis() || owner_is_gone(lock_dir, name),
+        Some(lease) => lease.expires_at < crate::now_millis() || released_here(lock_dir, name),
         None => owner_is_gone(lock_dir, name),
     })
+}
+
+/// Did an owner of this data directory die (its lock file is here, and its lock can be taken)?
+/// A lock file that is not here says nothing: the owner may be a process of another data
+/// directory sharing the state store (a second server on the same host), whose lease decides.
+pub fn released_here(dir: &Path, name: &str) -> bool {
+    !name.contains('/')
+        && !name.contains("..")
+        && dir.join(name).exists()
+        && owner_is_gone(dir, name)
 }
 
 /// Is the owner of this lock file gone? (Its lock can be taken, or the file is missing.)

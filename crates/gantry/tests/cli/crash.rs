@@ -130,11 +130,12 @@ fn ctrl_c_cancels_cleanly() {
     assert!(!alive(grandchild), "the step's children were killed");
 }
 
-/// A run claimed by an owner on another host (a runner or a server sharing the database) is
-/// not this host's to judge by lock files: it stays running while that owner's lease is
-/// renewed, and is recovered as `interrupted` once the lease has passed.
+/// A run claimed by an owner of another host, or of another data directory on this host (a
+/// runner or a server sharing the database), is not this data directory's to judge by lock
+/// files: it stays running while that owner's lease is renewed, and is recovered as
+/// `interrupted` once the lease has passed.
 #[test]
-fn a_run_owned_on_another_host_is_interrupted_only_once_its_lease_has_passed() {
+fn a_run_owned_elsewhere_is_interrupted_only_once_its_lease_has_passed() {
     use gantry_engine::ports::{OwnerLease, QueuedRun, now_millis};
     let f = Fixture::new(
         "//- gantry.yml\nstages:\n  - name: s\n    jobs:\n      - name: j\n        run: 'true'\n",
@@ -143,55 +144,60 @@ fn a_run_owned_on_another_host_is_interrupted_only_once_its_lease_has_passed() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("sqlite://{}", f.data().join("gantry.db").display());
     let store = rt.block_on(gantry_store::open_state(&url)).unwrap();
-    let lease = |expires_at| OwnerLease {
-        name: "owner-77-1.lock".into(),
-        host: "another-host".into(),
-        pid: 77,
-        started_at: now_millis(),
-        expires_at,
-    };
-    let id = rt.block_on(async {
-        store
-            .enqueue_run(QueuedRun {
-                project: "elsewhere".into(),
-                repo: "/srv/elsewhere".into(),
-                commit: "0".repeat(40),
-                branch: Some("main".into()),
-                trigger: "poll".into(),
-                event: "push".into(),
-                vars: Default::default(),
-                trigger_key: None,
-                created_at: now_millis(),
-            })
-            .await
-            .unwrap()
+    for host in [
+        "another-host".to_string(),
+        gantry_runner::owner::this_host(),
+    ] {
+        let lease = |expires_at| OwnerLease {
+            name: "owner-77-1.lock".into(),
+            host: host.clone(),
+            pid: 77,
+            started_at: now_millis(),
+            expires_at,
+        };
+        let id = rt.block_on(async {
+            store
+                .enqueue_run(QueuedRun {
+                    project: "elsewhere".into(),
+                    repo: "/srv/elsewhere".into(),
+                    commit: "0".repeat(40),
+                    branch: Some("main".into()),
+                    trigger: "poll".into(),
+                    event: "push".into(),
+                    vars: Default::default(),
+                    trigger_key: None,
+                    created_at: now_millis(),
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            let run = store
+                .claim_next_run("owner-77-1.lock", now_millis())
+                .await
+                .unwrap()
+                .unwrap();
+            store
+                .register_owner(&lease(now_millis() + 60_000))
+                .await
+                .unwrap();
+            run.id
+        });
+        let status = |f: &Fixture| {
+            let runs = f.run(&["runs", "--json"]);
+            assert_eq!(runs.code, 0, "{runs}");
+            let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+            runs.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["id"] == id)
+                .map(|r| r["status"].as_str().unwrap().to_string())
+                .unwrap()
+        };
+        // No lock file of that owner exists here; its live lease is what counts.
+        assert_eq!(status(&f), "running", "{host}");
+        rt.block_on(store.register_owner(&lease(now_millis() - 1)))
             .unwrap();
-        let run = store
-            .claim_next_run("owner-77-1.lock", now_millis())
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .register_owner(&lease(now_millis() + 60_000))
-            .await
-            .unwrap();
-        run.id
-    });
-    let status = |f: &Fixture| {
-        let runs = f.run(&["runs", "--json"]);
-        assert_eq!(runs.code, 0, "{runs}");
-        let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .map(|r| r["status"].as_str().unwrap().to_string())
-            .unwrap()
-    };
-    // No lock file of that owner exists here; its live lease is what counts.
-    assert_eq!(status(&f), "running");
-    rt.block_on(store.register_owner(&lease(now_millis() - 1)))
-        .unwrap();
-    assert_eq!(status(&f), "interrupted");
+        assert_eq!(status(&f), "interrupted", "{host}");
+    }
     rt.block_on(store.close());
 }
