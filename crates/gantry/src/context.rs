@@ -14,6 +14,11 @@ use std::sync::Arc;
 /// Where a data directory remembers the artifact store its server was configured with.
 const STORE_FILE: &str = "artifact-store.json";
 
+/// Where a data directory remembers the PostgreSQL database its state was moved to (by a
+/// server's `state` or `gantry migrate-state`): its URL, private to the owner (it may hold a
+/// password). Absent: the state is `gantry.db` in the directory.
+pub const STATE_FILE: &str = "state-store.url";
+
 pub struct Context {
     pub data_dir: PathBuf,
     pub state: Arc<dyn StateStore>,
@@ -69,10 +74,62 @@ impl Context {
         Ok(data_dir)
     }
 
-    /// The second half of [`Context::open`], on a directory [`Context::prepare`] made.
+    /// The second half of [`Context::open`], on a directory [`Context::prepare`] made: its
+    /// state where the directory says it is (see [`STATE_FILE`]).
     pub async fn open_prepared(data_dir: PathBuf) -> Result<Self> {
-        let url = format!("sqlite://{}", data_dir.join("gantry.db").display());
-        let state = gantry_store::open_state(&url).await?;
+        let url = match remembered_state(&data_dir)? {
+            Some(url) => url,
+            None => sqlite_url(&data_dir),
+        };
+        Self::open_on(data_dir, &url).await
+    }
+
+    /// [`Context::open`] for a server whose configuration may name a PostgreSQL database
+    /// (`state`): the first start with one remembers it in the data directory, so that CLI
+    /// commands on the directory find the same state. Refused, with nothing changed: a
+    /// directory whose own `gantry.db` holds history (it would be left behind: copy it with
+    /// `gantry migrate-state` first), one that remembers another database, or one that
+    /// remembers a database the configuration no longer names.
+    pub async fn open_configured(data_dir: PathBuf, configured: Option<&str>) -> Result<Self> {
+        let data_dir = Self::prepare(data_dir)?;
+        let remembered = remembered_state(&data_dir)?;
+        let shown = |u: &str| gantry_store::redact_url(u);
+        let url = match (configured, remembered) {
+            (None, None) => sqlite_url(&data_dir),
+            (Some(c), Some(r)) if c == r => r,
+            (Some(c), Some(r)) => anyhow::bail!(
+                "this data directory keeps its state in {} ({}), but the configuration's `state` names {}: point `state` back at it, or copy the state there first",
+                shown(&r),
+                data_dir.join(STATE_FILE).display(),
+                shown(c)
+            ),
+            (None, Some(r)) => anyhow::bail!(
+                "this data directory keeps its state in {} ({}), but the configuration has no `state`: add it back (state = \"{}\")",
+                shown(&r),
+                data_dir.join(STATE_FILE).display(),
+                shown(&r)
+            ),
+            (Some(c), None) => {
+                let db = data_dir.join("gantry.db");
+                if db.exists() && has_history(&sqlite_url(&data_dir)).await? {
+                    anyhow::bail!(
+                        "{} holds this data directory's history, and the configuration moves state to {}: copy it there first with `gantry migrate-state --data-dir {} --to {}`, or start with a new data directory",
+                        db.display(),
+                        shown(c),
+                        data_dir.display(),
+                        shown(c)
+                    );
+                }
+                let ctx = Self::open_on(data_dir, c).await?;
+                remember_state(&ctx.data_dir, c)?;
+                return Ok(ctx);
+            }
+        };
+        Self::open_on(data_dir, &url).await
+    }
+
+    async fn open_on(data_dir: PathBuf, url: &str) -> Result<Self> {
+        let state = gantry_store::open_state(url).await?;
         let recovered =
             owner::recover(&*state, &data_dir.join("locks"), &data_dir.join("work")).await?;
         // Packing or downloading that a killed process left half done.
@@ -180,6 +237,61 @@ impl Context {
     pub fn lock_dir(&self) -> PathBuf {
         self.data_dir.join("locks")
     }
+}
+
+/// The URL of the data directory's own SQLite state.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("gantry.db").display())
+}
+
+/// The database the data directory remembers its state in ([`STATE_FILE`]), if any.
+pub fn remembered_state(data_dir: &Path) -> Result<Option<String>> {
+    let path = data_dir.join(STATE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().is_empty() => {
+            anyhow::bail!(
+                "{} is empty: write the state's URL in it, or delete it to use gantry.db",
+                path.display()
+            )
+        }
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Records `url` as where the data directory's state is: whole or not at all, mode 0600.
+pub fn remember_state(data_dir: &Path, url: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(STATE_FILE);
+    let tmp = path.with_extension("url.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(format!("{url}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().with_context(|| format!("writing {}", path.display()))
+}
+
+/// Whether the state at `url` records anything worth keeping: a run or a release.
+pub async fn has_history(url: &str) -> Result<bool> {
+    let state = gantry_store::open_state(url).await?;
+    let runs = state
+        .list_runs(&gantry_engine::ports::RunFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    let environments = state.environments().await?;
+    state.close().await;
+    Ok(!runs.is_empty() || !environments.is_empty())
 }
 
 /// The data directory for a command run in the current directory (see [`data_dir_for`]).

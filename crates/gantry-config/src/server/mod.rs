@@ -24,6 +24,7 @@ pub const TOP_KEYS: &[&str] = &[
     "notify",
     "retention",
     "artifacts",
+    "state",
 ];
 pub const ARTIFACTS_KEYS: &[&str] = &[
     "url",
@@ -100,6 +101,9 @@ pub struct ServerConfig {
     pub keep_logs: Option<Duration>,
     /// Where artifacts are kept; `None`: on local disk in the data directory.
     pub artifacts: Option<ArtifactsConfig>,
+    /// The PostgreSQL database state is kept in (`postgres://…`); `None`: SQLite in the data
+    /// directory.
+    pub state: Option<String>,
 }
 
 /// An S3-compatible artifact store (`[artifacts]`). Unset fields come from the usual `AWS_*`
@@ -215,6 +219,7 @@ impl Default for ServerConfig {
             keep_logs: None,
             retention_interval: Duration::from_secs(3600),
             artifacts: None,
+            state: None,
         }
     }
 }
@@ -662,6 +667,7 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
                 }
             }
             "artifacts" => cfg.artifacts = c.artifacts(value),
+            "state" => cfg.state = c.state(value),
             "notify" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {

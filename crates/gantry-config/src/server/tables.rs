@@ -5,6 +5,32 @@
 use super::*;
 
 impl Checker<'_> {
+    /// `state = "postgres://user@host:port/database"`: the PostgreSQL database the state is
+    /// kept in (the password from the URL, `PGPASSWORD` or `~/.pgpass`).
+    pub(super) fn state(&mut self, v: &Spanned<DeValue<'_>>) -> Option<String> {
+        let url = self.string(v, "state")?;
+        let rest = ["postgres://", "postgresql://"]
+            .iter()
+            .find_map(|p| url.strip_prefix(p));
+        let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+        if host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace)) {
+            return Some(url);
+        }
+        // The text is not repeated: it may hold a password.
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        let what = match (scheme, rest) {
+            (Some(s), None) => format!("there are no state stores of kind `{s}`"),
+            _ => "this is not a PostgreSQL URL".to_string(),
+        };
+        self.error(
+            v.span(),
+            "state",
+            what,
+            Some("write state = \"postgres://USER@HOST:PORT/DATABASE\" (the password in PGPASSWORD or ~/.pgpass); leave `state` out to keep state in the data directory (SQLite)".into()),
+        );
+        None
+    }
+
     pub(super) fn artifacts(&mut self, v: &Spanned<DeValue<'_>>) -> Option<ArtifactsConfig> {
         let t = self.sub(v, "artifacts")?;
         let mut cfg = ArtifactsConfig {

@@ -235,6 +235,34 @@ fn artifact_stores() {
 }
 
 #[test]
+fn the_state_store_is_a_postgresql_url() {
+    for url in [
+        "postgres://gantry@db.internal:5432/gantry",
+        "postgresql://gantry@127.0.0.1/gantry?sslmode=require",
+    ] {
+        let cfg = parse_server_config("gantry.toml", &format!("state = \"{url}\"\n"))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(cfg.state.as_deref(), Some(url));
+    }
+    assert_eq!(parse_server_config("gantry.toml", "").unwrap().state, None);
+    for (text, says) in [
+        (
+            "state = \"mysql://u:hunter2@db/g\"\n",
+            "no state stores of kind `mysql`",
+        ),
+        ("state = \"postgres://\"\n", "not a PostgreSQL URL"),
+        ("state = \"/var/lib/gantry.db\"\n", "not a PostgreSQL URL"),
+        ("state = 5\n", "state"),
+    ] {
+        let err = parse_server_config("gantry.toml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gantry.toml:1:9"), "{text}: {err}");
+        assert!(err.contains(says), "{text}: {err}");
+    }
+}
+
+#[test]
 fn syntax_errors_have_a_position() {
     let err = parse_server_config("gantry.toml", "listen = \n")
         .unwrap_err()

@@ -12,6 +12,7 @@ mod route;
 pub mod run;
 mod runs;
 pub mod serve;
+mod state;
 mod why;
 
 use clap::{Parser, Subcommand};
@@ -103,6 +104,8 @@ pub enum Command {
     /// The shim a release runs under (gantry starts it)
     #[command(hide = true)]
     Shim,
+    /// Copy this data directory's state into PostgreSQL, history intact, and keep it there
+    MigrateState(state::MigrateStateArgs),
     /// Explain why a run failed: category, evidence, fix, and what changed since the last good run
     Why(why::WhyArgs),
 }
@@ -192,6 +195,7 @@ pub fn main() -> ExitCode {
         Command::Dataplane(args) => block_on(dataplane::dataplane(args)),
         Command::Shim => dataplane::shim(),
         Command::Why(args) => block_on(why::why(args, cli.server, cli.data_dir)),
+        Command::MigrateState(args) => block_on(state::migrate_state(args, cli.data_dir)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -133,7 +133,7 @@ pub async fn serve_until(
             ServerLock::acquire(&data_dir)?
         }
     };
-    let ctx = Context::open(data_dir).await?;
+    let ctx = Context::open_configured(data_dir, config.state.as_deref()).await?;
     let grace = config.shutdown_grace;
     let projects = config.projects.len();
     let running = Server::start(config, ctx, listener, lock).await?;

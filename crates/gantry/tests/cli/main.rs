@@ -23,6 +23,8 @@
 //!   adoption after a restart, bad images and a wrong engine address.
 //! - `lambda`: the `lambda` target against moto_server: versions, the alias, rollback without an
 //!   upload, retention of versions, an alarm in the bake, the upload limit, AccessDenied.
+//! - `postgres`: state in PostgreSQL: `gantry migrate-state`, the refusals that keep history, two
+//!   servers on one database sharing the queue (one run per webhook, each run run once).
 //! - `rollback`: rollbacks to kept releases, and refusals of releases not as verified.
 //! - `server`: `gantry serve`: polling, webhooks, API, tokens, SSE, shutdown, kill -9.
 //! - `server_support`: a real server on 127.0.0.1 and a plain HTTP client.
@@ -49,6 +51,7 @@ mod job_containers;
 mod lambda;
 mod mistakes;
 mod pipeline;
+mod postgres;
 mod recorder;
 mod rollback;
 mod s3;
