@@ -16,6 +16,8 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`state`]: what handlers share, and the `Control` port the server implements.
 //! - [`web`]: the dashboard: pages, sessions, CSRF, charts.
+//! - [`tls`]: HTTPS: the certificate and key from PEM files, a listener that hands over
+//!   connections once their handshake is done.
 
 pub mod auth;
 mod environments;
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod routes;
 mod shares;
 pub mod state;
+pub mod tls;
 pub mod types;
 pub mod web;
 
@@ -37,11 +40,15 @@ pub use state::{
 };
 
 /// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     // The charts' sampler lives as long as the server answers.
     let sampler = state.history.spawn(state.control.clone());
     let served = axum::serve(listener, router(state))

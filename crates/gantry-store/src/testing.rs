@@ -25,6 +25,17 @@ pub fn admin_url() -> String {
     })
 }
 
+/// The certificate of the CA the test cluster's TLS certificate is signed by
+/// (`GANTRY_TEST_POSTGRES_CA`; `.ci/postgres ca` prints it), or a failure that says how to get it.
+pub fn ca_file() -> String {
+    std::env::var("GANTRY_TEST_POSTGRES_CA").unwrap_or_else(|_| {
+        panic!(
+            "the PostgreSQL TLS tests need GANTRY_TEST_POSTGRES_CA, the CA of the test cluster's certificate \
+             (`export GANTRY_TEST_POSTGRES_CA=$(.ci/postgres ca)`; .ci/run does it)"
+        )
+    })
+}
+
 impl TestDatabase {
     /// A new, empty database. Blocks (on a thread of its own, so it may be called from inside
     /// a runtime or outside one).

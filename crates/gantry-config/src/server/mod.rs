@@ -25,7 +25,9 @@ pub const TOP_KEYS: &[&str] = &[
     "retention",
     "artifacts",
     "state",
+    "tls",
 ];
+pub const TLS_KEYS: &[&str] = &["cert", "key", "ca"];
 pub const ARTIFACTS_KEYS: &[&str] = &[
     "url",
     "endpoint",
@@ -104,7 +106,11 @@ pub struct ServerConfig {
     /// The PostgreSQL database state is kept in (`postgres://…`); `None`: SQLite in the data
     /// directory.
     pub state: Option<String>,
+    /// HTTPS (`[tls]`); `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
+
+pub use tables::TlsConfig;
 
 /// An S3-compatible artifact store (`[artifacts]`). Unset fields come from the usual `AWS_*`
 /// variables. Serialised into the data directory (it holds no secret, only the name of the
@@ -220,6 +226,7 @@ impl Default for ServerConfig {
             retention_interval: Duration::from_secs(3600),
             artifacts: None,
             state: None,
+            tls: None,
         }
     }
 }
@@ -668,6 +675,7 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
             }
             "artifacts" => cfg.artifacts = c.artifacts(value),
             "state" => cfg.state = c.state(value),
+            "tls" => cfg.tls = c.tls(value),
             "notify" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {

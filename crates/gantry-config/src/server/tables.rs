@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// `[tls]`: the server serves HTTPS with this certificate chain and key (PEM files; relative
+/// paths are relative to the config file's directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA certificate(s) the CLI on this data directory trusts the server by (a private
+    /// CA's); `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+}
+
 impl Checker<'_> {
     /// `state = "postgres://user@host:port/database"`: the PostgreSQL database the state is
     /// kept in (the password from the URL, `PGPASSWORD` or `~/.pgpass`).
@@ -119,6 +130,41 @@ impl Checker<'_> {
             ok = false;
         }
         ok.then_some(cfg)
+    }
+
+    /// `[tls]`: the certificate chain and key the server serves HTTPS with, and the CA file
+    /// that the CLI on this data directory trusts it by.
+    pub(super) fn tls(&mut self, v: &Spanned<DeValue<'_>>) -> Option<TlsConfig> {
+        let t = self.sub(v, "tls")?;
+        let (mut cert, mut key, mut ca) = (None, None, None);
+        let mut ok = true;
+        for (k, value) in self.table(t, "tls", "[tls]", TLS_KEYS) {
+            let field = format!("tls.{k}");
+            let Some(path) = self.string(value, &field).filter(|p| !p.is_empty()) else {
+                ok = false;
+                continue;
+            };
+            let path = Some(PathBuf::from(path));
+            match k {
+                "cert" => cert = path,
+                "key" => key = path,
+                _ => ca = path,
+            }
+        }
+        match (cert, key) {
+            (Some(cert), Some(key)) if ok => Some(TlsConfig { cert, key, ca }),
+            (cert, _) if ok => {
+                let missing = if cert.is_none() { "cert" } else { "key" };
+                self.error(
+                    v.span(),
+                    "tls",
+                    format!("[tls] needs a `{missing}`"),
+                    Some("write cert = \"server.pem\" and key = \"server.key\" (PEM files); leave [tls] out to serve plain HTTP".into()),
+                );
+                None
+            }
+            _ => None,
+        }
     }
 
     pub(super) fn status(&mut self, v: &Spanned<DeValue<'_>>, path: &str) -> Option<StatusConfig> {

@@ -263,6 +263,32 @@ fn the_state_store_is_a_postgresql_url() {
 }
 
 #[test]
+fn tls_needs_a_certificate_and_a_key() {
+    let cfg = parse_server_config(
+        "gantry.toml",
+        "[tls]\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\nca = \"tls/ca.pem\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tls = cfg.tls.unwrap();
+    assert_eq!(tls.cert, std::path::Path::new("tls/server.pem"));
+    assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("tls/ca.pem")));
+    for (text, says) in [
+        ("[tls]\ncert = \"a.pem\"\n", "[tls] needs a `key`"),
+        ("[tls]\nkey = \"a.key\"\n", "[tls] needs a `cert`"),
+        (
+            "[tls]\ncert = \"a\"\nkey = \"b\"\ncerts = \"c\"\n",
+            "did you mean `cert`?",
+        ),
+        ("[tls]\ncert = 1\nkey = \"b\"\n", "tls.cert"),
+    ] {
+        let err = parse_server_config("gantry.toml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{text}: {err}");
+    }
+}
+
+#[test]
 fn syntax_errors_have_a_position() {
     let err = parse_server_config("gantry.toml", "listen = \n")
         .unwrap_err()

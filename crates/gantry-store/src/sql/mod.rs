@@ -146,6 +146,20 @@ impl SqlStore {
         })
     }
 
+    /// Whether this store's connections to PostgreSQL are encrypted (TLS), as the server sees
+    /// them; false for SQLite.
+    pub async fn connection_is_tls(&self) -> Result<bool> {
+        if self.backend != Backend::Postgres {
+            return Ok(false);
+        }
+        let ssl: i64 = sqlx::query_scalar(
+            "SELECT CAST(CASE WHEN ssl THEN 1 ELSE 0 END AS BIGINT) FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ssl == 1)
+    }
+
     /// Begins a transaction that writes. SQLite: `BEGIN IMMEDIATE`, which takes the write lock
     /// at once, waiting up to the busy timeout for it (a deferred transaction that reads first
     /// and writes later fails at once with "database is locked" when another connection wrote

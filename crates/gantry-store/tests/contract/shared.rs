@@ -133,6 +133,30 @@ async fn a_run_queued_through_one_connection_signals_listeners_on_another() {
     listener.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_is_tls_verified_by_the_ca_the_url_names() {
+    let db = pg::TestDatabase::create();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url,
+        pg::ca_file()
+    );
+    let store = gantry_store::open_sql(&url).await.unwrap();
+    assert!(
+        store.connection_is_tls().await.unwrap(),
+        "the connection is not TLS"
+    );
+    // Verified against the system's roots instead, the test CA's certificate is refused.
+    let refused = gantry_store::open_sql(&format!("{}?sslmode=verify-full", db.url))
+        .await
+        .err()
+        .expect("a certificate no system root signed is refused");
+    let e = format!("{refused:#}");
+    assert!(e.contains("connecting to the state database"), "{e}");
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    StateStore::close(&store).await;
+}
+
 #[tokio::test]
 async fn sqlite_has_no_signals_and_its_workers_poll() {
     let dir = tempfile::tempdir().unwrap();

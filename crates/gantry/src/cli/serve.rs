@@ -74,6 +74,19 @@ pub async fn serve_until(
     if let Some(s) = &config.secrets_file {
         config.secrets_file = Some(config_dir.join(s));
     }
+    if let Some(t) = &mut config.tls {
+        t.cert = config_dir.join(&t.cert);
+        t.key = config_dir.join(&t.key);
+        t.ca = t.ca.as_ref().map(|c| config_dir.join(c));
+        // Unreadable or mismatched files are said now, before anything is touched.
+        gantry_api::tls::server_config(&t.cert, &t.key)
+            .with_context(|| format!("{shown}: [tls]"))?;
+        if let Some(ca) = &t.ca {
+            let ca = std::path::absolute(ca).map_err(anyhow::Error::from)?;
+            crate::client::read_ca(&ca).with_context(|| format!("{shown}: [tls] ca"))?;
+            t.ca = Some(ca);
+        }
+    }
     if let Some(r) = &config.why_rules {
         config.why_rules = Some(config_dir.join(r));
         // A broken rules file is a configuration error: say so now, not at the first diagnosis.

@@ -24,6 +24,34 @@ pub const SERVER_FILE: &str = "server.json";
 /// The admin token a server creates on first start (mode 0600).
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
+/// The certificates of a CA file (PEM, one or more), for trusting a server by them alone.
+pub fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("reading the CA file {}", path.display()))?;
+    if certs.is_empty() {
+        bail!(
+            "the CA file {} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
+/// A request that got no answer, with every cause (a refused connection, a certificate the CA
+/// does not sign) said.
+fn unreachable_server(base: &str, e: reqwest::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context(format!("cannot reach the gantry server at {base}"))
+}
+
+/// The CA file the local server recorded in `server.json`, if it serves HTTPS with one.
+fn recorded_ca(data_dir: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(data_dir.join(SERVER_FILE)).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["ca"].as_str().map(std::path::PathBuf::from)
+}
+
 impl Client {
     /// `explicit` (flag or env) if given, else the server recorded in `data_dir`.
     pub fn resolve(explicit: Option<&str>, data_dir: &Path) -> Result<Self> {
@@ -42,16 +70,15 @@ impl Client {
                     .to_string()
             }
         };
-        if base.starts_with("https://") {
-            // The TLS client stack (rustls) comes with the S3 and remote-runner work; until then
-            // say so rather than fail obscurely.
-            bail!(
-                "{base}: this gantry talks plain HTTP to its server; reach it over an SSH tunnel or a local TLS-terminating proxy for now"
-            );
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("`{base}` is not a server URL: write http://HOST:PORT or https://HOST:PORT");
         }
-        if !base.starts_with("http://") {
-            bail!("`{base}` is not a server URL: write http://HOST:PORT");
-        }
+        // The CA to trust the server by: GANTRY_CA_FILE, else the one the local server names.
+        let ca = match std::env::var_os("GANTRY_CA_FILE").filter(|v| !v.is_empty()) {
+            Some(path) => Some(std::path::PathBuf::from(path)),
+            None if explicit.is_none() => recorded_ca(data_dir),
+            None => None,
+        };
         let token = std::env::var("GANTRY_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
@@ -60,9 +87,11 @@ impl Client {
                     .ok()
                     .map(|t| t.trim().to_string())
             });
-        let http = reqwest::Client::builder()
-            .build()
-            .context("creating the HTTP client")?;
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &ca {
+            builder = builder.tls_certs_only(read_ca(ca)?);
+        }
+        let http = builder.build().context("creating the HTTP client")?;
         Ok(Self { base, token, http })
     }
 
@@ -91,7 +120,7 @@ impl Client {
         let resp = req
             .send()
             .await
-            .map_err(|e| anyhow!("cannot reach the gantry server at {}: {e}", self.base))?;
+            .map_err(|e| unreachable_server(&self.base, e))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -135,7 +164,7 @@ impl Client {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| anyhow!("cannot reach the gantry server at {}: {e}", self.base))?;
+                .map_err(|e| unreachable_server(&self.base, e))?;
             if !resp.status().is_success() {
                 let status = resp.status();
                 let bytes = resp.bytes().await.unwrap_or_default();

@@ -53,7 +53,14 @@ impl Server {
             ctx.state.upsert_project(&p.name, &p.repo).await?;
         }
         let addr = listener.local_addr()?;
-        let url = format!("http://{addr}");
+        let tls = match &config.tls {
+            Some(t) => Some(gantry_api::tls::server_config(&t.cert, &t.key)?),
+            None => None,
+        };
+        let url = match tls {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        };
         let metrics = Arc::new(Metrics::new());
         let sandbox = match config.sandbox {
             Some(false) => None,
@@ -100,9 +107,10 @@ impl Server {
         // moment it appears.
         let server_file = data_dir.join(SERVER_FILE);
         let tmp = server_file.with_extension("json.tmp");
+        let ca = config.tls.as_ref().and_then(|t| t.ca.clone());
         std::fs::write(
             &tmp,
-            serde_json::json!({ "url": url, "pid": std::process::id() }).to_string(),
+            serde_json::json!({ "url": url, "pid": std::process::id(), "ca": ca }).to_string(),
         )
         .and_then(|()| std::fs::rename(&tmp, &server_file))
         .with_context(|| format!("writing {}", server_file.display()))?;
@@ -124,9 +132,16 @@ impl Server {
             }));
         }
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(gantry_api::serve(listener, state, async move {
+        let stopped = async move {
             let _ = stop_http_rx.await;
-        }));
+        };
+        let http = match tls {
+            Some(tls) => {
+                let listener = gantry_api::tls::TlsListener::new(listener, tls)?;
+                tokio::spawn(gantry_api::serve(listener, state, stopped))
+            }
+            None => tokio::spawn(gantry_api::serve(listener, state, stopped)),
+        };
         Ok(RunningServer {
             server,
             url,

@@ -31,6 +31,8 @@
 //! - `mistakes`: operator mistakes: bad config, port in use, unset secret variables, auth scheme.
 //! - `shares`: share links with plain curl (Range, ETag, stable links, refusals).
 //! - `why`: the failure corpus (real tools and quoted formats) and what-changed analysis.
+//! - `tls`: HTTPS with a CA made by openssl: the CLI trusts the server by its CA only; bad key
+//!   files stop the server before it starts.
 //! - `tidy`: module docs and dependency direction of the workspace.
 
 #![allow(clippy::disallowed_methods)] // Tests start the binary and helper processes.
@@ -63,5 +65,6 @@ mod shares;
 mod statuses;
 mod support;
 mod tidy;
+mod tls;
 mod why;
 mod workflows;
