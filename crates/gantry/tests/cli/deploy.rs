@@ -457,11 +457,14 @@ fn kill_9_during_a_deployment_then_restart_leaves_a_consistent_environment() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Killed once the new release's process runs beside the live one's, so that there is
+    // something of the interrupted deployment to stop.
     assert!(wait_until(Duration::from_secs(20), || {
         env.releases().iter().any(|r| r["state"] == "deploying")
+            && release_processes(&env.fx.data()).len() >= 2
     }));
     let services_before = release_processes(&env.fx.data());
-    assert!(!services_before.is_empty());
+    assert!(services_before.len() >= 2, "{services_before:?}");
     env.server.kill9();
     let _ = deploying.wait();
     env.server.restart();
