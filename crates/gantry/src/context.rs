@@ -131,7 +131,7 @@ impl Context {
     async fn open_on(data_dir: PathBuf, url: &str) -> Result<Self> {
         let state = gantry_store::open_state(url).await?;
         let recovered =
-            owner::recover(&*state, &data_dir.join("locks"), &data_dir.join("work")).await?;
+            owner::recover(&*state, &lock_dir(&data_dir), &work_root(&data_dir)).await?;
         // Packing or downloading that a killed process left half done.
         gantry_store::artifacts::pack::clean_staging(
             &data_dir.join("artifacts/tmp"),
@@ -235,7 +235,7 @@ impl Context {
     }
 
     pub fn lock_dir(&self) -> PathBuf {
-        self.data_dir.join("locks")
+        lock_dir(&self.data_dir)
     }
 }
 
@@ -262,22 +262,12 @@ pub fn remembered_state(data_dir: &Path) -> Result<Option<String>> {
 
 /// Records `url` as where the data directory's state is: whole or not at all, mode 0600.
 pub fn remember_state(data_dir: &Path, url: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(STATE_FILE);
     let tmp = path.with_extension("url.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(format!("{url}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().with_context(|| format!("writing {}", path.display()))
+    // One a killed process left behind.
+    let _ = std::fs::remove_file(&tmp);
+    crate::server::keys::write_private(&tmp, url)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Whether the state at `url` records anything worth keeping: a run or a release.
@@ -298,6 +288,11 @@ pub async fn has_history(url: &str) -> Result<bool> {
 pub fn data_dir_here(explicit: Option<PathBuf>) -> Result<PathBuf> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     Ok(data_dir_for(explicit, &cwd))
+}
+
+/// Where the owners' lock files of the data directory `data_dir` are.
+pub fn lock_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("locks")
 }
 
 /// Where the workspaces of the data directory `data_dir` are made.

@@ -6,7 +6,7 @@
 use super::CliResult;
 use crate::context::{self, STATE_FILE};
 use crate::server::lock::ServerLock;
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 use gantry_engine::ports::{QueueStore, RunFilter, RunStore, StateStore};
 use gantry_model::RunStatus;
 use std::path::PathBuf;
@@ -48,29 +48,23 @@ async fn migrate(args: MigrateStateArgs, data_dir: Option<PathBuf>) -> anyhow::R
     // No server may change the state while it is copied, nor start on the old file after.
     let _lock = ServerLock::acquire(&data_dir)?;
     let source = gantry_store::open_sql(&context::sqlite_url(&data_dir)).await?;
+    // Every running run, as recovery reads them: one whose owner lives holds up the copy.
     let running = source
         .list_runs(&RunFilter {
             status: Some(RunStatus::Running),
-            limit: 10,
+            limit: 1000,
             ..Default::default()
         })
         .await?;
-    let live: Vec<String> = {
-        let mut live = Vec::new();
-        for run in running {
-            let gone = match &run.owner {
-                Some(owner) => {
-                    gantry_runner::owner::owner_gone(&source, &data_dir.join("locks"), owner)
-                        .await?
-                }
-                None => true,
-            };
-            if !gone {
-                live.push(run.id.to_string());
-            }
+    let mut live = Vec::new();
+    for run in running {
+        if let Some(owner) = &run.owner
+            && !gantry_runner::owner::owner_gone(&source, &context::lock_dir(&data_dir), owner)
+                .await?
+        {
+            live.push(run.id.to_string());
         }
-        live
-    };
+    }
     if !live.is_empty() {
         bail!(
             "runs {} are running on this data directory: let them finish (or cancel them), then copy",
@@ -84,11 +78,11 @@ async fn migrate(args: MigrateStateArgs, data_dir: Option<PathBuf>) -> anyhow::R
         .find(|(s, _)| *s == RunStatus::Queued)
         .map_or(0, |(_, n)| n);
     let target = gantry_store::open_sql(&args.to).await?;
-    let report = source.copy_into(&target).await.map_err(|e| {
-        anyhow!("{e:#}").context(format!(
+    let report = source.copy_into(&target).await.with_context(|| {
+        format!(
             "copying {} into {target_shown}: nothing was copied",
             db.display()
-        ))
+        )
     })?;
     StateStore::close(&target).await;
     StateStore::close(&source).await;

@@ -77,7 +77,7 @@ pub async fn ensure_admin_token(store: &dyn StateStore, data_dir: &Path) -> anyh
 }
 
 /// Writes a new file readable by its owner only (mode 0600); never replaces one.
-fn write_private(path: &Path, line: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, line: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

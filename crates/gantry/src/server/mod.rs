@@ -7,7 +7,7 @@
 
 pub mod approvals;
 pub mod deploy;
-mod keys;
+pub(crate) mod keys;
 pub mod lock;
 mod mirrors;
 mod notify;
