@@ -104,6 +104,7 @@ pub fn pipeline_schema() -> Value {
             "timeout": duration,
             "retries": { "type": "integer", "minimum": 0, "maximum": MAX_RETRIES },
             "allow_failure": { "type": "boolean" },
+            "runs_on": { "description": "Labels a runner must all have to run this job (it then runs only on a `gantry runner`)", "type": ["array", "string"], "items": { "type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$" }, "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$" },
             "artifacts": { "type": "array", "items": artifact },
             "needs": { "description": "Jobs to wait for (it starts as soon as they succeed, whatever its stage, and gets their artifacts) and artifacts to unpack into the job's directory before its steps: a job's name, an earlier stage's artifact's name, `{ job }` or `{ artifact }` to say which, or another project's newest succeeded artifact", "type": ["array", "string"], "items": { "oneOf": [
                 { "type": "string" },

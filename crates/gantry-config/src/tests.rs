@@ -602,3 +602,38 @@ fn an_image_push_names_a_repository_and_a_login_by_secret() {
         "{text}"
     );
 }
+
+#[test]
+fn runs_on_names_labels_a_runner_must_have() {
+    let p = parse_pipeline(
+        "gantry.yml",
+        "stages:\n  - name: build\n    jobs:\n      - name: big\n        run: make\n        runs_on: [linux, big]\n      - name: one\n        run: make\n        runs_on: gpu\n      - name: any\n        run: make\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .pipeline;
+    let StageKind::Jobs(jobs) = &p.stages[0].kind else {
+        panic!("jobs")
+    };
+    let labels: Vec<&[String]> = jobs.iter().map(|j| j.runs_on.as_slice()).collect();
+    assert_eq!(
+        labels,
+        [
+            &["big".to_string(), "linux".into()][..],
+            &["gpu".to_string()][..],
+            &[][..]
+        ]
+    );
+    let e = errors(
+        "stages:\n  - name: build\n    jobs:\n      - name: a\n        run: make\n        runs_on: [Linux, big, big, \"\"]\n",
+    );
+    assert!(e.contains("gantry.yml:6:19"), "{e}");
+    assert!(
+        e.contains("`Linux` is not a label: a label starts with a lowercase letter or a digit"),
+        "{e}"
+    );
+    assert!(
+        e.contains("runs_on[2]") && e.contains("`big` is listed twice"),
+        "{e}"
+    );
+    assert!(e.contains("a label is 1 to 64 characters long"), "{e}");
+}

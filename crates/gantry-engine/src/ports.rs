@@ -9,9 +9,10 @@ use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use std::path::Path;
 
 pub use gantry_model::records::{
-    ArtifactListing, ArtifactRecord, CacheRecord, EnvLock, JobRecord, LogRecord, Millis,
-    OwnerLease, ProjectRecord, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord,
-    ShareRecord, StageRecord, StepRecord, Stream, TokenRecord,
+    ArtifactListing, ArtifactRecord, CacheRecord, EnvLock, JobClaim, JobRecord, LeaseRenewal,
+    LogRecord, Millis, NewQueuedJob, OwnerLease, ProjectRecord, QueuedJob, QueuedJobState,
+    ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord, ShareRecord, StageRecord,
+    StepRecord, Stream, TokenRecord,
 };
 
 /// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
@@ -510,11 +511,54 @@ pub trait ReleaseStore: Send + Sync {
     async fn env_locks(&self) -> anyhow::Result<Vec<EnvLock>>;
 }
 
-/// Everything gantry keeps: the union of the five stores, implemented by every backend, with
+/// Job attempts handed to runners. The lifecycle of a row: `enqueue_job` (queued) →
+/// `claim_job` (claimed, by one runner: the database makes sure of it) → `renew_job` while it
+/// runs → `finish_job` (finished) by the lease's holder; or `lose_job` (lost) by the server
+/// driving the run once the lease has passed unrenewed; or `cancel_job` (cancelled while
+/// queued; a claimed one is asked to stop through `renew_job`). A job whose run is not
+/// running is never handed out.
+#[async_trait]
+pub trait JobQueueStore: Send + Sync {
+    async fn enqueue_job(&self, job: NewQueuedJob) -> anyhow::Result<i64>;
+    /// The oldest queued job of a running run whose labels are all among the claim's, now
+    /// claimed under its lease; `None` when there is none.
+    async fn claim_job(&self, claim: &JobClaim) -> anyhow::Result<Option<QueuedJob>>;
+    async fn queued_job(&self, id: i64) -> anyhow::Result<Option<QueuedJob>>;
+    /// Extends the lease to `until` if it is still held under `lease_hash` and has not passed
+    /// at `at`.
+    async fn renew_job(
+        &self,
+        id: i64,
+        lease_hash: &str,
+        at: Millis,
+        until: Millis,
+    ) -> anyhow::Result<LeaseRenewal>;
+    /// Records how the attempt ended, if the lease is still held (it may have passed, as long
+    /// as nobody has called the job lost): true when recorded.
+    async fn finish_job(
+        &self,
+        id: i64,
+        lease_hash: &str,
+        outcome: &str,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+        at: Millis,
+    ) -> anyhow::Result<bool>;
+    /// Calls a claimed job lost when its lease has passed at `at`: true when it did.
+    async fn lose_job(&self, id: i64, at: Millis, error: &str) -> anyhow::Result<bool>;
+    /// Cancels a queued job, or asks its runner to stop a claimed one; the state it is in now.
+    async fn cancel_job(&self, id: i64, at: Millis) -> anyhow::Result<Option<QueuedJobState>>;
+    /// How many job attempts are in each state (for `/metrics`).
+    async fn count_jobs_by_state(&self) -> anyhow::Result<Vec<(QueuedJobState, i64)>>;
+}
+
+/// Everything gantry keeps: the union of the six stores, implemented by every backend, with
 /// the backend's lifecycle: opened from a URL (`gantry_store::open_state`), used from any
 /// number of tasks, then [`close`](StateStore::close)d once at the end.
 #[async_trait]
-pub trait StateStore: RunStore + QueueStore + ProjectStore + ArtifactIndex + ReleaseStore {
+pub trait StateStore:
+    RunStore + QueueStore + ProjectStore + ArtifactIndex + ReleaseStore + JobQueueStore
+{
     /// Waits for writes in flight and closes the backend's connections; calls after it fail.
     async fn close(&self);
 }

@@ -21,6 +21,12 @@ pub enum AttemptOutcome {
     Failed,
     TimedOut,
     Cancelled,
+    /// The runner that had it stopped answering and its lease ran out (a remote runner killed
+    /// or cut off). `retry`: start the job again (on any runner) without using up one of the
+    /// job's own `retries`; otherwise the job fails.
+    Lost {
+        retry: bool,
+    },
 }
 
 /// How a deploy stage ended.
@@ -113,6 +119,8 @@ pub enum Command {
 #[derive(Debug, Clone)]
 struct JobState {
     retries: u32,
+    /// Attempts lost with their runner and started again: they do not count as retries.
+    lost: u32,
     allow_failure: bool,
     status: JobStatus,
     /// The jobs it waits for (`needs: [job]`); empty: it starts with its stage.
@@ -191,6 +199,7 @@ impl RunMachine {
                     jobs.iter()
                         .map(|j| JobState {
                             retries: j.retries,
+                            lost: 0,
                             allow_failure: j.allow_failure,
                             status: JobStatus::Pending,
                             // The checker made sure every name is a job's.
@@ -466,8 +475,18 @@ impl RunMachine {
         let status = match outcome {
             AttemptOutcome::Succeeded => JobStatus::Succeeded,
             AttemptOutcome::Cancelled => JobStatus::Cancelled,
+            AttemptOutcome::Lost { retry: true } if !cancelling => {
+                state.lost += 1;
+                out.push(Command::StartJob {
+                    job,
+                    attempt: attempt + 1,
+                });
+                return;
+            }
+            AttemptOutcome::Lost { .. } if cancelling => JobStatus::Cancelled,
+            AttemptOutcome::Lost { .. } => JobStatus::Failed,
             AttemptOutcome::Failed | AttemptOutcome::TimedOut
-                if !cancelling && attempt <= state.retries =>
+                if !cancelling && attempt - state.lost <= state.retries =>
             {
                 out.push(Command::StartJob {
                     job,

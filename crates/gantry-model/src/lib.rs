@@ -31,7 +31,7 @@ pub use environment::{
 pub use pipeline::{
     ApprovalSpec, ArtifactSpec, DeploySpec, EnvironmentSpec, ImageBuild, ImagePush, Job,
     JobContainer, MatrixCell, Pipeline, ProjectArtifact, Rules, ServiceSpec, Stage, StageKind,
-    Step, image_repository, pattern_matches,
+    Step, image_repository, label_problem, pattern_matches,
 };
 pub use secret::SecretValue;
 pub use status::{JobStatus, RunStatus, StageStatus, StepStatus, TriggerEvent};

@@ -103,6 +103,32 @@ pub struct Job {
     pub container: Option<JobContainer>,
     /// Containers started beside the job, on its network (`services:`).
     pub services: Vec<ServiceSpec>,
+    /// Labels a runner must have, all of them, to run this job (`runs_on: [linux, big]`):
+    /// such a job runs only on a `gantry runner`, never in the server's own slots. Empty: any
+    /// runner, or the server itself when it runs jobs.
+    pub runs_on: Vec<String>,
+}
+
+/// Why `label` cannot name a runner's ability (`runs_on:`, `gantry runner --labels`), if it
+/// cannot: 1 to 64 of lowercase ASCII letters, digits, `-`, `_` and `.`, starting with a
+/// letter or digit.
+pub fn label_problem(label: &str) -> Option<&'static str> {
+    let first_ok = label
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if label.is_empty() || label.len() > 64 {
+        Some("a label is 1 to 64 characters long")
+    } else if !first_ok {
+        Some("a label starts with a lowercase letter or a digit")
+    } else if !label
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+    {
+        Some("a label holds only lowercase letters, digits, `-`, `_` and `.`")
+    } else {
+        None
+    }
 }
 
 /// `services: [{ name: db, image: postgres:16, env: {…}, health: { tcp: 5432 } }]`: a container

@@ -399,3 +399,102 @@ mod tests {
         assert_eq!(run(Some(""), &[]).lane(), "(detached)");
     }
 }
+
+/// Where a job attempt handed to runners is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueuedJobState {
+    /// Waiting for a runner with its labels.
+    Queued,
+    /// A runner has it, under a lease it renews.
+    Claimed,
+    /// Its runner said how it ended.
+    Finished,
+    /// Its runner's lease ran out before it said.
+    Lost,
+    /// Cancelled before any runner took it.
+    Cancelled,
+}
+
+impl QueuedJobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Claimed => "claimed",
+            Self::Finished => "finished",
+            Self::Lost => "lost",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for QueuedJobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "claimed" => Self::Claimed,
+            "finished" => Self::Finished,
+            "lost" => Self::Lost,
+            "cancelled" => Self::Cancelled,
+            other => return Err(format!("unknown queued job state `{other}`")),
+        })
+    }
+}
+
+/// A job attempt to hand to a runner.
+#[derive(Debug, Clone)]
+pub struct NewQueuedJob {
+    pub run_id: i64,
+    pub job_id: i64,
+    pub attempt: u32,
+    /// What a runner must have, sorted.
+    pub labels: Vec<String>,
+    /// What the runner is told of the job beside its source (the server's JSON; never a
+    /// secret's value: those are read from the answering server's secrets at claim time).
+    pub payload: String,
+    pub queued_at: Millis,
+}
+
+/// A job attempt handed to runners, as the store has it.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    pub id: i64,
+    pub run_id: i64,
+    pub job_id: i64,
+    pub attempt: u32,
+    pub labels: Vec<String>,
+    pub payload: String,
+    pub state: QueuedJobState,
+    pub runner: Option<String>,
+    /// The sha256 of the claim's lease (the runner holds the lease itself).
+    pub lease_hash: Option<String>,
+    pub lease_until: Option<Millis>,
+    pub cancel_requested: bool,
+    pub queued_at: Millis,
+    pub claimed_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    /// How it ended, as the runner said (`succeeded`, `failed`, `timed_out`, `cancelled`).
+    pub outcome: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// A runner asking for work.
+#[derive(Debug, Clone)]
+pub struct JobClaim {
+    pub runner: String,
+    /// The runner's labels: it gets a job whose labels are all among them.
+    pub labels: Vec<String>,
+    pub lease_hash: String,
+    pub at: Millis,
+    pub until: Millis,
+}
+
+/// What renewing a claim's lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRenewal {
+    /// Renewed; `cancel`: stop the job (the run was cancelled or is no longer running).
+    Held { cancel: bool },
+    /// The lease is not this runner's any more (ran out, or never was): stop at once.
+    Gone,
+}

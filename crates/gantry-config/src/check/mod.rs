@@ -66,6 +66,7 @@ pub const JOB_KEYS: &[&str] = &[
     "cache",
     "resources",
     "services",
+    "runs_on",
 ];
 pub const RESOURCES_KEYS: &[&str] = &["memory", "cpus"];
 pub const IMAGE_BUILD_KEYS: &[&str] = &["name", "context", "file", "push"];

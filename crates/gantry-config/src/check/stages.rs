@@ -287,6 +287,10 @@ impl Checker {
             .some("cache")
             .map(|n| self.caches(n, &field("cache")))
             .unwrap_or(Some(Vec::new()));
+        let runs_on = fields
+            .some("runs_on")
+            .map(|n| self.labels(n, &field("runs_on")))
+            .unwrap_or(Some(Vec::new()));
         let job = Job {
             name: name?,
             steps: steps?,
@@ -305,11 +309,36 @@ impl Checker {
             caches: caches?,
             container: container.ok()?,
             services: services?,
+            runs_on: runs_on?,
         };
         match matrix {
             None => Some(vec![job]),
             Some(cells) => Some(super::matrix::expand(job, cells?)),
         }
+    }
+
+    /// `runs_on: [linux, big]` (or one label as a string): labels a runner must all have.
+    fn labels(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
+        let before = self.diags.len();
+        let items = self.string_list(node, path);
+        let mut labels: Vec<String> = Vec::new();
+        for (i, (label, item)) in items.into_iter().enumerate() {
+            let f = format!("{path}[{i}]");
+            if let Some(problem) = gantry_model::label_problem(&label) {
+                self.error(
+                    &item,
+                    &f,
+                    format!("`{label}` is not a label: {problem}"),
+                    None,
+                );
+            } else if labels.contains(&label) {
+                self.error(&item, &f, format!("`{label}` is listed twice"), None);
+            } else {
+                labels.push(label);
+            }
+        }
+        labels.sort();
+        (self.diags.len() == before).then_some(labels)
     }
 
     /// `approval: { roles: [deployer], timeout: 24h, supersede: true }` (every key optional).

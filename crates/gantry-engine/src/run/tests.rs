@@ -44,6 +44,7 @@ fn pipeline(shape: Shape) -> Pipeline {
                             caches: vec![],
                             container: None,
                             services: vec![],
+                            runs_on: vec![],
                         })
                         .collect(),
                 ),
@@ -198,6 +199,48 @@ fn retries_then_gives_up() {
             (
                 attempt(0, 0, 2, Succeeded),
                 "job 00 succeeded, end s0 succeeded, run succeeded",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_lost_attempt_starts_again_without_using_a_retry_or_fails_as_told() {
+    let lost = AttemptOutcome::Lost { retry: true };
+    let no_retry = AttemptOutcome::Lost { retry: false };
+    check(
+        &[Some(&[("a", 1, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (attempt(0, 0, 1, lost), "start 00#2"),
+            (attempt(0, 0, 2, lost), "start 00#3"),
+            // Its one retry is still there after two lost attempts.
+            (attempt(0, 0, 3, Failed), "start 00#4"),
+            (
+                attempt(0, 0, 4, Failed),
+                "job 00 failed, end s0 failed, run failed",
+            ),
+        ],
+    );
+    check(
+        &[Some(&[("a", 3, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (
+                attempt(0, 0, 1, no_retry),
+                "job 00 failed, end s0 failed, run failed",
+            ),
+        ],
+    );
+    // Lost while the run is being cancelled: cancelled, never started again.
+    check(
+        &[Some(&[("a", 0, false)])],
+        &[
+            (Event::Start, "stage s0, start 00#1"),
+            (Event::Cancel, "cancel-jobs"),
+            (
+                attempt(0, 0, 1, lost),
+                "job 00 cancelled, end s0 cancelled, run cancelled",
             ),
         ],
     );

@@ -16,10 +16,10 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gantry_engine::ports::{
     ArtifactIndex, ArtifactListing, ArtifactQuery, ArtifactRecord, CacheRecord, Conflict,
-    JobRecord, LogRecord, Millis, NewLogLine, NewRun, NewStage, OwnerLease, ProjectRecord,
-    ProjectStore, QueueStore, QueuedRun, RunDetail, RunFilter, RunIds, RunRecord, RunStore,
-    SessionRecord, ShareRecord, StageRecord, StateStore, StepRecord, StoredArtifact, Stream,
-    TokenRecord,
+    JobQueueStore, JobRecord, LogRecord, Millis, NewLogLine, NewRun, NewStage, OwnerLease,
+    ProjectRecord, ProjectStore, QueueStore, QueuedRun, RunDetail, RunFilter, RunIds, RunRecord,
+    RunStore, SessionRecord, ShareRecord, StageRecord, StateStore, StepRecord, StoredArtifact,
+    Stream, TokenRecord,
 };
 use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use sqlx::AnyPool;
@@ -31,6 +31,7 @@ use std::time::Duration;
 
 mod artifacts;
 mod copy;
+mod jobs;
 mod projects;
 mod queue;
 mod releases;

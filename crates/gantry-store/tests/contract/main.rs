@@ -699,7 +699,9 @@ macro_rules! contract {
                 sessions_live_until_they_expire_or_end,
                 runs_keep_their_event_and_variables,
                 caches_keep_one_per_key_and_are_found_by_prefix,
-                queued_runs_are_superseded_by_key_prefix);
+                queued_runs_are_superseded_by_key_prefix,
+                queued_jobs_are_claimed_once_by_runners_with_their_labels,
+                leases_renew_until_they_pass_and_lost_jobs_stay_lost);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(
@@ -727,7 +729,9 @@ async fn open_postgres(_dir: &Path) -> (Arc<dyn StateStore>, Option<pg::TestData
 
 use gantry_store::testing as pg;
 
+mod jobs;
 mod shared;
+pub use jobs::*;
 
 // The backends: one line each.
 contract!(sqlite => super::open_sqlite);
