@@ -552,6 +552,138 @@ pub trait JobQueueStore: Send + Sync {
     async fn count_jobs_by_state(&self) -> anyhow::Result<Vec<(QueuedJobState, i64)>>;
 }
 
+/// What one job attempt records and reads, wherever it runs: in the server's own slots (the
+/// state store itself, [`StoreAttempts`]) or on a `gantry runner` (the server's API, under the
+/// claim's lease). Lifecycle: made for one attempt, dropped at its end.
+#[async_trait]
+pub trait AttemptStore: Send + Sync {
+    async fn start_step(
+        &self,
+        job: i64,
+        attempt: u32,
+        position: usize,
+        name: &str,
+        at: Millis,
+    ) -> anyhow::Result<i64>;
+    async fn finish_step(
+        &self,
+        step: i64,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        at: Millis,
+    ) -> anyhow::Result<()>;
+    /// Appends lines in one transaction.
+    async fn append_logs(&self, lines: &[NewLogLine]) -> anyhow::Result<()>;
+    async fn record_artifact(
+        &self,
+        run: i64,
+        job: i64,
+        name: &str,
+        stored: &StoredArtifact,
+        at: Millis,
+    ) -> anyhow::Result<()>;
+    /// See [`ArtifactIndex::latest_project_artifact`].
+    async fn latest_project_artifact(
+        &self,
+        project: &str,
+        name: &str,
+        branch: Option<&str>,
+    ) -> anyhow::Result<Option<ArtifactRecord>>;
+    /// The artifacts run `run` has made so far.
+    async fn run_artifacts(&self, run: i64) -> anyhow::Result<Vec<ArtifactRecord>>;
+    /// See [`ArtifactIndex::find_cache`].
+    async fn find_cache(
+        &self,
+        project: &str,
+        key: &str,
+        prefixes: &[String],
+    ) -> anyhow::Result<Option<CacheRecord>>;
+    async fn save_cache(&self, cache: &CacheRecord) -> anyhow::Result<bool>;
+    async fn touch_cache(&self, id: i64, at: Millis) -> anyhow::Result<()>;
+    async fn caches(&self, project: &str) -> anyhow::Result<Vec<CacheRecord>>;
+    async fn remove_cache(&self, id: i64) -> anyhow::Result<()>;
+    async fn digest_in_use(&self, digest: &str) -> anyhow::Result<bool>;
+}
+
+/// The attempts the server runs itself: straight to its state store.
+pub struct StoreAttempts(pub std::sync::Arc<dyn StateStore>);
+
+#[async_trait]
+impl AttemptStore for StoreAttempts {
+    async fn start_step(
+        &self,
+        job: i64,
+        attempt: u32,
+        position: usize,
+        name: &str,
+        at: Millis,
+    ) -> anyhow::Result<i64> {
+        self.0.start_step(job, attempt, position, name, at).await
+    }
+    async fn finish_step(
+        &self,
+        step: i64,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        at: Millis,
+    ) -> anyhow::Result<()> {
+        self.0.finish_step(step, status, exit_code, at).await
+    }
+    async fn append_logs(&self, lines: &[NewLogLine]) -> anyhow::Result<()> {
+        self.0.append_logs(lines).await
+    }
+    async fn record_artifact(
+        &self,
+        run: i64,
+        job: i64,
+        name: &str,
+        stored: &StoredArtifact,
+        at: Millis,
+    ) -> anyhow::Result<()> {
+        self.0
+            .record_artifact(run, job, name, stored, at)
+            .await
+            .map(|_| ())
+    }
+    async fn latest_project_artifact(
+        &self,
+        project: &str,
+        name: &str,
+        branch: Option<&str>,
+    ) -> anyhow::Result<Option<ArtifactRecord>> {
+        self.0.latest_project_artifact(project, name, branch).await
+    }
+    async fn run_artifacts(&self, run: i64) -> anyhow::Result<Vec<ArtifactRecord>> {
+        match self.0.run_detail(run).await? {
+            Some(detail) => Ok(detail.artifacts),
+            None => anyhow::bail!("run {run} vanished from the state store"),
+        }
+    }
+    async fn find_cache(
+        &self,
+        project: &str,
+        key: &str,
+        prefixes: &[String],
+    ) -> anyhow::Result<Option<CacheRecord>> {
+        self.0.find_cache(project, key, prefixes).await
+    }
+    async fn save_cache(&self, cache: &CacheRecord) -> anyhow::Result<bool> {
+        self.0.save_cache(cache).await
+    }
+    async fn touch_cache(&self, id: i64, at: Millis) -> anyhow::Result<()> {
+        self.0.touch_cache(id, at).await
+    }
+    async fn caches(&self, project: &str) -> anyhow::Result<Vec<CacheRecord>> {
+        self.0.caches(Some(project)).await
+    }
+    async fn remove_cache(&self, id: i64) -> anyhow::Result<()> {
+        self.0.remove_cache(id).await
+    }
+    async fn digest_in_use(&self, digest: &str) -> anyhow::Result<bool> {
+        self.0.digest_in_use(digest).await
+    }
+}
+
 /// Everything gantry keeps: the union of the six stores, implemented by every backend, with
 /// the backend's lifecycle: opened from a URL (`gantry_store::open_state`), used from any
 /// number of tasks, then [`close`](StateStore::close)d once at the end.

@@ -1,5 +1,7 @@
-//! Roles of API tokens. Each role includes the ones before it: an admin can do what a deployer
-//! can, a deployer what a viewer can.
+//! Roles of API tokens. Each of viewer, deployer and admin includes the ones before it: an
+//! admin can do what a deployer can, a deployer what a viewer can. A runner token stands
+//! apart: it claims and runs jobs (`gantry runner`) and can do nothing else, nor can any other
+//! token do what it does.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -14,6 +16,8 @@ pub enum Role {
     Deployer,
     /// Also manages tokens.
     Admin,
+    /// Claims jobs and reports on them; nothing else.
+    Runner,
 }
 
 impl Role {
@@ -22,12 +26,17 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Deployer => "deployer",
             Role::Admin => "admin",
+            Role::Runner => "runner",
         }
     }
 
     /// Does a token with this role satisfy a route that needs `needed`?
     pub fn allows(self, needed: Role) -> bool {
-        self >= needed
+        match (self, needed) {
+            (Role::Runner, needed) => needed == Role::Runner,
+            (_, Role::Runner) => false,
+            (have, needed) => have >= needed,
+        }
     }
 }
 
@@ -44,8 +53,9 @@ impl FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "deployer" => Ok(Role::Deployer),
             "admin" => Ok(Role::Admin),
+            "runner" => Ok(Role::Runner),
             other => Err(format!(
-                "unknown role `{other}`: use viewer, deployer or admin"
+                "unknown role `{other}`: use viewer, deployer, admin or runner"
             )),
         }
     }
@@ -61,5 +71,14 @@ mod tests {
         assert!(Role::Deployer.allows(Role::Viewer));
         assert!(!Role::Viewer.allows(Role::Deployer));
         assert!(!Role::Deployer.allows(Role::Admin));
+    }
+
+    #[test]
+    fn a_runner_token_runs_jobs_and_nothing_else() {
+        assert!(Role::Runner.allows(Role::Runner));
+        for other in [Role::Viewer, Role::Deployer, Role::Admin] {
+            assert!(!Role::Runner.allows(other), "runner allows {other}");
+            assert!(!other.allows(Role::Runner), "{other} allows runner");
+        }
     }
 }

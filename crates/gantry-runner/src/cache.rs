@@ -62,7 +62,7 @@ fn mib(bytes: i64) -> String {
 
 /// Deletes the object of a cache that was forgotten, unless something else uses it.
 async fn drop_object(ctx: &RunContext, digest: &str) {
-    match ctx.state.digest_in_use(digest).await {
+    match ctx.records.digest_in_use(digest).await {
         Ok(false) => {
             let _ = ctx.artifacts.delete(digest).await;
         }
@@ -77,7 +77,7 @@ pub(crate) async fn restore(ctx: &RunContext, job: &Job, dir: &Path, mut emit: E
     for spec in &job.caches {
         let key = key_of(spec, dir, &mut emit);
         let found = ctx
-            .state
+            .records
             .find_cache(&ctx.project, &key, &spec.restore_keys)
             .await;
         let cache = match found {
@@ -106,7 +106,7 @@ pub(crate) async fn restore(ctx: &RunContext, job: &Job, dir: &Path, mut emit: E
             .await
         {
             Ok(()) => {
-                let _ = ctx.state.touch_cache(cache.id, crate::now_millis()).await;
+                let _ = ctx.records.touch_cache(cache.id, crate::now_millis()).await;
                 let exact = cache.key == key;
                 let how = if exact {
                     format!("gantry: restored cache `{key}` ({})", mib(cache.size))
@@ -128,7 +128,7 @@ pub(crate) async fn restore(ctx: &RunContext, job: &Job, dir: &Path, mut emit: E
                         cache.key
                     ),
                 );
-                let _ = ctx.state.remove_cache(cache.id).await;
+                let _ = ctx.records.remove_cache(cache.id).await;
                 drop_object(ctx, &cache.digest).await;
                 keys.push((key, false));
             }
@@ -176,7 +176,7 @@ pub(crate) async fn save(
             created_at: now,
             last_used_at: now,
         };
-        match ctx.state.save_cache(&record).await {
+        match ctx.records.save_cache(&record).await {
             Ok(true) => {
                 emit(
                     Stream::System,
@@ -207,7 +207,7 @@ pub(crate) async fn save(
 /// Removes the project's least recently used caches until they fit under `cap` (the ones just
 /// saved go last).
 async fn evict(ctx: &RunContext, cap: u64, fresh: &[String], emit: &mut Emit) {
-    let Ok(mut caches) = ctx.state.caches(Some(&ctx.project)).await else {
+    let Ok(mut caches) = ctx.records.caches(&ctx.project).await else {
         return;
     };
     caches.sort_by_key(|c| (fresh.contains(&c.key), c.last_used_at, c.id));
@@ -217,7 +217,7 @@ async fn evict(ctx: &RunContext, cap: u64, fresh: &[String], emit: &mut Emit) {
             break;
         }
         total -= c.size.max(0) as u64;
-        if ctx.state.remove_cache(c.id).await.is_ok() {
+        if ctx.records.remove_cache(c.id).await.is_ok() {
             drop_object(ctx, &c.digest).await;
             emit(
                 Stream::System,

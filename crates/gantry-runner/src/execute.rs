@@ -9,8 +9,8 @@ use crate::plan::{job_of, plan_of};
 use anyhow::{Context, Result};
 use gantry_engine::mask::Masker;
 use gantry_engine::ports::{
-    ApprovalDecision, ApprovalRequest, Approvals, ArtifactStore, DeployRequest, Deployer, NewRun,
-    RunIds, StateStore,
+    ApprovalDecision, ApprovalRequest, Approvals, ArtifactStore, AttemptStore, DeployRequest,
+    Deployer, NewRun, RunIds, StateStore, StoreAttempts,
 };
 use gantry_engine::run::{
     ApprovalOutcome, AttemptOutcome, Command, DeployOutcome, Event, JobRef, RunMachine,
@@ -116,13 +116,17 @@ pub struct Runner {
     pub deployer: Option<Arc<dyn Deployer>>,
     /// Decides approval stages (the server); `None`: an approval stage ends the run there.
     pub approvals: Option<Arc<dyn Approvals>>,
+    /// Hands jobs to runners (the server, when runners may take its jobs); `None`: every job
+    /// runs here.
+    pub remote: Option<Arc<dyn crate::remote::RemoteJobs>>,
 }
 
 /// What every job of a run shares.
 pub(crate) struct RunContext {
     pub run_id: i64,
     pub project: String,
-    pub repo: Repo,
+    /// Where workspaces come from.
+    pub source: crate::remote::Source,
     pub commit: String,
     pub branch: Option<String>,
     /// What started the run, for `when:` rules and `GANTRY_EVENT`.
@@ -130,6 +134,8 @@ pub(crate) struct RunContext {
     pub vars: std::collections::BTreeMap<String, String>,
     pub subdir: Option<PathBuf>,
     pub pipeline: Pipeline,
+    /// The pipeline file's path in the repository.
+    pub pipeline_file: String,
     pub work_dir: PathBuf,
     pub jobs: usize,
     pub kill_grace: Duration,
@@ -143,7 +149,8 @@ pub(crate) struct RunContext {
     /// The owner lock of this process: step containers carry it.
     pub owner: Option<String>,
     pub masker: Masker,
-    pub state: Arc<dyn StateStore>,
+    /// Where the attempts' steps, logs, artifacts and caches are recorded.
+    pub records: Arc<dyn AttemptStore>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub observer: Arc<dyn Observer>,
     pub logs: LogSender,
@@ -287,19 +294,21 @@ impl Runner {
             branch: req.revision.branch.clone(),
         });
 
-        let (logs, log_task) = spawn_writer(run_id, self.state.clone(), self.observer.clone());
+        let records: Arc<dyn AttemptStore> = Arc::new(StoreAttempts(self.state.clone()));
+        let (logs, log_task) = spawn_writer(run_id, records.clone(), self.observer.clone());
         let secret_values: Vec<&str> = opts.secrets.values().map(|v| v.expose()).collect();
         let masker = Masker::new(secret_values);
         let ctx = Arc::new(RunContext {
             run_id,
             project: req.project,
-            repo: req.repo,
+            source: crate::remote::Source::Repo(req.repo),
             commit: req.revision.commit,
             branch: req.revision.branch,
             event: req.event,
             vars: req.vars,
             subdir: req.subdir,
             pipeline: req.pipeline,
+            pipeline_file: req.pipeline_file,
             work_dir: opts.work_root.join(run_id.to_string()),
             jobs: opts.jobs.max(1),
             kill_grace: opts.kill_grace,
@@ -312,7 +321,7 @@ impl Runner {
             cache_cap: opts.cache_cap,
             owner: opts.owner.clone(),
             masker,
-            state: self.state.clone(),
+            records: records.clone(),
             artifacts: self.artifacts.clone(),
             observer: self.observer.clone(),
             logs: logs.clone(),
@@ -375,6 +384,7 @@ impl Runner {
             slots: Arc::new(Semaphore::new(ctx.jobs)),
             job_started: HashMap::new(),
             last_attempt: HashMap::new(),
+            lost: HashMap::new(),
             stage_notes: HashMap::new(),
         };
         let mut pending: VecDeque<Event> = VecDeque::from([Event::Start]);
@@ -397,6 +407,9 @@ impl Runner {
             tokio::select! {
                 Some(Msg::Attempt { job, attempt, result }) = rx.recv() => {
                     let outcome = result.outcome;
+                    if matches!(outcome, AttemptOutcome::Lost { .. }) {
+                        *lp.lost.entry(job).or_default() += 1;
+                    }
                     lp.last_attempt.insert(job, (attempt, result));
                     pending.push_back(Event::AttemptFinished { job, attempt, outcome });
                 }
@@ -422,6 +435,8 @@ struct RunLoop<'a> {
     job_started: HashMap<JobRef, Instant>,
     /// The latest attempt of each job and how it ended.
     last_attempt: HashMap<JobRef, (u32, AttemptResult)>,
+    /// Attempts of each job lost with their runner.
+    lost: HashMap<JobRef, u32>,
     /// What each deploy stage's deployments said, or how an approval was decided: the stage's
     /// note.
     stage_notes: HashMap<usize, String>,
@@ -635,6 +650,33 @@ impl RunLoop<'_> {
                         next_attempt: attempt,
                     });
                 }
+                let remote = self.runner.remote.clone().filter(|r| r.takes(&spec));
+                let ticket = remote.as_ref().map(|_| {
+                    let pushes = spec.artifacts.iter().filter_map(|a| a.push.as_ref());
+                    crate::remote::JobTicket {
+                        run_id: ctx.run_id,
+                        job_id,
+                        attempt,
+                        job,
+                        job_name: spec.name.clone(),
+                        labels: spec.runs_on.clone(),
+                        project: ctx.project.clone(),
+                        commit: ctx.commit.clone(),
+                        branch: ctx.branch.clone(),
+                        event: ctx.event,
+                        vars: ctx.vars.clone(),
+                        pipeline_file: ctx.pipeline_file.clone(),
+                        subdir: ctx.subdir.clone(),
+                        secrets: spec
+                            .secrets
+                            .iter()
+                            .chain(pushes.filter_map(|p| p.password_secret.as_ref()))
+                            .cloned()
+                            .collect(),
+                        secrets_withheld: ctx.secrets_withheld.clone(),
+                        lost_before: self.lost.get(&job).copied().unwrap_or(0),
+                    }
+                });
                 let (ctx2, tx, slots, state, observer) = (
                     ctx.clone(),
                     self.tx.clone(),
@@ -643,8 +685,9 @@ impl RunLoop<'_> {
                     observer.clone(),
                 );
                 tokio::spawn(async move {
-                    let result = match slots.acquire_owned().await {
-                        Ok(_permit) => {
+                    let started = |state: Arc<dyn StateStore>, observer: Arc<dyn Observer>| {
+                        let (run, name) = (ctx2.run_id, spec.name.clone());
+                        async move {
                             let _ = state
                                 .set_job_status(
                                     job_id,
@@ -656,17 +699,29 @@ impl RunLoop<'_> {
                                 )
                                 .await;
                             observer.event(&RunEvent::JobStarted {
-                                run: ctx2.run_id,
+                                run,
                                 stage,
-                                job: spec.name.clone(),
+                                job: name,
                                 attempt,
                             });
-                            run_attempt(ctx2, spec, job_id, attempt).await
                         }
-                        Err(_) => AttemptResult {
-                            outcome: AttemptOutcome::Cancelled,
-                            exit_code: None,
-                            error: None,
+                    };
+                    let result = match (remote, ticket) {
+                        // A runner's job takes none of this server's slots.
+                        (Some(remote), Some(ticket)) => {
+                            started(state, observer).await;
+                            remote.run(ticket, ctx2.cancel.clone()).await
+                        }
+                        _ => match slots.acquire_owned().await {
+                            Ok(_permit) => {
+                                started(state, observer).await;
+                                run_attempt(ctx2, spec, job_id, attempt).await
+                            }
+                            Err(_) => AttemptResult {
+                                outcome: AttemptOutcome::Cancelled,
+                                exit_code: None,
+                                error: None,
+                            },
                         },
                     };
                     let _ = tx.send(Msg::Attempt {

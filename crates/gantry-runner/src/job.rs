@@ -14,14 +14,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
-pub(crate) struct AttemptResult {
+/// How one attempt ended: what the run machine is told, and the job's exit code and error.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
     pub outcome: AttemptOutcome,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
 }
 
 impl AttemptResult {
-    fn failed(error: String) -> Self {
+    pub fn failed(error: String) -> Self {
         Self {
             outcome: AttemptOutcome::Failed,
             exit_code: None,
@@ -95,14 +97,7 @@ async fn attempt_in(
     };
     let exported = match prefetched {
         Some(placed) => placed,
-        None => {
-            let repo = ctx.repo.clone();
-            let commit = ctx.commit.clone();
-            let ws = workspace.to_path_buf();
-            tokio::task::spawn_blocking(move || repo.export(&commit, &ws))
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")))
-        }
+        None => ctx.source.place(&ctx.commit, workspace).await,
     };
     if let Err(e) = exported {
         return AttemptResult::failed(format!("preparing the workspace: {e:#}"));
@@ -209,7 +204,7 @@ async fn attempt_in(
             let index = index + first;
             let step_name: Arc<str> = Arc::from(step.name.as_str());
             let step_id = match ctx
-                .state
+                .records
                 .start_step(job_id, attempt, index, &step.name, crate::now_millis())
                 .await
             {
@@ -398,7 +393,7 @@ async fn attempt_in(
             match stored {
                 Ok(stored) => {
                     if let Err(e) = ctx
-                        .state
+                        .records
                         .record_artifact(
                             ctx.run_id,
                             job_id,
@@ -534,7 +529,7 @@ struct StepEnded {
 impl StepEnded {
     async fn record(&self, ctx: &RunContext, job: &Job, step: &str) {
         if let Err(e) = ctx
-            .state
+            .records
             .finish_step(
                 self.step_id,
                 self.status,
@@ -578,7 +573,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let step_id = ctx
-        .state
+        .records
         .start_step(job_id, attempt, index, step, crate::now_millis())
         .await
         .map_err(|e| AttemptResult::failed(format!("recording step `{step}`: {e:#}")))?;
@@ -667,7 +662,7 @@ async fn unpack_needs(ctx: &Arc<RunContext>, job: &Job, dir: &Path) -> Result<()
             .map(|b| format!(" on branch `{b}`"))
             .unwrap_or_default();
         let found = ctx
-            .state
+            .records
             .latest_project_artifact(&need.project, &need.artifact, need.branch.as_deref())
             .await
             .map_err(|e| {
@@ -696,13 +691,12 @@ async fn unpack_needs(ctx: &Arc<RunContext>, job: &Job, dir: &Path) -> Result<()
     if job.needs.is_empty() {
         return Ok(());
     }
-    let detail = match ctx.state.run_detail(ctx.run_id).await {
-        Ok(Some(d)) => d,
-        Ok(None) => return Err(format!("run {} vanished from the state store", ctx.run_id)),
+    let artifacts = match ctx.records.run_artifacts(ctx.run_id).await {
+        Ok(a) => a,
         Err(e) => return Err(format!("reading the run's artifacts: {e:#}")),
     };
     for name in &job.needs {
-        let Some(record) = detail.artifacts.iter().find(|a| &a.name == name) else {
+        let Some(record) = artifacts.iter().find(|a| &a.name == name) else {
             return Err(format!(
                 "artifact `{name}` was not produced by this run (the job that declares it did not succeed)"
             ));

@@ -23,6 +23,7 @@ pub mod prefetch;
 pub use logs::DEFAULT_JOB_LOG_CAP;
 pub mod owner;
 pub mod process;
+pub mod remote;
 pub mod sandbox;
 mod services;
 

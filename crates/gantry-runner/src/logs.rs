@@ -6,7 +6,7 @@
 
 use crate::events::{Observer, RunEvent};
 use crate::process::Backlog;
-use gantry_engine::ports::{Millis, NewLogLine, StateStore, Stream};
+use gantry_engine::ports::{AttemptStore, Millis, NewLogLine, Stream};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -149,7 +149,7 @@ impl LogSender {
 
 pub(crate) fn spawn_writer(
     run: i64,
-    state: Arc<dyn StateStore>,
+    state: Arc<dyn AttemptStore>,
     observer: Arc<dyn Observer>,
 ) -> (LogSender, tokio::task::JoinHandle<Option<String>>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<LogMsg>();
@@ -200,7 +200,7 @@ pub(crate) fn spawn_writer(
     (sender, handle)
 }
 
-async fn store(state: &dyn StateStore, batch: &mut Vec<NewLogLine>, failed: &mut Option<String>) {
+async fn store(state: &dyn AttemptStore, batch: &mut Vec<NewLogLine>, failed: &mut Option<String>) {
     if batch.is_empty() || failed.is_some() {
         batch.clear();
         return;

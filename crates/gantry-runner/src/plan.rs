@@ -45,3 +45,11 @@ pub(crate) fn job_of(pipeline: &Pipeline, job: JobRef) -> &Job {
         }
     }
 }
+
+/// The job at `job`, if the pipeline has one there (a runner checks what it was sent).
+pub(crate) fn try_job_of(pipeline: &Pipeline, job: JobRef) -> Option<&Job> {
+    match &pipeline.stages.get(job.stage)?.kind {
+        StageKind::Jobs(jobs) => jobs.get(job.job),
+        StageKind::Deploy(_) | StageKind::Approval(_) => None,
+    }
+}

@@ -363,6 +363,12 @@ impl Checker {
                 {
                     let f = format!("{}[{i}]", fields.field("roles"));
                     match text.parse::<gantry_model::Role>() {
+                        Ok(gantry_model::Role::Runner) => self.error(
+                            &item,
+                            &f,
+                            "a runner token approves nothing: it only runs jobs",
+                            Some("roles are viewer, deployer and admin".into()),
+                        ),
                         Ok(r) if roles.contains(&r) => {
                             self.error(&item, &f, format!("`{text}` is listed twice"), None)
                         }

@@ -57,7 +57,15 @@ pub const PROJECT_KEYS: &[&str] = &[
 ];
 pub const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "branch", "vars"];
 pub const STATUS_KEYS: &[&str] = &["forge", "api_url", "repo", "token_env", "context"];
-pub const RUNNER_KEYS: &[&str] = &["concurrency", "kill_grace", "max_job_log_bytes", "sandbox"];
+pub const RUNNER_KEYS: &[&str] = &[
+    "concurrency",
+    "kill_grace",
+    "max_job_log_bytes",
+    "sandbox",
+    "local_jobs",
+    "lease",
+    "retry_lost",
+];
 pub const QUEUE_KEYS: &[&str] = &["supersede", "requeue_interrupted"];
 pub const WEBHOOK_KEYS: &[&str] = &["max_body_bytes"];
 
@@ -108,6 +116,14 @@ pub struct ServerConfig {
     pub state: Option<String>,
     /// HTTPS (`[tls]`); `None`: plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// Jobs that name no labels run in the server's own slots (`runner.local_jobs`, default
+    /// true); false: every job goes to `gantry runner`s.
+    pub local_jobs: bool,
+    /// How long a runner's claim on a job lasts unrenewed (`runner.lease`, default 30s).
+    pub runner_lease: Duration,
+    /// How many times a job whose runner was lost is started again on another before it
+    /// fails (`runner.retry_lost`, default 1; 0: it fails at once).
+    pub retry_lost: u32,
 }
 
 pub use tables::TlsConfig;
@@ -209,6 +225,9 @@ impl Default for ServerConfig {
             data_dir: None,
             projects: Vec::new(),
             concurrency: 2,
+            local_jobs: true,
+            runner_lease: Duration::from_secs(30),
+            retry_lost: 1,
             kill_grace: Duration::from_secs(10),
             max_job_log_bytes: 32 * 1024 * 1024,
             sandbox: None,
@@ -720,36 +739,7 @@ pub fn parse_server_config(file: &str, source: &str) -> Result<ServerConfig, Dia
                     None,
                 ),
             },
-            "runner" => {
-                if let Some(t) = c.sub(value, key) {
-                    for (k, v) in c.table(t, key, "[runner]", RUNNER_KEYS) {
-                        let field = format!("runner.{k}");
-                        match k {
-                            "concurrency" => {
-                                if let Some(n) = c.int(v, &field, 1, 256) {
-                                    cfg.concurrency = n as usize;
-                                }
-                            }
-                            "kill_grace" => {
-                                if let Some(d) = c.duration(v, &field) {
-                                    cfg.kill_grace = d;
-                                }
-                            }
-                            "sandbox" => {
-                                if let Some(b) = c.bool(v, &field) {
-                                    cfg.sandbox = Some(b);
-                                }
-                            }
-                            "max_job_log_bytes" => {
-                                if let Some(n) = c.int(v, &field, 4096, 1 << 40) {
-                                    cfg.max_job_log_bytes = n as u64;
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
+            "runner" => c.runner(value, &mut cfg),
             "queue" => {
                 if let Some(t) = c.sub(value, key) {
                     for (k, v) in c.table(t, key, "[queue]", QUEUE_KEYS) {

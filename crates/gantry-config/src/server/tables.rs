@@ -16,6 +16,61 @@ pub struct TlsConfig {
 }
 
 impl Checker<'_> {
+    /// `[runner]`: how the server runs jobs itself, and how it hands them to runners.
+    pub(super) fn runner(&mut self, value: &Spanned<DeValue<'_>>, cfg: &mut ServerConfig) {
+        let Some(t) = self.sub(value, "runner") else {
+            return;
+        };
+        for (k, v) in self.table(t, "runner", "[runner]", RUNNER_KEYS) {
+            let field = format!("runner.{k}");
+            match k {
+                "concurrency" => {
+                    if let Some(n) = self.int(v, &field, 1, 256) {
+                        cfg.concurrency = n as usize;
+                    }
+                }
+                "kill_grace" => {
+                    if let Some(d) = self.duration(v, &field) {
+                        cfg.kill_grace = d;
+                    }
+                }
+                "sandbox" => {
+                    if let Some(b) = self.bool(v, &field) {
+                        cfg.sandbox = Some(b);
+                    }
+                }
+                "max_job_log_bytes" => {
+                    if let Some(n) = self.int(v, &field, 4096, 1 << 40) {
+                        cfg.max_job_log_bytes = n as u64;
+                    }
+                }
+                "local_jobs" => {
+                    if let Some(b) = self.bool(v, &field) {
+                        cfg.local_jobs = b;
+                    }
+                }
+                "lease" => match self.duration(v, &field) {
+                    Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(3600) => {
+                        cfg.runner_lease = d
+                    }
+                    Some(_) => self.error(
+                        v.span(),
+                        &field,
+                        "a runner's lease lasts from 1s to 1h".into(),
+                        Some("write lease = \"30s\"".into()),
+                    ),
+                    None => {}
+                },
+                "retry_lost" => {
+                    if let Some(n) = self.int(v, &field, 0, 10) {
+                        cfg.retry_lost = n as u32;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// `state = "postgres://user@host:port/database"`: the PostgreSQL database the state is
     /// kept in (the password from the URL, `PGPASSWORD` or `~/.pgpass`).
     pub(super) fn state(&mut self, v: &Spanned<DeValue<'_>>) -> Option<String> {

@@ -328,3 +328,33 @@ fn the_readme_example_parses() {
     assert_eq!(p.schedules.len(), 2);
     assert_eq!(cfg.cache_bytes, 5 * 1024 * 1024 * 1024);
 }
+
+#[test]
+fn the_runner_table_says_how_jobs_reach_runners() {
+    let cfg = parse_server_config("gantry.toml", "").unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.local_jobs);
+    assert_eq!(cfg.runner_lease, std::time::Duration::from_secs(30));
+    assert_eq!(cfg.retry_lost, 1);
+    let cfg = parse_server_config(
+        "gantry.toml",
+        "[runner]\nlocal_jobs = false\nlease = \"5s\"\nretry_lost = 0\nconcurrency = 8\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!cfg.local_jobs);
+    assert_eq!(cfg.runner_lease, std::time::Duration::from_secs(5));
+    assert_eq!((cfg.retry_lost, cfg.concurrency), (0, 8));
+    for (text, says) in [
+        ("[runner]\nlease = \"100ms\"\n", "gantry.toml:2:9"),
+        (
+            "[runner]\nlease = \"2h\"\n",
+            "a runner's lease lasts from 1s to 1h",
+        ),
+        ("[runner]\nretry_lost = 11\n", "runner.retry_lost"),
+        ("[runner]\nlocal_job = true\n", "did you mean `local_jobs`?"),
+    ] {
+        let err = parse_server_config("gantry.toml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{text}: {err}");
+    }
+}

@@ -181,6 +181,7 @@ async fn run_at(args: RunArgs, server: Option<String>, at: Start) -> CliResult {
         })),
         // Approvals are the server's: a local run stops at an approval stage.
         approvals: None,
+        remote: None,
     };
 
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);

@@ -208,6 +208,7 @@ async fn prepare_and_run(
         approvals: Some(Arc::new(super::approvals::RunApprovals {
             server: server.clone(),
         })),
+        remote: None,
     };
     let request = RunRequest {
         project: project.name.clone(),

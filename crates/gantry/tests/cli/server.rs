@@ -248,6 +248,17 @@ fn tokens_and_roles_are_enforced_on_every_route() {
         .as_str()
         .unwrap()
         .to_string();
+    let runner = s
+        .api(
+            "POST",
+            "/api/tokens",
+            r#"{"name":"runner","role":"runner"}"#,
+        )
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = s.token();
 
     // The OpenAPI document lists exactly the routes of the table.
     let doc = s.request("GET", "/api/openapi.json", &[], b"").json();
@@ -305,8 +316,24 @@ fn tokens_and_roles_are_enforced_on_every_route() {
                     gantry_model::Role::Viewer => Some(viewer.as_str()),
                     gantry_model::Role::Deployer => Some(deployer.as_str()),
                     gantry_model::Role::Admin => None,
+                    gantry_model::Role::Runner => Some(runner.as_str()),
                 };
-                if role > gantry_model::Role::Viewer {
+                // A runner token does nothing else; no other token does what it does.
+                let (refused, wrong): (&[&str], &str) = match role {
+                    gantry_model::Role::Runner => (&[&viewer, &deployer, &admin], "non-runner"),
+                    _ => (&[&runner], "runner"),
+                };
+                for token in refused {
+                    assert_eq!(
+                        probe(Some(token)),
+                        403,
+                        "{} {} with a {wrong} token",
+                        route.method,
+                        route.path
+                    );
+                }
+                if role == gantry_model::Role::Runner {
+                } else if role > gantry_model::Role::Viewer {
                     assert_eq!(
                         probe(Some(&viewer)),
                         403,
@@ -315,7 +342,7 @@ fn tokens_and_roles_are_enforced_on_every_route() {
                         route.path
                     );
                 }
-                if role > gantry_model::Role::Deployer {
+                if role > gantry_model::Role::Deployer && role != gantry_model::Role::Runner {
                     assert_eq!(
                         probe(Some(&deployer)),
                         403,
