@@ -9,6 +9,9 @@
 //! - `handlers`: the API's handlers (projects, runs, logs, SSE, cancel, re-run, trigger, tokens).
 //! - `hooks`: webhook signatures (GitHub, GitLab, Gitea/Forgejo) and push payloads.
 //! - `environments`: environment status, releases, deploy and rollback (the server does the work).
+//! - `runners`: what `gantry runner`s call: claims, lease renewals, an attempt's records,
+//!   the commit's files, objects up and down, how the job ended (every call checked against
+//!   the job's lease).
 //! - `shares`: signed, expiring, revocable share links to artifacts (`/a/{token}`).
 //! - [`auth`]: tokens (hashing, generation) and the role check.
 //! - [`error`]: `ApiError`, the one place errors become HTTP responses, and `ControlError`,
@@ -26,6 +29,7 @@ mod handlers;
 mod hooks;
 pub mod metrics;
 pub mod routes;
+mod runners;
 mod shares;
 pub mod state;
 pub mod tls;

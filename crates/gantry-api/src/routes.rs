@@ -10,7 +10,7 @@ use crate::types::{self, SchemaFn, schema};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use gantry_engine::canary::CanaryAction;
 use gantry_model::Role;
 use serde_json::{Value, json};
@@ -317,11 +317,67 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
     )
     .may_take(schema::<types::StopBody>)
     .answers(schema::<types::Stopped>),
+    route(
+        "POST",
+        "/api/runner/claim",
+        Token(Role::Runner),
+        "A runner claims a job its labels fit (waiting up to wait_ms): 200 with the job, its lease and its secrets, 204 when none came",
+    )
+    .takes(schema::<types::ClaimBody>)
+    .answers(schema::<types::ClaimedJob>),
+    route(
+        "POST",
+        "/api/runner/jobs/{id}/heartbeat",
+        Token(Role::Runner),
+        "Renews a claimed job's lease (x-gantry-lease); says whether to stop it; 409 once the lease is not the runner's any more",
+    )
+    .answers(schema::<types::Heartbeat>),
+    route(
+        "POST",
+        "/api/runner/jobs/{id}/calls",
+        Token(Role::Runner),
+        "One record or lookup of a claimed job's attempt: steps, log lines, artifacts, caches",
+    )
+    .takes(schema::<types::AttemptCall>)
+    .answers(schema::<types::CallAnswer>),
+    route(
+        "GET",
+        "/api/runner/jobs/{id}/source",
+        Token(Role::Runner),
+        "The files of a claimed job's commit, packed (tar.zst; its digest in x-gantry-digest)",
+    ),
+    route(
+        "GET",
+        "/api/runner/jobs/{id}/objects/{digest}",
+        Token(Role::Runner),
+        "An object of the artifact store, for a claimed job (artifacts it needs, caches)",
+    ),
+    route(
+        "PUT",
+        "/api/runner/jobs/{id}/objects/{digest}",
+        Token(Role::Runner),
+        "Uploads an object a claimed job packed; kept only if it matches its digest",
+    ),
+    route(
+        "POST",
+        "/api/runner/jobs/{id}/finish",
+        Token(Role::Runner),
+        "How a claimed job's attempt ended",
+    )
+    .takes(schema::<types::JobEnd>)
+    .answers(schema::<types::Done>),
 ];
 
 fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
     match (info.method, info.path) {
         ("GET", "/healthz") => get(handlers::healthz),
+        ("POST", "/api/runner/claim") => post(crate::runners::claim),
+        ("POST", "/api/runner/jobs/{id}/heartbeat") => post(crate::runners::heartbeat),
+        ("POST", "/api/runner/jobs/{id}/calls") => post(crate::runners::call),
+        ("GET", "/api/runner/jobs/{id}/source") => get(crate::runners::source),
+        ("GET", "/api/runner/jobs/{id}/objects/{digest}") => get(crate::runners::get_object),
+        ("PUT", "/api/runner/jobs/{id}/objects/{digest}") => put(crate::runners::put_object),
+        ("POST", "/api/runner/jobs/{id}/finish") => post(crate::runners::finish),
         ("GET", "/metrics") => get(handlers::metrics),
         ("GET", "/api/openapi.json") => get(handlers::openapi),
         ("POST", "/hooks/{project}") => post(hooks::receive),

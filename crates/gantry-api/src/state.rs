@@ -203,6 +203,37 @@ pub trait Control: Send + Sync {
     async fn router_samples(&self) -> Vec<RouterSample> {
         Vec::new()
     }
+    // Runners (`gantry runner`).
+
+    /// Claims the oldest queued job whose labels are all among `labels` for runner `runner`,
+    /// waiting up to `wait` for one: the job with its pipeline file and the values of its
+    /// secrets. `None`: none came.
+    async fn claim_job(
+        &self,
+        _runner: &str,
+        _labels: &[String],
+        _wait: std::time::Duration,
+    ) -> Result<Option<types::ClaimedJob>, ControlError> {
+        Err(ControlError::unavailable("this server hands no jobs to runners"))
+    }
+    /// The files of the job's commit as a packed archive (tar.zst) on disk, and its digest.
+    async fn job_source(
+        &self,
+        _job: &types::JobPayload,
+    ) -> Result<(std::path::PathBuf, String), ControlError> {
+        Err(ControlError::unavailable("this server hands no jobs to runners"))
+    }
+    /// How long a runner's claim lasts unrenewed.
+    fn runner_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
+    /// Where uploads from runners are received before they are checked.
+    fn runner_scratch(&self) -> std::path::PathBuf {
+        std::env::temp_dir()
+    }
+    /// A runner said how job `id` ended (the server driving its run may be waiting).
+    fn job_finished(&self, _id: i64) {}
+
     /// Status of one environment.
     async fn environment_status(
         &self,

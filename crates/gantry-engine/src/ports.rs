@@ -718,6 +718,10 @@ pub trait ArtifactStore: Send + Sync {
     /// Refuses (with an error naming the path) any path that leaves `workspace`, through `..` or
     /// a symlink; and a pattern that matches nothing.
     async fn store(&self, workspace: &Path, paths: &[String]) -> anyhow::Result<StoredArtifact>;
+    /// Adds an object packed elsewhere (by a runner), from the complete file `file`: checked
+    /// against `digest` first (a mismatch is an error and nothing is stored), visible under it
+    /// only once whole. False when the store had it already.
+    async fn import(&self, digest: &str, file: &Path) -> anyhow::Result<bool>;
     async fn exists(&self, digest: &str) -> anyhow::Result<bool>;
     /// Reads the whole stored object and checks it against `digest`: an error says whether it
     /// is missing or corrupt.

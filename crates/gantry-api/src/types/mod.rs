@@ -5,11 +5,13 @@
 
 mod environments;
 mod records;
+mod runners;
 mod runs;
 mod why;
 
 pub use environments::*;
 pub use records::*;
+pub use runners::*;
 pub use runs::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

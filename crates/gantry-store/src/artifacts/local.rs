@@ -29,6 +29,31 @@ impl LocalArtifactStore {
         Ok(self.root.join("objects").join(object_key(digest)?))
     }
 
+    /// Copies `file` into `tmp/`, checks the copy against `digest`, and renames it into place.
+    fn import_blocking(&self, digest: &str, file: &Path) -> Result<bool> {
+        let dest = self.object_path(digest)?;
+        if dest.exists() {
+            return Ok(false);
+        }
+        let mut staged = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
+            .context("making a staging file in the artifact store")?;
+        let mut from =
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        std::io::copy(&mut from, staged.as_file_mut()).context("copying the object")?;
+        staged.as_file().sync_all().context("syncing the object")?;
+        verify_file(staged.path(), digest)?;
+        let dir = dest.parent().expect("object paths have a parent");
+        std::fs::create_dir_all(dir)?;
+        staged
+            .persist(&dest)
+            .map_err(|e| e.error)
+            .context("moving the object into the store")?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(true)
+    }
+
     fn store_blocking(&self, workspace: &Path, paths: &[String]) -> Result<StoredArtifact> {
         self.store_in_place(workspace, paths)
             .map_err(|e| super::name_full_disk(e, &self.root, "the artifact store"))
@@ -73,6 +98,16 @@ impl ArtifactStore for LocalArtifactStore {
         tokio::task::spawn_blocking(move || this.store_blocking(&workspace, &paths))
             .await
             .context("the packing task failed")?
+    }
+
+    async fn import(&self, digest: &str, file: &Path) -> Result<bool> {
+        let (this, file, digest) = (self.clone(), file.to_path_buf(), digest.to_string());
+        tokio::task::spawn_blocking(move || {
+            this.import_blocking(&digest, &file)
+                .map_err(|e| super::name_full_disk(e, &this.root, "the artifact store"))
+        })
+        .await
+        .context("the importing task failed")?
     }
 
     async fn exists(&self, digest: &str) -> Result<bool> {

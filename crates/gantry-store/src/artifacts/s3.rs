@@ -312,6 +312,28 @@ impl ArtifactStore for S3ArtifactStore {
         })
     }
 
+    async fn import(&self, digest: &str, file: &Path) -> Result<bool> {
+        let (f, d) = (file.to_path_buf(), digest.to_string());
+        tokio::task::spawn_blocking(move || super::object::verify_file(&f, &d))
+            .await
+            .context("the verifying task failed")??;
+        if self.exists(digest).await? {
+            return Ok(false);
+        }
+        let size = std::fs::metadata(file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .len();
+        self.upload(&self.key(digest)?, file, size)
+            .await
+            .with_context(|| {
+                format!(
+                    "uploading {digest} ({size} bytes) to {}: nothing was stored",
+                    self.location.url()
+                )
+            })?;
+        Ok(true)
+    }
+
     async fn exists(&self, digest: &str) -> Result<bool> {
         Ok(self.size(digest).await?.is_some())
     }

@@ -12,6 +12,7 @@ pub mod lock;
 mod mirrors;
 mod notify;
 mod poller;
+mod runners;
 mod running;
 pub mod schedules;
 pub mod statuses;
@@ -94,6 +95,12 @@ pub struct Server {
     pub released: Mutex<std::collections::HashSet<i64>>,
     /// The workers started that way, awaited at shutdown like the first ones.
     pub extra_workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Wakes runners' claims waiting here when a job is queued for runners.
+    pub jobs_queued: Notify,
+    /// Wakes the run loops waiting here when a runner says how a job ended.
+    pub job_done: Notify,
+    /// Packs the commits runners fetch, one at a time.
+    pub sources: tokio::sync::Mutex<()>,
 }
 
 use gantry_engine::ports::now_millis as now;
@@ -132,6 +139,9 @@ impl Server {
             approvals: approvals::Waits::default(),
             released: Mutex::new(Default::default()),
             extra_workers: Mutex::new(Vec::new()),
+            jobs_queued: Notify::new(),
+            job_done: Notify::new(),
+            sources: tokio::sync::Mutex::new(()),
             config,
             data_dir,
             store,
@@ -259,6 +269,29 @@ impl Server {
 impl Control for Server {
     async fn trigger(&self, request: TriggerRequest) -> Result<TriggerOutcome, ControlError> {
         self.take_trigger(request).await
+    }
+    async fn claim_job(
+        &self,
+        runner: &str,
+        labels: &[String],
+        wait: std::time::Duration,
+    ) -> Result<Option<types::ClaimedJob>, ControlError> {
+        self.claim_for(runner, labels, wait).await
+    }
+    async fn job_source(
+        &self,
+        job: &types::JobPayload,
+    ) -> Result<(PathBuf, String), ControlError> {
+        self.source_for(job).await
+    }
+    fn runner_lease(&self) -> std::time::Duration {
+        self.config.runner_lease
+    }
+    fn runner_scratch(&self) -> PathBuf {
+        self.data_dir.join("tmp").join("runner-uploads")
+    }
+    fn job_finished(&self, _id: i64) {
+        self.job_done.notify_waiters();
     }
 
     async fn cancel(&self, run: i64) -> Result<(), ControlError> {

@@ -208,7 +208,9 @@ async fn prepare_and_run(
         approvals: Some(Arc::new(super::approvals::RunApprovals {
             server: server.clone(),
         })),
-        remote: None,
+        remote: Some(Arc::new(super::runners::Dispatcher {
+            server: server.clone(),
+        })),
     };
     let request = RunRequest {
         project: project.name.clone(),
