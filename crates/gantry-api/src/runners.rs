@@ -242,7 +242,8 @@ pub async fn put_object(
     let mut file = tokio::fs::File::create(&part.0).await.map_err(io)?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
         file.write_all(&chunk).await.map_err(io)?;
     }
     file.flush().await.map_err(io)?;
@@ -459,7 +460,9 @@ async fn own_cache(state: &AppState, project: &str, id: i64) -> Result<CacheReco
         .await?
         .into_iter()
         .find(|c| c.id == id)
-        .ok_or_else(|| ApiError::forbidden(format!("cache {id} is not one of project `{project}`'s")))
+        .ok_or_else(|| {
+            ApiError::forbidden(format!("cache {id} is not one of project `{project}`'s"))
+        })
 }
 
 fn wire_artifact(a: &ArtifactRecord) -> WireArtifact {

@@ -214,14 +214,18 @@ pub trait Control: Send + Sync {
         _labels: &[String],
         _wait: std::time::Duration,
     ) -> Result<Option<types::ClaimedJob>, ControlError> {
-        Err(ControlError::unavailable("this server hands no jobs to runners"))
+        Err(ControlError::unavailable(
+            "this server hands no jobs to runners",
+        ))
     }
     /// The files of the job's commit as a packed archive (tar.zst) on disk, and its digest.
     async fn job_source(
         &self,
         _job: &types::JobPayload,
     ) -> Result<(std::path::PathBuf, String), ControlError> {
-        Err(ControlError::unavailable("this server hands no jobs to runners"))
+        Err(ControlError::unavailable(
+            "this server hands no jobs to runners",
+        ))
     }
     /// How long a runner's claim lasts unrenewed.
     fn runner_lease(&self) -> std::time::Duration {

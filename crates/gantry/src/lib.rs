@@ -12,6 +12,7 @@
 //!   deployer `gantry run` uses to ask the server for its deploy stages.
 //! - [`render`]: terminal rendering of runs, releases and diagnoses.
 
+pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod context;

@@ -73,6 +73,23 @@ pub fn pack_staged(workspace: &Path, paths: &[String], staging: &Path) -> Result
     })
 }
 
+/// Packs the whole of `dir` as a tree (tar.zst, whatever it holds: one file too) into a
+/// temporary file under `staging`: a commit's files for a runner.
+pub fn pack_dir_staged(dir: &Path, staging: &Path) -> Result<Staged> {
+    let collected = match collect(dir, &[".".to_string()])? {
+        Collected::SingleFile(entry) => Collected::Tree(vec![entry]),
+        tree => tree,
+    };
+    let file = staging_file(staging, "pack")?;
+    let (_, digest, size) = pack_to(&collected, file.reopen()?)?;
+    Ok(Staged {
+        file,
+        digest,
+        size,
+        media_type: super::TAR_ZSTD.to_string(),
+    })
+}
+
 /// A new file in the staging directory, named `{what}-{pid}-…` so that a later start can tell
 /// whether the process that made it is still there.
 pub fn staging_file(staging: &Path, what: &str) -> Result<tempfile::NamedTempFile> {

@@ -187,17 +187,33 @@ impl JobQueueStore for SqlStore {
     }
 
     async fn lose_job(&self, id: i64, at: Millis, error: &str) -> Result<bool> {
-        let done = sqlx::query(
+        let mut tx = self.write_tx().await?;
+        let lost = sqlx::query(
             "UPDATE queued_jobs SET state = 'lost', error = $1, finished_at = $2 \
-             WHERE id = $3 AND state = 'claimed' AND lease_until < $2",
+             WHERE id = $3 AND state = 'claimed' AND lease_until < $2 RETURNING job_id, attempt",
         )
         .bind(error)
         .bind(at)
         .bind(id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .context("calling a runner's job lost")?;
-        Ok(done.rows_affected() == 1)
+        let Some(row) = lost else {
+            return Ok(false);
+        };
+        // The steps the runner was in the middle of end with it.
+        sqlx::query(
+            "UPDATE steps SET status = 'interrupted', finished_at = $1 \
+             WHERE job_id = $2 AND attempt = $3 AND status = 'running'",
+        )
+        .bind(at)
+        .bind(row.try_get::<i64, _>("job_id")?)
+        .bind(row.try_get::<i64, _>("attempt")?)
+        .execute(&mut *tx)
+        .await
+        .context("ending the lost attempt's steps")?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn cancel_job(&self, id: i64, at: Millis) -> Result<Option<QueuedJobState>> {

@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod remote;
 mod route;
 pub mod run;
+mod runner;
 mod runs;
 pub mod serve;
 mod state;
@@ -58,6 +59,8 @@ pub enum Command {
     Logs(runs::LogsArgs),
     /// Run the server: watch repositories, take webhooks, queue and run, serve the API
     Serve(serve::ServeArgs),
+    /// Run jobs for a server from this host: claim them over its API (a runner token)
+    Runner(runner::RunnerArgs),
     /// Queue a run of a project on the server
     Trigger(remote::TriggerArgs),
     /// Cancel a queued or running run on the server
@@ -155,6 +158,7 @@ pub fn main() -> ExitCode {
         Command::Show(args) => block_on(runs::show(args, cli.server, cli.data_dir)),
         Command::Logs(args) => block_on(runs::logs(args, cli.server, cli.data_dir)),
         Command::Serve(args) => block_on(serve::serve(args, cli.data_dir)),
+        Command::Runner(args) => block_on(runner::runner(args, cli.server)),
         Command::Trigger(args) => block_on(remote::trigger(args, cli.server, cli.data_dir)),
         Command::Cancel(args) => block_on(remote::cancel(args, cli.server, cli.data_dir)),
         Command::Approve(args) => block_on(remote::approve(args, cli.server, cli.data_dir)),

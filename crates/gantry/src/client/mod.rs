@@ -5,6 +5,8 @@
 //! those, never a path.
 
 mod api;
+mod runner;
+pub use runner::Lease;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use gantry_api::types;

@@ -278,10 +278,7 @@ impl Control for Server {
     ) -> Result<Option<types::ClaimedJob>, ControlError> {
         self.claim_for(runner, labels, wait).await
     }
-    async fn job_source(
-        &self,
-        job: &types::JobPayload,
-    ) -> Result<(PathBuf, String), ControlError> {
+    async fn job_source(&self, job: &types::JobPayload) -> Result<(PathBuf, String), ControlError> {
         self.source_for(job).await
     }
     fn runner_lease(&self) -> std::time::Duration {

@@ -148,11 +148,18 @@ impl Dispatcher {
         let retry = ticket.lost_before < allowed;
         let why = why.unwrap_or_else(|| "its runner was lost".into());
         let then = if retry {
-            format!("started again on another runner ({} of {allowed} such restarts)", ticket.lost_before + 1)
+            format!(
+                "started again on another runner ({} of {allowed} such restarts)",
+                ticket.lost_before + 1
+            )
         } else {
             format!("not started again: [runner] retry_lost = {allowed}")
         };
-        end(AttemptOutcome::Lost { retry }, None, Some(format!("{why}; {then}")))
+        end(
+            AttemptOutcome::Lost { retry },
+            None,
+            Some(format!("{why}; {then}")),
+        )
     }
 }
 
@@ -167,7 +174,10 @@ impl Server {
         let repo = match self.mirror(project) {
             Some(m) if m.has_commit(commit) => m,
             _ => self.fetch_mirror(&config).await.map_err(|e| {
-                ControlError::unavailable(format!("cannot reach the repository {}: {e:#}", config.repo))
+                ControlError::unavailable(format!(
+                    "cannot reach the repository {}: {e:#}",
+                    config.repo
+                ))
             })?,
         };
         if !repo.has_commit(commit) {
@@ -214,7 +224,14 @@ impl Server {
                         let why = format!("handing the job to runner `{runner}`: {e}");
                         let _ = self
                             .store
-                            .finish_job(job.id, &claim.lease_hash, "failed", None, Some(&why), now_millis())
+                            .finish_job(
+                                job.id,
+                                &claim.lease_hash,
+                                "failed",
+                                None,
+                                Some(&why),
+                                now_millis(),
+                            )
                             .await;
                         self.job_done.notify_waiters();
                         continue;
@@ -239,8 +256,17 @@ impl Server {
         job: &gantry_engine::ports::QueuedJob,
         lease: String,
     ) -> Result<ClaimedJob, String> {
-        let payload: JobPayload = serde_json::from_str(&job.payload)
+        let mut payload: JobPayload = serde_json::from_str(&job.payload)
             .map_err(|e| format!("corrupt state: queued job {}: {e}", job.id))?;
+        // Secrets cross the network only encrypted: over HTTPS, or never leaving this host.
+        if self.config.tls.is_none() && !self.config.listen.ip().is_loopback() {
+            payload.secrets_withheld.get_or_insert_with(|| {
+                format!(
+                    "this server serves plain HTTP on {}, and secrets go to runners only over TLS (add [tls] to gantry.toml)",
+                    self.config.listen
+                )
+            });
+        }
         let repo = self
             .mirror_having(&payload.project, &payload.commit)
             .await
@@ -248,7 +274,12 @@ impl Server {
         let text = repo
             .read_file(&payload.commit, &payload.pipeline_file)
             .map_err(|e| format!("{e:#}"))?
-            .ok_or_else(|| format!("{} is not in commit {}", payload.pipeline_file, payload.commit))?;
+            .ok_or_else(|| {
+                format!(
+                    "{} is not in commit {}",
+                    payload.pipeline_file, payload.commit
+                )
+            })?;
         let pipeline = String::from_utf8(text)
             .map_err(|_| format!("{} is not UTF-8 text", payload.pipeline_file))?;
         let secrets = if payload.secrets_withheld.is_some() {
@@ -282,17 +313,28 @@ impl Server {
         payload: &JobPayload,
     ) -> Result<(PathBuf, String), ControlError> {
         let dir = self.data_dir.join("sources");
-        let name = format!("{}-{}", sanitize(&payload.project), sanitize(&payload.commit));
-        let (file, digest_file) = (dir.join(format!("{name}.tar.zst")), dir.join(format!("{name}.digest")));
+        let name = format!(
+            "{}-{}",
+            sanitize(&payload.project),
+            sanitize(&payload.commit)
+        );
+        let (file, digest_file) = (
+            dir.join(format!("{name}.tar.zst")),
+            dir.join(format!("{name}.digest")),
+        );
         let _made_one_at_a_time = self.sources.lock().await;
         if let (true, Ok(digest)) = (file.is_file(), std::fs::read_to_string(&digest_file)) {
             return Ok((file, digest.trim().to_string()));
         }
-        let repo = self.mirror_having(&payload.project, &payload.commit).await?;
+        let repo = self
+            .mirror_having(&payload.project, &payload.commit)
+            .await?;
         let commit = payload.commit.clone();
-        let made = tokio::task::spawn_blocking(move || pack_commit(&repo, &commit, &dir, &file, &digest_file))
-            .await
-            .map_err(|e| ControlError::Internal(anyhow::anyhow!("packing the commit: {e}")))?;
+        let made = tokio::task::spawn_blocking(move || {
+            pack_commit(&repo, &commit, &dir, &file, &digest_file)
+        })
+        .await
+        .map_err(|e| ControlError::Internal(anyhow::anyhow!("packing the commit: {e}")))?;
         made.map_err(ControlError::Internal)
     }
 }
@@ -312,7 +354,7 @@ fn pack_commit(
         .tempdir_in(dir)
         .context("making a directory to export the commit into")?;
     repo.export(commit, tree.path())?;
-    let staged = gantry_store::artifacts::pack::pack_staged(tree.path(), &[".".to_string()], dir)
+    let staged = gantry_store::artifacts::pack::pack_dir_staged(tree.path(), dir)
         .with_context(|| format!("packing commit {commit} for runners"))?;
     // The digest first: an archive is only ever found beside its own.
     let part = digest_file.with_extension("digest.part");
@@ -329,6 +371,12 @@ fn pack_commit(
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

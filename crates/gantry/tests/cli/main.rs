@@ -56,6 +56,7 @@ mod pipeline;
 mod postgres;
 mod recorder;
 mod rollback;
+mod runners;
 mod s3;
 mod schedules;
 mod secrets;
