@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct RunnerArgs {
-    /// A token with the runner role (`gantry token create NAME --role runner`)
+    /// A token with the runner role (`gantry token create --name NAME --role runner`)
     #[arg(long, env = "GANTRY_RUNNER_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Labels this runner has, comma-separated: it takes jobs whose `runs_on:` are all among

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A `gantry runner` child, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Runner {
+pub struct Runner {
     child: Option<Child>,
     name: String,
     record: PathBuf,
@@ -24,6 +24,18 @@ struct Runner {
 
 impl Runner {
     fn start(server: &Served, token: &str, name: &str, labels: &str, dir: &Path) -> Runner {
+        Self::start_with(&server.url, token, name, labels, dir, &[])
+    }
+
+    /// A runner of the server at `url`, with `env` added to its environment.
+    pub fn start_with(
+        url: &str,
+        token: &str,
+        name: &str,
+        labels: &str,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Runner {
         let (record, work, out) = (
             dir.join(format!("{name}.jsonl")),
             dir.join(format!("{name}-work")),
@@ -33,12 +45,14 @@ impl Runner {
         cmd.args([
             "runner",
             "--server",
-            &server.url,
+            url,
             "--name",
             name,
             "--concurrency",
             "2",
         ])
+        .env_remove("GANTRY_CA_FILE")
+        .envs(env.iter().copied())
         .arg("--work-dir")
         .arg(&work)
         .arg("--record")
@@ -61,8 +75,8 @@ impl Runner {
         }
     }
 
-    /// What it recorded: (run, job) → outcome.
-    fn ran(&self) -> Vec<(i64, String, String)> {
+    /// What it recorded: (run, job, outcome) per job it ran.
+    pub fn ran(&self) -> Vec<(i64, String, String)> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()
@@ -78,7 +92,7 @@ impl Runner {
             .collect()
     }
 
-    fn said(&self) -> String {
+    pub fn said(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 

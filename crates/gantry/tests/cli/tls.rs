@@ -191,3 +191,77 @@ fn a_key_that_is_not_the_certificates_stops_the_server_before_it_starts() {
         );
     }
 }
+
+/// A runner over HTTPS (trusting the server by its CA) gets the job's secret, masked in what
+/// it sends back; its artifact goes up to the server and comes down to the next job on a
+/// runner; its cache is restored by the next run.
+#[test]
+fn a_runner_over_https_gets_its_secrets_and_hands_back_artifacts_and_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let pipeline = "stages:\n  - name: build\n    jobs:\n      - name: make\n        secrets: [DEPLOY_KEY]\n        cache:\n          - key: deps-v1\n            paths: [.deps]\n        steps:\n          - run: mkdir -p out && echo \"built with a key of ${#DEPLOY_KEY} characters\" > out/app.txt && echo key is $DEPLOY_KEY\n          - run: if [ -f .deps/x ]; then echo deps were kept; else mkdir -p .deps && echo d > .deps/x; fi\n        artifacts:\n          - name: app\n            path: out/\n  - name: test\n    jobs:\n      - name: check\n        needs: [app]\n        run: cat out/app.txt\n";
+    bare_repo(dir.path(), pipeline);
+    issue(dir.path(), "server");
+    let toml = "listen = \"127.0.0.1:0\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"hello.git\"\npoll = \"0s\"\n\n[runner]\nsandbox = false\nlocal_jobs = false\n\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nca = \"server.ca.pem\"\n";
+    let secret = "s3cr3t-value-123";
+    let s = Served::start_in_env(dir, toml, &[("DEPLOY_KEY", secret)]);
+    let ca = s.config_dir().join("server.ca.pem");
+    let ca = ca.to_str().unwrap().to_string();
+    let admin = s.token();
+    let gantry = |args: &[&str]| -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+        cmd.args(args)
+            .arg("--server")
+            .arg(&s.url)
+            .current_dir(s.config_dir())
+            .env("GANTRY_CA_FILE", &ca)
+            .env("GANTRY_TOKEN", &admin)
+            .env_remove("GANTRY_HOME");
+        Run::from(cmd.output().unwrap())
+    };
+    let made = gantry(&["token", "create", "--name", "runner", "--role", "runner"]);
+    assert_eq!(made.code, 0, "{made}");
+    let token = made
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("gnt_"))
+        .unwrap()
+        .to_string();
+    let runner = crate::runners::Runner::start_with(
+        &s.url,
+        &token,
+        "r-tls",
+        "",
+        scratch.path(),
+        &[("GANTRY_CA_FILE", &ca)],
+    );
+    let status = |id: i64| -> String {
+        let out = gantry(&["runs", "--json"]);
+        let runs: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        runs.as_array()
+            .and_then(|r| r.iter().find(|r| r["id"] == id))
+            .map(|r| r["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    for id in 1..=2 {
+        let queued = gantry(&["trigger", "hello"]);
+        assert_eq!(queued.code, 0, "{queued}");
+        let ended = || !matches!(status(id).as_str(), "" | "queued" | "running");
+        assert!(
+            crate::support::wait_until(std::time::Duration::from_secs(90), ended),
+            "{}",
+            runner.said()
+        );
+        let logs = gantry(&["logs", &id.to_string()]);
+        assert_eq!(status(id), "succeeded", "{logs}\n{}", runner.said());
+        assert!(logs.stdout.contains("key is ***"), "{logs}");
+        assert!(!logs.stdout.contains(secret), "{logs}");
+        // The next job (on a runner too) got the artifact the first one uploaded.
+        assert!(
+            logs.stdout.contains("built with a key of 16 characters"),
+            "{logs}"
+        );
+        assert_eq!(logs.stdout.contains("deps were kept"), id == 2, "{logs}");
+    }
+    assert_eq!(runner.ran().len(), 4, "{:?}", runner.ran());
+}
