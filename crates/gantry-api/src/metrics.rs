@@ -2,7 +2,7 @@
 //! scrape time, so they are right after a restart), run and step durations and webhook deliveries
 //! by result (counted by this process).
 
-use gantry_engine::ports::StateStore;
+use gantry_engine::ports::{QueuedJobState, StateStore};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -28,6 +28,12 @@ pub struct Metrics {
     pub step_seconds: Histogram,
     runs: Family<StatusLabel, Gauge>,
     queue_depth: Gauge,
+    runner_jobs: Family<StateLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
 }
 
 impl Default for Metrics {
@@ -67,6 +73,12 @@ impl Metrics {
             "Runs waiting in the queue",
             queue_depth.clone(),
         );
+        let runner_jobs = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "runner_jobs",
+            "Job attempts handed to runners, by state (queued, claimed, finished, lost, cancelled)",
+            runner_jobs.clone(),
+        );
         Self {
             registry,
             webhook_deliveries,
@@ -74,6 +86,7 @@ impl Metrics {
             step_seconds,
             runs,
             queue_depth,
+            runner_jobs,
         }
     }
 
@@ -104,6 +117,24 @@ impl Metrics {
                 .set(n);
         }
         self.queue_depth.set(queued);
+        let jobs = store.count_jobs_by_state().await?;
+        for state in [
+            QueuedJobState::Queued,
+            QueuedJobState::Claimed,
+            QueuedJobState::Finished,
+            QueuedJobState::Lost,
+            QueuedJobState::Cancelled,
+        ] {
+            let n = jobs
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.runner_jobs
+                .get_or_create(&StateLabel {
+                    state: state.as_str().to_string(),
+                })
+                .set(n);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)

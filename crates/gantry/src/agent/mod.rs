@@ -73,6 +73,7 @@ async fn claim_loop(cfg: Arc<RunnerConfig>, slot: usize, mut drained: watch::Rec
     };
     let mut failing = false;
     while !*drained.borrow() {
+        let asked = Instant::now();
         let claimed = tokio::select! {
             c = cfg.client.claim(&body) => c,
             _ = drained.changed() => break,
@@ -80,7 +81,7 @@ async fn claim_loop(cfg: Arc<RunnerConfig>, slot: usize, mut drained: watch::Rec
         match claimed {
             Ok(Some(job)) => {
                 failing = false;
-                run_job(&cfg, slot, job).await;
+                run_job(&cfg, slot, job, asked.elapsed()).await;
             }
             Ok(None) => failing = false,
             Err(e) => {
@@ -107,7 +108,8 @@ enum LeaseState {
     Unrenewed,
 }
 
-async fn run_job(cfg: &Arc<RunnerConfig>, slot: usize, job: ClaimedJob) {
+/// `claimed_in`: how long the claim that got it took (waiting on the server included).
+async fn run_job(cfg: &Arc<RunnerConfig>, slot: usize, job: ClaimedJob, claimed_in: Duration) {
     let started = Instant::now();
     let lease = Lease {
         id: job.id,
@@ -174,13 +176,16 @@ async fn run_job(cfg: &Arc<RunnerConfig>, slot: usize, job: ClaimedJob) {
             "attempt": job.attempt,
             "outcome": outcome,
             "reported": reported,
+            "claim_ms": claimed_in.as_secs_f64() * 1000.0,
             "millis": started.elapsed().as_millis() as u64,
         });
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| writeln!(f, "{line}"));
+            // One write of the whole line: slots append to the same file, and a line written
+            // piecemeal would interleave with another slot's.
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
         if let Err(e) = written {
             eprintln!(
                 "runner {}: recording {label} in {}: {e}",

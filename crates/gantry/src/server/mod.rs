@@ -97,8 +97,9 @@ pub struct Server {
     pub extra_workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Wakes runners' claims waiting here when a job is queued for runners.
     pub jobs_queued: Notify,
-    /// Wakes the run loops waiting here when a runner says how a job ended.
-    pub job_done: Notify,
+    /// Wakes the run loop waiting here on a queued job (by its id) when a runner says how it
+    /// ended.
+    pub job_waits: Mutex<HashMap<i64, Arc<Notify>>>,
     /// Packs the commits runners fetch, one at a time.
     pub sources: tokio::sync::Mutex<()>,
 }
@@ -140,7 +141,7 @@ impl Server {
             released: Mutex::new(Default::default()),
             extra_workers: Mutex::new(Vec::new()),
             jobs_queued: Notify::new(),
-            job_done: Notify::new(),
+            job_waits: Mutex::new(HashMap::new()),
             sources: tokio::sync::Mutex::new(()),
             config,
             data_dir,
@@ -287,8 +288,10 @@ impl Control for Server {
     fn runner_scratch(&self) -> PathBuf {
         self.data_dir.join("tmp").join("runner-uploads")
     }
-    fn job_finished(&self, _id: i64) {
-        self.job_done.notify_waiters();
+    fn job_finished(&self, id: i64) {
+        if let Some(woken) = self.job_waits.lock().expect("job waits").get(&id) {
+            woken.notify_one();
+        }
     }
 
     async fn cancel(&self, run: i64) -> Result<(), ControlError> {

@@ -19,9 +19,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How often a waiting side looks at the store when nothing woke it sooner (another server's
-/// runner finished, a job was queued on another server).
+/// How often a waiting claim looks at the store when nothing woke it sooner (a job queued on
+/// another server).
 const LOOK_EVERY: Duration = Duration::from_millis(200);
+/// How often the run loop looks at a claimed job (its end told by another server, its lease
+/// passing).
+const WATCH_CLAIMED: Duration = Duration::from_millis(500);
+/// The longest it waits between looks at a job still queued (thousands may wait at once).
+const WATCH_QUEUED_MAX: Duration = Duration::from_secs(2);
+
+/// Forgets a job's wake-up when its wait ends, however it ends.
+struct Waiting<'a> {
+    server: &'a Server,
+    id: i64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.server
+            .job_waits
+            .lock()
+            .expect("job waits")
+            .remove(&self.id);
+    }
+}
 
 /// Hands the run loop's jobs to runners.
 pub struct Dispatcher {
@@ -79,7 +100,15 @@ impl RemoteJobs for Dispatcher {
                 );
             }
         };
+        let woken = Arc::new(tokio::sync::Notify::new());
+        server
+            .job_waits
+            .lock()
+            .expect("job waits")
+            .insert(id, woken.clone());
+        let _waiting = Waiting { server, id };
         server.jobs_queued.notify_waiters();
+        let mut queued_wait = Duration::from_millis(250);
         let mut cancelled = *cancel.borrow();
         let mut asked_to_cancel = false;
         loop {
@@ -91,6 +120,7 @@ impl RemoteJobs for Dispatcher {
                     return end(AttemptOutcome::Cancelled, None, None);
                 }
             }
+            let mut wait = WATCH_CLAIMED;
             match server.store.queued_job(id).await {
                 Ok(Some(job)) => match job.state {
                     QueuedJobState::Finished => {
@@ -118,7 +148,11 @@ impl RemoteJobs for Dispatcher {
                             return self.lost(&ticket, Some(why));
                         }
                     }
-                    QueuedJobState::Claimed | QueuedJobState::Queued => {}
+                    QueuedJobState::Claimed => {}
+                    QueuedJobState::Queued => {
+                        wait = queued_wait;
+                        queued_wait = (queued_wait * 2).min(WATCH_QUEUED_MAX);
+                    }
                 },
                 Ok(None) => {
                     return end(
@@ -130,8 +164,8 @@ impl RemoteJobs for Dispatcher {
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading a queued job"),
             }
             tokio::select! {
-                _ = server.job_done.notified() => {}
-                _ = tokio::time::sleep(LOOK_EVERY) => {}
+                _ = woken.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
                 changed = cancel.changed(), if !cancelled => {
                     cancelled = changed.is_err() || *cancel.borrow();
                 }
@@ -233,7 +267,7 @@ impl Server {
                                 now_millis(),
                             )
                             .await;
-                        self.job_done.notify_waiters();
+                        gantry_api::Control::job_finished(self, job.id);
                         continue;
                     }
                 }

@@ -166,7 +166,7 @@ fn two_servers_and_three_runners_run_fifty_jobs_each_exactly_once() {
         &config(&state, repo.to_str().unwrap(), ""),
     );
     let token = runner_token(&a, "runners");
-    let runners = [
+    let mut runners = [
         Runner::start(&a, &token, "r-big", "big,linux", scratch.path()),
         Runner::start(&a, &token, "r-two", "linux", scratch.path()),
         Runner::start(&b, &token, "r-three", "", scratch.path()),
@@ -198,7 +198,12 @@ fn two_servers_and_three_runners_run_fifty_jobs_each_exactly_once() {
         .collect();
     assert_eq!(owners.len(), 2, "{owners:?}");
 
-    // The runners' own records: fifty jobs, each once, the `big` ones on r-big alone.
+    // The runners' own records: fifty jobs, each once, the `big` ones on r-big alone. A runner
+    // writes its record once the server has been told, so stop them first: what they record
+    // is then all there.
+    for r in &mut runners {
+        assert_eq!(r.terminate(), Some(0), "{}", r.said());
+    }
     let mut by_runner: BTreeMap<(i64, String), Vec<String>> = BTreeMap::new();
     for r in &runners {
         for (run, job, outcome) in r.ran() {
