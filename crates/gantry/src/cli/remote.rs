@@ -50,7 +50,7 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// viewer, deployer or admin
+        /// viewer, deployer, admin, or runner (for `gantry runner`)
         #[arg(long)]
         role: String,
     },
