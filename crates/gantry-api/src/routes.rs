@@ -360,6 +360,13 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
     ),
     route(
         "POST",
+        "/api/runner/jobs/{id}/objects/{digest}/upload",
+        Token(Role::Runner),
+        "How to upload an object a claimed job packed: not at all (the store has it), straight to S3 (a presigned PUT bound to its SHA-256), or through this server",
+    )
+    .answers(schema::<types::UploadOffer>),
+    route(
+        "POST",
         "/api/runner/jobs/{id}/finish",
         Token(Role::Runner),
         "How a claimed job's attempt ended",
@@ -377,6 +384,9 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("GET", "/api/runner/jobs/{id}/source") => get(crate::runners::source),
         ("GET", "/api/runner/jobs/{id}/objects/{digest}") => get(crate::runners::get_object),
         ("PUT", "/api/runner/jobs/{id}/objects/{digest}") => put(crate::runners::put_object),
+        ("POST", "/api/runner/jobs/{id}/objects/{digest}/upload") => {
+            post(crate::runners::upload_offer)
+        }
         ("POST", "/api/runner/jobs/{id}/finish") => post(crate::runners::finish),
         ("GET", "/metrics") => get(handlers::metrics),
         ("GET", "/api/openapi.json") => get(handlers::openapi),

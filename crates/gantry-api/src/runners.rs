@@ -255,6 +255,43 @@ pub async fn put_object(
     }
 }
 
+/// How long a runner's direct upload URL lasts.
+const DIRECT_UPLOAD_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Says how a runner gets an object into the store: nothing to do when the store has it, else
+/// a PUT straight to the store when the store makes one (S3), else through this server.
+pub async fn upload_offer(
+    State(state): State<AppState>,
+    Path((id, digest)): Path<(i64, String)>,
+    headers: HeaderMap,
+) -> Result<Json<types::UploadOffer>, ApiError> {
+    leased(&state, id, &headers).await?;
+    if !is_digest(&digest) {
+        return Err(ApiError::unprocessable(format!(
+            "`{digest}` is not a digest: write sha256:<64 lowercase hex digits>"
+        )));
+    }
+    if state.artifacts.exists(&digest).await? {
+        return Ok(Json(types::UploadOffer {
+            present: true,
+            put: None,
+        }));
+    }
+    let put = state
+        .artifacts
+        .presign_upload(&digest, DIRECT_UPLOAD_FOR)
+        .await?
+        .map(|p| types::DirectUpload {
+            url: p.url,
+            headers: p.headers.into_iter().collect(),
+            expires_ms: DIRECT_UPLOAD_FOR.as_millis() as u64,
+        });
+    Ok(Json(types::UploadOffer {
+        present: false,
+        put,
+    }))
+}
+
 fn is_digest(d: &str) -> bool {
     d.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64

@@ -705,6 +705,15 @@ pub struct StoredArtifact {
     pub newly_stored: bool,
 }
 
+/// A PUT a runner makes itself, straight to the backing store: the URL and the headers it must
+/// send as they are (they are part of the signature; one is the body's SHA-256, which the store
+/// checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedUpload {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
 /// Bytes read from a store, in chunks.
 pub type ByteStream = std::pin::Pin<
     Box<dyn futures_core::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static>,
@@ -764,6 +773,16 @@ pub trait ArtifactStore: Send + Sync {
         expires_in: std::time::Duration,
         file_name: &str,
     ) -> anyhow::Result<Option<String>>;
+    /// A PUT that uploads the object of `digest` straight to the backing store until
+    /// `expires_in` has passed (an S3 presigned URL that binds the body's SHA-256); `None` when
+    /// objects reach the store only through this process.
+    async fn presign_upload(
+        &self,
+        _digest: &str,
+        _expires_in: std::time::Duration,
+    ) -> anyhow::Result<Option<PresignedUpload>> {
+        Ok(None)
+    }
     /// Where the objects are, for messages: a directory or `s3://bucket/prefix`.
     fn location(&self) -> String;
     /// Deletes the object of `digest`; returns the bytes freed (0 if it was not there).

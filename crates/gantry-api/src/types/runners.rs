@@ -82,6 +82,26 @@ pub struct JobEnd {
     pub error: Option<String>,
 }
 
+/// `POST /api/runner/jobs/{id}/objects/{digest}/upload`: how the runner gets an object it
+/// packed into the artifact store.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UploadOffer {
+    /// The store has it already: nothing to upload.
+    pub present: bool,
+    /// Upload it straight to the store with this PUT (an S3 presigned URL); `None`: PUT it to
+    /// `/api/runner/jobs/{id}/objects/{digest}` on this server.
+    pub put: Option<DirectUpload>,
+}
+
+/// A PUT straight to the artifact store: the URL and the headers to send as they are (signed;
+/// `x-amz-checksum-sha256` binds the body to its digest).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DirectUpload {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub expires_ms: u64,
+}
+
 /// A log line of the job's steps (already masked by the runner).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WireLogLine {

@@ -12,11 +12,12 @@ use super::object::{check_digest, object_key, write_out};
 use super::pack::pack_staged;
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
+use base64::Engine as _;
 use futures_util::StreamExt;
-use gantry_engine::ports::{ArtifactStore, ByteStream, StoredArtifact};
+use gantry_engine::ports::{ArtifactStore, ByteStream, PresignedUpload, StoredArtifact};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
-use object_store::signer::{SignedUrlOptions, Signer};
+use object_store::signer::{HeaderName, HeaderValue, SignedUrlOptions, Signer};
 use object_store::{
     ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
@@ -410,6 +411,43 @@ impl ArtifactStore for S3ArtifactStore {
             .map_err(brief)
             .with_context(|| self.context("presigning", digest))?;
         Ok(Some(url.to_string()))
+    }
+
+    async fn presign_upload(
+        &self,
+        digest: &str,
+        expires_in: Duration,
+    ) -> Result<Option<PresignedUpload>> {
+        if expires_in > MAX_PRESIGN {
+            bail!("an S3 presigned URL lives at most 7 days");
+        }
+        let key = self.key(digest)?;
+        // The object's digest is the SHA-256 of its bytes: S3 checks the body against it.
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64)
+            .ok_or_else(|| anyhow!("`{digest}` is not a sha256 digest"))?;
+        let raw = hex::decode(hex).with_context(|| format!("`{digest}` is not a sha256 digest"))?;
+        let checksum = base64::engine::general_purpose::STANDARD.encode(raw);
+        let header = ("x-amz-checksum-sha256".to_string(), checksum);
+        let url = self
+            .s3
+            .signed_url_opts(
+                object_store::signer::Method::PUT,
+                &key,
+                expires_in,
+                &SignedUrlOptions::new().with_signed_header(
+                    HeaderName::from_static("x-amz-checksum-sha256"),
+                    HeaderValue::from_str(&header.1)?,
+                ),
+            )
+            .await
+            .map_err(brief)
+            .with_context(|| self.context("presigning an upload of", digest))?;
+        Ok(Some(PresignedUpload {
+            url: url.to_string(),
+            headers: vec![header],
+        }))
     }
 
     fn location(&self) -> String {

@@ -4,7 +4,7 @@
 //! going up to the server and coming down from it). Everything goes under the job's lease.
 
 use crate::client::{Client, Lease};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use gantry_api::types::{AttemptCall, WireArtifact, WireCache, WireLogLine};
 use gantry_engine::ports::{
@@ -292,6 +292,32 @@ pub struct HttpArtifacts {
 }
 
 impl HttpArtifacts {
+    /// Gets object `digest` (at `object`) into the server's store: straight to the store when
+    /// the server offers that, through the server when it does not (or the store cannot be
+    /// reached from here). True when the store did not have it.
+    async fn upload(&self, digest: &str, object: &Path) -> Result<bool> {
+        let offer = self.client.upload_offer(&self.lease, digest).await?;
+        if offer.present {
+            return Ok(false);
+        }
+        if let Some(put) = &offer.put {
+            match self.client.put_direct(put, object).await {
+                Ok(()) => {
+                    let now = self.client.upload_offer(&self.lease, digest).await?;
+                    if !now.present {
+                        bail!("the artifact store does not hold {digest} after its upload");
+                    }
+                    return Ok(true);
+                }
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "uploading {digest} straight to the artifact store; through the server instead"
+                ),
+            }
+        }
+        self.client.put_object(&self.lease, digest, object).await
+    }
+
     /// Brings object `digest` into the job's store (checked against its digest).
     async fn fetch(&self, digest: &str) -> Result<()> {
         if self.local.exists(digest).await? {
@@ -312,17 +338,16 @@ impl ArtifactStore for HttpArtifacts {
         let mut stored = self.local.store(workspace, paths).await?;
         let object = self.local.object_path(&stored.digest)?;
         stored.newly_stored = self
-            .client
-            .put_object(&self.lease, &stored.digest, &object)
+            .upload(&stored.digest, &object)
             .await
-            .with_context(|| format!("uploading {} to the server", stored.digest))?;
+            .with_context(|| format!("uploading {}", stored.digest))?;
         Ok(stored)
     }
 
     async fn import(&self, digest: &str, file: &Path) -> Result<bool> {
         self.local.import(digest, file).await?;
         let object = self.local.object_path(digest)?;
-        self.client.put_object(&self.lease, digest, &object).await
+        self.upload(digest, &object).await
     }
 
     async fn exists(&self, digest: &str) -> Result<bool> {

@@ -5,8 +5,8 @@ use super::{Client, refused};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt;
 use gantry_api::types::{
-    AttemptCall, CallAnswer, ClaimBody, ClaimedJob, DIGEST_HEADER, Done, Heartbeat, JobEnd,
-    LEASE_HEADER,
+    AttemptCall, CallAnswer, ClaimBody, ClaimedJob, DIGEST_HEADER, DirectUpload, Done, Heartbeat,
+    JobEnd, LEASE_HEADER, UploadOffer,
 };
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
@@ -118,6 +118,49 @@ impl Client {
         Ok(status == reqwest::StatusCode::CREATED)
     }
 
+    /// How to get object `digest` into the server's store (see [`UploadOffer`]).
+    pub async fn upload_offer(&self, lease: &Lease, digest: &str) -> Result<UploadOffer> {
+        let req = self.leased(
+            reqwest::Method::POST,
+            lease,
+            &format!("/objects/{digest}/upload"),
+        );
+        self.send(req).await
+    }
+
+    /// PUTs `file` straight to the artifact store by `put`, with its signed headers. The store
+    /// is reached with the system's roots (it is not the gantry server).
+    pub async fn put_direct(&self, put: &DirectUpload, file: &Path) -> Result<()> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?;
+        let len = f.metadata().await?.len();
+        let mut req = direct_client()?
+            .put(&put.url)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(tokio_util_stream(f)));
+        for (name, value) in &put.headers {
+            req = req.header(name, value);
+        }
+        let host = reqwest::Url::parse(&put.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("uploading to the artifact store at {host}: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            bail!(
+                "the artifact store at {host} refused the upload ({status}): {}",
+                body.chars().take(300).collect::<String>()
+            );
+        }
+        Ok(())
+    }
+
     /// Streams a GET's body into `dest`; the digest header if the answer had one.
     async fn download(&self, req: reqwest::RequestBuilder, dest: &Path) -> Result<Option<String>> {
         let resp = req
@@ -166,4 +209,17 @@ fn tokio_util_stream(
             Err(e) => Some((Err(e), f)),
         }
     })
+}
+
+/// The HTTP client of direct uploads: the system's roots, made once.
+fn direct_client() -> Result<&'static reqwest::Client> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let made = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("creating the HTTP client of direct uploads")?;
+    Ok(CLIENT.get_or_init(|| made))
 }

@@ -97,7 +97,7 @@ impl Runner {
     }
 
     /// SIGTERM and the exit status, waited for (bounded).
-    fn terminate(&mut self) -> Option<i32> {
+    pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
         signal(c.id() as i32, Signal::SIGTERM);
         let ended = wait_until(Duration::from_secs(60), || c.try_wait().unwrap().is_some());
@@ -121,7 +121,7 @@ impl Drop for Runner {
     }
 }
 
-fn runner_token(s: &Served, name: &str) -> String {
+pub fn runner_token(s: &Served, name: &str) -> String {
     let made = s.api(
         "POST",
         "/api/tokens",

@@ -589,3 +589,76 @@ fn a_server_killed_mid_upload_leaves_nothing_behind() {
     assert_eq!(s.wait_finished(next), "succeeded", "{}", s.log());
     assert_eq!(keys(moto_port, "ci/").len(), 1);
 }
+
+/// A runner's artifact goes straight to S3 by a presigned PUT (bound to its SHA-256), never
+/// through the server, and the server's own next job gets it from there.
+#[test]
+fn a_runner_uploads_its_artifacts_straight_to_s3() {
+    let logs = tempfile::tempdir().unwrap();
+    let moto_log = logs.path().join("moto.log");
+    let (_moto, moto_port) = crate::support::moto_logging(&[], Some(&moto_log))
+        .expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
+    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
+    assert_eq!(status_of(&head), 200, "{head}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "stages:
+  - name: build
+    jobs:
+      - name: pack
+        runs_on: [far]
+        run: mkdir dist && head -c 3000000 /dev/urandom > dist/blob && (cd dist && sha256sum blob > sum)
+        artifacts:
+          - name: app
+            path: dist/
+  - name: use
+    jobs:
+      - name: check
+        needs: [app]
+        run: cd dist && sha256sum -c sum
+";
+    bare_repo(dir.path(), pipeline);
+    let config = server_config("far", moto_port, "\n[runner]\nsandbox = false\n");
+    let s = Served::start_in(dir, &config);
+    let token = crate::runners::runner_token(&s, "far");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut runner =
+        crate::runners::Runner::start_with(&s.url, &token, "r-far", "far", scratch.path(), &[]);
+    let run = s.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    let status = s.wait_finished(run);
+    assert_eq!(
+        status,
+        "succeeded",
+        "{}\n{}",
+        s.api("GET", &format!("/api/runs/{run}/logs"), "").body,
+        runner.said()
+    );
+    assert_eq!(runner.ran().len(), 1, "{}", runner.said());
+    assert_eq!(runner.terminate(), Some(0), "{}", runner.said());
+
+    let app = s
+        .api("GET", &format!("/api/runs/{run}/artifacts"), "")
+        .json()["artifacts"][0]
+        .clone();
+    assert_eq!(app["name"], "app");
+    let digest = app["digest"].as_str().unwrap();
+    let hexd = digest.trim_start_matches("sha256:");
+    let key = format!("far/objects/sha256/{}/{hexd}", &hexd[..2]);
+    assert_eq!(keys(moto_port, "far/"), vec![key.clone()]);
+    // Its one PUT is the presigned one (signed in its query), and it was the runner's: the
+    // server's own requests sign in a header, so their lines carry no signature.
+    let log = std::fs::read_to_string(&moto_log).unwrap();
+    let puts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("\"PUT /builds/{key}")))
+        .collect();
+    assert_eq!(puts.len(), 1, "{log}");
+    assert!(puts[0].contains("X-Amz-Signature="), "{}", puts[0]);
+    assert!(
+        puts[0].contains("x-amz-checksum-sha256"),
+        "the checksum header is signed: {}",
+        puts[0]
+    );
+}

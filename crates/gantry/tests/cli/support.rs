@@ -257,12 +257,21 @@ pub fn moto_with_auth() -> Option<(Helper, u16)> {
 }
 
 pub fn moto_with(env: &[(&str, &str)]) -> Option<(Helper, u16)> {
+    moto_logging(env, None)
+}
+
+/// moto_server, its request log (one line per request: method, path and query) in `log`.
+pub fn moto_logging(env: &[(&str, &str)], log: Option<&Path>) -> Option<(Helper, u16)> {
     let port = free_port();
+    let stderr = match log {
+        Some(p) => std::process::Stdio::from(std::fs::File::create(p).ok()?),
+        None => std::process::Stdio::null(),
+    };
     let child = std::process::Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .ok()?;
     let h = Helper(child);
