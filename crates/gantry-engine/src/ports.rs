@@ -414,6 +414,13 @@ pub trait ArtifactIndex: Send + Sync {
     async fn share(&self, id: i64) -> anyhow::Result<Option<ShareRecord>>;
     /// Revokes a share; returns whether it existed.
     async fn revoke_share(&self, id: i64, at: Millis) -> anyhow::Result<bool>;
+    /// The share-link key kept here for every server on this store: the stored one, else
+    /// `candidate`, stored now (the first server to ask gives it; the others get it).
+    async fn share_key_or(&self, candidate: &[u8], at: Millis) -> anyhow::Result<Vec<u8>>;
+    /// The stored share-link key; `None` before any was stored.
+    async fn stored_share_key(&self) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Replaces the stored share-link key: links signed with the old one stop working.
+    async fn set_share_key(&self, key: &[u8], at: Millis) -> anyhow::Result<()>;
     /// Pins an artifact version for `reason` (idempotent).
     async fn pin(&self, digest: &str, reason: &str, at: Millis) -> anyhow::Result<()>;
     /// Removes a pin; returns whether it existed.

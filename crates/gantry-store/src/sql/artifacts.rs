@@ -165,6 +165,42 @@ impl ArtifactIndex for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn share_key_or(&self, candidate: &[u8], at: Millis) -> Result<Vec<u8>> {
+        sqlx::query(
+            "INSERT INTO share_keys (name, key_hex, updated_at) VALUES ('share', $1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(hex::encode(candidate))
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .context("storing the share-link key")?;
+        self.stored_share_key()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the share-link key vanished as it was stored"))
+    }
+
+    async fn stored_share_key(&self) -> Result<Option<Vec<u8>>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT key_hex FROM share_keys WHERE name = 'share'")
+                .fetch_optional(&self.pool)
+                .await
+                .context("reading the share-link key")?;
+        row.map(|(h,)| hex::decode(h.trim()).context("the stored share-link key is not hex"))
+            .transpose()
+    }
+
+    async fn set_share_key(&self, key: &[u8], at: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO share_keys (name, key_hex, updated_at) VALUES ('share', $1, $2) ON CONFLICT (name) DO UPDATE SET key_hex = excluded.key_hex, updated_at = excluded.updated_at",
+        )
+        .bind(hex::encode(key))
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .context("replacing the share-link key")?;
+        Ok(())
+    }
+
     async fn pin(&self, digest: &str, reason: &str, at: Millis) -> Result<()> {
         sqlx::query("INSERT INTO pins (digest, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest, reason) DO NOTHING")
             .bind(digest)

@@ -242,3 +242,31 @@ pub async fn leases_renew_until_they_pass_and_lost_jobs_stay_lost(store: Arc<dyn
         assert!(counts.contains(&(state, n)), "{counts:?}");
     }
 }
+
+/// The share-link key servers on one store sign with: the first candidate is kept, later ones
+/// get it (also when they race), and a rotation replaces it for everyone.
+pub async fn the_share_key_is_stored_once_and_replaced_by_a_rotation(store: Arc<dyn StateStore>) {
+    assert_eq!(store.stored_share_key().await.unwrap(), None);
+    let racers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.share_key_or(&[i; 32], 1).await.unwrap() })
+        })
+        .collect();
+    let mut got = HashSet::new();
+    for r in racers {
+        got.insert(r.await.unwrap());
+    }
+    assert_eq!(
+        got.len(),
+        1,
+        "every server gets the one stored key: {got:?}"
+    );
+    let kept = got.into_iter().next().unwrap();
+    assert_eq!(store.stored_share_key().await.unwrap(), Some(kept.clone()));
+    assert_eq!(store.share_key_or(&[99; 32], 2).await.unwrap(), kept);
+
+    store.set_share_key(&[7; 32], 3).await.unwrap();
+    assert_eq!(store.stored_share_key().await.unwrap(), Some(vec![7; 32]));
+    assert_eq!(store.share_key_or(&[99; 32], 4).await.unwrap(), vec![7; 32]);
+}

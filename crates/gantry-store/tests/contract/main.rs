@@ -701,7 +701,8 @@ macro_rules! contract {
                 caches_keep_one_per_key_and_are_found_by_prefix,
                 queued_runs_are_superseded_by_key_prefix,
                 queued_jobs_are_claimed_once_by_runners_with_their_labels,
-                leases_renew_until_they_pass_and_lost_jobs_stay_lost);
+                leases_renew_until_they_pass_and_lost_jobs_stay_lost,
+                the_share_key_is_stored_once_and_replaced_by_a_rotation);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(

@@ -1,5 +1,6 @@
 //! The data directory's keys: the admin token the CLI on this machine uses, and the key share
-//! links are signed with. Both are made on first start and kept with mode 0600.
+//! links are signed with. Both are made on first start and kept with mode 0600 — the share key
+//! in the database instead when servers share one (state in PostgreSQL).
 
 use crate::client::ADMIN_TOKEN_FILE;
 use anyhow::{Context as _, anyhow};
@@ -36,6 +37,29 @@ pub fn share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let hex_part = key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX);
     write_private(&path, hex_part)?;
     Ok(hex::decode(hex_part)?)
+}
+
+/// The share-link key of servers that share a database (state in PostgreSQL): the one stored
+/// there, else this data directory's `share.key` (so links made before the move keep
+/// working), else a new one, stored for every server. Nothing is written to the data
+/// directory: the database holds the key.
+pub async fn shared_share_key(store: &dyn StateStore, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let candidate = if data_dir.join("share.key").exists() {
+        share_key(data_dir)?
+    } else {
+        new_key()?
+    };
+    store
+        .share_key_or(&candidate, gantry_engine::ports::now_millis())
+        .await
+}
+
+/// 32 random bytes.
+pub fn new_key() -> anyhow::Result<Vec<u8>> {
+    let key = generate_token();
+    Ok(hex::decode(
+        key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX),
+    )?)
 }
 
 /// A new share-link key in place of the old one: written to a temporary file (mode 0600) and

@@ -469,7 +469,16 @@ impl Control for Server {
     }
 
     async fn rotate_share_key(&self) -> Result<Vec<u8>, ControlError> {
-        keys::rotate_share_key(&self.data_dir).map_err(ControlError::from)
+        if self.config.state.is_none() {
+            return keys::rotate_share_key(&self.data_dir).map_err(ControlError::from);
+        }
+        // Every server on the database signs with the stored key; the others see the new one
+        // within `running::SHARE_KEY_EVERY`.
+        let key = keys::new_key()?;
+        self.store
+            .set_share_key(&key, gantry_engine::ports::now_millis())
+            .await?;
+        Ok(key)
     }
 
     async fn release_diagnosis(

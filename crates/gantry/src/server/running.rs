@@ -14,6 +14,9 @@ use gantry_config::server::ServerConfig;
 use gantry_runner::owner::OwnerLock;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// How often a server on a shared database looks for a share-link key rotated elsewhere.
+pub const SHARE_KEY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -91,15 +94,17 @@ impl Server {
         {
             eprintln!("gantry: {note}");
         }
+        let share_key = Arc::new(gantry_api::ShareKey::new(match &config.state {
+            None => super::keys::share_key(&data_dir)?,
+            Some(_) => super::keys::shared_share_key(ctx.state.as_ref(), &data_dir).await?,
+        }));
         let state = AppState {
             store: ctx.state.clone(),
             control: server.clone(),
             metrics,
             max_body_bytes: config.max_body_bytes,
             artifacts: server.artifacts.clone(),
-            share_key: Arc::new(gantry_api::ShareKey::new(super::keys::share_key(
-                &data_dir,
-            )?)),
+            share_key: share_key.clone(),
             public_url: config.public_url.clone().unwrap_or_else(|| url.clone()),
             history: Default::default(),
         };
@@ -128,6 +133,22 @@ impl Server {
                 use futures_util::StreamExt;
                 while signals.next().await.is_some() {
                     server.queued.notify_one();
+                }
+            }));
+        }
+        // A rotation through another server reaches this one's links.
+        if config.state.is_some() {
+            let store = ctx.state.clone();
+            pollers.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SHARE_KEY_EVERY).await;
+                    match store.stored_share_key().await {
+                        Ok(Some(key)) if *key != *share_key.get() => share_key.set(key),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "reading the share-link key")
+                        }
+                    }
                 }
             }));
         }

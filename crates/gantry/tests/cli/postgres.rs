@@ -2,9 +2,10 @@
 //! data directory's history moved there by `gantry migrate-state` with its ids, the server's
 //! and the CLI's refusals that keep history from being left behind, and two servers on one
 //! database sharing one queue (a webhook delivered to both gives one run; every run is run
-//! once, by one server, as the steps' own ledger shows).
+//! once, by one server, as the steps' own ledger shows), and their one share-link key (a link
+//! either server made, either answers; a rotation through one refuses old links on both).
 
-use crate::server_support::{Served, bare_repo};
+use crate::server_support::{Served, bare_repo, curl, status_of};
 use crate::support::{Fixture, wait_until};
 use gantry_store::testing::TestDatabase;
 use std::collections::BTreeMap;
@@ -196,4 +197,77 @@ fn two_servers_on_one_database_share_the_queue_and_run_each_run_once() {
         }
     }
     assert!(by_a > 0 && by_a < 9, "{text}");
+}
+
+/// Two servers on one database and one bucket sign share links with one key: a link made by
+/// one is answered by the other; a rotation
+/// through the second refuses every earlier link on both, and its new links work on both.
+#[test]
+fn two_servers_share_one_share_link_key() {
+    let db = TestDatabase::create();
+    let (_moto, moto_port) = crate::support::moto()
+        .expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
+    let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "stages:\n  - name: build\n    jobs:\n      - name: make\n        run: echo hello > report.txt\n        artifacts:\n          - { name: report, path: report.txt }\n";
+    bare_repo(dir.path(), pipeline);
+    let repo = dir.path().join("hello.git");
+    let config = |repo: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nstate = \"{}\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"{repo}\"\npoll = \"0s\"\n\n[runner]\nsandbox = false\n\n[artifacts]\nurl = \"s3://builds/shared\"\nendpoint = \"http://127.0.0.1:{moto_port}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n",
+            db.url
+        )
+    };
+    let a = Served::start_in(dir, &config("hello.git"));
+    let b = Served::start_in(
+        tempfile::tempdir().unwrap(),
+        &config(repo.to_str().unwrap()),
+    );
+    assert!(
+        !b.data().join("share.key").exists(),
+        "the database holds the key"
+    );
+    let run = a.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(a.wait_finished(run), "succeeded");
+    let link = |s: &Served, stable: bool| -> String {
+        let r = s.api(
+            "POST",
+            "/api/artifacts/shares",
+            &format!(r#"{{"project":"hello","name":"report","run":{run},"stable":{stable}}}"#),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["path"].as_str().unwrap().to_string()
+    };
+    let fetch = |s: &Served, path: &str| status_of(&curl(&[&format!("{}{path}", s.url)]).0);
+
+    let from_a = link(&a, false);
+    let stable_a = link(&a, true);
+    assert_eq!(fetch(&a, &from_a), 200);
+    assert_eq!(
+        fetch(&b, &from_a),
+        200,
+        "a link of one server works on the other"
+    );
+    assert_eq!(fetch(&b, &stable_a) / 100, 3, "stable links redirect");
+    let from_b = link(&b, false);
+    assert_eq!(fetch(&a, &from_b), 200);
+
+    let rotated = b.api("POST", "/api/share-key/rotate", "{}");
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_eq!(
+        fetch(&b, &from_a),
+        403,
+        "refused at once where it was rotated"
+    );
+    let refused_on_a = || fetch(&a, &from_a) == 403 && fetch(&a, &stable_a) == 403;
+    assert!(
+        wait_until(Duration::from_secs(20), refused_on_a),
+        "the other server refuses earlier links too"
+    );
+    let new_b = link(&b, false);
+    assert_eq!(fetch(&a, &new_b), 200, "new links work on the other server");
+    assert_eq!(fetch(&b, &link(&a, false)), 200);
 }
