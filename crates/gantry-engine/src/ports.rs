@@ -347,6 +347,11 @@ pub trait QueueStore: Send + Sync {
     ) -> anyhow::Result<RunIds>;
     /// Cancels a run if it is still queued; returns whether it was.
     async fn cancel_queued(&self, run: i64, at: Millis) -> anyhow::Result<bool>;
+    /// Asks the owner of a running run to cancel it (a cancel that came through another
+    /// process); returns whether the run is running.
+    async fn request_cancel(&self, run: i64, at: Millis) -> anyhow::Result<bool>;
+    /// The running runs of `owner` whose cancel was asked for.
+    async fn cancel_requests(&self, owner: &str) -> anyhow::Result<Vec<i64>>;
     async fn count_runs_by_status(&self) -> anyhow::Result<Vec<(RunStatus, i64)>>;
     /// Wake-ups for idle queue workers from every process sharing the store: the stream yields
     /// whenever a run may have been queued (by this process or another), and once after its

@@ -202,6 +202,31 @@ impl QueueStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn request_cancel(&self, run: i64, at: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
+             WHERE id = $2 AND status = 'running'",
+        )
+        .bind(at)
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .context("asking for a run's cancel")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn cancel_requests(&self, owner: &str) -> Result<Vec<i64>> {
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM runs WHERE owner = $1 AND status = 'running' \
+             AND cancel_requested_at IS NOT NULL ORDER BY id",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the cancels asked for")?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
     async fn count_runs_by_status(&self) -> Result<Vec<(RunStatus, i64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
             .fetch_all(&self.pool)

@@ -8,7 +8,7 @@ use gantry_model::RunStatus;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// A run with `jobs` jobs in one stage, in `status`; the jobs' ids.
+/// A run of owner `server-a` with `jobs` jobs in one stage, in `status`; the jobs' ids.
 async fn run_with_jobs(
     store: &Arc<dyn StateStore>,
     jobs: usize,
@@ -26,7 +26,7 @@ async fn run_with_jobs(
             vars: Default::default(),
             status,
             created_at: 1,
-            owner: None,
+            owner: Some("server-a".into()),
             stages: vec![NewStage {
                 name: "build".into(),
                 kind: "jobs",
@@ -269,4 +269,33 @@ pub async fn the_share_key_is_stored_once_and_replaced_by_a_rotation(store: Arc<
     store.set_share_key(&[7; 32], 3).await.unwrap();
     assert_eq!(store.stored_share_key().await.unwrap(), Some(vec![7; 32]));
     assert_eq!(store.share_key_or(&[99; 32], 4).await.unwrap(), vec![7; 32]);
+}
+
+/// A cancel asked for through another process reaches only a running run, and its owner finds
+/// it; another owner does not.
+pub async fn a_cancel_asked_for_elsewhere_is_found_by_the_runs_owner(store: Arc<dyn StateStore>) {
+    let (running, _) = run_with_jobs(&store, 1, RunStatus::Running).await;
+    let (queued, _) = run_with_jobs(&store, 1, RunStatus::Queued).await;
+    assert_eq!(
+        store.cancel_requests("server-a").await.unwrap(),
+        Vec::<i64>::new()
+    );
+    assert!(store.request_cancel(running, 5).await.unwrap());
+    assert!(
+        store.request_cancel(running, 6).await.unwrap(),
+        "asked twice"
+    );
+    assert!(
+        !store.request_cancel(queued, 5).await.unwrap(),
+        "not running"
+    );
+    assert!(!store.request_cancel(9999, 5).await.unwrap(), "no such run");
+    assert_eq!(
+        store.cancel_requests("server-b").await.unwrap(),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        store.cancel_requests("server-a").await.unwrap(),
+        vec![running]
+    );
 }

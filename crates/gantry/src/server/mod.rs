@@ -323,6 +323,13 @@ impl Control for Server {
                 let _ = tx.send(true);
                 Ok(())
             }
+            // Run by another server: it looks for cancels asked for its runs
+            // (`running::CANCELS_EVERY`).
+            None if self.config.state.is_some()
+                && self.store.request_cancel(run, now()).await? =>
+            {
+                Ok(())
+            }
             None => match self.store.run_detail(run).await?.map(|d| d.run.status) {
                 Some(s) if s.is_finished() => Ok(()),
                 _ => Err(ControlError::conflict(format!(

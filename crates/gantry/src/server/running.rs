@@ -15,6 +15,9 @@ use gantry_runner::owner::OwnerLock;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// How often a server on a shared database looks for cancels of its runs asked for through
+/// another server.
+pub const CANCELS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often a server on a shared database looks for a share-link key rotated elsewhere.
 pub const SHARE_KEY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 use std::time::Duration;
@@ -133,6 +136,28 @@ impl Server {
                 use futures_util::StreamExt;
                 while signals.next().await.is_some() {
                     server.queued.notify_one();
+                }
+            }));
+        }
+        // Cancels asked for through another server reach this one's runs.
+        if config.state.is_some() {
+            let server = server.clone();
+            pollers.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(CANCELS_EVERY).await;
+                    match server.store.cancel_requests(&server.owner).await {
+                        Ok(ids) => {
+                            let running = server.running.lock().expect("running map");
+                            for id in ids {
+                                if let Some(tx) = running.get(&id) {
+                                    let _ = tx.send(true);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "reading cancels asked for")
+                        }
+                    }
                 }
             }));
         }

@@ -3,7 +3,8 @@
 //! and the CLI's refusals that keep history from being left behind, and two servers on one
 //! database sharing one queue (a webhook delivered to both gives one run; every run is run
 //! once, by one server, as the steps' own ledger shows), and their one share-link key (a link
-//! either server made, either answers; a rotation through one refuses old links on both).
+//! either server made, either answers; a rotation through one refuses old links on both); a
+//! run cancelled through the server that does not run it.
 
 use crate::server_support::{Served, bare_repo, curl, status_of};
 use crate::support::{Fixture, wait_until};
@@ -270,4 +271,48 @@ fn two_servers_share_one_share_link_key() {
     let new_b = link(&b, false);
     assert_eq!(fetch(&a, &new_b), 200, "new links work on the other server");
     assert_eq!(fetch(&b, &link(&a, false)), 200);
+}
+
+/// A cancel through the server that does not run the run reaches the one that does: the run
+/// ends cancelled (its minute-long step stopped), where before it was refused.
+#[test]
+fn a_run_is_cancelled_through_the_server_that_does_not_run_it() {
+    let db = TestDatabase::create();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "stages:\n  - name: build\n    jobs:\n      - name: wait\n        run: echo started && sleep 60\n";
+    bare_repo(dir.path(), pipeline);
+    let repo = dir.path().join("hello.git");
+    let config = |repo: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nstate = \"{}\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"{repo}\"\npoll = \"0s\"\n\n[runner]\nsandbox = false\nkill_grace = \"2s\"\n",
+            db.url
+        )
+    };
+    let a = Served::start_in(dir, &config("hello.git"));
+    let run = a.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    let started = || {
+        a.api("GET", &format!("/api/runs/{run}/logs"), "")
+            .body
+            .contains("started")
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), started),
+        "{}",
+        a.run(run)
+    );
+    // The second server starts once the first runs it.
+    let b = Served::start_in(
+        tempfile::tempdir().unwrap(),
+        &config(repo.to_str().unwrap()),
+    );
+    let r = b.api("POST", &format!("/api/runs/{run}/cancel"), "{}");
+    assert_eq!(r.status, 202, "{}", r.body);
+    let cancelled = || b.run(run)["run"]["status"] == "cancelled";
+    assert!(
+        wait_until(Duration::from_secs(30), cancelled),
+        "{}",
+        b.run(run)
+    );
 }
