@@ -10,9 +10,9 @@ use std::path::Path;
 
 pub use gantry_model::records::{
     ArtifactListing, ArtifactRecord, CacheRecord, EnvLock, JobClaim, JobRecord, LeaseRenewal,
-    LogRecord, Millis, NewQueuedJob, OwnerLease, ProjectRecord, QueuedJob, QueuedJobState,
-    ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord, ShareRecord, StageRecord,
-    StepRecord, Stream, TokenRecord,
+    LogRecord, Millis, NewQueuedJob, OwnerLease, PresignedUpload, ProjectRecord, QueuedJob,
+    QueuedJobState, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord, ShareRecord,
+    StageRecord, StepRecord, Stream, TokenRecord,
 };
 
 /// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
@@ -715,15 +715,6 @@ pub struct StoredArtifact {
     pub media_type: String,
     /// False when identical content was already stored (nothing new was kept).
     pub newly_stored: bool,
-}
-
-/// A PUT a runner makes itself, straight to the backing store: the URL and the headers it must
-/// send as they are (they are part of the signature; one is the body's SHA-256, which the store
-/// checks).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresignedUpload {
-    pub url: String,
-    pub headers: Vec<(String, String)>,
 }
 
 /// Bytes read from a store, in chunks.

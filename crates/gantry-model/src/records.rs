@@ -498,3 +498,12 @@ pub enum LeaseRenewal {
     /// The lease is not this runner's any more (ran out, or never was): stop at once.
     Gone,
 }
+
+/// A PUT a runner makes itself, straight to the backing store: the URL and the headers it must
+/// send as they are (they are part of the signature; one is the body's SHA-256, which the store
+/// checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedUpload {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
