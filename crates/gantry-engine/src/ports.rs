@@ -9,10 +9,10 @@ use gantry_model::{JobStatus, Role, RunStatus, StageStatus, StepStatus};
 use std::path::Path;
 
 pub use gantry_model::records::{
-    ArtifactListing, ArtifactRecord, CacheRecord, EnvLock, JobClaim, JobRecord, LeaseRenewal,
-    LogRecord, Millis, NewQueuedJob, OwnerLease, PresignedUpload, ProjectRecord, QueuedJob,
-    QueuedJobState, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord, ShareRecord,
-    StageRecord, StepRecord, Stream, TokenRecord,
+    ArtifactListing, ArtifactRecord, CacheRecord, EnvDriver, EnvLock, JobClaim, JobRecord,
+    LeaseRenewal, LogRecord, Millis, NewQueuedJob, OwnerLease, PresignedUpload, ProjectRecord,
+    QueuedJob, QueuedJobState, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord,
+    ShareRecord, StageRecord, StepRecord, Stream, TokenRecord,
 };
 
 /// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
@@ -521,6 +521,33 @@ pub trait ReleaseStore: Send + Sync {
         owner: &str,
     ) -> anyhow::Result<()>;
     async fn env_locks(&self) -> anyhow::Result<Vec<EnvLock>>;
+    /// Makes `owner` the environment's driver until `until` when no one drives it, its driver's
+    /// lease has passed at `at`, or `owner` drives it already; else returns the driver.
+    async fn claim_driver(
+        &self,
+        project: &str,
+        environment: &str,
+        owner: &str,
+        until: Millis,
+        at: Millis,
+    ) -> anyhow::Result<Result<(), EnvDriver>>;
+    /// Extends the lease of every environment `owner` drives.
+    async fn renew_drivers(&self, owner: &str, until: Millis) -> anyhow::Result<()>;
+    /// Asks the environment's driver to hand it over to `to`.
+    async fn request_handover(
+        &self,
+        project: &str,
+        environment: &str,
+        to: &str,
+    ) -> anyhow::Result<()>;
+    /// `owner` lets go of the environment (nothing happens if it does not drive it).
+    async fn release_driver(
+        &self,
+        project: &str,
+        environment: &str,
+        owner: &str,
+    ) -> anyhow::Result<()>;
+    async fn env_drivers(&self) -> anyhow::Result<Vec<EnvDriver>>;
 }
 
 /// Job attempts handed to runners. The lifecycle of a row: `enqueue_job` (queued) →

@@ -507,3 +507,15 @@ pub struct PresignedUpload {
     pub url: String,
     pub headers: Vec<(String, String)>,
 }
+
+/// The server that drives an environment, under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvDriver {
+    pub project: String,
+    pub environment: String,
+    pub owner: String,
+    /// Past this, another server may take the environment over.
+    pub expires_at: Millis,
+    /// The server that asked for it (to deploy or roll back), if one did.
+    pub handover_to: Option<String>,
+}

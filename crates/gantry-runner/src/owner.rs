@@ -113,8 +113,15 @@ pub async fn owner_gone(store: &dyn StateStore, lock_dir: &Path, name: &str) -> 
 pub fn released_here(dir: &Path, name: &str) -> bool {
     !name.contains('/')
         && !name.contains("..")
-        && dir.join(name).exists()
-        && owner_is_gone(dir, name)
+        && (found_gone(dir, name) || (dir.join(name).exists() && owner_is_gone(dir, name)))
+}
+
+/// Owners this process found gone, by their lock file (which it then removed): asked again,
+/// the answer stays the same.
+static GONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn found_gone(dir: &Path, name: &str) -> bool {
+    GONE.lock().expect("owners gone").contains(&dir.join(name))
 }
 
 /// Is the owner of this lock file gone? (Its lock can be taken, or the file is missing.)
@@ -130,6 +137,7 @@ pub fn owner_is_gone(dir: &Path, name: &str) -> bool {
         Ok(lock) => {
             let _ = std::fs::remove_file(&path);
             drop(lock);
+            GONE.lock().expect("owners gone").push(path);
             true
         }
         Err(_) => false,

@@ -347,6 +347,15 @@ impl DeployManager {
                 ((holder.expires_at - now).max(0) + 999) / 1000
             )));
         }
+        let guard = self.lock_guard(project, env);
+        // The lock first: a deployment the driver runs now refuses this at once, and the
+        // driver then hands the environment over between deployments.
+        self.become_driver(project, env).await?;
+        Ok(guard)
+    }
+
+    /// Keeps the lease of the lock just taken alive until the guard is dropped.
+    fn lock_guard(&self, project: &str, env: &str) -> LockGuard {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (store, p, e, o) = (
             self.store.clone(),
@@ -366,7 +375,7 @@ impl DeployManager {
             }
             let _ = store.release_env_lock(&p, &e, &o).await;
         });
-        Ok(LockGuard(Some(stop_tx)))
+        LockGuard(Some(stop_tx))
     }
 
     async fn reload(&self, rec: &ReleaseRecord) -> Option<ReleaseRecord> {
@@ -398,6 +407,7 @@ impl DeployManager {
 mod canary;
 mod deploy;
 mod drive;
+mod drivers;
 mod recover;
 mod resume;
 mod rollback;

@@ -12,9 +12,10 @@ use gantry_engine::deployment::Purpose;
 const STOPPED_EVENT: &str = "stopped";
 
 impl DeployManager {
-    /// At server start: locks of dead owners released, deployments cut short marked
-    /// `interrupted`, every environment's live release adopted where it still runs (started
-    /// again where not) behind its router, and every release process that is not live stopped.
+    /// At server start: the environments no other live server drives claimed (`drivers.rs`),
+    /// locks of dead owners released, their deployments cut short marked `interrupted`, their
+    /// live releases adopted where they still run (started again where not) behind their
+    /// routers, and every release process that is not live stopped.
     /// Returns what it did, for the log.
     pub async fn recover(
         self: &Arc<Self>,
@@ -31,6 +32,10 @@ impl DeployManager {
             "data plane pid {pid} routes {} environment(s)",
             routed.len()
         ));
+        // Environments another live server drives are left to it.
+        let (mine, left) = self.claim_at_start(&owner_gone).await?;
+        notes.extend(left);
+        let is_mine = |p: &str, e: &str| mine.contains(&(p.to_string(), e.to_string()));
         for lock in self.store.env_locks().await? {
             if lock.owner != self.owner && owner_gone(&lock.owner) {
                 self.store
@@ -46,6 +51,9 @@ impl DeployManager {
         // marked interrupted.
         let mut resuming = Vec::new();
         for r in self.store.deploying_releases().await? {
+            if !is_mine(&r.project, &r.environment) {
+                continue;
+            }
             if let Some(p) = self.resumable(&r).await {
                 resuming.push((r, p));
                 continue;
@@ -53,6 +61,9 @@ impl DeployManager {
             notes.push(self.interrupt(&r).await?);
         }
         for (project, environment) in self.store.environments().await? {
+            if !is_mine(&project, &environment) {
+                continue;
+            }
             let history = self.store.releases(&project, &environment).await?;
             let Some(live) = release::live(&history).cloned() else {
                 continue;
@@ -119,6 +130,7 @@ impl DeployManager {
         keep.extend(going_on);
         notes.extend(targets::sweep(&self.root, &keep).await);
         self.watch_data_plane();
+        self.spawn_drivers();
         Ok(notes)
     }
 
@@ -147,7 +159,7 @@ impl DeployManager {
 
     /// A deployment cut short by a stop of gantry: recorded `interrupted`, and a new deploy's
     /// directory and pin removed. Returns the note for the log.
-    async fn interrupt(&self, r: &ReleaseRecord) -> Result<String> {
+    pub(super) async fn interrupt(&self, r: &ReleaseRecord) -> Result<String> {
         let history = self.store.releases(&r.project, &r.environment).await?;
         let live = release::live(&history).map(|l| l.number);
         let reason = match live {
@@ -307,7 +319,7 @@ impl DeployManager {
     }
 
     /// Whether the live release's environment was stopped on purpose since it went live.
-    async fn stopped(&self, live: &ReleaseRecord) -> bool {
+    pub(super) async fn stopped(&self, live: &ReleaseRecord) -> bool {
         self.store
             .release_events(live.id)
             .await

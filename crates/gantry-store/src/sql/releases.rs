@@ -6,7 +6,7 @@ use super::SqlStore;
 use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord, ReleaseStore,
+    EnvDriver, EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord, ReleaseStore,
 };
 use gantry_engine::release::{ReleaseKind, ReleaseState};
 use sqlx::any::AnyRow;
@@ -412,6 +412,106 @@ impl ReleaseStore for SqlStore {
 
     async fn release_events(&self, release: i64) -> Result<Vec<ReleaseEvent>> {
         events(self, release).await
+    }
+
+    async fn claim_driver(
+        &self,
+        project: &str,
+        environment: &str,
+        owner: &str,
+        until: Millis,
+        at: Millis,
+    ) -> Result<Result<(), EnvDriver>> {
+        // One statement: taken when free, passed or already ours; the database decides races.
+        let done = sqlx::query(
+            "INSERT INTO env_drivers (project, environment, owner, expires_at, handover_to) \
+             VALUES ($1, $2, $3, $4, NULL) \
+             ON CONFLICT (project, environment) DO UPDATE SET owner = excluded.owner, \
+             expires_at = excluded.expires_at, \
+             handover_to = CASE WHEN env_drivers.owner = excluded.owner THEN env_drivers.handover_to ELSE NULL END \
+             WHERE env_drivers.owner = excluded.owner OR env_drivers.expires_at < $5",
+        )
+        .bind(project)
+        .bind(environment)
+        .bind(owner)
+        .bind(until)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .context("claiming an environment's driver")?;
+        if done.rows_affected() == 1 {
+            return Ok(Ok(()));
+        }
+        let drivers = self.env_drivers().await?;
+        match drivers
+            .into_iter()
+            .find(|d| d.project == project && d.environment == environment)
+        {
+            Some(d) => Ok(Err(d)),
+            // Let go of between the two statements: free now.
+            None => {
+                self.claim_driver(project, environment, owner, until, at)
+                    .await
+            }
+        }
+    }
+
+    async fn renew_drivers(&self, owner: &str, until: Millis) -> Result<()> {
+        sqlx::query("UPDATE env_drivers SET expires_at = $1 WHERE owner = $2")
+            .bind(until)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .context("renewing the environments' drivers")?;
+        Ok(())
+    }
+
+    async fn request_handover(&self, project: &str, environment: &str, to: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE env_drivers SET handover_to = $1 WHERE project = $2 AND environment = $3",
+        )
+        .bind(to)
+        .bind(project)
+        .bind(environment)
+        .execute(&self.pool)
+        .await
+        .context("asking for an environment's handover")?;
+        Ok(())
+    }
+
+    async fn release_driver(&self, project: &str, environment: &str, owner: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM env_drivers WHERE project = $1 AND environment = $2 AND owner = $3",
+        )
+        .bind(project)
+        .bind(environment)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .context("letting go of an environment")?;
+        Ok(())
+    }
+
+    async fn env_drivers(&self) -> Result<Vec<EnvDriver>> {
+        let rows: Vec<(String, String, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT project, environment, owner, expires_at, handover_to FROM env_drivers \
+             ORDER BY project, environment",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the environments' drivers")?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(project, environment, owner, expires_at, handover_to)| EnvDriver {
+                    project,
+                    environment,
+                    owner,
+                    expires_at,
+                    handover_to,
+                },
+            )
+            .collect())
     }
 
     async fn environments(&self) -> Result<Vec<(String, String)>> {

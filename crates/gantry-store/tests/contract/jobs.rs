@@ -299,3 +299,89 @@ pub async fn a_cancel_asked_for_elsewhere_is_found_by_the_runs_owner(store: Arc<
         vec![running]
     );
 }
+
+/// An environment has one driver: racing servers get one, the others are told who; a driver
+/// renews and re-claims its own; a passed lease is taken over; a handover asked for is seen by
+/// the driver, and once it lets go the asker gets it.
+pub async fn an_environment_has_one_driver_under_a_lease(store: Arc<dyn StateStore>) {
+    let racers: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let me = format!("server-{i}");
+                (
+                    me.clone(),
+                    store
+                        .claim_driver("p", "prod", &me, 1_000, 10)
+                        .await
+                        .unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for r in racers {
+        let (me, got) = r.await.unwrap();
+        match got {
+            Ok(()) => won.push(me),
+            Err(d) => assert_ne!(d.owner, me),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let driver = won[0].clone();
+    let other = if driver == "server-0" {
+        "server-1"
+    } else {
+        "server-0"
+    };
+    assert!(
+        store
+            .claim_driver("p", "prod", &driver, 1_500, 20)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    store.renew_drivers(&driver, 2_000).await.unwrap();
+    let held = store
+        .claim_driver("p", "prod", other, 3_000, 1_999)
+        .await
+        .unwrap();
+    assert_eq!(
+        held.unwrap_err().expires_at,
+        2_000,
+        "held until its renewed lease"
+    );
+
+    store.request_handover("p", "prod", other).await.unwrap();
+    let rows = store.env_drivers().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].owner.as_str(), rows[0].handover_to.as_deref()),
+        (driver.as_str(), Some(other))
+    );
+    store.release_driver("p", "prod", other).await.unwrap();
+    assert_eq!(
+        store.env_drivers().await.unwrap().len(),
+        1,
+        "only its driver lets go"
+    );
+    store.release_driver("p", "prod", &driver).await.unwrap();
+    assert!(
+        store
+            .claim_driver("p", "prod", other, 3_000, 100)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(store.env_drivers().await.unwrap()[0].handover_to, None);
+
+    // Its lease passes: taken over.
+    assert!(
+        store
+            .claim_driver("p", "prod", &driver, 9_000, 3_001)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(store.env_drivers().await.unwrap()[0].owner, driver);
+}

@@ -703,7 +703,8 @@ macro_rules! contract {
                 queued_jobs_are_claimed_once_by_runners_with_their_labels,
                 leases_renew_until_they_pass_and_lost_jobs_stay_lost,
                 the_share_key_is_stored_once_and_replaced_by_a_rotation,
-                a_cancel_asked_for_elsewhere_is_found_by_the_runs_owner);
+                a_cancel_asked_for_elsewhere_is_found_by_the_runs_owner,
+                an_environment_has_one_driver_under_a_lease);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(

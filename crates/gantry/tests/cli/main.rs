@@ -65,6 +65,7 @@ mod server_support;
 mod shares;
 mod statuses;
 mod support;
+mod takeover;
 mod tidy;
 mod tls;
 mod why;

@@ -1,0 +1,246 @@
+//! Environments under several servers (one PostgreSQL, one bucket): each environment is driven
+//! by one server at a time. A second server leaves the first one's environment alone; when the
+//! first dies (`kill -9` of everything it ran: the server, its data plane, its releases — the
+//! host gone), the second carries on with the queue and takes the environment over: the live
+//! release serves again through the same router address, and the next deploy goes through it.
+
+use crate::deploy::get;
+use crate::server_support::{
+    Served, bare_repo, curl, data_planes, push, release_processes, shims, status_of,
+};
+use crate::support::{free_port, signal, wait_until};
+use gantry_store::testing::TestDatabase;
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+const HELLO: &str = include_str!("../../../../examples/hello/hello.py");
+
+fn pipeline(version: &str, port: u16) -> String {
+    format!(
+        r#"env:
+  APP_VERSION: "{version}"
+stages:
+  - name: build
+    jobs:
+      - name: package
+        run: |
+          mkdir -p dist
+          cp hello.py dist/hello
+          chmod +x dist/hello
+          echo "$APP_VERSION" > dist/VERSION
+        artifacts:
+          - name: app
+            path: dist/
+  - name: ship
+    deploy:
+      environment: production
+      artifact: app
+environments:
+  production:
+    target:
+      process:
+        command: ./dist/hello --port $PORT
+    health:
+      http: /healthz
+      timeout: 8s
+      interval: 100ms
+    bake: 1s
+    router:
+      listen: 127.0.0.1:{port}
+"#
+    )
+}
+
+fn serving(port: u16) -> String {
+    match get(&format!("127.0.0.1:{port}"), "/") {
+        Ok((200, body, _)) => body.trim().trim_start_matches("hello from ").to_string(),
+        Ok((status, body, _)) => format!("HTTP {status}: {body}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Two servers on one database and one bucket, the first started alone and v1 deployed to
+/// production by it; the second started after. Dropped in order: servers, then the bucket and
+/// the database.
+struct Pair {
+    a: Served,
+    b: Served,
+    port: u16,
+    _moto: crate::support::Helper,
+    _db: TestDatabase,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let db = TestDatabase::create();
+        let (moto, moto_port) = crate::support::moto()
+            .expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
+        let (head, _) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{moto_port}/builds")]);
+        assert_eq!(status_of(&head), 200, "{head}");
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        bare_repo(dir.path(), &pipeline("v1", port));
+        std::fs::write(dir.path().join("work/hello.py"), HELLO).unwrap();
+        push(dir.path(), &pipeline("v1", port), "v1");
+        let repo = dir.path().join("hello.git");
+        let config = |repo: &str| {
+            format!(
+                "listen = \"127.0.0.1:0\"\nstate = \"{}\"\n\n[[projects]]\nname = \"hello\"\nrepo = \"{repo}\"\npoll = \"0s\"\n\n[runner]\nsandbox = false\n\n[artifacts]\nurl = \"s3://builds/envs\"\nendpoint = \"http://127.0.0.1:{moto_port}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n",
+                db.url
+            )
+        };
+        let a = Served::start_in(dir, &config("hello.git"));
+        let first = a.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(a.wait_finished(first), "succeeded", "{}", a.log());
+        assert_eq!(serving(port), "v1");
+        let b = Served::start_in(
+            tempfile::tempdir().unwrap(),
+            &config(repo.to_str().unwrap()),
+        );
+        Pair {
+            a,
+            b,
+            port,
+            _moto: moto,
+            _db: db,
+        }
+    }
+}
+
+#[test]
+fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other() {
+    let Pair {
+        mut a,
+        b,
+        port,
+        _moto,
+        _db,
+    } = Pair::start();
+    let data_a = a.data();
+    let plane_a = data_planes(&data_a);
+    assert_eq!(plane_a.len(), 1);
+
+    // A second server leaves the environment to the first: nothing of it starts there.
+    let data_b = b.data();
+    std::thread::sleep(Duration::from_secs(6)); // past its first look for environments
+    assert!(
+        release_processes(&data_b).is_empty(),
+        "{:?}",
+        release_processes(&data_b)
+    );
+    assert!(
+        b.log().contains("hello/production: driven by"),
+        "{}",
+        b.log()
+    );
+    assert_eq!(serving(port), "v1");
+
+    // The first server's host goes: the server, its data plane and its releases, at once.
+    let mut doomed = vec![a.pid() as i32];
+    doomed.extend(plane_a);
+    doomed.extend(shims(&data_a));
+    doomed.extend(release_processes(&data_a));
+    a.kill9();
+    for pid in &doomed {
+        signal(*pid, Signal::SIGKILL);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || release_processes(&data_a)
+            .is_empty()
+            && data_planes(&data_a).is_empty()),
+        "{:?}",
+        release_processes(&data_a)
+    );
+    assert!(serving(port).starts_with("error"), "{}", serving(port));
+
+    // The queue goes on through the second server at once (a commit that only builds).
+    let repo_dir = a.dir.path().to_path_buf();
+    let build_only = pipeline("v1", port);
+    let build_only = &build_only[..build_only.find("  - name: ship").unwrap()];
+    push(
+        &repo_dir,
+        &format!("{build_only}environments: {{}}\n"),
+        "build only",
+    );
+    let built = b.api("POST", "/api/projects/hello/trigger", "{}");
+    assert_eq!(built.status, 201, "{}", built.body);
+    let second = built.json()["run"].as_i64().unwrap();
+    assert_eq!(b.wait_finished(second), "succeeded", "{}", b.log());
+
+    // Once the first server's lease has passed, the second takes the environment over: the
+    // live release serves again through the same address, from the second server's host.
+    assert!(
+        wait_until(Duration::from_secs(90), || serving(port) == "v1"),
+        "{}\n{}",
+        serving(port),
+        b.log()
+    );
+    assert!(!release_processes(&data_b).is_empty());
+    assert_eq!(data_planes(&data_b).len(), 1);
+    assert!(
+        b.log().contains("hello/production: taken over from"),
+        "{}",
+        b.log()
+    );
+
+    // And it drives it: v2 deployed through the same router.
+    push(&repo_dir, &pipeline("v2", port), "v2");
+    let third = b.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(b.wait_finished(third), "succeeded", "{}", b.log());
+    assert_eq!(serving(port), "v2");
+}
+
+/// A deploy through the server that does not drive the environment: the driver hands it over
+/// (its router and releases stop), the deploying server starts the new release behind its own
+/// router on the same address, and drives it from then on.
+#[test]
+fn a_deploy_through_the_other_server_is_handed_the_environment() {
+    let pair = Pair::start();
+    let (a, b, port) = (&pair.a, &pair.b, pair.port);
+    let (data_a, data_b) = (a.data(), b.data());
+    assert!(!release_processes(&data_a).is_empty());
+    // v2, built (by either server) but not deployed.
+    let ship = "  - name: ship\n    deploy:\n      environment: production\n      artifact: app\n";
+    let v2 = pipeline("v2", port);
+    assert!(v2.contains(ship));
+    push(a.dir.path(), &v2.replace(ship, ""), "v2");
+    let run = a.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(a.wait_finished(run), "succeeded", "{}", a.log());
+    assert_eq!(serving(port), "v1");
+
+    let deployed = b.api(
+        "POST",
+        "/api/projects/hello/environments/production/deploy",
+        &format!(r#"{{"artifact":"app","run":{run},"wait":true}}"#),
+    );
+    assert!(
+        deployed.status / 100 == 2,
+        "{}\n{}\n{}",
+        deployed.body,
+        a.log(),
+        b.log()
+    );
+    assert_eq!(serving(port), "v2");
+    assert!(
+        a.log().contains("hello/production: handed over to"),
+        "{}",
+        a.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || release_processes(&data_a)
+            .is_empty()),
+        "the first server stopped its releases: {:?}",
+        release_processes(&data_a)
+    );
+    assert!(!release_processes(&data_b).is_empty());
+    // It stays with the second server: the first does not take it back.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(release_processes(&data_a).is_empty());
+    assert_eq!(serving(port), "v2");
+}
