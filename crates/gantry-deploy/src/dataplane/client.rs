@@ -132,6 +132,15 @@ impl DataPlane {
         }))
     }
 
+    /// Stops the router of `env` (`project/environment`), if it has one.
+    pub async fn close_router(&self, env: &str) -> anyhow::Result<()> {
+        self.call(&Request::Close {
+            env: env.to_string(),
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The environment's address (if it has a router) and the table it serves.
     pub async fn table(&self, env: &str) -> anyhow::Result<(Option<SocketAddr>, TableWire)> {
         match self

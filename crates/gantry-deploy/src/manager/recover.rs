@@ -36,6 +36,20 @@ impl DeployManager {
         let (mine, left) = self.claim_at_start(&owner_gone).await?;
         notes.extend(left);
         let is_mine = |p: &str, e: &str| mine.contains(&(p.to_string(), e.to_string()));
+        // This data plane's routers of environments another server drives now (it took them
+        // over while this server was down) would serve what is no longer live: stopped. Their
+        // release processes here are stopped by the sweep below.
+        for key in &routed {
+            if let Some((p, e)) = key.split_once('/')
+                && !is_mine(p, e)
+                && self.store.releases(p, e).await.is_ok_and(|h| !h.is_empty())
+            {
+                self.plane.close_router(key).await?;
+                notes.push(format!(
+                    "{key}: driven by another server now; its router here stopped"
+                ));
+            }
+        }
         for lock in self.store.env_locks().await? {
             if lock.owner != self.owner && owner_gone(&lock.owner) {
                 self.store

@@ -15,6 +15,8 @@ use gantry_runner::owner::OwnerLock;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// How often a server on a shared database looks for runs left by a server that died.
+pub const ORPHANS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a server on a shared database looks for cancels of its runs asked for through
 /// another server.
 pub const CANCELS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -136,6 +138,32 @@ impl Server {
                 use futures_util::StreamExt;
                 while signals.next().await.is_some() {
                     server.queued.notify_one();
+                }
+            }));
+        }
+        // Runs a server that died left running are marked interrupted (and queued again with
+        // `requeue_interrupted`) once its lease has passed, by any server that looks.
+        if config.state.is_some() {
+            let server = server.clone();
+            let (locks, work) = (ctx.lock_dir(), ctx.work_root());
+            pollers.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ORPHANS_EVERY).await;
+                    match gantry_runner::owner::recover(&*server.store, &locks, &work).await {
+                        Ok(ids) => {
+                            for id in &ids {
+                                eprintln!(
+                                    "gantry: run {id} was left unfinished by a server that stopped; marked interrupted"
+                                );
+                            }
+                            if server.config.requeue_interrupted
+                                && let Err(e) = requeue(&server, &ids).await
+                            {
+                                tracing::warn!(error = %format!("{e:#}"), "queueing interrupted runs again");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "looking for runs of stopped servers"),
+                    }
                 }
             }));
         }

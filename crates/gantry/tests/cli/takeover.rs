@@ -1,12 +1,14 @@
 //! Environments under several servers (one PostgreSQL, one bucket): each environment is driven
 //! by one server at a time. A second server leaves the first one's environment alone; when the
 //! first dies (`kill -9` of everything it ran: the server, its data plane, its releases — the
-//! host gone), the second carries on with the queue and takes the environment over: the live
-//! release serves again through the same router address, and the next deploy goes through it.
+//! host gone), the second carries on with the queue, marks the run the first was running
+//! interrupted, and takes the environment over: the live release serves again through the same
+//! router address, and the next deploy goes through it. A deploy through the server that does
+//! not drive the environment is handed it by the driver.
 
 use crate::deploy::get;
 use crate::server_support::{
-    Served, bare_repo, curl, data_planes, push, release_processes, shims, status_of,
+    Served, bare_repo, curl, data_planes, marked, push, release_processes, shims, status_of,
 };
 use crate::support::{free_port, signal, wait_until};
 use gantry_store::testing::TestDatabase;
@@ -71,7 +73,13 @@ struct Pair {
 }
 
 impl Pair {
+    /// With `long_run`, a run of a minute-long job (commit "long") runs on the first server
+    /// when the second starts; its id is the second member.
     fn start() -> Pair {
+        Self::start_with(false).0
+    }
+
+    fn start_with(long_run: bool) -> (Pair, Option<i64>) {
         let db = TestDatabase::create();
         let (moto, moto_port) = crate::support::moto()
             .expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
@@ -95,29 +103,47 @@ impl Pair {
             .unwrap();
         assert_eq!(a.wait_finished(first), "succeeded", "{}", a.log());
         assert_eq!(serving(port), "v1");
+        let long = long_run.then(|| {
+            push(
+                a.dir.path(),
+                "stages:\n  - name: wait\n    jobs:\n      - name: long\n        run: echo waiting && sleep 60\n",
+                "long",
+            );
+            let id = a.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+                .as_i64()
+                .unwrap();
+            let waiting = || a.log_text(id).contains("waiting");
+            assert!(wait_until(Duration::from_secs(30), waiting), "{}", a.run(id));
+            id
+        });
         let b = Served::start_in(
             tempfile::tempdir().unwrap(),
             &config(repo.to_str().unwrap()),
         );
-        Pair {
-            a,
-            b,
-            port,
-            _moto: moto,
-            _db: db,
-        }
+        (
+            Pair {
+                a,
+                b,
+                port,
+                _moto: moto,
+                _db: db,
+            },
+            long,
+        )
     }
 }
 
 #[test]
 fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other() {
+    let (pair, long) = Pair::start_with(true);
+    let long = long.unwrap();
     let Pair {
         mut a,
         b,
         port,
         _moto,
         _db,
-    } = Pair::start();
+    } = pair;
     let data_a = a.data();
     let plane_a = data_planes(&data_a);
     assert_eq!(plane_a.len(), 1);
@@ -142,6 +168,7 @@ fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other()
     doomed.extend(plane_a);
     doomed.extend(shims(&data_a));
     doomed.extend(release_processes(&data_a));
+    doomed.extend(marked(&data_a, &["GANTRY_WORKSPACE"])); // the long run's step
     a.kill9();
     for pid in &doomed {
         signal(*pid, Signal::SIGKILL);
@@ -169,8 +196,15 @@ fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other()
     let second = built.json()["run"].as_i64().unwrap();
     assert_eq!(b.wait_finished(second), "succeeded", "{}", b.log());
 
-    // Once the first server's lease has passed, the second takes the environment over: the
-    // live release serves again through the same address, from the second server's host.
+    // Once the first server's lease has passed, the second marks the run it was running
+    // interrupted, and takes the environment over: the live release serves again through the
+    // same address, from the second server's host.
+    assert!(
+        wait_until(Duration::from_secs(90), || b.run(long)["run"]["status"]
+            == "interrupted"),
+        "{}",
+        b.run(long)
+    );
     assert!(
         wait_until(Duration::from_secs(90), || serving(port) == "v1"),
         "{}\n{}",
