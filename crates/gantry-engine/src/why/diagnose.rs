@@ -336,6 +336,17 @@ mod tests {
             Category::CommandNotFound,
         );
         check(&["anything"], exit(137), Category::OutOfMemory);
+        // A file missing while the workspace is made is not a missing program.
+        check(
+            &["preparing the workspace: unpacking `app`: No such file or directory (os error 2)"],
+            vec![],
+            Category::Workspace,
+        );
+        check(
+            &["running `deploy.sh`: No such file or directory (os error 2)"],
+            exit(1),
+            Category::CommandNotFound,
+        );
         check(
             &[
                 "An error occurred (AccessDenied) when calling the PutObject operation: Access Denied",

@@ -23,6 +23,7 @@ pub enum Category {
     DiskFull,
     Quota,
     CommandNotFound,
+    Workspace,
     Unknown,
 }
 
@@ -42,6 +43,7 @@ impl Category {
         Category::DiskFull,
         Category::Quota,
         Category::CommandNotFound,
+        Category::Workspace,
         Category::Unknown,
     ];
 
@@ -61,6 +63,7 @@ impl Category {
             Category::DiskFull => "disk-full",
             Category::Quota => "quota",
             Category::CommandNotFound => "command-not-found",
+            Category::Workspace => "workspace",
             Category::Unknown => "unknown",
         }
     }
@@ -192,6 +195,9 @@ rules! {
     "command-not-found" => CommandNotFound, 90, ["command not found", ": not found", "No such file or directory (os error 2)", "executable file not found"],
         "The step called a program that is not installed on the runner.",
         "Install the program on the runner (or in the job's image), or fix its name or PATH.";
+    "workspace" => Workspace, 94, ["preparing the workspace"],
+        "Gantry could not prepare the job's workspace before its first step: the commit's files, an artifact it needs, or its cache.",
+        "Read the error in the evidence: an artifact that is missing comes from an earlier stage or run (run that again); a work directory that is full or not writable needs space or permissions on the runner. Then run again.";
     "health" => HealthCheck, 90, ["health check failed", "failed its health check", "healthz returned"],
         "The new release failed its health checks.",
         "Look at the release's output (its crash, its logs) and the health check's answers below.";
