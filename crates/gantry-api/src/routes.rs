@@ -360,6 +360,13 @@ pub const ROUTE_TABLE: &[RouteInfo] = &[
     ),
     route(
         "POST",
+        "/api/runner/jobs/{id}/objects/{digest}/download",
+        Token(Role::Runner),
+        "Where to fetch an object a claimed job needs: straight from S3 (a presigned GET) or from this server",
+    )
+    .answers(schema::<types::DownloadOffer>),
+    route(
+        "POST",
         "/api/runner/jobs/{id}/objects/{digest}/upload",
         Token(Role::Runner),
         "How to upload an object a claimed job packed: not at all (the store has it), straight to S3 (a presigned PUT bound to its SHA-256), or through this server",
@@ -384,6 +391,9 @@ fn handler(info: &RouteInfo) -> MethodRouter<AppState> {
         ("GET", "/api/runner/jobs/{id}/source") => get(crate::runners::source),
         ("GET", "/api/runner/jobs/{id}/objects/{digest}") => get(crate::runners::get_object),
         ("PUT", "/api/runner/jobs/{id}/objects/{digest}") => put(crate::runners::put_object),
+        ("POST", "/api/runner/jobs/{id}/objects/{digest}/download") => {
+            post(crate::runners::download_offer)
+        }
         ("POST", "/api/runner/jobs/{id}/objects/{digest}/upload") => {
             post(crate::runners::upload_offer)
         }

@@ -255,8 +255,30 @@ pub async fn put_object(
     }
 }
 
-/// How long a runner's direct upload URL lasts.
+/// How long a runner's direct upload or download URL lasts.
 const DIRECT_UPLOAD_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Says where a runner fetches an object: straight from the store when it makes a URL for
+/// that (S3), else from this server.
+pub async fn download_offer(
+    State(state): State<AppState>,
+    Path((id, digest)): Path<(i64, String)>,
+    headers: HeaderMap,
+) -> Result<Json<types::DownloadOffer>, ApiError> {
+    leased(&state, id, &headers).await?;
+    if !is_digest(&digest) || !state.artifacts.exists(&digest).await? {
+        return Err(ApiError::not_found(format!(
+            "no object {digest} in {}",
+            state.artifacts.location()
+        )));
+    }
+    let name = digest.trim_start_matches("sha256:");
+    let url = state
+        .artifacts
+        .presign(&digest, DIRECT_UPLOAD_FOR, name)
+        .await?;
+    Ok(Json(types::DownloadOffer { url }))
+}
 
 /// Says how a runner gets an object into the store: nothing to do when the store has it, else
 /// a PUT straight to the store when the store makes one (S3), else through this server.

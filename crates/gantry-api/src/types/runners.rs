@@ -93,6 +93,14 @@ pub struct UploadOffer {
     pub put: Option<DirectUpload>,
 }
 
+/// `POST /api/runner/jobs/{id}/objects/{digest}/download`: where a runner fetches an object.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DownloadOffer {
+    /// A GET straight to the artifact store (an S3 presigned URL); `None`: GET it from
+    /// `/api/runner/jobs/{id}/objects/{digest}` on this server.
+    pub url: Option<String>,
+}
+
 /// A PUT straight to the artifact store: the URL and the headers to send as they are (signed;
 /// `x-amz-checksum-sha256` binds the body to its digest).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -326,7 +326,25 @@ impl HttpArtifacts {
         let part = tempfile::NamedTempFile::new_in(&self.downloads)
             .context("making a download file")?
             .into_temp_path();
-        self.client.get_object(&self.lease, digest, &part).await?;
+        // Straight from the store when the server offers that; from the server when it does
+        // not, or the store cannot be reached from here. Checked against the digest either way.
+        let offer = self.client.download_offer(&self.lease, digest).await?;
+        let direct = match &offer.url {
+            Some(url) => match self.client.get_direct(url, &part).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %format!("{e:#}"),
+                        "fetching {digest} straight from the artifact store; from the server instead"
+                    );
+                    false
+                }
+            },
+            None => false,
+        };
+        if !direct {
+            self.client.get_object(&self.lease, digest, &part).await?;
+        }
         self.local.import(digest, &part).await?;
         Ok(())
     }

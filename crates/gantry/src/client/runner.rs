@@ -5,8 +5,8 @@ use super::{Client, refused};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt;
 use gantry_api::types::{
-    AttemptCall, CallAnswer, ClaimBody, ClaimedJob, DIGEST_HEADER, DirectUpload, Done, Heartbeat,
-    JobEnd, LEASE_HEADER, UploadOffer,
+    AttemptCall, CallAnswer, ClaimBody, ClaimedJob, DIGEST_HEADER, DirectUpload, Done,
+    DownloadOffer, Heartbeat, JobEnd, LEASE_HEADER, UploadOffer,
 };
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
@@ -126,6 +126,23 @@ impl Client {
             &format!("/objects/{digest}/upload"),
         );
         self.send(req).await
+    }
+
+    /// Where to fetch object `digest` (see [`DownloadOffer`]).
+    pub async fn download_offer(&self, lease: &Lease, digest: &str) -> Result<DownloadOffer> {
+        let req = self.leased(
+            reqwest::Method::POST,
+            lease,
+            &format!("/objects/{digest}/download"),
+        );
+        self.send(req).await
+    }
+
+    /// GETs `url` (straight from the artifact store) into `dest`.
+    pub async fn get_direct(&self, url: &str, dest: &Path) -> Result<()> {
+        self.download(direct_client()?.get(url), dest)
+            .await
+            .map(|_| ())
     }
 
     /// PUTs `file` straight to the artifact store by `put`, with its signed headers. The store

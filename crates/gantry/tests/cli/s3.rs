@@ -591,9 +591,9 @@ fn a_server_killed_mid_upload_leaves_nothing_behind() {
 }
 
 /// A runner's artifact goes straight to S3 by a presigned PUT (bound to its SHA-256), never
-/// through the server, and the server's own next job gets it from there.
+/// through the server, and the next job's runner fetches it straight from there too.
 #[test]
-fn a_runner_uploads_its_artifacts_straight_to_s3() {
+fn a_runner_moves_its_artifacts_straight_to_and_from_s3() {
     let logs = tempfile::tempdir().unwrap();
     let moto_log = logs.path().join("moto.log");
     let (_moto, moto_port) = crate::support::moto_logging(&[], Some(&moto_log))
@@ -615,6 +615,7 @@ fn a_runner_uploads_its_artifacts_straight_to_s3() {
     jobs:
       - name: check
         needs: [app]
+        runs_on: [far]
         run: cd dist && sha256sum -c sum
 ";
     bare_repo(dir.path(), pipeline);
@@ -635,7 +636,7 @@ fn a_runner_uploads_its_artifacts_straight_to_s3() {
         s.api("GET", &format!("/api/runs/{run}/logs"), "").body,
         runner.said()
     );
-    assert_eq!(runner.ran().len(), 1, "{}", runner.said());
+    assert_eq!(runner.ran().len(), 2, "{}", runner.said());
     assert_eq!(runner.terminate(), Some(0), "{}", runner.said());
 
     let app = s
@@ -661,4 +662,11 @@ fn a_runner_uploads_its_artifacts_straight_to_s3() {
         "the checksum header is signed: {}",
         puts[0]
     );
+    // The next job, on the runner too, fetched it straight from the bucket as well.
+    let gets: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET /builds/{key}?")))
+        .collect();
+    assert_eq!(gets.len(), 1, "{log}");
+    assert!(gets[0].contains("X-Amz-Signature="), "{}", gets[0]);
 }
