@@ -40,6 +40,7 @@ pub struct RunnerConfig {
 pub async fn serve(cfg: RunnerConfig, stop: impl std::future::Future<Output = ()>) -> Result<()> {
     std::fs::create_dir_all(&cfg.work_dir)
         .with_context(|| format!("creating the work directory {}", cfg.work_dir.display()))?;
+    let _held = hold_work_dir(&cfg)?;
     let cfg = Arc::new(cfg);
     let (draining, drained) = watch::channel(false);
     let slots: Vec<_> = (0..cfg.concurrency.max(1))
@@ -63,6 +64,45 @@ pub async fn serve(cfg: RunnerConfig, stop: impl std::future::Future<Output = ()
     }
     println!("runner {}: stopped", cfg.name);
     Ok(())
+}
+
+/// One runner per work directory, held by an exclusive `flock` on `runner.lock` in it for as
+/// long as the runner runs. So what is found under it at start is a dead runner's: its steps'
+/// processes left running (a step's shell dies with its runner, what the shell started does
+/// not) are killed, and its job directories removed.
+fn hold_work_dir(cfg: &RunnerConfig) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = cfg.work_dir.join("runner.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut held = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, _)| {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        anyhow::anyhow!(
+            "another runner uses the work directory {} ({}); give this one its own --work-dir",
+            cfg.work_dir.display(),
+            holder.trim()
+        )
+    })?;
+    held.set_len(0)?;
+    writeln!(held, "runner {} pid {}", cfg.name, std::process::id())?;
+    let jobs = cfg.work_dir.join("jobs");
+    let killed = gantry_runner::owner::kill_leftovers(&jobs);
+    if killed > 0 {
+        println!(
+            "runner {}: killed {killed} process(es) left running under {} by a runner that stopped",
+            cfg.name,
+            jobs.display()
+        );
+    }
+    if jobs.exists() {
+        std::fs::remove_dir_all(&jobs).with_context(|| format!("clearing {}", jobs.display()))?;
+    }
+    Ok(held)
 }
 
 async fn claim_loop(cfg: Arc<RunnerConfig>, slot: usize, mut drained: watch::Receiver<bool>) {

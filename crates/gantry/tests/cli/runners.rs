@@ -2,7 +2,8 @@
 //! one PostgreSQL and three runners run fifty jobs, each exactly once (the runners' own
 //! records and the steps' own ledger say so), a job that needs a label only ever on the runner
 //! that has it; a runner killed mid-job loses its job to another after its lease; a runner
-//! told to stop finishes its job and takes no other.
+//! told to stop finishes its job and takes no other; a runner on a dead runner's work directory
+//! stops what that one left running, and a second runner on a work directory in use is refused.
 
 use crate::server_support::{Served, bare_repo};
 use crate::support::{alive, signal, wait_until};
@@ -244,6 +245,88 @@ fn two_servers_and_three_runners_run_fifty_jobs_each_exactly_once() {
     let logs = b.api("GET", "/api/runs/1/logs", "");
     assert_eq!(logs.status, 200, "{}", logs.body);
     assert!(logs.body.contains("hello from j3"), "{}", logs.body);
+}
+
+/// A runner started again on the work directory of one killed mid-job stops what that one's
+/// step left running (the shell died with it; the process it started in the background did
+/// not), then runs the job's next attempt. A second runner on a work directory in use is
+/// refused, and touches nothing.
+#[test]
+fn a_runner_on_a_dead_runners_work_directory_stops_what_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("left.pid");
+    let pipeline = format!(
+        "stages:\n  - name: build\n    jobs:\n      - name: slow\n        run: if [ \"$GANTRY_ATTEMPT\" = 1 ]; then sleep 120 & echo $! > {}; wait; fi; echo attempt $GANTRY_ATTEMPT done\n",
+        pid_file.display()
+    );
+    bare_repo(dir.path(), &pipeline);
+    let s = Served::start_in(
+        dir,
+        &config("", "hello.git", "lease = \"2s\"\nretry_lost = 1\n"),
+    );
+    let token = runner_token(&s, "runners");
+    let mut first = Runner::start(&s, &token, "r-again", "", scratch.path());
+    let r = s.api("POST", "/api/projects/hello/trigger", "{}");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let left = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || left().is_some()),
+        "{}",
+        first.said()
+    );
+    let left = left().unwrap();
+
+    // A second runner on the same work directory, while the first runs: refused.
+    let intruder = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "runner",
+            "--server",
+            &s.url,
+            "--name",
+            "r-intruder",
+            "--work-dir",
+        ])
+        .arg(scratch.path().join("r-again-work"))
+        .env("GANTRY_RUNNER_TOKEN", &token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(intruder.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&intruder.stderr);
+    assert!(
+        said.contains("another runner uses the work directory"),
+        "{said}"
+    );
+    assert!(alive(left), "the intruder touched nothing");
+
+    first.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    let outlived = alive(left);
+    let mut again = Runner::start(&s, &token, "r-again", "", scratch.path());
+    let stopped = wait_until(Duration::from_secs(10), || !alive(left));
+    if !stopped {
+        signal(left, Signal::SIGKILL); // this test's to stop, whatever happens
+    }
+    assert!(outlived, "the background process outlived its runner");
+    assert!(stopped, "{}", again.said());
+    assert!(again.said().contains("left running"), "{}", again.said());
+    let done = || {
+        s.runs()
+            .first()
+            .is_some_and(|r| r["status"] != "running" && r["status"] != "queued")
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), done),
+        "{}",
+        again.said()
+    );
+    assert_eq!(s.run(1)["run"]["status"], "succeeded", "{}", s.run(1));
+    assert_eq!(again.terminate(), Some(0), "{}", again.said());
 }
 
 #[test]
