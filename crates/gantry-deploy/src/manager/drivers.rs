@@ -17,6 +17,23 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 const RENEW_EVERY_LOOKS: u32 = 5;
 
 impl DeployManager {
+    fn drives(&self, project: &str, env: &str) -> bool {
+        self.driving
+            .lock()
+            .expect("driving")
+            .contains(&(project.to_string(), env.to_string()))
+    }
+
+    fn set_driving(&self, project: &str, env: &str, on: bool) {
+        let key = (project.to_string(), env.to_string());
+        let mut driving = self.driving.lock().expect("driving");
+        if on {
+            driving.insert(key);
+        } else {
+            driving.remove(&key);
+        }
+    }
+
     fn driver_until(&self) -> i64 {
         now_millis() + DRIVER_LEASE.as_millis() as i64
     }
@@ -25,6 +42,9 @@ impl DeployManager {
     /// lease has passed, or it is this server; else asks the driver to hand it over and waits
     /// for it to let go (at most a lease and a little more, after which it refuses).
     pub(super) async fn become_driver(&self, project: &str, env: &str) -> Result<()> {
+        if self.drives(project, env) {
+            return Ok(()); // A rollback stays a lookup and a switch.
+        }
         let deadline = tokio::time::Instant::now() + DRIVER_LEASE + Duration::from_secs(5);
         let mut asked = false;
         loop {
@@ -34,7 +54,10 @@ impl DeployManager {
                 .claim_driver(project, env, &self.owner, self.driver_until(), now)
                 .await?
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.set_driving(project, env, true);
+                    return Ok(());
+                }
                 Err(holder) => holder,
             };
             if tokio::time::Instant::now() >= deadline {
@@ -99,6 +122,7 @@ impl DeployManager {
             }
             match claimed {
                 Ok(()) => {
+                    self.set_driving(&project, &env, true);
                     mine.insert((project, env));
                 }
                 Err(holder) => notes.push(format!(
@@ -149,6 +173,15 @@ impl DeployManager {
                 .await?;
         }
         let drivers = self.store.env_drivers().await?;
+        // What the store says this server drives (a lease it could not renew in time may
+        // have been taken over meanwhile).
+        *self.driving.lock().expect("driving") = drivers
+            .iter()
+            .filter(|d| {
+                d.owner == self.owner && d.handover_to.as_deref().is_none_or(|to| to == self.owner)
+            })
+            .map(|d| (d.project.clone(), d.environment.clone()))
+            .collect();
         for d in drivers.iter().filter(|d| d.owner == self.owner) {
             if let Some(to) = d.handover_to.as_deref().filter(|to| *to != self.owner) {
                 let note = self.let_go(&d.project, &d.environment, to).await;
@@ -176,6 +209,7 @@ impl DeployManager {
             {
                 continue;
             }
+            self.set_driving(&project, &env, true);
             for note in self.take_over(&project, &env, &from).await {
                 eprintln!("gantry: {note}");
             }
@@ -207,6 +241,7 @@ impl DeployManager {
             }
             env.backends.lock().expect("backends").clear();
         }
+        self.set_driving(project, environment, false);
         if let Err(e) = self
             .store
             .release_driver(project, environment, &self.owner)
@@ -252,6 +287,7 @@ impl DeployManager {
             notes.push(format!(
                 "{project}/{env}: could not be taken over: {e}; let go, to be tried again"
             ));
+            self.set_driving(project, env, false);
             let _ = self.store.release_driver(project, env, &self.owner).await;
         }
         notes

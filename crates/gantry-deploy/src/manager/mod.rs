@@ -127,6 +127,9 @@ pub struct DeployManager {
     plane: Arc<DataPlane>,
     /// The gantry binary: releases run under `gantry shim`.
     exe: PathBuf,
+    /// The environments this server drives, as the drivers' loop last saw the store say
+    /// (`drivers.rs`): a deploy or rollback of one of them asks the store nothing more.
+    driving: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl DeployManager {
@@ -153,6 +156,7 @@ impl DeployManager {
             sandbox: Mutex::new(None),
             plane,
             exe,
+            driving: Mutex::new(Default::default()),
         });
         tokio::spawn(record_service_events(manager.store.clone(), rx));
         manager
