@@ -157,6 +157,9 @@ pub async fn run_step(
     (end, oom)
 }
 
+/// How long the output of a step's container may go on after the container ended.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
 async fn drive(
     engine: &Engine,
     id: &str,
@@ -173,8 +176,27 @@ async fn drive(
     let mut err_lines = LineSplitter::new(MAX_LINE);
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut stopped: Option<StepEnd> = None;
+    // The output ends when the container does; but an engine may keep the stream open after
+    // the container ended (podman's log follow did, under load: the step waited for ever).
+    // So its state is looked at every second too, and a stream still open OUTPUT_GRACE after
+    // the container ended is given up.
+    let mut look = tokio::time::interval(Duration::from_secs(1));
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ended_at: Option<Instant> = None;
     loop {
         tokio::select! {
+            _ = look.tick() => match ended_at {
+                Some(at) if at.elapsed() >= OUTPUT_GRACE => {
+                    tracing::warn!(container = %gantry_docker::short_id(id), "the step's container ended but its output stream stayed open; given up");
+                    break;
+                }
+                Some(_) => {}
+                None => {
+                    if let Ok(Some(s)) = engine.inspect(id).await && !s.running {
+                        ended_at = Some(Instant::now());
+                    }
+                }
+            },
             chunk = output.next() => match chunk {
                 Some(Ok((is_err, bytes))) => {
                     let (stream, splitter) = if is_err {
