@@ -7,7 +7,7 @@
 //! recently used removed first; an object an artifact also uses is never deleted. Nothing here
 //! fails the job: every problem is a line of the cache step's log.
 
-use crate::execute::RunContext;
+use crate::context::RunContext;
 use gantry_engine::ports::{CacheRecord, Stream};
 use gantry_model::Job;
 use gantry_model::cache::CacheSpec;

@@ -2,9 +2,11 @@
 //! events that happen (job attempts ending, a cancel request) and carries out the commands it
 //! answers with: start jobs (at most `jobs` at once), record statuses, finish the run.
 
+pub use crate::context::BASE_ENV;
+use crate::context::RunContext;
 use crate::events::{Observer, RunEvent};
-use crate::job::{AttemptResult, run_attempt, set_env};
-use crate::logs::{LogSender, spawn_writer};
+use crate::job::{AttemptResult, run_attempt};
+use crate::logs::spawn_writer;
 use crate::plan::{job_of, plan_of};
 use anyhow::{Context, Result};
 use gantry_engine::mask::Masker;
@@ -17,20 +19,13 @@ use gantry_engine::run::{
 };
 use gantry_engine::waves::{self, WavesMachine};
 use gantry_git::{Repo, Revision};
-use gantry_model::{Job, JobStatus, Pipeline, RunStatus, SecretValue, StageKind, StageStatus};
+use gantry_model::{JobStatus, Pipeline, RunStatus, SecretValue, StageKind, StageStatus};
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
-
-/// Variables of gantry's own environment every step gets; anything else must be asked for
-/// (`pass_env`, `env`, `secrets`), so a secret of gantry's environment never leaks by default.
-pub const BASE_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "TMPDIR",
-    "SHELL",
-];
 
 /// Why a deploy stage did not deploy when nothing can carry out deployments (shown on the stage).
 const NO_DEPLOYER: &str =
@@ -119,105 +114,6 @@ pub struct Runner {
     /// Hands jobs to runners (the server, when runners may take its jobs); `None`: every job
     /// runs here.
     pub remote: Option<Arc<dyn crate::remote::RemoteJobs>>,
-}
-
-/// What every job of a run shares.
-pub(crate) struct RunContext {
-    pub run_id: i64,
-    pub project: String,
-    /// Where workspaces come from.
-    pub source: crate::remote::Source,
-    pub commit: String,
-    pub branch: Option<String>,
-    /// What started the run, for `when:` rules and `GANTRY_EVENT`.
-    pub event: gantry_model::TriggerEvent,
-    pub vars: std::collections::BTreeMap<String, String>,
-    pub subdir: Option<PathBuf>,
-    pub pipeline: Pipeline,
-    /// The pipeline file's path in the repository.
-    pub pipeline_file: String,
-    pub work_dir: PathBuf,
-    pub jobs: usize,
-    pub kill_grace: Duration,
-    pub keep_workspaces: bool,
-    pub log_cap: u64,
-    pub sandbox: Option<crate::sandbox::Sandbox>,
-    pub prefetched: Option<Arc<crate::prefetch::Prefetch>>,
-    pub secrets: HashMap<String, SecretValue>,
-    pub secrets_withheld: Option<String>,
-    pub cache_cap: u64,
-    /// The owner lock of this process: step containers carry it.
-    pub owner: Option<String>,
-    pub masker: Masker,
-    /// Where the attempts' steps, logs, artifacts and caches are recorded.
-    pub records: Arc<dyn AttemptStore>,
-    pub artifacts: Arc<dyn ArtifactStore>,
-    pub observer: Arc<dyn Observer>,
-    pub logs: LogSender,
-    pub cancel: watch::Receiver<bool>,
-}
-
-impl RunContext {
-    /// What an `if:` reads: the run's own variables and gantry's, as every step sees them.
-    fn rule_vars(&self) -> std::collections::BTreeMap<String, String> {
-        let mut vars = self.vars.clone();
-        for (k, v) in [
-            ("GANTRY_RUN", self.run_id.to_string()),
-            ("GANTRY_PROJECT", self.project.clone()),
-            ("GANTRY_COMMIT", self.commit.clone()),
-            ("GANTRY_BRANCH", self.branch.clone().unwrap_or_default()),
-            ("GANTRY_EVENT", self.event.as_str().to_string()),
-        ] {
-            vars.insert(k.to_string(), v);
-        }
-        vars
-    }
-
-    /// The environment of a job's steps, before step variables and secrets.
-    pub fn env_for(&self, job: &Job, workspace: &Path, attempt: u32) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = Vec::new();
-        let passed = BASE_ENV
-            .iter()
-            .map(|s| s.to_string())
-            .chain(self.pipeline.pass_env.iter().cloned())
-            .chain(job.pass_env.iter().cloned());
-        for name in passed {
-            if let Ok(v) = std::env::var(&name) {
-                set_env(&mut env, &name, &v);
-            }
-        }
-        set_env(&mut env, "CI", "true");
-        for (k, v) in self.pipeline.env.iter().chain(job.env.iter()) {
-            set_env(&mut env, k, v);
-        }
-        // A matrix job's combination, over the job's own `env`.
-        for (k, v) in job.matrix.iter().flat_map(|m| &m.values) {
-            set_env(&mut env, k, v);
-        }
-        for (k, v) in &self.vars {
-            set_env(&mut env, k, v);
-        }
-        let stage = self
-            .pipeline
-            .jobs()
-            .find(|(_, j)| j.name == job.name)
-            .map(|(i, _)| self.pipeline.stages[i].name.clone())
-            .unwrap_or_default();
-        for (k, v) in [
-            ("GANTRY_RUN", self.run_id.to_string()),
-            ("GANTRY_PROJECT", self.project.clone()),
-            ("GANTRY_COMMIT", self.commit.clone()),
-            ("GANTRY_BRANCH", self.branch.clone().unwrap_or_default()),
-            ("GANTRY_EVENT", self.event.as_str().to_string()),
-            ("GANTRY_STAGE", stage),
-            ("GANTRY_JOB", job.name.clone()),
-            ("GANTRY_ATTEMPT", attempt.to_string()),
-            ("GANTRY_WORKSPACE", workspace.display().to_string()),
-        ] {
-            set_env(&mut env, k, &v);
-        }
-        env
-    }
 }
 
 use crate::now_millis as now;

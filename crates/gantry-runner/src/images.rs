@@ -2,7 +2,7 @@
 //! build), saved into the artifact store, and pushed to a registry when the job says so.
 
 use crate::cache::Emit;
-use crate::execute::RunContext;
+use crate::context::RunContext;
 use gantry_engine::ports::Stream;
 use std::path::Path;
 

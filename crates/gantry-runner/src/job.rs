@@ -2,8 +2,8 @@
 //! first failure ends the attempt), then the declared artifacts stored. Every step and line is
 //! recorded as it happens.
 
+use crate::context::RunContext;
 use crate::events::RunEvent;
-use crate::execute::RunContext;
 use crate::images::{build_with, push_image, store_artifact};
 use crate::logs::{Admit, LogBudget, LogLine};
 use crate::process::{StepEnd, StepSpec, run_step};

@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod container;
+mod context;
 pub mod events;
 pub mod execute;
 mod images;

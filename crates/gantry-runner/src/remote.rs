@@ -6,8 +6,8 @@
 //!   its records going to the server ([`AttemptStore`]) and its workspace coming from it
 //!   ([`SourceFetch`]).
 
+use crate::context::RunContext;
 use crate::events::Observer;
-use crate::execute::RunContext;
 use crate::job::{AttemptResult, run_attempt};
 use crate::logs::spawn_writer;
 use anyhow::Result;

@@ -33,10 +33,9 @@ pub fn share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         }
         return Ok(key);
     }
-    let key = generate_token();
-    let hex_part = key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX);
-    write_private(&path, hex_part)?;
-    Ok(hex::decode(hex_part)?)
+    let key = new_key()?;
+    write_private(&path, &hex::encode(&key))?;
+    Ok(key)
 }
 
 /// The share-link key of servers that share a database (state in PostgreSQL): the one stored
@@ -68,11 +67,10 @@ pub fn rotate_share_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = data_dir.join("share.key");
     let tmp = data_dir.join("share.key.tmp");
     let _ = std::fs::remove_file(&tmp);
-    let key = generate_token();
-    let hex_part = key.trim_start_matches(gantry_api::auth::TOKEN_PREFIX);
-    write_private(&tmp, hex_part)?;
+    let key = new_key()?;
+    write_private(&tmp, &hex::encode(&key))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(hex::decode(hex_part)?)
+    Ok(key)
 }
 
 /// On first start, creates an admin token and keeps it in the data directory (mode 0600), so

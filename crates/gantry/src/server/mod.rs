@@ -15,6 +15,7 @@ mod poller;
 mod runners;
 mod running;
 pub mod schedules;
+mod shared;
 pub mod statuses;
 mod triggers;
 mod worker;
@@ -324,7 +325,7 @@ impl Control for Server {
                 Ok(())
             }
             // Run by another server: it looks for cancels asked for its runs
-            // (`running::CANCELS_EVERY`).
+            // (`shared::CANCELS_EVERY`).
             None if self.config.state.is_some()
                 && self.store.request_cancel(run, now()).await? =>
             {
@@ -480,7 +481,7 @@ impl Control for Server {
             return keys::rotate_share_key(&self.data_dir).map_err(ControlError::from);
         }
         // Every server on the database signs with the stored key; the others see the new one
-        // within `running::SHARE_KEY_EVERY`.
+        // within `shared::SHARE_KEY_EVERY`.
         let key = keys::new_key()?;
         self.store
             .set_share_key(&key, gantry_engine::ports::now_millis())

@@ -15,13 +15,6 @@ use gantry_runner::owner::OwnerLock;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// How often a server on a shared database looks for runs left by a server that died.
-pub const ORPHANS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-/// How often a server on a shared database looks for cancels of its runs asked for through
-/// another server.
-pub const CANCELS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// How often a server on a shared database looks for a share-link key rotated elsewhere.
-pub const SHARE_KEY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -141,69 +134,8 @@ impl Server {
                 }
             }));
         }
-        // Runs a server that died left running are marked interrupted (and queued again with
-        // `requeue_interrupted`) once its lease has passed, by any server that looks.
         if config.state.is_some() {
-            let server = server.clone();
-            let (locks, work) = (ctx.lock_dir(), ctx.work_root());
-            pollers.push(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(ORPHANS_EVERY).await;
-                    match gantry_runner::owner::recover(&*server.store, &locks, &work).await {
-                        Ok(ids) => {
-                            for id in &ids {
-                                eprintln!(
-                                    "gantry: run {id} was left unfinished by a server that stopped; marked interrupted"
-                                );
-                            }
-                            if server.config.requeue_interrupted
-                                && let Err(e) = requeue(&server, &ids).await
-                            {
-                                tracing::warn!(error = %format!("{e:#}"), "queueing interrupted runs again");
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "looking for runs of stopped servers"),
-                    }
-                }
-            }));
-        }
-        // Cancels asked for through another server reach this one's runs.
-        if config.state.is_some() {
-            let server = server.clone();
-            pollers.push(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(CANCELS_EVERY).await;
-                    match server.store.cancel_requests(&server.owner).await {
-                        Ok(ids) => {
-                            let running = server.running.lock().expect("running map");
-                            for id in ids {
-                                if let Some(tx) = running.get(&id) {
-                                    let _ = tx.send(true);
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "reading cancels asked for")
-                        }
-                    }
-                }
-            }));
-        }
-        // A rotation through another server reaches this one's links.
-        if config.state.is_some() {
-            let store = ctx.state.clone();
-            pollers.push(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(SHARE_KEY_EVERY).await;
-                    match store.stored_share_key().await {
-                        Ok(Some(key)) if *key != *share_key.get() => share_key.set(key),
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "reading the share-link key")
-                        }
-                    }
-                }
-            }));
+            pollers.extend(super::shared::spawn_watchers(&server, &ctx, share_key));
         }
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
@@ -291,7 +223,7 @@ impl RunningServer {
 }
 
 /// Queues a new run for each run the start found interrupted (`[queue] requeue_interrupted`).
-async fn requeue(server: &Server, recovered: &[i64]) -> Result<()> {
+pub(super) async fn requeue(server: &Server, recovered: &[i64]) -> Result<()> {
     for id in recovered {
         let Some(d) = server.store.run_detail(*id).await? else {
             continue;

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-const HELLO: &str = include_str!("../../../../examples/hello/hello.py");
+pub const HELLO: &str = include_str!("../../../../examples/hello/hello.py");
 
 /// How the committed service behaves.
 #[derive(Clone, Copy)]
@@ -61,7 +61,7 @@ pub use crate::support::free_port;
 
 /// The pipeline: package `dist/` as the artifact `app`; environment `production` runs it
 /// behind a router on `port`. `extra` adds lines to the environment (indented 4).
-fn pipeline(version: &str, port: u16, extra: &str, deploy_stage: bool) -> String {
+pub fn pipeline(version: &str, port: u16, extra: &str, deploy_stage: bool) -> String {
     let stage = if deploy_stage {
         "  - name: ship\n    deploy:\n      environment: production\n      artifact: app\n"
     } else {
@@ -203,11 +203,16 @@ impl Env {
 
     /// What the router answers on `/` (the version), or why not.
     pub fn serving(&self) -> String {
-        match get(&self.router(), "/") {
-            Ok((200, body, _)) => body.trim().trim_start_matches("hello from ").to_string(),
-            Ok((status, body, _)) => format!("HTTP {status}: {body}"),
-            Err(e) => format!("error: {e}"),
-        }
+        serving_at(&self.router())
+    }
+}
+
+/// What `addr` answers on `/` (the version), or why not.
+pub fn serving_at(addr: &str) -> String {
+    match get(addr, "/") {
+        Ok((200, body, _)) => body.trim().trim_start_matches("hello from ").to_string(),
+        Ok((status, body, _)) => format!("HTTP {status}: {body}"),
+        Err(e) => format!("error: {e}"),
     }
 }
 

@@ -247,18 +247,24 @@ fn two_servers_and_three_runners_run_fifty_jobs_each_exactly_once() {
     assert!(logs.body.contains("hello from j3"), "{}", logs.body);
 }
 
-/// A runner started again on the work directory of one killed mid-job stops what that one's
-/// step left running (the shell died with it; the process it started in the background did
-/// not), then runs the job's next attempt. A second runner on a work directory in use is
-/// refused, and touches nothing.
-#[test]
-fn a_runner_on_a_dead_runners_work_directory_stops_what_it_left() {
+/// A server (leases of 2 s, a lost job started once more) whose one job's first attempt runs
+/// `hang` (which writes a pid to `{pid}`, then hangs) and whose next attempt ends at once; the
+/// runner `name` running that first attempt; and the pid it wrote.
+struct Hung {
+    s: Served,
+    token: String,
+    scratch: tempfile::TempDir,
+    first: Runner,
+    pid: i32,
+}
+
+fn hung_on_a_runner(name: &str, hang: &str) -> Hung {
     let dir = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    let pid_file = scratch.path().join("left.pid");
+    let pid_file = scratch.path().join("hung.pid");
+    let hang = hang.replace("{pid}", pid_file.to_str().unwrap());
     let pipeline = format!(
-        "stages:\n  - name: build\n    jobs:\n      - name: slow\n        run: if [ \"$GANTRY_ATTEMPT\" = 1 ]; then sleep 120 & echo $! > {}; wait; fi; echo attempt $GANTRY_ATTEMPT done\n",
-        pid_file.display()
+        "stages:\n  - name: build\n    jobs:\n      - name: slow\n        run: if [ \"$GANTRY_ATTEMPT\" = 1 ]; then {hang}; fi; echo attempt $GANTRY_ATTEMPT done\n"
     );
     bare_repo(dir.path(), &pipeline);
     let s = Served::start_in(
@@ -266,20 +272,48 @@ fn a_runner_on_a_dead_runners_work_directory_stops_what_it_left() {
         &config("", "hello.git", "lease = \"2s\"\nretry_lost = 1\n"),
     );
     let token = runner_token(&s, "runners");
-    let mut first = Runner::start(&s, &token, "r-again", "", scratch.path());
+    let first = Runner::start(&s, &token, name, "", scratch.path());
     let r = s.api("POST", "/api/projects/hello/trigger", "{}");
     assert_eq!(r.status, 201, "{}", r.body);
-    let left = || {
+    let pid = || {
         std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
     };
     assert!(
-        wait_until(Duration::from_secs(60), || left().is_some()),
+        wait_until(Duration::from_secs(60), || pid().is_some()),
         "{}",
         first.said()
     );
-    let left = left().unwrap();
+    Hung {
+        pid: pid().unwrap(),
+        s,
+        token,
+        scratch,
+        first,
+    }
+}
+
+/// Whether the server's newest run has ended.
+fn run_ended(s: &Served) -> bool {
+    s.runs()
+        .first()
+        .is_some_and(|r| r["status"] != "running" && r["status"] != "queued")
+}
+
+/// A runner started again on the work directory of one killed mid-job stops what that one's
+/// step left running (the shell died with it; the process it started in the background did
+/// not), then runs the job's next attempt. A second runner on a work directory in use is
+/// refused, and touches nothing.
+#[test]
+fn a_runner_on_a_dead_runners_work_directory_stops_what_it_left() {
+    let Hung {
+        s,
+        token,
+        scratch,
+        mut first,
+        pid: left,
+    } = hung_on_a_runner("r-again", "sleep 120 & echo $! > {pid}; wait");
 
     // A second runner on the same work directory, while the first runs: refused.
     let intruder = Command::new(env!("CARGO_BIN_EXE_gantry"))
@@ -315,11 +349,7 @@ fn a_runner_on_a_dead_runners_work_directory_stops_what_it_left() {
     assert!(outlived, "the background process outlived its runner");
     assert!(stopped, "{}", again.said());
     assert!(again.said().contains("left running"), "{}", again.said());
-    let done = || {
-        s.runs()
-            .first()
-            .is_some_and(|r| r["status"] != "running" && r["status"] != "queued")
-    };
+    let done = || run_ended(&s);
     assert!(
         wait_until(Duration::from_secs(60), done),
         "{}",
@@ -331,36 +361,13 @@ fn a_runner_on_a_dead_runners_work_directory_stops_what_it_left() {
 
 #[test]
 fn a_runner_killed_mid_job_loses_it_to_another_once_its_lease_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let pid_file = scratch.path().join("first.pid");
-    // The first attempt says where it is and hangs; the next one ends at once.
-    let pipeline = format!(
-        "stages:\n  - name: build\n    jobs:\n      - name: slow\n        run: if [ \"$GANTRY_ATTEMPT\" = 1 ]; then echo started; echo $$ > {}; sleep 60; fi; echo attempt $GANTRY_ATTEMPT done\n",
-        pid_file.display()
-    );
-    bare_repo(dir.path(), &pipeline);
-    let s = Served::start_in(
-        dir,
-        &config("", "hello.git", "lease = \"2s\"\nretry_lost = 1\n"),
-    );
-    let token = runner_token(&s, "runners");
-    let mut first = Runner::start(&s, &token, "r-first", "", scratch.path());
-    let r = s.api("POST", "/api/projects/hello/trigger", "{}");
-    assert_eq!(r.status, 201, "{}", r.body);
-    assert!(
-        wait_until(Duration::from_secs(60), || std::fs::read_to_string(
-            &pid_file
-        )
-        .is_ok_and(|p| p.trim().parse::<i32>().is_ok())),
-        "{}",
-        first.said()
-    );
-    let step: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let Hung {
+        s,
+        token,
+        scratch,
+        mut first,
+        pid: step,
+    } = hung_on_a_runner("r-first", "echo started; echo $$ > {pid}; sleep 60");
     first.kill9();
     // Its step's process group goes with it (the shell dies with the runner; its sleep is
     // this test's to stop).
@@ -368,11 +375,7 @@ fn a_runner_killed_mid_job_loses_it_to_another_once_its_lease_passes() {
     assert!(wait_until(Duration::from_secs(10), || !alive(step)));
 
     let second = Runner::start(&s, &token, "r-second", "", scratch.path());
-    let done = || {
-        s.runs()
-            .first()
-            .is_some_and(|r| r["status"] != "running" && r["status"] != "queued")
-    };
+    let done = || run_ended(&s);
     assert!(
         wait_until(Duration::from_secs(60), done),
         "{}",

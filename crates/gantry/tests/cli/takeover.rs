@@ -6,7 +6,6 @@
 //! router address, and the next deploy goes through it. A deploy through the server that does
 //! not drive the environment is handed it by the driver.
 
-use crate::deploy::get;
 use crate::server_support::{
     Served, bare_repo, curl, data_planes, marked, push, release_processes, shims, status_of,
 };
@@ -15,50 +14,15 @@ use gantry_store::testing::TestDatabase;
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
-const HELLO: &str = include_str!("../../../../examples/hello/hello.py");
+use crate::deploy::HELLO;
 
-fn pipeline(version: &str, port: u16) -> String {
-    format!(
-        r#"env:
-  APP_VERSION: "{version}"
-stages:
-  - name: build
-    jobs:
-      - name: package
-        run: |
-          mkdir -p dist
-          cp hello.py dist/hello
-          chmod +x dist/hello
-          echo "$APP_VERSION" > dist/VERSION
-        artifacts:
-          - name: app
-            path: dist/
-  - name: ship
-    deploy:
-      environment: production
-      artifact: app
-environments:
-  production:
-    target:
-      process:
-        command: ./dist/hello --port $PORT
-    health:
-      http: /healthz
-      timeout: 8s
-      interval: 100ms
-    bake: 1s
-    router:
-      listen: 127.0.0.1:{port}
-"#
-    )
+/// The deploy tests' pipeline (a 1 s bake), with its deploy stage or (`ship` false) without.
+fn pipeline(version: &str, port: u16, ship: bool) -> String {
+    crate::deploy::pipeline(version, port, "    bake: 1s\n", ship)
 }
 
 fn serving(port: u16) -> String {
-    match get(&format!("127.0.0.1:{port}"), "/") {
-        Ok((200, body, _)) => body.trim().trim_start_matches("hello from ").to_string(),
-        Ok((status, body, _)) => format!("HTTP {status}: {body}"),
-        Err(e) => format!("error: {e}"),
-    }
+    crate::deploy::serving_at(&format!("127.0.0.1:{port}"))
 }
 
 /// Two servers on one database and one bucket, the first started alone and v1 deployed to
@@ -87,9 +51,9 @@ impl Pair {
         assert_eq!(status_of(&head), 200, "{head}");
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        bare_repo(dir.path(), &pipeline("v1", port));
+        bare_repo(dir.path(), &pipeline("v1", port, true));
         std::fs::write(dir.path().join("work/hello.py"), HELLO).unwrap();
-        push(dir.path(), &pipeline("v1", port), "v1");
+        push(dir.path(), &pipeline("v1", port, true), "v1");
         let repo = dir.path().join("hello.git");
         let config = |repo: &str| {
             format!(
@@ -184,13 +148,7 @@ fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other()
 
     // The queue goes on through the second server at once (a commit that only builds).
     let repo_dir = a.dir.path().to_path_buf();
-    let build_only = pipeline("v1", port);
-    let build_only = &build_only[..build_only.find("  - name: ship").unwrap()];
-    push(
-        &repo_dir,
-        &format!("{build_only}environments: {{}}\n"),
-        "build only",
-    );
+    push(&repo_dir, &pipeline("v1", port, false), "build only");
     let built = b.api("POST", "/api/projects/hello/trigger", "{}");
     assert_eq!(built.status, 201, "{}", built.body);
     let second = built.json()["run"].as_i64().unwrap();
@@ -220,7 +178,7 @@ fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other()
     );
 
     // And it drives it: v2 deployed through the same router.
-    push(&repo_dir, &pipeline("v2", port), "v2");
+    push(&repo_dir, &pipeline("v2", port, true), "v2");
     let third = b.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
         .as_i64()
         .unwrap();
@@ -238,10 +196,7 @@ fn a_deploy_through_the_other_server_is_handed_the_environment() {
     let (data_a, data_b) = (a.data(), b.data());
     assert!(!release_processes(&data_a).is_empty());
     // v2, built (by either server) but not deployed.
-    let ship = "  - name: ship\n    deploy:\n      environment: production\n      artifact: app\n";
-    let v2 = pipeline("v2", port);
-    assert!(v2.contains(ship));
-    push(a.dir.path(), &v2.replace(ship, ""), "v2");
+    push(a.dir.path(), &pipeline("v2", port, false), "v2");
     let run = a.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
         .as_i64()
         .unwrap();
