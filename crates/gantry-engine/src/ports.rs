@@ -12,10 +12,10 @@ mod runners;
 pub use runners::*;
 
 pub use gantry_model::records::{
-    ArtifactListing, ArtifactRecord, CacheRecord, EnvDriver, EnvLock, JobClaim, JobRecord,
-    LeaseRenewal, LogRecord, Millis, NewQueuedJob, OwnerLease, PresignedUpload, ProjectRecord,
-    QueuedJob, QueuedJobState, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord, SessionRecord,
-    ShareRecord, StageRecord, StepRecord, Stream, TokenRecord,
+    ArtifactListing, ArtifactRecord, CacheRecord, CanaryProgress, EnvDriver, EnvLock, JobClaim,
+    JobRecord, LeaseRenewal, LogRecord, Millis, NewQueuedJob, OwnerLease, PresignedUpload,
+    ProjectRecord, QueuedJob, QueuedJobState, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord,
+    SessionRecord, ShareRecord, StageRecord, StepRecord, Stream, TokenRecord,
 };
 
 /// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
@@ -551,6 +551,14 @@ pub trait ReleaseStore: Send + Sync {
         owner: &str,
     ) -> anyhow::Result<()>;
     async fn env_drivers(&self) -> anyhow::Result<Vec<EnvDriver>>;
+    /// Keeps where the canary release `release` is (`None` clears it).
+    async fn set_canary_progress(
+        &self,
+        release: i64,
+        progress: Option<CanaryProgress>,
+    ) -> anyhow::Result<()>;
+    /// Where the canary release `release` was last kept, if anywhere.
+    async fn canary_progress(&self, release: i64) -> anyhow::Result<Option<CanaryProgress>>;
 }
 
 /// Everything gantry keeps: the union of the six stores, implemented by every backend, with

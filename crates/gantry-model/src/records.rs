@@ -519,3 +519,16 @@ pub struct EnvDriver {
     /// The server that asked for it (to deploy or roll back), if one did.
     pub handover_to: Option<String>,
 }
+
+/// Where a running canary is, kept with its release (whenever its machine starts observing a
+/// step) so that a server taking the deployment over — the same one started again, or another
+/// after the driver died — goes on from that step, never from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanaryProgress {
+    /// The step observed (from 0).
+    pub step: usize,
+    /// The share of users the router serves the canary.
+    pub percent: u32,
+    /// Since when the router has served that share.
+    pub since: Millis,
+}

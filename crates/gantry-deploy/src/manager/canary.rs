@@ -9,10 +9,9 @@ use crate::dataplane::RouterLink;
 use crate::router::{Backend, CanaryRoute, RouteTable, Users};
 use crate::targets::{ReleaseContext, Target};
 use gantry_engine::canary::{CanaryAction, CanaryMachine, Command, Event, State, Window};
-use gantry_engine::ports::{ReleaseRecord, now_millis};
+use gantry_engine::ports::{CanaryProgress, ReleaseRecord, now_millis};
 use gantry_engine::release::ReleaseState;
 use gantry_model::{CanarySpec, EnvironmentSpec, UserKey};
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,40 +23,21 @@ enum Msg {
     Alarm(String),
 }
 
-/// Where a canary's machine is, kept on disk while it runs (`<env dir>/canary.json`, written
-/// whole) so that a server started again after a crash goes on from there: the step it
-/// observes, the share the router serves, and since when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    pub release: i64,
-    pub step: usize,
-    pub percent: u32,
-    pub since: i64,
+/// A canary taken over: where its machine was (kept with the release in the store), and from
+/// whom. `from: None` is this server started again, its data plane having served the canary's
+/// share all along; `Some(server)` is a driver that died, whose router is gone with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    pub progress: CanaryProgress,
+    pub from: Option<String>,
 }
 
 impl DeployManager {
-    pub(super) fn progress_path(&self, project: &str, environment: &str) -> std::path::PathBuf {
-        self.root
-            .join(project)
-            .join(environment)
-            .join("canary.json")
-    }
-
-    /// The canary progress kept for the environment, if any.
-    pub(super) fn progress(&self, project: &str, environment: &str) -> Option<Progress> {
-        let text = std::fs::read(self.progress_path(project, environment)).ok()?;
-        serde_json::from_slice(&text).ok()
-    }
-
-    fn keep_progress(&self, env: &Env, p: &Progress) {
-        let path = self.progress_path(&env.project, &env.name);
-        let tmp = path.with_extension("json.tmp");
-        let written = serde_json::to_vec(p)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "keeping the canary's progress");
+    /// Keeps where the canary is, for whoever takes it over (not fatal: a canary whose
+    /// progress was not kept is interrupted if its driver stops, never promoted).
+    async fn keep_progress(&self, rec: &ReleaseRecord, p: CanaryProgress) {
+        if let Err(e) = self.store.set_canary_progress(rec.id, Some(p)).await {
+            tracing::warn!(release = rec.number, error = %format!("{e:#}"), "keeping the canary's progress");
         }
     }
 }
@@ -189,6 +169,21 @@ enum Sides {
 }
 
 impl Sides {
+    /// Whether the split serves the canary `percent` of the users now (a target splitting
+    /// calls itself keeps its weights where it runs).
+    fn serves(&self, percent: u32) -> bool {
+        match self {
+            Sides::Router { router, canary, .. } => {
+                router.table().canary.as_ref().is_some_and(|c| {
+                    c.backend.release == canary.release
+                        && c.backend.addr == canary.addr
+                        && c.share == percent * 100
+                })
+            }
+            Sides::Target { .. } => true,
+        }
+    }
+
     /// `percent` of the users (or calls) to the canary.
     async fn set(&self, percent: u32) -> anyhow::Result<()> {
         match self {
@@ -302,7 +297,7 @@ impl DeployManager {
         rec: &ReleaseRecord,
         split: Split,
         spec: &EnvironmentSpec,
-        (canary, resume): (CanarySpec, Option<Progress>),
+        (canary, resume): (CanarySpec, Option<Resume>),
         started: impl FnOnce() + Send,
     ) -> std::result::Result<String, String> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -336,7 +331,7 @@ impl DeployManager {
             )
             .await;
         *env.canary.lock().expect("canary") = None;
-        let _ = std::fs::remove_file(self.progress_path(&env.project, &env.name));
+        let _ = self.store.set_canary_progress(rec.id, None).await;
         let _ = done_tx.send(());
         match outcome {
             Ok(o) => o,
@@ -352,7 +347,7 @@ impl DeployManager {
         rec: &ReleaseRecord,
         split: Split,
         spec: &EnvironmentSpec,
-        (canary, resume): (CanarySpec, Option<Progress>),
+        (canary, resume): (CanarySpec, Option<Resume>),
         mut rx: mpsc::UnboundedReceiver<Msg>,
         view: Arc<Mutex<CanaryView>>,
         started: impl FnOnce() + Send,
@@ -390,22 +385,38 @@ impl DeployManager {
         let steps = canary.steps.len();
         let analysis = canary.analysis.clone();
         let (mut machine, first) = match resume {
-            // Taken over after a restart: the router served the step all along.
-            Some(p) => {
+            // Taken over: after a restart of this server its router served the step all along,
+            // and the step goes on as it was measured; a router gone with its server serves the
+            // share again here, and the step is observed anew from now.
+            Some(Resume { progress: p, from }) => {
+                let here = from.is_none() && sides.serves(p.percent);
+                let since = if here {
+                    p.since
+                } else {
+                    if let Err(e) = sides.set(p.percent).await {
+                        return Ok(Err(format!("the canary could not be taken over: {e:#}")));
+                    }
+                    now_millis()
+                };
+                let text = match &from {
+                    None if here => format!(
+                        "taken over after gantry restarted: step {} of {steps} at {}%, observed since the router began serving it",
+                        p.step + 1,
+                        p.percent
+                    ),
+                    _ => format!(
+                        "taken over from {}: step {} of {steps} at {}% through this server's router, observed anew from now (the numbers of the router that served it went with it)",
+                        from.as_deref()
+                            .unwrap_or("a router that no longer serves it"),
+                        p.step + 1,
+                        p.percent
+                    ),
+                };
                 let _ = self
                     .store
-                    .add_release_event(
-                        rec.id,
-                        "canary",
-                        &format!(
-                            "taken over after gantry restarted: step {} of {steps} at {}%, observed since the router began serving it",
-                            p.step + 1,
-                            p.percent
-                        ),
-                        now_millis(),
-                    )
+                    .add_release_event(rec.id, "canary", &text, now_millis())
                     .await;
-                CanaryMachine::resume(canary, p.step, p.percent, p.since)
+                CanaryMachine::resume(canary, p.step, p.percent, since)
             }
             None => {
                 self.store
@@ -423,7 +434,7 @@ impl DeployManager {
         };
         started();
         let mut queue: VecDeque<Command> = first.into();
-        let mut kept: Option<Progress> = None;
+        let mut kept: Option<CanaryProgress> = None;
         loop {
             while let Some(cmd) = queue.pop_front() {
                 match cmd {
@@ -493,14 +504,13 @@ impl DeployManager {
                 since,
             } = *machine.state()
             {
-                let p = Progress {
-                    release: rec.number,
+                let p = CanaryProgress {
                     step,
                     percent,
                     since,
                 };
-                if kept.as_ref() != Some(&p) {
-                    self.keep_progress(env, &p);
+                if kept != Some(p) {
+                    self.keep_progress(rec, p).await;
                     kept = Some(p);
                 }
             }

@@ -49,8 +49,8 @@ pub(super) struct Drive {
     pub reason: Option<String>,
     /// Where the release listens, once known (a kept release running already).
     pub addr: Option<SocketAddr>,
-    /// A canary taken over after a restart: where its machine was.
-    pub resume: Option<super::canary::Progress>,
+    /// A canary taken over (after a restart, or from a dead driver): where its machine was.
+    pub resume: Option<super::canary::Resume>,
 }
 
 /// How a deployment ended.

@@ -254,32 +254,68 @@ impl DeployManager {
         )
     }
 
-    /// Takes over an environment whose driver (`from`) stopped renewing: what it had cut short
-    /// is marked interrupted, and the live release is started again here. When that fails, the
-    /// environment is let go, to be tried again. Returns what it did, for the log.
+    /// Takes over an environment whose driver (`from`) stopped renewing: a canary it was
+    /// running goes on here from its step; anything else it had cut short is marked
+    /// interrupted; the live release is started again here. When that fails, the environment
+    /// is let go, to be tried again. Returns what it did, for the log.
     async fn take_over(self: &Arc<Self>, project: &str, env: &str, from: &str) -> Vec<String> {
         let mut notes = vec![format!("{project}/{env}: taken over from {from}")];
         let result: Result<()> = async {
+            // The dead driver's lock of the environment (a canary holds it) goes with it.
+            self.store.release_env_lock(project, env, from).await?;
+            let mut canaries = Vec::new();
             for r in self.store.deploying_releases().await? {
-                if r.project == project && r.environment == env {
-                    notes.push(self.interrupt(&r).await?);
+                if r.project != project || r.environment != env {
+                    continue;
+                }
+                match self.left_canary(&r).await {
+                    Some(p) => canaries.push((r, p)),
+                    None => notes.push(self.interrupt(&r).await?),
                 }
             }
             let history = self.store.releases(project, env).await?;
-            let Some(live) = release::live(&history).cloned() else {
+            let live = release::live(&history).cloned();
+            let stopped = match &live {
+                Some(live) => self.stopped(live).await,
+                None => false,
+            };
+            let Some(live) = live.filter(|_| !stopped) else {
+                if stopped {
+                    notes.push(format!(
+                        "{project}/{env}: stopped on purpose (gantry stop); not started"
+                    ));
+                }
+                for (r, _) in canaries {
+                    notes.push(self.interrupt(&r).await?);
+                }
                 return Ok(());
             };
-            if self.stopped(&live).await {
-                notes.push(format!(
-                    "{project}/{env}: stopped on purpose (gantry stop); not started"
-                ));
-                return Ok(());
-            }
-            self.restore(&live, &history, false).await?;
+            self.restore(&live, &history, !canaries.is_empty()).await?;
             notes.push(format!(
                 "{project}/{env}: release {} serves again, from here",
                 live.number
             ));
+            for (r, p) in canaries {
+                let step = p.step + 1;
+                let resume = super::canary::Resume {
+                    progress: p,
+                    from: Some(from.to_string()),
+                };
+                match self.resume_canary(&r, resume).await {
+                    Ok(()) => notes.push(format!(
+                        "{project}/{env}: the canary of release {} goes on from step {step}, here",
+                        r.number
+                    )),
+                    Err(e) => {
+                        notes.push(format!(
+                            "{project}/{env}: the canary of release {} could not be taken over: {e}",
+                            r.number
+                        ));
+                        self.drop_canary(&r).await;
+                        notes.push(self.interrupt(&r).await?);
+                    }
+                }
+            }
             Ok(())
         }
         .await;

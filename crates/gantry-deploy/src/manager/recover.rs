@@ -111,7 +111,11 @@ impl DeployManager {
         let mut going_on = Vec::new();
         for (r, p) in resuming {
             let step = p.step + 1;
-            match self.resume_canary(&r, p).await {
+            let resume = super::canary::Resume {
+                progress: p,
+                from: None,
+            };
+            match self.resume_canary(&r, resume).await {
                 Ok(()) => {
                     notes.push(format!(
                         "{}/{}: the canary of release {} goes on from step {step}",

@@ -1,52 +1,61 @@
-//! Canaries taken over after a restart: the data plane went on serving the canary's share and
-//! measuring both sides while no server ran, so a server started again goes on with the same
-//! step, judging it on the router's numbers since the step began — it never promotes on
-//! numbers the router did not see, and never asks users to change sides.
+//! Canaries taken over. After a restart of this server, the data plane went on serving the
+//! canary's share and measuring both sides while no server ran, so the server goes on with the
+//! same step, judging it on the router's numbers since the step began. From a driver that died
+//! with its host, the canary's release is started here next to the live one, this server's
+//! router serves the step's share again (users land on the same side: the split hashes the
+//! user), and the step is observed anew. Either way it never promotes on numbers its router did
+//! not see, and never starts the canary over from its first step.
 
+use super::canary::Resume;
 use super::drive::{Drive, Guards};
 use super::*;
 use gantry_engine::deployment::Purpose;
+use gantry_engine::ports::CanaryProgress;
 
 impl DeployManager {
-    /// The progress of the canary `r` when it can go on: kept on disk for this release, and
-    /// the data plane still serving that share to it.
-    pub(super) async fn resumable(&self, r: &ReleaseRecord) -> Option<canary::Progress> {
+    /// The progress of the canary `r` when it can go on after a restart: kept with the
+    /// release, and the data plane still serving that share to it.
+    pub(super) async fn resumable(&self, r: &ReleaseRecord) -> Option<CanaryProgress> {
         if r.state != ReleaseState::Canary {
             return None;
         }
-        let p = self.progress(&r.project, &r.environment)?;
-        if p.release != r.number {
-            return None;
-        }
+        let p = self.store.canary_progress(r.id).await.ok().flatten()?;
         let key = format!("{}/{}", r.project, r.environment);
         let (_, table) = self.plane.table(&key).await.ok()?;
         let c = table.canary?;
         (c.backend.release == r.number && c.share == p.percent * 100).then_some(p)
     }
 
+    /// The progress of the canary `r` a dead driver left, when it can go on here.
+    pub(super) async fn left_canary(&self, r: &ReleaseRecord) -> Option<CanaryProgress> {
+        if r.state != ReleaseState::Canary {
+            return None;
+        }
+        self.store.canary_progress(r.id).await.ok().flatten()
+    }
+
     /// Takes the canary `rec` over: the environment's lock, its release adopted where it runs
-    /// (one health check), then the canary phase from `p` — and its bake — in the background,
-    /// as the deployment would have gone on.
+    /// (after a restart: one health check) or started here (from a dead driver: unpacked,
+    /// started, checked), then the canary phase from where it was — and its bake — in the
+    /// background, as the deployment would have gone on.
     pub(super) async fn resume_canary(
         self: &Arc<Self>,
         rec: &ReleaseRecord,
-        p: canary::Progress,
+        resume: Resume,
     ) -> Result<()> {
         let spec = self
             .environment_at(&rec.project, rec.run_id, &rec.environment)
             .await
             .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
         let env = self.env(&rec.project, &rec.environment, &spec);
-        let lock = self
-            .lock(
-                &rec.project,
-                &rec.environment,
-                &format!(
-                    "canary of release {} (taken over after a restart)",
-                    rec.number
-                ),
-            )
-            .await?;
+        let purpose = match &resume.from {
+            None => format!(
+                "canary of release {} (taken over after a restart)",
+                rec.number
+            ),
+            Some(from) => format!("canary of release {} (taken over from {from})", rec.number),
+        };
+        let lock = self.lock(&rec.project, &rec.environment, &purpose).await?;
         let local = env.work.clone().lock_owned().await;
         let target = self.prepare(&env, &spec).await?;
         let history = self.store.releases(&rec.project, &rec.environment).await?;
@@ -55,11 +64,20 @@ impl DeployManager {
             .context(rec, live.as_ref().map(|l| l.number), &spec)
             .await;
         ctx.canary = true;
-        let addr = target
-            .adopt(&ctx)
-            .await
-            .map_err(|e| DeployError::Internal(e.context("adopting the canary")))?
-            .ok_or_else(|| DeployError::Conflict("the canary's release no longer runs".into()))?;
+        let addr = match resume.from {
+            None => Some(
+                target
+                    .adopt(&ctx)
+                    .await
+                    .map_err(|e| DeployError::Internal(e.context("adopting the canary")))?
+                    .ok_or_else(|| {
+                        DeployError::Conflict("the canary's release no longer runs".into())
+                    })?,
+            ),
+            // What ran on the dead driver's host is gone with it: started here.
+            Some(_) => None,
+        };
+        let unpack = addr.is_none() && !ctx.dir.is_dir();
         let d = Drive {
             env,
             target,
@@ -69,10 +87,10 @@ impl DeployManager {
             live,
             from: None,
             reason: None,
-            addr: Some(addr),
-            resume: Some(p),
+            addr,
+            resume: Some(resume),
         };
-        let plan = Self::plan(&d, Purpose::Deploy { canary: true }, false, true);
+        let plan = Self::plan(&d, Purpose::Deploy { canary: true }, unpack, addr.is_some());
         let guards = Guards {
             lock: Some(lock),
             local: Some(local),
@@ -98,6 +116,6 @@ impl DeployManager {
                 let _ = router.set(RouteTable::single(stable, None)).await;
             }
         }
-        let _ = std::fs::remove_file(self.progress_path(&r.project, &r.environment));
+        let _ = self.store.set_canary_progress(r.id, None).await;
     }
 }

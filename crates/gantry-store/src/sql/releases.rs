@@ -6,7 +6,8 @@ use super::SqlStore;
 use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    EnvDriver, EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord, ReleaseStore,
+    CanaryProgress, EnvDriver, EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord,
+    ReleaseStore,
 };
 use gantry_engine::release::{ReleaseKind, ReleaseState};
 use sqlx::any::AnyRow;
@@ -512,6 +513,43 @@ impl ReleaseStore for SqlStore {
                 },
             )
             .collect())
+    }
+
+    async fn set_canary_progress(
+        &self,
+        release: i64,
+        progress: Option<CanaryProgress>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE releases SET canary_step = $1, canary_percent = $2, canary_since = $3 \
+             WHERE id = $4",
+        )
+        .bind(progress.map(|p| p.step as i64))
+        .bind(progress.map(|p| i64::from(p.percent)))
+        .bind(progress.map(|p| p.since))
+        .bind(release)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.write_error(e, "keeping the canary's progress"))?;
+        Ok(())
+    }
+
+    async fn canary_progress(&self, release: i64) -> Result<Option<CanaryProgress>> {
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT canary_step, canary_percent, canary_since FROM releases WHERE id = $1",
+        )
+        .bind(release)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading the canary's progress")?;
+        Ok(match row {
+            Some((Some(step), Some(percent), Some(since))) => Some(CanaryProgress {
+                step: usize::try_from(step).context("a canary step below 0")?,
+                percent: u32::try_from(percent).context("a canary share out of range")?,
+                since,
+            }),
+            _ => None,
+        })
     }
 
     async fn environments(&self) -> Result<Vec<(String, String)>> {

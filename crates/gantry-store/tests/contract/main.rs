@@ -8,8 +8,8 @@
 //! own methods, so a passing backend is a drop-in replacement.
 
 use gantry_engine::ports::{
-    EnvLock, NewLogLine, NewRelease, NewRun, NewStage, OwnerLease, QueuedRun, RunFilter,
-    SessionRecord, StateStore, Stream,
+    CanaryProgress, EnvLock, NewLogLine, NewRelease, NewRun, NewStage, OwnerLease, QueuedRun,
+    RunFilter, SessionRecord, StateStore, Stream,
 };
 use gantry_engine::release::{ReleaseKind, ReleaseState};
 use gantry_model::{RunStatus, StepStatus};
@@ -289,6 +289,27 @@ pub async fn the_history_of_releases_only_grows(store: Arc<dyn StateStore>) {
 
 /// Paging backwards from the newest run with `before` returns every run once, newest first,
 /// even while new runs are queued between pages.
+/// A canary's progress is kept with its release, replaced as it moves, read back as written by
+/// any connection, and cleared; another release's is its own.
+pub async fn a_canarys_progress_is_kept_with_its_release(store: Arc<dyn StateStore>) {
+    let r1 = store.create_release(release("prod", 1)).await.unwrap();
+    let r2 = store.create_release(release("prod", 2)).await.unwrap();
+    assert_eq!(store.canary_progress(r2.id).await.unwrap(), None);
+    for (step, percent, since) in [(0, 10, 1_000), (1, 50, 7_000_000_000_000)] {
+        let p = CanaryProgress {
+            step,
+            percent,
+            since,
+        };
+        store.set_canary_progress(r2.id, Some(p)).await.unwrap();
+        assert_eq!(store.canary_progress(r2.id).await.unwrap(), Some(p));
+    }
+    assert_eq!(store.canary_progress(r1.id).await.unwrap(), None);
+    store.set_canary_progress(r2.id, None).await.unwrap();
+    assert_eq!(store.canary_progress(r2.id).await.unwrap(), None);
+    assert_eq!(store.canary_progress(9_999).await.unwrap(), None);
+}
+
 pub async fn paging_is_stable_while_runs_are_added(store: Arc<dyn StateStore>) {
     for n in 0..25 {
         store.enqueue_run(queued("p", n, None)).await.unwrap();
@@ -704,7 +725,8 @@ macro_rules! contract {
                 leases_renew_until_they_pass_and_lost_jobs_stay_lost,
                 the_share_key_is_stored_once_and_replaced_by_a_rotation,
                 a_cancel_asked_for_elsewhere_is_found_by_the_runs_owner,
-                an_environment_has_one_driver_under_a_lease);
+                an_environment_has_one_driver_under_a_lease,
+                a_canarys_progress_is_kept_with_its_release);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(

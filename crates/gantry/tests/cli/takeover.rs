@@ -18,7 +18,12 @@ use crate::deploy::HELLO;
 
 /// The deploy tests' pipeline (a 1 s bake), with its deploy stage or (`ship` false) without.
 fn pipeline(version: &str, port: u16, ship: bool) -> String {
-    crate::deploy::pipeline(version, port, "    bake: 1s\n", ship)
+    pipeline_with(version, port, ship, "")
+}
+
+/// The same with more of the environment (a strategy).
+fn pipeline_with(version: &str, port: u16, ship: bool, strategy: &str) -> String {
+    crate::deploy::pipeline(version, port, &format!("    bake: 1s\n{strategy}"), ship)
 }
 
 fn serving(port: u16) -> String {
@@ -40,10 +45,13 @@ impl Pair {
     /// With `long_run`, a run of a minute-long job (commit "long") runs on the first server
     /// when the second starts; its id is the second member.
     fn start() -> Pair {
-        Self::start_with(false).0
+        Self::start_with(false, "").0
     }
 
-    fn start_with(long_run: bool) -> (Pair, Option<i64>) {
+    /// `strategy`: more of the environment, in every pipeline the pair's repository starts with.
+    fn start_with(long_run: bool, strategy: &str) -> (Pair, Option<i64>) {
+        let pipeline =
+            |version: &str, port: u16, ship: bool| pipeline_with(version, port, ship, strategy);
         let db = TestDatabase::create();
         let (moto, moto_port) = crate::support::moto()
             .expect("moto_server is needed (pip install 'moto[server]'; .ci/run installs it)");
@@ -97,9 +105,31 @@ impl Pair {
     }
 }
 
+/// `kill -9` of everything the server ran, at once, as if its host went: the server, its data
+/// plane, its shims and releases, and its steps.
+fn host_goes(a: &mut Served) {
+    let data = a.data();
+    let mut doomed = vec![a.pid() as i32];
+    doomed.extend(data_planes(&data));
+    doomed.extend(shims(&data));
+    doomed.extend(release_processes(&data));
+    doomed.extend(marked(&data, &["GANTRY_WORKSPACE"]));
+    a.kill9();
+    for pid in &doomed {
+        signal(*pid, Signal::SIGKILL);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || release_processes(&data)
+            .is_empty()
+            && data_planes(&data).is_empty()),
+        "{:?}",
+        release_processes(&data)
+    );
+}
+
 #[test]
 fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other() {
-    let (pair, long) = Pair::start_with(true);
+    let (pair, long) = Pair::start_with(true, "");
     let long = long.unwrap();
     let Pair {
         mut a,
@@ -108,9 +138,7 @@ fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other()
         _moto,
         _db,
     } = pair;
-    let data_a = a.data();
-    let plane_a = data_planes(&data_a);
-    assert_eq!(plane_a.len(), 1);
+    assert_eq!(data_planes(&a.data()).len(), 1);
 
     // A second server leaves the environment to the first: nothing of it starts there.
     let data_b = b.data();
@@ -128,22 +156,7 @@ fn a_server_killed_with_its_host_leaves_its_environment_and_queue_to_the_other()
     assert_eq!(serving(port), "v1");
 
     // The first server's host goes: the server, its data plane and its releases, at once.
-    let mut doomed = vec![a.pid() as i32];
-    doomed.extend(plane_a);
-    doomed.extend(shims(&data_a));
-    doomed.extend(release_processes(&data_a));
-    doomed.extend(marked(&data_a, &["GANTRY_WORKSPACE"])); // the long run's step
-    a.kill9();
-    for pid in &doomed {
-        signal(*pid, Signal::SIGKILL);
-    }
-    assert!(
-        wait_until(Duration::from_secs(10), || release_processes(&data_a)
-            .is_empty()
-            && data_planes(&data_a).is_empty()),
-        "{:?}",
-        release_processes(&data_a)
-    );
+    host_goes(&mut a);
     assert!(serving(port).starts_with("error"), "{}", serving(port));
 
     // The queue goes on through the second server at once (a commit that only builds).
@@ -232,4 +245,143 @@ fn a_deploy_through_the_other_server_is_handed_the_environment() {
     std::thread::sleep(Duration::from_secs(6));
     assert!(release_processes(&data_a).is_empty());
     assert_eq!(serving(port), "v2");
+}
+
+const CANARY: &str = "    strategy:
+      canary:
+        users: { header: X-User, allow: [alice] }
+        steps:
+          - weight: 10
+            pause: 15s
+          - weight: 50
+            pause: 1s
+        analysis:
+          max_error_rate: 0.05
+          max_p99_ms: 300
+          min_requests: 10
+          deadline: 30s
+";
+
+/// The side (release number) each of `users` is on now, through the router at `port`.
+fn sides(port: u16, users: &[String]) -> Vec<String> {
+    let router = format!("127.0.0.1:{port}");
+    users
+        .iter()
+        .map(|u| {
+            crate::canary::get_with(&router, &[("X-User", u)])
+                .map(|(_, release)| release)
+                .unwrap_or_else(|e| format!("error: {e}"))
+        })
+        .collect()
+}
+
+/// The first server's host goes while it runs a canary of v2 at its first step (10% of the
+/// users): once its lease passes, the second server starts v1 and v2 on its own host, serves
+/// the step's share through its router on the same address — every user on the side they were
+/// on — observes the step anew (its numbers went with the first router) and goes on from it:
+/// the analysis promotes v2, the first step is not started over.
+#[test]
+fn a_canary_goes_on_from_its_step_on_the_server_that_takes_its_environment_over() {
+    let (pair, _) = Pair::start_with(false, CANARY);
+    let Pair {
+        mut a,
+        b,
+        port,
+        _moto,
+        _db,
+    } = pair;
+    push(a.dir.path(), &pipeline_with("v2", port, true, CANARY), "v2");
+    let run = a.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
+        .as_i64()
+        .unwrap();
+    let status = |s: &Served| {
+        s.api("GET", "/api/projects/hello/environments/production", "")
+            .json()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || status(&a)["canary"]["percent"]
+            == 10),
+        "{}\n{}",
+        status(&a),
+        a.log()
+    );
+    let users: Vec<String> = (0..200).map(|i| format!("person-{i}")).collect();
+    let before = sides(port, &users);
+    let on_canary = before.iter().filter(|s| *s == "2").count();
+    assert!(
+        (5..=45).contains(&on_canary),
+        "{on_canary} of 200 on the canary"
+    );
+    assert!(before.iter().all(|s| s == "1" || s == "2"), "{before:?}");
+
+    host_goes(&mut a);
+    assert!(serving(port).starts_with("error"), "{}", serving(port));
+
+    // Taken over: both releases start on the second server's host, its router serves the
+    // step's share on the same address, and every user is on the side they were on.
+    assert!(
+        wait_until(Duration::from_secs(90), || b.log().contains(
+            "hello/production: the canary of release 2 goes on from step 1, here"
+        )),
+        "{}",
+        b.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || status(&b)["canary"]["percent"]
+            == 10),
+        "{}\n{}",
+        status(&b),
+        b.log()
+    );
+    assert_eq!(status(&b)["canary"]["step"], 0, "{}", status(&b));
+    assert_eq!(
+        sides(port, &users),
+        before,
+        "users changed sides at the takeover"
+    );
+
+    // The analysis of the second server's router promotes it: step 1 again in full, step 2,
+    // then everyone.
+    let traffic = crate::canary::Traffic::start(format!("127.0.0.1:{port}"), 500);
+    let releases = || {
+        b.api(
+            "GET",
+            "/api/projects/hello/environments/production/releases",
+            "",
+        )
+        .json()
+    };
+    assert!(
+        wait_until(
+            Duration::from_secs(60),
+            || releases()[0]["release"]["state"] == "live"
+        ),
+        "{}\n{}",
+        releases(),
+        b.log()
+    );
+    traffic.stop();
+    assert_eq!(serving(port), "v2");
+    let events = releases()[0]["events"].to_string();
+    assert_eq!(
+        events.matches("step 1 of 2: the router sends 10%").count(),
+        1,
+        "step 1 was started over:\n{events}"
+    );
+    for seen in [
+        "taken over from",
+        "observed anew from now",
+        "step 1 passed analysis",
+        "step 2 of 2: the router sends 50%",
+        "step 2 passed analysis",
+    ] {
+        assert!(events.contains(seen), "missing `{seen}`:\n{events}");
+    }
+    // The run whose deploy stage started the canary was the first server's: interrupted.
+    assert!(
+        wait_until(Duration::from_secs(30), || b.run(run)["run"]["status"]
+            != "running"),
+        "{}",
+        b.run(run)
+    );
 }
