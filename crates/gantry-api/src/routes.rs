@@ -711,6 +711,7 @@ mod tests {
             log: None,
             running: vec![1],
             lock: None,
+            driver: None,
             canary: None,
             traffic: Vec::new(),
         };

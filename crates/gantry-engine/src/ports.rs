@@ -12,10 +12,10 @@ mod runners;
 pub use runners::*;
 
 pub use gantry_model::records::{
-    ArtifactListing, ArtifactRecord, CacheRecord, CanaryProgress, EnvDriver, EnvLock, JobClaim,
-    JobRecord, LeaseRenewal, LogRecord, Millis, NewQueuedJob, OwnerLease, PresignedUpload,
-    ProjectRecord, QueuedJob, QueuedJobState, ReleaseEvent, ReleaseRecord, RunDetail, RunRecord,
-    SessionRecord, ShareRecord, StageRecord, StepRecord, Stream, TokenRecord,
+    ArtifactListing, ArtifactRecord, CacheRecord, CanaryProgress, EnvDriver, EnvLock, EnvRequest,
+    JobClaim, JobRecord, LeaseRenewal, LogRecord, Millis, NewQueuedJob, OwnerLease,
+    PresignedUpload, ProjectRecord, QueuedJob, QueuedJobState, ReleaseEvent, ReleaseRecord,
+    RunDetail, RunRecord, SessionRecord, ShareRecord, StageRecord, StepRecord, Stream, TokenRecord,
 };
 
 /// Now, in [`Millis`]: the one place adapters read the clock for timestamps they store.
@@ -559,6 +559,32 @@ pub trait ReleaseStore: Send + Sync {
     ) -> anyhow::Result<()>;
     /// Where the canary release `release` was last kept, if anywhere.
     async fn canary_progress(&self, release: i64) -> anyhow::Result<Option<CanaryProgress>>;
+    /// Asks the environment's driver, whichever server it is, to carry out `asked`; the id of
+    /// the request, for its answer.
+    async fn ask_driver(
+        &self,
+        project: &str,
+        environment: &str,
+        asked: &str,
+        by: &str,
+        at: Millis,
+    ) -> anyhow::Result<i64>;
+    /// The requests not taken yet of the environments `owner` drives, oldest first, each taken
+    /// (by this call only: a second call does not return them again). Answers older than ten
+    /// minutes that nobody read are removed.
+    async fn take_env_requests(&self, owner: &str, at: Millis) -> anyhow::Result<Vec<EnvRequest>>;
+    /// The driver's answer to request `id`.
+    async fn answer_env_request(
+        &self,
+        id: i64,
+        ok: bool,
+        answer: &str,
+        at: Millis,
+    ) -> anyhow::Result<()>;
+    /// Request `id` as it is now (`None` once forgotten).
+    async fn env_request(&self, id: i64) -> anyhow::Result<Option<EnvRequest>>;
+    /// Removes request `id` (its asker read the answer).
+    async fn forget_env_request(&self, id: i64) -> anyhow::Result<()>;
 }
 
 /// Everything gantry keeps: the union of the six stores, implemented by every backend, with

@@ -532,3 +532,19 @@ pub struct CanaryProgress {
     /// Since when the router has served that share.
     pub since: Millis,
 }
+
+/// Something asked of an environment's driver through another server (a canary's promote,
+/// abort, pause or resume; an alarm), carried out by the driver, which writes its answer for
+/// the asker to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvRequest {
+    pub id: i64,
+    pub project: String,
+    pub environment: String,
+    /// What is asked, in the words of `gantry-deploy` (`promote`, `alarm NAME`, …).
+    pub asked: String,
+    pub by: String,
+    pub asked_at: Millis,
+    /// The driver's answer once it carried the request out: whether it did, and what it says.
+    pub answer: Option<(bool, String)>,
+}

@@ -206,6 +206,11 @@ pub struct EnvStatus {
     pub lock: Option<Lock>,
     pub canary: Option<Canary>,
     pub traffic: Vec<Traffic>,
+    /// The server that drives it (runs its deployments and canaries, serves it), when another
+    /// server sharing this one's state does: health, traffic and the canary's numbers are then
+    /// that server's to measure, and actions asked here are passed to it.
+    #[serde(default)]
+    pub driver: Option<String>,
 }
 
 /// Which project has which environment (`GET /api/environments?brief=true`).

@@ -545,6 +545,7 @@ mod tests {
             log: None,
             running: vec![],
             lock: None,
+            driver: None,
             canary: canary.map(|percent| types::Canary {
                 release: 6,
                 state: "running".into(),

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-enum Msg {
+pub(super) enum Msg {
     Action(CanaryAction, String),
     Alarm(String),
 }
@@ -93,10 +93,10 @@ fn verdict_text(v: gantry_engine::canary::Verdict) -> String {
 }
 
 pub(crate) struct CanaryHandle {
-    tx: mpsc::UnboundedSender<Msg>,
+    pub(super) tx: mpsc::UnboundedSender<Msg>,
     pub view: Arc<Mutex<CanaryView>>,
     /// Resolves when the canary has ended.
-    done: Option<oneshot::Receiver<()>>,
+    pub(super) done: Option<oneshot::Receiver<()>>,
 }
 
 /// Asks a running canary to abort; resolves when it has ended. `None`: no canary runs.
@@ -564,117 +564,6 @@ impl DeployManager {
                 }
             }
         }
-    }
-
-    /// `gantry promote/abort/pause/resume ENV`: passes the action to the running canary.
-    pub async fn canary_action(
-        &self,
-        project: &str,
-        environment: &str,
-        action: CanaryAction,
-        by: &str,
-    ) -> Result<String> {
-        let none_running = || {
-            if action == CanaryAction::Abort {
-                // Aborting what already ended changes nothing: a second abort is a no-op.
-                Ok(format!(
-                    "{project}/{environment} has no canary running; nothing to abort"
-                ))
-            } else {
-                Err(DeployError::Conflict(format!(
-                    "{project}/{environment} has no canary running"
-                )))
-            }
-        };
-        let Some(env) = self.known_env(project, environment) else {
-            return none_running();
-        };
-        let done = {
-            let mut slot = env.canary.lock().expect("canary");
-            let Some(handle) = slot.as_mut() else {
-                drop(slot);
-                return none_running();
-            };
-            handle
-                .tx
-                .send(Msg::Action(action, by.to_string()))
-                .map_err(|_| DeployError::Conflict("the canary has just ended".into()))?;
-            matches!(action, CanaryAction::Abort)
-                .then(|| handle.done.take())
-                .flatten()
-        };
-        if let Some(done) = done {
-            let _ = done.await;
-            return Ok(format!(
-                "the canary of {project}/{environment} was aborted; stable serves everyone"
-            ));
-        }
-        Ok(format!(
-            "{action:?} passed to the canary of {project}/{environment}"
-        ))
-    }
-
-    /// An alarm about `environment` (of `project`, or of any project with that environment):
-    /// a firing alarm aborts a running canary, or rolls back a release in its bake. Returns what
-    /// it did, per environment.
-    pub async fn alarm(
-        &self,
-        project: Option<&str>,
-        environment: &str,
-        name: &str,
-    ) -> Result<Vec<String>> {
-        let mut done = Vec::new();
-        let envs: Vec<Arc<Env>> = self
-            .envs
-            .lock()
-            .expect("envs")
-            .values()
-            .filter(|e| e.name == environment && project.is_none_or(|p| p == e.project))
-            .cloned()
-            .collect();
-        if envs.is_empty() {
-            return Err(DeployError::NotFound(format!(
-                "no environment `{environment}` runs on this server"
-            )));
-        }
-        if project.is_none() && envs.len() > 1 {
-            // One alert must not act on every project that happens to name an environment
-            // alike: the caller says which.
-            let mut projects: Vec<&str> = envs.iter().map(|e| e.project.as_str()).collect();
-            projects.sort();
-            return Err(DeployError::Conflict(format!(
-                "environment `{environment}` runs for projects {}: post the alarm to /api/projects/PROJECT/environments/{environment}/alarm",
-                projects.join(", ")
-            )));
-        }
-        for env in envs {
-            let sent_to_canary = {
-                let slot = env.canary.lock().expect("canary");
-                slot.as_ref()
-                    .is_some_and(|h| h.tx.send(Msg::Alarm(name.to_string())).is_ok())
-            };
-            let what = if sent_to_canary {
-                "aborting the canary"
-            } else if env.alarms.send(name.to_string()).is_ok() {
-                "rolling back the release in its bake"
-            } else {
-                "nothing to roll back (no canary and no bake in progress); recorded"
-            };
-            let history = self.store.releases(&env.project, &env.name).await?;
-            if let Some(live) = gantry_engine::release::live(&history) {
-                let _ = self
-                    .store
-                    .add_release_event(
-                        live.id,
-                        "alarm",
-                        &format!("alarm {name} firing: {what}"),
-                        now_millis(),
-                    )
-                    .await;
-            }
-            done.push(format!("{}/{}: {what}", env.project, env.name));
-        }
-        Ok(done)
     }
 
     /// What every environment's router measured per release: (project, environment, traffic).

@@ -17,7 +17,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 const RENEW_EVERY_LOOKS: u32 = 5;
 
 impl DeployManager {
-    fn drives(&self, project: &str, env: &str) -> bool {
+    pub(super) fn drives(&self, project: &str, env: &str) -> bool {
         self.driving
             .lock()
             .expect("driving")
@@ -188,6 +188,8 @@ impl DeployManager {
                 tracing::info!(project = d.project, environment = d.environment, "{note}");
             }
         }
+        // What was asked of them through other servers (canary actions, alarms).
+        self.answer_requests().await?;
         if !renew {
             return Ok(());
         }

@@ -408,6 +408,7 @@ impl DeployManager {
     }
 }
 
+mod actions;
 mod canary;
 mod deploy;
 mod drive;

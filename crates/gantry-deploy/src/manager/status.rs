@@ -25,6 +25,8 @@ pub struct EnvStatus {
     pub canary: Option<CanaryView>,
     /// What the router measured per release it sends traffic to: the last minute, and totals.
     pub traffic: Vec<ReleaseTraffic>,
+    /// The server that drives it, when another one does.
+    pub driver: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +105,33 @@ impl DeployManager {
         Ok(out)
     }
 
+    /// A canary another server drives, as far as the store knows it: its step and share (the
+    /// numbers are that server's router's).
+    async fn canary_elsewhere(
+        &self,
+        history: &[ReleaseRecord],
+        driver: &str,
+    ) -> Option<CanaryView> {
+        let rec = history.iter().find(|r| r.state == ReleaseState::Canary)?;
+        let p = self.store.canary_progress(rec.id).await.ok().flatten();
+        let steps = self
+            .environment_at(&rec.project, rec.run_id, &rec.environment)
+            .await
+            .ok()
+            .and_then(|s| s.canary)
+            .map_or(0, |c| c.steps.len());
+        Some(CanaryView {
+            release: rec.number,
+            state: "elsewhere".into(),
+            percent: p.map_or(0, |p| p.percent),
+            step: Some(p.map_or(0, |p| p.step)),
+            steps,
+            canary: WindowView::default(),
+            stable: WindowView::default(),
+            analysis: format!("measured by {driver}, which drives it"),
+        })
+    }
+
     pub async fn status(&self, project: &str, environment: &str) -> Result<EnvStatus> {
         let history = self.store.releases(project, environment).await?;
         if history.is_empty() {
@@ -162,8 +191,15 @@ impl DeployManager {
             Some(e) => e.traffic().await,
             None => Vec::new(),
         };
-        let canary = env.as_ref().and_then(|e| self.canary_view(e));
+        let driver = self.driven_by_other(project, environment).await?;
+        let mut canary = env.as_ref().and_then(|e| self.canary_view(e));
+        if let Some(driver) = &driver
+            && canary.is_none()
+        {
+            canary = self.canary_elsewhere(&history, driver).await;
+        }
         Ok(EnvStatus {
+            driver,
             project: project.to_string(),
             environment: environment.to_string(),
             canary,

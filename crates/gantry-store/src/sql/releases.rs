@@ -6,8 +6,8 @@ use super::SqlStore;
 use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use gantry_engine::ports::{
-    CanaryProgress, EnvDriver, EnvLock, Millis, NewRelease, ReleaseEvent, ReleaseRecord,
-    ReleaseStore,
+    CanaryProgress, EnvDriver, EnvLock, EnvRequest, Millis, NewRelease, ReleaseEvent,
+    ReleaseRecord, ReleaseStore,
 };
 use gantry_engine::release::{ReleaseKind, ReleaseState};
 use sqlx::any::AnyRow;
@@ -367,6 +367,20 @@ pub async fn locks(s: &SqlStore) -> Result<Vec<EnvLock>> {
     rows.iter().map(lock_from).collect()
 }
 
+fn env_request(row: &AnyRow) -> Result<EnvRequest> {
+    let ok: Option<i64> = row.try_get("answer_ok")?;
+    let answer: Option<String> = row.try_get("answer")?;
+    Ok(EnvRequest {
+        id: row.try_get("id")?,
+        project: row.try_get("project")?,
+        environment: row.try_get("environment")?,
+        asked: row.try_get("asked")?,
+        by: row.try_get("asked_by")?,
+        asked_at: row.try_get("asked_at")?,
+        answer: ok.zip(answer).map(|(ok, a)| (ok != 0, a)),
+    })
+}
+
 #[async_trait]
 impl ReleaseStore for SqlStore {
     async fn create_release(&self, release: NewRelease) -> Result<ReleaseRecord> {
@@ -554,6 +568,97 @@ impl ReleaseStore for SqlStore {
 
     async fn environments(&self) -> Result<Vec<(String, String)>> {
         environments(self).await
+    }
+
+    async fn ask_driver(
+        &self,
+        project: &str,
+        environment: &str,
+        asked: &str,
+        by: &str,
+        at: Millis,
+    ) -> Result<i64> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO env_requests (project, environment, asked, asked_by, asked_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(project)
+        .bind(environment)
+        .bind(asked)
+        .bind(by)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.write_error(e, "asking the environment's driver"))?;
+        Ok(id)
+    }
+
+    async fn take_env_requests(&self, owner: &str, at: Millis) -> Result<Vec<EnvRequest>> {
+        // Read first: a driver asks every second, and nearly always nothing waits (no write,
+        // so a single SQLite server takes no write lock for it).
+        let waiting: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM env_requests WHERE answered_at < $1 OR (taken_at IS NULL AND EXISTS \
+             (SELECT 1 FROM env_drivers d WHERE d.project = env_requests.project \
+              AND d.environment = env_requests.environment AND d.owner = $2)) LIMIT 1",
+        )
+        .bind(at - 600_000)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking for what was asked of this driver")?;
+        if waiting.is_none() {
+            return Ok(Vec::new());
+        }
+        sqlx::query("DELETE FROM env_requests WHERE answered_at < $1")
+            .bind(at - 600_000)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.write_error(e, "removing old answers of drivers"))?;
+        let rows = sqlx::query(
+            "UPDATE env_requests SET taken_at = $1 WHERE taken_at IS NULL AND EXISTS \
+             (SELECT 1 FROM env_drivers d WHERE d.project = env_requests.project \
+              AND d.environment = env_requests.environment AND d.owner = $2) RETURNING *",
+        )
+        .bind(at)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.write_error(e, "taking what was asked of this driver"))?;
+        let mut out = rows.iter().map(env_request).collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    async fn answer_env_request(&self, id: i64, ok: bool, answer: &str, at: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE env_requests SET answered_at = $1, answer_ok = $2, answer = $3 WHERE id = $4",
+        )
+        .bind(at)
+        .bind(i64::from(ok))
+        .bind(answer)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.write_error(e, "answering a request"))?;
+        Ok(())
+    }
+
+    async fn env_request(&self, id: i64) -> Result<Option<EnvRequest>> {
+        let row = sqlx::query("SELECT * FROM env_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a request to a driver")?;
+        row.as_ref().map(env_request).transpose()
+    }
+
+    async fn forget_env_request(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM env_requests WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.write_error(e, "removing a request to a driver"))?;
+        Ok(())
     }
 
     async fn deploying_releases(&self) -> Result<Vec<ReleaseRecord>> {

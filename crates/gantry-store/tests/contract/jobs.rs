@@ -385,3 +385,72 @@ pub async fn an_environment_has_one_driver_under_a_lease(store: Arc<dyn StateSto
     );
     assert_eq!(store.env_drivers().await.unwrap()[0].owner, driver);
 }
+
+/// What is asked of an environment's driver is taken by that driver only, once, under racing
+/// takes; its answer is read back by the asker, who then forgets it.
+pub async fn a_request_to_a_driver_is_taken_once_by_it_and_answered(store: Arc<dyn StateStore>) {
+    store
+        .claim_driver("p", "prod", "server-a", 10_000, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = store
+        .ask_driver("p", "prod", "abort", "alice", 100)
+        .await
+        .unwrap();
+    let second = store
+        .ask_driver("p", "prod", "alarm HighErrors", "alertmanager", 101)
+        .await
+        .unwrap();
+    let other = store
+        .ask_driver("p", "staging", "promote", "bob", 102)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .take_env_requests("server-b", 200)
+            .await
+            .unwrap()
+            .is_empty(),
+        "only the driver takes"
+    );
+    let takers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_env_requests("server-a", 200).await.unwrap() })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for t in takers {
+        taken.extend(t.await.unwrap());
+    }
+    let ids: Vec<i64> = taken.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![first, second], "each taken once, oldest first");
+    assert_eq!(
+        (
+            taken[1].asked.as_str(),
+            taken[1].by.as_str(),
+            taken[1].answer.clone()
+        ),
+        ("alarm HighErrors", "alertmanager", None)
+    );
+    store
+        .answer_env_request(first, false, "no canary running", 300)
+        .await
+        .unwrap();
+    let read = store.env_request(first).await.unwrap().unwrap();
+    assert_eq!(read.answer, Some((false, "no canary running".to_string())));
+    store.forget_env_request(first).await.unwrap();
+    assert_eq!(store.env_request(first).await.unwrap(), None);
+    // An answer nobody read goes after ten minutes; a request not taken stays.
+    store
+        .answer_env_request(second, true, "aborting", 300)
+        .await
+        .unwrap();
+    store
+        .take_env_requests("server-a", 300 + 600_001)
+        .await
+        .unwrap();
+    assert_eq!(store.env_request(second).await.unwrap(), None);
+    assert!(store.env_request(other).await.unwrap().is_some());
+}

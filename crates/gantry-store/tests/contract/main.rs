@@ -726,7 +726,8 @@ macro_rules! contract {
                 the_share_key_is_stored_once_and_replaced_by_a_rotation,
                 a_cancel_asked_for_elsewhere_is_found_by_the_runs_owner,
                 an_environment_has_one_driver_under_a_lease,
-                a_canarys_progress_is_kept_with_its_release);
+                a_canarys_progress_is_kept_with_its_release,
+                a_request_to_a_driver_is_taken_once_by_it_and_answered);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(

@@ -443,7 +443,21 @@ fn print_status(s: &EnvStatus) {
     if let Some(lock) = &s.lock {
         println!("  locked:   {} by {}", lock.purpose, lock.owner);
     }
-    if let Some(c) = &s.canary {
+    if let Some(driver) = &s.driver {
+        println!(
+            "  driver:   {driver} (another server on this state: it serves and measures this environment; promote, abort and alarms asked here go to it)"
+        );
+    }
+    if let Some(c) = &s.driver.as_ref().and(s.canary.as_ref()) {
+        println!(
+            "  canary:   release {} at {}% (step {} of {}), {}",
+            c.release,
+            c.percent,
+            or_dash(c.step.map(|x| x + 1)),
+            c.steps,
+            c.analysis
+        );
+    } else if let Some(c) = &s.canary {
         println!(
             "  canary:   release {} {} at {}% (step {} of {})",
             c.release,

@@ -177,6 +177,7 @@ pub fn status(s: &gantry_deploy::EnvStatus) -> types::EnvStatus {
         log: s.log.clone(),
         running: s.running.clone(),
         lock: s.lock.as_ref().map(types::Lock::from),
+        driver: s.driver.clone(),
         canary: s.canary.as_ref().map(|c| types::Canary {
             release: c.release,
             state: c.state.clone(),

@@ -385,3 +385,80 @@ fn a_canary_goes_on_from_its_step_on_the_server_that_takes_its_environment_over(
         b.run(run)
     );
 }
+
+/// Through the server that does not drive the environment: its status names the driver and the
+/// canary; a promote and an alarm asked there are carried out by the driver, whose answers
+/// (and refusals) come back as that server's.
+#[test]
+fn a_canary_is_promoted_and_aborted_through_the_server_that_does_not_drive_it() {
+    let approval = crate::canary::APPROVAL;
+    let pair = Pair::start_with(false, approval).0;
+    let (a, b, port) = (&pair.a, &pair.b, pair.port);
+    push(
+        a.dir.path(),
+        &pipeline_with("v2", port, true, approval),
+        "v2",
+    );
+    let run = a.api("POST", "/api/projects/hello/trigger", "{}");
+    assert_eq!(run.status, 201, "{}", run.body);
+    let status = |s: &Served| {
+        s.api("GET", "/api/projects/hello/environments/production", "")
+            .json()
+    };
+    let waiting = |percent: u64| {
+        let s = status(a);
+        s["canary"]["state"] == "waiting-approval" && s["canary"]["percent"] == percent
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || waiting(0)),
+        "{}\n{}",
+        status(a),
+        a.log()
+    );
+    let seen = status(b);
+    assert!(seen["driver"].is_string(), "{seen}");
+    assert!(status(a)["driver"].is_null());
+    assert_eq!(seen["canary"]["release"], 2, "{seen}");
+    assert_eq!(seen["canary"]["steps"], 3, "{seen}");
+
+    let path = "/api/projects/hello/environments/production";
+    let promoted = b.api("POST", &format!("{path}/promote"), "{}");
+    assert_eq!(promoted.status, 200, "{}\n{}", promoted.body, b.log());
+    assert!(
+        promoted.body.contains("which drives it"),
+        "{}",
+        promoted.body
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || waiting(10)),
+        "{}",
+        status(a)
+    );
+
+    let alertmanager = r#"{"version":"4","status":"firing","receiver":"gantry","alerts":[{"status":"firing","labels":{"alertname":"HighErrorRate","severity":"page"}}]}"#;
+    let alarm = b.api("POST", "/api/environments/production/alarm", alertmanager);
+    assert_eq!(alarm.status, 200, "{}", alarm.body);
+    assert!(alarm.body.contains("aborting the canary"), "{}", alarm.body);
+    assert!(
+        wait_until(Duration::from_secs(20), || status(a)["canary"].is_null()),
+        "{}",
+        status(a)
+    );
+    assert_eq!(serving(port), "v1");
+    let releases = b.api("GET", &format!("{path}/releases"), "").json();
+    assert_eq!(releases[0]["release"]["state"], "failed", "{releases}");
+    assert!(
+        releases[0]["release"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("alarm HighErrorRate")),
+        "{releases}"
+    );
+    // Nothing to promote now: the driver's refusal, passed on.
+    let refused = b.api("POST", &format!("{path}/promote"), "{}");
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body.contains("has no canary running"),
+        "{}",
+        refused.body
+    );
+}
