@@ -6,6 +6,31 @@ use super::*;
 use gantry_engine::deployment::Purpose;
 
 impl DeployManager {
+    /// Before a canary: the live release served here when it is not — the environment was
+    /// just handed over by another server (its router and releases stopped there), or its
+    /// restore failed at start — so the canary has a stable side to run against. An
+    /// environment stopped on purpose stays stopped (the deploy then switches everyone).
+    async fn serve_live_first(&self, env: &Env, live: &ReleaseRecord, history: &[ReleaseRecord]) {
+        let served = env.router().is_some_and(|r| r.table().stable.is_some());
+        if served || self.stopped(live).await {
+            return;
+        }
+        match self.restore(live, history, false).await {
+            Ok(()) => tracing::info!(
+                project = live.project,
+                environment = live.environment,
+                "release {} serves here again, as the canary's stable side",
+                live.number
+            ),
+            Err(e) => tracing::warn!(
+                project = live.project,
+                environment = live.environment,
+                error = %e,
+                "the live release could not be served here before the canary"
+            ),
+        }
+    }
+
     /// Deploys an artifact. Returns when traffic has switched (and, with `wait_bake`, when the
     /// bake has passed), or when the deployment failed and traffic stayed or went back.
     pub async fn deploy(
@@ -63,11 +88,15 @@ impl DeployManager {
         // The store's lock first: a second deploy is refused at once, not queued behind this
         // process's own work on the environment.
         let lock = self.lock(&req.project, &req.environment, &purpose).await?;
-        let local = env.work.clone().lock_owned().await;
-        let target = self.prepare(&env, &spec).await?;
-
         let history = self.store.releases(&req.project, &req.environment).await?;
         let live = release::live(&history).cloned();
+        if spec.canary.is_some()
+            && let Some(live) = &live
+        {
+            self.serve_live_first(&env, live, &history).await;
+        }
+        let local = env.work.clone().lock_owned().await;
+        let target = self.prepare(&env, &spec).await?;
         if !req.force {
             let commit = run.as_ref().map(|r| r.commit.clone());
             let ancestor = match (&commit, live.as_ref().and_then(|l| l.commit.clone())) {

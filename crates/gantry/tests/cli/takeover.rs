@@ -275,35 +275,104 @@ fn sides(port: u16, users: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The first server's host goes while it runs a canary of v2 at its first step (10% of the
-/// users): once its lease passes, the second server starts v1 and v2 on its own host, serves
-/// the step's share through its router on the same address — every user on the side they were
-/// on — observes the step anew (its numbers went with the first router) and goes on from it:
-/// the analysis promotes v2, the first step is not started over.
-#[test]
-fn a_canary_goes_on_from_its_step_on_the_server_that_takes_its_environment_over() {
-    let (pair, _) = Pair::start_with(false, CANARY);
+fn status(s: &Served) -> serde_json::Value {
+    s.api("GET", "/api/projects/hello/environments/production", "")
+        .json()
+}
+
+/// Whether `s` drives the environment's canary now, at `percent` (and, with `state`, in it).
+fn drives_canary(s: &Served, percent: u64, state: Option<&str>) -> bool {
+    let st = status(s);
+    st["driver"].is_null()
+        && st["canary"]["percent"] == percent
+        && state.is_none_or(|want| st["canary"]["state"] == want)
+}
+
+/// How v2's canary starts.
+#[derive(Clone, Copy, PartialEq)]
+enum Start {
+    /// By its run's deploy stage, on whichever server claimed the run.
+    Stage,
+    /// Built only, then deployed through the second server, which the first (driving the
+    /// environment since v1) hands the environment over to.
+    ThroughSecond,
+}
+
+/// v2 pushed and started as a canary; then the server driving it and the other (after the
+/// bucket and the database, which are dropped last).
+fn canary_started(
+    pair: Pair,
+    strategy: &str,
+    start: Start,
+    state: Option<&str>,
+) -> (Keep, Served, Served, u16, i64) {
     let Pair {
-        mut a,
+        a,
         b,
         port,
         _moto,
         _db,
     } = pair;
-    push(a.dir.path(), &pipeline_with("v2", port, true, CANARY), "v2");
-    let run = a.api("POST", "/api/projects/hello/trigger", "{}").json()["run"]
-        .as_i64()
-        .unwrap();
-    let status = |s: &Served| {
-        s.api("GET", "/api/projects/hello/environments/production", "")
-            .json()
-    };
+    let ship = start == Start::Stage;
+    push(
+        a.dir.path(),
+        &pipeline_with("v2", port, ship, strategy),
+        "v2",
+    );
+    let run = a.api("POST", "/api/projects/hello/trigger", "{}");
+    assert_eq!(run.status, 201, "{}", run.body);
+    let run = run.json()["run"].as_i64().unwrap();
+    if start == Start::ThroughSecond {
+        assert_eq!(a.wait_finished(run), "succeeded", "{}", a.log());
+        let deployed = b.api(
+            "POST",
+            "/api/projects/hello/environments/production/deploy",
+            &format!(r#"{{"artifact":"app","run":{run}}}"#),
+        );
+        assert_eq!(deployed.status / 100, 2, "{}\n{}", deployed.body, b.log());
+    }
+    let started = |s: &Served| drives_canary(s, 0, None) || drives_canary(s, 10, None);
     assert!(
-        wait_until(Duration::from_secs(60), || status(&a)["canary"]["percent"]
-            == 10),
-        "{}\n{}",
+        wait_until(Duration::from_secs(60), || started(&a) || started(&b)),
+        "{}\n{}\n{}\n{}",
         status(&a),
-        a.log()
+        status(&b),
+        a.log(),
+        b.log()
+    );
+    let (driver, other) = if started(&a) { (a, b) } else { (b, a) };
+    let settled = |p| drives_canary(&driver, p, state);
+    assert!(
+        wait_until(Duration::from_secs(30), || settled(0) || settled(10)),
+        "{}",
+        status(&driver)
+    );
+    (Keep { _moto, _db }, driver, other, port, run)
+}
+
+/// The bucket and the database, kept until the test ends.
+struct Keep {
+    _moto: crate::support::Helper,
+    _db: TestDatabase,
+}
+
+/// The host of the server driving a canary of v2 at its first step (10% of the users) goes:
+/// once its lease passes, the other server starts v1 and v2 on its own host, serves the step's
+/// share through its router on the same address — every user on the side they were on —
+/// observes the step anew (its numbers went with the first router) and goes on from it: the
+/// analysis promotes v2, the first step is not started over.
+#[test]
+fn a_canary_goes_on_from_its_step_on_the_server_that_takes_its_environment_over() {
+    let (_keep, mut driver, other, port, run) = canary_started(
+        Pair::start_with(false, CANARY).0,
+        CANARY,
+        Start::Stage,
+        None,
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || drives_canary(&driver, 10, None)),
+        "{}",
+        status(&driver)
     );
     let users: Vec<String> = (0..200).map(|i| format!("person-{i}")).collect();
     let before = sides(port, &users);
@@ -314,42 +383,42 @@ fn a_canary_goes_on_from_its_step_on_the_server_that_takes_its_environment_over(
     );
     assert!(before.iter().all(|s| s == "1" || s == "2"), "{before:?}");
 
-    host_goes(&mut a);
+    host_goes(&mut driver);
     assert!(serving(port).starts_with("error"), "{}", serving(port));
 
-    // Taken over: both releases start on the second server's host, its router serves the
+    // Taken over: both releases start on the other server's host, its router serves the
     // step's share on the same address, and every user is on the side they were on.
     assert!(
-        wait_until(Duration::from_secs(90), || b.log().contains(
+        wait_until(Duration::from_secs(90), || other.log().contains(
             "hello/production: the canary of release 2 goes on from step 1, here"
         )),
         "{}",
-        b.log()
+        other.log()
     );
     assert!(
-        wait_until(Duration::from_secs(20), || status(&b)["canary"]["percent"]
-            == 10),
+        wait_until(Duration::from_secs(20), || drives_canary(&other, 10, None)),
         "{}\n{}",
-        status(&b),
-        b.log()
+        status(&other),
+        other.log()
     );
-    assert_eq!(status(&b)["canary"]["step"], 0, "{}", status(&b));
+    assert_eq!(status(&other)["canary"]["step"], 0, "{}", status(&other));
     assert_eq!(
         sides(port, &users),
         before,
         "users changed sides at the takeover"
     );
 
-    // The analysis of the second server's router promotes it: step 1 again in full, step 2,
-    // then everyone.
+    // The analysis of the new driver's router promotes it: step 1 again in full, step 2, then
+    // everyone.
     let traffic = crate::canary::Traffic::start(format!("127.0.0.1:{port}"), 500);
     let releases = || {
-        b.api(
-            "GET",
-            "/api/projects/hello/environments/production/releases",
-            "",
-        )
-        .json()
+        other
+            .api(
+                "GET",
+                "/api/projects/hello/environments/production/releases",
+                "",
+            )
+            .json()
     };
     assert!(
         wait_until(
@@ -358,7 +427,7 @@ fn a_canary_goes_on_from_its_step_on_the_server_that_takes_its_environment_over(
         ),
         "{}\n{}",
         releases(),
-        b.log()
+        other.log()
     );
     traffic.stop();
     assert_eq!(serving(port), "v2");
@@ -377,75 +446,69 @@ fn a_canary_goes_on_from_its_step_on_the_server_that_takes_its_environment_over(
     ] {
         assert!(events.contains(seen), "missing `{seen}`:\n{events}");
     }
-    // The run whose deploy stage started the canary was the first server's: interrupted.
     assert!(
-        wait_until(Duration::from_secs(30), || b.run(run)["run"]["status"]
+        wait_until(Duration::from_secs(30), || other.run(run)["run"]["status"]
             != "running"),
         "{}",
-        b.run(run)
+        other.run(run)
     );
 }
 
-/// Through the server that does not drive the environment: its status names the driver and the
-/// canary; a promote and an alarm asked there are carried out by the driver, whose answers
+/// A canary deployed through the server that does not drive the environment: the driver hands
+/// it over, and the canary runs there against v1, served there first. Then through the server
+/// that no longer drives it: its status names the driver and the canary; a promote and an alarm asked there are carried out by the driver, whose answers
 /// (and refusals) come back as that server's.
 #[test]
-fn a_canary_is_promoted_and_aborted_through_the_server_that_does_not_drive_it() {
+fn a_canary_handed_over_is_promoted_and_aborted_through_the_server_that_does_not_drive_it() {
     let approval = crate::canary::APPROVAL;
-    let pair = Pair::start_with(false, approval).0;
-    let (a, b, port) = (&pair.a, &pair.b, pair.port);
-    push(
-        a.dir.path(),
-        &pipeline_with("v2", port, true, approval),
-        "v2",
+    let (_keep, driver, other, port, _) = canary_started(
+        Pair::start_with(false, approval).0,
+        approval,
+        Start::ThroughSecond,
+        Some("waiting-approval"),
     );
-    let run = a.api("POST", "/api/projects/hello/trigger", "{}");
-    assert_eq!(run.status, 201, "{}", run.body);
-    let status = |s: &Served| {
-        s.api("GET", "/api/projects/hello/environments/production", "")
-            .json()
-    };
-    let waiting = |percent: u64| {
-        let s = status(a);
-        s["canary"]["state"] == "waiting-approval" && s["canary"]["percent"] == percent
-    };
+    // The second server was handed the environment, and served v1 before the canary began.
     assert!(
-        wait_until(Duration::from_secs(60), || waiting(0)),
-        "{}\n{}",
-        status(a),
-        a.log()
+        driver.log().contains("as the canary's stable side"),
+        "{}",
+        driver.log()
     );
-    let seen = status(b);
+    assert!(drives_canary(&driver, 0, Some("waiting-approval")));
+    let seen = status(&other);
     assert!(seen["driver"].is_string(), "{seen}");
-    assert!(status(a)["driver"].is_null());
     assert_eq!(seen["canary"]["release"], 2, "{seen}");
     assert_eq!(seen["canary"]["steps"], 3, "{seen}");
 
     let path = "/api/projects/hello/environments/production";
-    let promoted = b.api("POST", &format!("{path}/promote"), "{}");
-    assert_eq!(promoted.status, 200, "{}\n{}", promoted.body, b.log());
+    let promoted = other.api("POST", &format!("{path}/promote"), "{}");
+    assert_eq!(promoted.status, 200, "{}\n{}", promoted.body, other.log());
     assert!(
         promoted.body.contains("which drives it"),
         "{}",
         promoted.body
     );
     assert!(
-        wait_until(Duration::from_secs(20), || waiting(10)),
+        wait_until(Duration::from_secs(20), || drives_canary(
+            &driver,
+            10,
+            Some("waiting-approval")
+        )),
         "{}",
-        status(a)
+        status(&driver)
     );
 
     let alertmanager = r#"{"version":"4","status":"firing","receiver":"gantry","alerts":[{"status":"firing","labels":{"alertname":"HighErrorRate","severity":"page"}}]}"#;
-    let alarm = b.api("POST", "/api/environments/production/alarm", alertmanager);
+    let alarm = other.api("POST", "/api/environments/production/alarm", alertmanager);
     assert_eq!(alarm.status, 200, "{}", alarm.body);
     assert!(alarm.body.contains("aborting the canary"), "{}", alarm.body);
     assert!(
-        wait_until(Duration::from_secs(20), || status(a)["canary"].is_null()),
+        wait_until(Duration::from_secs(20), || status(&driver)["canary"]
+            .is_null()),
         "{}",
-        status(a)
+        status(&driver)
     );
     assert_eq!(serving(port), "v1");
-    let releases = b.api("GET", &format!("{path}/releases"), "").json();
+    let releases = other.api("GET", &format!("{path}/releases"), "").json();
     assert_eq!(releases[0]["release"]["state"], "failed", "{releases}");
     assert!(
         releases[0]["release"]["reason"]
@@ -454,7 +517,7 @@ fn a_canary_is_promoted_and_aborted_through_the_server_that_does_not_drive_it() 
         "{releases}"
     );
     // Nothing to promote now: the driver's refusal, passed on.
-    let refused = b.api("POST", &format!("{path}/promote"), "{}");
+    let refused = other.api("POST", &format!("{path}/promote"), "{}");
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert!(
         refused.body.contains("has no canary running"),
