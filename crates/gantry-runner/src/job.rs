@@ -200,8 +200,12 @@ async fn attempt_in(
     };
     // Every way out of the steps comes back here, so the services are always removed.
     let result = async {
-        for (index, step) in job.steps.iter().enumerate() {
-            let index = index + first;
+        // A step that succeeded with more to come is recorded as ended once the next one has
+        // started: that write is off the gap between the two (the next start's is not: its
+        // id names the step's log lines).
+        let mut ended_before: Option<StepEnded> = None;
+        for (position, step) in job.steps.iter().enumerate() {
+            let index = position + first;
             let step_name: Arc<str> = Arc::from(step.name.as_str());
             let step_id = match ctx
                 .records
@@ -210,6 +214,9 @@ async fn attempt_in(
             {
                 Ok(id) => id,
                 Err(e) => {
+                    if let Some(ended) = ended_before.take() {
+                        ended.write(ctx).await;
+                    }
                     return AttemptResult::failed(format!("recording step `{}`: {e:#}", step.name));
                 }
             };
@@ -243,43 +250,52 @@ async fn attempt_in(
             let dropped_before = budget.lock().expect("log budget").dropped();
             let step_started = Instant::now();
             let mut oom = crate::container::MemoryKill::No;
-            let end = match (&container, &engine) {
-                (Some(container), Some(engine)) => {
-                    let in_container = crate::container::ContainerStep {
-                        container,
-                        name: format!("{names}-s{index}"),
-                        script: &step.run,
-                        workspace,
-                        subdir: ctx.subdir.as_deref(),
-                        env: &crate::container::step_env(&env),
-                        deadline: step_deadline,
-                        kill_grace: ctx.kill_grace,
-                        run: ctx.run_id,
-                        job: &job.name,
-                        owner: ctx.owner.as_deref(),
-                        network: services.as_ref().map(|s| s.network.as_str()),
-                    };
-                    let (end, killed) = crate::container::run_step(
-                        engine,
-                        &in_container,
-                        &ctx.masker,
-                        |stream, text| log.line(stream, text),
-                        &mut cancel,
-                    )
-                    .await;
-                    oom = killed;
-                    end
-                }
-                _ => {
-                    run_step(
-                        &spec,
-                        &ctx.masker,
-                        |stream, text| log.line(stream, text),
-                        &mut cancel,
-                    )
-                    .await
+            let record_before = async {
+                if let Some(ended) = ended_before.take() {
+                    ended.write(ctx).await;
                 }
             };
+            let run = async {
+                match (&container, &engine) {
+                    (Some(container), Some(engine)) => {
+                        let in_container = crate::container::ContainerStep {
+                            container,
+                            name: format!("{names}-s{index}"),
+                            script: &step.run,
+                            workspace,
+                            subdir: ctx.subdir.as_deref(),
+                            env: &crate::container::step_env(&env),
+                            deadline: step_deadline,
+                            kill_grace: ctx.kill_grace,
+                            run: ctx.run_id,
+                            job: &job.name,
+                            owner: ctx.owner.as_deref(),
+                            network: services.as_ref().map(|s| s.network.as_str()),
+                        };
+                        let (end, killed) = crate::container::run_step(
+                            engine,
+                            &in_container,
+                            &ctx.masker,
+                            |stream, text| log.line(stream, text),
+                            &mut cancel,
+                        )
+                        .await;
+                        oom = killed;
+                        end
+                    }
+                    _ => {
+                        run_step(
+                            &spec,
+                            &ctx.masker,
+                            |stream, text| log.line(stream, text),
+                            &mut cancel,
+                        )
+                        .await
+                    }
+                }
+            };
+            // The step starts on `run`'s first poll; the last step's end is written meanwhile.
+            let (end, ()) = tokio::join!(run, record_before);
             let summary = budget
                 .lock()
                 .expect("log budget")
@@ -330,7 +346,13 @@ async fn attempt_in(
                 status,
                 exit_code,
                 started: step_started,
+                at: crate::now_millis(),
             };
+            if status == StepStatus::Succeeded && position + 1 < job.steps.len() {
+                ended.tell(ctx, job, &step.name);
+                ended_before = Some(ended);
+                continue;
+            }
             ended.record(ctx, job, &step.name).await;
             if status != StepStatus::Succeeded {
                 let outcome = match status {
@@ -524,22 +546,29 @@ struct StepEnded {
     status: StepStatus,
     exit_code: Option<i32>,
     started: Instant,
+    /// When it ended.
+    at: i64,
 }
 
 impl StepEnded {
     async fn record(&self, ctx: &RunContext, job: &Job, step: &str) {
+        self.write(ctx).await;
+        self.tell(ctx, job, step);
+    }
+
+    /// In the store.
+    async fn write(&self, ctx: &RunContext) {
         if let Err(e) = ctx
             .records
-            .finish_step(
-                self.step_id,
-                self.status,
-                self.exit_code,
-                crate::now_millis(),
-            )
+            .finish_step(self.step_id, self.status, self.exit_code, self.at)
             .await
         {
             tracing::error!(error = %format!("{e:#}"), "could not record the step's end");
         }
+    }
+
+    /// To the observer.
+    fn tell(&self, ctx: &RunContext, job: &Job, step: &str) {
         ctx.observer.event(&RunEvent::StepFinished {
             run: ctx.run_id,
             job: job.name.clone(),
@@ -606,6 +635,7 @@ where
         status,
         exit_code,
         started,
+        at: crate::now_millis(),
     };
     ended.record(ctx, job, step).await;
     result.map_err(|e| {
