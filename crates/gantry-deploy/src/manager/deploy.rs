@@ -6,7 +6,7 @@ use super::*;
 use gantry_engine::deployment::Purpose;
 
 impl DeployManager {
-    /// Before a canary: the live release served here when it is not — the environment was
+    /// Before a canary behind the router: the live release served here when it is not — the environment was
     /// just handed over by another server (its router and releases stopped there), or its
     /// restore failed at start — so the canary has a stable side to run against. An
     /// environment stopped on purpose stays stopped (the deploy then switches everyone).
@@ -91,6 +91,7 @@ impl DeployManager {
         let history = self.store.releases(&req.project, &req.environment).await?;
         let live = release::live(&history).cloned();
         if spec.canary.is_some()
+            && spec.router.is_some()
             && let Some(live) = &live
         {
             self.serve_live_first(&env, live, &history).await;

@@ -7,6 +7,7 @@
 //! the driver lets go (its router and release processes stop) and the asker takes it.
 
 use super::*;
+use gantry_engine::ports::EnvDriver;
 use std::collections::HashSet;
 
 /// How long a driver's claim lasts unrenewed: another server takes the environment over after.
@@ -34,6 +35,14 @@ impl DeployManager {
         }
     }
 
+    /// Claims the environment for this server (see `ReleaseStore::claim_driver`) for a lease.
+    async fn claim(&self, project: &str, env: &str) -> Result<std::result::Result<(), EnvDriver>> {
+        Ok(self
+            .store
+            .claim_driver(project, env, &self.owner, self.driver_until(), now_millis())
+            .await?)
+    }
+
     fn driver_until(&self) -> i64 {
         now_millis() + DRIVER_LEASE.as_millis() as i64
     }
@@ -48,12 +57,7 @@ impl DeployManager {
         let deadline = tokio::time::Instant::now() + DRIVER_LEASE + Duration::from_secs(5);
         let mut asked = false;
         loop {
-            let now = now_millis();
-            let holder = match self
-                .store
-                .claim_driver(project, env, &self.owner, self.driver_until(), now)
-                .await?
-            {
+            let holder = match self.claim(project, env).await? {
                 Ok(()) => {
                     self.set_driving(project, env, true);
                     return Ok(());
@@ -93,32 +97,14 @@ impl DeployManager {
         let mut mine = HashSet::new();
         let mut notes = Vec::new();
         for (project, env) in self.store.environments().await? {
-            let mut claimed = self
-                .store
-                .claim_driver(
-                    &project,
-                    &env,
-                    &self.owner,
-                    self.driver_until(),
-                    now_millis(),
-                )
-                .await?;
+            let mut claimed = self.claim(&project, &env).await?;
             if let Err(holder) = &claimed
                 && (owner_gone(&holder.owner) || self.driver_gone(&holder.owner).await)
             {
                 self.store
                     .release_driver(&project, &env, &holder.owner)
                     .await?;
-                claimed = self
-                    .store
-                    .claim_driver(
-                        &project,
-                        &env,
-                        &self.owner,
-                        self.driver_until(),
-                        now_millis(),
-                    )
-                    .await?;
+                claimed = self.claim(&project, &env).await?;
             }
             match claimed {
                 Ok(()) => {
@@ -203,12 +189,7 @@ impl DeployManager {
                 Some(d) => d.owner.clone(),
                 None => "no server".to_string(),
             };
-            if self
-                .store
-                .claim_driver(&project, &env, &self.owner, self.driver_until(), now)
-                .await?
-                .is_err()
-            {
+            if self.claim(&project, &env).await?.is_err() {
                 continue;
             }
             self.set_driving(&project, &env, true);
@@ -297,27 +278,7 @@ impl DeployManager {
                 "{project}/{env}: release {} serves again, from here",
                 live.number
             ));
-            for (r, p) in canaries {
-                let step = p.step + 1;
-                let resume = super::canary::Resume {
-                    progress: p,
-                    from: Some(from.to_string()),
-                };
-                match self.resume_canary(&r, resume).await {
-                    Ok(()) => notes.push(format!(
-                        "{project}/{env}: the canary of release {} goes on from step {step}, here",
-                        r.number
-                    )),
-                    Err(e) => {
-                        notes.push(format!(
-                            "{project}/{env}: the canary of release {} could not be taken over: {e}",
-                            r.number
-                        ));
-                        self.drop_canary(&r).await;
-                        notes.push(self.interrupt(&r).await?);
-                    }
-                }
-            }
+            notes.extend(self.go_on_with(canaries, Some(from)).await?.0);
             Ok(())
         }
         .await;

@@ -108,31 +108,8 @@ impl DeployManager {
                     .map(|s| format!("{project}/{environment}: {s}")),
             );
         }
-        let mut going_on = Vec::new();
-        for (r, p) in resuming {
-            let step = p.step + 1;
-            let resume = super::canary::Resume {
-                progress: p,
-                from: None,
-            };
-            match self.resume_canary(&r, resume).await {
-                Ok(()) => {
-                    notes.push(format!(
-                        "{}/{}: the canary of release {} goes on from step {step}",
-                        r.project, r.environment, r.number
-                    ));
-                    going_on.push((r.project.clone(), r.environment.clone(), r.source));
-                }
-                Err(e) => {
-                    notes.push(format!(
-                        "{}/{}: the canary of release {} could not be taken over: {e}",
-                        r.project, r.environment, r.number
-                    ));
-                    self.drop_canary(&r).await;
-                    notes.push(self.interrupt(&r).await?);
-                }
-            }
-        }
+        let (went_on, going_on) = self.go_on_with(resuming, None).await?;
+        notes.extend(went_on);
         // What runs now and is not this server's: stopped, so nothing runs unknown.
         let mut keep: Vec<(String, String, i64)> = self
             .envs

@@ -16,10 +16,7 @@ impl DeployManager {
     /// The progress of the canary `r` when it can go on after a restart: kept with the
     /// release, and the data plane still serving that share to it.
     pub(super) async fn resumable(&self, r: &ReleaseRecord) -> Option<CanaryProgress> {
-        if r.state != ReleaseState::Canary {
-            return None;
-        }
-        let p = self.store.canary_progress(r.id).await.ok().flatten()?;
+        let p = self.left_canary(r).await?;
         let key = format!("{}/{}", r.project, r.environment);
         let (_, table) = self.plane.table(&key).await.ok()?;
         let c = table.canary?;
@@ -98,6 +95,42 @@ impl DeployManager {
         let this = self.clone();
         tokio::spawn(async move { this.drive(d, plan, None, guards).await });
         Ok(())
+    }
+
+    /// Takes over the canaries `left`, after a restart of this server (`from: None`) or from
+    /// the dead driver `from`: each goes on from its step, or, when it cannot, its share goes
+    /// back to stable and it is marked interrupted. Returns the notes for the log, and the
+    /// canaries that go on (project, environment, source).
+    pub(super) async fn go_on_with(
+        self: &Arc<Self>,
+        left: Vec<(ReleaseRecord, CanaryProgress)>,
+        from: Option<&str>,
+    ) -> Result<(Vec<String>, Vec<(String, String, i64)>)> {
+        let (mut notes, mut going_on) = (Vec::new(), Vec::new());
+        for (r, progress) in left {
+            let step = progress.step + 1;
+            let resume = Resume {
+                progress,
+                from: from.map(str::to_string),
+            };
+            let canary = format!(
+                "{}/{}: the canary of release {}",
+                r.project, r.environment, r.number
+            );
+            match self.resume_canary(&r, resume).await {
+                Ok(()) => {
+                    let here = if from.is_some() { ", here" } else { "" };
+                    notes.push(format!("{canary} goes on from step {step}{here}"));
+                    going_on.push((r.project.clone(), r.environment.clone(), r.source));
+                }
+                Err(e) => {
+                    notes.push(format!("{canary} could not be taken over: {e}"));
+                    self.drop_canary(&r).await;
+                    notes.push(self.interrupt(&r).await?);
+                }
+            }
+        }
+        Ok((notes, going_on))
     }
 
     /// A canary that cannot go on: its share goes back to stable.
