@@ -26,6 +26,10 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The stored hash of the token a request presented (set by [`require`]).
+#[derive(Debug, Clone)]
+pub struct CallerHash(pub String);
+
 /// Checks the request's token against the role the route needs: 401 without a valid token,
 /// 403 with a token whose role is too low.
 pub async fn require(
@@ -47,7 +51,8 @@ pub async fn require(
             "this route needs a token: send `Authorization: Bearer <token>`",
         ));
     };
-    let Some(record) = state.store.token_by_hash(&hash_token(token)).await? else {
+    let hash = hash_token(token);
+    let Some(record) = state.store.token_by_hash(&hash).await? else {
         return Err(ApiError::unauthorized("the token is not valid"));
     };
     if !record.role.allows(needed) {
@@ -56,7 +61,8 @@ pub async fn require(
             record.name, record.role
         )));
     }
-    // Handlers that record who asked read the token's record.
+    // Handlers that record who asked read the token's record; a login link, its hash.
     request.extensions_mut().insert(record);
+    request.extensions_mut().insert(CallerHash(hash));
     Ok(next.run(request).await)
 }

@@ -386,6 +386,13 @@ pub trait ProjectStore: Send + Sync {
     async fn session(&self, id_hash: &str, now: Millis) -> anyhow::Result<Option<SessionRecord>>;
     /// Ends a session (logout); ending one that is gone is fine.
     async fn remove_session(&self, id_hash: &str) -> anyhow::Result<()>;
+    /// Removes the session whose cookie hashes to `id_hash` and returns it, unless it has
+    /// expired by `now`: of callers racing for one, only one gets it (one-time login links).
+    async fn take_session(
+        &self,
+        id_hash: &str,
+        now: Millis,
+    ) -> anyhow::Result<Option<SessionRecord>>;
 }
 
 /// The index of artifacts (the bytes are in the [`ArtifactStore`]), their share links and pins.

@@ -108,6 +108,14 @@ pub struct ShareLink {
     pub expires_at: Option<i64>,
 }
 
+/// The answer of `POST /api/login-links`: a link that opens a dashboard session for the token
+/// that asked, once, until `expires_at` (milliseconds since the epoch).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LoginLink {
+    pub url: String,
+    pub expires_at: i64,
+}
+
 /// The answer of `POST /api/shares/{id}/revoke`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Revoked {

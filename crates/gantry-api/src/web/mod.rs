@@ -7,12 +7,14 @@
 //! - [`session`]: sessions, the `Visitor` extractor, CSRF and role checks.
 //! - `overview`, `run`, `artifacts`, `environment`: one page each, with their forms.
 //! - `pages`: what every page shares (the chrome, login, logout, error pages, assets).
+//! - `links`: one-time login links (`POST /api/login-links`, `/ui/login/link/{code}`).
 //! - [`render`]: ANSI colours, figures and SVG charts as HTML.
 //! - [`history`]: the last hour of each release's router numbers, for the charts.
 
 mod artifacts;
 mod environment;
 pub mod history;
+pub(crate) mod links;
 mod overview;
 pub(crate) mod pages;
 pub mod render;
@@ -32,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(pages::root))
         .route("/ui", get(overview::page))
         .route("/ui/login", get(pages::login_form).post(pages::login))
+        .route("/ui/login/link/{code}", get(links::open))
         .route("/ui/logout", post(pages::logout))
         .route("/ui/assets/{file}", get(pages::asset))
         .route("/ui/runs/{id}", get(run::page))

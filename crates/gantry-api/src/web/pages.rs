@@ -34,7 +34,7 @@ impl Chrome {
             assets: ASSETS,
         }
     }
-    fn anonymous(title: &str) -> Self {
+    pub(crate) fn anonymous(title: &str) -> Self {
         Chrome {
             title: title.into(),
             visitor: None,

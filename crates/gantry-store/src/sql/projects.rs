@@ -117,6 +117,26 @@ impl ProjectStore for SqlStore {
         .transpose()
     }
 
+    async fn take_session(&self, id_hash: &str, now: Millis) -> Result<Option<SessionRecord>> {
+        // One statement: of two takers, the second finds no row to delete.
+        let row = sqlx::query(
+            "DELETE FROM sessions WHERE id_hash = $1 RETURNING id_hash, token_hash, csrf, created_at, expires_at",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .context("taking a session")?;
+        let Some(r) = row else { return Ok(None) };
+        let s = SessionRecord {
+            id_hash: r.try_get("id_hash")?,
+            token_hash: r.try_get("token_hash")?,
+            csrf: r.try_get("csrf")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+        };
+        Ok((s.expires_at > now).then_some(s))
+    }
+
     async fn remove_session(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash)

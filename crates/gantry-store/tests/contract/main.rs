@@ -537,6 +537,22 @@ pub async fn sessions_live_until_they_expire_or_end(store: Arc<dyn StateStore>) 
     store.remove_session("b").await.unwrap();
     assert_eq!(store.session("b", 400).await.unwrap(), None);
     assert!(store.session("c", 400).await.unwrap().is_some());
+    // Taken once: of racing takers one gets it; an expired one is removed, not given.
+    let takers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_session("c", 400).await.unwrap() })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in takers {
+        got.extend(t.await.unwrap());
+    }
+    assert_eq!(got, vec![session("c", 300, 900)]);
+    assert_eq!(store.session("c", 400).await.unwrap(), None);
+    store.create_session(&session("d", 300, 900)).await.unwrap();
+    assert_eq!(store.take_session("d", 900).await.unwrap(), None);
+    assert_eq!(store.session("d", 400).await.unwrap(), None);
 }
 
 /// A queued run keeps its event and variables through the claim, and a re-read.

@@ -67,6 +67,8 @@ pub enum Command {
     Cancel(remote::CancelArgs),
     /// Approve the approval stage a run waits at (the token's role must be one it names)
     Approve(remote::ApproveArgs),
+    /// Print a one-time link that logs a browser in to the dashboard with your token
+    Dashboard,
     /// Manage API tokens on the server
     #[command(subcommand)]
     Token(remote::TokenCommand),
@@ -162,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::Trigger(args) => block_on(remote::trigger(args, cli.server, cli.data_dir)),
         Command::Cancel(args) => block_on(remote::cancel(args, cli.server, cli.data_dir)),
         Command::Approve(args) => block_on(remote::approve(args, cli.server, cli.data_dir)),
+        Command::Dashboard => block_on(remote::dashboard(cli.server, cli.data_dir)),
         Command::Token(cmd) => block_on(remote::token(cmd, cli.server, cli.data_dir)),
         Command::Artifact(cmd) => block_on(artifact::artifact(cmd, cli.server, cli.data_dir)),
         Command::Gc(args) => block_on(artifact::gc(args, cli.data_dir)),

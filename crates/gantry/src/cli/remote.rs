@@ -111,6 +111,15 @@ pub async fn approve(
     Ok(())
 }
 
+/// `gantry dashboard`: a one-time login link for this client's token.
+pub async fn dashboard(server: Option<String>, data_dir: Option<PathBuf>) -> CliResult {
+    let c = client(server.as_deref(), data_dir)?;
+    let link = c.login_link().await?;
+    println!("{}", link.url);
+    eprintln!("(opens a dashboard session as your token; works once, within 10 minutes)");
+    Ok(())
+}
+
 pub async fn token(
     cmd: TokenCommand,
     server: Option<String>,

@@ -251,6 +251,11 @@ impl Client {
             .await
     }
 
+    /// A one-time link that opens a dashboard session for this client's token.
+    pub async fn login_link(&self) -> Result<gantry_api::types::LoginLink> {
+        self.post("/api/login-links", &serde_json::json!({})).await
+    }
+
     pub async fn rotate_share_key(&self) -> Result<KeyRotated> {
         self.post("/api/share-key/rotate", &serde_json::json!({}))
             .await

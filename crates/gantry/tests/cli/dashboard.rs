@@ -476,3 +476,70 @@ fn a_canary_shows_its_share_and_numbers_and_a_viewer_gets_no_buttons() {
     assert_eq!(env.status()["canary"]["state"], "waiting-approval");
     assert_eq!(env.status()["canary"]["percent"], 10);
 }
+
+/// `gantry dashboard` prints a one-time login link: it opens a session as the token that
+/// asked (a viewer here), once; a second visit, a made-up code and a caller with no token get
+/// nothing.
+#[test]
+fn a_login_link_opens_one_session_once() {
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(dir.path(), PIPELINE);
+    let s = Served::start_in(dir, &crate::server::config("0s"));
+    let viewer = s
+        .api(
+            "POST",
+            "/api/tokens",
+            r#"{"name": "watcher", "role": "viewer"}"#,
+        )
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["--server", &s.url, "dashboard"])
+        .current_dir(elsewhere.path())
+        .env_remove("GANTRY_HOME")
+        .env("GANTRY_TOKEN", &viewer)
+        .output()
+        .unwrap();
+    let out = crate::support::Run::from(out);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("works once"), "{out}");
+    let url = out.stdout.trim().to_string();
+    let path = url.strip_prefix(&s.url).expect("a link to this server");
+    assert!(path.starts_with("/ui/login/link/"), "{url}");
+    // No cookie yet: the overview sends us to the login form.
+    assert_eq!(s.request("GET", "/ui", &[], b"").status, 303);
+    let opened = s.request("GET", path, &[], b"");
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    assert!(
+        opened.body.contains("Logged in as <code>watcher</code>"),
+        "{}",
+        opened.body
+    );
+    let set = opened.header("set-cookie").expect("a session cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = s.request("GET", "/ui", &[("Cookie", &cookie)], b"");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("watcher"), "{}", page.body);
+    // Once only, and the code is in no cookie the server set.
+    let code = path.rsplit('/').next().unwrap();
+    assert!(!cookie.contains(code));
+    let again = s.request("GET", path, &[], b"");
+    assert_eq!(again.status, 410, "{}", again.body);
+    assert!(
+        again.body.contains("used already or has expired"),
+        "{}",
+        again.body
+    );
+    assert!(again.header("set-cookie").is_none());
+    let made_up = format!("/ui/login/link/{}", "ab".repeat(32));
+    assert_eq!(s.request("GET", &made_up, &[], b"").status, 410);
+    let anonymous = s.request("POST", "/api/login-links", &[], b"");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+}

@@ -394,9 +394,19 @@ pub fn marked(data: &Path, vars: &[&str]) -> Vec<i32> {
 pub struct Response {
     pub status: u16,
     pub body: String,
+    /// The status line and headers, as sent.
+    pub head: String,
 }
 
 impl Response {
+    /// The value of header `name` (the first, if sent more than once).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -439,7 +449,11 @@ pub fn request(
     } else {
         body.to_string()
     };
-    Response { status, body }
+    Response {
+        status,
+        body,
+        head: head.to_string(),
+    }
 }
 
 fn dechunk(body: &str) -> String {
