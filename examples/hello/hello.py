@@ -11,6 +11,7 @@ import argparse
 import http.server
 import os
 import sys
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -30,6 +31,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self):
+        try:
+            self.route()
+        except Exception:  # a bug answers 500, and its traceback goes to the release's log
+            traceback.print_exc()
+            self.answer(500, "internal error\n")
+
+    def route(self):
         if self.path == "/healthz":
             self.answer(200, "ok\n")
         elif self.path == "/":

@@ -14,6 +14,8 @@
 //! - `secrets`: masking, checked against everything gantry persisted.
 //! - `artifacts`: content-addressed storage, dedupe, escaping paths.
 //! - `crash`: kill -9 and Ctrl-C in the middle of a run.
+//! - `demo`: `gantry demo`: the README's tour command by command, Ctrl-C at five moments (nothing
+//!   left running), `--exit`.
 //! - `dataplane`: serving that does not depend on the control plane: a second server on a held
 //!   data directory is refused under load, touching nothing.
 //! - `deploy`: environments with the example service: deploy, rollback, health, crashes, locks,
@@ -46,6 +48,7 @@ mod check;
 mod crash;
 mod dashboard;
 mod dataplane;
+mod demo;
 mod deploy;
 mod docker;
 mod forges;

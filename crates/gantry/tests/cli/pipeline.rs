@@ -331,50 +331,6 @@ fn a_pipeline_in_a_subdirectory_runs_there() {
     assert_eq!(f.logs(1, "here").trim(), "in api");
 }
 
-/// The README's main command: `gantry demo` runs the example service's own pipeline (tests
-/// included) through a server, ships a second version, rolls back, and has a broken third
-/// version stopped by its health check — then leaves nothing behind.
-#[test]
-fn the_demo_runs_the_whole_loop_and_cleans_up() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .arg("demo")
-        .env("TMPDIR", tmp.path())
-        .env_remove("GANTRY_HOME")
-        .env_remove("GANTRY_SERVER")
-        .env_remove("GANTRY_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let out = crate::support::Run::from(out);
-    assert_eq!(out.code, 0, "{out}");
-    for expected in [
-        "unit: ✓ succeeded",
-        "from release 1: hello from 1.0.0+",
-        "sha256 matches the artifact's digest",
-        "from release 2: hello from 2.0.0+",
-        "rolled back to release 1; now live as release 3",
-        "from release 3: hello from 1.0.0+",
-        "why: health-check",
-        "FileNotFoundError",
-        "demo finished",
-    ] {
-        assert!(
-            out.stdout.contains(expected) || out.stderr.contains(expected),
-            "missing `{expected}`:\n{out}"
-        );
-    }
-    // The broken version never served: after its failed deploy, release 3 still answers.
-    let tail = out.stdout.rsplit("== 6.").next().unwrap();
-    assert!(tail.contains("from release 3: hello from 1.0.0+"), "{out}");
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(left.is_empty(), "the demo left {left:?}");
-}
-
 /// `gantry runs | head` and friends: a reader that goes away stops gantry quietly (SIGPIPE, as
 /// for other Unix tools), never with a panic.
 #[test]
