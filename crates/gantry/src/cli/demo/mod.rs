@@ -205,7 +205,8 @@ pub async fn demo(args: DemoArgs) -> CliResult {
                 stopping.elapsed().as_millis(),
                 match left {
                     0 => String::new(),
-                    n => format!(" ({n} of their processes were still going at the last sweep)"),
+                    1 => " (the last sweep stopped 1 process left over)".to_string(),
+                    n => format!(" (the last sweep stopped {n} processes left over)"),
                 },
                 if args.keep {
                     "files kept"
