@@ -5,12 +5,14 @@
 //! repository, it honours the user's config (credentials, LFS filters, `safe.directory`), and its
 //! error messages are the ones users search for (see ARCHITECTURE.md). To start runs sooner it
 //! reads HEAD, refs and loose objects from the files itself, where they are plainly what git
-//! would read (`heads.rs`, `objects.rs`), and asks git for everything else.
+//! would read (`heads.rs`, `objects.rs`), writes a tree of loose objects where nothing could
+//! make git write it otherwise (`export.rs`), and asks git for everything else.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod export;
 mod heads;
 mod objects;
 pub use heads::{RemoteHeads, ls_remote, ls_remote_tags};
@@ -252,6 +254,13 @@ impl Repo {
     pub fn export(&self, commit: &str, dest: &Path) -> Result<()> {
         std::fs::create_dir_all(dest)
             .with_context(|| format!("creating workspace {}", dest.display()))?;
+        // Loose objects, as right after a commit, from the files: no process.
+        if let Some(dir) = heads::local_dir(&self.path)
+            && let Some(written) = export::export(&dir, commit, dest)
+        {
+            return written
+                .with_context(|| format!("checking out {commit} into {}", dest.display()));
+        }
         let index = tempfile_path(dest);
         let mut cmd = git(&self.path);
         cmd.env("GIT_INDEX_FILE", &index)

@@ -52,7 +52,7 @@ pub(crate) fn read_file(git_dir: &Path, commit: &str, path: &str) -> Option<Opti
 }
 
 /// Whether nothing in the repository changes what git would read for an object id.
-fn understood(git_dir: &Path) -> bool {
+pub(crate) fn understood(git_dir: &Path) -> bool {
     let changed_by_env = [
         "GIT_OBJECT_DIRECTORY",
         "GIT_ALTERNATE_OBJECT_DIRECTORIES",
@@ -77,12 +77,12 @@ fn understood(git_dir: &Path) -> bool {
     !replaced
 }
 
-fn is_sha1(s: &str) -> bool {
+pub(crate) fn is_sha1(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The body of loose object `id`, when it is of `kind` and whole; `None` otherwise.
-fn object(git_dir: &Path, id: &str, kind: &str) -> Option<Vec<u8>> {
+pub(crate) fn object(git_dir: &Path, id: &str, kind: &str) -> Option<Vec<u8>> {
     let file = std::fs::File::open(git_dir.join("objects").join(&id[..2]).join(&id[2..])).ok()?;
     let mut raw = Vec::new();
     flate2::read::ZlibDecoder::new(file)
