@@ -100,10 +100,13 @@ impl SqlStore {
             .connect(&url)
             .await
             .with_context(|| format!("opening the state database {}", path.display()))?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .with_context(|| format!("migrating the state database {}", path.display()))?;
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        if !migrated(&pool, &migrator).await {
+            migrator
+                .run(&pool)
+                .await
+                .with_context(|| format!("migrating the state database {}", path.display()))?;
+        }
         let reserve = path.with_extension("db.reserve");
         if !reserve.exists() {
             // Best effort: a disk already full has nothing to set aside.
@@ -211,6 +214,33 @@ impl SqlStore {
             dir.display()
         )
     }
+}
+
+/// Whether every migration of `migrator` is applied, whole and unchanged, and nothing else: one
+/// query, where the migrator asks three (its table, a failed migration, the applied ones)
+/// before it finds nothing to do; every command opens the store. Anything else — no table
+/// yet, a migration pending, failed or changed — is the migrator's to do or to refuse.
+async fn migrated(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> bool {
+    let Ok(rows) = sqlx::query(
+        "SELECT version, checksum, CAST(success AS INTEGER) FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    else {
+        return false;
+    };
+    let applied = rows.iter().map(|r| {
+        (
+            r.try_get::<i64, _>(0).ok(),
+            r.try_get::<Vec<u8>, _>(1).ok(),
+            r.try_get::<i64, _>(2).ok(),
+        )
+    });
+    let wanted = migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| (Some(m.version), Some(m.checksum.to_vec()), Some(1)));
+    applied.eq(wanted)
 }
 
 /// The pool both engines share the settings of: `max` connections, and a connection that a
@@ -455,5 +485,44 @@ mod tests {
         holder.await.unwrap();
         assert_eq!(store.list_projects().await.unwrap().len(), 1);
         store.close().await;
+    }
+}
+
+#[cfg(test)]
+mod migrated_tests {
+    use super::*;
+
+    /// A store opened again asks one query when every migration is applied; a changed one is
+    /// not taken for applied, and the migrator refuses it as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_up_to_date_store_is_seen_in_one_query_and_a_changed_migration_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry.db");
+        let store = SqlStore::open(&path).await.unwrap();
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        assert!(migrated(&store.pool, &migrator).await);
+        store.close().await;
+        // Opened again: nothing to do, and it works.
+        let store = SqlStore::open(&path).await.unwrap();
+        assert!(migrated(&store.pool, &migrator).await);
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = X'00' WHERE version = 1")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(!migrated(&store.pool, &migrator).await);
+        store.close().await;
+        let refused = SqlStore::open(&path)
+            .await
+            .err()
+            .expect("a changed migration");
+        assert!(format!("{refused:#}").contains("migrat"), "{refused:#}");
+        // A store with no migrations table yet is the migrator's.
+        let fresh = dir.path().join("fresh.db");
+        let pool = pool_options(1)
+            .connect(&format!("sqlite://{}?mode=rwc", fresh.display()))
+            .await
+            .unwrap();
+        assert!(!migrated(&pool, &migrator).await);
+        pool.close().await;
     }
 }
