@@ -17,7 +17,7 @@
 //! Everything is read before the first file is written, so when the answer is git's, the
 //! directory is as it was. Files get mode 0666 or 0777 less the umask, as git gives them.
 
-use crate::objects::{is_sha1, object, understood};
+use crate::objects::{self, commit_tree, object, understood};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -70,20 +70,14 @@ fn export_as(
     commit: &str,
     dest: &Path,
 ) -> Option<std::io::Result<()>> {
-    if !is_sha1(commit) || !understood(git_dir) || !plain_checkout(user, git_dir) {
-        return None;
-    }
-    let body = object(git_dir, commit, "commit")?;
-    let tree = std::str::from_utf8(&body)
-        .ok()?
-        .lines()
-        .next()?
-        .strip_prefix("tree ")?
-        .to_string();
     // Into an empty directory only: git's checkout overwrites what is there.
-    if std::fs::read_dir(dest).ok()?.next().is_some() {
+    if std::fs::read_dir(dest).ok()?.next().is_some()
+        || !understood(git_dir)
+        || !plain_checkout(user, git_dir)
+    {
         return None;
     }
+    let tree = commit_tree(git_dir, commit)?;
     let (dirs, files) = read_tree(git_dir, &tree)?;
     Some(write(dest, &dirs, &files))
 }
@@ -92,25 +86,16 @@ fn export_as(
 fn read_tree(git_dir: &Path, tree: &str) -> Option<(Vec<PathBuf>, Vec<File>)> {
     let (mut dirs, mut files) = (Vec::new(), Vec::new());
     let mut pending = vec![(PathBuf::new(), tree.to_string())];
-    let (mut entries, mut bytes) = (0usize, 0usize);
+    let (mut count, mut bytes) = (0usize, 0usize);
     let mut seen = std::collections::HashSet::new();
     while let Some((at, id)) = pending.pop() {
-        if !is_sha1(&id) {
-            return None;
-        }
         let body = object(git_dir, &id, "tree")?;
-        let mut rest = body.as_slice();
-        while !rest.is_empty() {
-            let space = rest.iter().position(|b| *b == b' ')?;
-            let nul = space + rest[space..].iter().position(|b| *b == 0)?;
-            let raw = rest.get(nul + 1..nul + 21)?;
-            let (mode, name) = (&rest[..space], &rest[space + 1..nul]);
-            rest = &rest[nul + 21..];
-            entries += 1;
-            if entries > MAX_ENTRIES || !plain_name(name) {
+        for entry in objects::entries(&body)? {
+            let (mode, name, id) = (entry.mode, entry.name, entry.id());
+            count += 1;
+            if count > MAX_ENTRIES || !plain_name(name) {
                 return None;
             }
-            let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
             let path = at.join(std::str::from_utf8(name).ok()?);
             // A name twice in one tree (a damaged or hostile one): git's to refuse.
             if !seen.insert(path.clone()) {
@@ -119,10 +104,10 @@ fn read_tree(git_dir: &Path, tree: &str) -> Option<(Vec<PathBuf>, Vec<File>)> {
             match mode {
                 b"40000" => {
                     dirs.push(path.clone());
-                    pending.push((path, hex));
+                    pending.push((path, id));
                 }
                 b"100644" | b"100755" => {
-                    let body = object(git_dir, &hex, "blob")?;
+                    let body = object(git_dir, &id, "blob")?;
                     bytes += body.len();
                     if bytes > MAX_BYTES {
                         return None;
@@ -209,6 +194,7 @@ fn write(dest: &Path, dirs: &[PathBuf], files: &[File]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::is_sha1;
     use crate::{Repo, test_sh};
     use std::os::unix::fs::PermissionsExt;
 

@@ -14,19 +14,10 @@ const MAX_OBJECT: u64 = 16 << 20;
 /// What the loose objects say of `path` at `commit`: `Some(Some(bytes))` the file's content,
 /// `Some(None)` no such file (every tree on the way was read), `None` ask git.
 pub(crate) fn read_file(git_dir: &Path, commit: &str, path: &str) -> Option<Option<Vec<u8>>> {
-    if !understood(git_dir) || !is_sha1(commit) {
+    if !understood(git_dir) {
         return None;
     }
-    let body = object(git_dir, commit, "commit")?;
-    let tree = std::str::from_utf8(&body)
-        .ok()?
-        .lines()
-        .next()?
-        .strip_prefix("tree ")?;
-    if !is_sha1(tree) {
-        return None;
-    }
-    let mut id = tree.to_string();
+    let mut id = commit_tree(git_dir, commit)?;
     let parts: Vec<&str> = path.split('/').collect();
     if parts
         .iter()
@@ -49,6 +40,20 @@ pub(crate) fn read_file(git_dir: &Path, commit: &str, path: &str) -> Option<Opti
         }
     }
     None
+}
+
+/// The tree of loose commit `commit`, when both ids are whole SHA-1s; `None` otherwise.
+pub(crate) fn commit_tree(git_dir: &Path, commit: &str) -> Option<String> {
+    if !is_sha1(commit) {
+        return None;
+    }
+    let body = object(git_dir, commit, "commit")?;
+    let tree = std::str::from_utf8(&body)
+        .ok()?
+        .lines()
+        .next()?
+        .strip_prefix("tree ")?;
+    is_sha1(tree).then(|| tree.to_string())
 }
 
 /// Whether nothing in the repository changes what git would read for an object id.
@@ -100,20 +105,46 @@ pub(crate) fn object(git_dir: &Path, id: &str, kind: &str) -> Option<Vec<u8>> {
     (body.len() == size).then_some(body)
 }
 
-/// The mode and object id of entry `name` of a tree's body; `Some(None)` when it has none.
-fn entry<'t>(tree: &'t [u8], name: &[u8]) -> Option<Option<(&'t [u8], String)>> {
+/// One entry of a tree: its mode, its name and the object id it names (20 bytes).
+pub(crate) struct Entry<'t> {
+    pub mode: &'t [u8],
+    pub name: &'t [u8],
+    raw: &'t [u8],
+}
+
+impl Entry<'_> {
+    /// The object id, in hex.
+    pub fn id(&self) -> String {
+        self.raw.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The entries of a tree's body, in order; `None` when it is not whole.
+pub(crate) fn entries(tree: &[u8]) -> Option<Vec<Entry<'_>>> {
+    let mut out = Vec::new();
     let mut rest = tree;
     while !rest.is_empty() {
         let space = rest.iter().position(|b| *b == b' ')?;
         let nul = space + rest[space..].iter().position(|b| *b == 0)?;
-        let id = rest.get(nul + 1..nul + 21)?;
-        if &rest[space + 1..nul] == name {
-            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            return Some(Some((&rest[..space], hex)));
-        }
+        let raw = rest.get(nul + 1..nul + 21)?;
+        out.push(Entry {
+            mode: &rest[..space],
+            name: &rest[space + 1..nul],
+            raw,
+        });
         rest = &rest[nul + 21..];
     }
-    Some(None)
+    Some(out)
+}
+
+/// The mode and object id of entry `name` of a tree's body; `Some(None)` when it has none.
+fn entry<'t>(tree: &'t [u8], name: &[u8]) -> Option<Option<(&'t [u8], String)>> {
+    Some(
+        entries(tree)?
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.mode, e.id())),
+    )
 }
 
 #[cfg(test)]
