@@ -10,6 +10,9 @@ Measured per run, reported as medians over the repetitions:
   gap    median gap between consecutive steps' timestamps
   done   time from invocation to the run recorded as finished (gantry: `finished_at` in its
          database; make and shell: process exit)
+  rec    gantry only: from the last step's timestamp to the run's `finished_at` (kept in whole
+         milliseconds, so this reads up to 1 ms low)
+  exit   from the last step's timestamp to the runner's exit, which comes after the record
 
 Usage: bench/pipeline.py [--reps 7] [--steps 20,200] [--gantry target/release/gantry]
 """
@@ -74,9 +77,12 @@ def measure(kind, repo, steps, out, gantry, data):
         show = subprocess.run([gantry, "show", "--json"], env=env, capture_output=True, check=True, cwd=repo)
         finished_ms = json.loads(show.stdout)["run"]["finished_at"]
         done = finished_ms * 1_000_000 - t0
+        rec = finished_ms * 1_000_000 - stamps[-1]
     else:
         done = t_exit - t0
-    return {"first": stamps[0] - t0, "gap": statistics.median(gaps), "done": done}
+        rec = 0
+    return {"first": stamps[0] - t0, "gap": statistics.median(gaps), "done": done, "rec": rec,
+            "exit": t_exit - stamps[-1]}
 
 
 def ms(ns):
@@ -104,15 +110,15 @@ def main():
             for _ in range(args.reps):
                 for k in kinds:
                     samples[k].append(measure(k, repo, steps, out, args.gantry, data))
-            results[steps] = {k: {m: statistics.median(s[m] for s in samples[k]) for m in ("first", "gap", "done")} for k in kinds}
+            results[steps] = {k: {m: statistics.median(s[m] for s in samples[k]) for m in ("first", "gap", "done", "rec", "exit")} for k in kinds}
 
     print(f"medians of {args.reps} interleaved runs, milliseconds")
-    print(f"{'steps':>5} {'runner':<7} {'first':>8} {'gap':>8} {'done':>8}   gap-shell   first/shell  done/shell")
+    print(f"{'steps':>5} {'runner':<7} {'first':>8} {'gap':>8} {'done':>8} {'rec':>8} {'exit':>8}   gap-shell   first/shell  done/shell")
     for steps, by_kind in results.items():
         shell = by_kind["shell"]
         for k in kinds:
             r = by_kind[k]
-            print(f"{steps:>5} {k:<7} {ms(r['first'])} {ms(r['gap'])} {ms(r['done'])}   {ms(r['gap'] - shell['gap'])}    {r['first'] / shell['first']:8.2f}  {r['done'] / shell['done']:8.2f}")
+            print(f"{steps:>5} {k:<7} {ms(r['first'])} {ms(r['gap'])} {ms(r['done'])} {ms(r['rec']) if k == 'gantry' else '       -'} {ms(r['exit'])}   {ms(r['gap'] - shell['gap'])}    {r['first'] / shell['first']:8.2f}  {r['done'] / shell['done']:8.2f}")
     if len(results) >= 2:
         small, large = sorted(results)[0], sorted(results)[-1]
         g_small, g_large = results[small]["gantry"]["gap"], results[large]["gantry"]["gap"]

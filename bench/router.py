@@ -12,7 +12,10 @@ one run, the same backends for everyone: two nginx server blocks serving a small
                   set over its control socket as the server sets it
 
 (a) throughput: wrk -t2 -c50 for --seconds, --rounds rounds (every other one in reverse order),
-    median requests/s and its ratio to direct;
+    median requests/s and its ratio to direct, and the CPU time (user and system, all
+    threads) each proxy's own processes spent per request: the machine's two cores are shared
+    by wrk, the backends and the proxy, so a proxy's throughput is its share of them, and its
+    CPU per request is what it costs regardless of that share;
 (b) latency: wrk -t1 -c1 --latency, median of the rounds' p50, and the latency each proxy adds
     over direct;
 (c) the canary's share over >= 100,000 requests through gantry at 10%, counted in the backends'
@@ -107,6 +110,33 @@ backend b
 """
 
 
+def cpu_seconds(pids):
+    """User and system CPU time so far of the processes `pids` (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid):
+    """The processes whose parent is `pid` (nginx's workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return found
+
+
 def count_lines(path):
     try:
         with open(path, "rb") as f:
@@ -161,8 +191,9 @@ def main():
         # The data plane, as `gantry serve` drives it: listen, then a 90/10 table.
         dp_data = os.path.join(d, "dp")
         os.makedirs(dp_data)
-        procs.append(subprocess.Popen([args.gantry, "dataplane", "--data", dp_data],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        dataplane = subprocess.Popen([args.gantry, "dataplane", "--data", dp_data],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(dataplane)
         sock = os.path.join(dp_data, "dataplane.sock")
         for _ in range(500):
             if os.path.exists(sock):
@@ -191,33 +222,48 @@ def main():
         targets = [("direct", stable), ("haproxy 90/10", ports["haproxy"]), ("nginx 90/10", ports["nginx"]),
                    ("gantry 90/10", ports["gantry"]), ("gantry no-stats", ports["gantry-nostats"]),
                    ("gantry dataplane 90/10", ports["dataplane"])]
+        with open(os.path.join(d, "split.pid")) as f:
+            nginx_workers = children(int(f.read().strip()))
+        # Whose CPU each target costs: the proxy's own processes (the backends and wrk aside).
+        pids = {"direct": [], "haproxy 90/10": [procs[0].pid], "nginx 90/10": nginx_workers,
+                "gantry 90/10": [gantry.pid], "gantry no-stats": [nostats.pid],
+                "gantry dataplane 90/10": [dataplane.pid]}
         rps = {n: [] for n, _ in targets}
         lat = {n: [] for n, _ in targets}
+        cpu = {n: [] for n, _ in targets}
         for round_no in range(args.rounds):
             # Every other round in reverse order, so no target always runs right after another.
             order = targets if round_no % 2 == 0 else list(reversed(targets))
             for name, port in order:
-                r, _, _, e, _ = wrk(port, 50, 2, args.seconds)
+                c0 = cpu_seconds(pids[name])
+                r, _, n, e, _ = wrk(port, 50, 2, args.seconds)
+                c1 = cpu_seconds(pids[name])
                 if e:
                     print(f"    ({name}: {e} errors in a throughput round)")
                 rps[name].append(r)
+                cpu[name].append((c1 - c0) / max(n, 1) * 1e6)
             for name, port in order:
                 _, p50, _, _, _ = wrk(port, 1, 1, args.seconds, latency=True)
                 lat[name].append(p50)
         direct_rps = statistics.median(rps["direct"])
         direct_p50 = statistics.median(lat["direct"])
         print(f"(a, b) {args.rounds} interleaved rounds of {args.seconds}s: wrk -t2 -c50 (throughput), wrk -t1 -c1 (latency)")
-        print(f"    {'':<22} {'req/s':>10} {'ratio':>7}   {'p50 ms':>8} {'added ms':>9}")
+        print(f"    {'':<22} {'req/s':>10} {'ratio':>7}   {'p50 ms':>8} {'added ms':>9}   {'CPU us/req':>10}")
         added = {}
         for name, _ in targets:
             r = statistics.median(rps[name])
             p = statistics.median(lat[name])
             added[name] = p - direct_p50
-            print(f"    {name:<22} {r:>10.0f} {r / direct_rps:>7.2f}   {p:>8.3f} {added[name]:>9.3f}")
+            c = f"{statistics.median(cpu[name]):>10.2f}" if pids[name] else f"{'-':>10}"
+            print(f"    {name:<22} {r:>10.0f} {r / direct_rps:>7.2f}   {p:>8.3f} {added[name]:>9.3f}   {c}")
         ha = added["haproxy 90/10"]
         print(f"    gantry's added latency / haproxy's: {added['gantry 90/10'] / ha:.2f}" if ha > 0 else "    haproxy added no measurable latency")
         cost = 1 - statistics.median(rps["gantry 90/10"]) / statistics.median(rps["gantry no-stats"])
         print(f"    measuring per release costs {cost * 100:.1f}% of gantry's throughput")
+        best = max(("haproxy 90/10", "nginx 90/10"), key=lambda k: statistics.median(rps[k]))
+        for name in ("gantry 90/10", "gantry dataplane 90/10"):
+            print(f"    {name} / {best.split()[0]} (the better peer): {statistics.median(rps[name]) / statistics.median(rps[best]):.2f}x throughput, "
+                  f"{statistics.median(cpu[name]) / statistics.median(cpu[best]):.2f}x its CPU per request")
 
         # (c) the share, counted at the backends (their buffered logs flushed first).
         subprocess.run(["nginx", "-p", d, "-c", conf, "-s", "reopen"], check=True)
