@@ -168,9 +168,40 @@ async fn exchange(stream: &mut BufReader<UnixStream>, line: &str) -> anyhow::Res
         .with_context(|| format!("reading the data plane's answer {answer:?}"))
 }
 
+/// Data directories whose data plane this process is stopping for good: no call of this
+/// process starts another there.
+static NOT_RESTARTED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// From now on, no [`DataPlane`] of this process starts a data plane for `data` when none
+/// answers: its calls fail instead. For a process that stops its data plane while its own
+/// tasks (a canary's measuring, a deployment) may still be calling it, so that the stop is not
+/// undone behind it (`gantry demo`'s Ctrl-C).
+pub fn never_restart(data: &Path) {
+    NOT_RESTARTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(real(data));
+}
+
+/// `path` with its links resolved, as far as it exists.
+fn real(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Starts a data plane for `data`, detached (its own session, no parent to die with): it
-/// outlives the server that started it.
+/// outlives the server that started it. Refused for a directory [`never_restart`] named.
 fn start(exe: &Path, data: &Path) -> anyhow::Result<()> {
+    let here = real(data);
+    if NOT_RESTARTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&here)
+    {
+        bail!(
+            "the data plane of {} is being stopped by this process: not starting another",
+            data.display()
+        );
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

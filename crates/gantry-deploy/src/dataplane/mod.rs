@@ -23,7 +23,7 @@ mod client;
 mod fds;
 mod serve;
 
-pub use client::{DataPlane, Measured, RouterLink};
+pub use client::{DataPlane, Measured, RouterLink, never_restart};
 pub use serve::{run, stop};
 
 use crate::router::{Backend, CanaryRoute, RouteTable, Users};

@@ -1,7 +1,8 @@
 //! The data plane's control protocol against a real data plane in a temporary directory: a
 //! table set is served and on disk before the answer, a second data plane on the directory is
 //! refused naming the first, one started again serves the last tables on the same address,
-//! and what is not a request is refused without ending the data plane.
+//! what is not a request is refused without ending the data plane, and a directory whose data
+//! plane this process is stopping gets no new one.
 
 use super::*;
 use std::io::{BufRead, BufReader, Write};
@@ -82,4 +83,19 @@ async fn tables_are_on_disk_before_the_answer_and_come_back_after_a_restart() {
     task.await.unwrap().unwrap();
     // Nothing answers now: stopping again says so at once.
     assert!(!stop(dir.path()).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_directory_whose_data_plane_is_being_stopped_gets_no_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Were a start allowed, this would start `/bin/true` as the data plane (and wait for it
+    // to answer, in vain, for 20 s).
+    let plane = DataPlane::new(dir.path(), Some(PathBuf::from("/bin/true")));
+    never_restart(dir.path());
+    let err = plane.hello().await.unwrap_err().to_string();
+    assert!(err.contains("is being stopped by this process"), "{err}");
+    assert!(
+        !dir.path().join("dataplane.log").exists(),
+        "nothing was started"
+    );
 }

@@ -273,7 +273,10 @@ async fn stop_all(demo: &Demo, handles: Mutex<Started>) -> usize {
         let _ = tx.send(());
         let _ = tokio::time::timeout(Duration::from_millis(800), handle).await;
     }
-    // Releases and routers outlive a server; the demo's go with it.
+    // Releases and routers outlive a server; the demo's go with it. A server that has not
+    // finished within its bound still has tasks (a canary's measuring) that would start the
+    // data plane again when it no longer answers: they may not.
+    gantry_deploy::dataplane::never_restart(&demo.data);
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         gantry_deploy::targets::sweep(&demo.data.join("releases"), &[]).await;
         let _ = gantry_deploy::dataplane::stop(&demo.data).await;
