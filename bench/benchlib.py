@@ -1,5 +1,5 @@
 """Helpers the benchmark scripts share: free local ports, waiting for a listener, reading wrk,
-the machine's load."""
+a process's CPU time and parent from /proc, the machine's load."""
 import os
 import re
 import socket
@@ -36,6 +36,23 @@ def wrk_counts(out):
     if m:
         errors += int(m.group(1))
     return requests, errors
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid):
+    """The fields of /proc/PID/stat after the command's name (state first, parent second)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid):
+    """User and system CPU seconds so far of process `pid` (all its threads), and of its
+    children that it waited for."""
+    fields = stat_fields(pid)
+    utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
+    return (utime + stime) / TICK, (cutime + cstime) / TICK
 
 
 def load_line():

@@ -29,7 +29,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import load_line, free_port, wait_port, wrk_counts  # noqa: E402
+from benchlib import cpu_seconds, load_line, free_port, stat_fields, wait_port, wrk_counts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,30 +109,26 @@ backend b
 """
 
 
-def cpu_seconds(pids):
-    """User and system CPU time so far of the processes `pids` (all their threads)."""
+def own_cpu(pids):
+    """User and system CPU seconds so far of the processes `pids` (gone ones count 0)."""
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            total += cpu_seconds(pid)[0]
         except FileNotFoundError:
             pass
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def children(pid):
     """The processes whose parent is `pid` (nginx's workers)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(stat_fields(entry)[1]) == pid:
+                found.append(int(entry))
+        except FileNotFoundError:
+            pass
     return found
 
 
@@ -235,9 +230,9 @@ def main():
             # Every other round in reverse order, so no target always runs right after another.
             order = targets if round_no % 2 == 0 else list(reversed(targets))
             for name, port in order:
-                c0 = cpu_seconds(pids[name])
+                c0 = own_cpu(pids[name])
                 r, _, n, e, _ = wrk(port, 50, 2, args.seconds)
-                c1 = cpu_seconds(pids[name])
+                c1 = own_cpu(pids[name])
                 if e:
                     print(f"    ({name}: {e} errors in a throughput round)")
                 rps[name].append(r)

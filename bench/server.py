@@ -28,11 +28,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import load_line  # noqa: E402
+from benchlib import cpu_seconds, load_line  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = b"bench-secret"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def git(*args, cwd):
@@ -72,12 +71,6 @@ def rss_kb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
-    return (utime + stime) / TICK, (cutime + cstime) / TICK
 
 
 def pct(values, p):
