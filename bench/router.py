@@ -8,6 +8,8 @@ one run, the same backends for everyone: two nginx server blocks serving a small
   nginx 90/10     wrk -> nginx (split_clients on $request_id, upstream keep-alive) -> backends
   gantry 90/10    wrk -> `gantry route` (the router deployments use, share 10%) -> backends
   gantry no-stats the same with per-release measuring off (what measuring costs)
+  gantry normal-sched  the same with GANTRY_ROUTER_SCHED=normal: the router's threads under the
+                  normal scheduling policy instead of SCHED_BATCH (what the policy buys)
   gantry dataplane 90/10  wrk -> `gantry dataplane` (where deployments' routers live), its table
                   set over its control socket as the server sets it
 
@@ -20,7 +22,9 @@ one run, the same backends for everyone: two nginx server blocks serving a small
     over direct;
 (c) the canary's share over >= 100,000 requests through gantry at 10%, counted in the backends'
     access logs;
-(d) errors under load across 20 share changes (10% <-> 90%) through gantry.
+(d) errors under load across 20 share changes (10% <-> 90%) through gantry;
+(e) what SCHED_BATCH costs: latency (wrk -t1 -c1, p50 and p99) while two busy loops keep both
+    cores busy, through HAProxy, nginx and gantry under either policy.
 
 Needs: `cargo build --release`, Debian's nginx-light (or nginx), haproxy, wrk.
 Usage: bench/router.py [--gantry target/release/gantry] [--seconds 5] [--rounds 3]
@@ -49,11 +53,15 @@ def wrk(port, conns, threads, seconds, latency=False):
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests, errors = wrk_counts(out)
-    p50 = None
-    m = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    if m:
-        p50 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-    return rps, p50, requests, errors, out
+    return rps, percentile(out, 50), requests, errors, out
+
+
+def percentile(out, p):
+    """The p-th percentile of latency in wrk --latency output, in ms (None without it)."""
+    m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
 BACKENDS = """daemon on;
@@ -158,7 +166,7 @@ def main():
         with open(os.path.join(d, "www", "index.html"), "w") as f:
             f.write("hello from the backend\n" * 4)
         stable, canary = free_port(), free_port()
-        ports = {name: free_port() for name in ("haproxy", "nginx", "gantry", "gantry-nostats", "dataplane")}
+        ports = {name: free_port() for name in ("haproxy", "nginx", "gantry", "gantry-nostats", "gantry-normal", "dataplane")}
         conf = os.path.join(d, "backends.conf")
         with open(conf, "w") as f:
             f.write(BACKENDS.format(dir=d, stable=stable, canary=canary))
@@ -183,6 +191,11 @@ def main():
                                     "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
                                     "--share", "10", "--no-stats"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(nostats)
+        normal = subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry-normal']}",
+                                   "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
+                                   "--share", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "GANTRY_ROUTER_SCHED": "normal"})
+        procs.append(normal)
         # The data plane, as `gantry serve` drives it: listen, then a 90/10 table.
         dp_data = os.path.join(d, "dp")
         os.makedirs(dp_data)
@@ -216,12 +229,12 @@ def main():
 
         targets = [("direct", stable), ("haproxy 90/10", ports["haproxy"]), ("nginx 90/10", ports["nginx"]),
                    ("gantry 90/10", ports["gantry"]), ("gantry no-stats", ports["gantry-nostats"]),
-                   ("gantry dataplane 90/10", ports["dataplane"])]
+                   ("gantry normal-sched", ports["gantry-normal"]), ("gantry dataplane 90/10", ports["dataplane"])]
         with open(os.path.join(d, "split.pid")) as f:
             nginx_workers = children(int(f.read().strip()))
         # Whose CPU each target costs: the proxy's own processes (the backends and wrk aside).
         pids = {"direct": [], "haproxy 90/10": [procs[0].pid], "nginx 90/10": nginx_workers,
-                "gantry 90/10": [gantry.pid], "gantry no-stats": [nostats.pid],
+                "gantry 90/10": [gantry.pid], "gantry no-stats": [nostats.pid], "gantry normal-sched": [normal.pid],
                 "gantry dataplane 90/10": [dataplane.pid]}
         rps = {n: [] for n, _ in targets}
         lat = {n: [] for n, _ in targets}
@@ -255,6 +268,8 @@ def main():
         print(f"    gantry's added latency / haproxy's: {added['gantry 90/10'] / ha:.2f}" if ha > 0 else "    haproxy added no measurable latency")
         cost = 1 - statistics.median(rps["gantry 90/10"]) / statistics.median(rps["gantry no-stats"])
         print(f"    measuring per release costs {cost * 100:.1f}% of gantry's throughput")
+        batch = statistics.median(rps["gantry 90/10"]) / statistics.median(rps["gantry normal-sched"])
+        print(f"    SCHED_BATCH (gantry 90/10) / the normal policy (gantry normal-sched): {batch:.2f}x throughput")
         best = max(("haproxy 90/10", "nginx 90/10"), key=lambda k: statistics.median(rps[k]))
         for name in ("gantry 90/10", "gantry dataplane 90/10"):
             print(f"    {name} / {best.split()[0]} (the better peer): {statistics.median(rps[name]) / statistics.median(rps[best]):.2f}x throughput, "
@@ -296,6 +311,24 @@ def main():
             errors += int(m.group(1))
         requests = int(re.search(r"(\d+) requests in", out).group(1))
         print(f"(d) 20 share changes under wrk -t2 -c50 through gantry: {requests} requests, {errors} errors")
+
+        # (e) latency while both cores are kept busy by other work.
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        procs.extend(hogs)
+        busy = [("haproxy 90/10", ports["haproxy"]), ("nginx 90/10", ports["nginx"]),
+                ("gantry 90/10", ports["gantry"]), ("gantry normal-sched", ports["gantry-normal"])]
+        tails = {n: ([], []) for n, _ in busy}
+        for round_no in range(args.rounds):
+            for name, port in (busy if round_no % 2 == 0 else list(reversed(busy))):
+                out = wrk(port, 1, 1, args.seconds, latency=True)[4]
+                tails[name][0].append(percentile(out, 50))
+                tails[name][1].append(percentile(out, 99))
+        for h in hogs:
+            h.kill()
+            h.wait()
+        print(f"(e) wrk -t1 -c1 while two busy loops keep both cores busy, {args.rounds} interleaved rounds of {args.seconds}s (medians)")
+        for name, _ in busy:
+            print(f"    {name:<22} p50 {statistics.median(tails[name][0]):>7.3f} ms   p99 {statistics.median(tails[name][1]):>7.3f} ms")
     finally:
         for p in procs:
             p.terminate()

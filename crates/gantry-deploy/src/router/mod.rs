@@ -15,6 +15,7 @@
 
 mod http1;
 mod proxy;
+pub mod sched;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -70,7 +71,8 @@ impl Router {
     /// The router runs on threads of its own, one per core (at most 4), each a single-threaded
     /// runtime with its own listening socket (`SO_REUSEPORT`: the kernel spreads connections)
     /// and its own pool of connections to the releases: a request, its upstream connection and
-    /// its answer stay on one thread, without cross-thread wake-ups.
+    /// its answer stay on one thread, without cross-thread wake-ups. The threads run under
+    /// `SCHED_BATCH` unless `GANTRY_ROUTER_SCHED=normal` ([`sched`]).
     pub async fn start_with(listen: SocketAddr, measure: bool) -> anyhow::Result<Arc<Self>> {
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -95,6 +97,7 @@ impl Router {
         let Some(first) = listeners.first() else {
             anyhow::bail!("a router needs at least one listening socket");
         };
+        let policy = sched::Policy::from_env().map_err(anyhow::Error::msg)?;
         let addr = first.local_addr()?;
         let sockets = listeners
             .iter()
@@ -131,6 +134,9 @@ impl Router {
             std::thread::Builder::new()
                 .name(format!("gantry-router-{i}"))
                 .spawn(move || {
+                    if let Err(e) = policy.apply() {
+                        tracing::warn!(error = %e, ?policy, "the router thread keeps the normal scheduling policy");
+                    }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

@@ -39,6 +39,9 @@ pub async fn serve_until(
             args.config.display()
         )
     })?;
+    // The data plane this server starts inherits the variable: refused here, before anything is
+    // made, rather than by each router the data plane would start.
+    gantry_deploy::router::sched::Policy::from_env().map_err(|e| anyhow!(e))?;
     let shown = args.config.display().to_string();
     let mut config = match parse_server_config(&shown, &source) {
         Ok(c) => c,

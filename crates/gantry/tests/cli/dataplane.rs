@@ -92,6 +92,28 @@ fn data_plane_pid(data: &std::path::Path) -> Option<i32> {
     v["pid"].as_i64().map(|p| p as i32)
 }
 
+/// The scheduling policy (`/proc/PID/task/TID/stat`'s 41st field) of each router thread of
+/// process `pid`.
+fn router_thread_policies(pid: i32) -> Vec<i64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut policies = Vec::new();
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("gantry-router") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The fields after the command's closing parenthesis start at the 3rd.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if let Some(policy) = after.split_whitespace().nth(41 - 3) {
+            policies.push(policy.parse().unwrap_or(-1));
+        }
+    }
+    policies
+}
+
 /// Load through one event: how many failed, and the longest a client waited.
 fn through(router: &str, what: &str, event: impl FnOnce()) {
     let load = Load::start(router.to_string(), 2);
@@ -346,7 +368,8 @@ fn a_canary_goes_on_from_its_step_after_kill_9_of_the_server() {
 }
 
 /// `kill -9` of the data plane while the server runs: the server starts a new one within a
-/// second or so, which serves the last tables again; the releases were never stopped.
+/// second or so, which serves the last tables again; the releases were never stopped. (And the
+/// data plane's router threads run under `SCHED_BATCH`.)
 #[test]
 fn a_killed_data_plane_is_started_again_on_its_last_table() {
     let mut env = Env::new();
@@ -355,6 +378,16 @@ fn a_killed_data_plane_is_started_again_on_its_last_table() {
     let data = env.server.data();
     let releases = release_processes(&data);
     let plane = data_plane_pid(&data).unwrap();
+    // Its router's threads run under SCHED_BATCH (3): they do not preempt the release on
+    // every wake-up (bench/README.md).
+    let mut policies = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            policies = router_thread_policies(plane);
+            !policies.is_empty() && policies.iter().all(|p| *p == 3)
+        }),
+        "the router threads' policies: {policies:?}"
+    );
     crate::support::signal(plane, nix::sys::signal::Signal::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(15), || data_plane_pid(&data)

@@ -9,6 +9,15 @@ use crate::support::Run;
 /// `gantry serve` with `toml` as its configuration in a fresh directory, expected to refuse:
 /// the directory (to check what was left in it) and what the command said.
 fn serve_refused(toml: &str, unset: &[&str]) -> (tempfile::TempDir, Run) {
+    serve_refused_with(toml, unset, &[])
+}
+
+/// [`serve_refused`] with the variables `set` in its environment.
+fn serve_refused_with(
+    toml: &str,
+    unset: &[&str],
+    set: &[(&str, &str)],
+) -> (tempfile::TempDir, Run) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gantry.toml"), toml).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"));
@@ -16,6 +25,9 @@ fn serve_refused(toml: &str, unset: &[&str]) -> (tempfile::TempDir, Run) {
         .current_dir(dir.path());
     for var in unset {
         cmd.env_remove(var);
+    }
+    for (var, value) in set {
+        cmd.env(var, value);
     }
     let out = Run::from(cmd.output().unwrap());
     assert_eq!(out.code, 1, "{out}");
@@ -107,6 +119,27 @@ fn an_unset_webhook_secret_variable_refuses_the_start() {
     assert!(
         out.stderr.contains(
             "gantry.toml:6:22: project `hello`: webhook_secret_env names `GANTRY_TEST_UNSET_SECRET`, which is not set"
+        ),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "the data directory was made"
+    );
+}
+
+/// A router scheduling policy the data plane could not apply refuses the start, before the
+/// data directory is made (the data plane the server starts would inherit it).
+#[test]
+fn an_unknown_router_scheduling_policy_refuses_the_start() {
+    let (dir, out) = serve_refused_with(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"state\"\n",
+        &[],
+        &[("GANTRY_ROUTER_SCHED", "fifo")],
+    );
+    assert!(
+        out.stderr.contains(
+            "GANTRY_ROUTER_SCHED=\"fifo\" is not a scheduling policy of the router: use `batch` (the default) or `normal`"
         ),
         "{out}"
     );
