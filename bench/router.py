@@ -181,21 +181,19 @@ def main():
         with open(hcfg, "w") as f:
             f.write(HAPROXY.format(stable=stable, canary=canary, port=ports["haproxy"]))
         procs.append(subprocess.Popen(["haproxy", "-f", hcfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        gantry = subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry']}",
-                                   "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
-                                   "--share", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        procs.append(gantry)
-        # Started exactly as the measuring one is (pipes on standard input and output), so the
-        # two differ in measuring alone.
-        nostats = subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry-nostats']}",
-                                    "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
-                                    "--share", "10", "--no-stats"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        procs.append(nostats)
-        normal = subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{ports['gantry-normal']}",
-                                   "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
-                                   "--share", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  env={**os.environ, "GANTRY_ROUTER_SCHED": "normal"})
-        procs.append(normal)
+        def route(port, *extra, env=None):
+            """A `gantry route` at 90/10, each started the same way (pipes on standard input and
+            output), so that they differ in `extra` and `env` alone."""
+            p = subprocess.Popen([args.gantry, "route", "--listen", f"127.0.0.1:{port}",
+                                  "--stable", f"127.0.0.1:{stable}", "--canary", f"127.0.0.1:{canary}",
+                                  "--share", "10", *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                 env={**os.environ, **(env or {})})
+            procs.append(p)
+            return p
+
+        gantry = route(ports["gantry"])
+        nostats = route(ports["gantry-nostats"], "--no-stats")
+        normal = route(ports["gantry-normal"], env={"GANTRY_ROUTER_SCHED": "normal"})
         # The data plane, as `gantry serve` drives it: listen, then a 90/10 table.
         dp_data = os.path.join(d, "dp")
         os.makedirs(dp_data)

@@ -86,22 +86,19 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_given_batch_runs_as_sched_batch() {
-        let policy = std::thread::spawn(|| {
-            Policy::Batch.apply().unwrap();
-            // SAFETY: no arguments; reads the calling thread's policy.
-            unsafe { libc::sched_getscheduler(0) }
-        })
-        .join()
-        .unwrap();
-        assert_eq!(policy, libc::SCHED_BATCH);
-        let normal = std::thread::spawn(|| {
-            Policy::Normal.apply().unwrap();
-            // SAFETY: as above.
-            unsafe { libc::sched_getscheduler(0) }
-        })
-        .join()
-        .unwrap();
-        assert_eq!(normal, libc::SCHED_OTHER);
+    fn a_thread_given_a_policy_runs_under_it() {
+        for (policy, want) in [
+            (Policy::Batch, libc::SCHED_BATCH),
+            (Policy::Normal, libc::SCHED_OTHER),
+        ] {
+            let got = std::thread::spawn(move || {
+                policy.apply().unwrap();
+                // SAFETY: no arguments; reads the calling thread's policy.
+                unsafe { libc::sched_getscheduler(0) }
+            })
+            .join()
+            .unwrap();
+            assert_eq!(got, want, "{policy:?}");
+        }
     }
 }
