@@ -743,7 +743,8 @@ macro_rules! contract {
                 a_cancel_asked_for_elsewhere_is_found_by_the_runs_owner,
                 an_environment_has_one_driver_under_a_lease,
                 a_canarys_progress_is_kept_with_its_release,
-                a_request_to_a_driver_is_taken_once_by_it_and_answered);
+                a_request_to_a_driver_is_taken_once_by_it_and_answered,
+                run_filters_combine);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(
@@ -771,8 +772,10 @@ async fn open_postgres(_dir: &Path) -> (Arc<dyn StateStore>, Option<pg::TestData
 
 use gantry_store::testing as pg;
 
+mod filters;
 mod jobs;
 mod shared;
+pub use filters::*;
 pub use jobs::*;
 
 // The backends: one line each.
