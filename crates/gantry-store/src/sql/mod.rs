@@ -86,7 +86,10 @@ impl SqlStore {
             }
         }
         url.push_str("?mode=rwc");
+        // A connection to a file on this machine does not go stale while it sits in the pool:
+        // no ping before each use (one round trip to the connection's thread per query).
         let pool = pool_options(4)
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute(
