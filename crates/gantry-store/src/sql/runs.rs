@@ -160,16 +160,24 @@ impl RunStore for SqlStore {
             .write_tx()
             .await
             .map_err(|e| self.write_error(e, what))?;
-        for l in lines {
-            sqlx::query("INSERT INTO log_lines (step_id, line, at, stream, text) VALUES ($1, $2, $3, $4, $5)")
-                .bind(l.step_id)
-                .bind(l.line)
-                .bind(l.at)
-                .bind(l.stream.as_str())
-                .bind(&l.text)
+        let mut rest = lines;
+        while !rest.is_empty() {
+            let rows = log_rows_per_insert(rest.len());
+            let (these, after) = rest.split_at(rows);
+            let mut insert = sqlx::query(AssertSqlSafe(log_insert(self.backend, rows)));
+            for l in these {
+                insert = insert
+                    .bind(l.step_id)
+                    .bind(l.line)
+                    .bind(l.at)
+                    .bind(l.stream.as_str())
+                    .bind(&l.text);
+            }
+            insert
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.write_error(e, what))?;
+            rest = after;
         }
         tx.commit().await.map_err(|e| self.write_error(e, what))?;
         Ok(())
@@ -529,6 +537,49 @@ fn log_record(r: &AnyRow) -> Result<LogRecord> {
     })
 }
 
+/// The most log lines one INSERT carries (5 parameters each: 640, far below either engine's
+/// limit). A statement is a round trip to the database (for SQLite, to its connection's
+/// thread), and one a line made storing a log cost more than the step printing it.
+const LOG_ROWS: usize = 128;
+
+/// How many of `left` lines the next INSERT carries: [`LOG_ROWS`] while there are that many,
+/// then the largest power of two that fits, so that a batch of any size uses at most eight
+/// statement shapes, each prepared once per connection.
+fn log_rows_per_insert(left: usize) -> usize {
+    if left >= LOG_ROWS {
+        LOG_ROWS
+    } else {
+        1 << left.ilog2()
+    }
+}
+
+/// `INSERT INTO log_lines` of `rows` rows. SQLite's parameters are anonymous (`?`): sqlx
+/// finds which argument a numbered one takes by asking SQLite its name, a search of every
+/// name of the statement, so that binding `$n` parameters costs the square of their number
+/// (half of storing a log, with 640 of them).
+fn log_insert(backend: Backend, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| match backend {
+            Backend::Sqlite => "(?, ?, ?, ?, ?)".to_string(),
+            Backend::Postgres => {
+                let p = r * 5;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5
+                )
+            }
+        })
+        .collect();
+    format!(
+        "INSERT INTO log_lines (step_id, line, at, stream, text) VALUES {}",
+        values.join(", ")
+    )
+}
+
 /// The query of [`RunStore::list_runs`] for `filter`: only the conditions asked for, so that
 /// the engine can use an index for them (a condition written `$1 IS NULL OR …` can use none:
 /// every command's recovery asks for the running runs, which must not be a scan of the whole
@@ -614,6 +665,37 @@ mod tests {
             );
         }
         store.close().await;
+    }
+
+    #[test]
+    fn a_batch_of_log_lines_is_few_inserts_of_few_shapes() {
+        let cases = [
+            (1, vec![1]),
+            (2, vec![2]),
+            (3, vec![2, 1]),
+            (127, vec![64, 32, 16, 8, 4, 2, 1]),
+            (128, vec![128]),
+            (500, vec![128, 128, 128, 64, 32, 16, 4]),
+        ];
+        for (lines, want) in cases {
+            let mut left = lines;
+            let mut inserts = Vec::new();
+            while left > 0 {
+                let rows = log_rows_per_insert(left);
+                inserts.push(rows);
+                left -= rows;
+            }
+            assert_eq!(inserts, want, "{lines} lines");
+        }
+        let head = "INSERT INTO log_lines (step_id, line, at, stream, text) VALUES";
+        assert_eq!(
+            log_insert(Backend::Postgres, 2),
+            format!("{head} ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)")
+        );
+        assert_eq!(
+            log_insert(Backend::Sqlite, 2),
+            format!("{head} (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)")
+        );
     }
 
     #[test]

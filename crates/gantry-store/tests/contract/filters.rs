@@ -1,7 +1,8 @@
-//! Listing runs: every combination of the filters (project, branch, status, before, limit)
-//! finds exactly the runs that meet all of those given, newest first.
+//! Listing runs and storing logs: every combination of the filters (project, branch, status,
+//! before, limit) finds exactly the runs that meet all of those given, newest first; a batch of
+//! log lines of any size is stored whole and in order.
 
-use gantry_engine::ports::{NewRun, RunFilter, StateStore};
+use gantry_engine::ports::{NewJob, NewLogLine, NewRun, NewStage, RunFilter, StateStore, Stream};
 use gantry_model::RunStatus;
 use std::sync::Arc;
 
@@ -87,4 +88,81 @@ pub async fn run_filters_combine(store: Arc<dyn StateStore>) {
         }
     }
     assert_eq!(cases, 4 * 3 * 3 * 2 * 3);
+}
+
+/// A batch of log lines of any size (one INSERT carries up to 128) is stored whole, in order,
+/// each line with its own number, time, stream and text.
+pub async fn log_batches_of_any_size_are_stored_whole_and_in_order(store: Arc<dyn StateStore>) {
+    let ids = store
+        .create_run(NewRun {
+            project: "p".into(),
+            repo: "/srv/p".into(),
+            commit: "0".repeat(40),
+            branch: None,
+            pipeline_file: "gantry.yml".into(),
+            trigger: "cli".into(),
+            event: "manual".into(),
+            vars: Default::default(),
+            status: RunStatus::Running,
+            created_at: 1,
+            owner: None,
+            stages: vec![NewStage {
+                name: "build".into(),
+                kind: "jobs",
+                jobs: vec![NewJob {
+                    name: "job".into(),
+                    allow_failure: false,
+                    waits_for: vec![],
+                }],
+            }],
+        })
+        .await
+        .unwrap();
+    let mut wanted = Vec::new();
+    let mut next = 1;
+    for (index, size) in [1usize, 2, 127, 128, 129, 500, 1000]
+        .into_iter()
+        .enumerate()
+    {
+        let step = store
+            .start_step(ids.jobs[0][0], 1, index, &format!("step {index}"), 2)
+            .await
+            .unwrap();
+        let batch: Vec<NewLogLine> = (0..size)
+            .map(|i| {
+                let line = next + i as i64;
+                NewLogLine {
+                    step_id: step,
+                    line,
+                    at: 1_000 + line,
+                    stream: if line % 3 == 0 {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    },
+                    text: match line % 4 {
+                        0 => String::new(),
+                        1 => format!("line {line} é ✓ '\"?$1"),
+                        _ => format!("line {line}"),
+                    },
+                }
+            })
+            .collect();
+        next += size as i64;
+        store.append_logs(&batch).await.unwrap();
+        wanted.extend(
+            batch
+                .into_iter()
+                .map(|l| (format!("step {index}"), l.line, l.at, l.stream, l.text)),
+        );
+    }
+    let got: Vec<_> = store
+        .logs(ids.run, None, 0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.step, l.line, l.at, l.stream, l.text))
+        .collect();
+    assert_eq!(got.len(), wanted.len());
+    assert_eq!(got, wanted);
 }

@@ -744,7 +744,8 @@ macro_rules! contract {
                 an_environment_has_one_driver_under_a_lease,
                 a_canarys_progress_is_kept_with_its_release,
                 a_request_to_a_driver_is_taken_once_by_it_and_answered,
-                run_filters_combine);
+                run_filters_combine,
+                log_batches_of_any_size_are_stored_whole_and_in_order);
         }
     };
     (@tests $open:path; $($clause:ident),*) => {$(
