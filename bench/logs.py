@@ -11,7 +11,7 @@ Bytes kept: the data directory's database (gantry.db with its WAL) after the run
 job printed. Each gantry run is done twice: with the default per-job log cap (32 MiB), and with
 the cap raised above the log's size (everything kept), to show storage per byte of full logs.
 
-Usage: bench/logs.py [--gantry target/release/gantry] [--sizes 100M,1G]
+Usage: bench/logs.py [--gantry target/release/gantry] [--sizes 100M,1G] [--line-bytes 1024]
 """
 import argparse
 import http.client
@@ -126,9 +126,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gantry", default=os.path.join(ROOT, "target/release/gantry"))
     ap.add_argument("--sizes", default="100M,1G")
+    ap.add_argument("--line-bytes", type=int, default=LINE, help="bytes per line, newline included (at least 2)")
     args = ap.parse_args()
+    global LINE
+    LINE = max(2, args.line_bytes)
     gantry = os.path.abspath(args.gantry)
     print(load_line())
+    print(f"lines of {LINE} bytes")
     print(f"{'size':>6} {'how':<22} {'wall s':>8} {'max RSS MiB':>12} {'kept bytes/log byte':>20}")
     for text in args.sizes.split(","):
         total = size_bytes(text)

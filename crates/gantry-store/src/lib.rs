@@ -25,13 +25,42 @@ use std::sync::Arc;
 /// is new) or `postgres://…` (a database, migrated to this version's schema). The error for
 /// any other URL says which schemes there are.
 pub async fn open_state(url: &str) -> Result<Arc<dyn StateStore>> {
-    Ok(Arc::new(open_sql(url).await?))
+    open_state_for(url, Sharing::Server).await
 }
 
-/// [`open_state`], keeping the concrete store (for copying state between backends).
-pub async fn open_sql(url: &str) -> Result<sql::SqlStore> {
+/// Who shares a store within this process, which sizes its SQLite pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// A command's requests, one after another (`gantry run`, `gantry runs`, …): one
+    /// connection. SQLite has one writer at a time, and a second connection of the same
+    /// process only adds its opening (a thread, the file, the schema: about a millisecond)
+    /// and, when it loses the write lock to the first, the busy handler's sleep (1 ms, then
+    /// 2, 5, …); through one connection, requests wait their turn in order.
+    Command,
+    /// A server's requests, many at once: readers alongside the writer (four connections).
+    Server,
+}
+
+impl Sharing {
+    fn sqlite_connections(self) -> u32 {
+        match self {
+            Sharing::Command => 1,
+            Sharing::Server => 4,
+        }
+    }
+}
+
+/// [`open_state`] for `sharing`.
+pub async fn open_state_for(url: &str, sharing: Sharing) -> Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(open_sql(url, sharing).await?))
+}
+
+/// [`open_state_for`], keeping the concrete store (for copying state between backends).
+pub async fn open_sql(url: &str, sharing: Sharing) -> Result<sql::SqlStore> {
     match url.split_once("://") {
-        Some(("sqlite", path)) if !path.is_empty() => sql::SqlStore::open(Path::new(path)).await,
+        Some(("sqlite", path)) if !path.is_empty() => {
+            sql::SqlStore::open_with(Path::new(path), sharing.sqlite_connections()).await
+        }
         Some(("sqlite", _)) => bail!("`{url}` names no file: write sqlite:///path/to/gantry.db"),
         Some(("postgres" | "postgresql", rest)) if !rest.is_empty() => {
             sql::SqlStore::open_postgres(url).await

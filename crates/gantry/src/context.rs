@@ -7,6 +7,7 @@ use gantry_config::server::ArtifactsConfig;
 use gantry_engine::ports::ArtifactStore;
 use gantry_engine::ports::StateStore;
 use gantry_runner::owner;
+use gantry_store::Sharing;
 use gantry_store::artifacts::{LocalArtifactStore, S3ArtifactStore, S3Location};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,7 +82,7 @@ impl Context {
             Some(url) => url,
             None => sqlite_url(&data_dir),
         };
-        Self::open_on(data_dir, &url).await
+        Self::open_on(data_dir, &url, Sharing::Command).await
     }
 
     /// [`Context::open`] for a server whose configuration may name a PostgreSQL database
@@ -120,16 +121,17 @@ impl Context {
                         shown(c)
                     );
                 }
-                let ctx = Self::open_on(data_dir, c).await?;
+                let ctx = Self::open_on(data_dir, c, Sharing::Server).await?;
                 remember_state(&ctx.data_dir, c)?;
                 return Ok(ctx);
             }
         };
-        Self::open_on(data_dir, &url).await
+        Self::open_on(data_dir, &url, Sharing::Server).await
     }
 
-    async fn open_on(data_dir: PathBuf, url: &str) -> Result<Self> {
-        let state = gantry_store::open_state(url).await?;
+    /// The store at `url`, sized for `sharing` (a command's, or a server's).
+    async fn open_on(data_dir: PathBuf, url: &str, sharing: Sharing) -> Result<Self> {
+        let state = gantry_store::open_state_for(url, sharing).await?;
         let recovered =
             owner::recover(&*state, &lock_dir(&data_dir), &work_root(&data_dir)).await?;
         // Packing or downloading that a killed process left half done.
@@ -272,7 +274,7 @@ pub fn remember_state(data_dir: &Path, url: &str) -> Result<()> {
 
 /// Whether the state at `url` records anything worth keeping: a run or a release.
 pub async fn has_history(url: &str) -> Result<bool> {
-    let state = gantry_store::open_state(url).await?;
+    let state = gantry_store::open_state_for(url, Sharing::Command).await?;
     let runs = state
         .list_runs(&gantry_engine::ports::RunFilter {
             limit: 1,

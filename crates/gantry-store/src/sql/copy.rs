@@ -46,6 +46,9 @@ impl SqlStore {
     /// written to `target` unless all of it is, and both sides' counts agree.
     pub async fn copy_into(&self, target: &SqlStore) -> Result<CopyReport> {
         let tables = target.schema().await?;
+        // Before the source's transaction: a store of one connection (a command's) has none
+        // to spare while that transaction holds it.
+        let source_tables = self.schema().await?;
         let mut source = self
             .pool
             .begin()
@@ -66,7 +69,7 @@ impl SqlStore {
             }
         }
         // A table only the source has would be left behind: refused while it holds rows.
-        for t in self.schema().await? {
+        for t in source_tables {
             if !tables.iter().any(|o| o.name == t.name) && count(&mut source, &t.name).await? > 0 {
                 bail!(
                     "{} has a table `{}` that {} has not: is the target an older version's schema?",

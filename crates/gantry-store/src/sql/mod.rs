@@ -71,8 +71,14 @@ const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.bran
      r.trigger_kind, r.status, r.created_at, r.started_at, r.finished_at, r.error, r.owner, r.event, r.vars";
 
 impl SqlStore {
-    /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations;
+    /// a pool of four connections.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, 4).await
+    }
+
+    /// [`SqlStore::open`] with a pool of `connections` (at least one).
+    pub async fn open_with(path: &Path, connections: u32) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let text = path
             .to_str()
@@ -88,7 +94,7 @@ impl SqlStore {
         url.push_str("?mode=rwc");
         // A connection to a file on this machine does not go stale while it sits in the pool:
         // no ping before each use (one round trip to the connection's thread per query).
-        let pool = pool_options(4)
+        let pool = pool_options(connections.max(1))
             .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {

@@ -64,8 +64,12 @@ async fn a_sqlite_state_is_copied_whole_with_its_ids_and_only_into_an_empty_data
     old.close().await;
 
     let db = pg::TestDatabase::create();
-    let source = gantry_store::open_sql(&url).await.unwrap();
-    let target = gantry_store::open_sql(&db.url).await.unwrap();
+    let source = gantry_store::open_sql(&url, gantry_store::Sharing::Command)
+        .await
+        .unwrap();
+    let target = gantry_store::open_sql(&db.url, gantry_store::Sharing::Server)
+        .await
+        .unwrap();
     let report = source.copy_into(&target).await.unwrap();
     let lines = report
         .tables
@@ -90,7 +94,11 @@ async fn a_sqlite_state_is_copied_whole_with_its_ids_and_only_into_an_empty_data
     // A second copy into the same database is refused, and changes nothing there.
     let after_first = everything(&new).await;
     let e = source
-        .copy_into(&gantry_store::open_sql(&db.url).await.unwrap())
+        .copy_into(
+            &gantry_store::open_sql(&db.url, gantry_store::Sharing::Server)
+                .await
+                .unwrap(),
+        )
         .await;
     let e = format!("{:#}", e.unwrap_err());
     assert!(e.contains("already holds state"), "{e}");
@@ -141,16 +149,21 @@ async fn the_connection_is_tls_verified_by_the_ca_the_url_names() {
         db.url,
         pg::ca_file()
     );
-    let store = gantry_store::open_sql(&url).await.unwrap();
+    let store = gantry_store::open_sql(&url, gantry_store::Sharing::Server)
+        .await
+        .unwrap();
     assert!(
         store.connection_is_tls().await.unwrap(),
         "the connection is not TLS"
     );
     // Verified against the system's roots instead, the test CA's certificate is refused.
-    let refused = gantry_store::open_sql(&format!("{}?sslmode=verify-full", db.url))
-        .await
-        .err()
-        .expect("a certificate no system root signed is refused");
+    let refused = gantry_store::open_sql(
+        &format!("{}?sslmode=verify-full", db.url),
+        gantry_store::Sharing::Server,
+    )
+    .await
+    .err()
+    .expect("a certificate no system root signed is refused");
     let e = format!("{refused:#}");
     assert!(e.contains("connecting to the state database"), "{e}");
     assert!(e.to_lowercase().contains("certificate"), "{e}");

@@ -47,7 +47,11 @@ async fn migrate(args: MigrateStateArgs, data_dir: Option<PathBuf>) -> anyhow::R
     }
     // No server may change the state while it is copied, nor start on the old file after.
     let _lock = ServerLock::acquire(&data_dir)?;
-    let source = gantry_store::open_sql(&context::sqlite_url(&data_dir)).await?;
+    let source = gantry_store::open_sql(
+        &context::sqlite_url(&data_dir),
+        gantry_store::Sharing::Command,
+    )
+    .await?;
     // Every running run, as recovery reads them: one whose owner lives holds up the copy.
     let running = source
         .list_runs(&RunFilter {
@@ -77,7 +81,7 @@ async fn migrate(args: MigrateStateArgs, data_dir: Option<PathBuf>) -> anyhow::R
         .into_iter()
         .find(|(s, _)| *s == RunStatus::Queued)
         .map_or(0, |(_, n)| n);
-    let target = gantry_store::open_sql(&args.to).await?;
+    let target = gantry_store::open_sql(&args.to, gantry_store::Sharing::Command).await?;
     let report = source.copy_into(&target).await.with_context(|| {
         format!(
             "copying {} into {target_shown}: nothing was copied",
