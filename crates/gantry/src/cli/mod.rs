@@ -159,7 +159,10 @@ pub fn main() -> ExitCode {
         // database, the server), and a second worker only adds wake-ups (tokio wakes an idle
         // worker to steal whenever a task is woken while another runs), each a trip to another
         // CPU, which here cost more than the work (bench/README.md, "the first step").
-        Command::Run(args) => block_on_workers(Some(1), run::run(args, cli.server, cli.data_dir)),
+        Command::Run(args) => {
+            few_malloc_arenas();
+            block_on_workers(Some(1), run::run(args, cli.server, cli.data_dir))
+        }
         Command::Runs(args) => block_on(runs::runs(args, cli.server, cli.data_dir)),
         Command::Show(args) => block_on(runs::show(args, cli.server, cli.data_dir)),
         Command::Logs(args) => block_on(runs::logs(args, cli.server, cli.data_dir)),
@@ -250,6 +253,18 @@ fn die_quietly_on_a_closed_pipe() {
 
 fn block_on<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {
     block_on_workers(None, f)
+}
+
+/// At most two malloc arenas for the threads to come (glibc gives each new thread one of its
+/// own, up to eight a CPU): a run's few threads then reuse the heap pages already touched,
+/// where each arena's first pages are fresh ones, and a fresh page costs a fault (more than
+/// a microsecond here, several after the machine sat idle: bench/README.md, "the first step").
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator; no thread but this one exists yet.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// [`block_on`] on a runtime of `workers` worker threads (default: one a CPU).
