@@ -123,12 +123,12 @@ def bench_serve(gantry, base, repo, cap):
 
 
 def main():
+    global LINE
     ap = argparse.ArgumentParser()
     ap.add_argument("--gantry", default=os.path.join(ROOT, "target/release/gantry"))
     ap.add_argument("--sizes", default="100M,1G")
     ap.add_argument("--line-bytes", type=int, default=LINE, help="bytes per line, newline included (at least 2)")
     args = ap.parse_args()
-    global LINE
     LINE = max(2, args.line_bytes)
     gantry = os.path.abspath(args.gantry)
     print(load_line())

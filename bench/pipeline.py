@@ -2,8 +2,8 @@
 """Step overhead of `gantry run` beside GNU make and a plain shell loop.
 
 The same pipeline of N one-line steps (each appends a nanosecond timestamp to a file) runs
-through three runners, interleaved (gantry, make, shell; gantry, make, shell; ...), so that
-machine noise hits all three alike. Every runner starts each step as its own `sh -c`.
+through three runners, interleaved (gantry, make, shell; make, shell, gantry; ...: the order
+turns each repetition), so that machine noise hits all three alike. Every runner starts each step as its own `sh -c`.
 
 Measured per run, reported as medians over the repetitions:
   first  time from invocation to the first step's timestamp
@@ -14,7 +14,10 @@ Measured per run, reported as medians over the repetitions:
          milliseconds, so this reads up to 1 ms low)
   exit   from the last step's timestamp to the runner's exit, which comes after the record
 
-Usage: bench/pipeline.py [--reps 7] [--steps 20,200] [--gantry target/release/gantry]
+With --baseline BIN, a second gantry binary (an older build, say) runs as a fourth runner in
+the same interleaving, with a data directory of its own: a before/after from one run.
+
+Usage: bench/pipeline.py [--reps 7] [--steps 20,200] [--gantry target/release/gantry] [--baseline BIN]
 """
 import argparse
 import json
@@ -29,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import load_line  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINE = None
 
 
 def sh(cmd, cwd=None, env=None):
@@ -58,8 +62,10 @@ def read_stamps(out):
 def measure(kind, repo, steps, out, gantry, data):
     if os.path.exists(out):
         os.remove(out)
+    if kind == "baseline":
+        gantry, data = BASELINE, data + "-baseline"
     env = dict(os.environ, GANTRY_HOME=data)
-    if kind == "gantry":
+    if kind in ("gantry", "baseline"):
         cmd = [gantry, "run", "--plain", "--quiet", repo]
     elif kind == "make":
         cmd = ["make", "-s", "-C", repo, "-f", "Makefile"]
@@ -73,7 +79,7 @@ def measure(kind, repo, steps, out, gantry, data):
     stamps = read_stamps(out)
     assert len(stamps) == steps, (kind, len(stamps))
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    if kind == "gantry":
+    if kind in ("gantry", "baseline"):
         show = subprocess.run([gantry, "show", "--json"], env=env, capture_output=True, check=True, cwd=repo)
         finished_ms = json.loads(show.stdout)["run"]["finished_at"]
         done = finished_ms * 1_000_000 - t0
@@ -94,31 +100,39 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--steps", default="20,200")
     ap.add_argument("--gantry", default=os.path.join(ROOT, "target/release/gantry"))
+    ap.add_argument("--baseline", help="another gantry binary, measured in the same interleaving")
     args = ap.parse_args()
+    global BASELINE
+    BASELINE = args.baseline
     print(load_line(), flush=True)
     if not os.path.exists(args.gantry):
         sys.exit(f"{args.gantry} not found: run `cargo build --release` first")
-    kinds = ["gantry", "make", "shell"]
+    kinds = ["gantry"] + (["baseline"] if args.baseline else []) + ["make", "shell"]
     with tempfile.TemporaryDirectory() as base:
         out = os.path.join(base, "stamps")
         data = os.path.join(base, "data")
         results = {}
         for steps in [int(s) for s in args.steps.split(",")]:
             repo = make_repo(base, steps, out)
-            measure("gantry", repo, steps, out, args.gantry, data)  # warm caches once
+            for k in kinds[: 2 if args.baseline else 1]:
+                measure(k, repo, steps, out, args.gantry, data)  # warm caches once
             samples = {k: [] for k in kinds}
-            for _ in range(args.reps):
-                for k in kinds:
+            for rep in range(args.reps):
+                # The order turns each repetition: a gantry started right after another one
+                # starts faster than one started after the shell loop (bench/README.md, "a run
+                # started after a pause"), so no runner always follows the same one.
+                turn = rep % len(kinds)
+                for k in kinds[turn:] + kinds[:turn]:
                     samples[k].append(measure(k, repo, steps, out, args.gantry, data))
             results[steps] = {k: {m: statistics.median(s[m] for s in samples[k]) for m in ("first", "gap", "done", "rec", "exit")} for k in kinds}
 
     print(f"medians of {args.reps} interleaved runs, milliseconds")
-    print(f"{'steps':>5} {'runner':<7} {'first':>8} {'gap':>8} {'done':>8} {'rec':>8} {'exit':>8}   gap-shell   first/shell  done/shell")
+    print(f"{'steps':>5} {'runner':<8} {'first':>8} {'gap':>8} {'done':>8} {'rec':>8} {'exit':>8}   gap-shell   first/shell  done/shell")
     for steps, by_kind in results.items():
         shell = by_kind["shell"]
         for k in kinds:
             r = by_kind[k]
-            print(f"{steps:>5} {k:<7} {ms(r['first'])} {ms(r['gap'])} {ms(r['done'])} {ms(r['rec']) if k == 'gantry' else '       -'} {ms(r['exit'])}   {ms(r['gap'] - shell['gap'])}    {r['first'] / shell['first']:8.2f}  {r['done'] / shell['done']:8.2f}")
+            print(f"{steps:>5} {k:<8} {ms(r['first'])} {ms(r['gap'])} {ms(r['done'])} {ms(r['rec']) if k in ('gantry', 'baseline') else '       -'} {ms(r['exit'])}   {ms(r['gap'] - shell['gap'])}    {r['first'] / shell['first']:8.2f}  {r['done'] / shell['done']:8.2f}")
     if len(results) >= 2:
         small, large = sorted(results)[0], sorted(results)[-1]
         g_small, g_large = results[small]["gantry"]["gap"], results[large]["gantry"]["gap"]

@@ -157,8 +157,8 @@ pub fn main() -> ExitCode {
         Command::Schema => check::schema(),
         // One worker beside the main thread: a run's own work is waiting (for steps, the
         // database, the server), and a second worker only adds wake-ups (tokio wakes an idle
-        // worker to steal whenever a task is woken while another runs), each a trip to another
-        // CPU, which here cost more than the work (bench/README.md, "the first step").
+        // worker to steal whenever a task is woken while another runs), each a thread woken on
+        // another CPU (bench/README.md, "the first step's thread hand-offs").
         Command::Run(args) => {
             few_malloc_arenas();
             block_on_workers(Some(1), run::run(args, cli.server, cli.data_dir))
@@ -258,7 +258,7 @@ fn block_on<F: std::future::Future<Output = CliResult>>(f: F) -> CliResult {
 /// At most two malloc arenas for the threads to come (glibc gives each new thread one of its
 /// own, up to eight a CPU): a run's few threads then reuse the heap pages already touched,
 /// where each arena's first pages are fresh ones, and a fresh page costs a fault (more than
-/// a microsecond here, several after the machine sat idle: bench/README.md, "the first step").
+/// a microsecond here, more after a pause: bench/README.md, "a run started after a pause").
 fn few_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a parameter of the allocator; no thread but this one exists yet.
