@@ -59,7 +59,7 @@ pub async fn open_state_for(url: &str, sharing: Sharing) -> Result<Arc<dyn State
 pub async fn open_sql(url: &str, sharing: Sharing) -> Result<sql::SqlStore> {
     match url.split_once("://") {
         Some(("sqlite", path)) if !path.is_empty() => {
-            sql::SqlStore::open_with(Path::new(path), sharing.sqlite_connections()).await
+            sql::SqlStore::open(Path::new(path), sharing.sqlite_connections()).await
         }
         Some(("sqlite", _)) => bail!("`{url}` names no file: write sqlite:///path/to/gantry.db"),
         Some(("postgres" | "postgresql", rest)) if !rest.is_empty() => {

@@ -72,13 +72,8 @@ const RUN_COLUMNS: &str = "r.id, p.name AS project, p.repo, r.commit_sha, r.bran
 
 impl SqlStore {
     /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations;
-    /// a pool of four connections.
-    pub async fn open(path: &Path) -> Result<Self> {
-        Self::open_with(path, 4).await
-    }
-
-    /// [`SqlStore::open`] with a pool of `connections` (at least one).
-    pub async fn open_with(path: &Path, connections: u32) -> Result<Self> {
+    /// a pool of `connections` (at least one; [`crate::Sharing`] says how many).
+    pub async fn open(path: &Path, connections: u32) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let text = path
             .to_str()
@@ -453,7 +448,7 @@ mod tests {
     async fn a_write_waits_for_another_connections_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gantry.db");
-        let store = SqlStore::open(&path).await.unwrap();
+        let store = SqlStore::open(&path, 4).await.unwrap();
         let mut other = SqliteConnection::connect_with(
             &SqliteConnectOptions::new()
                 .filename(&path)
@@ -507,12 +502,12 @@ mod migrated_tests {
     async fn an_up_to_date_store_is_seen_in_one_query_and_a_changed_migration_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gantry.db");
-        let store = SqlStore::open(&path).await.unwrap();
+        let store = SqlStore::open(&path, 4).await.unwrap();
         let migrator = sqlx::migrate!("./migrations/sqlite");
         assert!(migrated(&store.pool, &migrator).await);
         store.close().await;
         // Opened again: nothing to do, and it works.
-        let store = SqlStore::open(&path).await.unwrap();
+        let store = SqlStore::open(&path, 4).await.unwrap();
         assert!(migrated(&store.pool, &migrator).await);
         sqlx::query("UPDATE _sqlx_migrations SET checksum = X'00' WHERE version = 1")
             .execute(&store.pool)
@@ -520,7 +515,7 @@ mod migrated_tests {
             .unwrap();
         assert!(!migrated(&store.pool, &migrator).await);
         store.close().await;
-        let refused = SqlStore::open(&path)
+        let refused = SqlStore::open(&path, 4)
             .await
             .err()
             .expect("a changed migration");

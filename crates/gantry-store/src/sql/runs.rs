@@ -219,21 +219,7 @@ impl RunStore for SqlStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        let mut query = sqlx::query(AssertSqlSafe(runs_listing(filter)));
-        if let Some(project) = &filter.project {
-            query = query.bind(project);
-        }
-        if let Some(branch) = &filter.branch {
-            query = query.bind(branch);
-        }
-        if let Some(status) = filter.status {
-            query = query.bind(status.as_str());
-        }
-        if let Some(before) = filter.before {
-            query = query.bind(before);
-        }
-        let rows = query
-            .bind(if filter.limit > 0 { filter.limit } else { 50 })
+        let rows = listing_bound(sqlx::query(AssertSqlSafe(runs_listing(filter))), filter)
             .fetch_all(&self.pool)
             .await
             .context("listing runs")?;
@@ -608,6 +594,26 @@ fn runs_listing(filter: &RunFilter) -> String {
     )
 }
 
+/// `query` (of [`runs_listing`]'s text) with `filter`'s values bound in its parameters' order.
+fn listing_bound<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    filter: &'q RunFilter,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    if let Some(project) = &filter.project {
+        query = query.bind(project);
+    }
+    if let Some(branch) = &filter.branch {
+        query = query.bind(branch);
+    }
+    if let Some(status) = filter.status {
+        query = query.bind(status.as_str());
+    }
+    if let Some(before) = filter.before {
+        query = query.bind(before);
+    }
+    query.bind(if filter.limit > 0 { filter.limit } else { 50 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,17 +621,10 @@ mod tests {
     /// What SQLite plans for listing with `filter`, one line per step.
     async fn plan(store: &SqlStore, filter: &RunFilter) -> Vec<String> {
         let explain = format!("EXPLAIN QUERY PLAN {}", runs_listing(filter));
-        let mut query = sqlx::query(AssertSqlSafe(explain));
-        for given in [&filter.project, &filter.branch].into_iter().flatten() {
-            query = query.bind(given.clone());
-        }
-        if let Some(status) = filter.status {
-            query = query.bind(status.as_str());
-        }
-        if let Some(before) = filter.before {
-            query = query.bind(before);
-        }
-        let rows = query.bind(10i64).fetch_all(&store.pool).await.unwrap();
+        let rows = listing_bound(sqlx::query(AssertSqlSafe(explain)), filter)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
         rows.iter()
             .map(|r| r.try_get::<String, _>("detail").unwrap())
             .collect()
@@ -634,7 +633,9 @@ mod tests {
     #[tokio::test]
     async fn listing_by_status_or_project_reads_an_index_not_every_run() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open(&dir.path().join("gantry.db")).await.unwrap();
+        let store = SqlStore::open(&dir.path().join("gantry.db"), 1)
+            .await
+            .unwrap();
         let cases = [
             (
                 RunFilter {

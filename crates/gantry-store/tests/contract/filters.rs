@@ -2,7 +2,7 @@
 //! before, limit) finds exactly the runs that meet all of those given, newest first; a batch of
 //! log lines of any size is stored whole and in order.
 
-use gantry_engine::ports::{NewJob, NewLogLine, NewRun, NewStage, RunFilter, StateStore, Stream};
+use gantry_engine::ports::{NewLogLine, NewRun, RunFilter, StateStore, Stream};
 use gantry_model::RunStatus;
 use std::sync::Arc;
 
@@ -93,31 +93,9 @@ pub async fn run_filters_combine(store: Arc<dyn StateStore>) {
 /// A batch of log lines of any size (one INSERT carries up to 128) is stored whole, in order,
 /// each line with its own number, time, stream and text.
 pub async fn log_batches_of_any_size_are_stored_whole_and_in_order(store: Arc<dyn StateStore>) {
-    let ids = store
-        .create_run(NewRun {
-            project: "p".into(),
-            repo: "/srv/p".into(),
-            commit: "0".repeat(40),
-            branch: None,
-            pipeline_file: "gantry.yml".into(),
-            trigger: "cli".into(),
-            event: "manual".into(),
-            vars: Default::default(),
-            status: RunStatus::Running,
-            created_at: 1,
-            owner: None,
-            stages: vec![NewStage {
-                name: "build".into(),
-                kind: "jobs",
-                jobs: vec![NewJob {
-                    name: "job".into(),
-                    allow_failure: false,
-                    waits_for: vec![],
-                }],
-            }],
-        })
-        .await
-        .unwrap();
+    // A run with one job (and, at position 0, one step that printed nothing).
+    let run = super::run_with_log(&store, 0, None).await;
+    let job = store.run_detail(run).await.unwrap().unwrap().jobs[0].id;
     let mut wanted = Vec::new();
     let mut next = 1;
     for (index, size) in [1usize, 2, 127, 128, 129, 500, 1000]
@@ -125,7 +103,7 @@ pub async fn log_batches_of_any_size_are_stored_whole_and_in_order(store: Arc<dy
         .enumerate()
     {
         let step = store
-            .start_step(ids.jobs[0][0], 1, index, &format!("step {index}"), 2)
+            .start_step(job, 1, index + 1, &format!("step {index}"), 2)
             .await
             .unwrap();
         let batch: Vec<NewLogLine> = (0..size)
@@ -157,7 +135,7 @@ pub async fn log_batches_of_any_size_are_stored_whole_and_in_order(store: Arc<dy
         );
     }
     let got: Vec<_> = store
-        .logs(ids.run, None, 0, 100_000)
+        .logs(run, None, 0, 100_000)
         .await
         .unwrap()
         .into_iter()
