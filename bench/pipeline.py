@@ -59,18 +59,22 @@ def read_stamps(out):
         return [int(l) for l in f.read().split()]
 
 
+def command(kind, gantry, repo, steps, out):
+    """The command line of a runner (gantry, make or shell) running `repo`'s `steps` steps."""
+    if kind == "gantry":
+        return [gantry, "run", "--plain", "--quiet", repo]
+    if kind == "make":
+        return ["make", "-s", "-C", repo, "-f", "Makefile"]
+    return ["sh", "-c", f"i=0; while [ $i -lt {steps} ]; do sh -c 'date +%s%N >> {out}'; i=$((i+1)); done"]
+
+
 def measure(kind, repo, steps, out, gantry, data):
     if os.path.exists(out):
         os.remove(out)
     if kind == "baseline":
         gantry, data = BASELINE, data + "-baseline"
     env = dict(os.environ, GANTRY_HOME=data)
-    if kind in ("gantry", "baseline"):
-        cmd = [gantry, "run", "--plain", "--quiet", repo]
-    elif kind == "make":
-        cmd = ["make", "-s", "-C", repo, "-f", "Makefile"]
-    else:
-        cmd = ["sh", "-c", f"i=0; while [ $i -lt {steps} ]; do sh -c 'date +%s%N >> {out}'; i=$((i+1)); done"]
+    cmd = command("gantry" if kind == "baseline" else kind, gantry, repo, steps, out)
     t0 = time.time_ns()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t_exit = time.time_ns()

@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import load_line  # noqa: E402
-from pipeline import make_repo, read_stamps  # noqa: E402
+import pipeline  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 20
@@ -39,32 +39,29 @@ BASELINE = None
 
 
 def command(kind, gantry, repo, out):
+    if kind == "version":
+        return [gantry, "--version"]
     if kind == "baseline":
-        return [BASELINE, "run", "--plain", "--quiet", repo]
-    if kind == "gantry":
-        return [gantry, "run", "--plain", "--quiet", repo]
-    if kind == "make":
-        return ["make", "-s", "-C", repo, "-f", "Makefile"]
-    if kind == "shell":
-        return ["sh", "-c", f"i=0; while [ $i -lt {STEPS} ]; do sh -c 'date +%s%N >> {out}'; i=$((i+1)); done"]
-    return [gantry, "--version"]
+        return pipeline.command("gantry", BASELINE, repo, STEPS, out)
+    return pipeline.command(kind, gantry, repo, STEPS, out)
 
 
 def once(kind, gantry, repo, out, env):
     """Milliseconds from invocation to the first step (`version`: to the process's exit)."""
     if os.path.exists(out):
         os.remove(out)
-    t0 = time.time_ns()
     if kind == "baseline":
         env = dict(env, GANTRY_HOME=env["GANTRY_HOME"] + "-baseline")
-    proc = subprocess.run(command(kind, gantry, repo, out), env=env, stdout=subprocess.DEVNULL,
+    cmd = command(kind, gantry, repo, out)
+    t0 = time.time_ns()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
     t_exit = time.time_ns()
     if proc.returncode != 0:
         sys.exit(f"{kind} failed: {proc.stderr.decode()}")
     if kind == "version":
         return (t_exit - t0) / 1e6
-    stamps = read_stamps(out)
+    stamps = pipeline.read_stamps(out)
     assert len(stamps) == STEPS, (kind, len(stamps))
     return (stamps[0] - t0) / 1e6
 
@@ -94,7 +91,7 @@ def main():
         sys.exit(f"{args.gantry} not found: run `cargo build --release` first")
     with tempfile.TemporaryDirectory() as base:
         out = os.path.join(base, "stamps")
-        repo = make_repo(base, STEPS, out)
+        repo = pipeline.make_repo(base, STEPS, out)
         env = dict(os.environ, GANTRY_HOME=os.path.join(base, "data"))
         for kind in runners[: 2 if args.baseline else 1]:
             once(kind, args.gantry, repo, out, env)  # the data directory, made once
