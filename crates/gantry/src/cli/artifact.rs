@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
+#[command(defer = true)]
 pub enum ArtifactCommand {
     /// List artifacts, newest first
     Ls {
@@ -87,7 +88,8 @@ pub enum ArtifactCommand {
     },
 }
 
-/// Which artifact version: the newest named NAME (of --project, of --run), or --digest.
+// Which artifact version: the newest named NAME (of --project, of --run), or --digest. (Not a
+// doc comment: clap would take it for the about of each command this is flattened into.)
 #[derive(clap::Args)]
 pub struct Which {
     /// The artifact's name (the newest of that name unless --run says which run)

@@ -6,6 +6,7 @@ use crate::context::Context;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
+#[command(defer = true)]
 pub enum CacheCommand {
     /// List the caches, least recently used first
     Ls {

@@ -42,6 +42,9 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+// Each command's arguments are built only when it is the one invoked: building all of them
+// is most of what a gantry process does before `main`'s work begins (bench/README.md).
+#[command(defer = true)]
 pub enum Command {
     /// See it all in half a minute: build, test, deploy, roll back, a broken release stopped
     Demo(demo::DemoArgs),
@@ -308,5 +311,59 @@ pub(crate) async fn stop_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each command's arguments are built only when that command is invoked (`defer`), and so
+    /// are clap's checks of them (two arguments of one name or flag, a default that is not a
+    /// possible value, ...): building the whole command line here runs them for every one.
+    #[test]
+    fn every_commands_arguments_are_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
+    /// A command's description in its parent's list is its variant's doc comment; once the
+    /// command is built (only when invoked), a doc comment on its arguments' struct, or on one
+    /// flattened into it, would take its place at the top of its own `--help`. Every command's
+    /// help begins with what its parent lists it as.
+    #[test]
+    fn every_command_s_help_begins_with_what_its_parent_lists() {
+        use clap::Parser;
+        fn help(path: &[String]) -> String {
+            let args = path.iter().map(String::as_str).chain(["--help"]);
+            match super::Cli::try_parse_from(args) {
+                Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.to_string(),
+                _ => panic!("{path:?} --help printed no help"),
+            }
+        }
+        let mut paths = vec![vec!["gantry".to_string()]];
+        let mut checked = 0;
+        while let Some(path) = paths.pop() {
+            let text = help(&path);
+            let listed = text
+                .lines()
+                .skip_while(|l| *l != "Commands:")
+                .skip(1)
+                .take_while(|l| !l.is_empty())
+                .map(|l| {
+                    l.trim_start()
+                        .split_once("  ")
+                        .expect("a name and its about")
+                });
+            for (name, about) in listed.filter(|(name, _)| *name != "help") {
+                let sub = [path.clone(), vec![name.to_string()]].concat();
+                assert_eq!(
+                    help(&sub).lines().next(),
+                    Some(about.trim()),
+                    "{sub:?} --help"
+                );
+                checked += 1;
+                paths.push(sub);
+            }
+        }
+        assert!(checked > 30, "{checked} commands");
     }
 }

@@ -45,6 +45,7 @@ pub struct ApproveArgs {
 }
 
 #[derive(clap::Subcommand)]
+#[command(defer = true)]
 pub enum TokenCommand {
     /// Create an API token; it is printed once
     Create {

@@ -58,6 +58,7 @@ pub struct DemoArgs {
 }
 
 #[derive(clap::Subcommand)]
+#[command(defer = true)]
 pub enum DemoCommand {
     /// Commit a change to the running demo's repository and follow its run to the end
     Push(push::PushArgs),
