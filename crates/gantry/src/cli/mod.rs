@@ -42,8 +42,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
-// Each command's arguments are built only when it is the one invoked: building all of them
-// is most of what a gantry process does before `main`'s work begins (bench/README.md).
+// Each command's arguments are built only when it is the one invoked: building all 30
+// commands' took 0.3-0.9 ms of every gantry process's start (bench/README.md, fifth stop).
 #[command(defer = true)]
 pub enum Command {
     /// See it all in half a minute: build, test, deploy, roll back, a broken release stopped
